@@ -1,0 +1,3 @@
+"""visavis: self-hosted, end-to-end encrypted video calling."""
+
+__version__ = "0.1.0"
