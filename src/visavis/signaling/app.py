@@ -1,0 +1,379 @@
+"""The signaling ASGI application: REST for accounts and history, one WebSocket per device."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from visavis.bus.base import Bus
+from visavis.clock import Clock
+from visavis.signaling import messages as m
+from visavis.signaling.auth import hash_password, hash_token, new_id, new_token, verify_password
+from visavis.signaling.calls import CallService
+from visavis.signaling.errors import SignalingError, conflict, forbidden, not_found, unauthorized
+from visavis.signaling.history import history_entry
+from visavis.signaling.hub import Connection, Hub
+from visavis.signaling.ice import ice_servers_for
+from visavis.signaling.metrics import SignalingMetrics
+from visavis.signaling.ratelimit import TokenBucket
+from visavis.store.base import Device, HandleTaken, Store, User
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+# WebSocket close codes (4000-4999 are the application's).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PROTOCOL = 4400
+
+
+@dataclass
+class SignalingContext:
+    """Everything the handlers need, built by :class:`~visavis.signaling.server.SignalingServer`."""
+
+    store: Store
+    bus: Bus
+    hub: Hub
+    calls: CallService
+    clock: Clock
+    metrics: SignalingMetrics
+    secret: str
+    ice_urls: list[str]
+    turn_ttl: int
+    max_message_bytes: int
+    rate_per_second: float
+    rate_burst: int
+    vapid_public_key: str | None = None
+    web_dir: str | None = None
+    ready_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+
+
+def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
+    return m.DeviceOut(
+        id=device.id,
+        name=device.name,
+        kind=device.kind,
+        created_at=device.created_at,
+        online=device.id in online,
+        current=device.id == current,
+    )
+
+
+def _user_out(user: User) -> m.UserOut:
+    return m.UserOut(id=user.id, handle=user.handle, display_name=user.display_name)
+
+
+def create_app(ctx: SignalingContext) -> FastAPI:
+    app = FastAPI(
+        title="visavis signaling",
+        version="1",
+        description="Accounts, devices, presence, calls. Real-time events flow over the "
+        "device WebSocket at /ws; see docs/protocol.md.",
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(SignalingError)
+    async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
+        ctx.metrics.rejected.labels(exc.code).inc()
+        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    async def authenticate(token: str) -> tuple[User, Device]:
+        device = await ctx.store.get_device_by_token_hash(hash_token(token))
+        if device is None:
+            ctx.metrics.http_auth_failures.labels("bad_token").inc()
+            raise unauthorized("bad_token", "unknown device token: sign in again")
+        if device.revoked_at is not None:
+            ctx.metrics.http_auth_failures.labels("revoked").inc()
+            raise unauthorized("token_revoked", "this device was signed out: sign in again")
+        user = await ctx.store.get_user(device.user_id)
+        if user is None:
+            raise unauthorized("bad_token", "the account of this device no longer exists")
+        return user, device
+
+    async def current(
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> tuple[User, Device]:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            ctx.metrics.http_auth_failures.labels("missing").inc()
+            raise unauthorized("missing_token", "send 'Authorization: Bearer <device token>'")
+        return await authenticate(authorization[7:].strip())
+
+    Auth = Annotated[tuple[User, Device], Depends(current)]
+
+    # -- health --------------------------------------------------------------------
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = {"store": await ctx.store.ping(), "bus": await ctx.bus.ping()}
+        for i, check in enumerate(ctx.ready_checks):
+            checks[f"check{i}"] = await check()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- accounts and devices ------------------------------------------------------
+    @app.post("/api/signup", status_code=201, response_model=m.UserOut)
+    async def signup(body: m.SignupRequest) -> m.UserOut:
+        try:
+            user = await ctx.store.create_user(
+                user_id=new_id(),
+                handle=body.handle,
+                display_name=body.display_name or body.handle.split("@")[0],
+                password_hash=hash_password(body.password),
+                now=ctx.clock.now(),
+            )
+        except HandleTaken as exc:
+            raise conflict("handle_taken", f"{body.handle} is already registered") from exc
+        return _user_out(user)
+
+    @app.post("/api/login", response_model=m.LoginResponse)
+    async def login(body: m.LoginRequest) -> m.LoginResponse:
+        user = await ctx.store.get_user_by_handle(body.handle)
+        if not verify_password(user.password_hash if user else None, body.password) or not user:
+            ctx.metrics.http_auth_failures.labels("password").inc()
+            raise unauthorized("bad_credentials", "wrong handle or password")
+        token = new_token()
+        device = await ctx.store.create_device(
+            device_id=new_id(),
+            user_id=user.id,
+            name=body.device_name,
+            kind=body.device_kind,
+            token_hash=hash_token(token),
+            now=ctx.clock.now(),
+        )
+        return m.LoginResponse(
+            token=token, user=_user_out(user), device=_device_out(device, set(), device.id)
+        )
+
+    @app.get("/api/me", response_model=m.UserOut)
+    async def me(auth: Auth) -> m.UserOut:
+        return _user_out(auth[0])
+
+    @app.get("/api/devices", response_model=list[m.DeviceOut])
+    async def list_devices(auth: Auth) -> list[m.DeviceOut]:
+        user, device = auth
+        devices = await ctx.store.list_devices(user.id)
+        online = await ctx.bus.online([d.id for d in devices])
+        return [_device_out(d, online, device.id) for d in devices]
+
+    @app.delete("/api/devices/{device_id}", status_code=204)
+    async def revoke_device(device_id: str, auth: Auth) -> Response:
+        user, _ = auth
+        target = await ctx.store.get_device(device_id)
+        if target is None or target.user_id != user.id:
+            raise not_found("device_not_found", "you have no device with this id")
+        await ctx.store.revoke_device(device_id, now=ctx.clock.now())
+        await ctx.hub.revoke(device_id)
+        return Response(status_code=204)
+
+    @app.put("/api/devices/current/push", status_code=204)
+    async def set_push(body: m.PushSubscription, auth: Auth) -> Response:
+        if not body.endpoint.startswith(("https://", "http://")):
+            raise SignalingError("invalid_push_endpoint", "a push endpoint is an http(s) URL")
+        await ctx.store.set_push_subscription(auth[1].id, body.model_dump())
+        return Response(status_code=204)
+
+    @app.get("/api/push/key")
+    async def push_key() -> dict[str, str | None]:
+        """The VAPID applicationServerKey for pushManager.subscribe()."""
+        return {"public_key": ctx.vapid_public_key}
+
+    @app.get("/api/users/{handle}", response_model=m.ContactOut)
+    async def find_contact(handle: str, auth: Auth) -> m.ContactOut:
+        try:
+            normalized = m.normalize_handle(handle)
+        except ValueError as exc:
+            raise SignalingError("invalid_handle", str(exc)) from exc
+        user = await ctx.store.get_user_by_handle(normalized)
+        if user is None:
+            raise not_found("unknown_user", f"nobody has the handle {normalized}")
+        devices = await ctx.store.list_devices(user.id)
+        online = await ctx.bus.online([d.id for d in devices])
+        return m.ContactOut(
+            handle=user.handle, display_name=user.display_name, reachable=bool(online)
+        )
+
+    @app.get("/api/ice-servers", response_model=m.IceServersOut)
+    async def ice_servers(auth: Auth) -> m.IceServersOut:
+        return m.IceServersOut(
+            ice_servers=ice_servers_for(
+                ctx.ice_urls, ctx.secret, auth[0].id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+            ),
+            ttl=ctx.turn_ttl,
+        )
+
+    @app.get("/api/calls", response_model=list[m.HistoryEntry])
+    async def call_history(
+        auth: Auth, limit: int = 50, before: float | None = None
+    ) -> list[m.HistoryEntry]:
+        user = auth[0]
+        rows = await ctx.store.call_history(user.id, limit=max(1, min(limit, 200)), before=before)
+        users = await ctx.store.get_users({p.user_id for _, ps in rows for p in ps})
+        return [history_entry(user.id, call, ps, users) for call, ps in rows]
+
+    @app.get("/api/calls/{call_id}", response_model=m.HistoryEntry)
+    async def get_call(call_id: str, auth: Auth) -> m.HistoryEntry:
+        user = auth[0]
+        call = await ctx.store.get_call(call_id)
+        participants = await ctx.store.get_participants(call_id) if call else []
+        if call is None or all(p.user_id != user.id for p in participants):
+            raise not_found("call_not_found", "you took part in no call with this id")
+        users = await ctx.store.get_users({p.user_id for p in participants})
+        return history_entry(user.id, call, participants, users)
+
+    # -- the device WebSocket ------------------------------------------------------
+    handlers: dict[str, Callable[[User, Device, Any], Awaitable[Any]]] = {
+        "call.invite": ctx.calls.invite,
+        "call.answer": ctx.calls.answer,
+        "call.decline": ctx.calls.decline,
+        "call.cancel": ctx.calls.cancel,
+        "call.leave": ctx.calls.leave,
+        "call.add": ctx.calls.add,
+        "call.ring_again": ctx.calls.ring_again,
+        "call.signal": ctx.calls.signal,
+        "call.handoff": ctx.calls.handoff,
+    }
+
+    @app.websocket("/ws")
+    async def device_socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            session = await _handshake(websocket)
+        except (WebSocketDisconnect, asyncio.TimeoutError):
+            return
+        if session is None:
+            return
+        user, device, conn = session
+        bucket = TokenBucket(ctx.rate_per_second, ctx.rate_burst, ctx.clock.now())
+        try:
+            while True:
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    break
+                await _handle_frame(frame, user, device, conn, bucket)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await ctx.hub.detach(conn)
+
+    async def _reject(conn_or_ws: Connection | WebSocket, code: str, message: str,
+                      re: str | int | None = None) -> None:
+        ctx.metrics.rejected.labels(code).inc()
+        error = m.Error(re=re, code=code, message=message)
+        if isinstance(conn_or_ws, Connection):
+            await conn_or_ws.send(error)
+        else:
+            await conn_or_ws.send_json(error.model_dump(mode="json"))
+
+    async def _handshake(websocket: WebSocket) -> tuple[User, Device, Connection] | None:
+        text = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT)
+        try:
+            hello = m.client_message_adapter.validate_json(text)
+        except ValidationError:
+            hello = None
+        if not isinstance(hello, m.Hello):
+            await _reject(websocket, "hello_required", "send {type: 'hello', token} first")
+            await websocket.close(CLOSE_PROTOCOL)
+            return None
+        try:
+            user, device = await authenticate(hello.token)
+        except SignalingError as exc:
+            await _reject(websocket, exc.code, exc.message, hello.id)
+            await websocket.close(CLOSE_UNAUTHORIZED)
+            return None
+        head = await ctx.bus.mailbox_head(device.id)
+        resume = hello.resume_after
+        if resume is not None and resume <= head:
+            pending = await ctx.bus.mailbox_read(device.id, resume)
+            resumed = resume == head or (bool(pending) and pending[0][0] == resume + 1)
+            last_sent = resume
+        else:
+            resumed, last_sent = False, head
+        conn = Connection(websocket, device.id, last_sent)
+        await conn.send(
+            m.Welcome(
+                user=m.UserInfo(handle=user.handle, display_name=user.display_name),
+                device_id=device.id,
+                resumed=resumed,
+                head=head,
+                ice_servers=ice_servers_for(
+                    ctx.ice_urls, ctx.secret, user.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+                ),
+            )
+        )
+        await ctx.hub.attach(conn)
+        if resume is None:
+            await ctx.calls.rering(user, device)
+        await ctx.hub.flush(conn)
+        return user, device, conn
+
+    async def _handle_frame(
+        frame: dict[str, Any], user: User, device: Device, conn: Connection, bucket: TokenBucket
+    ) -> None:
+        text = frame.get("text")
+        if text is None:
+            await _reject(conn, "binary_not_supported", "send JSON text frames")
+            return
+        if len(text) > ctx.max_message_bytes or len(text.encode()) > ctx.max_message_bytes:
+            await _reject(
+                conn, "message_too_large", f"messages are limited to {ctx.max_message_bytes} bytes"
+            )
+            return
+        if not bucket.allow(ctx.clock.now()):
+            await _reject(conn, "rate_limited", "too many messages: slow down")
+            return
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            await _reject(conn, "malformed_json", "the message is not valid JSON")
+            return
+        re = raw.get("id") if isinstance(raw, dict) else None
+        re = re if isinstance(re, str | int) and not isinstance(re, bool) else None
+        try:
+            msg = m.client_message_adapter.validate_python(raw)
+        except ValidationError as exc:
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            if not isinstance(kind, str) or kind not in m.CLIENT_TYPES:
+                await _reject(conn, "unknown_type", f"unknown message type {kind!r}", re)
+            else:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"][1:]) or kind
+                await _reject(conn, "invalid_message", f"{where}: {first['msg']}", re)
+            return
+        if isinstance(msg, m.Hello):
+            await _reject(conn, "already_authenticated", "hello is only the first message", re)
+            return
+        if isinstance(msg, m.Ping):
+            await conn.send(m.Pong(re=msg.id))
+            await ctx.bus.set_online(device.id, ctx.hub.node_id, ttl=ctx.hub.presence_ttl)
+            return
+        if isinstance(msg, m.Ack):
+            await ctx.bus.mailbox_ack(device.id, min(msg.seq, conn.last_sent))
+            return
+        try:
+            outcome = await handlers[msg.type](user, device, msg)
+        except SignalingError as exc:
+            await _reject(conn, exc.code, exc.message, msg.id)
+            return
+        except Exception:
+            log.exception("handler for %s failed", msg.type)
+            await _reject(conn, "internal_error", "the server failed; try again", msg.id)
+            return
+        await conn.send(m.Result(re=msg.id, call_id=outcome if isinstance(outcome, str) else None))
+
+    return app

@@ -1,0 +1,399 @@
+"""Every message of the signaling protocol, as pydantic models.
+
+The WebSocket carries JSON objects with a ``type`` field. A device sends requests
+(:data:`ClientMessage`), each with an optional ``id`` that the answer (``result`` or
+``error``) repeats in ``re``. The server sends events (:data:`ServerEvent`); events about
+calls carry ``seq``, the device's mailbox number: a device that reconnects sends the last
+``seq`` it processed in ``hello.resume_after`` and receives everything after it, in order,
+exactly once. ``docs/protocol.md`` and ``docs/protocol.schema.json`` are generated from
+these models (``python -m visavis.signaling.protocol_doc``) and a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from visavis.store.base import DeviceKind, MediaKind
+
+HANDLE_EMAIL = re.compile(r"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}$")
+HANDLE_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+MAX_SDP = 60_000
+
+
+def normalize_handle(value: str) -> str:
+    """Lower-case an email-like handle, strip spaces and dashes from a phone-like one."""
+    value = value.strip()
+    if value.startswith("+"):
+        value = re.sub(r"[\s\-().]", "", value)
+    else:
+        value = value.lower()
+    if not (HANDLE_EMAIL.match(value) or HANDLE_PHONE.match(value)):
+        raise ValueError("a handle is an email address or an E.164 phone number like +15551234567")
+    return value
+
+
+Handle = Annotated[str, Field(min_length=3, max_length=254, examples=["alice@example.com"])]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------- shared parts
+class UserInfo(Model):
+    handle: str
+    display_name: str
+
+
+class SessionDescription(Model):
+    type: Literal["offer", "answer"]
+    sdp: str = Field(max_length=MAX_SDP)
+
+
+class IceCandidate(Model):
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(default=None, max_length=64)  # noqa: N815 (WebRTC's name)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=1024)  # noqa: N815
+    usernameFragment: str | None = Field(default=None, max_length=256)  # noqa: N815
+
+
+class IceServer(Model):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+# ---------------------------------------------------------------------- client → server
+class Request(Model):
+    id: str | int | None = Field(default=None, description="echoed in the answer's `re`")
+
+
+class Hello(Request):
+    """First message on a new connection: authenticate as a device."""
+
+    type: Literal["hello"]
+    token: str = Field(max_length=256)
+    resume_after: int | None = Field(
+        default=None, ge=0, description="last seq processed; omit on a fresh start"
+    )
+
+
+class Ping(Request):
+    type: Literal["ping"]
+
+
+class Ack(Request):
+    """The device has processed every event up to ``seq``: the server may forget them."""
+
+    type: Literal["ack"]
+    seq: int = Field(ge=0)
+
+
+class CallInvite(Request):
+    """Start a call: every device of every callee rings."""
+
+    type: Literal["call.invite"]
+    handles: list[Handle] = Field(min_length=1, max_length=64)
+    media: MediaKind = "video"
+
+
+class CallAnswer(Request):
+    type: Literal["call.answer"]
+    call_id: str = Field(max_length=64)
+    end_current: bool = Field(
+        default=False, description="leave the calls this user is in, then answer"
+    )
+
+
+class CallDecline(Request):
+    type: Literal["call.decline"]
+    call_id: str = Field(max_length=64)
+
+
+class CallCancel(Request):
+    """The caller gives up before anyone answered."""
+
+    type: Literal["call.cancel"]
+    call_id: str = Field(max_length=64)
+
+
+class CallLeave(Request):
+    """Hang up: a 1:1 call ends; a group call goes on without this participant."""
+
+    type: Literal["call.leave"]
+    call_id: str = Field(max_length=64)
+
+
+class CallAdd(Request):
+    """Invite more people into a call this device is in."""
+
+    type: Literal["call.add"]
+    call_id: str = Field(max_length=64)
+    handles: list[Handle] = Field(min_length=1, max_length=64)
+
+
+class CallRingAgain(Request):
+    """Ring again someone who missed, declined or left the call."""
+
+    type: Literal["call.ring_again"]
+    call_id: str = Field(max_length=64)
+    handle: Handle
+
+
+class CallSignal(Request):
+    """SDP or an ICE candidate for the other device of a 1:1 call."""
+
+    type: Literal["call.signal"]
+    call_id: str = Field(max_length=64)
+    description: SessionDescription | None = None
+    candidate: IceCandidate | None = None
+
+
+class CallHandoff(Request):
+    """Move this user's place in a live call to this device."""
+
+    type: Literal["call.handoff"]
+    call_id: str = Field(max_length=64)
+
+
+ClientMessage = Annotated[
+    Hello
+    | Ping
+    | Ack
+    | CallInvite
+    | CallAnswer
+    | CallDecline
+    | CallCancel
+    | CallLeave
+    | CallAdd
+    | CallRingAgain
+    | CallSignal
+    | CallHandoff,
+    Field(discriminator="type"),
+]
+client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+# ---------------------------------------------------------------------- server → client
+class Welcome(Model):
+    type: Literal["welcome"] = "welcome"
+    user: UserInfo
+    device_id: str
+    resumed: bool = Field(description="false: events were lost; resynchronise from REST")
+    head: int = Field(description="the seq of the newest event for this device")
+    ice_servers: list[IceServer]
+
+
+class Result(Model):
+    type: Literal["result"] = "result"
+    re: str | int | None
+    call_id: str | None = None
+
+
+class Error(Model):
+    type: Literal["error"] = "error"
+    re: str | int | None = None
+    code: str
+    message: str
+
+
+class Pong(Model):
+    type: Literal["pong"] = "pong"
+    re: str | int | None = None
+
+
+class Event(Model):
+    seq: int = 0
+
+
+class ParticipantInfo(Model):
+    user: UserInfo
+    state: str
+
+
+class CallIncoming(Event):
+    """Ring: this device should alert its user."""
+
+    type: Literal["call.incoming"] = "call.incoming"
+    call_id: str
+    caller: UserInfo
+    participants: list[ParticipantInfo]
+    media: MediaKind
+    group: bool
+    call_waiting: bool = Field(description="the user is already in another call")
+    ring_deadline: float
+
+
+class CallStopRinging(Event):
+    type: Literal["call.stop_ringing"] = "call.stop_ringing"
+    call_id: str
+    reason: Literal["answered_elsewhere", "declined_elsewhere", "timeout", "cancelled", "ended"]
+    device_id: str | None = Field(default=None, description="the device that answered")
+
+
+class CallRinging(Event):
+    """To the devices in a call: these people's devices are ringing."""
+
+    type: Literal["call.ringing"] = "call.ringing"
+    call_id: str
+    user: UserInfo
+    devices: int
+
+
+class CallParticipant(Event):
+    """To the devices in a call: someone joined, declined, missed, left or moved device."""
+
+    type: Literal["call.participant"] = "call.participant"
+    call_id: str
+    user: UserInfo
+    state: str
+    device_id: str | None = None
+
+
+class CallSignalEvent(Event):
+    type: Literal["call.signal"] = "call.signal"
+    call_id: str
+    from_user: str
+    from_device: str
+    description: SessionDescription | None = None
+    candidate: IceCandidate | None = None
+
+
+class CallRoom(Event):
+    """This call goes through the SFU: join this room with this token."""
+
+    type: Literal["call.room"] = "call.room"
+    call_id: str
+    room_id: str
+    url: str
+    token: str
+
+
+class CallEnded(Event):
+    type: Literal["call.ended"] = "call.ended"
+    call_id: str
+    reason: Literal["hangup", "declined", "no_answer", "cancelled", "handoff", "left"]
+
+
+ServerEvent = Annotated[
+    CallIncoming
+    | CallStopRinging
+    | CallRinging
+    | CallParticipant
+    | CallSignalEvent
+    | CallRoom
+    | CallEnded,
+    Field(discriminator="type"),
+]
+ServerMessage = Annotated[
+    Welcome
+    | Result
+    | Error
+    | Pong
+    | CallIncoming
+    | CallStopRinging
+    | CallRinging
+    | CallParticipant
+    | CallSignalEvent
+    | CallRoom
+    | CallEnded,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------------------- REST bodies
+class SignupRequest(Model):
+    handle: Handle
+    password: str = Field(min_length=8, max_length=1024)
+    display_name: str | None = Field(default=None, max_length=100)
+
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, value: str) -> str:
+        return normalize_handle(value)
+
+
+class LoginRequest(Model):
+    """Sign in on a device: returns that device's own token."""
+
+    handle: Handle
+    password: str = Field(max_length=1024)
+    device_name: str = Field(min_length=1, max_length=100)
+    device_kind: DeviceKind = "browser"
+
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, value: str) -> str:
+        return normalize_handle(value)
+
+
+class UserOut(Model):
+    id: str
+    handle: str
+    display_name: str
+
+
+class DeviceOut(Model):
+    id: str
+    name: str
+    kind: DeviceKind
+    created_at: float
+    online: bool
+    current: bool = False
+
+
+class LoginResponse(Model):
+    token: str = Field(description="send as `Authorization: Bearer` and in `hello`")
+    user: UserOut
+    device: DeviceOut
+
+
+class ContactOut(Model):
+    handle: str
+    display_name: str
+    reachable: bool = Field(description="at least one of their devices is connected")
+
+
+class HistoryParticipant(Model):
+    user: UserInfo
+    role: str
+    state: str
+
+
+class HistoryEntry(Model):
+    call_id: str
+    direction: Literal["outgoing", "incoming"]
+    media: MediaKind
+    state: Literal["answered", "missed", "declined", "cancelled", "ongoing"]
+    participants: list[HistoryParticipant]
+    started_at: float
+    duration: float = Field(description="seconds connected; 0 when never answered")
+
+
+class PushSubscription(Model):
+    """A browser's PushSubscription.toJSON()."""
+
+    endpoint: str = Field(max_length=2048)
+    keys: dict[str, str]
+
+
+class IceServersOut(Model):
+    ice_servers: list[IceServer]
+    ttl: int
+
+
+class ErrorOut(Model):
+    code: str
+    message: str
+
+
+CLIENT_TYPES = frozenset(
+    t.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for t in (
+        Hello, Ping, Ack, CallInvite, CallAnswer, CallDecline, CallCancel, CallLeave,
+        CallAdd, CallRingAgain, CallSignal, CallHandoff,
+    )
+)

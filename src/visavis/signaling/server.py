@@ -1,0 +1,172 @@
+"""The signaling service as a startable object: uvicorn serving the app on a given port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from visavis.bus import open_bus
+from visavis.bus.base import Bus
+from visavis.clock import Clock, SystemClock
+from visavis.config import Settings
+from visavis.signaling import messages as m
+from visavis.signaling.app import SignalingContext, create_app
+from visavis.signaling.calls import CallService
+from visavis.signaling.hub import Hub
+from visavis.signaling.metrics import SignalingMetrics
+from visavis.signaling.push import WebPusher, load_or_create_vapid_key, vapid_public_key_b64
+from visavis.store import open_store
+from visavis.store.base import Call, Store, User
+from visavis.tokens import sign_token
+
+log = logging.getLogger(__name__)
+
+ROOM_TOKEN_TTL = 3600.0
+
+
+class SignalingServer:
+    """Accounts, devices, calls over HTTP and WebSocket.
+
+    Give it a store, bus and clock to share them (tests, benchmarks); by default it
+    opens the ones the settings name.
+    """
+
+    name = "signaling"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        bus: Bus | None = None,
+        clock: Clock | None = None,
+        ice_urls: Callable[[], list[str]] | None = None,
+        sfu_url: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store = store or open_store(settings.effective_database_url)
+        self.bus = bus or open_bus(settings.bus_url, prefix=settings.redis_prefix)
+        self._owns = (store is None, bus is None)
+        self._ice_urls = ice_urls or (lambda: list(settings.signaling.turn_urls))
+        self._sfu_url = sfu_url or (lambda: settings.sfu.public_url)
+        self.metrics = SignalingMetrics()
+        self._server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.ctx: SignalingContext | None = None
+
+    @property
+    def url(self) -> str:
+        cfg = self.settings.signaling
+        return cfg.public_url or f"http://{cfg.host}:{self.port}"
+
+    def endpoints(self) -> list[str]:
+        return [self.url, self.url.replace("http", "ws", 1) + "/ws"]
+
+    def _room_join(self, call: Call, user: User, device_id: str) -> m.CallRoom:
+        url = self._sfu_url()
+        if not url:
+            raise RuntimeError("group calls need an SFU: run one or set sfu.public_url")
+        room_id = call.room_id or call.id
+        token = sign_token(
+            self.settings.ensure_shared_secret(),
+            {"room": room_id, "call": call.id, "user": user.handle, "device": device_id},
+            now=self.clock.now(),
+            ttl=ROOM_TOKEN_TTL,
+        )
+        return m.CallRoom(call_id=call.id, room_id=room_id, url=url, token=token)
+
+    async def start(self) -> None:
+        cfg = self.settings.signaling
+        if self._owns[0]:
+            await self.store.open()
+        if self._owns[1]:
+            await self.bus.open()
+        hub = Hub(
+            bus=self.bus,
+            clock=self.clock,
+            node_id=self.settings.node_id,
+            grace=cfg.reconnect_grace,
+            presence_ttl=cfg.heartbeat_interval * 3,
+            metrics=self.metrics,
+        )
+        vapid = load_or_create_vapid_key(self.settings.data_dir / "vapid-key.pem")
+        self.pusher = WebPusher(vapid, cfg.vapid_subject, self.metrics)
+        calls = CallService(
+            store=self.store,
+            hub=hub,
+            clock=self.clock,
+            metrics=self.metrics,
+            ring_timeout=cfg.ring_timeout,
+            max_participants=cfg.max_participants,
+            room_join=self._room_join,
+            push_ring=self.pusher.ring,
+        )
+        self.ctx = SignalingContext(
+            store=self.store,
+            bus=self.bus,
+            hub=hub,
+            calls=calls,
+            clock=self.clock,
+            metrics=self.metrics,
+            secret=self.settings.ensure_shared_secret(),
+            ice_urls=self._ice_urls(),
+            turn_ttl=cfg.turn_credential_ttl,
+            max_message_bytes=cfg.max_message_bytes,
+            rate_per_second=cfg.rate_limit_per_second,
+            rate_burst=cfg.rate_limit_burst,
+            vapid_public_key=vapid_public_key_b64(vapid),
+        )
+        app = create_app(self.ctx)
+        config = uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            access_log=False,
+            ws_max_size=4 * cfg.max_message_bytes,
+            ws_ping_interval=cfg.heartbeat_interval,
+            ws_ping_timeout=cfg.heartbeat_interval * 2,
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        serve = asyncio.create_task(self._server.serve(), name="signaling-http")
+        while not self._server.started:
+            if serve.done():
+                serve.result()
+                raise RuntimeError("signaling server failed to start")
+            await asyncio.sleep(0.01)
+        self._tasks.append(serve)
+        sockets = self._server.servers[0].sockets
+        self.port = sockets[0].getsockname()[1]
+        calls.start()
+        self._tasks.append(asyncio.create_task(self._heartbeat(hub), name="presence"))
+
+    async def _heartbeat(self, hub: Hub) -> None:
+        while True:
+            await asyncio.sleep(self.settings.signaling.heartbeat_interval)
+            with contextlib.suppress(Exception):
+                await hub.refresh_presence()
+
+    async def close(self) -> None:
+        if self.ctx is not None:
+            await self.ctx.calls.close()
+            await self.ctx.hub.close_all()
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in reversed(self._tasks):
+            if task.get_name() != "signaling-http":
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._owns[1]:
+            await self.bus.close()
+        if self._owns[0]:
+            await self.store.close()

@@ -1,0 +1,200 @@
+"""The durable state of signaling behind one small interface.
+
+Two implementations share it (``visavis.store.sql.SqlStore`` on SQLite or PostgreSQL) and
+one contract test suite (``tests/store/test_contract.py``) runs against both backends.
+Records are frozen dataclasses; every method that decides a race (first answer wins, a
+ring times out while someone answers) is a compare-and-set that returns whether it won,
+so several signaling nodes on one PostgreSQL agree without locks of their own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DeviceKind = Literal["phone", "tablet", "laptop", "desktop", "tv", "browser", "bot"]
+MediaKind = Literal["audio", "video"]
+CallState = Literal["ringing", "active", "ended"]
+Topology = Literal["p2p", "sfu"]
+ParticipantRole = Literal["caller", "callee"]
+ParticipantState = Literal["ringing", "joined", "declined", "missed", "left", "cancelled"]
+
+# Participant fields update_participant may change.
+PARTICIPANT_FIELDS = frozenset({"state", "device_id", "ring_deadline", "joined_at", "left_at"})
+# Call fields update_call may change.
+CALL_FIELDS = frozenset({"state", "topology", "room_id", "answered_at", "ended_at", "end_reason"})
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class HandleTaken(StoreError):
+    """A user with this handle already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    handle: str
+    display_name: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    user_id: str
+    name: str
+    kind: DeviceKind
+    token_hash: str
+    created_at: float
+    revoked_at: float | None = None
+    push_subscription: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    id: str
+    initiator_user_id: str
+    initiator_device_id: str
+    media: MediaKind
+    state: CallState
+    topology: Topology
+    created_at: float
+    room_id: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    call_id: str
+    user_id: str
+    role: ParticipantRole
+    state: ParticipantState
+    invited_at: float
+    invited_by: str
+    device_id: str | None = None
+    ring_deadline: float | None = None
+    joined_at: float | None = None
+    left_at: float | None = None
+
+
+class Store(ABC):
+    """Accounts, devices, calls and their participants."""
+
+    # -- lifecycle ---------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema to the latest migration."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the database answers (for /readyz)."""
+
+    # -- users -------------------------------------------------------------------
+    @abstractmethod
+    async def create_user(
+        self, *, user_id: str, handle: str, display_name: str, password_hash: str, now: float
+    ) -> User:
+        """Create a user; raise :class:`HandleTaken` if the handle (case-insensitive) exists."""
+
+    @abstractmethod
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    async def get_user_by_handle(self, handle: str) -> User | None:
+        """Look a user up by handle, case-insensitively."""
+
+    @abstractmethod
+    async def get_users(self, user_ids: Collection[str]) -> dict[str, User]: ...
+
+    # -- devices -----------------------------------------------------------------
+    @abstractmethod
+    async def create_device(
+        self,
+        *,
+        device_id: str,
+        user_id: str,
+        name: str,
+        kind: DeviceKind,
+        token_hash: str,
+        now: float,
+    ) -> Device: ...
+
+    @abstractmethod
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+    @abstractmethod
+    async def get_device_by_token_hash(self, token_hash: str) -> Device | None:
+        """The device whose token hashes to this value, revoked or not."""
+
+    @abstractmethod
+    async def list_devices(self, user_id: str, *, include_revoked: bool = False) -> list[Device]:
+        """A user's devices, oldest first."""
+
+    @abstractmethod
+    async def revoke_device(self, device_id: str, *, now: float) -> bool:
+        """Mark a device revoked; False if it was unknown or already revoked."""
+
+    @abstractmethod
+    async def set_push_subscription(
+        self, device_id: str, subscription: dict[str, Any] | None
+    ) -> None: ...
+
+    # -- calls -------------------------------------------------------------------
+    @abstractmethod
+    async def create_call(self, call: Call, participants: Sequence[Participant]) -> None:
+        """Insert a call with its first participants, atomically."""
+
+    @abstractmethod
+    async def get_call(self, call_id: str) -> Call | None: ...
+
+    @abstractmethod
+    async def update_call(
+        self, call_id: str, *, only_if_state: Collection[CallState] | None = None, **changes: Any
+    ) -> bool:
+        """Change fields in :data:`CALL_FIELDS`; with ``only_if_state`` this is a
+        compare-and-set: it changes nothing and returns False unless the call's state is
+        one of them."""
+
+    @abstractmethod
+    async def add_participants(self, participants: Sequence[Participant]) -> None:
+        """Insert participants; an existing (call_id, user_id) row is replaced."""
+
+    @abstractmethod
+    async def get_participants(self, call_id: str) -> list[Participant]:
+        """A call's participants in invitation order."""
+
+    @abstractmethod
+    async def update_participant(
+        self,
+        call_id: str,
+        user_id: str,
+        *,
+        only_if_state: Collection[ParticipantState] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Change fields in :data:`PARTICIPANT_FIELDS`, compare-and-set like update_call."""
+
+    @abstractmethod
+    async def live_calls_for_user(self, user_id: str) -> list[Call]:
+        """Calls not ended in which the user is ringing or joined."""
+
+    @abstractmethod
+    async def expired_rings(self, now: float, *, limit: int = 500) -> list[Participant]:
+        """Ringing participants whose ring_deadline is at or before ``now``."""
+
+    @abstractmethod
+    async def call_history(
+        self, user_id: str, *, limit: int = 50, before: float | None = None
+    ) -> list[tuple[Call, list[Participant]]]:
+        """Calls the user took part in, newest first (created_at < before when given)."""
