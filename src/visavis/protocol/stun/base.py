@@ -1,0 +1,60 @@
+"""The attribute base class and the unknown-attribute fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from visavis.protocol.stun.errors import MalformedAttribute
+
+
+class Attribute:
+    """One STUN attribute. Subclasses are frozen dataclasses with a ``TYPE``.
+
+    ``encode_value`` returns the value without type, length or padding;
+    ``decode_value`` raises :class:`MalformedAttribute` on bad input and nothing else.
+    """
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+
+    @property
+    def type(self) -> int:
+        return self.TYPE
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class RawAttribute(Attribute):
+    """An attribute this codec does not know: kept verbatim (for 420 answers and relays)."""
+
+    TYPE: ClassVar[int] = -1
+    attr_type: int
+    value: bytes
+
+    @property
+    def type(self) -> int:
+        return self.attr_type
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return self.value
+
+
+def expect_length(cls_name: str, value: bytes, *lengths: int) -> None:
+    if len(value) not in lengths:
+        raise MalformedAttribute(f"{cls_name}: length {len(value)} not in {lengths}")
+
+
+def decode_text(cls_name: str, value: bytes, max_bytes: int) -> str:
+    if len(value) > max_bytes:
+        raise MalformedAttribute(f"{cls_name}: {len(value)} bytes exceeds {max_bytes}")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedAttribute(f"{cls_name}: not UTF-8") from exc

@@ -1,0 +1,101 @@
+"""ICE (RFC 8445 16.1) and NAT-behaviour discovery (RFC 5780 7) attributes."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from visavis.protocol.stun.base import Attribute, expect_length
+from visavis.protocol.stun.constants import AttrType
+
+
+@dataclass(frozen=True, slots=True)
+class Priority(Attribute):
+    TYPE: ClassVar[int] = AttrType.PRIORITY
+    priority: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return struct.pack("!I", self.priority)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length("PRIORITY", value, 4)
+        return cls(struct.unpack("!I", value)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class UseCandidate(Attribute):
+    TYPE: ClassVar[int] = AttrType.USE_CANDIDATE
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return b""
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length("USE-CANDIDATE", value, 0)
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class _TieBreaker(Attribute):
+    tie_breaker: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return struct.pack("!Q", self.tie_breaker)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length(cls.__name__, value, 8)
+        return cls(struct.unpack("!Q", value)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class IceControlled(_TieBreaker):
+    TYPE: ClassVar[int] = AttrType.ICE_CONTROLLED
+
+
+@dataclass(frozen=True, slots=True)
+class IceControlling(_TieBreaker):
+    TYPE: ClassVar[int] = AttrType.ICE_CONTROLLING
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRequest(Attribute):
+    TYPE: ClassVar[int] = AttrType.CHANGE_REQUEST
+    flags: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return struct.pack("!I", self.flags)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length("CHANGE-REQUEST", value, 4)
+        return cls(struct.unpack("!I", value)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePort(Attribute):
+    TYPE: ClassVar[int] = AttrType.RESPONSE_PORT
+    port: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return struct.pack("!HH", self.port, 0)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length("RESPONSE-PORT", value, 4)
+        return cls(struct.unpack_from("!H", value)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Padding(Attribute):
+    TYPE: ClassVar[int] = AttrType.PADDING
+    data: bytes
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return self.data
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        return cls(value)
