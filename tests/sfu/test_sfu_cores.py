@@ -1,0 +1,124 @@
+"""Sans-I/O SFU cores: sequence rewriter, layer selector, speaker detector, bandwidth."""
+
+from __future__ import annotations
+
+import pytest
+
+from visavis.sfu.bwe import BandwidthEstimator
+from visavis.sfu.seq import SequenceRewriter, seq_delta
+from visavis.sfu.simulcast import Decision, LayerSelector, choose_layer
+from visavis.sfu.speaker import SpeakerDetector
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "d"), [(1, 0, 1), (0, 1, -1), (0, 65535, 1), (65535, 0, -1), (32767, 0, 32767)]
+)
+def test_seq_delta(a: int, b: int, d: int) -> None:
+    assert seq_delta(a, b) == d
+
+
+def test_rewriter_table() -> None:
+    """(event, in seq, in ts, now) -> expected output; a switch resyncs to last+1."""
+    r = SequenceRewriter(90000, initial_seq=1000, initial_ts=5000)
+    table: list[tuple[str, int, int, float, tuple[int, int] | None]] = [
+        ("switch:A", 40000, 7000, 0.0, (1000, 5001)),
+        ("", 40001, 7000, 0.0, (1001, 5001)),
+        ("", 40003, 10000, 0.033, (1003, 8001)),
+        ("", 40002, 10000, 0.034, (1002, 8001)),  # reordered: same offset, no regress
+        ("switch:B", 65535, 900, 0.100, (1004, 8001 + 6030)),  # 67 ms after last packet
+        ("", 0, 3900, 0.133, (1005, 8001 + 6030 + 3000)),  # input wraps
+        ("", 65534, 0, 0.140, None),  # straggler from before the switch: dropped
+        ("", 40004, 13000, 0.141, (1040, 1233)),  # (not checked: computed below)
+    ]
+    for event, seq, ts, now, expected in table[:-1]:
+        if event.startswith("switch:"):
+            r.switch(event[7:])
+        assert r.rewrite(seq, ts, now) == expected, (event, seq)
+    assert r.last_sequence == 1005
+    assert r.lookup(1002) == ("A", 40002)
+    assert r.lookup(1004) == ("B", 65535)
+    assert r.lookup(1005) == ("B", 0)
+    assert r.lookup(1006) is None  # not sent yet
+    assert r.lookup(999) is None  # before the first segment
+
+
+def test_rewriter_output_wraps() -> None:
+    r = SequenceRewriter(48000, initial_seq=65535, initial_ts=0xFFFFFFFF)
+    r.switch("a")
+    assert r.rewrite(10, 100, 0.0) == (65535, 0)
+    assert r.rewrite(11, 1060, 0.02) == (0, 960)
+    assert r.lookup(0) == ("a", 11)
+
+
+def test_layer_selector_switches_on_keyframes_only() -> None:
+    s = LayerSelector(target=2)
+    assert s.decide(2, keyframe=False) is Decision.DROP
+    assert s.decide(0, keyframe=True) is Decision.SWITCH  # nothing flowing: start low
+    assert s.decide(0, keyframe=False) is Decision.FORWARD
+    assert s.decide(1, keyframe=True) is Decision.DROP  # not the target
+    assert s.decide(2, keyframe=False) is Decision.DROP  # target, but no keyframe yet
+    assert s.wants_keyframe
+    assert s.decide(2, keyframe=True) is Decision.SWITCH
+    assert s.decide(0, keyframe=False) is Decision.DROP
+    assert s.decide(2, keyframe=False) is Decision.FORWARD
+    s.set_target(1)
+    assert s.decide(2, keyframe=False) is Decision.FORWARD  # keep flowing until switch
+    assert s.decide(1, keyframe=True) is Decision.SWITCH
+    assert s.decide(2, keyframe=True) is Decision.DROP
+
+
+@pytest.mark.parametrize(
+    ("rates", "budget", "max_layer", "expected"),
+    [
+        ([150e3, 500e3, 1.5e6], 2e6, 2, 2),
+        ([150e3, 500e3, 1.5e6], 1e6, 2, 1),
+        ([150e3, 500e3, 1.5e6], 2e6, 0, 0),
+        ([150e3, 500e3, 1.5e6], 50e3, 2, 0),
+        ([None, 500e3, None], 2e6, 2, 1),
+        ([None, None, None], 2e6, 2, None),
+    ],
+)
+def test_choose_layer(
+    rates: list[float | None], budget: float, max_layer: int, expected: int | None
+) -> None:
+    assert choose_layer(rates, budget, max_layer) == expected
+
+
+def test_speaker_detector_hysteresis() -> None:
+    d = SpeakerDetector(hold=0.3, min_interval=1.0)
+    now = 0.0
+    change: list[tuple[float, str]] = []
+
+    def run(until: float, levels: dict[str, int]) -> None:
+        nonlocal now
+        while now < until:
+            now = round(now + 0.02, 3)
+            for name, level in levels.items():
+                d.observe(name, level, now)
+            result = d.tick(now)
+            if result:
+                change.append((now, result))
+
+    run(2.0, {"a": 127, "b": 127, "c": 127})
+    assert change == []  # silence: nobody dominant
+    run(4.0, {"a": 10, "b": 127, "c": 127})
+    assert [name for _, name in change] == ["a"]
+    assert 2.3 <= change[0][0] <= 2.8
+    run(4.2, {"a": 127, "b": 12, "c": 127})  # short interjection: ignored
+    run(5.0, {"a": 10, "b": 127, "c": 127})
+    assert [name for _, name in change] == ["a"]
+    run(8.0, {"a": 127, "b": 8, "c": 120})
+    assert [name for _, name in change] == ["a", "b"]
+    assert d.recent == ["b", "a"]
+    d.remove("b")
+    assert d.dominant is None and d.recent == ["a"]
+
+
+def test_bandwidth_estimator() -> None:
+    b = BandwidthEstimator(initial=1e6)
+    assert b.estimate(0) == 1e6
+    b.on_remb(3e6, 1.0)
+    assert b.estimate(1.5) == 3e6
+    b.on_loss(0.4, 2.0)
+    assert b.estimate(2.0) == pytest.approx(3e6 * 0.8)
+    assert b.estimate(10.0) == pytest.approx(1e6 * 0.8)  # stale REMB
