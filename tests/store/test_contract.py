@@ -275,3 +275,13 @@ async def test_call_history_newest_first_with_participants(store: SqlStore) -> N
     assert [c.id for c, _ in await store.call_history("bob", limit=1)] == ["c1"]
     assert await store.call_history("bob", before=10.0) == []
     assert [c.id for c, _ in await store.call_history("dan")] == ["other"]
+
+
+async def test_in_memory_sqlite_shares_one_database() -> None:
+    store = SqlStore("sqlite+aiosqlite://")
+    await store.open()
+    try:
+        await _users(store, "alice")
+        assert await store.get_user("alice") is not None
+    finally:
+        await store.close()

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from visavis.store.base import (
     CALL_FIELDS,
@@ -214,6 +215,10 @@ class SqlStore(Store):
             if url.database and url.database != ":memory:":
                 # Blocking, but once at startup and before any I/O that matters.
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                # An in-memory database lives in one connection: share it (tests only;
+                # nothing survives close()).
+                kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
         else:
             kwargs["pool_pre_ping"] = True
