@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from visavis.clock import Clock
 from visavis.signaling import messages as m
 from visavis.signaling.auth import hash_password, hash_token, new_id, new_token, verify_password
 from visavis.signaling.calls import CallService
-from visavis.signaling.errors import SignalingError, conflict, forbidden, not_found, unauthorized
+from visavis.signaling.errors import SignalingError, conflict, not_found, unauthorized
 from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
@@ -72,6 +72,35 @@ def _user_out(user: User) -> m.UserOut:
     return m.UserOut(id=user.id, handle=user.handle, display_name=user.display_name)
 
 
+async def authenticate(ctx: SignalingContext, token: str) -> tuple[User, Device]:
+    """The device a token belongs to, and its user; refuses unknown and revoked tokens."""
+    device = await ctx.store.get_device_by_token_hash(hash_token(token))
+    if device is None:
+        ctx.metrics.http_auth_failures.labels("bad_token").inc()
+        raise unauthorized("bad_token", "unknown device token: sign in again")
+    if device.revoked_at is not None:
+        ctx.metrics.http_auth_failures.labels("revoked").inc()
+        raise unauthorized("token_revoked", "this device was signed out: sign in again")
+    user = await ctx.store.get_user(device.user_id)
+    if user is None:
+        raise unauthorized("bad_token", "the account of this device no longer exists")
+    return user, device
+
+
+async def current_device(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> tuple[User, Device]:
+    """FastAPI dependency: the caller's user and device from ``Authorization: Bearer``."""
+    ctx: SignalingContext = request.app.state.ctx
+    if not authorization or not authorization.lower().startswith("bearer "):
+        ctx.metrics.http_auth_failures.labels("missing").inc()
+        raise unauthorized("missing_token", "send 'Authorization: Bearer <device token>'")
+    return await authenticate(ctx, authorization[7:].strip())
+
+
+Auth = Annotated[tuple[User, Device], Depends(current_device)]
+
+
 def create_app(ctx: SignalingContext) -> FastAPI:
     app = FastAPI(
         title="visavis signaling",
@@ -85,29 +114,6 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.code).inc()
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-    async def authenticate(token: str) -> tuple[User, Device]:
-        device = await ctx.store.get_device_by_token_hash(hash_token(token))
-        if device is None:
-            ctx.metrics.http_auth_failures.labels("bad_token").inc()
-            raise unauthorized("bad_token", "unknown device token: sign in again")
-        if device.revoked_at is not None:
-            ctx.metrics.http_auth_failures.labels("revoked").inc()
-            raise unauthorized("token_revoked", "this device was signed out: sign in again")
-        user = await ctx.store.get_user(device.user_id)
-        if user is None:
-            raise unauthorized("bad_token", "the account of this device no longer exists")
-        return user, device
-
-    async def current(
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> tuple[User, Device]:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            ctx.metrics.http_auth_failures.labels("missing").inc()
-            raise unauthorized("missing_token", "send 'Authorization: Bearer <device token>'")
-        return await authenticate(authorization[7:].strip())
-
-    Auth = Annotated[tuple[User, Device], Depends(current)]
 
     # -- health --------------------------------------------------------------------
     @app.get("/healthz", include_in_schema=False)
@@ -237,24 +243,13 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         return history_entry(user.id, call, participants, users)
 
     # -- the device WebSocket ------------------------------------------------------
-    handlers: dict[str, Callable[[User, Device, Any], Awaitable[Any]]] = {
-        "call.invite": ctx.calls.invite,
-        "call.answer": ctx.calls.answer,
-        "call.decline": ctx.calls.decline,
-        "call.cancel": ctx.calls.cancel,
-        "call.leave": ctx.calls.leave,
-        "call.add": ctx.calls.add,
-        "call.ring_again": ctx.calls.ring_again,
-        "call.signal": ctx.calls.signal,
-        "call.handoff": ctx.calls.handoff,
-    }
 
     @app.websocket("/ws")
     async def device_socket(websocket: WebSocket) -> None:
         await websocket.accept()
         try:
             session = await _handshake(websocket)
-        except (WebSocketDisconnect, asyncio.TimeoutError):
+        except (TimeoutError, WebSocketDisconnect):
             return
         if session is None:
             return
@@ -291,7 +286,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await websocket.close(CLOSE_PROTOCOL)
             return None
         try:
-            user, device = await authenticate(hello.token)
+            user, device = await authenticate(ctx, hello.token)
         except SignalingError as exc:
             await _reject(websocket, exc.code, exc.message, hello.id)
             await websocket.close(CLOSE_UNAUTHORIZED)
@@ -323,7 +318,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         return user, device, conn
 
     async def _handle_frame(
-        frame: dict[str, Any], user: User, device: Device, conn: Connection, bucket: TokenBucket
+        frame: MutableMapping[str, Any], user: User, device: Device, conn: Connection, bucket: TokenBucket
     ) -> None:
         text = frame.get("text")
         if text is None:
@@ -366,7 +361,9 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await ctx.bus.mailbox_ack(device.id, min(msg.seq, conn.last_sent))
             return
         try:
-            outcome = await handlers[msg.type](user, device, msg)
+            # Each call.<verb> request is handled by CallService.<verb>.
+            handler = getattr(ctx.calls, msg.type.removeprefix("call."))
+            outcome = await handler(user, device, msg)
         except SignalingError as exc:
             await _reject(conn, exc.code, exc.message, msg.id)
             return

@@ -33,13 +33,24 @@ from visavis.signaling.auth import new_id
 from visavis.signaling.errors import SignalingError, forbidden, not_found
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.store.base import Call, Device, Participant, Store, User
+from visavis.store.base import (
+    Call,
+    CallState,
+    Device,
+    Participant,
+    ParticipantState,
+    Store,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
-IN_CALL = ("joined",)
-NOT_HERE = ("missed", "declined", "left", "cancelled")
+RINGING: tuple[ParticipantState, ...] = ("ringing",)
+IN_CALL: tuple[ParticipantState, ...] = ("joined",)
+NOT_HERE: tuple[ParticipantState, ...] = ("missed", "declined", "left", "cancelled")
+NOT_ANSWERED: tuple[CallState, ...] = ("ringing",)
+LIVE: tuple[CallState, ...] = ("ringing", "active")
 
 RoomJoin = Callable[[Call, User, str], m.CallRoom]
 PushRing = Callable[[Sequence[Device], m.CallIncoming], Awaitable[None]]
@@ -248,7 +259,7 @@ class CallService:
         won = await self.store.update_participant(
             call.id,
             user.id,
-            only_if_state=("ringing",),
+            only_if_state=RINGING,
             state="joined",
             device_id=device.id,
             joined_at=now,
@@ -259,7 +270,7 @@ class CallService:
                 "answered_elsewhere", "this call was answered, declined or timed out meanwhile"
             )
         if await self.store.update_call(
-            call.id, only_if_state=("ringing",), state="active", answered_at=now
+            call.id, only_if_state=NOT_ANSWERED, state="active", answered_at=now
         ):
             self.metrics.calls_live.labels("active").inc()
         others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
@@ -283,7 +294,7 @@ class CallService:
         if mine is None:
             raise forbidden("not_invited", "you were not invited to this call")
         if mine.state != "ringing" or not await self.store.update_participant(
-            call.id, user.id, only_if_state=("ringing",), state="declined", ring_deadline=None
+            call.id, user.id, only_if_state=RINGING, state="declined", ring_deadline=None
         ):
             raise SignalingError("not_ringing", "this call is not ringing for you")
         others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
@@ -482,22 +493,24 @@ class CallService:
                 await self._end(call_id, "cancelled", participants)
             elif not ringing and len(joined) < 2:
                 declined = any(p.state == "declined" for p in participants)
-                reason = "declined" if declined and len(participants) == 2 else "no_answer"
-                await self._end(call_id, reason, participants)
+                one_to_one = len(participants) == 2
+                await self._end(
+                    call_id, "declined" if declined and one_to_one else "no_answer", participants
+                )
         elif (len(joined) < 2 and not ringing) or not joined:
             await self._end(call_id, "hangup", participants)
 
     async def _end(
         self,
         call_id: str,
-        reason: str,
+        reason: m.EndReason,
         participants: Sequence[Participant],
     ) -> None:
         now = self.clock.now()
         prior = await self.store.get_call(call_id)
         if not await self.store.update_call(
             call_id,
-            only_if_state=("ringing", "active"),
+            only_if_state=LIVE,
             state="ended",
             ended_at=now,
             end_reason=reason,
@@ -509,7 +522,7 @@ class CallService:
         for p in await self.store.get_participants(call_id):
             if p.state == "ringing":
                 await self.store.update_participant(
-                    call_id, p.user_id, only_if_state=("ringing",), state="cancelled",
+                    call_id, p.user_id, only_if_state=RINGING, state="cancelled",
                     ring_deadline=None,
                 )
                 devices = await self._devices_of(p.user_id)
@@ -524,7 +537,7 @@ class CallService:
                 if p.device_id:
                     await self.hub.deliver(
                         [p.device_id],
-                        m.CallEnded(call_id=call_id, reason=reason),  # type: ignore[arg-type]
+                        m.CallEnded(call_id=call_id, reason=reason),
                     )
 
     # -- ring timeouts ---------------------------------------------------------------
@@ -555,7 +568,7 @@ class CallService:
         count = 0
         for p in await self.store.expired_rings(self.clock.now()):
             if not await self.store.update_participant(
-                p.call_id, p.user_id, only_if_state=("ringing",), state="missed",
+                p.call_id, p.user_id, only_if_state=RINGING, state="missed",
                 ring_deadline=None,
             ):
                 continue

@@ -8,53 +8,40 @@ from visavis.signaling import messages as m
 from visavis.store.base import Call, Participant, User
 
 
+def _outcome(call: Call, mine: Participant | None, outgoing: bool) -> m.HistoryState:
+    """Outgoing: answered if any callee joined, else cancelled, declined (1:1) or missed.
+    Incoming: answered if this user joined, declined if they declined, otherwise missed
+    (including a caller who hung up before the answer, as phones show it)."""
+    if outgoing:
+        if call.answered_at is not None:
+            return "answered" if call.state == "ended" else "ongoing"
+        if call.state != "ended":
+            return "ongoing"
+        if call.end_reason in ("cancelled", "declined"):
+            return "cancelled" if call.end_reason == "cancelled" else "declined"
+        return "missed"
+    if mine is None:
+        return "missed"
+    if mine.state in ("joined", "ringing") and call.state != "ended":
+        return "ongoing"
+    if mine.joined_at is not None:
+        return "answered"
+    return "declined" if mine.state == "declined" else "missed"
+
+
 def history_entry(
     user_id: str, call: Call, participants: Sequence[Participant], users: dict[str, User]
 ) -> m.HistoryEntry:
-    """Summarise one call for one of its participants.
-
-    Outgoing: answered if any callee joined; otherwise cancelled, declined (1:1) or
-    missed (nobody answered in time). Incoming: answered if this user joined, declined if
-    they declined, otherwise missed (including a caller who hung up before the answer, as
-    phones show it).
-    """
+    """Summarise one call for one of its participants."""
     outgoing = call.initiator_user_id == user_id
     mine = next((p for p in participants if p.user_id == user_id), None)
-    state: str
-    start: float | None
-    if call.state != "ended":
-        state = "ongoing"
-    if outgoing:
-        start = call.answered_at
-        if call.state == "ended":
-            if call.answered_at is not None:
-                state = "answered"
-            elif call.end_reason == "cancelled":
-                state = "cancelled"
-            elif call.end_reason == "declined":
-                state = "declined"
-            else:
-                state = "missed"
-    else:
-        start = mine.joined_at if mine else None
-        if call.state == "ended" or (mine is not None and mine.state != "joined"):
-            if mine is not None and mine.joined_at is not None:
-                state = "answered"
-            elif mine is not None and mine.state == "declined":
-                state = "declined"
-            elif mine is not None and mine.state in ("missed", "cancelled"):
-                state = "missed"
-            elif call.state != "ended":
-                state = "ongoing"
-            else:
-                state = "missed"
-    end = (mine.left_at if mine and mine.left_at else None) or call.ended_at
-    duration = max(0.0, end - start) if start is not None and end is not None else 0.0
+    start = call.answered_at if outgoing else (mine.joined_at if mine else None)
+    end = (mine.left_at if mine else None) or call.ended_at
     return m.HistoryEntry(
         call_id=call.id,
         direction="outgoing" if outgoing else "incoming",
         media=call.media,
-        state=state,  # type: ignore[arg-type]
+        state=_outcome(call, mine, outgoing),
         participants=[
             m.HistoryParticipant(
                 user=m.UserInfo(
@@ -67,5 +54,5 @@ def history_entry(
             if p.user_id in users
         ],
         started_at=call.created_at,
-        duration=duration,
+        duration=max(0.0, end - start) if start is not None and end is not None else 0.0,
     )

@@ -26,10 +26,7 @@ MAX_SDP = 60_000
 def normalize_handle(value: str) -> str:
     """Lower-case an email-like handle, strip spaces and dashes from a phone-like one."""
     value = value.strip()
-    if value.startswith("+"):
-        value = re.sub(r"[\s\-().]", "", value)
-    else:
-        value = value.lower()
+    value = re.sub(r"[\s\-().]", "", value) if value.startswith("+") else value.lower()
     if not (HANDLE_EMAIL.match(value) or HANDLE_PHONE.match(value)):
         raise ValueError("a handle is an email address or an E.164 phone number like +15551234567")
     return value
@@ -55,9 +52,9 @@ class SessionDescription(Model):
 
 class IceCandidate(Model):
     candidate: str = Field(max_length=1024)
-    sdpMid: str | None = Field(default=None, max_length=64)  # noqa: N815 (WebRTC's name)
-    sdpMLineIndex: int | None = Field(default=None, ge=0, le=1024)  # noqa: N815
-    usernameFragment: str | None = Field(default=None, max_length=256)  # noqa: N815
+    sdpMid: str | None = Field(default=None, max_length=64)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=1024)
+    usernameFragment: str | None = Field(default=None, max_length=256)
 
 
 class IceServer(Model):
@@ -272,10 +269,15 @@ class CallRoom(Event):
     token: str
 
 
+EndReason = Literal["hangup", "declined", "no_answer", "cancelled", "handoff", "left"]
+
+
 class CallEnded(Event):
+    """This device is no longer in the call."""
+
     type: Literal["call.ended"] = "call.ended"
     call_id: str
-    reason: Literal["hangup", "declined", "no_answer", "cancelled", "handoff", "left"]
+    reason: EndReason
 
 
 ServerEvent = Annotated[
@@ -357,6 +359,9 @@ class ContactOut(Model):
     reachable: bool = Field(description="at least one of their devices is connected")
 
 
+HistoryState = Literal["answered", "missed", "declined", "cancelled", "ongoing"]
+
+
 class HistoryParticipant(Model):
     user: UserInfo
     role: str
@@ -367,7 +372,7 @@ class HistoryEntry(Model):
     call_id: str
     direction: Literal["outgoing", "incoming"]
     media: MediaKind
-    state: Literal["answered", "missed", "declined", "cancelled", "ongoing"]
+    state: HistoryState
     participants: list[HistoryParticipant]
     started_at: float
     duration: float = Field(description="seconds connected; 0 when never answered")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -26,6 +26,14 @@ from visavis.tokens import sign_token
 log = logging.getLogger(__name__)
 
 ROOM_TOKEN_TTL = 3600.0
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class SignalingServer:
@@ -134,8 +142,7 @@ class SignalingServer:
             ws_ping_timeout=cfg.heartbeat_interval * 2,
             lifespan="off",
         )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _QuietServer(config)
         serve = asyncio.create_task(self._server.serve(), name="signaling-http")
         while not self._server.started:
             if serve.done():

@@ -1,0 +1,139 @@
+"""The ``visavis`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from visavis import __version__
+from visavis.config import Settings, load_settings
+
+console = Console(stderr=True)
+
+CONFIG_HELP = "TOML configuration file (also VISAVIS_CONFIG). Flags override it."
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise click.UsageError(f"invalid configuration:\n{exc}") from exc
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Quick start: 'visavis serve', then open the printed URL. Every setting is also "
+    "an environment variable: VISAVIS_SIGNALING__PORT=9000, VISAVIS_BUS_URL=redis://...",
+)
+@click.version_option(__version__, prog_name="visavis")
+def main() -> None:
+    """visavis: self-hosted, end-to-end encrypted video calls.
+
+    \b
+    Run the whole system on this machine (SQLite and an in-process bus):
+        visavis serve
+    Run one part against PostgreSQL and Redis, several machines behind a load balancer:
+        visavis serve --role signaling \\
+            --database-url postgresql+asyncpg://visavis@db/visavis --bus-url redis://cache:6379
+    See the effective configuration, secrets masked:
+        visavis config
+    """
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), help=CONFIG_HELP)
+@click.option(
+    "--role",
+    type=click.Choice(["all", "signaling", "relay", "sfu"]),
+    help="Which parts to run [default: all].",
+)
+@click.option("--host", help="Interface signaling listens on [default: 127.0.0.1].")
+@click.option("--port", type=int, help="Signaling HTTP/WebSocket port [default: 8080].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where SQLite and keys live.")
+@click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+asyncpg://u@host/db.")
+@click.option("--bus-url", help="memory:// (one process) or redis://host:6379/0.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config: Path | None, host: str | None, port: int | None, **flags: Any) -> None:
+    """Start visavis and print where each part listens.
+
+    With the default role every part runs in this process on embedded defaults, which is
+    all a family or a small office needs. Stop with Ctrl-C.
+    """
+    signaling: dict[str, Any] = {}
+    if host is not None:
+        signaling["host"] = host
+    if port is not None:
+        signaling["port"] = port
+    settings = _settings(config, **flags)
+    if signaling:
+        settings.signaling = settings.signaling.model_copy(update=signaling)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from visavis.node import Node
+
+    node = Node(settings)
+    try:
+        await node.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen: {exc}. Is another visavis running? Pick another port with --port."
+        ) from exc
+    console.print(f"[bold green]visavis {__version__}[/] running (role {settings.role})")
+    console.print(f"  data directory: {settings.data_dir}")
+    for name, urls in node.endpoints().items():
+        for url in urls:
+            console.print(f"  {name:<10} {url}")
+    console.print("Press Ctrl-C to stop.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        console.print("stopping…")
+        await node.close()
+
+
+@main.command("config")
+@click.option("--config", "config", type=click.Path(path_type=Path), help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like text.")
+def show_config(config: Path | None, as_json: bool) -> None:
+    """Print the effective configuration (defaults, file, environment), secrets masked."""
+    settings = _settings(config)
+    data = settings.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_toml(data)
+
+
+def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if key not in tables:
+            click.echo(f"{key} = {json.dumps(value)}")
+    for key, value in tables.items():
+        click.echo(f"\n[{prefix}{key}]")
+        _print_toml(value, prefix=f"{prefix}{key}.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""One visavis process: the parts its role names, started in order, closed in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from typing import Any
+
+from visavis.config import Settings
+from visavis.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def _optional(module: str, cls: str) -> Any | None:
+    """The server class of a part, or None while that part is not built yet."""
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        return None
+
+
+class Node:
+    """Starts relay, SFU and signaling as the role asks, wiring their URLs together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: list[Service] = []
+        self.relay: Any | None = None
+        self.sfu: Any | None = None
+        self.signaling: Any | None = None
+
+    def _wants(self, part: str) -> bool:
+        return self.settings.role in ("all", part)
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_shared_secret()
+        try:
+            if self._wants("relay"):
+                relay_cls = _optional("visavis.relay.server", "RelayServer")
+                if relay_cls is not None:
+                    self.relay = relay_cls(settings)
+                    await self._start(self.relay)
+            if self._wants("sfu"):
+                sfu_cls = _optional("visavis.sfu.server", "SfuServer")
+                if sfu_cls is not None:
+                    self.sfu = sfu_cls(settings)
+                    await self._start(self.sfu)
+            if self._wants("signaling"):
+                from visavis.signaling.server import SignalingServer
+
+                self.signaling = SignalingServer(
+                    settings, ice_urls=self._ice_urls, sfu_url=self._sfu_url
+                )
+                await self._start(self.signaling)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self, service: Service) -> None:
+        await service.start()
+        self.services.append(service)
+
+    def _ice_urls(self) -> list[str]:
+        if self.settings.signaling.turn_urls:
+            return list(self.settings.signaling.turn_urls)
+        if self.relay is not None:
+            return [u for u in self.relay.endpoints() if u.startswith(("stun:", "turn:", "turns:"))]
+        return []
+
+    def _sfu_url(self) -> str | None:
+        if self.settings.sfu.public_url:
+            return self.settings.sfu.public_url
+        if self.sfu is not None:
+            return str(self.sfu.control_url)
+        return None
+
+    async def close(self) -> None:
+        while self.services:
+            service = self.services.pop()
+            with contextlib.suppress(Exception):
+                await service.close()
+
+    def endpoints(self) -> dict[str, list[str]]:
+        return {s.name: s.endpoints() for s in self.services}

@@ -1,0 +1,145 @@
+"""Generate ``docs/protocol.md``, ``docs/protocol.schema.json`` and ``docs/openapi.json``
+from the message models, so the reference cannot drift from the code.
+
+Run ``python -m visavis.signaling.protocol_doc docs`` after changing a message; a test
+fails while the committed files differ from what this produces.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from visavis.signaling import messages as m
+
+INTRO = """\
+# Signaling protocol reference
+
+Generated from `src/visavis/signaling/messages.py` by
+`python -m visavis.signaling.protocol_doc docs`: do not edit by hand.
+
+## Transport
+
+- REST under `/api` (OpenAPI document: `docs/openapi.json`, live at `/openapi.json` and
+  `/docs`). Authenticated calls send `Authorization: Bearer <device token>`; the token
+  comes from `POST /api/login` and belongs to one device.
+- One WebSocket per device at `/ws`, JSON text frames of at most 64 KiB. The first frame
+  is `hello` with the device token (never in the URL, so it never reaches access logs);
+  the server answers `welcome` or an `error` and closes with code 4401.
+- Requests carry an optional `id`; the server answers each with `result` or `error`
+  whose `re` repeats it. Errors have a stable `code` and a `message` that says what to do.
+- Events about calls carry `seq`, numbered per device. Reconnect with
+  `hello.resume_after = <last seq processed>` within the grace period (60 s by default)
+  to receive every event sent meanwhile, in order, exactly once. `welcome.resumed=false`
+  means some were lost: fetch state over REST. Send `ack` with a seq to let the server
+  forget what you have.
+- Close codes: 4400 protocol violation before authentication, 4401 bad or revoked token,
+  4409 replaced by a newer connection of the same device, 1001 server shutting down.
+
+## A 1:1 call
+
+1. Caller: `call.invite` → `result{call_id}`; every device of the callee gets
+   `call.incoming`; the caller gets `call.ringing` (how many devices ring).
+2. One callee device: `call.answer`. Its other devices get
+   `call.stop_ringing{reason: answered_elsewhere}`; the caller gets
+   `call.participant{state: joined, device_id}`.
+3. The caller's device sends `call.signal{description: offer}`; the answering device
+   replies `call.signal{description: answer}`; both trickle `call.signal{candidate}`.
+   Signals only ever reach the other device in the call.
+4. Either side: `call.leave` → the other gets `call.ended{reason: hangup}`.
+
+Other endings: `call.decline` (caller gets `call.ended{reason: declined}`), `call.cancel`
+by the caller (callee devices get `call.stop_ringing{reason: cancelled}`), no answer within
+the ring timeout (30 s: `call.stop_ringing{reason: timeout}`, `call.ended{reason:
+no_answer}`).
+
+## Group calls
+
+With three or more people (at `call.invite`, or when `call.add` grows a 1:1 call) the call
+goes through the SFU: each device in the call gets `call.room{url, room_id, token}` and
+joins the room there (see `docs/sfu.md`). A decline only takes that person out.
+
+## Messages
+"""
+
+
+def _section(title: str, models: list[type[m.Model]]) -> list[str]:
+    lines = [f"\n### {title}\n"]
+    for model in models:
+        schema = model.model_json_schema()
+        type_field = model.model_fields.get("type")
+        name = type_field.default if type_field and isinstance(type_field.default, str) else None
+        if name is None and type_field is not None:
+            name = type_field.annotation.__args__[0]  # type: ignore[union-attr]
+        lines.append(f"\n#### `{name or model.__name__}` ({model.__name__})\n")
+        if model.__doc__:
+            lines.append(model.__doc__.strip().splitlines()[0] + "\n")
+        lines.append("\n| field | type | required | description |\n|---|---|---|---|")
+        required = set(schema.get("required", []))
+        for field_name, prop in schema.get("properties", {}).items():
+            if field_name == "type":
+                continue
+            lines.append(
+                f"| `{field_name}` | {_type(prop)} | {'yes' if field_name in required else 'no'}"
+                f" | {prop.get('description', '')} |"
+            )
+    return lines
+
+
+def _type(prop: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in prop:
+        return " or ".join(_type(p) for p in prop["anyOf"])
+    if "enum" in prop:
+        return " \\| ".join(f"`{v}`" for v in prop["enum"])
+    if "const" in prop:
+        return f"`{prop['const']}`"
+    if prop.get("type") == "array":
+        return f"list of {_type(prop.get('items', {}))}"
+    return str(prop.get("type", "any"))
+
+
+CLIENT = [m.Hello, m.Ping, m.Ack, m.CallInvite, m.CallAnswer, m.CallDecline, m.CallCancel,
+          m.CallLeave, m.CallAdd, m.CallRingAgain, m.CallSignal, m.CallHandoff]
+SERVER = [m.Welcome, m.Result, m.Error, m.Pong, m.CallIncoming, m.CallStopRinging,
+          m.CallRinging, m.CallParticipant, m.CallSignalEvent, m.CallRoom, m.CallEnded]
+PARTS = [m.UserInfo, m.ParticipantInfo, m.SessionDescription, m.IceCandidate, m.IceServer]
+
+
+def render() -> dict[str, str]:
+    """The generated files, by name."""
+    from visavis.signaling.app import SignalingContext, create_app
+
+    doc = [INTRO]
+    doc += _section("Device → server", CLIENT)  # type: ignore[arg-type]
+    doc += _section("Server → device", SERVER)  # type: ignore[arg-type]
+    doc += _section("Shared parts", PARTS)  # type: ignore[arg-type]
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "visavis signaling WebSocket messages",
+        "client": TypeAdapter(m.ClientMessage).json_schema(),
+        "server": TypeAdapter(m.ServerMessage).json_schema(),
+    }
+    app = create_app(SignalingContext.__new__(SignalingContext))  # routes only, no services
+    return {
+        "protocol.md": "\n".join(doc) + "\n",
+        "protocol.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n",
+        "openapi.json": json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n",
+    }
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0] if argv else "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render().items():
+        (out / name).write_text(text)
+        print(f"wrote {out / name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
