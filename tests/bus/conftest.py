@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -44,6 +45,18 @@ class Backend:
             self.clock.now += seconds
         else:
             await asyncio.sleep(seconds)
+
+    async def variant(self, **options: Any) -> Bus:
+        """Another bus of the same kind (same clock or Redis prefix) built with
+        constructor ``options`` such as ``mailbox_limit`` or ``counter_ttl``."""
+        bus: Bus
+        if self.clock is not None:
+            bus = MemoryBus(self.clock, **options)
+        else:
+            bus = RedisBus(REDIS_URL, prefix=self.prefix, **options)
+        await bus.open()
+        self.extra.append(bus)
+        return bus
 
     async def other_node(self) -> Bus:
         """A second bus on the same backend, as another signaling node would have."""

@@ -211,16 +211,35 @@ async def test_mailbox_messages_expire(backend: Backend) -> None:
     assert await bus.mailbox_append("d1", {"next": True}, ttl=0.3) == 3
 
 
-async def test_whole_mailbox_expiry_restarts_numbering(backend: Backend) -> None:
-    """Documented behaviour: once everything in a mailbox has expired, the counter goes
-    with it, ``mailbox_head`` is 0 and the next message is number 1 again."""
+async def test_numbering_outlives_expired_messages(backend: Backend) -> None:
+    """A device connected but idle for longer than the message TTL keeps its numbering:
+    the counter lives ``counter_ttl`` (default 30 days) after the last append."""
     bus = backend.bus
     await bus.mailbox_append("d1", {"a": 1}, ttl=0.3)
     await bus.mailbox_append("d1", {"a": 2}, ttl=0.3)
     await backend.elapse(0.5)
     assert await bus.mailbox_read("d1", 0) == []
-    assert await bus.mailbox_head("d1") == 0
-    assert await bus.mailbox_append("d1", {"a": 3}, ttl=30) == 1
+    assert await bus.mailbox_head("d1") == 2
+    assert await bus.mailbox_append("d1", {"a": 3}, ttl=30) == 3
+
+
+async def test_numbering_restarts_after_counter_ttl(backend: Backend) -> None:
+    """Documented behaviour: ``counter_ttl`` after the last append the counter is gone,
+    ``mailbox_head`` is 0 and the next message is number 1 again."""
+    bus = await backend.variant(counter_ttl=0.3)
+    await bus.mailbox_append("d9", {"a": 1}, ttl=0.2)
+    await bus.mailbox_append("d9", {"a": 2}, ttl=0.2)
+    await backend.elapse(0.5)
+    assert await bus.mailbox_head("d9") == 0
+    assert await bus.mailbox_append("d9", {"a": 3}, ttl=30) == 1
+
+
+async def test_mailbox_is_bounded_dropping_oldest(backend: Backend) -> None:
+    bus = await backend.variant(mailbox_limit=3)
+    for i in range(1, 6):
+        assert await bus.mailbox_append("d1", {"i": i}, ttl=30) == i
+    assert [s for s, _ in await bus.mailbox_read("d1", 0)] == [3, 4, 5]
+    assert await bus.mailbox_head("d1") == 5
 
 
 # -- presence --------------------------------------------------------------------------

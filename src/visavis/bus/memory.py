@@ -6,8 +6,9 @@ contract suite runs unchanged against both:
 * handlers run in a task per subscription, fed by a queue, never inline in ``publish``
   (a handler that publishes cannot re-enter itself, and order per channel is kept);
 * messages are JSON round-tripped, so what is stored is a copy and must be JSON-able;
-* a mailbox's sequence counter lives exactly as long as its longest-lived message, so
-  when the whole mailbox has expired the numbering starts again at 1 (as on Redis);
+* a mailbox's sequence counter outlives its messages: it expires ``counter_ttl``
+  (default 30 days) after the last append, as on Redis, so a device that stays connected
+  but idle longer than the message TTL still sees numbers continue, never restart;
 * time-to-live is judged with the injected ``clock``, so tests move time by hand.
 """
 
@@ -25,6 +26,7 @@ from visavis.bus._dispatch import QueuedSubscription
 from visavis.bus.base import Bus, Handler, Subscription, device_channel
 
 MAILBOX_LIMIT = 10_000
+COUNTER_TTL = 30 * 86400.0
 
 
 @dataclass
@@ -42,9 +44,11 @@ class MemoryBus(Bus):
         clock: Callable[[], float] = time.monotonic,
         *,
         mailbox_limit: int = MAILBOX_LIMIT,
+        counter_ttl: float = COUNTER_TTL,
     ) -> None:
         self._clock = clock
         self._mailbox_limit = mailbox_limit
+        self._counter_ttl = counter_ttl
         self._subs: dict[str, list[QueuedSubscription]] = {}
         self._mailboxes: dict[str, _Mailbox] = {}
         self._presence: dict[str, tuple[str, float]] = {}
@@ -96,7 +100,7 @@ class MemoryBus(Bus):
             box = self._mailboxes[device_id] = _Mailbox()
         box.seq += 1
         expires = now + ttl
-        box.expires_at = max(box.expires_at, expires)
+        box.expires_at = max(box.expires_at, now + max(ttl, self._counter_ttl))
         box.items.append((box.seq, expires, data))
         while len(box.items) > self._mailbox_limit:
             box.items.popleft()

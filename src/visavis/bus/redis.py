@@ -10,13 +10,15 @@ Layout (every key and channel starts with ``prefix``):
 * ``<prefix>mseq:<device>``: the sequence counter.
 * ``<prefix>presence:<device>``: node id, ``SET ... PX ttl``.
 
-Mailbox TTLs: each append extends the TTL of both mailbox keys to at least its own
-``ttl`` (never shortens), so the counter lives as long as the longest-lived message and
-numbering stays monotonic while anything is stored. When the whole mailbox has expired,
-both keys are gone and numbering restarts at 1: a device that comes back after that
-finds ``mailbox_head() < last seen`` and must treat its session as lost. Should the
-counter alone disappear, the next append resumes from the highest stored number.
-Individual messages are filtered by expiry on read and pruned lazily on append.
+Mailbox TTLs: each append extends the sorted set's TTL to at least the message's ``ttl``
+and the counter's to at least ``max(ttl, counter_ttl)`` (default 30 days); neither is
+ever shortened. The counter must outlive the messages: a device connected but idle for
+longer than the message TTL still holds its last number, and a counter that restarted
+at 1 would make it skip everything after. Only after ``counter_ttl`` without any append
+does numbering restart at 1 (then ``mailbox_head()`` is below what a returning device
+last saw, and it must resynchronise). Should the counter alone disappear, the next
+append resumes from the highest stored number. Individual messages are filtered by
+expiry on read and pruned lazily on append.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from visavis.bus.base import Bus, Handler, Subscription, device_channel
 log = logging.getLogger(__name__)
 
 MAILBOX_LIMIT = 10_000
+COUNTER_TTL = 30 * 86400.0
 SUBSCRIBE_TIMEOUT = 10.0
 _MGET_CHUNK = 1000
 
-# KEYS: mailbox zset, counter. ARGV: ttl ms, payload, limit, channel.
+# KEYS: mailbox zset, counter. ARGV: ttl ms, payload, limit, channel, counter ttl ms.
 _APPEND = """
 local box, counter = KEYS[1], KEYS[2]
 local ttl, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
@@ -66,9 +69,9 @@ for _ = 1, 64 do
 end
 local n = redis.call('ZCARD', box)
 if n > limit then redis.call('ZREMRANGEBYRANK', box, 0, n - limit - 1) end
-for _, key in ipairs({box, counter}) do
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-end
+local counter_ttl = math.max(ttl, tonumber(ARGV[5]))
+if redis.call('PTTL', box) < ttl then redis.call('PEXPIRE', box, ttl) end
+if redis.call('PTTL', counter) < counter_ttl then redis.call('PEXPIRE', counter, counter_ttl) end
 redis.call('PUBLISH', ARGV[4], seq)
 return seq
 """
@@ -104,11 +107,17 @@ class RedisBus(Bus):
     """:class:`Bus` on Redis (``redis://host:port/db``). Construct, then ``await open()``."""
 
     def __init__(
-        self, url: str, prefix: str = "visavis:", *, mailbox_limit: int = MAILBOX_LIMIT
+        self,
+        url: str,
+        prefix: str = "visavis:",
+        *,
+        mailbox_limit: int = MAILBOX_LIMIT,
+        counter_ttl: float = COUNTER_TTL,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self._mailbox_limit = mailbox_limit
+        self._counter_ttl = counter_ttl
         self._redis: aioredis.Redis | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -254,7 +263,13 @@ class RedisBus(Bus):
         data = json.dumps(message, separators=(",", ":"))
         seq = await self._append(
             keys=[self._box(device_id), self._counter(device_id)],
-            args=[_ms(ttl), data, self._mailbox_limit, self.prefix + device_channel(device_id)],
+            args=[
+                _ms(ttl),
+                data,
+                self._mailbox_limit,
+                self.prefix + device_channel(device_id),
+                _ms(self._counter_ttl),
+            ],
         )
         return int(seq)
 
