@@ -285,3 +285,9 @@ async def test_in_memory_sqlite_shares_one_database() -> None:
         assert await store.get_user("alice") is not None
     finally:
         await store.close()
+
+
+async def test_nodes_starting_together_migrate_once(store_factory: StoreFactory) -> None:
+    stores = await asyncio.gather(*(store_factory.open() for _ in range(3)))
+    await _users(stores[0], "alice")
+    assert all([await s.get_user("alice") is not None for s in stores])

@@ -11,6 +11,8 @@ Races are decided by the database: ``update_call`` and ``update_participant`` ar
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -187,6 +189,23 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    """Alembic keeps its running context in a module global, so two stores migrating at
+    once in one process (one event loop) would trample each other: take turns. Across
+    processes PostgreSQL serializes on an advisory lock; SQLite assumes one process
+    creates its file first."""
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets readers run beside the writer; foreign keys are off by default in SQLite."""
     cursor = dbapi_connection.cursor()
@@ -226,7 +245,7 @@ class SqlStore(Store):
         if url.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         try:
-            async with engine.begin() as conn:
+            async with _migration_lock(), engine.begin() as conn:
                 await conn.run_sync(_upgrade)
         except BaseException:
             await engine.dispose()
