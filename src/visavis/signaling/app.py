@@ -312,7 +312,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             )
         )
         await ctx.hub.attach(conn)
-        if resume is None:
+        if not resumed:  # a fresh start, or events were lost: ring what still rings
             await ctx.calls.rering(user, device)
         await ctx.hub.flush(conn)
         return user, device, conn

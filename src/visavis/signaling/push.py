@@ -58,11 +58,9 @@ class WebPusher:
     def __init__(
         self, key: ec.EllipticCurvePrivateKey, subject: str, metrics: SignalingMetrics
     ) -> None:
-        self._pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
+        from py_vapid import Vapid02
+
+        self._vapid = Vapid02(private_key=key)
         self.subject = subject
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +90,7 @@ class WebPusher:
                 webpush,
                 subscription_info=device.push_subscription,
                 data=payload,
-                vapid_private_key=self._pem,
+                vapid_private_key=self._vapid,
                 vapid_claims={"sub": self.subject},
                 ttl=30,
                 headers={"Urgency": "high"},
