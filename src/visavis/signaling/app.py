@@ -318,7 +318,11 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         return user, device, conn
 
     async def _handle_frame(
-        frame: MutableMapping[str, Any], user: User, device: Device, conn: Connection, bucket: TokenBucket
+        frame: MutableMapping[str, Any],
+        user: User,
+        device: Device,
+        conn: Connection,
+        bucket: TokenBucket,
     ) -> None:
         text = frame.get("text")
         if text is None:
