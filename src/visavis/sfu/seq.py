@@ -113,8 +113,8 @@ class SequenceRewriter:
         """The current segment's timestamp offset (for rewriting sender reports)."""
         return self._segments[-1].ts_offset if self._segments else None
 
-    def lookup(self, out_seq: int) -> tuple[Hashable, int] | None:
-        """Map an output sequence number back to (source tag, input sequence number)."""
+    def lookup(self, out_seq: int) -> tuple[Hashable, int, int] | None:
+        """Map an output sequence number to (source tag, input seq, timestamp offset)."""
         for index in range(len(self._segments) - 1, -1, -1):
             segment = self._segments[index]
             if seq_delta(out_seq, segment.out_start) >= 0:
@@ -124,5 +124,5 @@ class SequenceRewriter:
                     nxt = self._segments[index + 1]
                     if seq_delta(out_seq, nxt.out_start) >= 0:
                         return None
-                return segment.tag, (out_seq - segment.seq_offset) & 0xFFFF
+                return segment.tag, (out_seq - segment.seq_offset) & 0xFFFF, segment.ts_offset
         return None

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class SfuSettings(BaseModel):
-    """SFU configuration: one UDP port carries the media of every room."""
+    """SFU configuration: one UDP port carries the media of every room.
+
+    ``port`` is the control WebSocket (HTTP); ``media_port`` the single UDP media port
+    operators open. Both may be 0 (any free port) in tests.
+    """
 
     host: str = "127.0.0.1"
-    port: int = 3479
-    public_url: str | None = None
+    port: int = Field(default=3479, description="control WebSocket port (ws://host:port/sfu)")
+    public_url: str | None = Field(
+        default=None, description="control URL handed to clients (default ws://host:port/sfu)"
+    )
+    media_host: str | None = Field(default=None, description="UDP bind address (default: host)")
+    media_port: int = Field(default=3480, description="the one UDP port for all media")
+    announced_address: str | None = Field(
+        default=None,
+        description="IP put in ICE candidates (default: media host, or 127.0.0.1 if wildcard)",
+    )
+    dead_timeout: float = Field(
+        default=10.0, gt=0, description="seconds without any packet before a participant is removed"
+    )
+    join_timeout: float = Field(default=15.0, gt=0, description="seconds to send the join message")
+    keyframe_interval: float = Field(
+        default=0.5, gt=0, description="minimum seconds between keyframe requests per layer"
+    )
+    last_n: int = Field(
+        default=4, ge=1, description="recent speakers who get high simulcast layers"
+    )
+    max_participants: int = Field(default=32, ge=2)
+    max_publish_bitrate: int = Field(
+        default=3_000_000, gt=0, description="REMB sent to publishers (bits/s)"
+    )
+    initial_bandwidth: float = Field(
+        default=2_000_000, gt=0, description="subscriber downlink assumed before feedback"
+    )
+    rtcp_rate: float = Field(default=100.0, gt=0, description="RTCP packets/s per participant")
+    rtcp_burst: int = Field(default=200, gt=0)
+    tick_interval: float = Field(default=0.1, gt=0)

@@ -1,0 +1,279 @@
+"""Join an SFU room from Python (aiortc underneath): publish, receive, follow the room.
+
+    session = SfuSession(join["url"], join["token"], audio=mic, video=camera)
+    await session.join()
+    ...                                    # session.frames, session.dominant_speaker
+    await session.close()
+
+``join`` is the ``{"room_id", "url", "token"}`` signaling hands out for a group call.
+The session follows the SFU control protocol (:mod:`visavis.sfu.messages`): it always
+offers, publishes with sendonly transceivers and receives on recvonly ones, adding more
+when the SFU asks (``renegotiate``). Every received track is read (and so decoded by
+aiortc); decoded frames are counted per remote participant and kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import math
+import struct
+import time
+from collections import defaultdict
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame, VideoFrame
+from websockets.asyncio.client import ClientConnection, connect
+
+
+class SfuSessionError(Exception):
+    """The SFU refused the session (``code`` as in its error message)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class SfuSession:
+    """One participant in an SFU room."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        audio: MediaStreamTrack | None = None,
+        video: MediaStreamTrack | None = None,
+        ice_servers: list[RTCIceServer] | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.audio = audio
+        self.video = video
+        self.ice_servers = ice_servers or []
+        self.participant_id: str | None = None
+        self.room_id: str | None = None
+        self.participants: dict[str, dict[str, Any]] = {}
+        self.streams: dict[str, dict[str, Any]] = {}  # mid -> stream info
+        self.dominant_speaker: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.frames: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
+        self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
+        self.negotiations = 0
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=self.ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.pc.on("track", self._on_track)
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._answer: asyncio.Future[dict[str, Any]] | None = None
+        self._joined: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._changed = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def join(self, limit: float = 10.0) -> None:
+        """Connect, join with the token, publish and receive what the room has."""
+        self._ws = await connect(self.url, max_size=1 << 20)
+        await self._ws.send(json.dumps({"type": "join", "token": self.token}))
+        self._reader = asyncio.create_task(self._read())
+        joined = await asyncio.wait_for(self._joined, limit)
+        self.participant_id = joined["participant_id"]
+        self.room_id = joined["room_id"]
+        for info in joined["participants"]:
+            self.participants[info["participant_id"]] = info
+        if self.audio is not None:
+            self.pc.addTransceiver(self.audio, direction="sendonly")
+        if self.video is not None:
+            self.pc.addTransceiver(self.video, direction="sendonly")
+        await asyncio.wait_for(self._negotiate(joined["audio"], joined["video"]), limit)
+
+    async def close(self) -> None:
+        """Leave the room and stop everything."""
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.send(json.dumps({"type": "leave"}))
+                await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pc.close()
+
+    async def set_layout(self, visible: list[str]) -> None:
+        """Tell the SFU which participants' tiles are shown (they get high layers)."""
+        assert self._ws is not None
+        await self._ws.send(json.dumps({"type": "layout", "visible": visible}))
+
+    async def wait_for(self, predicate: Any, limit: float) -> None:
+        """Wait until ``predicate()`` is true (re-checked on every event and frame)."""
+        deadline = time.monotonic() + limit
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("condition not reached")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+
+    # -- negotiation --------------------------------------------------------------------
+    async def _negotiate(self, audio: int, video: int) -> None:
+        async with self._lock:
+            for kind, count in (("audio", audio), ("video", video)):
+                for _ in range(count):
+                    self.pc.addTransceiver(kind, direction="recvonly")
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            self._answer = asyncio.get_running_loop().create_future()
+            assert self._ws is not None
+            await self._ws.send(json.dumps({"type": "offer", "sdp": self.pc.localDescription.sdp}))
+            answer = await self._answer
+            self.streams = {s["mid"]: s for s in answer["streams"]}
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            self.negotiations += 1
+            self._changed.set()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for raw in self._ws:
+                self._on_message(json.loads(raw))
+        except Exception:  # connection lost: the session simply ends
+            pass
+        finally:
+            if not self._joined.done():
+                self._joined.set_exception(SfuSessionError("closed", "connection closed"))
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_exception(SfuSessionError("closed", "connection closed"))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        self.events.append(message)
+        if kind == "joined":
+            self._joined.set_result(message)
+        elif kind == "answer" and self._answer is not None and not self._answer.done():
+            self._answer.set_result(message)
+        elif kind == "renegotiate":
+            self._spawn(self._negotiate(message["audio"], message["video"]))
+        elif kind == "participant_joined":
+            info = message["participant"]
+            self.participants[info["participant_id"]] = info
+        elif kind == "participant_left":
+            self.participants.pop(message["participant_id"], None)
+        elif kind == "dominant_speaker":
+            self.dominant_speaker = message["participant_id"]
+        elif kind == "error":
+            self.errors.append(message)
+            error = SfuSessionError(message["code"], message["message"])
+            if not self._joined.done():
+                self._joined.set_exception(error)
+            elif self._answer is not None and not self._answer.done():
+                self._answer.set_exception(error)
+        self._changed.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- receiving ----------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        transceiver = next(
+            (t for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
+        if transceiver is not None:
+            self._spawn(self._consume(transceiver, track))
+
+    async def _consume(self, transceiver: RTCRtpTransceiver, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+            info = self.streams.get(transceiver.mid or "")
+            if info is None:
+                continue
+            who, kind = info["participant_id"], info["kind"]
+            now = time.monotonic()
+            self.frames[who][kind] += 1
+            self.first_frame[who].setdefault(kind, now)
+            self.last_frame[who][kind] = now
+            self._changed.set()
+
+
+class ToneTrack(MediaStreamTrack):
+    """Audio source: a sine tone (``amplitude`` 0..1; 0 is silence), 20 ms mono frames."""
+
+    kind = "audio"
+
+    def __init__(self, amplitude: float = 0.5, frequency: float = 440.0) -> None:
+        super().__init__()
+        self.amplitude = amplitude
+        self.frequency = frequency
+        self._samples = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        rate, count = 48000, 960
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._samples / rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        step = 2 * math.pi * self.frequency / rate
+        scale = self.amplitude * 32767
+        data = struct.pack(
+            f"<{count}h", *(int(scale * math.sin(step * (self._samples + i))) for i in range(count))
+        )
+        frame = AudioFrame(format="s16", layout="mono", samples=count)
+        frame.planes[0].update(data)
+        frame.sample_rate = rate
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, rate)
+        self._samples += count
+        return frame
+
+
+class PatternTrack(MediaStreamTrack):
+    """Video source: a small moving pattern (default 160x120 at 15 fps) for tests and bots."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 160, height: int = 120, fps: int = 15, seed: int = 0) -> None:
+        super().__init__()
+        self.width, self.height, self.fps, self.seed = width, height, fps, seed
+        self._count = 0
+        self._start: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._count / self.fps - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        w, h = self.width, self.height
+        x = (self._count * 4) % w
+        row = bytes([40] * x + [235] * min(16, w - x) + [40] * max(0, w - x - 16))
+        frame = VideoFrame(w, h, "yuv420p")
+        frame.planes[0].update(row * h)
+        chroma = (w // 2) * (h // 2)
+        frame.planes[1].update(bytes([(self.seed * 60) % 256]) * chroma)
+        frame.planes[2].update(bytes([128]) * chroma)
+        frame.pts = self._count * (90000 // self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self._count += 1
+        return frame

@@ -1,0 +1,129 @@
+"""The SFU control protocol: JSON messages over one WebSocket per participant.
+
+Flow (the client always offers, the SFU always answers)::
+
+    client                                   SFU
+    join {token}                      ->
+                                      <-     joined {participant_id, participants, audio, video}
+    offer {sdp}  (sendonly m-lines to publish, recvonly m-lines as receive slots)
+                                      ->
+                                      <-     answer {sdp, streams}
+                                      <-     renegotiate {audio, video}   (more slots needed,
+                                             or slots changed: add that many recvonly
+                                             transceivers of each kind, then offer again)
+                                      <-     participant_joined / participant_left
+                                      <-     dominant_speaker {participant_id}
+    layout {visible}                  ->     (tiles shown: high layers for these)
+    leave                             ->
+                                      <-     error {code, message}  (then close on auth errors)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Join(_Message):
+    """First message: the token signaling handed out for this room."""
+
+    type: Literal["join"] = "join"
+    token: str = Field(max_length=4096)
+
+
+class Offer(_Message):
+    """An SDP offer (initial or renegotiation)."""
+
+    type: Literal["offer"] = "offer"
+    sdp: str = Field(max_length=200_000)
+
+
+class Layout(_Message):
+    """Participants whose tiles this client shows (they get high simulcast layers)."""
+
+    type: Literal["layout"] = "layout"
+    visible: list[str] = Field(default_factory=list, max_length=64)
+
+
+class Leave(_Message):
+    """Leave the room; the SFU closes the WebSocket."""
+
+    type: Literal["leave"] = "leave"
+
+
+ClientMessage = Annotated[Join | Offer | Layout | Leave, Field(discriminator="type")]
+client_message_adapter: TypeAdapter[Join | Offer | Layout | Leave] = TypeAdapter(ClientMessage)
+
+
+class ParticipantInfo(_Message):
+    participant_id: str
+    user: str
+    device: str
+
+
+class StreamInfo(_Message):
+    """What a receive slot (m-line) of the client carries."""
+
+    mid: str
+    participant_id: str
+    user: str
+    kind: Literal["audio", "video"]
+
+
+class Joined(_Message):
+    type: Literal["joined"] = "joined"
+    room_id: str
+    participant_id: str
+    participants: list[ParticipantInfo]
+    audio: int = Field(description="remote audio tracks available now (receive slots to offer)")
+    video: int = Field(description="remote video tracks available now")
+
+
+class Answer(_Message):
+    type: Literal["answer"] = "answer"
+    sdp: str
+    streams: list[StreamInfo]
+
+
+class Renegotiate(_Message):
+    """Offer again, with this many more recvonly transceivers of each kind."""
+
+    type: Literal["renegotiate"] = "renegotiate"
+    audio: int = 0
+    video: int = 0
+
+
+class ParticipantJoined(_Message):
+    type: Literal["participant_joined"] = "participant_joined"
+    participant: ParticipantInfo
+
+
+class ParticipantLeft(_Message):
+    type: Literal["participant_left"] = "participant_left"
+    participant_id: str
+    reason: Literal["left", "timeout", "replaced"] = "left"
+
+
+class DominantSpeaker(_Message):
+    type: Literal["dominant_speaker"] = "dominant_speaker"
+    participant_id: str
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+ServerMessage = Annotated[
+    Joined | Answer | Renegotiate | ParticipantJoined | ParticipantLeft | DominantSpeaker | Error,
+    Field(discriminator="type"),
+]
+server_message_adapter: TypeAdapter[
+    Joined | Answer | Renegotiate | ParticipantJoined | ParticipantLeft | DominantSpeaker | Error
+] = TypeAdapter(ServerMessage)

@@ -1,0 +1,637 @@
+"""Rooms, participants, producers and consumers: the SFU's ownership tree.
+
+A :class:`Room` owns :class:`Participant` objects; a participant owns one
+:class:`~visavis.sfu.transport.WebRtcTransport`, its :class:`Producer` objects (what it
+publishes, one per sending m-line, each with one or three simulcast :class:`Layer`) and
+its :class:`Consumer` objects (one per receive slot, each fed by another participant's
+producer). Nothing here reads a clock: the shells pass ``now`` (seconds, monotonic).
+
+The per-packet work is in :mod:`visavis.sfu.forward`; this module is the control path:
+offers and answers, slot assignment, RTCP handling, the periodic tick.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from visavis.protocol.rtp.errors import RtpError
+from visavis.protocol.rtp.extensions import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+    find_extension,
+)
+from visavis.protocol.rtp.rtcp import (
+    ReportBlock,
+    RtcpFir,
+    RtcpNack,
+    RtcpPli,
+    RtcpRemb,
+    RtcpRr,
+    RtcpSr,
+    parse_compound,
+)
+from visavis.sfu import forward
+from visavis.sfu.bwe import BandwidthEstimator
+from visavis.sfu.errors import SdpError
+from visavis.sfu.messages import (
+    Answer,
+    DominantSpeaker,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    Renegotiate,
+    StreamInfo,
+)
+from visavis.sfu.sdp import AnswerParams, SendInfo, build_answer, parse_offer
+from visavis.sfu.seq import SequenceRewriter
+from visavis.sfu.settings import SfuSettings
+from visavis.sfu.simulcast import LayerSelector, choose_layer
+from visavis.sfu.speaker import SpeakerDetector
+from visavis.sfu.stats import SfuStats
+from visavis.sfu.transport import WebRtcTransport
+
+HISTORY_SIZE = 1024  # packets of history per video layer, for NACK answers
+
+
+def _random_ssrc() -> int:
+    return secrets.randbits(32) or 1
+
+
+class Layer:
+    """One encoding of a producer (the only one without simulcast)."""
+
+    def __init__(self, producer: Producer, index: int, rid: str | None, history: bool) -> None:
+        self.producer = producer
+        self.index = index
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.rtx_ssrc: int | None = None
+        self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if history else None
+        self.bitrate: float | None = None
+        self.octets_window = 0
+        self.last_packet = -1e9
+        self.last_keyframe_request = -1e9
+        # Reception statistics for receiver reports (RFC 3550 A.3).
+        self.base_seq: int | None = None
+        self.max_seq = 0
+        self.cycles = 0
+        self.received = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.last_sr_ntp = 0
+        self.last_sr_at = 0.0
+
+    def report_block(self, now: float) -> ReportBlock | None:
+        if self.ssrc is None or self.base_seq is None:
+            return None
+        extended = self.cycles + self.max_seq
+        expected = extended - self.base_seq + 1
+        lost = max(0, expected - self.received)
+        expected_interval = expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior, self.received_prior = expected, self.received
+        lost_interval = expected_interval - received_interval
+        fraction = (
+            0
+            if expected_interval <= 0 or lost_interval <= 0
+            else ((lost_interval << 8) // expected_interval)
+        )
+        lsr = (self.last_sr_ntp >> 16) & 0xFFFFFFFF
+        dlsr = int((now - self.last_sr_at) * 65536) if self.last_sr_ntp else 0
+        return ReportBlock(
+            self.ssrc, min(fraction, 255), min(lost, 0x7FFFFF), extended & 0xFFFFFFFF, 0, lsr, dlsr
+        )
+
+
+class Producer:
+    """One track a participant publishes."""
+
+    def __init__(
+        self,
+        participant: Participant,
+        mid: str,
+        kind: str,
+        clock_rate: int,
+        pt: int,
+        rtx_pt: int | None,
+        rids: list[str],
+        ssrc: int | None,
+        rtx_ssrc: int | None,
+        audio_level_id: int | None,
+    ) -> None:
+        self.participant = participant
+        self.mid = mid
+        self.kind = kind
+        self.is_video = kind == "video"
+        self.clock_rate = clock_rate
+        self.pt = pt
+        self.rtx_pt = rtx_pt
+        self.audio_level_id = audio_level_id
+        names: list[str | None] = list(rids) if rids else [None]
+        self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
+        if ssrc is not None and not rids:
+            self.layers[0].ssrc = ssrc
+            self.layers[0].rtx_ssrc = rtx_ssrc
+        self.consumers: list[Consumer] = []
+        self.id = f"{participant.id}/{mid}"
+
+    def layer_bitrates(self, now: float) -> list[float | None]:
+        return [
+            (layer.bitrate or 1.0) if now - layer.last_packet < 2.0 else None
+            for layer in self.layers
+        ]
+
+
+class Consumer:
+    """One subscriber's receive slot fed by one producer."""
+
+    def __init__(
+        self,
+        subscriber: Participant,
+        producer: Producer,
+        mid: str,
+        pt: int,
+        rtx_pt: int | None,
+        ext_ids: dict[str, int],
+    ) -> None:
+        self.subscriber = subscriber
+        self.transport = subscriber.transport
+        self.producer = producer
+        self.mid = mid
+        self.ssrc = _random_ssrc()
+        self.rtx_ssrc = _random_ssrc() if rtx_pt is not None else None
+        self.pt = pt
+        self.rtx_pt = rtx_pt
+        self.abs_send_time_id = ext_ids.get(URI_ABS_SEND_TIME) if producer.is_video else None
+        self.audio_level_id = ext_ids.get(URI_AUDIO_LEVEL) if not producer.is_video else None
+        self.rewriter = SequenceRewriter(
+            producer.clock_rate, initial_seq=secrets.randbits(16), initial_ts=secrets.randbits(32)
+        )
+        self.selector = LayerSelector(target=len(producer.layers) - 1)
+        if not producer.is_video:
+            self.rewriter.switch(0)
+        self.packets = 0
+        self.octets = 0
+        self.rtx_seq = secrets.randbits(16)
+        self.nack_tokens = 100.0
+        self.nack_refilled = 0.0
+        self.track_id = f"{producer.participant.id}-{producer.kind}-{producer.mid}"
+
+    def send_info(self) -> SendInfo:
+        return SendInfo(self.ssrc, self.rtx_ssrc, self.producer.participant.id, self.track_id)
+
+
+Notify = Callable[[BaseModel], None]
+
+
+class Participant:
+    """A member of a room: its transport, what it publishes and what it receives."""
+
+    def __init__(
+        self,
+        room: Room,
+        participant_id: str,
+        user: str,
+        device: str,
+        transport_factory: Callable[[Participant], WebRtcTransport],
+        notify: Notify,
+        now: float,
+    ) -> None:
+        self.room = room
+        self.id = participant_id
+        self.user = user
+        self.device = device
+        self.notify = notify
+        self.joined_at = now
+        self.transport = transport_factory(self)
+        self.rtcp_ssrc = _random_ssrc()
+        self.producers: dict[str, Producer] = {}
+        self.ssrc_map: dict[int, tuple[Producer, Layer, bool]] = {}
+        self.slots: dict[str, str] = {}  # mid -> kind, receive slots of the last offer
+        self.consumers: dict[str, Consumer] = {}  # mid -> consumer
+        self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.ext_ids: dict[str, dict[str, int]] = {"audio": {}, "video": {}}
+        self.bwe = BandwidthEstimator(initial=room.settings.initial_bandwidth)
+        self.visible: set[str] = set()
+        self.rtcp_tokens = float(room.settings.rtcp_burst)
+        self.rtcp_refilled = now
+        self.closed = False
+        self.on_removed: Callable[[str], None] = lambda reason: None
+
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(participant_id=self.id, user=self.user, device=self.device)
+
+    # -- TransportListener ------------------------------------------------------------
+    def on_transport_connected(self, now: float) -> None:
+        for consumer in self.consumers.values():
+            if consumer.producer.is_video:
+                self.room.request_keyframe(consumer.producer, consumer.selector.target, now)
+
+    def on_rtp(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            self.room.stats.drop("malformed_rtp")
+            return
+        entry = self.ssrc_map.get(struct.unpack_from("!I", data, 8)[0])
+        if entry is None:
+            entry = self._learn_ssrc(data)
+            if entry is None:
+                self.room.stats.drop("unknown_ssrc")
+                return
+        producer, layer, is_rtx = entry
+        if is_rtx:
+            self.room.stats.drop("publisher_rtx")
+            return
+        forward.forward_rtp(self.room, producer, layer, data, now)
+
+    def _learn_ssrc(self, data: bytes) -> tuple[Producer, Layer, bool] | None:
+        """Bind an unannounced SSRC by its MID and RID header extensions (simulcast)."""
+        ids = self.ext_ids["video"]
+        mid_id, rid_id, rrid_id = ids.get(URI_MID), ids.get(URI_RID), ids.get(URI_REPAIRED_RID)
+        if mid_id is None:
+            return None
+        mid = find_extension(data, mid_id)
+        producer = self.producers.get(mid.decode("ascii", "replace")) if mid else None
+        if producer is None:
+            return None
+        ssrc = struct.unpack_from("!I", data, 8)[0]
+        for ext_id, is_rtx in ((rid_id, False), (rrid_id, True)):
+            if ext_id is None:
+                continue
+            rid = find_extension(data, ext_id)
+            if rid is None:
+                continue
+            name = rid.decode("ascii", "replace")
+            for layer in producer.layers:
+                if layer.rid == name:
+                    if is_rtx:
+                        layer.rtx_ssrc = ssrc
+                    else:
+                        layer.ssrc = ssrc
+                    self.ssrc_map[ssrc] = (producer, layer, is_rtx)
+                    return self.ssrc_map[ssrc]
+        layer = producer.layers[0]
+        if len(producer.layers) == 1 and layer.ssrc is None:
+            layer.ssrc = ssrc
+            self.ssrc_map[ssrc] = (producer, layer, False)
+            return self.ssrc_map[ssrc]
+        return None
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        settings = self.room.settings
+        self.rtcp_tokens = min(
+            float(settings.rtcp_burst),
+            self.rtcp_tokens + (now - self.rtcp_refilled) * settings.rtcp_rate,
+        )
+        self.rtcp_refilled = now
+        if self.rtcp_tokens < 1:
+            self.room.stats.drop("rtcp_rate_limited")
+            return
+        self.rtcp_tokens -= 1
+        try:
+            packets = parse_compound(data)
+        except RtpError:
+            self.room.stats.drop("malformed_rtcp")
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpSr):
+                self._on_sender_report(packet, now)
+            elif isinstance(packet, RtcpRr):
+                for block in packet.reports:
+                    if block.ssrc in self.consumers_by_ssrc:
+                        self.bwe.on_loss(block.fraction_lost / 256, now)
+                        break
+            elif isinstance(packet, RtcpRemb):
+                self.bwe.on_remb(packet.bitrate, now)
+            elif isinstance(packet, RtcpNack):
+                consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
+                if consumer is not None:
+                    forward.answer_nack(self.room, consumer, packet.lost, now)
+            elif isinstance(packet, RtcpPli):
+                self._on_keyframe_request(packet.media_ssrc, now)
+            elif isinstance(packet, RtcpFir):
+                for ssrc, _ in packet.entries:
+                    self._on_keyframe_request(ssrc, now)
+
+    def _on_keyframe_request(self, ssrc: int, now: float) -> None:
+        consumer = self.consumers_by_ssrc.get(ssrc)
+        if consumer is None or not consumer.producer.is_video:
+            return
+        layer = consumer.selector.current
+        self.room.request_keyframe(
+            consumer.producer, consumer.selector.target if layer is None else layer, now
+        )
+
+    def _on_sender_report(self, sr: RtcpSr, now: float) -> None:
+        entry = self.ssrc_map.get(sr.ssrc)
+        if entry is None:
+            return
+        producer, layer, _ = entry
+        layer.last_sr_ntp = sr.ntp_timestamp
+        layer.last_sr_at = now
+        for consumer in producer.consumers:
+            if producer.is_video and consumer.selector.current != layer.index:
+                continue
+            offset = consumer.rewriter.timestamp_offset()
+            if offset is None:
+                continue
+            consumer.transport.send_rtcp(
+                RtcpSr(
+                    consumer.ssrc,
+                    sr.ntp_timestamp,
+                    (sr.rtp_timestamp + offset) & 0xFFFFFFFF,
+                    consumer.packets & 0xFFFFFFFF,
+                    consumer.octets & 0xFFFFFFFF,
+                ).serialize()
+            )
+
+
+@dataclass
+class OfferResult:
+    answer: Answer
+    renegotiate: Renegotiate | None
+
+
+class Room:
+    """A group call: its participants and the state shared between them."""
+
+    def __init__(
+        self,
+        room_id: str,
+        settings: SfuSettings,
+        stats: SfuStats,
+        answer_params: Callable[[WebRtcTransport], AnswerParams],
+    ) -> None:
+        self.id = room_id
+        self.settings = settings
+        self.stats = stats
+        self.answer_params = answer_params
+        self.participants: dict[str, Participant] = {}
+        self.speaker = SpeakerDetector()
+        self.last_report = 0.0
+
+    # -- membership ---------------------------------------------------------------------
+    def add(self, participant: Participant) -> None:
+        for other in self.participants.values():
+            other.notify(ParticipantJoined(participant=participant.info()))
+        self.participants[participant.id] = participant
+
+    def remove(self, participant: Participant, reason: str = "left") -> None:
+        """Remove a participant; the others' media is untouched, their slots go idle."""
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        participant.closed = True
+        self.speaker.remove(participant.id)
+        for producer in participant.producers.values():
+            for consumer in producer.consumers:
+                sub = consumer.subscriber
+                sub.consumers.pop(consumer.mid, None)
+                sub.consumers_by_ssrc.pop(consumer.ssrc, None)
+            producer.consumers = []
+        for consumer in participant.consumers.values():
+            if consumer in consumer.producer.consumers:
+                consumer.producer.consumers.remove(consumer)
+        participant.consumers.clear()
+        participant.consumers_by_ssrc.clear()
+        left = ParticipantLeft(participant_id=participant.id, reason=reason)
+        for other in self.participants.values():
+            other.notify(left)
+            if participant.producers:
+                other.notify(self.renegotiation_for(other) or Renegotiate())
+        participant.on_removed(reason)
+
+    # -- negotiation --------------------------------------------------------------------
+    def handle_offer(self, participant: Participant, sdp: str, now: float) -> OfferResult:
+        """Apply a client's offer: new producers, slot assignment; return the answer."""
+        offer = parse_offer(sdp)
+        transport = participant.transport
+        if not transport.set_remote(offer.ice_ufrag, offer.fingerprints):
+            raise SdpError("ICE restart is not supported: rejoin instead")
+        new_producers: list[Producer] = []
+        receive: set[str] = set()
+        slots: dict[str, str] = {}
+        for section in offer.media:
+            codec = section.codec()
+            if section.rejected or codec is None or section.kind not in ("audio", "video"):
+                continue
+            participant.ext_ids[section.kind].update(section.extensions)
+            sending = section.direction in ("sendrecv", "sendonly")
+            if sending:
+                receive.add(section.mid)
+                if section.mid not in participant.producers:
+                    rtx_pt = section.rtx_for(codec.pt) if section.kind == "video" else None
+                    if len(section.rids) > 3:
+                        raise SdpError("at most three simulcast layers")
+                    producer = Producer(
+                        participant,
+                        section.mid,
+                        section.kind,
+                        codec.clock_rate,
+                        codec.pt,
+                        rtx_pt,
+                        section.rids,
+                        section.media_ssrc,
+                        section.rtx_ssrc,
+                        section.extensions.get(URI_AUDIO_LEVEL),
+                    )
+                    participant.producers[section.mid] = producer
+                    for layer in producer.layers:
+                        if layer.ssrc is not None:
+                            participant.ssrc_map[layer.ssrc] = (producer, layer, False)
+                        if layer.rtx_ssrc is not None:
+                            participant.ssrc_map[layer.rtx_ssrc] = (producer, layer, True)
+                    new_producers.append(producer)
+            elif section.direction == "recvonly":
+                slots[section.mid] = section.kind
+        participant.slots = slots
+        # Slots no longer offered lose their consumer.
+        for mid in [m for m in participant.consumers if m not in slots]:
+            self._drop_consumer(participant.consumers[mid])
+        # Assign unconsumed remote producers to free slots, in m-line order.
+        consumed = {c.producer for c in participant.consumers.values()}
+        waiting = [
+            p
+            for other in self.participants.values()
+            if other is not participant
+            for p in other.producers.values()
+            if p not in consumed
+        ]
+        by_mid = {s.mid: s for s in offer.media}
+        for mid, kind in slots.items():
+            if mid in participant.consumers:
+                continue
+            found = next((p for p in waiting if p.kind == kind), None)
+            if found is None:
+                continue
+            waiting.remove(found)
+            producer = found
+            section = by_mid[mid]
+            codec = section.codec()
+            assert codec is not None
+            rtx_pt = section.rtx_for(codec.pt) if kind == "video" else None
+            consumer = Consumer(participant, producer, mid, codec.pt, rtx_pt, section.extensions)
+            participant.consumers[mid] = consumer
+            participant.consumers_by_ssrc[consumer.ssrc] = consumer
+            if consumer.rtx_ssrc is not None:
+                participant.consumers_by_ssrc[consumer.rtx_ssrc] = consumer
+            producer.consumers.append(consumer)
+            if producer.is_video and participant.transport.connected:
+                self.request_keyframe(producer, consumer.selector.target, now)
+        send = {mid: c.send_info() for mid, c in participant.consumers.items()}
+        sdp_answer = build_answer(offer, self.answer_params(transport), receive=receive, send=send)
+        streams = [
+            StreamInfo(
+                mid=mid,
+                participant_id=c.producer.participant.id,
+                user=c.producer.participant.user,
+                kind=c.producer.kind,
+            )
+            for mid, c in participant.consumers.items()
+        ]
+        if new_producers:
+            for other in self.participants.values():
+                if other is not participant:
+                    other.notify(self.renegotiation_for(other) or Renegotiate())
+        return OfferResult(
+            Answer(sdp=sdp_answer, streams=streams), self.renegotiation_for(participant)
+        )
+
+    def _drop_consumer(self, consumer: Consumer) -> None:
+        sub = consumer.subscriber
+        sub.consumers.pop(consumer.mid, None)
+        sub.consumers_by_ssrc.pop(consumer.ssrc, None)
+        if consumer.rtx_ssrc is not None:
+            sub.consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
+        if consumer in consumer.producer.consumers:
+            consumer.producer.consumers.remove(consumer)
+
+    def available(self, participant: Participant) -> dict[str, int]:
+        """Remote producers per kind that ``participant`` could receive."""
+        counts = {"audio": 0, "video": 0}
+        for other in self.participants.values():
+            if other is not participant:
+                for producer in other.producers.values():
+                    counts[producer.kind] += 1
+        return counts
+
+    def renegotiation_for(self, participant: Participant) -> Renegotiate | None:
+        """A renegotiation request if some remote producer has no slot at ``participant``."""
+        consumed = {c.producer for c in participant.consumers.values()}
+        missing = {"audio": 0, "video": 0}
+        for other in self.participants.values():
+            if other is not participant:
+                for producer in other.producers.values():
+                    if producer not in consumed:
+                        missing[producer.kind] += 1
+        if not any(missing.values()):
+            return None
+        free = {"audio": 0, "video": 0}
+        for mid, kind in participant.slots.items():
+            if mid not in participant.consumers:
+                free[kind] += 1
+        return Renegotiate(
+            audio=max(0, missing["audio"] - free["audio"]),
+            video=max(0, missing["video"] - free["video"]),
+        )
+
+    # -- keyframes and the periodic tick -------------------------------------------------
+    def request_keyframe(self, producer: Producer, layer_index: int, now: float) -> None:
+        """Send PLI for one layer to its publisher, at most once per keyframe interval."""
+        layer = producer.layers[min(layer_index, len(producer.layers) - 1)]
+        if (
+            layer.ssrc is None
+            or now - layer.last_keyframe_request < self.settings.keyframe_interval
+        ):
+            return
+        layer.last_keyframe_request = now
+        self.stats.keyframe_requests += 1
+        publisher = producer.participant
+        publisher.transport.send_rtcp(RtcpPli(publisher.rtcp_ssrc, layer.ssrc).serialize())
+
+    def tick(self, now: float) -> list[Participant]:
+        """Periodic work; returns participants found dead (already removed)."""
+        dominant = self.speaker.tick(now)
+        if dominant is not None:
+            message = DominantSpeaker(participant_id=dominant)
+            for participant in self.participants.values():
+                participant.notify(message)
+        for participant in self.participants.values():
+            for consumer in participant.consumers.values():
+                if consumer.producer.is_video and consumer.selector.wants_keyframe:
+                    self.request_keyframe(consumer.producer, consumer.selector.target, now)
+        dead = [
+            p
+            for p in self.participants.values()
+            if now - p.transport.last_seen > self.settings.dead_timeout
+        ]
+        for participant in dead:
+            self.stats.participants_removed_dead += 1
+            self.remove(participant, "timeout")
+        if now - self.last_report >= 1.0:
+            elapsed = now - self.last_report
+            self.last_report = now
+            self._report(now, elapsed)
+        return dead
+
+    def _report(self, now: float, elapsed: float) -> None:
+        """Once a second: layer bitrates, receiver reports + REMB, layer allocation."""
+        for participant in self.participants.values():
+            blocks: list[ReportBlock] = []
+            video_ssrcs: list[int] = []
+            for producer in participant.producers.values():
+                for layer in producer.layers:
+                    layer.bitrate = layer.octets_window * 8 / max(elapsed, 0.1)
+                    layer.octets_window = 0
+                    block = layer.report_block(now)
+                    if block is not None:
+                        blocks.append(block)
+                        if producer.is_video:
+                            video_ssrcs.append(block.ssrc)
+            if blocks and participant.transport.connected:
+                data = RtcpRr(participant.rtcp_ssrc, tuple(blocks[:31])).serialize()
+                if video_ssrcs:
+                    data += RtcpRemb(
+                        participant.rtcp_ssrc, self.settings.max_publish_bitrate, tuple(video_ssrcs)
+                    ).serialize()
+                participant.transport.send_rtcp(data)
+        for participant in self.participants.values():
+            self._allocate(participant, now)
+
+    def _allocate(self, subscriber: Participant, now: float) -> None:
+        """Choose each video consumer's layer from bandwidth, speakers and layout."""
+        budget = subscriber.bwe.estimate(now)
+        videos = []
+        for consumer in subscriber.consumers.values():
+            if consumer.producer.is_video:
+                videos.append(consumer)
+            else:
+                budget -= 40_000
+        recent = self.speaker.recent[: self.settings.last_n]
+        everyone_high = len(self.participants) - 1 <= self.settings.last_n
+
+        def priority(c: Consumer) -> tuple[int, int]:
+            pid = c.producer.participant.id
+            if pid in subscriber.visible:
+                return (0, 0)
+            if pid in recent:
+                return (1, recent.index(pid))
+            return (2, 0)
+
+        videos.sort(key=priority)
+        for consumer in videos:
+            high = everyone_high or priority(consumer)[0] < 2
+            max_layer = len(consumer.producer.layers) - 1 if high else 0
+            rates = consumer.producer.layer_bitrates(now)
+            layer = choose_layer(rates, budget, max_layer)
+            if layer is None:
+                continue
+            consumer.selector.set_target(layer)
+            budget -= rates[layer] or 0.0

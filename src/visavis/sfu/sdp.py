@@ -1,0 +1,345 @@
+"""The SDP subset a WebRTC SFU needs: parse a client's offer, write the answer.
+
+The client always offers (JSEP, RFC 8829); the SFU always answers as ICE-lite
+(RFC 8445 s2.5), DTLS passive (RFC 5763), BUNDLE (RFC 8843) on one transport with
+rtcp-mux (RFC 5761). Only Opus audio and VP8 video (with RTX, RFC 4588) are accepted:
+the SFU rewrites payload types per subscriber, so every room member must share one
+codec per kind. Simulcast (RFC 8853) is accepted on receive with ``a=rid`` /
+``a=simulcast:send``; rid order in the offer is taken as lowest layer first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from visavis.protocol.rtp.extensions import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+)
+from visavis.sfu.errors import SdpError
+
+ACCEPTED_EXTENSIONS = {
+    "audio": (URI_MID, URI_AUDIO_LEVEL),
+    "video": (URI_MID, URI_ABS_SEND_TIME, URI_RID, URI_REPAIRED_RID),
+}
+CODEC_BY_KIND = {"audio": "opus", "video": "vp8"}
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+@dataclass
+class Codec:
+    """One payload type offered in a media section."""
+
+    pt: int
+    name: str
+    clock_rate: int
+    channels: int | None = None
+    fmtp: str | None = None
+    feedback: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MediaSection:
+    """One m-line of an offer."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    mid: str = ""
+    direction: str = "sendrecv"
+    codecs: dict[int, Codec] = field(default_factory=dict)
+    extensions: dict[str, int] = field(default_factory=dict)
+    ssrcs: list[int] = field(default_factory=list)
+    fid_groups: list[tuple[int, int]] = field(default_factory=list)
+    rids: list[str] = field(default_factory=list)
+    msid: str | None = None
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+    fingerprints: list[tuple[str, str]] = field(default_factory=list)
+    setup: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.port == 0
+
+    def codec(self) -> Codec | None:
+        """The first offered codec the SFU forwards for this kind (Opus or VP8)."""
+        wanted = CODEC_BY_KIND.get(self.kind)
+        for pt in (int(f) for f in self.formats if f.isdigit()):
+            codec = self.codecs.get(pt)
+            if codec and codec.name.lower() == wanted:
+                return codec
+        return None
+
+    def rtx_for(self, pt: int) -> int | None:
+        """The RTX payload type whose ``apt`` is ``pt``, if offered."""
+        for codec in self.codecs.values():
+            if codec.name.lower() == "rtx" and codec.fmtp and f"apt={pt}" in codec.fmtp:
+                return codec.pt
+        return None
+
+    @property
+    def media_ssrc(self) -> int | None:
+        """The primary (non-RTX) SSRC the sender announced, if any."""
+        repair = {rtx for _, rtx in self.fid_groups}
+        for ssrc in self.ssrcs:
+            if ssrc not in repair:
+                return ssrc
+        return None
+
+    @property
+    def rtx_ssrc(self) -> int | None:
+        media = self.media_ssrc
+        for primary, rtx in self.fid_groups:
+            if primary == media:
+                return rtx
+        return None
+
+
+@dataclass
+class Offer:
+    """A parsed offer: transport parameters and media sections."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprints: list[tuple[str, str]]
+    media: list[MediaSection]
+
+
+def parse_offer(text: str) -> Offer:
+    """Parse an SDP offer; raise :class:`SdpError` when it cannot be answered."""
+    session_ufrag: str | None = None
+    session_pwd: str | None = None
+    session_fps: list[tuple[str, str]] = []
+    media: list[MediaSection] = []
+    current: MediaSection | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            parts = value.split()
+            if len(parts) < 4 or not parts[1].isdigit():
+                raise SdpError(f"bad m-line {line!r}")
+            current = MediaSection(parts[0], int(parts[1]), parts[2], parts[3:])
+            media.append(current)
+            continue
+        if kind != "a":
+            continue
+        name, _, arg = value.partition(":")
+        if name == "ice-ufrag":
+            if current is None:
+                session_ufrag = arg
+            else:
+                current.ice_ufrag = arg
+        elif name == "ice-pwd":
+            if current is None:
+                session_pwd = arg
+            else:
+                current.ice_pwd = arg
+        elif name == "fingerprint":
+            alg, _, fp = arg.partition(" ")
+            (session_fps if current is None else current.fingerprints).append(
+                (alg.lower(), fp.upper())
+            )
+        elif current is None:
+            continue
+        elif name == "mid":
+            current.mid = arg
+        elif name in _DIRECTIONS:
+            current.direction = name
+        elif name == "setup":
+            current.setup = arg
+        elif name == "msid":
+            current.msid = arg
+        elif name == "rtpmap":
+            _parse_rtpmap(current, arg)
+        elif name == "fmtp":
+            pt_text, _, params = arg.partition(" ")
+            codec = current.codecs.get(_int(pt_text))
+            if codec:
+                codec.fmtp = params
+        elif name == "rtcp-fb":
+            pt_text, _, fb = arg.partition(" ")
+            if pt_text == "*":
+                for codec in current.codecs.values():
+                    codec.feedback.append(fb)
+            elif (codec := current.codecs.get(_int(pt_text))) is not None:
+                codec.feedback.append(fb)
+        elif name == "extmap":
+            ident, _, rest = arg.partition(" ")
+            uri = rest.split()[0] if rest else ""
+            current.extensions[uri] = _int(ident.split("/")[0])
+        elif name == "ssrc":
+            ssrc = _int(arg.split()[0])
+            if ssrc not in current.ssrcs:
+                current.ssrcs.append(ssrc)
+        elif name == "ssrc-group":
+            parts = arg.split()
+            if parts[0] == "FID" and len(parts) == 3:
+                current.fid_groups.append((_int(parts[1]), _int(parts[2])))
+        elif name == "rid":
+            parts = arg.split()
+            if len(parts) >= 2 and parts[1] == "send":
+                current.rids.append(parts[0])
+    if not media:
+        raise SdpError("offer has no media sections")
+    first = next((m for m in media if not m.rejected), None)
+    ufrag = (first.ice_ufrag if first else None) or session_ufrag
+    pwd = (first.ice_pwd if first else None) or session_pwd
+    fps = (first.fingerprints if first else []) or session_fps
+    if not ufrag or not pwd:
+        raise SdpError("offer has no ICE credentials")
+    if not fps:
+        raise SdpError("offer has no DTLS fingerprint")
+    for section in media:
+        if not section.rejected and not section.mid:
+            raise SdpError("every media section needs a=mid (BUNDLE)")
+    mids = [m.mid for m in media if m.mid]
+    if len(set(mids)) != len(mids):
+        raise SdpError("duplicate a=mid")
+    return Offer(ufrag, pwd, fps, media)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise SdpError(f"expected a number, got {text!r}") from exc
+
+
+def _parse_rtpmap(section: MediaSection, arg: str) -> None:
+    pt_text, _, desc = arg.partition(" ")
+    parts = desc.split("/")
+    if len(parts) < 2:
+        raise SdpError(f"bad rtpmap {arg!r}")
+    section.codecs[_int(pt_text)] = Codec(
+        _int(pt_text), parts[0], _int(parts[1]), _int(parts[2]) if len(parts) > 2 else None
+    )
+
+
+@dataclass
+class SendInfo:
+    """What the SFU sends on one slot (a subscriber's m-line)."""
+
+    ssrc: int
+    rtx_ssrc: int | None
+    stream_id: str
+    track_id: str
+
+
+@dataclass
+class AnswerParams:
+    """The SFU side of the answer."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprint: str  # "sha-256 AB:CD:..."
+    candidates: list[tuple[str, int, str]]  # (ip, port, "udp" | "tcp")
+    cname: str = "visavis-sfu"
+
+
+def build_answer(
+    offer: Offer,
+    params: AnswerParams,
+    *,
+    receive: set[str],
+    send: dict[str, SendInfo],
+) -> str:
+    """Write the answer.
+
+    :param receive: mids on which the SFU accepts the client's media.
+    :param send: mid -> what the SFU sends there; other mids are not sent on.
+    """
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "s=visavis-sfu",
+        "t=0 0",
+        "a=ice-lite",
+        "a=msid-semantic:WMS *",
+    ]
+    bundle = [m.mid for m in offer.media if not m.rejected and m.codec() is not None]
+    if bundle:
+        lines.append("a=group:BUNDLE " + " ".join(bundle))
+    for section in offer.media:
+        lines += _answer_section(section, params, section.mid in receive, send.get(section.mid))
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _answer_section(
+    section: MediaSection, params: AnswerParams, receive: bool, send: SendInfo | None
+) -> list[str]:
+    codec = section.codec()
+    if section.rejected or codec is None:
+        lines = [f"m={section.kind} 0 {section.proto} {' '.join(section.formats)}"]
+        lines += ["c=IN IP4 0.0.0.0"]
+        if section.mid:
+            lines.append(f"a=mid:{section.mid}")
+        return lines
+    offered = section.direction
+    can_recv = receive and offered in ("sendrecv", "sendonly")
+    can_send = send is not None and offered in ("sendrecv", "recvonly")
+    direction = {
+        (True, True): "sendrecv",
+        (True, False): "recvonly",
+        (False, True): "sendonly",
+        (False, False): "inactive",
+    }[(can_recv, can_send)]
+    rtx = section.rtx_for(codec.pt) if section.kind == "video" else None
+    pts = [codec.pt] + ([rtx] if rtx is not None else [])
+    lines = [
+        f"m={section.kind} 9 {section.proto} {' '.join(str(p) for p in pts)}",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        f"a=mid:{section.mid}",
+        f"a={direction}",
+        "a=rtcp-mux",
+    ]
+    if section.kind == "video":
+        lines.append("a=rtcp-rsize")
+    for uri in ACCEPTED_EXTENSIONS[section.kind]:
+        if uri in section.extensions:
+            lines.append(f"a=extmap:{section.extensions[uri]} {uri}")
+    channels = f"/{codec.channels}" if codec.channels else ""
+    lines.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")
+    if codec.fmtp:
+        lines.append(f"a=fmtp:{codec.pt} {codec.fmtp}")
+    if section.kind == "video":
+        for fb in ("nack", "nack pli", "ccm fir", "goog-remb"):
+            lines.append(f"a=rtcp-fb:{codec.pt} {fb}")
+        if rtx is not None:
+            lines += [f"a=rtpmap:{rtx} rtx/{codec.clock_rate}", f"a=fmtp:{rtx} apt={codec.pt}"]
+    if can_recv and section.rids:
+        lines += [f"a=rid:{rid} recv" for rid in section.rids]
+        lines.append("a=simulcast:recv " + ";".join(section.rids))
+    if can_send and send is not None:
+        lines.append(f"a=msid:{send.stream_id} {send.track_id}")
+        if send.rtx_ssrc is not None and rtx is not None:
+            lines.append(f"a=ssrc-group:FID {send.ssrc} {send.rtx_ssrc}")
+        lines.append(f"a=ssrc:{send.ssrc} cname:{params.cname}")
+        lines.append(f"a=ssrc:{send.ssrc} msid:{send.stream_id} {send.track_id}")
+        if send.rtx_ssrc is not None and rtx is not None:
+            lines.append(f"a=ssrc:{send.rtx_ssrc} cname:{params.cname}")
+            lines.append(f"a=ssrc:{send.rtx_ssrc} msid:{send.stream_id} {send.track_id}")
+    lines += [
+        f"a=ice-ufrag:{params.ice_ufrag}",
+        f"a=ice-pwd:{params.ice_pwd}",
+        f"a=fingerprint:{params.fingerprint}",
+        "a=setup:passive",
+    ]
+    for index, (ip, port, transport) in enumerate(params.candidates):
+        if transport == "tcp":
+            lines.append(
+                f"a=candidate:{index + 1} 1 tcp {1518280447 - index} {ip} {port} typ host "
+                "tcptype passive"
+            )
+        else:
+            lines.append(f"a=candidate:{index + 1} 1 udp {2130706431 - index} {ip} {port} typ host")
+    lines.append("a=end-of-candidates")
+    return lines

@@ -1,0 +1,285 @@
+"""The SFU service: a control WebSocket, the one media UDP port, the rooms, one timer.
+
+``SfuServer(settings)`` follows :class:`visavis.service.Service`: ``start()`` binds both
+ports (0 allowed), ``control_url`` and ``media_port`` say where, ``close()`` stops it.
+Each participant opens ``ws://host:port/sfu`` and sends ``join`` with the token signaling
+signed (``visavis.tokens``); see :mod:`visavis.sfu.messages` and ``docs/sfu.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from visavis.config import Settings
+from visavis.sfu.dtls import DtlsIdentity
+from visavis.sfu.errors import AuthError, ProtocolError, SfuError
+from visavis.sfu.messages import (
+    Error,
+    Join,
+    Joined,
+    Layout,
+    Leave,
+    Offer,
+    client_message_adapter,
+)
+from visavis.sfu.room import Participant, Room
+from visavis.sfu.sdp import AnswerParams
+from visavis.sfu.stats import SfuStats, StatsCollector
+from visavis.sfu.transport import WebRtcTransport
+from visavis.sfu.udp import MediaEndpoint
+from visavis.tokens import TokenError, verify_token
+
+logger = logging.getLogger(__name__)
+
+
+class SfuServer:
+    """Selective forwarding unit for group calls."""
+
+    name = "sfu"
+
+    def __init__(
+        self, settings: Settings, *, metrics_registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.sfu = settings.sfu
+        self.registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+        self.stats = SfuStats()
+        self.rooms: dict[str, Room] = {}
+        self.identity = DtlsIdentity()
+        self.endpoint = MediaEndpoint(self.stats)
+        self._secret = ""
+        self._ws: Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._control_port = 0
+        self._media_port = 0
+        self.registry.register(StatsCollector(self.stats, self._gauges))
+
+    # -- Service ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._secret = self.settings.ensure_shared_secret()
+        loop = asyncio.get_running_loop()
+        media_host = self.sfu.media_host or self.sfu.host
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: self.endpoint, local_addr=(media_host, self.sfu.media_port)
+        )
+        self._udp = udp
+        self._media_port = udp.get_extra_info("sockname")[1]
+        self._ws = await serve(
+            self._handle,
+            self.sfu.host,
+            self.sfu.port,
+            max_size=256 * 1024,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        sockets = list(self._ws.sockets)
+        self._control_port = sockets[0].getsockname()[1]
+        self._tick_task = asyncio.create_task(self._ticker())
+
+    async def close(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        for room in list(self.rooms.values()):
+            for participant in list(room.participants.values()):
+                room.remove(participant, "left")
+        self.rooms.clear()
+        if self._ws is not None:
+            self._ws.close()
+            await self._ws.wait_closed()
+        if self._udp is not None:
+            self._udp.close()
+
+    def endpoints(self) -> list[str]:
+        return [self.control_url, f"udp://{self.announced_address}:{self._media_port} (media)"]
+
+    @property
+    def control_url(self) -> str:
+        """The WebSocket URL signaling hands to participants."""
+        if self.sfu.public_url:
+            return self.sfu.public_url
+        host = self.sfu.host if self.sfu.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"ws://{host}:{self._control_port}/sfu"
+
+    @property
+    def media_port(self) -> int:
+        return self._media_port
+
+    @property
+    def announced_address(self) -> str:
+        if self.sfu.announced_address:
+            return self.sfu.announced_address
+        host = self.sfu.media_host or self.sfu.host
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "rooms": len(self.rooms),
+            "participants": sum(len(r.participants) for r in self.rooms.values()),
+        }
+
+    # -- rooms --------------------------------------------------------------------------
+    def _answer_params(self, transport: WebRtcTransport) -> AnswerParams:
+        return AnswerParams(
+            ice_ufrag=transport.local_ufrag,
+            ice_pwd=transport.local_pwd,
+            fingerprint=f"sha-256 {self.identity.fingerprint}",
+            candidates=[(self.announced_address, self._media_port, "udp")],
+        )
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.sfu.tick_interval)
+            now = time.monotonic()
+            for room_id, room in list(self.rooms.items()):
+                try:
+                    room.tick(now)
+                except Exception:  # one room's bug must not stop the others' timers
+                    logger.exception("room %s tick failed", room_id)
+                if not room.participants:
+                    del self.rooms[room_id]
+
+    # -- control WebSocket ----------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        outbox: asyncio.Queue[BaseModel | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send_loop(ws, outbox))
+        participant: Participant | None = None
+        try:
+            participant = await self._join(ws, outbox)
+            if participant is None:
+                return
+            async for raw in ws:
+                if participant.closed:
+                    break
+                try:
+                    message = client_message_adapter.validate_json(raw)
+                except ValidationError as exc:
+                    outbox.put_nowait(Error(code="protocol_error", message=_brief(exc)))
+                    continue
+                try:
+                    if isinstance(message, Offer):
+                        result = participant.room.handle_offer(
+                            participant, message.sdp, time.monotonic()
+                        )
+                        outbox.put_nowait(result.answer)
+                        if result.renegotiate is not None:
+                            outbox.put_nowait(result.renegotiate)
+                    elif isinstance(message, Layout):
+                        participant.visible = set(message.visible)
+                    elif isinstance(message, Leave):
+                        break
+                    else:
+                        raise ProtocolError("already joined")
+                except SfuError as exc:
+                    outbox.put_nowait(Error(code=exc.code, message=exc.message))
+        except ConnectionClosed:
+            pass
+        finally:
+            if participant is not None and not participant.closed:
+                participant.room.remove(participant, "left")
+            outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sender, 2.0)
+            sender.cancel()
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _join(
+        self, ws: ServerConnection, outbox: asyncio.Queue[BaseModel | None]
+    ) -> Participant | None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.sfu.join_timeout)
+            message = client_message_adapter.validate_json(raw)
+            if not isinstance(message, Join):
+                raise ProtocolError("the first message must be join")
+            claims = self._verify(message)
+        except (TimeoutError, ValidationError) as exc:
+            outbox.put_nowait(Error(code="protocol_error", message=f"expected join: {exc!s:.200}"))
+            return None
+        except SfuError as exc:
+            outbox.put_nowait(Error(code=exc.code, message=exc.message))
+            return None
+        room_id = str(claims["room"])
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(room_id, self.sfu, self.stats, self._answer_params)
+        if len(room.participants) >= self.sfu.max_participants:
+            outbox.put_nowait(Error(code="room_full", message="the room is full"))
+            return None
+        participant_id = f"{claims['user']}/{claims['device']}"
+        previous = room.participants.get(participant_id)
+        if previous is not None:
+            room.remove(previous, "replaced")
+        now = time.monotonic()
+
+        def factory(p: Participant) -> WebRtcTransport:
+            transport = WebRtcTransport(self.identity, self.stats, self.endpoint.sendto, p, now=now)
+            self.endpoint.add(transport)
+            return transport
+
+        participant = Participant(
+            room,
+            participant_id,
+            str(claims["user"]),
+            str(claims["device"]),
+            factory,
+            outbox.put_nowait,
+            now,
+        )
+
+        def removed(reason: str) -> None:
+            self.endpoint.remove(participant.transport)
+            if reason != "left":
+                outbox.put_nowait(Error(code="removed", message=f"removed from room: {reason}"))
+                outbox.put_nowait(None)
+
+        participant.on_removed = removed
+        counts = room.available(participant)
+        joined = Joined(
+            room_id=room_id,
+            participant_id=participant_id,
+            participants=[p.info() for p in room.participants.values()],
+            audio=counts["audio"],
+            video=counts["video"],
+        )
+        room.add(participant)
+        outbox.put_nowait(joined)
+        return participant
+
+    def _verify(self, message: Join) -> dict[str, Any]:
+        try:
+            claims = verify_token(self._secret, message.token, now=time.time())
+        except TokenError as exc:
+            raise AuthError(f"join token rejected: {exc}") from exc
+        for key in ("room", "user", "device"):
+            if not isinstance(claims.get(key), str) or not claims[key]:
+                raise AuthError(f"join token has no {key}")
+        return claims
+
+    @staticmethod
+    async def _send_loop(ws: ServerConnection, outbox: asyncio.Queue[BaseModel | None]) -> None:
+        while True:
+            message = await outbox.get()
+            if message is None:
+                await ws.close()
+                return
+            try:
+                await ws.send(message.model_dump_json())
+            except ConnectionClosed:
+                return
+
+
+def _brief(exc: ValidationError) -> str:
+    return json.dumps([e["msg"] for e in exc.errors()][:3])

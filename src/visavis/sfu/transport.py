@@ -1,0 +1,143 @@
+"""One participant's WebRTC transport: ICE-lite checks, DTLS-SRTP, SRTP in and out.
+
+The transport owns no socket: the shared :class:`~visavis.sfu.udp.MediaEndpoint` hands it
+datagrams (already demultiplexed by ICE username or remote address) and gives it a
+``sendto`` callable. Decrypted RTP and RTCP go up to the listener (the participant).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+import pylibsrtp
+from aioice import stun
+
+from visavis.protocol.rtp.packet import is_rtcp
+from visavis.sfu.dtls import DtlsIdentity, DtlsServer, DtlsState
+from visavis.sfu.ice_lite import answer_check
+from visavis.sfu.stats import SfuStats
+
+Address = tuple[str, int]
+logger = logging.getLogger(__name__)
+
+
+class TransportListener(Protocol):
+    def on_transport_connected(self, now: float) -> None: ...
+
+    def on_rtp(self, data: bytes, now: float) -> None: ...
+
+    def on_rtcp(self, data: bytes, now: float) -> None: ...
+
+
+class WebRtcTransport:
+    """ICE-lite + DTLS-SRTP termination for one participant."""
+
+    def __init__(
+        self,
+        identity: DtlsIdentity,
+        stats: SfuStats,
+        sendto: Callable[[bytes, Address], None],
+        listener: TransportListener,
+        *,
+        now: float,
+        ufrag: str | None = None,
+    ) -> None:
+        self.local_ufrag = ufrag or secrets.token_hex(4)
+        self.local_pwd = secrets.token_hex(12)
+        self.remote_ufrag: str | None = None
+        self.identity = identity
+        self.stats = stats
+        self._sendto = sendto
+        self.listener = listener
+        self.dtls: DtlsServer | None = None
+        self.address: Address | None = None
+        self.addresses: set[Address] = set()
+        self.last_seen = now
+        self.connected = False
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+
+    def set_remote(self, ufrag: str, fingerprints: list[tuple[str, str]]) -> bool:
+        """Apply the client's ICE/DTLS parameters; False if they changed (ICE restart)."""
+        if self.remote_ufrag is None:
+            self.remote_ufrag = ufrag
+            self.dtls = DtlsServer(self.identity, fingerprints)
+            return True
+        return self.remote_ufrag == ufrag
+
+    # -- input ------------------------------------------------------------------------
+    def handle_stun(self, message: stun.Message, addr: Address, now: float) -> bool:
+        """Answer a binding request routed here by ufrag; True if addr is now known."""
+        if self.remote_ufrag is None:
+            self.stats.drop("stun_unauthenticated")
+            return False
+        result = answer_check(message, addr, self.local_pwd, self.remote_ufrag)
+        if result is None:
+            self.stats.drop("stun_unauthenticated")
+            return False
+        self.last_seen = now
+        self.addresses.add(addr)
+        if result.nominated or self.address is None:
+            self.address = addr
+        self._sendto(result.response, addr)
+        return True
+
+    def handle_dtls(self, data: bytes, addr: Address, now: float) -> None:
+        if self.dtls is None:
+            self.stats.drop("garbage")
+            return
+        was = self.dtls.state
+        for out in self.dtls.receive(data):
+            self._sendto(out, addr)
+        if self.dtls.state is DtlsState.CONNECTED and was is DtlsState.CONNECTING:
+            self._rx, self._tx = self.dtls.rx_srtp, self.dtls.tx_srtp
+            self.connected = True
+            self.last_seen = now
+            self.listener.on_transport_connected(now)
+        elif self.dtls.state is DtlsState.FAILED and was is DtlsState.CONNECTING:
+            self.stats.drop("dtls_failed")
+            logger.info("DTLS with %s failed: %s", addr, self.dtls.error)
+
+    def handle_srtp(self, data: bytes, now: float) -> None:
+        rx = self._rx
+        if rx is None:
+            self.stats.drop("not_connected")
+            return
+        if is_rtcp(data):
+            try:
+                plain = rx.unprotect_rtcp(data)
+            except pylibsrtp.Error:
+                self.stats.drop("srtp_auth")
+                return
+            self.last_seen = now
+            self.stats.rtcp_in += 1
+            self.listener.on_rtcp(plain, now)
+        else:
+            try:
+                plain = rx.unprotect(data)
+            except pylibsrtp.Error:
+                self.stats.drop("srtp_auth")
+                return
+            self.last_seen = now
+            self.stats.packets_in += 1
+            self.listener.on_rtp(plain, now)
+
+    # -- output -----------------------------------------------------------------------
+    def send_rtp(self, plain: bytes) -> None:
+        tx, addr = self._tx, self.address
+        if tx is None or addr is None:
+            return
+        self._sendto(tx.protect(plain), addr)
+
+    def send_rtcp(self, plain: bytes) -> None:
+        tx, addr = self._tx, self.address
+        if tx is None or addr is None:
+            return
+        try:
+            self._sendto(tx.protect_rtcp(plain), addr)
+        except pylibsrtp.Error:
+            return
+        self.stats.rtcp_out += 1
