@@ -16,6 +16,7 @@ from visavis.protocol.stun import (
     ChannelNumber,
     Data,
     DontFragment,
+    EvenPort,
     Lifetime,
     MessageClass,
     MessageIntegrity,
@@ -28,6 +29,7 @@ from visavis.protocol.stun import (
     Realm,
     RequestedAddressFamily,
     RequestedTransport,
+    ReservationToken,
     Userhash,
     Username,
     XorMappedAddress,
@@ -338,3 +340,32 @@ def test_unauthenticated_rate_limit() -> None:
     # Another client IP is unaffected.
     other = Client(server, ft=FiveTuple("udp", ("198.51.100.99", 1), FT.server))
     assert error_code(other.request(Method.ALLOCATE, list(UDP), auth=False, now=5.0)) == 401
+
+
+def test_even_port_reservation() -> None:
+    server, alloc = make_server()
+    c = Client(server)
+    msg = c.request(Method.ALLOCATE, [*UDP, EvenPort(reserve=True)])
+    assert msg.cls == MessageClass.SUCCESS
+    relayed = msg.get(XorRelayedAddress)
+    token = msg.get(ReservationToken)
+    assert relayed is not None and relayed.port % 2 == 0 and token is not None
+    assert relayed.port + 1 in alloc.held
+    other = Client(server, ft=FiveTuple("udp", ("198.51.100.7", 40001), FT.server))
+    msg2 = other.request(Method.ALLOCATE, [*UDP, token])
+    assert msg2.cls == MessageClass.SUCCESS
+    relayed2 = msg2.get(XorRelayedAddress)
+    assert relayed2 is not None and relayed2.port == relayed.port + 1
+    assert not alloc.held
+    # A token works once; unknown tokens get 508.
+    third = Client(server, ft=FiveTuple("udp", ("198.51.100.7", 40002), FT.server))
+    assert error_code(third.request(Method.ALLOCATE, [*UDP, token])) == 508
+
+
+def test_reservation_expires() -> None:
+    server, alloc = make_server()
+    c = Client(server)
+    c.request(Method.ALLOCATE, [*UDP, EvenPort(reserve=True)])
+    assert alloc.held
+    server.sweep(31.0)
+    assert not alloc.held

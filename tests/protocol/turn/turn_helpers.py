@@ -35,17 +35,34 @@ class FakeAllocator:
         self.capacity = capacity
         self.open: dict[int, tuple[int, FiveTuple]] = {}
         self._ports = itertools.count(50000)
+        self.held: set[int] = set()
 
-    def allocate(self, family: int, five_tuple: FiveTuple, *, even_port: bool) -> tuple[Any, Any]:
+    def allocate(
+        self, family: int, five_tuple: FiveTuple, *, even_port: bool, port: int | None = None
+    ) -> tuple[Any, Any]:
         if len(self.open) >= self.capacity:
             raise CapacityError
-        port = next(self._ports)
+        if port is None:
+            port = next(self._ports)
+            while (even_port and port % 2) or port in self.held:
+                port = next(self._ports)
+        elif port in self.open:
+            raise CapacityError
         self.open[port] = (family, five_tuple)
         host = "192.0.2.1" if family == 4 else "2001:db8::1"
         return (host, port), port
 
     def release(self, handle: Any) -> None:
         del self.open[handle]
+
+    def reserve(self, family: int, port: int) -> Any:
+        if port in self.held or port in self.open:
+            raise CapacityError
+        self.held.add(port)
+        return port
+
+    def release_reservation(self, handle: Any) -> None:
+        self.held.remove(handle)
 
 
 def make_server(**config: Any) -> tuple[TurnServer, FakeAllocator]:

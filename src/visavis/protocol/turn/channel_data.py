@@ -13,13 +13,15 @@ from visavis.protocol.stun.constants import HEADER_LENGTH
 from visavis.protocol.turn.errors import ChannelDataError, FramingError
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+# RFC 8656 assigns 0x4000-0x4FFF; RFC 5766 allowed up to 0x7FFE and coturn's clients use
+# that range, so we accept it (nothing else arrives on a TURN port with these first bytes).
+CHANNEL_MAX = 0x7FFE
 _HEAD = struct.Struct("!HH")
 
 
 def is_channel_data(data: bytes) -> bool:
-    """RFC 7983 demultiplexing: a first byte of 64-79 is ChannelData."""
-    return len(data) >= 4 and 0x40 <= data[0] <= 0x4F
+    """A first byte of 64-127 is ChannelData (RFC 7983 gives 64-79; RFC 5766 used up to 127)."""
+    return len(data) >= 4 and 0x40 <= data[0] <= 0x7F
 
 
 def parse_channel_data(data: bytes) -> tuple[int, bytes]:
@@ -68,7 +70,7 @@ class StreamFramer:
                 if n - pos < 4:
                     break
                 size = HEADER_LENGTH + ((buf[pos + 2] << 8) | buf[pos + 3])
-            elif first <= 0x4F:
+            elif first <= 0x7F:
                 length = (buf[pos + 2] << 8) | buf[pos + 3]
                 size = 4 + length + (-length % 4)
             else:

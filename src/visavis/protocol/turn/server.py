@@ -88,16 +88,33 @@ ADVERTISED_ALGORITHMS = (
 class RelayAllocator(Protocol):
     """Opens relay sockets for the core (the shell implements it; tests fake it)."""
 
-    def allocate(self, family: int, five_tuple: FiveTuple, *, even_port: bool) -> tuple[Addr, Any]:
-        """Bind a relay socket of ``family`` (4 or 6); return (relayed address, handle).
+    def allocate(
+        self, family: int, five_tuple: FiveTuple, *, even_port: bool, port: int | None = None
+    ) -> tuple[Addr, Any]:
+        """Bind a relay socket of ``family`` (4 or 6), on ``port`` if given; return
+        (relayed address, handle).
 
-        :raises CapacityError: when no port is left.
+        :raises CapacityError: when no (or not that) port is available.
         """
         ...
 
     def release(self, handle: Any) -> None:
         """Close a relay socket returned by :meth:`allocate`."""
         ...
+
+    def reserve(self, family: int, port: int) -> Any:
+        """Hold ``port`` for a later allocation (EVEN-PORT with R bit, RFC 8656 7.2).
+
+        :raises CapacityError: when the port is taken.
+        """
+        ...
+
+    def release_reservation(self, handle: Any) -> None:
+        """Give a port held by :meth:`reserve` back."""
+        ...
+
+
+RESERVATION_LIFETIME = 30.0
 
 
 class Forward(NamedTuple):
@@ -191,6 +208,8 @@ class TurnServer:
         self.per_account: Counter[str] = Counter()
         self.stats = TurnStats()
         self._unauth: dict[str, TokenBucket] = {}
+        # token -> (family, port, held socket, expiry)
+        self.reservations: dict[bytes, tuple[int, int, Any, float]] = {}
         self._algorithms = PasswordAlgorithms(ADVERTISED_ALGORITHMS)
         self._requests: dict[int, Callable[[Message, FiveTuple, Identity, float], list[Attribute]]]
         self._requests = {
@@ -287,6 +306,8 @@ class TurnServer:
             self._delete(alloc)
         for alloc in self.allocations.values():
             alloc.expire(now)
+        for token in [t for t, r in self.reservations.items() if r[3] < now]:
+            self.allocator.release_reservation(self.reservations.pop(token)[2])
         if self._unauth:
             for ip in [ip for ip, b in self._unauth.items() if b.full(now)]:
                 del self._unauth[ip]
@@ -301,6 +322,9 @@ class TurnServer:
         """Delete every allocation (releasing relay sockets)."""
         for alloc in list(self.allocations.values()):
             self._delete(alloc)
+        for _, _, held, _ in self.reservations.values():
+            self.allocator.release_reservation(held)
+        self.reservations.clear()
 
     def totals(self) -> tuple[int, int, int, int]:
         """(packets to peers, bytes to peers, packets to clients, bytes to clients)."""
@@ -461,32 +485,48 @@ class TurnServer:
         add_family = msg.get(AdditionalAddressFamily)
         if token is not None and (even is not None or req_family is not None):
             raise TurnError(400)
-        if token is not None or (even is not None and even.reserve):
-            raise TurnError(508, "Reservations not supported")
         if req_family is not None and add_family is not None:
             raise TurnError(400)
-        families: list[int]
-        if add_family is not None:
-            if add_family.family != 0x02:
+        cfg = self.config
+        reservation: tuple[int, int, Any, float] | None = None
+        if token is not None:
+            reservation = self.reservations.pop(token.token, None)
+            if reservation is None:
+                raise TurnError(508, "Unknown reservation")
+            families = [reservation[0]]
+        elif add_family is not None:
+            if add_family.family != 0x02 or (even is not None and even.reserve):
                 raise TurnError(400)
             families = [4, 6]
         elif req_family is not None:
             fam = _CODE_FAMILY.get(req_family.family)
-            if fam is None or fam not in self.config.relay_families:
+            if fam is None or fam not in cfg.relay_families:
                 raise TurnError(440)
             families = [fam]
         else:
             families = [4]
-            if 4 not in self.config.relay_families:
+            if 4 not in cfg.relay_families:
                 raise TurnError(440)
-        cfg = self.config
         if cfg.total_quota and len(self.allocations) >= cfg.total_quota:
             raise TurnError(486)
         if cfg.user_quota and self.per_account[ident.account] >= cfg.user_quota:
             raise TurnError(486)
         relays: dict[int, Relay] = {}
         address_error: AddressErrorCode | None = None
-        for fam in families:
+        new_token: bytes | None = None
+        if reservation is not None:
+            fam, port, held, _ = reservation
+            self.allocator.release_reservation(held)
+            try:
+                addr, handle = self.allocator.allocate(fam, ft, even_port=False, port=port)
+            except CapacityError:
+                raise TurnError(508) from None
+            relays[fam] = Relay(fam, addr, handle)
+        elif even is not None and even.reserve:
+            fam = families[0]
+            addr, handle, new_token = self._allocate_pair(fam, ft, now)
+            relays[fam] = Relay(fam, addr, handle)
+        for fam in families if token is None and not (even and even.reserve) else []:
             if fam not in cfg.relay_families:
                 address_error = AddressErrorCode(_FAMILY_CODE[fam], 440, REASONS[440])
                 continue
@@ -528,11 +568,31 @@ class TurnServer:
         attrs.append(XorMappedAddress(ipaddress.ip_address(ft.client[0]), ft.client[1]))
         if address_error is not None:
             attrs.append(address_error)
+        if new_token is not None:
+            attrs.append(ReservationToken(new_token))
         if cfg.software:
             attrs.append(Software(cfg.software))
         alloc.success_response = self._sign(msg, MessageClass.SUCCESS, attrs, ident)
         self.stats.responses[0] += 1
         raise _Reply(alloc.success_response)
+
+    def _allocate_pair(self, family: int, ft: FiveTuple, now: float) -> tuple[Addr, Any, bytes]:
+        """An even port for ``ft`` and the next port held under a new reservation token."""
+        for _ in range(16):
+            try:
+                addr, handle = self.allocator.allocate(family, ft, even_port=True)
+            except CapacityError:
+                break
+            try:
+                held = self.allocator.reserve(family, addr[1] + 1)
+            except CapacityError:
+                self.allocator.release(handle)
+                continue
+            token = self.random_bytes(8)
+            expiry = now + RESERVATION_LIFETIME
+            self.reservations[token] = (family, addr[1] + 1, held, expiry)
+            return addr, handle, token
+        raise TurnError(508)
 
     def _allocation(self, ft: FiveTuple) -> Allocation:
         alloc = self.allocations.get(ft)

@@ -1,0 +1,518 @@
+"""The STUN/TURN relay service: asyncio shell around :class:`visavis.protocol.turn.TurnServer`.
+
+The hot path avoids asyncio transports: listener and relay UDP sockets are non-blocking
+sockets watched with ``loop.add_reader``; each wake-up drains up to a batch of datagrams
+with ``recvfrom`` and answers with ``sendto`` straight away (a full socket buffer drops
+the datagram, as a router would). TCP and TLS clients use ordinary asyncio protocols with
+a :class:`StreamFramer`. The clock is read once per batch and passed to the core; a
+one-second timer drives :meth:`TurnServer.sweep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from visavis.config import Settings
+from visavis.protocol.turn import (
+    CapacityError,
+    CredentialStore,
+    FiveTuple,
+    Forward,
+    FramingError,
+    PeerPolicy,
+    StreamFramer,
+    TurnConfig,
+    TurnServer,
+    parse_user_entry,
+)
+from visavis.protocol.turn.allocation import Addr, Allocation
+from visavis.relay.metrics import RelayCollector
+
+log = logging.getLogger("visavis.relay")
+
+BATCH = 256
+RECV_SIZE = 65536
+SWEEP_INTERVAL = 1.0
+MAX_STREAM_BUFFER = 1 << 20
+
+
+def _host_port(addr: Any) -> Addr:
+    return addr[0], addr[1]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _RelaySocket:
+    """One relayed transport address: a UDP socket talking to peers."""
+
+    __slots__ = ("alloc", "client_send", "five_tuple", "relay", "sock")
+
+    def __init__(
+        self,
+        relay: RelayServer,
+        sock: socket.socket,
+        five_tuple: FiveTuple,
+        client_send: Callable[[bytes], Any],
+    ) -> None:
+        self.relay = relay
+        self.sock = sock
+        self.five_tuple = five_tuple
+        self.client_send = client_send
+        self.alloc: Allocation | None = None
+
+    def on_readable(self) -> None:
+        core = self.relay.core
+        assert core is not None
+        alloc = self.alloc
+        if alloc is None:
+            alloc = self.alloc = core.allocations.get(self.five_tuple)
+        recv = self.sock.recvfrom
+        send = self.client_send
+        handle = core.handle_peer_data
+        now = time.time()
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.relay.io_errors += 1
+                continue
+            if alloc is None:
+                continue
+            out = handle(alloc, (addr[0], addr[1]), data, now)
+            if out is not None:
+                try:
+                    send(out)
+                except OSError:
+                    self.relay.io_errors += 1
+
+
+class _UdpListener:
+    """A client-facing UDP socket (STUN, TURN requests, ChannelData)."""
+
+    def __init__(self, relay: RelayServer, sock: socket.socket) -> None:
+        self.relay = relay
+        self.sock = sock
+        self.local: Addr = _host_port(sock.getsockname())
+        self._tuples: dict[Addr, FiveTuple] = {}
+
+    def five_tuple(self, addr: Addr) -> FiveTuple:
+        ft = self._tuples.get(addr)
+        if ft is None:
+            if len(self._tuples) > 100_000:
+                self._tuples.clear()
+            ft = self._tuples[addr] = FiveTuple("udp", addr, self.local)
+        return ft
+
+    def on_readable(self) -> None:
+        core = self.relay.core
+        assert core is not None
+        sock = self.sock
+        recv = sock.recvfrom
+        sendto = sock.sendto
+        tuples = self._tuples
+        channel = core.handle_channel_data
+        now = time.time()
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.relay.io_errors += 1
+                continue
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])
+            ft = tuples.get(addr) or self.five_tuple(addr)
+            try:
+                if data and 0x40 <= data[0] <= 0x7F:
+                    fwd = channel(data, ft, now)
+                    if fwd is not None:
+                        fwd.handle.sock.sendto(fwd.data, fwd.peer)
+                    continue
+                out = core.handle_stun(data, ft, now)
+                if out is None:
+                    continue
+                if isinstance(out, Forward):
+                    out.handle.sock.sendto(out.data, out.peer)
+                else:
+                    sendto(out, addr)
+            except OSError:
+                self.relay.io_errors += 1
+
+
+class _StreamConnection(asyncio.Protocol):
+    """A TCP or TLS client connection carrying STUN and padded ChannelData."""
+
+    def __init__(self, relay: RelayServer, transport_name: str) -> None:
+        self.relay = relay
+        self.transport_name = transport_name
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.five_tuple: FiveTuple | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if len(self.relay.connections) >= self.relay.settings.relay.max_tcp_connections:
+            self.relay.io_errors += 1
+            transport.abort()
+            return
+        peer = _host_port(transport.get_extra_info("peername"))
+        local = _host_port(transport.get_extra_info("sockname"))
+        self.five_tuple = FiveTuple(self.transport_name, peer, local)
+        self.relay.connections[self.five_tuple] = self
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_STREAM_BUFFER:
+            self.relay.io_errors += 1  # slow reader: drop rather than buffer without bound
+            return
+        transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        core = self.relay.core
+        ft = self.five_tuple
+        if core is None or ft is None or self.transport is None:
+            return
+        try:
+            frames = self.framer.feed(data)
+        except FramingError:
+            core.stats.dropped["framing"] += 1
+            self.transport.close()
+            return
+        now = time.time()
+        for frame in frames:
+            try:
+                if 0x40 <= frame[0] <= 0x7F:
+                    fwd = core.handle_channel_data(frame, ft, now)
+                    if fwd is not None:
+                        fwd.handle.sock.sendto(fwd.data, fwd.peer)
+                    continue
+                out = core.handle_stun(frame, ft, now)
+                if isinstance(out, Forward):
+                    out.handle.sock.sendto(out.data, out.peer)
+                elif out is not None:
+                    self.write(out)
+            except OSError:
+                self.relay.io_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ft = self.five_tuple
+        if ft is not None:
+            self.relay.connections.pop(ft, None)
+            if self.relay.core is not None:
+                self.relay.core.connection_closed(ft, time.time())
+        self.transport = None
+
+
+class _SocketAllocator:
+    """Binds relay sockets in [min-port, max-port] on the relay addresses."""
+
+    def __init__(self, relay: RelayServer, relay_ips: dict[int, str], public: dict[str, str]):
+        self.relay = relay
+        self.relay_ips = relay_ips
+        self.public = public
+        cfg = relay.settings.relay
+        self.min_port = cfg.min_port
+        self.max_port = cfg.max_port
+        self.rng = random.Random(os.urandom(8))
+
+    def _bind(self, family: int, *, even_port: bool, port: int | None) -> socket.socket:
+        host = self.relay_ips.get(family)
+        if host is None:
+            raise CapacityError(f"no relay address of family {family}")
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        sock = socket.socket(af, socket.SOCK_DGRAM)
+        try:
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port is not None:
+                if not self.min_port <= port <= self.max_port:
+                    raise CapacityError("port outside the relay range")
+                try:
+                    sock.bind((host, port))
+                except OSError as exc:
+                    raise CapacityError(f"port {port} taken") from exc
+            else:
+                span = self.max_port - self.min_port + 1
+                start = self.rng.randrange(span)
+                for i in range(span):
+                    candidate = self.min_port + (start + i) % span
+                    if even_port and candidate % 2:
+                        continue
+                    try:
+                        sock.bind((host, candidate))
+                        break
+                    except OSError:
+                        continue
+                else:
+                    raise CapacityError("relay port range exhausted")
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def reserve(self, family: int, port: int) -> socket.socket:
+        return self._bind(family, even_port=False, port=port)
+
+    def release_reservation(self, handle: socket.socket) -> None:
+        handle.close()
+
+    def allocate(
+        self, family: int, five_tuple: FiveTuple, *, even_port: bool, port: int | None = None
+    ) -> tuple[Addr, _RelaySocket]:
+        sock = self._bind(family, even_port=even_port, port=port)
+        bound = _host_port(sock.getsockname())
+        advertised = (self.public.get(bound[0], bound[0]), bound[1])
+        client_send = self.relay.client_sender(five_tuple)
+        handle = _RelaySocket(self.relay, sock, five_tuple, client_send)
+        self.relay.loop.add_reader(sock.fileno(), handle.on_readable)
+        self.relay.relay_sockets += 1
+        return advertised, handle
+
+    def release(self, handle: _RelaySocket) -> None:
+        try:
+            self.relay.loop.remove_reader(handle.sock.fileno())
+        finally:
+            handle.sock.close()
+            self.relay.relay_sockets -= 1
+
+
+class RelayServer:
+    """STUN/TURN over UDP, TCP and TLS (a :class:`visavis.service.Service`).
+
+    :param settings: the process settings; ``settings.relay`` configures this server and
+        ``settings.ensure_shared_secret()`` is the REST secret unless ``static-auth-secret``
+        is set.
+    :param metrics_registry: where to register the metrics (a fresh registry when None).
+    :param user_lookup: optional ``name -> password`` for long-term users kept elsewhere.
+    """
+
+    name = "relay"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        user_lookup: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+        self.user_lookup = user_lookup
+        self.core: TurnServer | None = None
+        self.connections: dict[FiveTuple, _StreamConnection] = {}
+        self.io_errors = 0
+        self.relay_sockets = 0
+        self._udp: list[_UdpListener] = []
+        self._servers: list[asyncio.Server] = []
+        self._ports: dict[str, int] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._collector = RelayCollector(lambda: self.core, self._extra_metrics)
+        self._registered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Bound ports by transport: ``{"udp": p, "tcp": p, "tls": p}`` (enabled ones)."""
+        return dict(self._ports)
+
+    def _extra_metrics(self) -> dict[str, int]:
+        return {"io-error": self.io_errors}
+
+    # ------------------------------------------------------------------ building
+    def _build_core(self) -> TurnServer:
+        cfg = self.settings.relay
+        secret: str | None = None
+        if cfg.use_auth_secret:
+            secret = (
+                cfg.static_auth_secret.get_secret_value()
+                if cfg.static_auth_secret is not None
+                else self.settings.ensure_shared_secret()
+            )
+        users = dict(parse_user_entry(u) for u in cfg.user) if cfg.lt_cred_mech else {}
+        credentials = CredentialStore(cfg.realm, users, rest_secret=secret, lookup=self.user_lookup)
+        allowed = list(cfg.allowed_peer_ip)
+        if cfg.allow_loopback_peers:
+            allowed += ["127.0.0.0/8", "::1/128"]
+        policy = PeerPolicy(allowed=allowed, denied=cfg.denied_peer_ip)
+        relay_ips = self._relay_ips()
+        public: dict[str, str] = {}
+        for entry in cfg.external_ip:
+            pub, _, priv = entry.partition("/")
+            if priv:
+                public[priv.strip()] = pub.strip()
+            else:
+                version = ipaddress.ip_address(pub.strip()).version
+                for fam, ip in relay_ips.items():
+                    if fam == version:
+                        public[ip] = pub.strip()
+        turn_config = TurnConfig(
+            realm=cfg.realm,
+            software=None if cfg.no_software_attribute else "visavis",
+            relay_families=frozenset(relay_ips),
+            default_lifetime=cfg.default_allocate_lifetime,
+            max_lifetime=cfg.max_allocate_lifetime,
+            permission_lifetime=cfg.permission_lifetime,
+            channel_lifetime=cfg.channel_lifetime,
+            nonce_lifetime=cfg.stale_nonce,
+            user_quota=cfg.user_quota,
+            total_quota=cfg.total_quota,
+            max_bps=cfg.max_bps,
+            unauth_rate=cfg.unauth_rate,
+            unauth_burst=cfg.unauth_burst,
+        )
+        allocator = _SocketAllocator(self, relay_ips, public)
+        return TurnServer(turn_config, credentials, policy, allocator)
+
+    def _relay_ips(self) -> dict[int, str]:
+        cfg = self.settings.relay
+        out: dict[int, str] = {}
+        for ip in cfg.relay_ip or cfg.listening_ip:
+            version = ipaddress.ip_address(ip).version
+            out.setdefault(version, ip)
+        return out
+
+    def client_sender(self, ft: FiveTuple) -> Callable[[bytes], Any]:
+        """How to send bytes to the client of ``ft`` (used by relay sockets)."""
+        if ft.transport == "udp":
+            for listener in self._udp:
+                if listener.local == ft.server:
+                    sendto = listener.sock.sendto
+                    client = ft.client
+                    return lambda data: sendto(data, client)
+            raise CapacityError("no UDP listener for this five-tuple")
+        conn = self.connections.get(ft)
+        if conn is None:
+            raise CapacityError("client connection is gone")
+        return conn.write
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind the listeners (port 0 picks free ports) and start the sweep timer."""
+        self._loop = asyncio.get_running_loop()
+        self.core = self._build_core()
+        cfg = self.settings.relay
+        try:
+            for host in cfg.listening_ip:
+                port = self._ports.get("udp") or self._ports.get("tcp") or cfg.listening_port
+                await self._bind_plain(host, port)
+                if cfg.cert is not None and cfg.pkey is not None and not cfg.no_tls:
+                    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    ctx.load_cert_chain(str(cfg.cert), str(cfg.pkey))
+                    tls_port = self._ports.get("tls", cfg.tls_listening_port)
+                    srv = await self.loop.create_server(
+                        lambda: _StreamConnection(self, "tls"), host, tls_port, ssl=ctx
+                    )
+                    self._servers.append(srv)
+                    self._ports["tls"] = srv.sockets[0].getsockname()[1]
+        except BaseException:
+            await self.close()
+            raise
+        if not self._registered:
+            self.registry.register(self._collector)
+            self._registered = True
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        log.info("relay listening: %s", ", ".join(self.endpoints()))
+
+    async def _bind_plain(self, host: str, port: int) -> None:
+        cfg = self.settings.relay
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for attempt in range(20):
+            udp: socket.socket | None = None
+            try:
+                if not cfg.no_udp:
+                    udp = socket.socket(family, socket.SOCK_DGRAM)
+                    if family == socket.AF_INET6:
+                        udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    udp.bind((host, port))
+                    udp.setblocking(False)
+                    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                        with contextlib.suppress(OSError):
+                            udp.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                bound_port = udp.getsockname()[1] if udp is not None else port
+                if not cfg.no_tcp:
+                    srv = await self.loop.create_server(
+                        lambda: _StreamConnection(self, "tcp"), host, bound_port
+                    )
+                    self._servers.append(srv)
+                    bound_port = srv.sockets[0].getsockname()[1]
+                    self._ports["tcp"] = bound_port
+            except OSError:
+                if udp is not None:
+                    udp.close()
+                if port == 0 and attempt < 19:
+                    continue  # the UDP port picked is taken for TCP: try another
+                raise
+            if udp is not None:
+                listener = _UdpListener(self, udp)
+                self._udp.append(listener)
+                self.loop.add_reader(udp.fileno(), listener.on_readable)
+                self._ports["udp"] = bound_port
+            return
+
+    def _sweep(self) -> None:
+        if self.core is not None:
+            self.core.sweep(time.time())
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def close(self) -> None:
+        """Stop listening, delete every allocation, close every socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.core is not None:
+            self.core.close()
+        for listener in self._udp:
+            self.loop.remove_reader(listener.sock.fileno())
+            listener.sock.close()
+        self._udp.clear()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for srv in self._servers:
+            srv.close()
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._servers.clear()
+        if self._registered:
+            self.registry.unregister(self._collector)
+            self._registered = False
+
+    def endpoints(self) -> list[str]:
+        """ICE URLs of this relay, e.g. ``turn:127.0.0.1:3478?transport=udp``."""
+        out: list[str] = []
+        for host in self.settings.relay.listening_ip:
+            h = _url_host(host)
+            if "udp" in self._ports:
+                out.append(f"stun:{h}:{self._ports['udp']}")
+                out.append(f"turn:{h}:{self._ports['udp']}?transport=udp")
+            if "tcp" in self._ports:
+                out.append(f"turn:{h}:{self._ports['tcp']}?transport=tcp")
+            if "tls" in self._ports:
+                out.append(f"turns:{h}:{self._ports['tls']}?transport=tcp")
+        return out
