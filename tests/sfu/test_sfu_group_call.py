@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -56,3 +58,151 @@ async def test_four_clients_receive_each_other(sfu: SfuServer, token: TokenFacto
             await s.wait_for(lambda s=s: s.dominant_speaker == carol, 10)
         assert sfu.stats.packets_forwarded > 0
         assert sfu.stats.keyframe_requests > 0
+
+
+def frame_count(session: SfuSession, other: SfuSession, kind: str = "video") -> int:
+    return session.frames[other.participant_id or ""][kind]
+
+
+async def test_late_joiner_and_leaver(sfu: SfuServer, token: TokenFactory) -> None:
+    async with sessions(sfu, token, ["alice", "bob", "carol"]) as group:
+        for s in group:
+            others = [o for o in group if o is not s]
+            await s.wait_for(lambda s=s, others=others: frames_from_all(s, others), 20)
+        requests_before = sfu.stats.keyframe_requests
+        async with sessions(sfu, token, ["dave"]) as (dave,):
+            # The late joiner decodes everyone within a bounded time (keyframes requested
+            # for it), and everyone decodes the late joiner after renegotiating.
+            await dave.wait_for(lambda: frames_from_all(dave, group), 8)
+            for s in group:
+                await s.wait_for(lambda s=s: frames_from_all(s, [dave]), 8)
+                assert any(e["type"] == "participant_joined" for e in s.events)
+            assert sfu.stats.keyframe_requests > requests_before
+            # Alice leaves: everyone is told, her streams stop, the others' continue.
+            alice, rest = group[0], [*group[1:], dave]
+            await alice.close()
+            for s in rest:
+                await s.wait_for(
+                    lambda s=s: any(
+                        e["type"] == "participant_left"
+                        and e["participant_id"] == alice.participant_id
+                        for e in s.events
+                    ),
+                    5,
+                )
+            await asyncio.sleep(0.5)
+            frozen = {id(s): frame_count(s, alice) for s in rest}
+            progress = {
+                id(s): frame_count(s, rest[0] if s is not rest[0] else rest[1]) for s in rest
+            }
+            await asyncio.sleep(1.0)
+            for s in rest:
+                assert frame_count(s, alice) == frozen[id(s)]
+                other = rest[0] if s is not rest[0] else rest[1]
+                assert frame_count(s, other) >= progress[id(s)] + 5
+
+
+async def test_dead_participant_is_removed(sfu: SfuServer, token: TokenFactory) -> None:
+    async with sessions(sfu, token, ["alice", "bob", "carol"]) as group:
+        for s in group:
+            others = [o for o in group if o is not s]
+            await s.wait_for(lambda s=s, others=others: frames_from_all(s, others), 20)
+        # Carol's media stops (peer connection gone) but her WebSocket stays open.
+        carol = group[2]
+        await carol.pc.close()
+        for s in group[:2]:
+            await s.wait_for(
+                lambda s=s: any(
+                    e["type"] == "participant_left" and e["reason"] == "timeout"
+                    for e in s.events
+                ),
+                sfu.sfu.dead_timeout + 3,
+            )
+        assert sfu.stats.participants_removed_dead == 1
+        await carol.wait_for(lambda: any(e.get("code") == "removed" for e in carol.errors), 3)
+
+
+async def test_bad_input_is_dropped_and_counted(sfu: SfuServer, token: TokenFactory) -> None:
+    import os
+    import socket
+
+    from aioice import stun
+
+    from visavis.protocol.rtp.rtcp import RtcpPli
+
+    async with sessions(sfu, token, ["alice", "bob", "carol"]) as group:
+        for s in group:
+            others = [o for o in group if o is not s]
+            await s.wait_for(lambda s=s, others=others: frames_from_all(s, others), 20)
+        before = {o.participant_id: frame_count(group[0], o) for o in group[1:]}
+        stats = sfu.stats
+        # Garbage from a stranger: random bytes, fake RTP, a STUN request for no one.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        target = ("127.0.0.1", sfu.media_port)
+        for i in range(300):
+            sock.sendto(os.urandom(1 + i % 200), target)
+            sock.sendto(b"\x80\x60" + os.urandom(60), target)
+            if i % 10 == 0:
+                await asyncio.sleep(0.002)  # paced: the kernel must not drop them first
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = "nobody:me"
+        request.add_message_integrity(b"guess")
+        sock.sendto(bytes(request), target)
+        sock.close()
+        # Spoofed datagrams from bob's address: SRTP that fails authentication.
+        bob = next(p for r in sfu.rooms.values() for p in r.participants.values()
+                   if p.id == group[1].participant_id)
+        addr = bob.transport.address
+        assert addr is not None
+        for _ in range(50):
+            sfu.endpoint.datagram_received(b"\x80\x60" + os.urandom(100), addr)
+            sfu.endpoint.datagram_received(b"\x80\xc8" + os.urandom(60), addr)
+        # Decrypted-but-wrong input from bob: unknown SSRC, malformed RTCP, a PLI storm.
+        now = time.monotonic()
+        bob.on_rtp(b"\x80\x60\x00\x01" + b"\x00" * 4 + b"\xde\xad\xbe\xef" + b"x" * 20, now)
+        bob.on_rtcp(b"\x80\xc9\x00\x09", now)
+        requests = stats.keyframe_requests
+        consumer = next(iter(c for c in bob.consumers.values() if c.producer.is_video))
+        for _ in range(1000):
+            bob.on_rtcp(RtcpPli(1, consumer.ssrc).serialize(), now)
+        await asyncio.sleep(1.5)
+        dropped = stats.dropped
+        assert dropped["garbage"] >= 500
+        assert dropped["stun_unauthenticated"] >= 1
+        assert dropped["srtp_auth"] >= 100
+        assert dropped["unknown_ssrc"] >= 1
+        assert dropped["malformed_rtcp"] >= 1
+        assert dropped["rtcp_rate_limited"] >= 500
+        assert stats.keyframe_requests - requests <= 6  # rate-limited toward the publisher
+        # Nobody was disturbed: alice still decodes bob and carol, nobody was removed.
+        for o in group[1:]:
+            assert frame_count(group[0], o) >= before[o.participant_id] + 10
+        assert all(len(r.participants) == 3 for r in sfu.rooms.values())
+        text = __import__("prometheus_client").generate_latest(sfu.registry).decode()
+        assert 'visavis_sfu_dropped_packets_total{reason="srtp_auth"}' in text
+
+
+@pytest.mark.parametrize("case", ["forged", "expired", "no_join"])
+async def test_join_is_authorised(sfu: SfuServer, token: TokenFactory, case: str) -> None:
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from visavis.tokens import sign_token
+
+    async with connect(sfu.control_url) as ws:
+        if case == "forged":
+            bad = sign_token("other-secret", {"room": "r", "user": "u", "device": "d"},
+                             now=0, ttl=1e12)
+            await ws.send(json.dumps({"type": "join", "token": bad}))
+        elif case == "expired":
+            await ws.send(json.dumps({"type": "join", "token": token("u", ttl=-10)}))
+        else:
+            await ws.send(json.dumps({"type": "offer", "sdp": "v=0"}))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "error"
+        assert reply["code"] == ("protocol_error" if case == "no_join" else "unauthorized")
+        assert {"forged": "signature", "expired": "expired", "no_join": "join"}[case] in (
+            reply["message"]
+        )
+    assert not sfu.rooms
