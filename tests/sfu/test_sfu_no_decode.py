@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,17 +27,18 @@ async def test_sfu_process_loads_no_codec(tmp_path: Path) -> None:
         VISAVIS_SFU__PORT="0",
         VISAVIS_SFU__MEDIA_PORT="0",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visavis.sfu"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "visavis.sfu",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         env=env,
-        text=True,
     )
     sessions: list[SfuSession] = []
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        ready = json.loads(await asyncio.to_thread(proc.stdout.readline))
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
         for index, user in enumerate(["alice", "bob", "carol"]):
             claims = {"room": "r", "call": "c", "user": user, "device": "d"}
             token = sign_token("no-decode-secret", claims, now=time.time(), ttl=60)
@@ -57,14 +57,14 @@ async def test_sfu_process_loads_no_codec(tmp_path: Path) -> None:
             )
         for s in sessions:
             await s.close()
-        proc.stdin.write("stop\n")
-        proc.stdin.flush()
-        report = json.loads(await asyncio.to_thread(proc.stdout.readline))
+        proc.stdin.write(b"stop\n")
+        await proc.stdin.drain()
+        report = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
         assert report["packets_forwarded"] > 100
         assert report["decoder_modules"] == []
     finally:
         for s in sessions:
             await s.close()
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.terminate()
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
