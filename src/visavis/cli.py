@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,18 @@ def serve(config: Path | None, host: str | None, port: int | None, **flags: Any)
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings))
+        _run(_serve(settings))
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it is, with uvicorn[standard]): fewer
+    microseconds per packet and per message on every part's hot path."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 async def _serve(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from visavis.clock import Clock
 from visavis.signaling import messages as m
 from visavis.signaling.auth import hash_password, hash_token, new_id, new_token, verify_password
 from visavis.signaling.calls import CallService
+from visavis.signaling.directory import Directory
 from visavis.signaling.errors import SignalingError, conflict, not_found, unauthorized
 from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
@@ -42,6 +43,7 @@ class SignalingContext:
 
     store: Store
     bus: Bus
+    directory: Directory
     hub: Hub
     calls: CallService
     clock: Clock
@@ -81,7 +83,7 @@ async def authenticate(ctx: SignalingContext, token: str) -> tuple[User, Device]
     if device.revoked_at is not None:
         ctx.metrics.http_auth_failures.labels("revoked").inc()
         raise unauthorized("token_revoked", "this device was signed out: sign in again")
-    user = await ctx.store.get_user(device.user_id)
+    user = await ctx.directory.user(device.user_id)
     if user is None:
         raise unauthorized("bad_token", "the account of this device no longer exists")
     return user, device
@@ -162,6 +164,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             token_hash=hash_token(token),
             now=ctx.clock.now(),
         )
+        await ctx.directory.devices_changed(user.id)
         return m.LoginResponse(
             token=token, user=_user_out(user), device=_device_out(device, set(), device.id)
         )
@@ -173,7 +176,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     @app.get("/api/devices", response_model=list[m.DeviceOut])
     async def list_devices(auth: Auth) -> list[m.DeviceOut]:
         user, device = auth
-        devices = await ctx.store.list_devices(user.id)
+        devices = await ctx.directory.devices(user.id)
         online = await ctx.bus.online([d.id for d in devices])
         return [_device_out(d, online, device.id) for d in devices]
 
@@ -184,6 +187,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if target is None or target.user_id != user.id:
             raise not_found("device_not_found", "you have no device with this id")
         await ctx.store.revoke_device(device_id, now=ctx.clock.now())
+        await ctx.directory.devices_changed(user.id)
         await ctx.hub.revoke(device_id)
         return Response(status_code=204)
 
@@ -192,6 +196,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if not body.endpoint.startswith(("https://", "http://")):
             raise SignalingError("invalid_push_endpoint", "a push endpoint is an http(s) URL")
         await ctx.store.set_push_subscription(auth[1].id, body.model_dump())
+        await ctx.directory.devices_changed(auth[0].id)
         return Response(status_code=204)
 
     @app.get("/api/push/key")
@@ -205,10 +210,10 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             normalized = m.normalize_handle(handle)
         except ValueError as exc:
             raise SignalingError("invalid_handle", str(exc)) from exc
-        user = await ctx.store.get_user_by_handle(normalized)
+        user = await ctx.directory.by_handle(normalized)
         if user is None:
             raise not_found("unknown_user", f"nobody has the handle {normalized}")
-        devices = await ctx.store.list_devices(user.id)
+        devices = await ctx.directory.devices(user.id)
         online = await ctx.bus.online([d.id for d in devices])
         return m.ContactOut(
             handle=user.handle, display_name=user.display_name, reachable=bool(online)
@@ -229,7 +234,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     ) -> list[m.HistoryEntry]:
         user = auth[0]
         rows = await ctx.store.call_history(user.id, limit=max(1, min(limit, 200)), before=before)
-        users = await ctx.store.get_users({p.user_id for _, ps in rows for p in ps})
+        users = await ctx.directory.users({p.user_id for _, ps in rows for p in ps})
         return [history_entry(user.id, call, ps, users) for call, ps in rows]
 
     @app.get("/api/calls/{call_id}", response_model=m.HistoryEntry)
@@ -239,7 +244,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         participants = await ctx.store.get_participants(call_id) if call else []
         if call is None or all(p.user_id != user.id for p in participants):
             raise not_found("call_not_found", "you took part in no call with this id")
-        users = await ctx.store.get_users({p.user_id for p in participants})
+        users = await ctx.directory.users({p.user_id for p in participants})
         return history_entry(user.id, call, participants, users)
 
     # -- the device WebSocket ------------------------------------------------------
@@ -333,16 +338,18 @@ def create_app(ctx: SignalingContext) -> FastAPI:
                 conn, "message_too_large", f"messages are limited to {ctx.max_message_bytes} bytes"
             )
             return
-        if not bucket.allow(ctx.clock.now()):
-            await _reject(conn, "rate_limited", "too many messages: slow down")
-            return
         try:
             raw = json.loads(text)
         except ValueError:
-            await _reject(conn, "malformed_json", "the message is not valid JSON")
-            return
+            raw = None
         re = raw.get("id") if isinstance(raw, dict) else None
         re = re if isinstance(re, str | int) and not isinstance(re, bool) else None
+        if not bucket.allow(ctx.clock.now()):
+            await _reject(conn, "rate_limited", "too many messages: slow down", re)
+            return
+        if raw is None:
+            await _reject(conn, "malformed_json", "the message is not valid JSON")
+            return
         try:
             msg = m.client_message_adapter.validate_python(raw)
         except ValidationError as exc:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from visavis.clock import Clock
 from visavis.signaling import messages as m
 from visavis.signaling.auth import new_id
+from visavis.signaling.directory import Directory
 from visavis.signaling.errors import SignalingError, forbidden, not_found
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
@@ -61,6 +62,7 @@ class CallService:
         self,
         *,
         store: Store,
+        directory: Directory,
         hub: Hub,
         clock: Clock,
         metrics: SignalingMetrics,
@@ -70,6 +72,7 @@ class CallService:
         push_ring: PushRing | None = None,
     ) -> None:
         self.store = store
+        self.directory = directory
         self.hub = hub
         self.clock = clock
         self.metrics = metrics
@@ -93,20 +96,23 @@ class CallService:
 
     # -- lookups ---------------------------------------------------------------------
     async def _info(self, user_ids: Iterable[str]) -> dict[str, m.UserInfo]:
-        users = await self.store.get_users(set(user_ids))
+        users = await self.directory.users(set(user_ids))
         return {
             uid: m.UserInfo(handle=u.handle, display_name=u.display_name)
             for uid, u in users.items()
         }
 
     async def _devices_of(self, user_id: str) -> list[Device]:
-        return await self.store.list_devices(user_id)
+        return await self.directory.devices(user_id)
 
-    async def _load(self, call_id: str) -> tuple[Call, list[Participant]]:
+    async def _call(self, call_id: str) -> Call:
         call = await self.store.get_call(call_id)
         if call is None:
             raise not_found("call_not_found", f"there is no call {call_id}")
-        return call, await self.store.get_participants(call_id)
+        return call
+
+    async def _load(self, call_id: str) -> tuple[Call, list[Participant]]:
+        return await self._call(call_id), await self.store.get_participants(call_id)
 
     @staticmethod
     def _mine(participants: Sequence[Participant], user_id: str) -> Participant | None:
@@ -129,7 +135,7 @@ class CallService:
                 handle = m.normalize_handle(raw)
             except ValueError as exc:
                 raise SignalingError("invalid_handle", f"{raw!r}: {exc}") from exc
-            user = await self.store.get_user_by_handle(handle)
+            user = await self.directory.by_handle(handle)
             if user is None:
                 raise not_found("unknown_user", f"nobody has the handle {handle}")
             if user.id == caller.id:
@@ -301,18 +307,18 @@ class CallService:
         await self.hub.deliver(
             others, m.CallStopRinging(call_id=call.id, reason="declined_elsewhere")
         )
-        await self._tell_state(call.id, participants, user.id, "declined")
+        await self._tell_state(call.id, user.id, "declined")
         await self._settle(call.id)
 
     async def cancel(self, user: User, device: Device, msg: m.CallCancel) -> None:
-        call, participants = await self._load(msg.call_id)
+        call = await self._call(msg.call_id)
         if call.initiator_user_id != user.id:
             raise forbidden("not_caller", "only the caller can cancel a call")
         if call.state != "ringing":
             raise SignalingError(
                 "not_ringing", "the call was answered or has ended: leave it instead"
             )
-        await self._end(call.id, "cancelled", participants)
+        await self._end(call, "cancelled")
 
     async def leave(self, user: User, device: Device, msg: m.CallLeave) -> None:
         call, participants = await self._load(msg.call_id)
@@ -327,7 +333,7 @@ class CallService:
         if await self.store.update_participant(
             call_id, user_id, only_if_state=IN_CALL, state="left", left_at=self.clock.now()
         ):
-            await self._tell_state(call_id, participants, user_id, "left")
+            await self._tell_state(call_id, user_id, "left")
             await self._settle(call_id)
 
     async def leave_all(self, user: User, *, except_call: str | None = None) -> None:
@@ -416,7 +422,7 @@ class CallService:
             return call
         await self.store.update_call(call.id, topology="sfu", room_id=call.id)
         call = await self.store.get_call(call.id) or call
-        users = await self.store.get_users([p.user_id for p in participants])
+        users = await self.directory.users([p.user_id for p in participants])
         for p in participants:
             if p.state == "joined" and p.device_id and p.user_id in users:
                 await self.hub.deliver(
@@ -471,13 +477,11 @@ class CallService:
         )
 
     # -- settling and ending ---------------------------------------------------------
-    async def _tell_state(
-        self, call_id: str, participants: Sequence[Participant], user_id: str, state: str
-    ) -> None:
+    async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:
+        """Tell the devices in the call (as they are now) about someone's new state."""
         info = await self._info([user_id])
-        fresh = await self.store.get_participants(call_id)
         await self.hub.deliver(
-            self._in_call_devices(fresh or participants),
+            self._in_call_devices(await self.store.get_participants(call_id)),
             m.CallParticipant(call_id=call_id, user=info[user_id], state=state),
         )
 
@@ -490,24 +494,18 @@ class CallService:
         if call.state == "ringing":
             caller = self._mine(participants, call.initiator_user_id)
             if caller is None or caller.state != "joined":
-                await self._end(call_id, "cancelled", participants)
+                await self._end(call, "cancelled")
             elif not ringing and len(joined) < 2:
                 declined = any(p.state == "declined" for p in participants)
                 one_to_one = len(participants) == 2
-                await self._end(
-                    call_id, "declined" if declined and one_to_one else "no_answer", participants
-                )
+                await self._end(call, "declined" if declined and one_to_one else "no_answer")
         elif (len(joined) < 2 and not ringing) or not joined:
-            await self._end(call_id, "hangup", participants)
+            await self._end(call, "hangup")
 
-    async def _end(
-        self,
-        call_id: str,
-        reason: m.EndReason,
-        participants: Sequence[Participant],
-    ) -> None:
+    async def _end(self, call: Call, reason: m.EndReason) -> None:
+        """End the call (once, whoever races) and release everyone still in or ringing."""
+        call_id = call.id
         now = self.clock.now()
-        prior = await self.store.get_call(call_id)
         if not await self.store.update_call(
             call_id,
             only_if_state=LIVE,
@@ -517,7 +515,7 @@ class CallService:
         ):
             return
         self.metrics.calls_ended.labels(reason).inc()
-        if prior is not None and prior.state == "active":
+        if call.state == "active":
             self.metrics.calls_live.labels("active").dec()
         for p in await self.store.get_participants(call_id):
             if p.state == "ringing":
@@ -577,7 +575,7 @@ class CallService:
             await self.hub.deliver(
                 [d.id for d in devices], m.CallStopRinging(call_id=p.call_id, reason="timeout")
             )
-            await self._tell_state(p.call_id, [], p.user_id, "missed")
+            await self._tell_state(p.call_id, p.user_id, "missed")
             await self._settle(p.call_id)
         return count
 

@@ -16,6 +16,7 @@ from visavis.config import Settings
 from visavis.signaling import messages as m
 from visavis.signaling.app import SignalingContext, create_app
 from visavis.signaling.calls import CallService
+from visavis.signaling.directory import Directory
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.push import WebPusher, load_or_create_vapid_key, vapid_public_key_b64
@@ -103,10 +104,13 @@ class SignalingServer:
             presence_ttl=cfg.heartbeat_interval * 3,
             metrics=self.metrics,
         )
+        directory = Directory(self.store, self.bus)
+        await directory.start()
         vapid = load_or_create_vapid_key(self.settings.data_dir / "vapid-key.pem")
         self.pusher = WebPusher(vapid, cfg.vapid_subject, self.metrics)
         calls = CallService(
             store=self.store,
+            directory=directory,
             hub=hub,
             clock=self.clock,
             metrics=self.metrics,
@@ -118,6 +122,7 @@ class SignalingServer:
         self.ctx = SignalingContext(
             store=self.store,
             bus=self.bus,
+            directory=directory,
             hub=hub,
             calls=calls,
             clock=self.clock,
@@ -141,6 +146,8 @@ class SignalingServer:
             ws_ping_interval=cfg.heartbeat_interval,
             ws_ping_timeout=cfg.heartbeat_interval * 2,
             lifespan="off",
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,  # zlib state costs ~50 KiB per idle device
         )
         self._server = _QuietServer(config)
         serve = asyncio.create_task(self._server.serve(), name="signaling-http")
@@ -164,6 +171,7 @@ class SignalingServer:
     async def close(self) -> None:
         if self.ctx is not None:
             await self.ctx.calls.close()
+            await self.ctx.directory.close()
             await self.ctx.hub.close_all()
         if self._server is not None:
             self._server.should_exit = True
