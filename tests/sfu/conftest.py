@@ -24,7 +24,12 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_settings(tmp_path: Path, **sfu: object) -> Settings:
-    values: dict[str, object] = {"port": 0, "media_port": 0, "dead_timeout": 3.0}
+    values: dict[str, object] = {
+        "port": 0,
+        "media_port": 0,
+        "dead_timeout": 3.0,
+        "allowed_networks": ["127.0.0.0/8"],
+    }
     values.update(sfu)
     return Settings(data_dir=tmp_path, shared_secret=SecretStr(SECRET), sfu=values)
 

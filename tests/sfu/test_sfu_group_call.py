@@ -113,8 +113,7 @@ async def test_dead_participant_is_removed(sfu: SfuServer, token: TokenFactory) 
         for s in group[:2]:
             await s.wait_for(
                 lambda s=s: any(
-                    e["type"] == "participant_left" and e["reason"] == "timeout"
-                    for e in s.events
+                    e["type"] == "participant_left" and e["reason"] == "timeout" for e in s.events
                 ),
                 sfu.sfu.dead_timeout + 3,
             )
@@ -150,8 +149,12 @@ async def test_bad_input_is_dropped_and_counted(sfu: SfuServer, token: TokenFact
         sock.sendto(bytes(request), target)
         sock.close()
         # Spoofed datagrams from bob's address: SRTP that fails authentication.
-        bob = next(p for r in sfu.rooms.values() for p in r.participants.values()
-                   if p.id == group[1].participant_id)
+        bob = next(
+            p
+            for r in sfu.rooms.values()
+            for p in r.participants.values()
+            if p.id == group[1].participant_id
+        )
         addr = bob.transport.address
         assert addr is not None
         for _ in range(50):
@@ -192,8 +195,9 @@ async def test_join_is_authorised(sfu: SfuServer, token: TokenFactory, case: str
 
     async with connect(sfu.control_url) as ws:
         if case == "forged":
-            bad = sign_token("other-secret", {"room": "r", "user": "u", "device": "d"},
-                             now=0, ttl=1e12)
+            bad = sign_token(
+                "other-secret", {"room": "r", "user": "u", "device": "d"}, now=0, ttl=1e12
+            )
             await ws.send(json.dumps({"type": "join", "token": bad}))
         elif case == "expired":
             await ws.send(json.dumps({"type": "join", "token": token("u", ttl=-10)}))

@@ -56,7 +56,7 @@ class SfuServer:
         self.stats = SfuStats()
         self.rooms: dict[str, Room] = {}
         self.identity = DtlsIdentity()
-        self.endpoint = MediaEndpoint(self.stats)
+        self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks)
         self._secret = ""
         self._ws: Server | None = None
         self._udp: asyncio.DatagramTransport | None = None

@@ -42,4 +42,8 @@ class SfuSettings(BaseModel):
     )
     rtcp_rate: float = Field(default=100.0, gt=0, description="RTCP packets/s per participant")
     rtcp_burst: int = Field(default=200, gt=0)
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs clients may use for media (empty: any); e.g. 127.0.0.0/8 in tests",
+    )
     tick_interval: float = Field(default=0.1, gt=0)

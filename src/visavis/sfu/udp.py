@@ -9,6 +9,7 @@ dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 
 from visavis.sfu.ice_lite import parse_request
@@ -19,8 +20,9 @@ from visavis.sfu.transport import Address, WebRtcTransport
 class MediaEndpoint(asyncio.DatagramProtocol):
     """Routes datagrams of the shared media port to transports."""
 
-    def __init__(self, stats: SfuStats) -> None:
+    def __init__(self, stats: SfuStats, allowed_networks: list[str] | None = None) -> None:
         self.stats = stats
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks or []]
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_address: dict[Address, WebRtcTransport] = {}
         self.udp: asyncio.DatagramTransport | None = None
@@ -60,6 +62,9 @@ class MediaEndpoint(asyncio.DatagramProtocol):
                 self.stats.drop("garbage")
                 return
             message, ufrag = parsed
+            if self.allowed and not self._allowed(addr[0]):
+                self.stats.drop("stun_unauthenticated")
+                return
             transport = self.by_ufrag.get(ufrag)
             if transport is None:
                 self.stats.drop("stun_unauthenticated")
@@ -74,6 +79,13 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             transport.handle_dtls(data, addr, self.clock())
         else:
             self.stats.drop("garbage")
+
+    def _allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: peer gone; ignore
         pass

@@ -1,0 +1,143 @@
+"""Headless Chromium (fake camera, three simulcast layers) in an SFU room with aiortc
+clients: Chromium receives and decodes them, they decode Chromium, and the SFU switches
+each subscriber between Chromium's layers on keyframes as its bandwidth changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
+from visavis.sfu.server import SfuServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.interop]
+
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+    # Chromium caps simulcast layers by resolution (two at 640x480); lift the cap.
+    "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/",
+]
+
+
+@contextlib.contextmanager
+def page_server() -> Iterator[str]:
+    """Serve this directory on 127.0.0.1 (a secure context for getUserMedia)."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(Path(__file__).parent)
+    )
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/sfu_page.html"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
+    deadline = time.monotonic() + limit
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., str]) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian chromium is not installed")
+    clients: list[SfuSession] = []
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            with page_server() as url:
+                for index, user in enumerate(["alice", "bob"]):
+                    client = SfuSession(
+                        sfu.control_url,
+                        token(user),
+                        audio=ToneTrack(0.3),
+                        video=PatternTrack(seed=index),
+                    )
+                    clients.append(client)
+                    await client.join()
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("chrome")])
+
+                # Chromium decodes both aiortc clients (video frames, audio samples).
+                async def chrome_receives() -> bool:
+                    got = await page.evaluate("received()")
+                    return all(
+                        got.get(c.participant_id, {}).get("video", 0) >= 10
+                        and got.get(c.participant_id, {}).get("audio", 0) > 0
+                        for c in clients
+                    )
+
+                await poll(chrome_receives, 30, "Chromium to decode the aiortc clients")
+                chrome_id = await page.evaluate("window.state.participant_id")
+                # Chromium sends three layers; the SFU learnt their SSRCs from RID.
+                room = next(iter(sfu.rooms.values()))
+                chrome = room.participants[chrome_id]
+                video = next(p for p in chrome.producers.values() if p.is_video)
+                assert [layer.rid for layer in video.layers] == ["q", "h", "f"]
+
+                async def layers_active() -> bool:
+                    return all(
+                        layer.ssrc is not None and layer.received > 0 for layer in video.layers
+                    )
+
+                await poll(layers_active, 20, "all three simulcast layers to arrive")
+                # The aiortc clients decode Chromium.
+                for c in clients:
+                    await c.wait_for(lambda c=c: c.frames[chrome_id]["video"] >= 10, 20)
+                    await c.wait_for(lambda c=c: c.frames[chrome_id]["audio"] >= 10, 10)
+                # Bandwidth drives the layer: starve alice's downlink, then restore it.
+                alice = room.participants[clients[0].participant_id or ""]
+                consumer = next(c for c in alice.consumers.values() if c.producer is video)
+
+                async def on_layer(layer: int) -> bool:
+                    alice.bwe.on_remb(budget, time.monotonic())
+                    return consumer.selector.current == layer
+
+                budget = 120_000
+                await poll(lambda: on_layer(0), 15, "a switch down to the lowest layer")
+                frames = clients[0].frames[chrome_id]["video"]
+                await clients[0].wait_for(
+                    lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 10
+                )
+                budget = 20_000_000
+                await poll(lambda: on_layer(2), 20, "a switch up to the highest layer")
+                frames = clients[0].frames[chrome_id]["video"]
+                await clients[0].wait_for(
+                    lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 10
+                )
+                assert not (await page.evaluate("window.state.errors"))
+        finally:
+            await browser.close()
+            for c in clients:
+                await c.close()
