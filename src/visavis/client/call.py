@@ -1,0 +1,645 @@
+"""One 1:1 call on this device: an aiortc peer connection driven by signaling.
+
+Theory of operation (docs/protocol.md, "A 1:1 call"). The caller's device invites, then
+prepares its offer while the callee's devices ring (peer connection, tracks, ICE
+gathering), and sends it as soon as ``call.participant{joined}`` names the answering
+device. The callee answers, waits for the offer and replies. Both sides trickle: the
+description goes out without its candidates, then each candidate as
+``call.signal{candidate}``, then an empty candidate for end-of-candidates (aiortc gathers
+everything before a description exists, so trickling costs nothing and matches what
+browsers send). Incoming signals are applied one at a time, in order.
+
+States: ``ringing`` → ``connecting`` (answered, negotiating) → ``connected`` (ICE and
+DTLS up) → ``ended`` (someone hung up) or ``failed`` (with a :data:`FAILURE_REASONS`
+reason). A malformed description or candidate from the peer, no media path within
+``setup_timeout`` or ICE failure fail the call: the device leaves it, so the peer's device
+sees ``call.ended`` and fails too, and both can place the next call at once.
+
+ICE restart: aiortc cannot restart ICE inside a peer connection, so :meth:`Call.restart_ice`
+renegotiates the call on a fresh peer connection (new ICE credentials, new candidates);
+the callee replaces its peer connection when a new offer arrives. The caller does this by
+itself when the path fails after having worked, and when the device connection comes back
+while media is down (a network change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRecorder, MediaRelay
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame, VideoFrame
+
+from visavis.client.errors import CallFailed, ClientError
+from visavis.client.ice import host_addresses
+from visavis.client.media import MediaSource, latency_ms, read_stamp
+from visavis.client.stats import CallStats, MediaCounters, Path, RateMeter, median
+from visavis.signaling import messages as m
+
+if TYPE_CHECKING:
+    from visavis.client.session import Session
+
+log = logging.getLogger("visavis.client")
+
+FAILURE_REASONS: dict[str, str] = {
+    "declined": "the callee declined",
+    "no_answer": "nobody answered before the ring timeout",
+    "cancelled": "the caller gave up before anyone answered",
+    "peer_left": "the other side hung up before media flowed",
+    "bad_sdp": "the peer sent a session description that cannot be used",
+    "bad_candidate": "the peer sent a malformed ICE candidate",
+    "setup_timeout": "no media path was found within the setup timeout",
+    "ice_failed": "no ICE candidate pair works (is TURN reachable?)",
+    "media_lost": "the media path broke and could not be restored",
+    "signaling_error": "signaling refused a message of this call",
+    "local_error": "this device could not set up media",
+}
+RESTART_LIMIT = 3
+
+CallState = Literal["ringing", "connecting", "connected", "reconnecting", "ended", "failed"]
+FrameCallback = Callable[[str, VideoFrame | AudioFrame], Any]
+
+
+@dataclass(frozen=True)
+class CallStateChanged:
+    """Published on the session's event streams whenever a call changes state."""
+
+    call: Call
+    state: CallState
+    reason: str | None
+
+
+def strip_candidates(sdp: str) -> tuple[str, list[str]]:
+    """Split an SDP into the description without candidates and the candidate lines."""
+    keep: list[str] = []
+    candidates: list[str] = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            candidates.append(line[2:])
+        elif line != "a=end-of-candidates":
+            keep.append(line)
+    return "\r\n".join(keep) + "\r\n", candidates
+
+
+def parse_candidate(value: m.IceCandidate) -> RTCIceCandidate | None:
+    """An aiortc candidate from a trickled one; None for end-of-candidates.
+
+    :raises ValueError: the candidate line is malformed.
+    """
+    text = value.candidate.strip()
+    if not text:
+        return None
+    if text.startswith("a="):
+        text = text[2:]
+    text = text.removeprefix("candidate:")
+    try:
+        candidate = candidate_from_sdp(text)
+    except Exception as exc:  # aiortc asserts, indexes and int()s its way through
+        raise ValueError(f"malformed candidate {value.candidate[:80]!r}") from exc
+    if candidate.port <= 0 or candidate.port > 65535 or not candidate.ip:
+        raise ValueError(f"candidate with an impossible address {value.candidate[:80]!r}")
+    if candidate.type not in ("host", "srflx", "prflx", "relay"):
+        raise ValueError(f"candidate of unknown type {candidate.type!r}")
+    if candidate.protocol.lower() not in ("udp", "tcp"):
+        raise ValueError(f"candidate with unknown transport {candidate.protocol!r}")
+    if value.sdpMid is None and value.sdpMLineIndex is None:
+        candidate.sdpMLineIndex = 0
+    candidate.sdpMid = value.sdpMid
+    candidate.sdpMLineIndex = value.sdpMLineIndex
+    return candidate
+
+
+class Call:
+    """A 1:1 call; made by :meth:`Session.call` or :meth:`Session.answer`, never directly."""
+
+    def __init__(
+        self,
+        session: Session,
+        call_id: str,
+        direction: Literal["outgoing", "incoming"],
+        peer: str,
+        *,
+        media: str = "video",
+        source: MediaSource | None = None,
+        record: str | None = None,
+        on_frame: FrameCallback | None = None,
+        setup_timeout: float = 20.0,
+    ) -> None:
+        self.session = session
+        self.id = call_id
+        self.direction = direction
+        self.peer = peer
+        self.media_kind = media
+        self.source = source or MediaSource.none()
+        self.record_path = record
+        self.on_frame = on_frame
+        self.setup_timeout = setup_timeout
+        self.state: CallState = "ringing"
+        self.reason: str | None = None
+        self.detail = ""
+        self.remote_device: str | None = None
+        self.path: Path | None = None
+        self.received = MediaCounters()
+        self.started_at = time.time()
+        self.answered_at: float | None = None
+        self.connected_at: float | None = None
+        self.restarts = 0
+        self._pc: RTCPeerConnection | None = None
+        self._signals: asyncio.Queue[m.CallSignalEvent] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._readers: list[asyncio.Task[None]] = []
+        self._offer_ready: asyncio.Task[RTCPeerConnection] | None = None
+        self._connected = asyncio.Event()
+        self._done = asyncio.Event()
+        self._recorder: MediaRecorder | None = None
+        self._relay: MediaRelay | None = None
+        self._meter_in = RateMeter()
+        self._meter_out = RateMeter()
+        self._setup_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.direction} {self.peer} {self.state}>"
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def ended(self) -> bool:
+        return self.state in ("ended", "failed")
+
+    async def wait_connected(self, within: float | None = None) -> None:
+        """Wait until media can flow.
+
+        :raises CallFailed: the call failed or ended first (``reason`` says why).
+        :raises TimeoutError: ``timeout`` passed first (the call goes on).
+        """
+        connected = asyncio.ensure_future(self._connected.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            finished, _ = await asyncio.wait(
+                {connected, done}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            connected.cancel()
+            done.cancel()
+        if self.state == "connected" or (self._connected.is_set() and not self.ended):
+            return
+        if self.ended:
+            raise CallFailed(self.reason or "ended", self.detail)
+        if not finished:
+            raise TimeoutError(f"call {self.id} not connected within {within} s")
+
+    async def wait_ended(self, within: float | None = None) -> str:
+        """Wait for the end of the call; returns the reason."""
+        await asyncio.wait_for(self._done.wait(), within)
+        return self.reason or "ended"
+
+    async def wait_frames(self, video: int = 1, within: float = 10.0) -> None:
+        """Wait until ``video`` frames were decoded from the peer."""
+        deadline = time.monotonic() + within
+        while self.received.video_frames < video:
+            if self.ended:
+                raise CallFailed(self.reason or "ended", self.detail)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.received.video_frames} of {video} video frames in {within} s"
+                )
+            await asyncio.sleep(0.02)
+
+    async def hangup(self) -> None:
+        """End the call: cancel it while it rings (caller), leave it otherwise."""
+        if self.ended or self._closing:
+            return
+        verb = "call.cancel" if self.direction == "outgoing" and self.state == "ringing" else (
+            "call.leave"
+        )
+        self._closing = True  # our own hang-up: the events it causes are not news
+        with contextlib.suppress(ClientError):
+            await self.session.request(verb, call_id=self.id)
+        await self._finish("ended", "hangup", "")
+
+    async def restart_ice(self) -> None:
+        """Renegotiate on a fresh peer connection (new ICE credentials and candidates).
+
+        Only the caller's device offers; on the callee's device this does nothing: the
+        caller restarts when it sees the path fail.
+        """
+        if self.direction != "outgoing" or self.ended or self.remote_device is None:
+            return
+        self.restarts += 1
+        self._set_state("reconnecting")
+        self._arm_setup_timer()
+        pc = await self._new_pc()
+        await self._send_offer(pc)
+
+    async def stats(self) -> CallStats:
+        """Live figures: path, RTT, bitrates, loss, frames decoded, resolution, latency."""
+        rtt: float | None = None
+        lost = received = 0
+        bytes_in = bytes_out = 0
+        pc = self._pc
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                report = await pc.getStats()
+                for item in report.values():
+                    kind = type(item).__name__
+                    if kind == "RTCRemoteInboundRtpStreamStats":
+                        value = getattr(item, "roundTripTime", None)
+                        if value:
+                            rtt = max(rtt or 0.0, float(value) * 1000)
+                    elif kind == "RTCInboundRtpStreamStats":
+                        lost += max(0, int(getattr(item, "packetsLost", 0)))
+                        received += int(getattr(item, "packetsReceived", 0))
+                    elif kind == "RTCTransportStats":
+                        bytes_in += int(getattr(item, "bytesReceived", 0))
+                        bytes_out += int(getattr(item, "bytesSent", 0))
+            if self.path is None and self.state == "connected":
+                self.path = self._read_path()
+        now = time.monotonic()
+        lat = self.received.latencies_ms[-50:]
+        return CallStats(
+            state=self.state,
+            path=self.path,
+            rtt_ms=rtt,
+            bitrate_in_bps=self._meter_in.sample(bytes_in, now),
+            bitrate_out_bps=self._meter_out.sample(bytes_out, now),
+            packets_lost=lost,
+            packets_received=received,
+            frames_decoded=self.received.video_frames,
+            audio_frames=self.received.audio_frames,
+            width=self.received.width,
+            height=self.received.height,
+            latency_ms=median(lat),
+        )
+
+    # ------------------------------------------------------------------ from the session
+    def _on_event(self, event: m.ServerEvent) -> None:
+        if self.ended or self._closing:
+            return
+        if isinstance(event, m.CallSignalEvent):
+            if self.remote_device is None:
+                self.remote_device = event.from_device
+            if event.from_device == self.remote_device:
+                self._signals.put_nowait(event)
+        elif isinstance(event, m.CallParticipant):
+            if (
+                self.direction == "outgoing"
+                and event.state == "joined"
+                and event.user.handle != self.session.handle
+                and event.device_id
+            ):
+                self._answered(event.device_id)
+            elif event.state == "handoff" and event.device_id:
+                self.remote_device = event.device_id  # the peer moved: renegotiate there
+                if self.direction == "outgoing":
+                    self._spawn(self.restart_ice())
+        elif isinstance(event, m.CallEnded):
+            self._spawn(self._remote_end(event.reason))
+
+    def _device_reconnected(self) -> None:
+        pc = self._pc
+        if (
+            self.state in ("connected", "reconnecting")
+            and pc is not None
+            and pc.connectionState != "connected"
+            and self.restarts < RESTART_LIMIT
+        ):
+            self._spawn(self.restart_ice())
+
+    def _start_outgoing(self) -> None:
+        self._offer_ready = self._spawn(self._prepare_offer())
+        self._spawn(self._process_signals())
+
+    def _start_incoming(self) -> None:
+        self.answered_at = time.time()
+        self._set_state("connecting")
+        self._arm_setup_timer()
+        self._spawn(self._process_signals())
+
+    def _answered(self, device_id: str) -> None:
+        if self.remote_device is not None:
+            return
+        self.remote_device = device_id
+        self.answered_at = time.time()
+        self._set_state("connecting")
+        self._arm_setup_timer()
+        self._spawn(self._offer_when_ready())
+
+    # ------------------------------------------------------------------ negotiation
+    def _configuration(self) -> RTCConfiguration:
+        policy = (
+            RTCIceTransportPolicy.RELAY
+            if self.session.ice_transport_policy == "relay"
+            else RTCIceTransportPolicy.ALL
+        )
+        return RTCConfiguration(
+            iceServers=self.session.rtc_ice_servers(),
+            iceTransportPolicy=policy,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+
+    async def _new_pc(self) -> RTCPeerConnection:
+        old = self._pc
+        pc = RTCPeerConnection(self._configuration())
+        self._pc = pc
+        self.path = None
+        self._connected.clear()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._on_track(pc, track)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            self._spawn(self._pc_state(pc))
+
+        if self.direction == "outgoing":
+            kinds = ["audio", "video"] if self.media_kind == "video" else ["audio"]
+            for kind in kinds:
+                track = getattr(self.source, kind)
+                if track is not None:
+                    pc.addTrack(track)
+                else:
+                    pc.addTransceiver(kind, direction="recvonly")
+        if old is not None:
+            await self._close_pc(old)
+        return pc
+
+    async def _prepare_offer(self) -> RTCPeerConnection:
+        pc = await self._new_pc()
+        with host_addresses(self.session.host_addresses):
+            await pc.setLocalDescription(await pc.createOffer())
+        return pc
+
+    async def _offer_when_ready(self) -> None:
+        assert self._offer_ready is not None
+        try:
+            pc = await self._offer_ready
+        except Exception as exc:
+            await self._fail("local_error", f"cannot prepare the offer: {exc}")
+            return
+        await self._send_description(pc)
+
+    async def _send_offer(self, pc: RTCPeerConnection) -> None:
+        try:
+            with host_addresses(self.session.host_addresses):
+                await pc.setLocalDescription(await pc.createOffer())
+        except Exception as exc:
+            await self._fail("local_error", f"cannot create an offer: {exc}")
+            return
+        await self._send_description(pc)
+
+    async def _send_description(self, pc: RTCPeerConnection) -> None:
+        local = pc.localDescription
+        sdp, candidates = strip_candidates(local.sdp)
+        mid = next(
+            (t.mid for t in pc.getTransceivers() if t.mid is not None), "0"
+        )
+        try:
+            await self.session.send_signal(self.id, description={"type": local.type, "sdp": sdp})
+            for line in candidates:
+                await self.session.send_signal(
+                    self.id,
+                    candidate={"candidate": line, "sdpMid": mid, "sdpMLineIndex": 0},
+                )
+            await self.session.send_signal(
+                self.id, candidate={"candidate": "", "sdpMid": mid, "sdpMLineIndex": 0}
+            )
+        except ClientError as exc:
+            if not self.ended:
+                await self._fail("signaling_error", f"cannot send our description: {exc}")
+
+    async def _process_signals(self) -> None:
+        while not self.ended:
+            signal = await self._signals.get()
+            try:
+                if signal.description is not None:
+                    await self._on_description(signal.description)
+                elif signal.candidate is not None:
+                    await self._on_candidate(signal.candidate)
+            except CallFailed as exc:
+                await self._fail(exc.reason, exc.detail)
+                return
+
+    async def _on_description(self, description: m.SessionDescription) -> None:
+        expected = "answer" if self.direction == "outgoing" else "offer"
+        if description.type != expected:
+            raise CallFailed("bad_sdp", f"expected an {expected}, got an {description.type}")
+        if "m=" not in description.sdp or "a=ice-ufrag" not in description.sdp:
+            raise CallFailed("bad_sdp", "the description has no media section or ICE credentials")
+        if self.direction == "outgoing":
+            pc = self._pc
+            if pc is None or pc.signalingState != "have-local-offer":
+                raise CallFailed("bad_sdp", "an answer arrived without an offer")
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(description.sdp, "answer"))
+            except Exception as exc:
+                raise CallFailed("bad_sdp", f"unusable answer: {exc}") from exc
+            return
+        # The callee: a first offer, or a renegotiation on a fresh connection (ICE restart).
+        if self._pc is not None:
+            self.restarts += 1
+            self._set_state("reconnecting")
+            self._arm_setup_timer()
+        pc = await self._new_pc()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(description.sdp, "offer"))
+        except Exception as exc:
+            raise CallFailed("bad_sdp", f"unusable offer: {exc}") from exc
+        for kind in ("audio", "video"):
+            track = getattr(self.source, kind)
+            if track is not None and any(t.kind == kind for t in pc.getTransceivers()):
+                pc.addTrack(track)
+        try:
+            with host_addresses(self.session.host_addresses):
+                await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            raise CallFailed("bad_sdp", f"cannot answer this offer: {exc}") from exc
+        await self._send_description(pc)
+
+    async def _on_candidate(self, value: m.IceCandidate) -> None:
+        try:
+            candidate = parse_candidate(value)
+        except ValueError as exc:
+            raise CallFailed("bad_candidate", str(exc)) from exc
+        pc = self._pc
+        if pc is None or pc.remoteDescription is None:
+            raise CallFailed("bad_candidate", "a candidate arrived before the description")
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise CallFailed("bad_candidate", f"unusable candidate: {exc}") from exc
+
+    # ------------------------------------------------------------------ media and state
+    def _on_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        source: MediaStreamTrack = track
+        if self.record_path and self.restarts == 0:
+            if self._relay is None:
+                self._relay = MediaRelay()
+                self._recorder = MediaRecorder(self.record_path)
+            assert self._recorder is not None
+            self._recorder.addTrack(self._relay.subscribe(track, buffered=False))
+            source = self._relay.subscribe(track, buffered=False)
+        self._readers.append(self._spawn(self._read_track(pc, source)))
+
+    async def _read_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        counters = self.received
+        while pc is self._pc or self._pc is None:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, VideoFrame):
+                counters.video_frames += 1
+                counters.width, counters.height = frame.width, frame.height
+                if counters.first_video_at is None:
+                    counters.first_video_at = time.time()
+                stamp = read_stamp(frame)
+                if stamp is not None:
+                    counters.note_latency(latency_ms(stamp))
+                if self.on_frame is not None:
+                    self.on_frame("video", frame)
+            else:
+                counters.audio_frames += 1
+                if self.on_frame is not None and isinstance(frame, AudioFrame):
+                    self.on_frame("audio", frame)
+
+    async def _pc_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self._pc or self.ended:
+            return
+        state = pc.connectionState
+        if state == "connected":
+            self.path = self._read_path()
+            if self.connected_at is None:
+                self.connected_at = time.time()
+            self._cancel_setup_timer()
+            self._set_state("connected")
+            self._connected.set()
+            if self._recorder is not None and self.restarts == 0:
+                with contextlib.suppress(Exception):
+                    await self._recorder.start()
+        elif state == "failed":
+            if self.connected_at is None and self.restarts == 0:
+                await self._fail("ice_failed", "every candidate pair failed its checks")
+            elif self.direction == "outgoing" and self.restarts < RESTART_LIMIT:
+                await self.restart_ice()
+            elif self.direction == "outgoing":
+                await self._fail("media_lost", f"path lost after {self.restarts} restarts")
+            else:
+                self._set_state("reconnecting")  # the caller renegotiates; the timer guards
+
+    def _read_path(self) -> Path | None:
+        pc = self._pc
+        if pc is None:
+            return None
+        for transceiver in pc.getTransceivers():
+            try:
+                ice = transceiver.receiver.transport.transport
+                connection = ice.iceGatherer._connection
+                pair = connection._nominated.get(1)
+            except AttributeError:
+                continue
+            if pair is None:
+                continue
+            local, remote = pair.local_candidate, pair.remote_candidate
+            relay_protocol = connection.turn_transport if local.type == "relay" else None
+            return Path(
+                local_type=local.type,
+                remote_type=remote.type,
+                local_address=f"{local.host}:{local.port}",
+                remote_address=f"{remote.host}:{remote.port}",
+                protocol=local.transport.lower(),
+                relay_protocol=relay_protocol,
+            )
+        return None
+
+    def _arm_setup_timer(self) -> None:
+        self._cancel_setup_timer()
+        loop = asyncio.get_running_loop()
+        self._setup_timer = loop.call_later(
+            self.setup_timeout,
+            lambda: self._spawn(
+                self._fail("setup_timeout", f"no media path within {self.setup_timeout:g} s")
+            ),
+        )
+
+    def _cancel_setup_timer(self) -> None:
+        if self._setup_timer is not None:
+            self._setup_timer.cancel()
+            self._setup_timer = None
+
+    async def _remote_end(self, reason: str) -> None:
+        if self.ended:
+            return
+        if reason in ("declined", "no_answer", "cancelled"):
+            await self._finish("failed", reason, FAILURE_REASONS[reason])
+        elif self.connected_at is None and reason == "hangup":
+            await self._finish("failed", "peer_left", FAILURE_REASONS["peer_left"])
+        else:
+            await self._finish("ended", "remote_hangup" if reason == "hangup" else reason, "")
+
+    async def _fail(self, reason: str, detail: str) -> None:
+        if self._closing or self.ended:
+            return
+        log.info("call %s failed: %s (%s)", self.id, reason, detail)
+        self._closing = True  # stop taking events before telling signaling
+        with contextlib.suppress(ClientError):
+            await self.session.request("call.leave", call_id=self.id, within=3)
+        await self._finish("failed", reason, detail or FAILURE_REASONS.get(reason, ""))
+
+    async def _finish(self, state: CallState, reason: str, detail: str) -> None:
+        if self._done.is_set():
+            return
+        self.reason, self.detail = reason, detail
+        self._set_state(state)
+        self._done.set()
+        self._cancel_setup_timer()
+        self.session._forget(self)
+        await self._discard()
+
+    async def _discard(self) -> None:
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                await self._recorder.stop()
+            self._recorder = None
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            await self._close_pc(pc)
+        if self._offer_ready is not None and not self._offer_ready.done():
+            self._offer_ready.cancel()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.source.close()
+
+    async def _close_pc(self, pc: RTCPeerConnection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pc.close(), 5)
+
+    def _set_state(self, state: CallState) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self.session._call_changed(CallStateChanged(self, state, self.reason))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
