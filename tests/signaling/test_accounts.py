@@ -121,9 +121,19 @@ async def test_health_and_metrics(tmp_path: Path) -> None:
         assert ready.status_code == 200 and ready.json()["ready"] is True
         (alice,) = await c.user("alice@example.com")
         (bob,) = await c.user("bob@example.com")
-        await alice.ok("call.invite", handles=["bob@example.com"])
+        call = await alice.ok("call.invite", handles=["bob@example.com"])
         await bob.expect("call.incoming")
         text = (await c.http.get(f"{c.url}/metrics")).text
         assert "visavis_ws_connections 2.0" in text
         assert 'visavis_calls_started_total{kind="1:1"} 1.0' in text
         assert "visavis_ring_latency_seconds_count 1.0" in text
+        assert 'visavis_calls_live{state="ringing"} 1.0' in text
+        await bob.ok("call.answer", call_id=call["call_id"])
+        text = (await c.http.get(f"{c.url}/metrics")).text
+        assert 'visavis_calls_live{state="ringing"} 0.0' in text
+        assert 'visavis_calls_live{state="active"} 1.0' in text
+        await bob.ok("call.leave", call_id=call["call_id"])
+        await alice.expect("call.ended")
+        text = (await c.http.get(f"{c.url}/metrics")).text
+        assert 'visavis_calls_live{state="active"} 0.0' in text
+        assert 'visavis_calls_ended_total{reason="hangup"} 1.0' in text

@@ -192,6 +192,7 @@ class CallService:
         ]
         await self.store.create_call(call, participants)
         self.metrics.calls_started.labels("group" if group else "1:1").inc()
+        self.metrics.calls_live.labels("ringing").inc()
         self._schedule(deadline)
         await self._ring(call, participants, callees, now=now)
         if group:
@@ -278,6 +279,7 @@ class CallService:
         if await self.store.update_call(
             call.id, only_if_state=NOT_ANSWERED, state="active", answered_at=now
         ):
+            self.metrics.calls_live.labels("ringing").dec()
             self.metrics.calls_live.labels("active").inc()
         others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
         await self.hub.deliver(
@@ -506,17 +508,15 @@ class CallService:
         """End the call (once, whoever races) and release everyone still in or ringing."""
         call_id = call.id
         now = self.clock.now()
-        if not await self.store.update_call(
-            call_id,
-            only_if_state=LIVE,
-            state="ended",
-            ended_at=now,
-            end_reason=reason,
-        ):
+        for prior in LIVE:  # one state at a time, so the live-calls gauge knows which ended
+            if await self.store.update_call(
+                call_id, only_if_state=(prior,), state="ended", ended_at=now, end_reason=reason
+            ):
+                break
+        else:
             return
         self.metrics.calls_ended.labels(reason).inc()
-        if call.state == "active":
-            self.metrics.calls_live.labels("active").dec()
+        self.metrics.calls_live.labels(prior).dec()
         for p in await self.store.get_participants(call_id):
             if p.state == "ringing":
                 await self.store.update_participant(
