@@ -1,5 +1,7 @@
-"""Fixtures for the store contract suite: one SQLite file and one fresh PostgreSQL
-database per test.
+"""Fixtures for the store contract suite, run against every implementation: the SQLite
+fast path (``SqliteStore``, what ``open_store`` gives for SQLite), ``SqlStore`` on
+aiosqlite and ``SqlStore`` on PostgreSQL; one SQLite file or fresh PostgreSQL database
+per test.
 
 PostgreSQL: we connect to the maintenance database ``test`` (trust auth, user
 ``postgres`` or ``root``, override with ``VISAVIS_TEST_POSTGRES``), create
@@ -18,7 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from visavis.store.base import Store
 from visavis.store.sql import SqlStore
+from visavis.store.sqlite import SqliteStore
 
 PG_CANDIDATES = [
     os.environ.get("VISAVIS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -39,27 +43,31 @@ async def _admin_connection() -> tuple[asyncpg.Connection, str]:
 
 @dataclass
 class StoreFactory:
-    """Opens SqlStores on one database; ``open()`` again gives a "restarted" node."""
+    """Opens stores on one database; ``open()`` again gives a "restarted" node."""
 
     url: str
-    opened: list[SqlStore]
+    make: Callable[[str], Store]
+    opened: list[Store]
 
-    async def open(self) -> SqlStore:
-        store = SqlStore(self.url)
+    async def open(self) -> Store:
+        store = self.make(self.url)
         await store.open()
         self.opened.append(store)
         return store
 
 
 @pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    params=["sqlite", "sqlite-sqlalchemy", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreFactory]:
     cleanup: Callable[[], Awaitable[None]] | None = None
-    if request.param == "sqlite":
+    make: Callable[[str], Store] = SqlStore
+    if request.param.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'visavis.sqlite3'}"
+        if request.param == "sqlite":
+            make = SqliteStore
     else:
         admin, dsn = await _admin_connection()
         name = f"visavis_test_{uuid.uuid4().hex[:12]}"
@@ -76,7 +84,7 @@ async def store_factory(
                 await conn.close()
 
         cleanup = drop
-    factory = StoreFactory(url, [])
+    factory = StoreFactory(url, make, [])
     try:
         yield factory
     finally:
@@ -87,5 +95,5 @@ async def store_factory(
 
 
 @pytest.fixture
-async def store(store_factory: StoreFactory) -> SqlStore:
+async def store(store_factory: StoreFactory) -> Store:
     return await store_factory.open()

@@ -1,19 +1,21 @@
-"""The Store contract, run against SQLite and PostgreSQL (see conftest.py)."""
+"""The Store contract, run against every implementation (see conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from visavis.store import HandleTaken, open_store
-from visavis.store.base import Call, Participant, ParticipantState
+from visavis.store.base import Call, Participant, ParticipantState, Store
 from visavis.store.sql import SqlStore
+from visavis.store.sqlite import SqliteStore
 
 from .conftest import StoreFactory
 
 
-async def _users(store: SqlStore, *ids: str) -> None:
+async def _users(store: Store, *ids: str) -> None:
     for i in ids:
         await store.create_user(
             user_id=i, handle=f"h-{i}", display_name=i.upper(), password_hash="x", now=1.0
@@ -52,7 +54,7 @@ def _p(
     )
 
 
-async def _two_party(store: SqlStore, call_id: str = "c1", *, created_at: float = 10.0) -> None:
+async def _two_party(store: Store, call_id: str = "c1", *, created_at: float = 10.0) -> None:
     await store.create_call(
         _call(call_id, created_at=created_at),
         [
@@ -65,7 +67,7 @@ async def _two_party(store: SqlStore, call_id: str = "c1", *, created_at: float 
 # -- lifecycle -----------------------------------------------------------------------
 
 
-async def test_ping(store: SqlStore) -> None:
+async def test_ping(store: Store) -> None:
     assert await store.ping()
 
 
@@ -74,7 +76,8 @@ async def test_open_store_rejects_unsupported_urls() -> None:
         open_store("sqlite:///x.db")
     with pytest.raises(ValueError, match="unsupported"):
         open_store("mysql://localhost/x")
-    assert isinstance(open_store("sqlite+aiosqlite:///x.db"), SqlStore)
+    assert isinstance(open_store("sqlite+aiosqlite:///x.db"), SqliteStore)
+    assert isinstance(open_store("postgresql+asyncpg://u@h/db"), SqlStore)
 
 
 async def test_state_survives_restart_and_migrations_are_idempotent(
@@ -101,7 +104,7 @@ async def test_state_survives_restart_and_migrations_are_idempotent(
 # -- users ---------------------------------------------------------------------------
 
 
-async def test_users_and_case_insensitive_handles(store: SqlStore) -> None:
+async def test_users_and_case_insensitive_handles(store: Store) -> None:
     user = await store.create_user(
         user_id="u1", handle="Alice", display_name="Alice A.", password_hash="ph", now=5.5
     )
@@ -125,7 +128,7 @@ async def test_users_and_case_insensitive_handles(store: SqlStore) -> None:
 # -- devices -------------------------------------------------------------------------
 
 
-async def test_devices_token_lookup_revoke_and_listing(store: SqlStore) -> None:
+async def test_devices_token_lookup_revoke_and_listing(store: Store) -> None:
     await _users(store, "alice")
     d1 = await store.create_device(
         device_id="d1", user_id="alice", name="phone", kind="phone", token_hash="t1", now=1.0
@@ -147,7 +150,7 @@ async def test_devices_token_lookup_revoke_and_listing(store: SqlStore) -> None:
     assert [d.id for d in await store.list_devices("alice", include_revoked=True)] == ["d1", "d2"]
 
 
-async def test_push_subscription_roundtrip(store: SqlStore) -> None:
+async def test_push_subscription_roundtrip(store: Store) -> None:
     await _users(store, "alice")
     await store.create_device(
         device_id="d1", user_id="alice", name="web", kind="browser", token_hash="t1", now=1.0
@@ -164,7 +167,7 @@ async def test_push_subscription_roundtrip(store: SqlStore) -> None:
 # -- calls ---------------------------------------------------------------------------
 
 
-async def test_create_call_with_participants_in_invitation_order(store: SqlStore) -> None:
+async def test_create_call_with_participants_in_invitation_order(store: Store) -> None:
     await store.create_call(
         _call("c1"),
         [
@@ -185,14 +188,14 @@ async def test_create_call_with_participants_in_invitation_order(store: SqlStore
     assert parts[-1].invited_at == 20.0
 
 
-async def test_create_call_is_atomic(store: SqlStore) -> None:
+async def test_create_call_is_atomic(store: Store) -> None:
     with pytest.raises(Exception):  # noqa: B017 - the driver's IntegrityError
         await store.create_call(_call("c1"), [_p("c1", "bob"), _p("c1", "bob")])
     assert await store.get_call("c1") is None
     assert await store.get_participants("c1") == []
 
 
-async def test_update_call_compare_and_set(store: SqlStore) -> None:
+async def test_update_call_compare_and_set(store: Store) -> None:
     await _two_party(store)
     assert not await store.update_call("c1", only_if_state={"active"}, state="ended")
     assert await store.update_call(
@@ -209,7 +212,7 @@ async def test_update_call_compare_and_set(store: SqlStore) -> None:
     assert call is not None and (call.topology, call.room_id) == ("sfu", "r1")
 
 
-async def test_update_participant_compare_and_set(store: SqlStore) -> None:
+async def test_update_participant_compare_and_set(store: Store) -> None:
     await _two_party(store)
     assert not await store.update_participant(
         "c1", "bob", only_if_state={"joined"}, state="left", left_at=20.0
@@ -224,7 +227,7 @@ async def test_update_participant_compare_and_set(store: SqlStore) -> None:
         await store.update_participant("c1", "bob", role="caller")
 
 
-async def test_concurrent_answers_exactly_one_wins(store: SqlStore) -> None:
+async def test_concurrent_answers_exactly_one_wins(store: Store) -> None:
     await _two_party(store)
     for _ in range(3):
         results = await asyncio.gather(
@@ -239,7 +242,7 @@ async def test_concurrent_answers_exactly_one_wins(store: SqlStore) -> None:
         assert await store.update_participant("c1", "bob", state="ringing")  # reset, again
 
 
-async def test_expired_rings(store: SqlStore) -> None:
+async def test_expired_rings(store: Store) -> None:
     await _two_party(store, "c1")  # bob's deadline 40
     await store.add_participants([_p("c1", "carol", deadline=35.0), _p("c1", "dan", deadline=90.0)])
     assert await store.expired_rings(34.9) == []
@@ -250,7 +253,7 @@ async def test_expired_rings(store: SqlStore) -> None:
     assert [p.user_id for p in await store.expired_rings(50.0)] == ["bob"]
 
 
-async def test_live_calls_for_user(store: SqlStore) -> None:
+async def test_live_calls_for_user(store: Store) -> None:
     await _two_party(store, "c1", created_at=10.0)
     await _two_party(store, "c2", created_at=20.0)
     await _two_party(store, "c3", created_at=30.0)
@@ -261,7 +264,7 @@ async def test_live_calls_for_user(store: SqlStore) -> None:
     assert await store.live_calls_for_user("nobody") == []
 
 
-async def test_call_history_newest_first_with_participants(store: SqlStore) -> None:
+async def test_call_history_newest_first_with_participants(store: Store) -> None:
     for i, t in enumerate([10.0, 30.0, 20.0]):
         await _two_party(store, f"c{i}", created_at=t)
     await store.create_call(
@@ -277,17 +280,48 @@ async def test_call_history_newest_first_with_participants(store: SqlStore) -> N
     assert [c.id for c, _ in await store.call_history("dan")] == ["other"]
 
 
-async def test_in_memory_sqlite_shares_one_database() -> None:
-    store = SqlStore("sqlite+aiosqlite://")
+@pytest.mark.parametrize("make", [SqliteStore, SqlStore])
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
+async def test_in_memory_sqlite_shares_one_database(
+    make: Callable[[str], Store], url: str
+) -> None:
+    store, other = make(url), make(url)
     await store.open()
+    await other.open()
     try:
         await _users(store, "alice")
         assert await store.get_user("alice") is not None
+        assert await other.get_user("alice") is None  # each store has a database of its own
     finally:
         await store.close()
+        await other.close()
 
 
 async def test_nodes_starting_together_migrate_once(store_factory: StoreFactory) -> None:
     stores = await asyncio.gather(*(store_factory.open() for _ in range(3)))
     await _users(stores[0], "alice")
     assert all([await s.get_user("alice") is not None for s in stores])
+
+
+async def test_add_participants_is_atomic(store: Store) -> None:
+    await _two_party(store)
+    with pytest.raises(Exception):  # noqa: B017 - the driver's IntegrityError (no such call)
+        await store.add_participants([_p("c1", "carol"), _p("missing", "dan")])
+    assert [p.user_id for p in await store.get_participants("c1")] == ["alice", "bob"]
+    await store.add_participants([])
+
+
+async def test_compare_and_set_with_no_allowed_state_never_wins(store: Store) -> None:
+    await _two_party(store)
+    assert not await store.update_call("c1", only_if_state=(), state="ended")
+    assert not await store.update_participant("c1", "bob", only_if_state=[], state="left")
+    # Without changes the compare alone is answered.
+    assert await store.update_call("c1", only_if_state=["ringing"])
+    assert not await store.update_call("c1", only_if_state=["ended"])
+    assert await store.update_participant("c1", "bob", only_if_state=("ringing", "joined"))
+
+
+async def test_get_users_many_ids(store: Store) -> None:
+    await _users(store, "alice", "bob")
+    wanted = {f"missing-{i}" for i in range(1500)} | {"alice", "bob"}
+    assert set(await store.get_users(wanted)) == {"alice", "bob"}
