@@ -7,17 +7,8 @@ them until the expiry, without a database lookup.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-
+from visavis.relay.credentials import turn_rest_credentials
 from visavis.signaling.messages import IceServer
-
-
-def turn_rest_credentials(secret: str, user: str, *, now: float, ttl: int) -> tuple[str, str]:
-    username = f"{int(now) + ttl}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
 
 
 def ice_servers_for(
