@@ -46,7 +46,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
-from visavis.client.errors import CallFailed, ClientError
+from visavis.client.errors import CallFailed, ClientError, RequestError
 from visavis.client.ice import host_addresses
 from visavis.client.media import MediaSource, latency_ms, read_stamp
 from visavis.client.stats import CallStats, MediaCounters, Path, RateMeter, median
@@ -71,6 +71,7 @@ FAILURE_REASONS: dict[str, str] = {
     "local_error": "this device could not set up media",
 }
 RESTART_LIMIT = 3
+PEER_GONE_CODES = frozenset({"no_peer", "not_in_call", "call_ended", "call_not_found"})
 
 CallState = Literal["ringing", "connecting", "connected", "reconnecting", "ended", "failed"]
 FrameCallback = Callable[[str, VideoFrame | AudioFrame], Any]
@@ -420,6 +421,13 @@ class Call:
             await self.session.send_signal(
                 self.id, candidate={"candidate": "", "sdpMid": mid, "sdpMLineIndex": 0}
             )
+        except RequestError as exc:
+            if exc.code in PEER_GONE_CODES:
+                await asyncio.sleep(0.5)  # let the call.ended that caused it arrive first
+                if not self.ended:
+                    await self._fail("peer_left", f"signaling says {exc.code}")
+            elif not self.ended:
+                await self._fail("signaling_error", f"cannot send our description: {exc}")
         except ClientError as exc:
             if not self.ended:
                 await self._fail("signaling_error", f"cannot send our description: {exc}")
