@@ -1,8 +1,9 @@
 """Run one SFU alone: ``python -m visavis.sfu`` (settings from ``VISAVIS_*``).
 
-Prints one JSON line ``{"control_url", "media_port"}`` when ready; on end of stdin (or
-SIGTERM) prints a JSON line of counters and of which media libraries the process ever
-imported (``decoder_modules``: the SFU never loads a codec), then exits. Used by the
+Prints one JSON line ``{"control_url", "media_port"}`` when ready. Each ``stats`` line on
+stdin prints a JSON line of counters and of which media libraries the process ever
+imported (``decoder_modules``: the SFU never loads a codec); ``stop``, end of stdin or
+SIGTERM prints it once more and exits. Used by the
 no-decode test and the benchmark; ``visavis serve --role sfu`` is the operator's way.
 """
 
@@ -29,12 +30,24 @@ async def _main() -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(sys.stdin.fileno(), stop.set)  # any line, or EOF, stops
+
+    def report() -> None:
+        data = dataclasses.asdict(server.stats)
+        data["decoder_modules"] = [m for m in CODEC_MODULES if m in sys.modules]
+        print(json.dumps(data), flush=True)
+
+    def command() -> None:
+        line = sys.stdin.readline()
+        if line.strip() == "stats":
+            report()
+        else:
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), command)
     await stop.wait()
-    report = dataclasses.asdict(server.stats)
-    report["decoder_modules"] = [m for m in CODEC_MODULES if m in sys.modules]
+    loop.remove_reader(sys.stdin.fileno())
     await server.close()
-    print(json.dumps(report), flush=True)
+    report()
 
 
 if __name__ == "__main__":
