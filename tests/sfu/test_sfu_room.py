@@ -1,0 +1,156 @@
+"""Room-level behaviour with fake transports (no sockets): forwarding rewrites, NACK
+answered with RTX from history, sender reports rewritten per subscriber, last-N layers."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from typing import Any
+
+from visavis.protocol.rtp import RtpPacket
+from visavis.protocol.rtp.rtcp import RtcpNack, RtcpSr, parse_compound
+from visavis.sfu.room import Participant, Room
+from visavis.sfu.sdp import AnswerParams
+from visavis.sfu.settings import SfuSettings
+from visavis.sfu.stats import SfuStats
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self.connected = True
+        self.last_seen = 0.0
+        self.local_ufrag, self.local_pwd = "sfu", "pwd"
+
+    def set_remote(self, ufrag: str, fingerprints: Any) -> bool:
+        return True
+
+    def send_rtp(self, data: bytes) -> None:
+        self.rtp.append(data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        self.rtcp.append(data)
+
+
+def offer(publish: bool, slots: int, ssrc: int = 0, rids: tuple[str, ...] = ()) -> str:
+    common = ["a=ice-ufrag:u", "a=ice-pwd:p", "a=fingerprint:sha-256 AA:BB", "a=setup:actpass"]
+    lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"]
+    if publish:
+        lines += [
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+            "a=mid:v",
+            "a=sendonly",
+            *common,
+            "a=rtpmap:96 VP8/90000",
+            "a=rtpmap:97 rtx/90000",
+            "a=fmtp:97 apt=96",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        ]
+        if rids:
+            lines += [f"a=rid:{r} send" for r in rids]
+            lines.append("a=simulcast:send " + ";".join(rids))
+        else:
+            lines.append(f"a=ssrc:{ssrc} cname:x")
+    for i in range(slots):
+        lines += [
+            "m=video 9 UDP/TLS/RTP/SAVPF 100 101",
+            f"a=mid:s{i}",
+            "a=recvonly",
+            *common,
+            "a=rtpmap:100 VP8/90000",
+            "a=rtpmap:101 rtx/90000",
+            "a=fmtp:101 apt=100",
+            "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def make_room(**settings: Any) -> Room:
+    return Room(
+        "r",
+        SfuSettings(**settings),
+        SfuStats(),
+        lambda t: AnswerParams("sfu", "pwd", "sha-256 AA", [("127.0.0.1", 9, "udp")]),
+    )
+
+
+def join(room: Room, name: str) -> Participant:
+    p = Participant(room, name, name, "d", lambda _: FakeTransport(), lambda m: None, 0.0)  # type: ignore[arg-type,return-value]
+    room.add(p)
+    return p
+
+
+def vp8(seq: int, ts: int, ssrc: int, key: bool, ext: dict[int, bytes] | None = None) -> bytes:
+    payload = bytes((0x10, 0x00 if key else 0x01)) + struct.pack("!H", seq) * 20
+    return RtpPacket(96, seq, ts, ssrc, extensions=ext or {}, payload=payload).serialize()
+
+
+def test_forward_nack_rtx_and_sender_report() -> None:
+    room = make_room()
+    pub, sub = join(room, "pub"), join(room, "sub")
+    room.handle_offer(pub, offer(True, 0, ssrc=1111), 0.0)
+    result = room.handle_offer(sub, offer(False, 1), 0.0)
+    assert "a=ssrc-group:FID" in result.answer.sdp
+    assert [s.participant_id for s in result.answer.streams] == ["pub"]
+    consumer = sub.consumers["s0"]
+    out: list[bytes] = sub.transport.rtp  # type: ignore[attr-defined]
+    pub.on_rtp(vp8(500, 9000, 1111, key=False), 0.01)  # no keyframe yet: held back
+    assert out == []
+    for i in range(10):
+        pub.on_rtp(vp8(501 + i, 9000 + 3000 * i, 1111, key=(i == 0)), 0.02 + i * 0.03)
+    packets = [RtpPacket.parse(d) for d in out]
+    assert len(packets) == 10
+    assert {p.ssrc for p in packets} == {consumer.ssrc}
+    assert {p.payload_type for p in packets} == {100}
+    seqs = [p.sequence_number for p in packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    assert all(3 in p.extensions for p in packets)  # abs-send-time for the subscriber's BWE
+    # NACK for the 4th packet: answered as RTX (RFC 4588) with the original payload.
+    sub.on_rtcp(RtcpNack(1, consumer.ssrc, (seqs[3],)).serialize(), 1.0)
+    rtx = RtpPacket.parse(out[-1])
+    assert rtx.payload_type == 101 and rtx.ssrc == consumer.rtx_ssrc
+    assert struct.unpack("!H", rtx.payload[:2])[0] == seqs[3]
+    assert rtx.payload[2:] == packets[3].payload
+    assert room.stats.nack_retransmissions == 1
+    # Sender report: rewritten onto the subscriber's SSRC and timestamp line.
+    pub.on_rtcp(RtcpSr(1111, 123 << 32, 9000 + 3000 * 3, 10, 1000).serialize(), 1.1)
+    (sr,) = parse_compound(sub.transport.rtcp[-1])  # type: ignore[attr-defined]
+    assert isinstance(sr, RtcpSr)
+    assert sr.ssrc == consumer.ssrc and sr.ntp_timestamp == 123 << 32
+    assert sr.rtp_timestamp == packets[3].timestamp
+    # PLI towards the publisher when the subscriber asks, rate-limited.
+    before = len(pub.transport.rtcp)  # type: ignore[attr-defined]
+    from visavis.protocol.rtp.rtcp import RtcpPli
+
+    for _ in range(20):
+        sub.on_rtcp(RtcpPli(1, consumer.ssrc).serialize(), 2.0)
+    assert len(pub.transport.rtcp) - before == 1  # type: ignore[attr-defined]
+
+
+def test_last_n_gives_high_layers_to_recent_speakers_and_visible_tiles() -> None:
+    room = make_room(last_n=1, initial_bandwidth=50_000_000)
+    pubs = [join(room, f"p{i}") for i in range(3)]
+    viewer = join(room, "viewer")
+    for p in pubs:
+        room.handle_offer(p, offer(True, 0, rids=("q", "h", "f")), 0.0)
+    room.handle_offer(viewer, offer(False, 3), 0.0)
+    ssrc = 1
+    now = 0.0
+    for step in range(40):
+        now = step * 0.05
+        for p in pubs:
+            for layer, rid in enumerate("qhf"):
+                seq = step + 1
+                ext = {1: b"v", 4: rid.encode()}
+                ssrc_value = 1000 * (pubs.index(p) + 1) + layer
+                p.on_rtp(vp8(seq, seq * 3000, ssrc_value, key=step % 10 == 0, ext=ext), now)
+        ssrc += 1
+    room.speaker.recent = ["p1"]
+    viewer.visible = {"p2"}
+    room.tick(now + 1.5)
+    targets = {c.producer.participant.id: c.selector.target for c in viewer.consumers.values()}
+    assert targets == {"p0": 0, "p1": 2, "p2": 2}
+    # Layers were learnt from the RID header extension.
+    assert [layer.ssrc for layer in pubs[0].producers["v"].layers] == [1000, 1001, 1002]
