@@ -147,5 +147,16 @@ def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
         _print_toml(value, prefix=f"{prefix}{key}.")
 
 
+def _add_client_commands() -> None:
+    """``visavis call`` and ``visavis answer`` (src/visavis/client/cli.py)."""
+    from visavis.client.cli import answer, call
+
+    main.add_command(call)
+    main.add_command(answer)
+
+
+_add_client_commands()
+
+
 if __name__ == "__main__":
     main()

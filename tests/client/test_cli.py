@@ -1,0 +1,93 @@
+"""``visavis call`` and ``visavis answer`` as a person runs them, against loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .conftest import PASSWORD, Stack, signup
+
+CLI = [sys.executable, "-c", "from visavis.cli import main; main()"]
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *CLI, *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def finish(proc: asyncio.subprocess.Process, within: float = 40) -> tuple[int, Any, str]:
+    out, err = await asyncio.wait_for(proc.communicate(), within)
+    text = out.decode().strip()
+    summary = json.loads(text.splitlines()[-1]) if text else None
+    assert proc.returncode is not None
+    return proc.returncode, summary, err.decode()
+
+
+async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -> None:
+    await signup(stack.url, "alice@example.com")
+    await signup(stack.url, "bob@example.com")
+    common = ["--server", stack.url, "--password", PASSWORD, "--host-address", "127.0.0.1",
+              "--size", "160x120", "--json"]
+    recording = tmp_path / "from-alice.mp4"
+    answering = await run_cli("answer", "--user", "bob@example.com", "--wait", "20",
+                              "--record", str(recording), *common)
+    await asyncio.sleep(2.0)  # the answerer signs in and waits
+    calling = await run_cli("call", "bob@example.com", "--user", "alice@example.com",
+                            "--duration", "3", *common)
+    (rc_call, call, err_call), (rc_answer, ans, err_answer) = await asyncio.gather(
+        finish(calling), finish(answering)
+    )
+    assert rc_call == 0, err_call
+    assert rc_answer == 0, err_answer
+    assert call["reason"] == "hangup" and ans["reason"] == "remote_hangup"
+    for summary in (call, ans):
+        assert summary["path_kind"] == "host"
+        assert summary["frames_decoded"] >= 15
+        assert summary["resolution"] == [160, 120]
+        assert summary["latency_ms"] is not None
+    # A live status line with state, path, bitrate, RTT and frames, then a clear ending.
+    assert "connected | host/udp | in " in err_call and "frames " in err_call
+    assert "rtt " in err_call
+    assert "call ended (hangup)" in err_call
+    with av.open(str(recording)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 10
+
+
+async def test_failed_call_says_why(stack: Stack) -> None:
+    await signup(stack.url, "carol@example.com")
+    await signup(stack.url, "dave@example.com")
+    async with (await stack.device("dave@example.com")).events() as events:
+        calling = await run_cli("call", "dave@example.com", "--user", "carol@example.com",
+                                "--server", stack.url, "--password", PASSWORD, "--json",
+                                "--host-address", "127.0.0.1")
+        from visavis.signaling import messages as m
+
+        incoming = await events.next(m.CallIncoming, within=20)
+    dave = stack.sessions[-1]
+    await dave.decline(incoming)
+    rc, summary, err = await finish(calling)
+    assert rc == 1
+    assert summary["reason"] == "declined"
+    assert "call failed: declined: the callee declined" in err
+
+    unknown = await run_cli("call", "nobody@example.com", "--user", "carol@example.com",
+                            "--server", stack.url, "--password", PASSWORD, "--json")
+    rc, summary, err = await finish(unknown)
+    assert rc == 1 and "cannot call nobody@example.com" in summary["error"]
+    assert "unknown_user" in err
+
+    bad_password = await run_cli("call", "dave@example.com", "--user", "carol@example.com",
+                                 "--server", stack.url, "--password", "wrong-password")
+    rc, _, err = await finish(bad_password)
+    assert rc == 1 and "cannot sign in" in err and "bad_credentials" in err
