@@ -287,12 +287,15 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short loads (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per load; medians reported")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--load", choices=["50x1000", "heavy"], help="run only this load")
     args = parser.parse_args()
     loads = (
         [("quick", 10, 100, 20)]
         if args.quick
         else [("50x1000", 50, 1000, 20), ("heavy", 100, 2000, 5)]
     )
+    if args.load:
+        loads = [load for load in loads if load[0] == args.load]
     results: list[Result] = []
     for load in loads:
         per: dict[str, list[Result]] = {"coturn": [], "visavis": []}

@@ -57,49 +57,60 @@ def _url_host(host: str) -> str:
 
 
 class _RelaySocket:
-    """One relayed transport address: a UDP socket talking to peers."""
+    """One relayed transport address: a UDP socket talking to peers.
 
-    __slots__ = ("alloc", "client_send", "five_tuple", "relay", "sock")
+    It reads one datagram per readiness callback: the poller is level-triggered, so more
+    data simply makes the socket ready again, and a relay socket (one or a few peers)
+    rarely has a second datagram queued; trying anyway costs a failing syscall and an
+    exception per packet.
+    """
 
-    def __init__(
-        self,
-        relay: RelayServer,
-        sock: socket.socket,
-        five_tuple: FiveTuple,
-        client_send: Callable[[bytes], Any],
-    ) -> None:
+    __slots__ = (
+        "alloc",
+        "client_addr",
+        "client_sock",
+        "client_write",
+        "five_tuple",
+        "relay",
+        "sock",
+    )
+
+    def __init__(self, relay: RelayServer, sock: socket.socket, five_tuple: FiveTuple) -> None:
         self.relay = relay
         self.sock = sock
         self.five_tuple = five_tuple
-        self.client_send = client_send
         self.alloc: Allocation | None = None
+        # UDP clients: sendto on the listener socket; stream clients: the connection.
+        self.client_sock: socket.socket | None = None
+        self.client_addr: Addr = five_tuple.client
+        self.client_write: Callable[[bytes], Any] | None = None
 
     def on_readable(self) -> None:
-        core = self.relay.core
-        assert core is not None
+        try:
+            data, addr = self.sock.recvfrom(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.relay.io_errors += 1
+            return
         alloc = self.alloc
         if alloc is None:
-            alloc = self.alloc = core.allocations.get(self.five_tuple)
-        recv = self.sock.recvfrom
-        send = self.client_send
-        handle = core.handle_peer_data
-        now = time.time()
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.relay.io_errors += 1
-                continue
+            core = self.relay.core
+            alloc = self.alloc = core.allocations.get(self.five_tuple) if core else None
             if alloc is None:
-                continue
-            out = handle(alloc, (addr[0], addr[1]), data, now)
-            if out is not None:
-                try:
-                    send(out)
-                except OSError:
-                    self.relay.io_errors += 1
+                return
+        if len(addr) != 2:
+            addr = (addr[0], addr[1])
+        out = self.relay.handle_peer_data(alloc, addr, data, time.time())
+        if out is None:
+            return
+        try:
+            if self.client_sock is not None:
+                self.client_sock.sendto(out, self.client_addr)
+            elif self.client_write is not None:
+                self.client_write(out)
+        except OSError:
+            self.relay.io_errors += 1
 
 
 class _UdpListener:
@@ -283,8 +294,12 @@ class _SocketAllocator:
         sock = self._bind(family, even_port=even_port, port=port)
         bound = _host_port(sock.getsockname())
         advertised = (self.public.get(bound[0], bound[0]), bound[1])
-        client_send = self.relay.client_sender(five_tuple)
-        handle = _RelaySocket(self.relay, sock, five_tuple, client_send)
+        handle = _RelaySocket(self.relay, sock, five_tuple)
+        try:
+            self.relay.attach_client(handle, five_tuple)
+        except CapacityError:
+            sock.close()
+            raise
         self.relay.loop.add_reader(sock.fileno(), handle.on_readable)
         self.relay.relay_sockets += 1
         return advertised, handle
@@ -320,6 +335,7 @@ class RelayServer:
         self.registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
         self.user_lookup = user_lookup
         self.core: TurnServer | None = None
+        self.handle_peer_data: Callable[[Allocation, Addr, bytes, float], bytes | None]
         self.connections: dict[FiveTuple, _StreamConnection] = {}
         self.io_errors = 0
         self.relay_sockets = 0
@@ -397,25 +413,25 @@ class RelayServer:
             out.setdefault(version, ip)
         return out
 
-    def client_sender(self, ft: FiveTuple) -> Callable[[bytes], Any]:
-        """How to send bytes to the client of ``ft`` (used by relay sockets)."""
+    def attach_client(self, handle: _RelaySocket, ft: FiveTuple) -> None:
+        """Tell a relay socket how to reach the client of ``ft``."""
         if ft.transport == "udp":
             for listener in self._udp:
                 if listener.local == ft.server:
-                    sendto = listener.sock.sendto
-                    client = ft.client
-                    return lambda data: sendto(data, client)
+                    handle.client_sock = listener.sock
+                    return
             raise CapacityError("no UDP listener for this five-tuple")
         conn = self.connections.get(ft)
         if conn is None:
             raise CapacityError("client connection is gone")
-        return conn.write
+        handle.client_write = conn.write
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind the listeners (port 0 picks free ports) and start the sweep timer."""
         self._loop = asyncio.get_running_loop()
         self.core = self._build_core()
+        self.handle_peer_data = self.core.handle_peer_data
         cfg = self.settings.relay
         try:
             for host in cfg.listening_ip:
