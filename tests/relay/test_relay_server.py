@@ -300,3 +300,14 @@ async def test_close_releases_everything(tmp_path: Path) -> None:
     await server.close()
     assert server.relay_sockets == 0
     client.close()
+
+
+def test_precedence_flags_over_env_over_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "visavis.toml"
+    toml.write_text('[relay]\nlistening-port = 4000\nrealm = "toml"\nmin-port = 50000\n')
+    monkeypatch.setenv("VISAVIS_CONFIG", str(toml))
+    monkeypatch.setenv("VISAVIS_RELAY__REALM", "env")
+    relay = Settings(data_dir=tmp_path, relay={"listening_port": 5000}).relay
+    assert (relay.listening_port, relay.realm, relay.min_port) == (5000, "env", 50000)

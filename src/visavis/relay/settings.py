@@ -10,38 +10,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 def _f(default: Any, name: str, description: str = "", **kw: Any) -> Any:
-    return Field(
-        default,
-        validation_alias=AliasChoices(name.replace("_", "-"), name),
-        description=description,
-        **kw,
-    )
+    return Field(default, description=description, **kw)
 
 
 class RelaySettings(BaseModel):
-    """STUN/TURN relay configuration."""
+    """STUN/TURN relay configuration.
+
+    Each field accepts its own name and coturn's dashed name. When a TOML file says
+    ``listening-port`` and a flag or ``VISAVIS_RELAY__LISTENING_PORT`` says
+    ``listening_port``, the merged section holds both keys and the field name (from the
+    higher priority source) wins.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coturn_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = {k: v for k, v in data.items() if "-" not in k}
+        for key, value in data.items():
+            if "-" in key:
+                out.setdefault(key.replace("-", "_"), value)
+        return out
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     listening_ip: list[str] = Field(
         default_factory=lambda: ["127.0.0.1"],
-        validation_alias=AliasChoices("listening-ip", "listening_ip"),
         description="addresses to listen on for STUN/TURN (UDP, TCP, TLS)",
     )
     listening_port: int = _f(3478, "listening_port", "UDP and TCP port (0: any free port)")
     tls_listening_port: int = _f(5349, "tls_listening_port", "TLS port (0: any free port)")
     external_ip: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("external-ip", "external_ip"),
         description="public address advertised for relays: 'public' or 'public/private'",
     )
     relay_ip: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("relay-ip", "relay_ip"),
         description="addresses relay sockets bind to (default: the listening addresses)",
     )
     min_port: int = _f(49152, "min_port", "lowest relay port", ge=1, le=65535)
@@ -49,7 +58,6 @@ class RelaySettings(BaseModel):
     realm: str = _f("visavis", "realm")
     user: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("user", "users"),
         description="long-term users, 'name:password' or 'name:0x<md5 key hex>'",
     )
     lt_cred_mech: bool = _f(True, "lt_cred_mech", "accept long-term credentials (users)")
@@ -59,12 +67,10 @@ class RelaySettings(BaseModel):
     )
     denied_peer_ip: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("denied-peer-ip", "denied_peer_ip"),
         description="extra peer ranges to refuse (CIDR, address, or first-last)",
     )
     allowed_peer_ip: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("allowed-peer-ip", "allowed_peer_ip"),
         description="peer ranges allowed even though denied by default (e.g. 127.0.0.1)",
     )
     allow_loopback_peers: bool = _f(False, "allow_loopback_peers", "allow 127.0.0.0/8 and ::1")
