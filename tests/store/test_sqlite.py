@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from visavis.store import sqlite as sqlite_module
 from visavis.store.base import Call, Participant
 from visavis.store.sql import SqlStore
 from visavis.store.sqlite import SqliteStore
@@ -109,3 +113,26 @@ async def test_closed_store_fails_ping(tmp_path: Path) -> None:
     await store.close()
     await store.close()
     assert not await store.ping()
+
+
+async def test_wal_is_checkpointed_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL", 0.05)
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    try:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        size = path.stat().st_size
+        for i in range(300):
+            await store.create_call(_call(f"c{i}"), _parts(f"c{i}"))
+        for _ in range(100):  # the checkpointer copies the WAL into the database file
+            if path.stat().st_size > size:
+                break
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size > size
+    finally:
+        await store.close()
+    wal = Path(f"{path}-wal")
+    assert not wal.exists()  # noqa: ASYNC240 - the last close checkpoints and removes it

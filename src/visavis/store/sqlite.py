@@ -12,6 +12,12 @@ own transaction and ``create_call`` / ``add_participants`` wrap theirs in
 ``BEGIN IMMEDIATE ... COMMIT``. Statements are plain SQL strings built once from the
 column lists in ``visavis.store.schema``, so sqlite3's statement cache prepares each once.
 
+With ``synchronous=NORMAL`` the only fsyncs are WAL checkpoints, which SQLite would run
+inside whichever commit crosses ``wal_autocheckpoint`` pages: a few ms (or far more on a
+slow disk) with the loop blocked. So the loop's connection never checkpoints; a second
+connection does ``PRAGMA wal_checkpoint(PASSIVE)`` in a worker thread every
+``CHECKPOINT_INTERVAL`` seconds (writers go on meanwhile; it is what WAL is for).
+
 The schema is still Alembic's: ``open()`` runs the migrations in a worker thread on a
 second connection (SQLAlchemy over pysqlite, inside ``BEGIN IMMEDIATE``, so two processes
 starting at once on one file take turns), then closes it. In-memory URLs become a named
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,6 +76,8 @@ from visavis.store.schema import (
     user_values,
 )
 
+logger = logging.getLogger(__name__)
+
 _USERS = f"SELECT {', '.join(USER_COLS)} FROM users"
 _DEVICES = f"SELECT {', '.join(DEVICE_COLS)} FROM user_devices"
 _CALLS = f"SELECT {', '.join(CALL_COLS)} FROM calls"
@@ -96,6 +105,10 @@ _UPSERT_PARTICIPANT = (
     "ON CONFLICT (call_id, user_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*PARTICIPANT_COLS[2:], "position"))
 )
+
+CHECKPOINT_INTERVAL = 1.0
+# After a checkpoint the WAL file is reused from its start; beyond this it is truncated.
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _KEYS = {"calls": ("id",), "call_participants": ("call_id", "user_id")}
 
@@ -168,16 +181,26 @@ def migrate(database: str, uri: bool = False) -> None:
         engine.dispose()
 
 
-def _open(database: str, uri: bool) -> sqlite3.Connection:
+def _open(database: str, uri: bool) -> tuple[sqlite3.Connection, sqlite3.Connection | None]:
+    """The loop's connection, migrated, and for a WAL file the checkpointer's."""
     if not uri:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     db = connect(database, uri)  # first: it keeps an in-memory database alive
+    checkpointer = None
     try:
         migrate(database, uri)
+        if db.execute("PRAGMA journal_mode").fetchone() == ("wal",):
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+            checkpointer = connect(database, uri)
     except BaseException:
         db.close()
         raise
-    return db
+    return db, checkpointer
+
+
+def _checkpoint(checkpointer: sqlite3.Connection) -> None:
+    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class SqliteStore(Store):
@@ -187,6 +210,8 @@ class SqliteStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._db: sqlite3.Connection | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
@@ -194,16 +219,41 @@ class SqliteStore(Store):
             return
         database, uri = sqlite_target(self.url)
         async with migration_lock():
-            db = await asyncio.to_thread(_open, database, uri)
+            db, checkpointer = await asyncio.to_thread(_open, database, uri)
         if self._db is not None:  # opened concurrently meanwhile
             db.close()
+            if checkpointer is not None:
+                checkpointer.close()
             return
         self._db = db
+        self._closing = asyncio.Event()
+        if checkpointer is not None:
+            self._checkpoints = asyncio.create_task(
+                self._checkpoint_loop(checkpointer), name="sqlite-checkpoint"
+            )
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            db.close()
+        if self._db is None:
+            return
+        db, self._db = self._db, None
+        if self._checkpoints is not None:
+            # Not cancelled: a checkpoint running in its thread must end before we close.
+            self._closing.set()
+            task, self._checkpoints = self._checkpoints, None
+            await task
+        db.close()  # the last connection to close checkpoints and removes the WAL
+
+    async def _checkpoint_loop(self, checkpointer: sqlite3.Connection) -> None:
+        try:
+            while not self._closing.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), CHECKPOINT_INTERVAL)
+                try:
+                    await asyncio.to_thread(_checkpoint, checkpointer)
+                except sqlite3.Error:  # pragma: no cover - retried next time
+                    logger.warning("WAL checkpoint failed", exc_info=True)
+        finally:
+            checkpointer.close()
 
     async def ping(self) -> bool:
         try:
