@@ -47,7 +47,7 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
 from visavis.client.errors import CallFailed, ClientError, RequestError
-from visavis.client.ice import host_addresses
+from visavis.client.ice import host_addresses, set_relay_grace
 from visavis.client.media import MediaSource, latency_ms, read_stamp
 from visavis.client.stats import CallStats, MediaCounters, Path, RateMeter, median
 from visavis.signaling import messages as m
@@ -381,8 +381,16 @@ class Call:
             await self._close_pc(old)
         return pc
 
+    def _tune_ice(self, pc: RTCPeerConnection) -> None:
+        grace = self.session.relay_grace
+        for transceiver in pc.getTransceivers():
+            with contextlib.suppress(AttributeError):
+                connection = transceiver.sender.transport.transport.iceGatherer._connection
+                set_relay_grace(connection, grace)
+
     async def _prepare_offer(self) -> RTCPeerConnection:
         pc = await self._new_pc()
+        self._tune_ice(pc)
         with host_addresses(self.session.host_addresses):
             await pc.setLocalDescription(await pc.createOffer())
         return pc
@@ -397,6 +405,7 @@ class Call:
         await self._send_description(pc)
 
     async def _send_offer(self, pc: RTCPeerConnection) -> None:
+        self._tune_ice(pc)
         try:
             with host_addresses(self.session.host_addresses):
                 await pc.setLocalDescription(await pc.createOffer())
@@ -473,6 +482,7 @@ class Call:
             track = getattr(self.source, kind)
             if track is not None and any(t.kind == kind for t in pc.getTransceivers()):
                 pc.addTrack(track)
+        self._tune_ice(pc)
         try:
             with host_addresses(self.session.host_addresses):
                 await pc.setLocalDescription(await pc.createAnswer())

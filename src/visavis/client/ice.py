@@ -10,6 +10,14 @@ function ``aioice.ice.get_host_addresses``. :func:`host_addresses` replaces it o
 wrapper that returns the addresses set for the current task (a context variable), so each
 call can pin its own list (``["127.0.0.1"]`` in tests on one machine) without changing
 anyone else's behaviour.
+
+aioice nominates aggressively: the controlling agent puts USE-CANDIDATE on every check, so
+the first pair to answer wins. Between two cone NATs the direct (srflx) pair needs a
+hole punched from both sides and often answers a few hundred milliseconds after a relay
+pair does, so the call would settle on the relay. :func:`set_relay_grace` makes a
+controlling agent hold back its checks on pairs with a relay end for a grace period after
+its first check; direct pairs that work win, and a relay-only path costs the grace period
+once, at setup.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import contextlib
 import contextvars
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -47,6 +56,27 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 aioice.ice.get_host_addresses = _get_host_addresses
+
+_original_check_start = aioice.ice.Connection.check_start
+
+
+async def _check_start(self: aioice.ice.Connection, pair: aioice.ice.CandidatePair) -> None:
+    grace: float = getattr(self, "_visavis_relay_grace", 0.0)
+    if grace > 0 and self.ice_controlling:
+        started: float = self.__dict__.setdefault("_visavis_first_check", time.monotonic())
+        if "relay" in (pair.local_candidate.type, pair.remote_candidate.type):
+            wait = started + grace - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+    await _original_check_start(self, pair)
+
+
+aioice.ice.Connection.check_start = _check_start  # type: ignore[method-assign]
+
+
+def set_relay_grace(connection: aioice.ice.Connection, seconds: float) -> None:
+    """Hold back relay pair checks of ``connection`` (when controlling) for ``seconds``."""
+    connection._visavis_relay_grace = seconds  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

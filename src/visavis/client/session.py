@@ -141,6 +141,8 @@ class Session:
         ``"udp"`` or ``"tcp"``.
     :param ice_transport_policy: ``"relay"`` forces media through TURN.
     :param setup_timeout: seconds from answer to a working media path before a call fails.
+    :param relay_grace: seconds a controlling ICE agent holds back checks on relay pairs so
+        that a working direct path wins (see :mod:`visavis.client.ice`); 0 disables it.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class Session:
         turn_transport: Literal["auto", "udp", "tcp"] = "auto",
         ice_transport_policy: Literal["all", "relay"] = "all",
         setup_timeout: float = 20.0,
+        relay_grace: float = 1.0,
         reconnect: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
@@ -160,6 +163,7 @@ class Session:
         self.turn_transport = turn_transport
         self.ice_transport_policy = ice_transport_policy
         self.setup_timeout = setup_timeout
+        self.relay_grace = relay_grace
         self.reconnect = reconnect
         self.welcome: m.Welcome | None = None
         self.calls: dict[str, Call] = {}

@@ -1,0 +1,196 @@
+"""A NAT test lab of Linux network namespaces, veth pairs, bridges and iptables.
+
+Topology (addresses exist only inside the lab's namespaces)::
+
+    public network 198.18.0.0/24: bridge br0 in namespace <prefix>-pub
+      198.18.0.1        signaling + STUN/TURN (the server process runs in -pub)
+      198.18.0.10+i     WAN side of LAN i's router (namespace <prefix>-r<i>)
+      198.18.0.100+j    "open" clients (no NAT): namespace <prefix>-o<j>, on br0 directly
+    LAN i 10.77.i.0/24: bridge lan0 in the router, 10.77.i.1; clients 10.77.i.2, .3 ...
+      (namespaces <prefix>-c<i>-<k>), default route via the router
+
+Router kinds: ``cone`` (MASQUERADE: endpoint-independent mapping), ``sym``
+(MASQUERADE --random-fully: a new port per destination), ``udpblock`` (MASQUERADE, and the
+router forwards only TCP to the server and replies to it: no UDP at all).
+
+Every name starts with a per-run prefix so leftovers of a crashed run never collide;
+:meth:`Lab.close` kills the processes it started (by PID) and deletes every namespace,
+which removes the veths, bridges and iptables rules with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+LanKind = Literal["open", "cone", "sym", "udpblock"]
+SERVER_IP = "198.18.0.1"
+PUBLIC_NET = "198.18.0.0/24"
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+
+
+@dataclass
+class Client:
+    ns: str
+    address: str
+    lan: str
+
+
+@dataclass
+class Lan:
+    name: str
+    kind: LanKind
+    router: str | None  # namespace of the router; None for "open"
+    index: int
+    clients: list[Client] = field(default_factory=list)
+
+
+class Lab:
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = prefix or f"vv{secrets.token_hex(3)}"
+        self.pub = f"{self.prefix}-pub"
+        self.namespaces: list[str] = []
+        self.lans: dict[str, Lan] = {}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._next_lan = 1
+        self._next_open = 100
+        self._pub_ports = 0
+
+    # ------------------------------------------------------------------ building
+    def _netns(self, name: str) -> str:
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def _pub_port(self) -> str:
+        self._pub_ports += 1
+        return f"p{self._pub_ports}"
+
+    def start(self) -> None:
+        self._netns(self.pub)
+        sh("ip", "-n", self.pub, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.pub, "addr", "add", f"{SERVER_IP}/24", "dev", "br0")
+        sh("ip", "-n", self.pub, "link", "set", "br0", "up")
+
+    def _attach_to_pub(self, ns: str, ifname: str, address: str) -> None:
+        port = self._pub_port()
+        sh("ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port,
+           "netns", self.pub)
+        sh("ip", "-n", self.pub, "link", "set", port, "master", "br0")
+        sh("ip", "-n", self.pub, "link", "set", port, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", ifname)
+        sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+    def add_lan(self, name: str, kind: LanKind) -> Lan:
+        index = self._next_lan
+        self._next_lan += 1
+        if kind == "open":
+            lan = Lan(name, kind, None, index)
+            self.lans[name] = lan
+            return lan
+        router = self._netns(f"{self.prefix}-r{index}")
+        self._attach_to_pub(router, "wan", f"198.18.0.{10 + index}")
+        sh("ip", "-n", router, "link", "add", "lan0", "type", "bridge")
+        sh("ip", "-n", router, "addr", "add", f"10.77.{index}.1/24", "dev", "lan0")
+        sh("ip", "-n", router, "link", "set", "lan0", "up")
+        sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        ipt = ("ip", "netns", "exec", router, "iptables")
+        masquerade = [*ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
+        if kind == "sym":
+            masquerade.append("--random-fully")
+        sh(*masquerade)
+        # Like any home router, drop what nobody asked for. Besides, dropping it in INPUT
+        # keeps its conntrack entry unconfirmed: an unsolicited packet from a peer that
+        # is punching a hole would otherwise leave an entry whose reply tuple collides with
+        # our own client's outgoing flow to that peer, and MASQUERADE would then give that
+        # flow a new port (no longer endpoint-independent), breaking hole punching.
+        sh("ip", "netns", "exec", router, "iptables", "-A", "INPUT", "-i", "wan", "-m",
+           "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP")
+        if kind == "udpblock":
+            sh(*ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+               "-j", "ACCEPT")
+            sh(*ipt, "-A", "FORWARD", "-i", "lan0", "-p", "tcp", "-d", SERVER_IP, "-j", "ACCEPT")
+            sh(*ipt, "-P", "FORWARD", "DROP")
+        lan = Lan(name, kind, router, index)
+        self.lans[name] = lan
+        return lan
+
+    def add_client(self, lan_name: str) -> Client:
+        lan = self.lans[lan_name]
+        if lan.router is None:
+            ns = self._netns(f"{self.prefix}-o{self._next_open}")
+            address = f"198.18.0.{self._next_open}"
+            self._next_open += 1
+            self._attach_to_pub(ns, "eth0", address)
+        else:
+            k = len(lan.clients) + 2
+            ns = self._netns(f"{self.prefix}-c{lan.index}-{k}")
+            address = f"10.77.{lan.index}.{k}"
+            port = f"c{k}"
+            sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port,
+               "netns", lan.router)
+            sh("ip", "-n", lan.router, "link", "set", port, "master", "lan0")
+            sh("ip", "-n", lan.router, "link", "set", port, "up")
+            sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"10.77.{lan.index}.1")
+        client = Client(ns, address, lan_name)
+        lan.clients.append(client)
+        return client
+
+    def netem(self, lan_name: str, spec: str) -> None:
+        """Impair a router's WAN link, e.g. ``delay 40ms 5ms loss 1%`` (egress only)."""
+        router = self.lans[lan_name].router
+        assert router is not None, "open LANs have no router"
+        sh("ip", "netns", "exec", router, "tc", "qdisc", "replace", "dev", "wan", "root",
+           "netem", *spec.split())
+        sh("ip", "netns", "exec", router, "tc", "qdisc", "replace", "dev", "lan0", "root",
+           "netem", *spec.split())
+
+    # ------------------------------------------------------------------ running
+    def spawn(self, ns: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Run ``argv`` inside namespace ``ns``; stdout to ``log``.out, stderr to .err."""
+        with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        self.processes.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)  # the group this run started
+        for proc in self.processes:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.processes.clear()
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,103 @@
+"""One SDK device in a lab namespace: places or answers calls and reports them as JSON.
+
+    python -m tests.netlab.peer --server URL --me HANDLE --role callee [--calls N]
+    python -m tests.netlab.peer --server URL --me HANDLE --role caller --peer HANDLE
+
+Prints ``{"event": "ready"}`` once signed in, one ``{"event": "call", ...}`` line per call
+(absolute wall-clock times, so the orchestrator can combine both sides: every namespace
+shares the kernel's clock), then ``{"event": "done"}``; failures as ``{"event": "error"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from visavis.client.call import Call
+from visavis.client.errors import CallFailed, ClientError
+from visavis.client.media import MediaSource
+from visavis.client.session import Session
+
+PASSWORD = "netlab password"
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def report(call: Call, args: argparse.Namespace, invited_at: float | None) -> None:
+    await call.wait_connected(args.setup_timeout)
+    await call.wait_frames(args.frames, within=args.setup_timeout)
+    await asyncio.sleep(args.seconds)
+    stats = await call.stats()
+    lat = sorted(call.received.latencies_ms)
+    emit(
+        event="call",
+        call_id=call.id,
+        invited_at=invited_at,
+        started_at=call.started_at,
+        connected_at=call.connected_at,
+        first_frame_at=call.received.first_video_at,
+        path=asdict(call.path) if call.path else None,
+        frames=call.received.video_frames,
+        audio_frames=call.received.audio_frames,
+        resolution=[call.received.width, call.received.height],
+        latencies_ms=lat,
+        rtt_ms=stats.rtt_ms,
+        loss=stats.loss_fraction,
+        bitrate_in=stats.bitrate_in_bps,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    width, height = (int(v) for v in args.size.split("x"))
+    session = await Session.login(
+        args.server, args.me, PASSWORD, signup=True, device_name=args.role,
+        setup_timeout=args.setup_timeout,
+    )
+    emit(event="ready", udp_ok=session.udp_ok, ice=[s.urls for s in session.rtc_ice_servers()])
+    try:
+        for _ in range(args.calls):
+            source = MediaSource.test_pattern(width, height, args.fps)
+            if args.role == "caller":
+                invited_at = time.time()
+                call = await session.call(args.peer, source)
+                await report(call, args, invited_at)
+                await call.hangup()
+                await asyncio.sleep(args.pause)
+            else:
+                incoming = await session.next_incoming(within=args.wait)
+                call = await session.answer(incoming, source)
+                await report(call, args, None)
+                await call.wait_ended(within=30)
+    except (CallFailed, ClientError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        emit(event="error", reason=reason, detail=str(exc))
+    finally:
+        await session.close()
+    emit(event="done")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--me", required=True)
+    parser.add_argument("--role", choices=["caller", "callee"], required=True)
+    parser.add_argument("--peer")
+    parser.add_argument("--calls", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--pause", type=float, default=0.3)
+    parser.add_argument("--size", default="160x120")
+    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--setup-timeout", type=float, default=25.0)
+    parser.add_argument("--wait", type=float, default=60.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
