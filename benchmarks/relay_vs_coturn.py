@@ -266,7 +266,8 @@ async def run_one(server_name: str, load: tuple[str, int, int, int], loop_kind: 
             p99=rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else float("nan"),
         )
     finally:
-        stop(peer)
+        peer.kill()  # turnutils_peer ignores SIGTERM
+        peer.wait()
         stop(proc)
 
 

@@ -219,7 +219,8 @@ def test_transport_and_family_checks() -> None:
     server, _ = make_server()
     c = Client(server)
     assert error_code(c.request(Method.ALLOCATE, [])) == 400
-    assert error_code(c.request(Method.ALLOCATE, [RequestedTransport(6)])) == 442
+    assert error_code(c.request(Method.ALLOCATE, [RequestedTransport(99)])) == 442
+    assert error_code(c.request(Method.ALLOCATE, [RequestedTransport(6)])) == 400  # TCP over UDP
     assert error_code(c.request(Method.ALLOCATE, [*UDP, RequestedAddressFamily(2)])) == 440
     assert error_code(c.request(Method.ALLOCATE, [*UDP, DontFragment()])) == 420
     msg = c.request(Method.ALLOCATE, [*UDP, RawAttribute(0x7777, b"x")])

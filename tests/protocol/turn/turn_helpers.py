@@ -55,6 +55,9 @@ class FakeAllocator:
     def release(self, handle: Any) -> None:
         del self.open[handle]
 
+    def allocate_tcp(self, family: int, five_tuple: FiveTuple) -> tuple[Any, Any]:
+        return self.allocate(family, five_tuple, even_port=False)
+
     def reserve(self, family: int, port: int) -> Any:
         if port in self.held or port in self.open:
             raise CapacityError

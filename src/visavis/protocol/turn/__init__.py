@@ -18,13 +18,24 @@ from visavis.protocol.turn.channel_data import (
 )
 from visavis.protocol.turn.errors import CapacityError, ChannelDataError, FramingError, TurnError
 from visavis.protocol.turn.peer_policy import PeerPolicy, embedded_ipv4, parse_networks
-from visavis.protocol.turn.server import Forward, RelayAllocator, TurnConfig, TurnServer, TurnStats
+from visavis.protocol.turn.server import (
+    Bound,
+    ConnectPeer,
+    Forward,
+    RelayAllocator,
+    TcpPeerConnection,
+    TurnConfig,
+    TurnServer,
+    TurnStats,
+)
 
 __all__ = [
     "Allocation",
+    "Bound",
     "CapacityError",
     "Channel",
     "ChannelDataError",
+    "ConnectPeer",
     "CredentialStore",
     "FiveTuple",
     "Forward",
@@ -35,6 +46,7 @@ __all__ = [
     "Relay",
     "RelayAllocator",
     "StreamFramer",
+    "TcpPeerConnection",
     "TurnConfig",
     "TurnError",
     "TurnServer",

@@ -61,6 +61,7 @@ class Allocation:
     expiry: float
     transaction_id: bytes
     success_response: bytes = b""
+    tcp: bool = False  # an RFC 6062 TCP allocation
     permissions: dict[str, float] = field(default_factory=dict)
     channels: dict[int, Channel] = field(default_factory=dict)
     channel_by_peer: dict[Addr, Channel] = field(default_factory=dict)

@@ -59,31 +59,43 @@ class StreamFramer:
         self.max_frame = max_frame
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf
-        buf += data
+        """Append ``data``; return every complete frame."""
+        self._buf += data
         frames: list[bytes] = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= 4:
-            first = buf[pos]
-            if first < 0x40:
-                if n - pos < 4:
-                    break
-                size = HEADER_LENGTH + ((buf[pos + 2] << 8) | buf[pos + 3])
-            elif first <= 0x7F:
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                size = 4 + length + (-length % 4)
-            else:
-                raise FramingError(f"first byte 0x{first:02x} is neither STUN nor ChannelData")
-            if size > self.max_frame:
-                raise FramingError("frame too large")
-            if n - pos < size:
-                break
-            frames.append(bytes(buf[pos : pos + size]))
-            pos += size
-        if pos:
-            del buf[:pos]
+        while (frame := self.pop()) is not None:
+            frames.append(frame)
         return frames
+
+    def append(self, data: bytes) -> None:
+        self._buf += data
+
+    def pop(self) -> bytes | None:
+        """The next complete frame, or None when more bytes are needed."""
+        buf = self._buf
+        n = len(buf)
+        if n < 4:
+            return None
+        first = buf[0]
+        if first < 0x40:
+            size = HEADER_LENGTH + ((buf[2] << 8) | buf[3])
+        elif first <= 0x7F:
+            length = (buf[2] << 8) | buf[3]
+            size = 4 + length + (-length % 4)
+        else:
+            raise FramingError(f"first byte 0x{first:02x} is neither STUN nor ChannelData")
+        if size > self.max_frame:
+            raise FramingError("frame too large")
+        if n < size:
+            return None
+        frame = bytes(buf[:size])
+        del buf[:size]
+        return frame
+
+    def take_rest(self) -> bytes:
+        """Everything buffered, unframed (a connection switching to raw data, RFC 6062)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
 
     @property
     def buffered(self) -> int:

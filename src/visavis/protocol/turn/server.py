@@ -35,6 +35,7 @@ from visavis.protocol.stun import (
     AddressErrorCode,
     Attribute,
     ChannelNumber,
+    ConnectionId,
     Data,
     DontFragment,
     ErrorCodeAttr,
@@ -99,7 +100,14 @@ class RelayAllocator(Protocol):
         ...
 
     def release(self, handle: Any) -> None:
-        """Close a relay socket returned by :meth:`allocate`."""
+        """Close a relay socket returned by :meth:`allocate` or :meth:`allocate_tcp`."""
+        ...
+
+    def allocate_tcp(self, family: int, five_tuple: FiveTuple) -> tuple[Addr, Any]:
+        """Listen on a TCP relayed address for an RFC 6062 allocation.
+
+        :raises CapacityError: when no port is left.
+        """
         ...
 
     def reserve(self, family: int, port: int) -> Any:
@@ -166,10 +174,43 @@ class TurnStats:
     bytes_to_client: int = 0
 
 
-class _Reply(Exception):
-    """Short-circuit a request with these bytes (or silence)."""
+class ConnectPeer(NamedTuple):
+    """RFC 6062 Connect: open a TCP connection from relay ``handle`` to ``peer``, then
+    report the outcome with :meth:`TurnServer.connect_result`."""
 
-    def __init__(self, data: bytes | None) -> None:
+    connection_id: int
+    handle: Any
+    peer: Addr
+
+
+class Bound(NamedTuple):
+    """RFC 6062 ConnectionBind succeeded: send ``response`` on this (data) connection, then
+    pipe its bytes to and from the peer connection ``connection_id``."""
+
+    response: bytes
+    connection_id: int
+
+
+@dataclass(slots=True, eq=False)
+class TcpPeerConnection:
+    """A TCP connection between a TCP allocation's relay and a peer (RFC 6062 2)."""
+
+    connection_id: int
+    five_tuple: FiveTuple  # the allocation's control connection
+    peer: Addr
+    expiry: float  # bind deadline (30 s), inf once bound
+    state: str = "connecting"  # connecting -> pending-bind -> bound
+    request: Message | None = None
+    identity: Identity | None = None
+
+
+Outcome = bytes | Forward | ConnectPeer | Bound | None
+
+
+class _Reply(Exception):
+    """Short-circuit a request with these bytes, action, or silence."""
+
+    def __init__(self, data: Outcome) -> None:
         self.data = data
 
 
@@ -210,6 +251,7 @@ class TurnServer:
         self._unauth: dict[str, TokenBucket] = {}
         # token -> (family, port, held socket, expiry)
         self.reservations: dict[bytes, tuple[int, int, Any, float]] = {}
+        self.tcp_connections: dict[int, TcpPeerConnection] = {}
         self._algorithms = PasswordAlgorithms(ADVERTISED_ALGORITHMS)
         self._requests: dict[int, Callable[[Message, FiveTuple, Identity, float], list[Attribute]]]
         self._requests = {
@@ -217,11 +259,14 @@ class TurnServer:
             Method.REFRESH: self._on_refresh,
             Method.CREATE_PERMISSION: self._on_create_permission,
             Method.CHANNEL_BIND: self._on_channel_bind,
+            Method.CONNECT: self._on_connect,
+            Method.CONNECTION_BIND: self._on_connection_bind,
         }
 
     # ------------------------------------------------------------------ entry points
-    def handle_stun(self, data: bytes, ft: FiveTuple, now: float) -> bytes | Forward | None:
-        """A STUN message from a client: the response to send back, a Forward, or None."""
+    def handle_stun(self, data: bytes, ft: FiveTuple, now: float) -> Outcome:
+        """A STUN message from a client: the response to send back, a Forward, an RFC 6062
+        action (:class:`ConnectPeer`, :class:`Bound`), or None."""
         try:
             msg = parse_message(data)
         except StunParseError as exc:
@@ -300,8 +345,9 @@ class TurnServer:
         if alloc is not None:
             self._delete(alloc)
 
-    def sweep(self, now: float) -> None:
-        """Expire allocations, permissions, channels and idle rate-limit state."""
+    def sweep(self, now: float) -> list[int]:
+        """Expire allocations, permissions, channels and idle rate-limit state; return the
+        RFC 6062 connections to close (not bound within 30 s, or of a deleted allocation)."""
         for alloc in [a for a in self.allocations.values() if a.expiry < now]:
             self._delete(alloc)
         for alloc in self.allocations.values():
@@ -311,6 +357,14 @@ class TurnServer:
         if self._unauth:
             for ip in [ip for ip, b in self._unauth.items() if b.full(now)]:
                 del self._unauth[ip]
+        stale = [
+            c.connection_id
+            for c in self.tcp_connections.values()
+            if c.expiry < now or c.five_tuple not in self.allocations
+        ]
+        for cid in stale:
+            del self.tcp_connections[cid]
+        return stale
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`sweep` has work, or None."""
@@ -343,7 +397,7 @@ class TurnServer:
         return p_out, b_out, p_in, b_in
 
     # ------------------------------------------------------------------ requests
-    def _on_request(self, msg: Message, ft: FiveTuple, now: float, size: int) -> bytes | None:
+    def _on_request(self, msg: Message, ft: FiveTuple, now: float, size: int) -> Outcome:
         name = Method(msg.method).name if msg.method in Method._value2member_map_ else "unknown"
         self.stats.requests[name] += 1
         if msg.method == Method.BINDING:
@@ -475,14 +529,20 @@ class TurnServer:
         transport = msg.get(RequestedTransport)
         if transport is None:
             raise TurnError(400, "Missing REQUESTED-TRANSPORT")
-        if transport.protocol != TransportProtocol.UDP:
-            raise TurnError(442)
-        if msg.get(DontFragment) is not None:
-            raise TurnError(420)
         even = msg.get(EvenPort)
         token = msg.get(ReservationToken)
         req_family = msg.get(RequestedAddressFamily)
         add_family = msg.get(AdditionalAddressFamily)
+        tcp = transport.protocol == TransportProtocol.TCP
+        if tcp:
+            # RFC 6062 5.1: TCP relays only for clients on TCP/TLS, without UDP-only options.
+            no_tcp_options = (even, token, add_family, msg.get(DontFragment))
+            if not ft.stream or any(a is not None for a in no_tcp_options):
+                raise TurnError(400)
+        elif transport.protocol != TransportProtocol.UDP:
+            raise TurnError(442)
+        if msg.get(DontFragment) is not None:
+            raise TurnError(420)
         if token is not None and (even is not None or req_family is not None):
             raise TurnError(400)
         if req_family is not None and add_family is not None:
@@ -514,7 +574,14 @@ class TurnServer:
         relays: dict[int, Relay] = {}
         address_error: AddressErrorCode | None = None
         new_token: bytes | None = None
-        if reservation is not None:
+        if tcp:
+            fam = families[0]
+            try:
+                addr, handle = self.allocator.allocate_tcp(fam, ft)
+            except CapacityError:
+                raise TurnError(508) from None
+            relays[fam] = Relay(fam, addr, handle)
+        elif reservation is not None:
             fam, port, held, _ = reservation
             self.allocator.release_reservation(held)
             try:
@@ -526,7 +593,7 @@ class TurnServer:
             fam = families[0]
             addr, handle, new_token = self._allocate_pair(fam, ft, now)
             relays[fam] = Relay(fam, addr, handle)
-        for fam in families if token is None and not (even and even.reserve) else []:
+        for fam in families if token is None and not (even and even.reserve) and not tcp else []:
             if fam not in cfg.relay_families:
                 address_error = AddressErrorCode(_FAMILY_CODE[fam], 440, REASONS[440])
                 continue
@@ -553,6 +620,7 @@ class TurnServer:
             relays=relays,
             expiry=now + lifetime,
             transaction_id=msg.transaction_id,
+            tcp=tcp,
         )
         if cfg.max_bps:
             alloc.bucket_in = TokenBucket(cfg.max_bps, cfg.max_bps, now)
@@ -651,6 +719,8 @@ class TurnServer:
         self, msg: Message, ft: FiveTuple, ident: Identity, now: float
     ) -> list[Attribute]:
         alloc = self._allocation(ft)
+        if alloc.tcp:
+            raise TurnError(400, "No channels on TCP allocations")
         number_attr = msg.get(ChannelNumber)
         peer_attr = msg.get(XorPeerAddress)
         if number_attr is None or peer_attr is None:
@@ -692,7 +762,7 @@ class TurnServer:
             return None
         relay = alloc.relays.get(_family(peer_attr.ip))
         ip = str(peer_attr.ip)
-        if relay is None or not alloc.permitted(ip, now):
+        if relay is None or alloc.tcp or not alloc.permitted(ip, now):
             alloc.dropped += 1
             return None
         bucket = alloc.bucket_out
@@ -702,6 +772,94 @@ class TurnServer:
         alloc.packets_to_peer += 1
         alloc.bytes_to_peer += len(data.data)
         return Forward(relay.handle, (ip, peer_attr.port), data.data)
+
+    # ------------------------------------------------------------------ RFC 6062
+    def _new_connection_id(self) -> int:
+        while True:
+            cid = int.from_bytes(self.random_bytes(4), "big")
+            if cid and cid not in self.tcp_connections:
+                return cid
+
+    def _on_connect(
+        self, msg: Message, ft: FiveTuple, ident: Identity, now: float
+    ) -> list[Attribute]:
+        """RFC 6062 5.2: the client asks us to open a TCP connection to a peer."""
+        alloc = self._allocation(ft)
+        if not alloc.tcp:
+            raise TurnError(400, "Not a TCP allocation")
+        peer_attr = msg.get(XorPeerAddress)
+        if peer_attr is None:
+            raise TurnError(400, "Missing XOR-PEER-ADDRESS")
+        relay = self._check_peer(alloc, peer_attr)
+        peer: Addr = (str(peer_attr.ip), peer_attr.port)
+        if any(c.five_tuple == ft and c.peer == peer for c in self.tcp_connections.values()):
+            raise TurnError(446)
+        cid = self._new_connection_id()
+        self.tcp_connections[cid] = TcpPeerConnection(
+            cid, ft, peer, now + 30.0, "connecting", msg, ident
+        )
+        alloc.permissions[peer[0]] = now + self.config.permission_lifetime
+        raise _Reply(ConnectPeer(cid, relay.handle, peer))
+
+    def connect_result(self, connection_id: int, ok: bool, now: float) -> bytes | None:
+        """The shell's TCP connect for :class:`ConnectPeer` finished: the Connect response
+        (CONNECTION-ID, or 447) for the client's control connection."""
+        conn = self.tcp_connections.get(connection_id)
+        if conn is None or conn.request is None or conn.identity is None:
+            return None
+        if self.allocations.get(conn.five_tuple) is None:
+            self.tcp_connections.pop(connection_id, None)
+            return None
+        if not ok:
+            del self.tcp_connections[connection_id]
+            return self._error(conn.request, 447, conn.identity)
+        conn.state = "pending-bind"
+        conn.expiry = now + 30.0
+        self.stats.responses[0] += 1
+        return self._sign(
+            conn.request, MessageClass.SUCCESS, [ConnectionId(connection_id)], conn.identity
+        )
+
+    def peer_connected(self, ft: FiveTuple, peer: Addr, now: float) -> tuple[int, bytes] | None:
+        """A peer connected to the TCP relay of allocation ``ft`` (RFC 6062 5.3): the new
+        connection id and the ConnectionAttempt indication for the client, or None when the
+        peer has no permission (close it)."""
+        alloc = self.allocations.get(ft)
+        if alloc is None or not alloc.tcp or not alloc.permitted(peer[0], now):
+            self.stats.dropped["tcp-peer-refused"] += 1
+            return None
+        cid = self._new_connection_id()
+        self.tcp_connections[cid] = TcpPeerConnection(cid, ft, peer, now + 30.0, "pending-bind")
+        indication = encode_message(
+            Method.CONNECTION_ATTEMPT,
+            MessageClass.INDICATION,
+            self.random_bytes(12),
+            [ConnectionId(cid), XorPeerAddress(ipaddress.ip_address(peer[0]), peer[1])],
+        )
+        return cid, indication
+
+    def _on_connection_bind(
+        self, msg: Message, ft: FiveTuple, ident: Identity, now: float
+    ) -> list[Attribute]:
+        """RFC 6062 5.4: a new client connection asks to become the data connection."""
+        if not ft.stream or ft in self.allocations:
+            raise TurnError(400)
+        cid_attr = msg.get(ConnectionId)
+        conn = self.tcp_connections.get(cid_attr.connection_id) if cid_attr else None
+        if conn is None or conn.state != "pending-bind":
+            raise TurnError(400, "Unknown connection")
+        alloc = self.allocations.get(conn.five_tuple)
+        if alloc is None or alloc.username != ident.username:
+            raise TurnError(441)
+        conn.state = "bound"
+        conn.expiry = float("inf")
+        self.stats.responses[0] += 1
+        response = self._sign(msg, MessageClass.SUCCESS, [], ident)
+        raise _Reply(Bound(response, conn.connection_id))
+
+    def tcp_connection_closed(self, connection_id: int) -> None:
+        """The shell closed a peer TCP connection (either side hung up)."""
+        self.tcp_connections.pop(connection_id, None)
 
     # ------------------------------------------------------------------ helpers
     def _delete(self, alloc: Allocation) -> None:
