@@ -6,23 +6,14 @@ Needs root (network namespaces, iptables). Outside CI, non-root runs skip; in CI
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .lab import SERVER_IP, Client, Lab
-
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-SERVER_URL = f"http://{SERVER_IP}:8080"
+from .lab import Lab
+from .runner import NatLab, build
 
 
 def require_lab() -> None:
@@ -38,108 +29,9 @@ def require_lab() -> None:
         pytest.skip(problem)
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.startswith("{"):
-                events.append(json.loads(line))
-    return events
-
-
-def wait_for_line(path: Path, predicate: Any, within: float, proc: Any) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if predicate(line):
-                    return line
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    err = Path(str(path).replace(".out", ".err"))
-    raise AssertionError(
-        f"no expected line in {path} within {within} s; stderr:\n"
-        + (err.read_text()[-3000:] if err.exists() else "")
-    )
-
-
-@dataclass
-class Side:
-    records: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    ready: dict[str, Any]
-    stderr: str
-
-
-class NatLab:
-    """The lab plus its server, and a way to run calls between two clients."""
-
-    def __init__(self, lab: Lab, logs: Path) -> None:
-        self.lab = lab
-        self.logs = logs
-        self._runs = 0
-        self.env = {"PYTHONPATH": str(ROOT)}
-
-    def clients(self, lan: str) -> list[Client]:
-        return self.lab.lans[lan].clients
-
-    def peer_argv(self, *args: str) -> list[str]:
-        return [PYTHON, "-m", "tests.netlab.peer", "--server", SERVER_URL, *args]
-
-    def run_pair(
-        self, caller: Client, callee: Client, *, calls: int = 1, within: float = 90,
-        extra: tuple[str, ...] = (),
-    ) -> tuple[Side, Side]:
-        """One or more calls from ``caller`` to ``callee``; both sides' reports."""
-        self._runs += 1
-        run = f"{self._runs}-{os.getpid()}"
-        a, b = f"a{run}@lab.example.com", f"b{run}@lab.example.com"
-        log_a, log_b = self.logs / f"run{run}-caller", self.logs / f"run{run}-callee"
-        callee_proc = self.lab.spawn(
-            callee.ns, self.peer_argv("--me", b, "--role", "callee", "--calls", str(calls),
-                                      *extra), log_b, env=self.env,
-        )
-        wait_for_line(Path(f"{log_b}.out"), lambda line: '"ready"' in line, 30, callee_proc)
-        caller_proc = self.lab.spawn(
-            caller.ns, self.peer_argv("--me", a, "--role", "caller", "--peer", b,
-                                      "--calls", str(calls), *extra), log_a, env=self.env,
-        )
-        deadline = time.monotonic() + within
-        for proc in (caller_proc, callee_proc):
-            try:
-                proc.wait(max(1.0, deadline - time.monotonic()))
-            except Exception:
-                proc.kill()
-                proc.wait(5)
-        return self._side(log_a), self._side(log_b)
-
-    def _side(self, log: Path) -> Side:
-        events = read_events(Path(f"{log}.out"))
-        err = Path(f"{log}.err")
-        return Side(
-            records=[e for e in events if e["event"] == "call"],
-            errors=[e for e in events if e["event"] == "error"],
-            ready=next((e for e in events if e["event"] == "ready"), {}),
-            stderr=err.read_text()[-4000:] if err.exists() else "",
-        )
-
-
-LANS = {"open1": "open", "open2": "open", "cone1": "cone", "cone2": "cone",
-        "sym1": "sym", "sym2": "sym", "udpblock1": "udpblock", "udpblock2": "udpblock"}
-
-
 @pytest.fixture(scope="module")
 def natlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatLab]:
     require_lab()
     logs = tmp_path_factory.mktemp("netlab")
     with Lab() as lab:
-        lab.start()
-        for name, kind in LANS.items():
-            lab.add_lan(name, kind)  # type: ignore[arg-type]
-            lab.add_client(name)
-        lab.add_client("cone1")  # a second client on one LAN: the host-path row
-        server = lab.spawn(lab.pub, [PYTHON, "-m", "tests.netlab.server", str(logs / "data")],
-                           logs / "server", env={"PYTHONPATH": str(ROOT)})
-        wait_for_line(logs / "server.out", lambda line: line.startswith("READY"), 30, server)
-        yield NatLab(lab, logs)
+        yield build(lab, logs)

@@ -148,14 +148,48 @@ class Lab:
         lan.clients.append(client)
         return client
 
-    def netem(self, lan_name: str, spec: str) -> None:
-        """Impair a router's WAN link, e.g. ``delay 40ms 5ms loss 1%`` (egress only)."""
+    def impair(
+        self,
+        lan_name: str,
+        *,
+        delay_ms: int = 0,
+        jitter_ms: int = 0,
+        loss: float = 0.0,
+        rate: str | None = None,
+    ) -> str:
+        """Make a router's links bad: ``tc netem`` on its WAN and LAN egress.
+
+        Kernels without ``sch_netem`` (CONFIG_NET_SCH_NETEM unset) get what they have:
+        random loss from iptables' ``statistic`` match in FORWARD, a rate limit from
+        ``tbf``, and no added delay. Returns a description of what was applied.
+        """
         router = self.lans[lan_name].router
         assert router is not None, "open LANs have no router"
-        sh("ip", "netns", "exec", router, "tc", "qdisc", "replace", "dev", "wan", "root",
-           "netem", *spec.split())
-        sh("ip", "netns", "exec", router, "tc", "qdisc", "replace", "dev", "lan0", "root",
-           "netem", *spec.split())
+        netem = ["netem"]
+        if delay_ms:
+            netem += ["delay", f"{delay_ms}ms", f"{jitter_ms}ms"]
+        if loss:
+            netem += ["loss", f"{100 * loss:g}%"]
+        if rate:
+            netem += ["rate", rate]
+        tc = ("ip", "netns", "exec", router, "tc", "qdisc", "replace")
+        done = sh(*tc, "dev", "wan", "root", *netem, check=False)
+        if done.returncode == 0:
+            sh(*tc, "dev", "lan0", "root", *netem)
+            return f"netem {' '.join(netem[1:])}"
+        applied = []
+        if loss:
+            sh("ip", "netns", "exec", router, "iptables", "-I", "FORWARD", "1", "-m",
+               "statistic", "--mode", "random", "--probability", f"{loss:g}", "-j", "DROP")
+            applied.append(f"loss {100 * loss:g}% per router (iptables statistic)")
+        if rate:
+            for dev in ("wan", "lan0"):
+                sh(*tc, "dev", dev, "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
+                   "400ms")
+            applied.append(f"rate {rate} (tbf)")
+        if delay_ms:
+            applied.append(f"NO delay: this kernel has no sch_netem ({done.stderr.strip()})")
+        return ", ".join(applied)
 
     # ------------------------------------------------------------------ running
     def spawn(self, ns: str, argv: list[str], log: Path, env: dict[str, str] | None = None

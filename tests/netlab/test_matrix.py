@@ -12,7 +12,7 @@ import pytest
 
 from visavis.client.stats import Path, combined_kind
 
-from .conftest import NatLab, Side
+from .runner import NatLab, Side
 
 pytestmark = pytest.mark.netlab
 
