@@ -26,7 +26,9 @@ from prometheus_client import CollectorRegistry
 
 from visavis.config import Settings
 from visavis.protocol.turn import (
+    Bound,
     CapacityError,
+    ConnectPeer,
     CredentialStore,
     FiveTuple,
     Forward,
@@ -39,6 +41,7 @@ from visavis.protocol.turn import (
 )
 from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay.metrics import RelayCollector
+from visavis.relay.tcp_relay import PeerPipe, TcpRelay
 
 log = logging.getLogger("visavis.relay")
 
@@ -157,12 +160,10 @@ class _UdpListener:
                         fwd.handle.sock.sendto(fwd.data, fwd.peer)
                     continue
                 out = core.handle_stun(data, ft, now)
-                if out is None:
-                    continue
-                if isinstance(out, Forward):
-                    out.handle.sock.sendto(out.data, out.peer)
-                else:
+                if isinstance(out, bytes):
                     sendto(out, addr)
+                elif isinstance(out, Forward):
+                    out.handle.sock.sendto(out.data, out.peer)
             except OSError:
                 self.relay.io_errors += 1
 
@@ -176,6 +177,7 @@ class _StreamConnection(asyncio.Protocol):
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.five_tuple: FiveTuple | None = None
+        self.partner: PeerPipe | None = None  # RFC 6062 data connection once bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -199,18 +201,27 @@ class _StreamConnection(asyncio.Protocol):
         transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        partner = self.partner
+        if partner is not None:
+            if partner.transport is not None:
+                partner.transport.write(data)
+            return
         core = self.relay.core
         ft = self.five_tuple
         if core is None or ft is None or self.transport is None:
             return
-        try:
-            frames = self.framer.feed(data)
-        except FramingError:
-            core.stats.dropped["framing"] += 1
-            self.transport.close()
-            return
+        framer = self.framer
+        framer.append(data)
         now = time.time()
-        for frame in frames:
+        while True:
+            try:
+                frame = framer.pop()
+            except FramingError:
+                core.stats.dropped["framing"] += 1
+                self.transport.close()
+                return
+            if frame is None:
+                return
             try:
                 if 0x40 <= frame[0] <= 0x7F:
                     fwd = core.handle_channel_data(frame, ft, now)
@@ -218,14 +229,46 @@ class _StreamConnection(asyncio.Protocol):
                         fwd.handle.sock.sendto(fwd.data, fwd.peer)
                     continue
                 out = core.handle_stun(frame, ft, now)
-                if isinstance(out, Forward):
-                    out.handle.sock.sendto(out.data, out.peer)
-                elif out is not None:
+                if isinstance(out, bytes):
                     self.write(out)
+                elif isinstance(out, Forward):
+                    out.handle.sock.sendto(out.data, out.peer)
+                elif isinstance(out, ConnectPeer):
+                    self.relay.spawn(self.relay.connect_peer(out, self))
+                elif isinstance(out, Bound):
+                    self.write(out.response)
+                    self._become_pipe(out.connection_id)
+                    return
             except OSError:
                 self.relay.io_errors += 1
 
+    def _become_pipe(self, connection_id: int) -> None:
+        """After ConnectionBind: raw bytes to and from the peer connection (RFC 6062 5.4)."""
+        pipe = self.relay.peer_pipes.get(connection_id)
+        if pipe is None or pipe.transport is None or self.transport is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.partner = pipe
+        pipe.partner = self
+        rest = self.framer.take_rest()
+        if rest:
+            pipe.transport.write(rest)
+        pipe.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        partner, self.partner = self.partner, None
+        if partner is not None:
+            partner.partner = None
+            partner.close()
         ft = self.five_tuple
         if ft is not None:
             self.relay.connections.pop(ft, None)
@@ -282,6 +325,35 @@ class _SocketAllocator:
             raise
         return sock
 
+    def allocate_tcp(self, family: int, five_tuple: FiveTuple) -> tuple[Addr, TcpRelay]:
+        host = self.relay_ips.get(family)
+        if host is None:
+            raise CapacityError(f"no relay address of family {family}")
+        sock = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            span = self.max_port - self.min_port + 1
+            start = self.rng.randrange(span)
+            for i in range(span):
+                try:
+                    sock.bind((host, self.min_port + (start + i) % span))
+                    break
+                except OSError:
+                    continue
+            else:
+                raise CapacityError("relay port range exhausted")
+            sock.listen(64)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        handle = TcpRelay(self.relay, sock, five_tuple)
+        self.relay.loop.add_reader(sock.fileno(), handle.on_accept)
+        self.relay.relay_sockets += 1
+        bound = _host_port(sock.getsockname())
+        return (self.public.get(bound[0], bound[0]), bound[1]), handle
+
     def reserve(self, family: int, port: int) -> socket.socket:
         return self._bind(family, even_port=False, port=port)
 
@@ -304,7 +376,11 @@ class _SocketAllocator:
         self.relay.relay_sockets += 1
         return advertised, handle
 
-    def release(self, handle: _RelaySocket) -> None:
+    def release(self, handle: _RelaySocket | TcpRelay) -> None:
+        if isinstance(handle, TcpRelay):
+            handle.close()
+            self.relay.relay_sockets -= 1
+            return
         try:
             self.relay.loop.remove_reader(handle.sock.fileno())
         finally:
@@ -337,6 +413,8 @@ class RelayServer:
         self.core: TurnServer | None = None
         self.handle_peer_data: Callable[[Allocation, Addr, bytes, float], bytes | None]
         self.connections: dict[FiveTuple, _StreamConnection] = {}
+        self.peer_pipes: dict[int, PeerPipe] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.io_errors = 0
         self.relay_sockets = 0
         self._udp: list[_UdpListener] = []
@@ -426,6 +504,26 @@ class RelayServer:
             raise CapacityError("client connection is gone")
         handle.client_write = conn.write
 
+    def spawn(self, coro: Any) -> None:
+        """Run a background task owned by this server (cancelled by :meth:`close`)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def connect_peer(self, action: ConnectPeer, control: _StreamConnection) -> None:
+        """RFC 6062 Connect: open the peer connection, answer on the control connection."""
+        handle = action.handle
+        ok = isinstance(handle, TcpRelay) and await handle.connect(action)
+        if self.core is None:
+            return
+        response = self.core.connect_result(action.connection_id, ok, time.time())
+        if response is not None:
+            control.write(response)
+        elif ok:
+            pipe = self.peer_pipes.get(action.connection_id)
+            if pipe is not None:
+                pipe.close()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind the listeners (port 0 picks free ports) and start the sweep timer."""
@@ -493,7 +591,10 @@ class RelayServer:
 
     def _sweep(self) -> None:
         if self.core is not None:
-            self.core.sweep(time.time())
+            for cid in self.core.sweep(time.time()):
+                pipe = self.peer_pipes.get(cid)
+                if pipe is not None:
+                    pipe.close()
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def close(self) -> None:
@@ -501,8 +602,12 @@ class RelayServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
         if self.core is not None:
             self.core.close()
+        for pipe in list(self.peer_pipes.values()):
+            pipe.close()
         for listener in self._udp:
             self.loop.remove_reader(listener.sock.fileno())
             listener.sock.close()

@@ -1,0 +1,147 @@
+"""RFC 6062 TCP allocations, the I/O half: relay listeners, peer connections, pipes.
+
+A TCP allocation listens on its relayed address (:class:`TcpRelay`). A peer connecting
+there, or the relay connecting out for a Connect request (from the same address, with
+``SO_REUSEPORT``), yields a :class:`PeerPipe` that stays paused until the client binds a
+data connection to it (ConnectionBind); from then on bytes flow unchanged both ways, with
+back-pressure (a full write buffer pauses the other side's reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from visavis.protocol.turn import ConnectPeer, FiveTuple
+from visavis.protocol.turn.allocation import Addr
+
+if TYPE_CHECKING:
+    from visavis.relay.server import RelayServer
+
+CONNECT_TIMEOUT = 10.0
+
+
+class Pipe(Protocol):
+    transport: asyncio.Transport | None
+
+    def pause_partner(self) -> None: ...
+
+    def resume_partner(self) -> None: ...
+
+
+class PeerPipe(asyncio.Protocol):
+    """The relay's TCP connection to a peer, identified by its CONNECTION-ID."""
+
+    def __init__(self, relay: RelayServer, connection_id: int) -> None:
+        self.relay = relay
+        self.connection_id = connection_id
+        self.transport: asyncio.Transport | None = None
+        self.partner: Any = None  # the client's data connection once bound
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()  # until ConnectionBind
+        self.relay.peer_pipes[self.connection_id] = self
+
+    def data_received(self, data: bytes) -> None:
+        partner = self.partner
+        if partner is not None and partner.transport is not None:
+            partner.transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.peer_pipes.pop(self.connection_id, None)
+        if self.relay.core is not None:
+            self.relay.core.tcp_connection_closed(self.connection_id)
+        partner, self.partner = self.partner, None
+        if partner is not None and partner.transport is not None:
+            partner.transport.close()
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpRelay:
+    """The listening socket of a TCP allocation (the allocation's relay handle)."""
+
+    def __init__(self, relay: RelayServer, sock: socket.socket, five_tuple: FiveTuple) -> None:
+        self.relay = relay
+        self.sock = sock
+        self.five_tuple = five_tuple
+        self.local: Addr = (sock.getsockname()[0], sock.getsockname()[1])
+        self.pipes: set[int] = set()
+
+    def on_accept(self) -> None:
+        try:
+            conn, addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.relay.io_errors += 1
+            return
+        core = self.relay.core
+        got = (
+            core.peer_connected(self.five_tuple, (addr[0], addr[1]), time.time()) if core else None
+        )
+        if got is None:
+            conn.close()
+            return
+        cid, indication = got
+        control = self.relay.connections.get(self.five_tuple)
+        if control is None:
+            conn.close()
+            return
+        control.write(indication)
+        conn.setblocking(False)
+        self.pipes.add(cid)
+        self.relay.spawn(self._adopt(conn, cid))
+
+    async def _adopt(self, conn: socket.socket, cid: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: PeerPipe(self.relay, cid), conn)
+
+    async def connect(self, action: ConnectPeer) -> bool:
+        """Open the Connect request's connection from our relayed address."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.local[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setblocking(False)
+            try:
+                sock.bind(self.local)
+            except OSError:
+                sock.bind((self.local[0], 0))  # the kernel refused the shared port
+            await asyncio.wait_for(loop.sock_connect(sock, action.peer), CONNECT_TIMEOUT)
+            self.pipes.add(action.connection_id)
+            await loop.create_connection(
+                lambda: PeerPipe(self.relay, action.connection_id), sock=sock
+            )
+            return True
+        except (OSError, TimeoutError):
+            sock.close()
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.relay.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        for cid in self.pipes:
+            pipe = self.relay.peer_pipes.get(cid)
+            if pipe is not None:
+                pipe.close()
+        self.pipes.clear()
