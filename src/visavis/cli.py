@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -107,6 +108,10 @@ async def _serve(settings: Settings) -> None:
         raise click.ClickException(
             f"cannot listen: {exc}. Is another visavis running? Pick another port with --port."
         ) from exc
+    # Everything imported and built so far lives as long as the process: keep it out of
+    # the collector's full passes, which otherwise stall every call for ~0.3 s.
+    gc.collect()
+    gc.freeze()
     console.print(f"[bold green]visavis {__version__}[/] running (role {settings.role})")
     console.print(f"  data directory: {settings.data_dir}")
     for name, urls in node.endpoints().items():
