@@ -311,3 +311,42 @@ def test_precedence_flags_over_env_over_toml(
     monkeypatch.setenv("VISAVIS_RELAY__REALM", "env")
     relay = Settings(data_dir=tmp_path, relay={"listening_port": 5000}).relay
     assert (relay.listening_port, relay.realm, relay.min_port) == (5000, "env", 50000)
+
+
+async def test_ipv6_relay_over_ipv4_control(tmp_path: Path) -> None:
+    """RFC 6156: an IPv6 relay requested with REQUESTED-ADDRESS-FAMILY, data to an IPv6
+    peer on ::1 and back; the IPv4-mapped spelling of an allowed address stays refused."""
+    from visavis.protocol.stun import RequestedAddressFamily
+
+    server = RelayServer(
+        make_settings(tmp_path, **{"relay-ip": ["127.0.0.1", "::1"], "allowed-peer-ip": ["::1"]})
+    )
+    await server.start()
+    client = UdpClient(server.ports["udp"])
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        msg = await client.request(
+            Method.ALLOCATE, [RequestedTransport(17), RequestedAddressFamily(0x02)]
+        )
+        assert msg.cls == MessageClass.SUCCESS, code(msg)
+        relayed = msg.get(XorRelayedAddress)
+        assert relayed is not None and str(relayed.ip) == "::1"
+        peer.bind(("::1", 0))
+        peer.setblocking(False)
+        port = peer.getsockname()[1]
+        v4 = XorPeerAddress(ip_address("127.0.0.1"), port)
+        assert code(await client.request(Method.CREATE_PERMISSION, [v4])) == 443
+        bind = await client.request(
+            Method.CHANNEL_BIND, [ChannelNumber(0x4000), XorPeerAddress(ip_address("::1"), port)]
+        )
+        assert bind.cls == MessageClass.SUCCESS
+        client.sock.sendto(encode_channel_data(0x4000, b"six"), client.server)
+        loop = asyncio.get_running_loop()
+        data, src = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 2)
+        assert data == b"six" and src[1] == relayed.port
+        peer.sendto(b"back", ("::1", relayed.port))
+        assert await client.recv() == b"\x40\x00\x00\x04back"
+    finally:
+        peer.close()
+        client.close()
+        await server.close()
