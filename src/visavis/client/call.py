@@ -170,6 +170,7 @@ class Call:
         self._done = asyncio.Event()
         self._recorder: MediaRecorder | None = None
         self._relay: MediaRelay | None = None
+        self._out_relay: MediaRelay | None = None
         self._meter_in = RateMeter()
         self._meter_out = RateMeter()
         self._setup_timer: asyncio.TimerHandle | None = None
@@ -374,7 +375,7 @@ class Call:
             for kind in kinds:
                 track = getattr(self.source, kind)
                 if track is not None:
-                    pc.addTrack(track)
+                    pc.addTrack(self._outgoing(track))
                 else:
                     pc.addTransceiver(kind, direction="recvonly")
         if old is not None:
@@ -387,6 +388,16 @@ class Call:
             with contextlib.suppress(AttributeError):
                 connection = transceiver.sender.transport.transport.iceGatherer._connection
                 set_relay_grace(connection, grace)
+
+    def _outgoing(self, track: MediaStreamTrack) -> MediaStreamTrack:
+        """A proxy of a source track for one peer connection.
+
+        aiortc stops the track a sender was given when that sender stops; a renegotiation
+        (ICE restart) closes the old peer connection, so each one gets its own proxy.
+        """
+        if self._out_relay is None:
+            self._out_relay = MediaRelay()
+        return self._out_relay.subscribe(track, buffered=False)
 
     async def _prepare_offer(self) -> RTCPeerConnection:
         pc = await self._new_pc()
@@ -481,7 +492,7 @@ class Call:
         for kind in ("audio", "video"):
             track = getattr(self.source, kind)
             if track is not None and any(t.kind == kind for t in pc.getTransceivers()):
-                pc.addTrack(track)
+                pc.addTrack(self._outgoing(track))
         self._tune_ice(pc)
         try:
             with host_addresses(self.session.host_addresses):
