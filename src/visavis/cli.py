@@ -17,6 +17,7 @@ from rich.console import Console
 
 from visavis import __version__
 from visavis.config import Settings, load_settings
+from visavis.relay.cli_options import relay_options, relay_overrides
 
 console = Console(stderr=True)
 
@@ -65,18 +66,28 @@ def main() -> None:
 @click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+asyncpg://u@host/db.")
 @click.option("--bus-url", help="memory:// (one process) or redis://host:6379/0.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--metrics-port", type=int, help="Also serve Prometheus /metrics on 127.0.0.1:PORT."
+)
+@relay_options
 def serve(config: Path | None, host: str | None, port: int | None, **flags: Any) -> None:
     """Start visavis and print where each part listens.
 
     With the default role every part runs in this process on embedded defaults, which is
     all a family or a small office needs. Stop with Ctrl-C.
+
+    \b
+    The relay takes coturn's option names, so a coturn setup carries over:
+        visavis serve --role relay --listening-port 3478 --realm example.org \\
+            --external-ip 203.0.113.7 --min-port 49152 --max-port 65535
     """
+    relay = relay_overrides(flags)
     signaling: dict[str, Any] = {}
     if host is not None:
         signaling["host"] = host
     if port is not None:
         signaling["port"] = port
-    settings = _settings(config, **flags)
+    settings = _settings(config, relay=relay or None, **flags)
     if signaling:
         settings.signaling = settings.signaling.model_copy(update=signaling)
     logging.basicConfig(

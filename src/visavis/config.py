@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         "join tokens); generated into data_dir when unset",
     )
     log_level: str = "info"
+    metrics_port: int | None = Field(
+        default=None,
+        description="serve Prometheus /metrics on this port (127.0.0.1); signaling also "
+        "serves every part's metrics at its own /metrics",
+    )
     signaling: SignalingSettings = Field(default_factory=SignalingSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     sfu: SfuSettings = Field(default_factory=SfuSettings)

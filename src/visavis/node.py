@@ -7,6 +7,8 @@ import importlib
 import logging
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from visavis.config import Settings
 from visavis.service import Service
 
@@ -26,6 +28,9 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # One registry for every part: signaling's /metrics (or --metrics-port) shows all.
+        self.registry = CollectorRegistry()
+        self.metrics_server: Any | None = None
         self.services: list[Service] = []
         self.relay: Any | None = None
         self.sfu: Any | None = None
@@ -42,20 +47,27 @@ class Node:
             if self._wants("relay"):
                 relay_cls = _optional("visavis.relay.server", "RelayServer")
                 if relay_cls is not None:
-                    self.relay = relay_cls(settings)
+                    self.relay = relay_cls(settings, metrics_registry=self.registry)
                     await self._start(self.relay)
             if self._wants("sfu"):
                 sfu_cls = _optional("visavis.sfu.server", "SfuServer")
                 if sfu_cls is not None:
-                    self.sfu = sfu_cls(settings)
+                    self.sfu = sfu_cls(settings, metrics_registry=self.registry)
                     await self._start(self.sfu)
             if self._wants("signaling"):
                 from visavis.signaling.server import SignalingServer
 
                 self.signaling = SignalingServer(
-                    settings, ice_urls=self._ice_urls, sfu_url=self._sfu_url
+                    settings,
+                    ice_urls=self._ice_urls,
+                    sfu_url=self._sfu_url,
+                    metrics_registry=self.registry,
                 )
                 await self._start(self.signaling)
+            if settings.metrics_port is not None:
+                self.metrics_server, _ = start_http_server(
+                    settings.metrics_port, addr="127.0.0.1", registry=self.registry
+                )
         except BaseException:
             await self.close()
             raise
@@ -79,10 +91,16 @@ class Node:
         return None
 
     async def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server = None
         while self.services:
             service = self.services.pop()
             with contextlib.suppress(Exception):
                 await service.close()
 
     def endpoints(self) -> dict[str, list[str]]:
-        return {s.name: s.endpoints() for s in self.services}
+        found = {s.name: s.endpoints() for s in self.services}
+        if self.metrics_server is not None:
+            found["metrics"] = [f"http://127.0.0.1:{self.metrics_server.server_port}/metrics"]
+        return found

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from visavis.bus import open_bus
 from visavis.bus.base import Bus
@@ -55,6 +56,7 @@ class SignalingServer:
         clock: Clock | None = None,
         ice_urls: Callable[[], list[str]] | None = None,
         sfu_url: Callable[[], str | None] | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -63,7 +65,7 @@ class SignalingServer:
         self._owns = (store is None, bus is None)
         self._ice_urls = ice_urls or (lambda: list(settings.signaling.turn_urls))
         self._sfu_url = sfu_url or (lambda: settings.sfu.public_url)
-        self.metrics = SignalingMetrics()
+        self.metrics = SignalingMetrics(metrics_registry)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0

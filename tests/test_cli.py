@@ -1,0 +1,90 @@
+"""The `visavis` command as an operator uses it: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+VISAVIS = [sys.executable, "-m", "visavis.cli"]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISAVIS_")}
+    return {**env, "VISAVIS_DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def test_help_teaches() -> None:
+    out = subprocess.run([*VISAVIS, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "visavis serve" in out and "visavis config" in out
+    serve = subprocess.run(
+        [*VISAVIS, "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in ("--role", "--listening-port", "--static-auth-secret", "--denied-peer-ip"):
+        assert flag in serve
+
+
+def test_config_prints_effective_values_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "visavis.toml"
+    config.write_text('shared_secret = "hunter2-very-secret"\n[signaling]\nring_timeout = 45\n')
+    out = subprocess.run(
+        [*VISAVIS, "config", "--config", str(config)],
+        capture_output=True, text=True, check=True,
+        env=env_for(tmp_path, VISAVIS_SIGNALING__PORT="9999"),
+    ).stdout
+    assert "ring_timeout = 45.0" in out
+    assert "port = 9999" in out
+    assert "hunter2" not in out and 'shared_secret = "**********"' in out
+    bad = subprocess.run(
+        [*VISAVIS, "config", "--config", str(tmp_path / "missing.toml")],
+        capture_output=True, text=True, env=env_for(tmp_path),
+    )
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port, metrics = free_port(), free_port()
+    relay_port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen(
+        [*VISAVIS, "serve", "--port", str(port), "--metrics-port", str(metrics),
+         "--listening-port", str(relay_port), "--realm", "example.org", "--no-tls"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env_for(tmp_path, VISAVIS_SFU__PORT="0", VISAVIS_SFU__MEDIA_PORT="0"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "visavis serve did not become ready"
+            time.sleep(0.2)
+        text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+        assert "visavis_ws_connections" in text  # signaling
+        assert "visavis_relay" in text  # relay, same registry
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert f"http://127.0.0.1:{port}" in out
+        assert f"turn:127.0.0.1:{relay_port}?transport=udp" in out
+        assert "sfu" in out and "stopping" in out
+        assert (tmp_path / "data" / "visavis.sqlite3").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
