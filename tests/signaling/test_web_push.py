@@ -124,7 +124,12 @@ async def test_a_disconnected_device_is_woken_by_web_push(tmp_path: Path) -> Non
             # Woken, the phone connects and finds the ring waiting.
             await bob_asleep.connect()
             assert (await bob_asleep.expect("call.incoming"))["call_id"] == call_id
-            metrics = (await c.http.get(f"{c.url}/metrics")).text
+            # The sender counts the push once the push service has answered.
+            for _ in range(50):
+                metrics = (await c.http.get(f"{c.url}/metrics")).text
+                if 'visavis_web_push_total{outcome="sent"} 1.0' in metrics:
+                    break
+                await asyncio.sleep(0.1)
             assert 'visavis_web_push_total{outcome="sent"} 1.0' in metrics
     finally:
         await push.close()

@@ -12,7 +12,7 @@ these models (``python -m visavis.signaling.protocol_doc``) and a test keeps the
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -395,10 +395,11 @@ class ErrorOut(Model):
     message: str
 
 
-CLIENT_TYPES = frozenset(
-    t.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for t in (
-        Hello, Ping, Ack, CallInvite, CallAnswer, CallDecline, CallCancel, CallLeave,
-        CallAdd, CallRingAgain, CallSignal, CallHandoff,
-    )
-)
+def _members(union: object) -> tuple[type[Model], ...]:
+    """The models of an ``Annotated[A | B | ..., Field(discriminator=...)]`` union."""
+    return get_args(get_args(union)[0])
+
+
+CLIENT_MODELS = _members(ClientMessage)
+SERVER_MODELS = _members(ServerMessage)
+CLIENT_TYPES = frozenset(get_args(m.model_fields["type"].annotation)[0] for m in CLIENT_MODELS)
