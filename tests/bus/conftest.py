@@ -5,20 +5,17 @@ never FLUSHDB, CI's Redis is shared)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
+from tests.services import REDIS_URL, delete_redis_prefix
 from visavis.bus.base import Bus
 from visavis.bus.memory import MemoryBus
 from visavis.bus.redis import RedisBus
-
-REDIS_URL = os.environ.get("VISAVIS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 class FakeClock:
@@ -67,16 +64,6 @@ class Backend:
         return bus
 
 
-async def _delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
@@ -92,7 +79,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         for bus in [backend.bus, *backend.extra]:
             await bus.close()
         if backend.prefix:
-            await _delete_prefix(backend.prefix)
+            await delete_redis_prefix(backend.prefix)
 
 
 @pytest.fixture
