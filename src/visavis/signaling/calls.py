@@ -57,6 +57,19 @@ RoomJoin = Callable[[Call, User, str], m.CallRoom]
 PushRing = Callable[[Sequence[Device], m.CallIncoming], Awaitable[None]]
 
 
+def _ringing(call_id: str, user_id: str, inviter: str, now: float, deadline: float) -> Participant:
+    """A newly invited callee, ringing until ``deadline``."""
+    return Participant(
+        call_id=call_id,
+        user_id=user_id,
+        role="callee",
+        state="ringing",
+        invited_at=now,
+        invited_by=inviter,
+        ring_deadline=deadline,
+    )
+
+
 class CallService:
     def __init__(
         self,
@@ -177,18 +190,7 @@ class CallService:
                 device_id=device.id,
                 joined_at=now,
             ),
-            *(
-                Participant(
-                    call_id=call_id,
-                    user_id=c.id,
-                    role="callee",
-                    state="ringing",
-                    invited_at=now,
-                    invited_by=user.id,
-                    ring_deadline=deadline,
-                )
-                for c in callees
-            ),
+            *(_ringing(call_id, c.id, user.id, now, deadline) for c in callees),
         ]
         await self.store.create_call(call, participants)
         self.metrics.calls_started.labels("group" if group else "1:1").inc()
@@ -378,18 +380,7 @@ class CallService:
         now = self.clock.now()
         deadline = now + self.ring_timeout
         await self.store.add_participants(
-            [
-                Participant(
-                    call_id=call.id,
-                    user_id=u.id,
-                    role="callee",
-                    state="ringing",
-                    invited_at=now,
-                    invited_by=user.id,
-                    ring_deadline=deadline,
-                )
-                for u in new
-            ]
+            [_ringing(call.id, u.id, user.id, now, deadline) for u in new]
         )
         for u in again:
             await self.store.update_participant(
@@ -444,9 +435,7 @@ class CallService:
         ):
             raise SignalingError("not_in_call", "you left the call meanwhile")
         if mine.device_id:
-            await self.hub.deliver(
-                [mine.device_id], m.CallEnded(call_id=call.id, reason="handoff")
-            )
+            await self.hub.deliver([mine.device_id], m.CallEnded(call_id=call.id, reason="handoff"))
         info = await self._info([user.id])
         await self.hub.deliver(
             self._in_call_devices(participants, exclude=mine.device_id),
@@ -520,7 +509,10 @@ class CallService:
         for p in await self.store.get_participants(call_id):
             if p.state == "ringing":
                 await self.store.update_participant(
-                    call_id, p.user_id, only_if_state=RINGING, state="cancelled",
+                    call_id,
+                    p.user_id,
+                    only_if_state=RINGING,
+                    state="cancelled",
                     ring_deadline=None,
                 )
                 devices = await self._devices_of(p.user_id)
@@ -566,7 +558,10 @@ class CallService:
         count = 0
         for p in await self.store.expired_rings(self.clock.now()):
             if not await self.store.update_participant(
-                p.call_id, p.user_id, only_if_state=RINGING, state="missed",
+                p.call_id,
+                p.user_id,
+                only_if_state=RINGING,
+                state="missed",
                 ring_deadline=None,
             ):
                 continue
