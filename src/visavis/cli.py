@@ -35,8 +35,9 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Quick start: 'visavis serve', then open the printed URL. Every setting is also "
-    "an environment variable: VISAVIS_SIGNALING__PORT=9000, VISAVIS_BUS_URL=redis://...",
+    epilog="Quick start: 'visavis serve' in one terminal; 'visavis answer' and 'visavis call "
+    "HANDLE' in others. Every setting is also an environment variable: "
+    "VISAVIS_SIGNALING__PORT=9000, VISAVIS_BUS_URL=redis://...",
 )
 @click.version_option(__version__, prog_name="visavis")
 def main() -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
@@ -32,6 +32,17 @@ from visavis.store.base import Device, HandleTaken, Store, User
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+LANDING = """<!doctype html><html lang="en"><meta charset="utf-8"><title>visavis</title>
+<body style="font-family:system-ui;max-width:40em;margin:3em auto;line-height:1.5">
+<h1>visavis is running</h1>
+<p>This is the signaling service of a self-hosted video calling system.</p>
+<ul>
+<li><a href="/docs">REST API</a> (OpenAPI) &middot; device WebSocket at <code>/ws</code></li>
+<li>Health: <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
+<a href="/metrics">/metrics</a></li>
+<li>Call from a terminal: <code>visavis call someone@example.com --server URL</code></li>
+</ul></body></html>
+"""
 # WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
@@ -116,6 +127,11 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.code).inc()
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @app.get("/", include_in_schema=False)
+    async def landing() -> HTMLResponse:
+        """What this server is and where to go next (the browser client is not built yet)."""
+        return HTMLResponse(LANDING)
 
     # -- health --------------------------------------------------------------------
     @app.get("/healthz", include_in_schema=False)
