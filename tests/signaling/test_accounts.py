@@ -20,7 +20,8 @@ async def test_signup_login_and_handles(tmp_path: Path) -> None:
         bad = await c.http.post(
             f"{c.url}/api/signup", json={"handle": "alice", "password": "x" * 10}
         )
-        assert bad.status_code == 422
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+        assert bad.json()["message"].startswith("handle:")
         short = await c.http.post(
             f"{c.url}/api/signup", json={"handle": "b@example.com", "password": "short"}
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -127,6 +128,15 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.code).inc()
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        ctx.metrics.rejected.labels("invalid_request").inc()
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        return JSONResponse(
+            {"code": "invalid_request", "message": f"{where}: {first['msg']}"}, status_code=422
+        )
 
     @app.get("/", include_in_schema=False)
     async def landing() -> HTMLResponse:
