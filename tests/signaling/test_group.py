@@ -67,6 +67,22 @@ async def test_group_call_rings_everyone_and_hands_out_room_tokens(tmp_path: Pat
         await dave.ok("call.answer", call_id=call_id)
         await dave.expect("call.room")
 
+        # A device in the call can renew its short-lived SFU token; others cannot get one.
+        c.advance(300)
+        renewed = await c.http.post(
+            f"{c.url}/api/calls/{call_id}/room",
+            headers={"Authorization": f"Bearer {bob_laptop.token}"},
+        )
+        assert renewed.status_code == 200
+        claims = verify_token("test-secret", renewed.json()["token"], now=c.clock.now())
+        assert claims["device"] == bob_laptop.device_id
+        for outsider in (bob_phone, carol):
+            refused = await c.http.post(
+                f"{c.url}/api/calls/{call_id}/room",
+                headers={"Authorization": f"Bearer {outsider.token}"},
+            )
+            assert refused.status_code == 403 and refused.json()["code"] == "not_in_call"
+
         # Alice leaves; bob and dave go on.
         await alice.ok("call.leave", call_id=call_id)
         await bob_laptop.expect("call.participant", state="left")

@@ -273,6 +273,12 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         users = await ctx.directory.users({p.user_id for p in participants})
         return history_entry(user.id, call, participants, users)
 
+    @app.post("/api/calls/{call_id}/room", response_model=m.CallRoom)
+    async def refresh_room(call_id: str, auth: Auth) -> m.CallRoom:
+        """A new SFU join token for this device, while it is in the group call."""
+        user, device = auth
+        return await ctx.calls.room(user, device, call_id)
+
     # -- the device WebSocket ------------------------------------------------------
 
     @app.websocket("/ws")

@@ -366,6 +366,13 @@ class CallService:
             raise SignalingError("call_ended", "this call has ended")
         return call, participants
 
+    async def room(self, user: User, device: Device, call_id: str) -> m.CallRoom:
+        """A fresh SFU join token for a device in a group call (tokens are short-lived)."""
+        call, _ = await self._require_in_call(user, device, call_id)
+        if call.topology != "sfu":
+            raise SignalingError("not_group", "this 1:1 call is peer to peer: no room to join")
+        return self.room_join(call, user, device.id)
+
     async def add(self, user: User, device: Device, msg: m.CallAdd) -> None:
         call, participants = await self._require_in_call(user, device, msg.call_id)
         users = await self._resolve(msg.handles, user)

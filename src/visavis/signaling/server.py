@@ -27,7 +27,9 @@ from visavis.tokens import sign_token
 
 log = logging.getLogger(__name__)
 
-ROOM_TOKEN_TTL = 3600.0
+# The SFU checks a token when a device joins; a device still in the call gets a fresh one
+# from POST /api/calls/{id}/room, so a leaked or left-behind token is soon worthless.
+ROOM_TOKEN_TTL = 120.0
 
 
 class _QuietServer(uvicorn.Server):
