@@ -48,7 +48,15 @@ from av import AudioFrame, VideoFrame
 
 from visavis.client.errors import CallFailed, ClientError, RequestError
 from visavis.client.ice import host_addresses, set_relay_grace
-from visavis.client.media import MediaSource, latency_ms, read_stamp
+from visavis.client.latency import (
+    ReceiveProbe,
+    SendProbe,
+    StageTimes,
+    now_ms,
+    probe_receivers,
+    tune_receivers,
+)
+from visavis.client.media import MediaSource, TestPatternTrack, latency_ms, read_stamp
 from visavis.client.stats import CallStats, MediaCounters, Path, RateMeter, median
 from visavis.signaling import messages as m
 
@@ -175,6 +183,9 @@ class Call:
         self._meter_out = RateMeter()
         self._setup_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self.stage_times = StageTimes()
+        self.last_media_at: float | None = None  # monotonic time of the last decoded frame
+        self._probes: dict[Any, ReceiveProbe] = {}
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.peer} {self.state}>"
@@ -361,6 +372,7 @@ class Call:
         self._pc = pc
         self.path = None
         self._connected.clear()
+        self._probes = {}
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -375,7 +387,7 @@ class Call:
             for kind in kinds:
                 track = getattr(self.source, kind)
                 if track is not None:
-                    pc.addTrack(self._outgoing(track))
+                    self._add_track(pc, track)
                 else:
                     pc.addTransceiver(kind, direction="recvonly")
         if old is not None:
@@ -383,11 +395,29 @@ class Call:
         return pc
 
     def _tune_ice(self, pc: RTCPeerConnection) -> None:
+        if self.session.marker_jitter_buffer:
+            tune_receivers(pc)  # before any packet arrives: see visavis.client.latency
+        for receiver, probe in probe_receivers(pc, self.stage_times, skip=self._probes).items():
+            self._probes[receiver] = probe
         grace = self.session.relay_grace
         for transceiver in pc.getTransceivers():
             with contextlib.suppress(AttributeError):
                 connection = transceiver.sender.transport.transport.iceGatherer._connection
                 set_relay_grace(connection, grace)
+
+    def _add_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        outgoing = self._outgoing(track)
+        if isinstance(track, TestPatternTrack):
+            outgoing = SendProbe(outgoing, self.stage_times)  # times queueing and encoding
+        sender = pc.addTrack(outgoing)
+        if isinstance(outgoing, SendProbe):
+            outgoing.sender = sender
+
+    def latency_stages(self) -> dict[str, float]:
+        """Median milliseconds per pipeline stage of stamped video frames (both directions
+        as seen from this device: ``queue``/``encode`` of what we send, the rest of what we
+        receive); see :mod:`visavis.client.latency`."""
+        return self.stage_times.medians()
 
     def _outgoing(self, track: MediaStreamTrack) -> MediaStreamTrack:
         """A proxy of a source track for one peer connection.
@@ -492,7 +522,7 @@ class Call:
         for kind in ("audio", "video"):
             track = getattr(self.source, kind)
             if track is not None and any(t.kind == kind for t in pc.getTransceivers()):
-                pc.addTrack(self._outgoing(track))
+                self._add_track(pc, track)
         self._tune_ice(pc)
         try:
             with host_addresses(self.session.host_addresses):
@@ -524,15 +554,26 @@ class Call:
             assert self._recorder is not None
             self._recorder.addTrack(self._relay.subscribe(track, buffered=False))
             source = self._relay.subscribe(track, buffered=False)
-        self._readers.append(self._spawn(self._read_track(pc, source)))
+        self._readers.append(self._spawn(self._read_track(pc, source, track)))
 
-    async def _read_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+    def _probe_of(self, track: MediaStreamTrack) -> ReceiveProbe | None:
+        for receiver, probe in self._probes.items():
+            if getattr(receiver, "track", None) is track:
+                return probe
+        return None
+
+    async def _read_track(
+        self, pc: RTCPeerConnection, track: MediaStreamTrack, remote: MediaStreamTrack
+    ) -> None:
         counters = self.received
+        probe: ReceiveProbe | None = None
         while pc is self._pc or self._pc is None:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            read_ms = now_ms()
+            self.last_media_at = time.monotonic()
             if isinstance(frame, VideoFrame):
                 counters.video_frames += 1
                 counters.width, counters.height = frame.width, frame.height
@@ -541,6 +582,9 @@ class Call:
                 stamp = read_stamp(frame)
                 if stamp is not None:
                     counters.note_latency(latency_ms(stamp))
+                    probe = probe or self._probe_of(remote)
+                    if probe is not None:
+                        probe.stages(frame, stamp.sent_ms, read_ms)
                 if self.on_frame is not None:
                     self.on_frame("video", frame)
             else:

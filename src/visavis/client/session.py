@@ -143,6 +143,11 @@ class Session:
     :param setup_timeout: seconds from answer to a working media path before a call fails.
     :param relay_grace: seconds a controlling ICE agent holds back checks on relay pairs so
         that a working direct path wins (see :mod:`visavis.client.ice`); 0 disables it.
+    :param marker_jitter_buffer: complete received video frames on their RTP marker bit
+        instead of when the next frame starts (saves one frame interval of latency, see
+        :mod:`visavis.client.latency`); False keeps aiortc's buffer as it is.
+    :param media_timeout: seconds without any packet from the peer on a connected call
+        before it counts as a broken path and is renegotiated (ICE restart); 0 disables.
     """
 
     def __init__(
@@ -156,6 +161,8 @@ class Session:
         setup_timeout: float = 20.0,
         relay_grace: float = 1.0,
         reconnect: bool = True,
+        marker_jitter_buffer: bool = True,
+        media_timeout: float = 3.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -164,6 +171,8 @@ class Session:
         self.ice_transport_policy = ice_transport_policy
         self.setup_timeout = setup_timeout
         self.relay_grace = relay_grace
+        self.marker_jitter_buffer = marker_jitter_buffer
+        self.media_timeout = media_timeout
         self.reconnect = reconnect
         self.welcome: m.Welcome | None = None
         self.calls: dict[str, Call] = {}
