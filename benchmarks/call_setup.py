@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from tests.netlab.lab import Lab  # noqa: E402
 from tests.netlab.runner import NatLab, build  # noqa: E402
 
+from visavis.client.latency import STAGES  # noqa: E402
 from visavis.client.stats import Path as IcePath  # noqa: E402
 from visavis.client.stats import combined_kind  # noqa: E402
 
@@ -60,14 +61,15 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_row(natlab: NatLab, name: str, a_lan: str, b_lan: str, expected: str, calls: int,
-            seconds: float) -> dict[str, Any]:
+            seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     caller, callee = natlab.clients(a_lan)[0], natlab.clients(b_lan)[-1]
     a, b = natlab.run_pair(
         caller, callee, calls=calls, within=60 + calls * (seconds + 15),
-        extra=("--size", "320x240", "--seconds", str(seconds), "--frames", "1"),
+        extra=("--size", "320x240", "--seconds", str(seconds), "--frames", "1", *extra),
     )
     by_id = {r["call_id"]: r for r in b.records}
     callee_ms, caller_ms, connect_ms, latencies, kinds = [], [], [], [], []
+    stages: dict[str, list[float]] = {s: [] for s in STAGES}
     for record in a.records:
         other = by_id.get(record["call_id"])
         if other is None:
@@ -77,6 +79,9 @@ def run_row(natlab: NatLab, name: str, a_lan: str, b_lan: str, expected: str, ca
         callee_ms.append(1000 * (other["first_frame_at"] - start))
         connect_ms.append(1000 * (record["connected_at"] - start))
         latencies += record["latencies_ms"] + other["latencies_ms"]
+        for side in (record, other):
+            for stage, value in (side.get("stages") or {}).items():
+                stages.setdefault(stage, []).append(value)
         kinds.append(combined_kind(IcePath(**record["path"]), IcePath(**other["path"])))
     return {
         "row": name,
@@ -92,6 +97,7 @@ def run_row(natlab: NatLab, name: str, a_lan: str, b_lan: str, expected: str, ca
         "lat_p50": pct(latencies, 0.5),
         "lat_p99": pct(latencies, 0.99),
         "lat_n": len(latencies),
+        "stages": {k: statistics.median(v) for k, v in stages.items() if v},
         "rtt": statistics.median([r["rtt_ms"] for r in a.records if r.get("rtt_ms")] or [0.0]),
         "loss": statistics.mean([r["loss"] for r in a.records + b.records] or [0.0]),
     }
@@ -117,6 +123,16 @@ def show(rows: list[dict[str, Any]]) -> None:
             print(f"    error: {error}")
     print("(setup times are from just before call.invite; p50/p99 over the calls; latency is "
           "capture-to-decode of stamped frames, both directions; rtt from RTCP)")
+    print("\nwhere the latency goes (ms; per call and side the median of each stage, then the "
+          "median of those):")
+    print(f"{'path':<13} " + " ".join(f"{s:>15}" for s in STAGES))
+    for r in rows:
+        print(f"{r['row']:<13} " + " ".join(
+            f"{r['stages'][s]:>15.1f}" if s in r["stages"] else f"{'-':>15}" for s in STAGES))
+    print("(queue: capture to the sender pulling the frame; encode: the encoder call; "
+          "to_first_packet: capture to the first RTP packet at the receiver; transfer: first "
+          "to last packet; jitter_wait: last packet to the jitter buffer releasing the frame; "
+          "decode: release to the decoded frame in our hands; see visavis/client/latency.py)")
 
 
 def main() -> None:
@@ -129,19 +145,28 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.02, help="loss per router (0.02 = 2%%)")
     parser.add_argument("--rate", default="2mbit", help="rate limit per router link")
     parser.add_argument("--no-netem", action="store_true", help="skip the bad-network rows")
+    parser.add_argument("--aiortc-jitter-buffer", action="store_true",
+                        help="keep aiortc's video jitter buffer (the before figures)")
+    parser.add_argument("--rows", default="", help="comma-separated row names to run")
     args = parser.parse_args()
     calls = 3 if args.quick else args.calls
+    extra = ("--aiortc-jitter-buffer",) if args.aiortc_jitter_buffer else ()
+    wanted = {r for r in args.rows.split(",") if r}
     with tempfile.TemporaryDirectory(prefix="visavis-bench-") as tmp, Lab() as lab:
         natlab = build(lab, Path(tmp))
-        rows = [run_row(natlab, *row, calls, args.seconds) for row in ROWS]
-        print(f"\n== clean network, {calls} calls per row, 320x240 test pattern at 15 fps")
+        rows = [run_row(natlab, *row, calls, args.seconds, extra) for row in ROWS
+                if not wanted or row[0] in wanted]
+        buffer = "aiortc's" if args.aiortc_jitter_buffer else "marker-bit"
+        print(f"\n== clean network, {calls} calls per row, 320x240 test pattern at 15 fps, "
+              f"{buffer} video jitter buffer")
         show(rows)
         if not args.no_netem:
             applied = ""
             for lan in ("cone1", "cone2", "sym1", "sym2"):
                 applied = lab.impair(lan, delay_ms=args.delay, jitter_ms=args.jitter,
                                      loss=args.loss, rate=args.rate)
-            bad = [run_row(natlab, *row, calls, args.seconds) for row in NETEM_ROWS]
+            bad = [run_row(natlab, *row, calls, args.seconds, extra) for row in NETEM_ROWS
+                   if not wanted or row[0] in wanted]
             print(f"\n== bad network on each NAT router: {applied}")
             show(bad)
 

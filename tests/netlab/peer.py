@@ -50,6 +50,8 @@ async def report(call: Call, args: argparse.Namespace, invited_at: float | None)
         rtt_ms=stats.rtt_ms,
         loss=stats.loss_fraction,
         bitrate_in=stats.bitrate_in_bps,
+        stages=call.latency_stages(),
+        restarts=call.restarts,
     )
 
 
@@ -57,7 +59,7 @@ async def run(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.split("x"))
     session = await Session.login(
         args.server, args.me, PASSWORD, signup=True, device_name=args.role,
-        setup_timeout=args.setup_timeout,
+        setup_timeout=args.setup_timeout, marker_jitter_buffer=not args.aiortc_jitter_buffer,
     )
     emit(event="ready", udp_ok=session.udp_ok, ice=[s.urls for s in session.rtc_ice_servers()])
     try:
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--setup-timeout", type=float, default=25.0)
     parser.add_argument("--wait", type=float, default=60.0)
+    parser.add_argument("--aiortc-jitter-buffer", action="store_true",
+                        help="keep aiortc's video jitter buffer (frames wait for the next one)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -17,9 +17,15 @@ sees ``call.ended`` and fails too, and both can place the next call at once.
 
 ICE restart: aiortc cannot restart ICE inside a peer connection, so :meth:`Call.restart_ice`
 renegotiates the call on a fresh peer connection (new ICE credentials, new candidates);
-the callee replaces its peer connection when a new offer arrives. The caller does this by
-itself when the path fails after having worked, and when the device connection comes back
-while media is down (a network change).
+the other side replaces its peer connection when the new offer arrives. Either side does
+this by itself when the path breaks after having worked: ICE ``failed``, or no packet at
+all from the peer for ``Session(media_timeout=3)`` seconds (a network change: aioice's
+consent checks would take ~30 s to notice, and it accepts media from any address, so
+often only one side stops receiving). If both offer at once, the caller's offer wins (the
+callee drops its own and answers, as the "polite" peer of WebRTC's perfect negotiation).
+Descriptions and candidates that could not be sent because the device connection dropped
+(the same network change usually kills it) are sent again once it is back; duplicates
+(same ICE ufrag) and candidates of a superseded description are ignored.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
-from visavis.client.errors import CallFailed, ClientError, RequestError
+from visavis.client.errors import CallFailed, ClientError, NotConnected, RequestError
 from visavis.client.ice import host_addresses, set_relay_grace
 from visavis.client.latency import (
     ReceiveProbe,
@@ -79,6 +85,7 @@ FAILURE_REASONS: dict[str, str] = {
     "local_error": "this device could not set up media",
 }
 RESTART_LIMIT = 3
+SEND_ATTEMPTS = 4
 PEER_GONE_CODES = frozenset({"no_peer", "not_in_call", "call_ended", "call_not_found"})
 
 CallState = Literal["ringing", "connecting", "connected", "reconnecting", "ended", "failed"]
@@ -104,6 +111,27 @@ def strip_candidates(sdp: str) -> tuple[str, list[str]]:
         elif line != "a=end-of-candidates":
             keep.append(line)
     return "\r\n".join(keep) + "\r\n", candidates
+
+
+def ice_ufrag(sdp: str | None) -> str | None:
+    """The first ``a=ice-ufrag`` of an SDP (which peer connection it describes)."""
+    for line in (sdp or "").splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return line[len("a=ice-ufrag:"):].strip()
+    return None
+
+
+def rx_packets(pc: RTCPeerConnection) -> int:
+    """Packets (DTLS, SRTP, SRTCP) received so far on ``pc``'s transports."""
+    total = 0
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        transport = getattr(transceiver.receiver, "transport", None)
+        if transport is None or id(transport) in seen:
+            continue
+        seen.add(id(transport))
+        total += int(getattr(transport, "_RTCDtlsTransport__rx_packets", 0))
+    return total
 
 
 def parse_candidate(value: m.IceCandidate) -> RTCIceCandidate | None:
@@ -169,6 +197,7 @@ class Call:
         self.answered_at: float | None = None
         self.connected_at: float | None = None
         self.restarts = 0
+        self.media_timeouts = 0
         self._pc: RTCPeerConnection | None = None
         self._signals: asyncio.Queue[m.CallSignalEvent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -186,6 +215,7 @@ class Call:
         self.stage_times = StageTimes()
         self.last_media_at: float | None = None  # monotonic time of the last decoded frame
         self._probes: dict[Any, ReceiveProbe] = {}
+        self._seen_candidates: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.peer} {self.state}>"
@@ -249,16 +279,52 @@ class Call:
     async def restart_ice(self) -> None:
         """Renegotiate on a fresh peer connection (new ICE credentials and candidates).
 
-        Only the caller's device offers; on the callee's device this does nothing: the
-        caller restarts when it sees the path fail.
+        Either side may; if both offer at once, the caller's offer wins.
         """
-        if self.direction != "outgoing" or self.ended or self.remote_device is None:
+        if self.ended or self.remote_device is None or self._pc is None:
             return
         self.restarts += 1
         self._set_state("reconnecting")
         self._arm_setup_timer()
-        pc = await self._new_pc()
+        pc = await self._new_pc(offering=True)
         await self._send_offer(pc)
+
+    async def _path_lost(self, detail: str) -> None:
+        if self.ended:
+            return
+        if self.restarts >= RESTART_LIMIT:
+            await self._fail("media_lost", f"{detail}; path lost after {self.restarts} restarts")
+            return
+        log.info("call %s: %s: restarting ICE", self.id, detail)
+        await self.restart_ice()
+
+    async def _watch_media(self) -> None:
+        """Restart ICE when a connected call receives nothing from the peer for a while.
+
+        Armed only when packets are due: we send media (the peer's receiver reports on it
+        over RTCP at least every 1.5 s) or we have received media.
+        """
+        timeout = self.session.media_timeout
+        if timeout <= 0:
+            return
+        watched: RTCPeerConnection | None = None
+        last_count, last_change = -1, 0.0
+        while not self.ended:
+            await asyncio.sleep(min(0.5, timeout / 4))
+            pc = self._pc
+            if pc is None or self.state != "connected" or pc.connectionState != "connected":
+                watched = None
+                continue
+            count, now = rx_packets(pc), time.monotonic()
+            if pc is not watched or count != last_count:
+                watched, last_count, last_change = pc, count, now
+                continue
+            sending = self.source.audio is not None or self.source.video is not None
+            if now - last_change < timeout or not (sending or self.last_media_at is not None):
+                continue
+            watched = None
+            self.media_timeouts += 1
+            await self._path_lost(f"no packet from the peer for {now - last_change:.1f} s")
 
     async def stats(self) -> CallStats:
         """Live figures: path, RTT, bitrates, loss, frames decoded, resolution, latency."""
@@ -327,7 +393,7 @@ class Call:
     def _device_reconnected(self) -> None:
         pc = self._pc
         if (
-            self.state in ("connected", "reconnecting")
+            self.state == "connected"  # "reconnecting": a renegotiation is under way already
             and pc is not None
             and pc.connectionState != "connected"
             and self.restarts < RESTART_LIMIT
@@ -337,12 +403,14 @@ class Call:
     def _start_outgoing(self) -> None:
         self._offer_ready = self._spawn(self._prepare_offer())
         self._spawn(self._process_signals())
+        self._spawn(self._watch_media())
 
     def _start_incoming(self) -> None:
         self.answered_at = time.time()
         self._set_state("connecting")
         self._arm_setup_timer()
         self._spawn(self._process_signals())
+        self._spawn(self._watch_media())
 
     def _answered(self, device_id: str) -> None:
         if self.remote_device is not None:
@@ -366,13 +434,14 @@ class Call:
             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         )
 
-    async def _new_pc(self) -> RTCPeerConnection:
+    async def _new_pc(self, offering: bool) -> RTCPeerConnection:
         old = self._pc
         pc = RTCPeerConnection(self._configuration())
         self._pc = pc
         self.path = None
         self._connected.clear()
         self._probes = {}
+        self._seen_candidates = set()
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -382,7 +451,7 @@ class Call:
         def on_state() -> None:
             self._spawn(self._pc_state(pc))
 
-        if self.direction == "outgoing":
+        if offering:
             kinds = ["audio", "video"] if self.media_kind == "video" else ["audio"]
             for kind in kinds:
                 track = getattr(self.source, kind)
@@ -430,7 +499,7 @@ class Call:
         return self._out_relay.subscribe(track, buffered=False)
 
     async def _prepare_offer(self) -> RTCPeerConnection:
-        pc = await self._new_pc()
+        pc = await self._new_pc(offering=True)
         self._tune_ice(pc)
         with host_addresses(self.session.host_addresses):
             await pc.setLocalDescription(await pc.createOffer())
@@ -461,16 +530,29 @@ class Call:
         mid = next(
             (t.mid for t in pc.getTransceivers() if t.mid is not None), "0"
         )
-        try:
+        ufrag = ice_ufrag(sdp)
+
+        async def send_all() -> None:
             await self.session.send_signal(self.id, description={"type": local.type, "sdp": sdp})
-            for line in candidates:
+            for line in [*candidates, ""]:
                 await self.session.send_signal(
                     self.id,
-                    candidate={"candidate": line, "sdpMid": mid, "sdpMLineIndex": 0},
+                    candidate={"candidate": line, "sdpMid": mid, "sdpMLineIndex": 0,
+                               "usernameFragment": ufrag},
                 )
-            await self.session.send_signal(
-                self.id, candidate={"candidate": "", "sdpMid": mid, "sdpMLineIndex": 0}
-            )
+
+        try:
+            for attempt in range(SEND_ATTEMPTS):
+                try:
+                    await send_all()
+                    return
+                except NotConnected:
+                    # The device connection dropped (often the same network change that
+                    # broke the media path): send everything again once it is back.
+                    if attempt == SEND_ATTEMPTS - 1 or not await self._signaling_back():
+                        raise
+                    if self.ended or pc is not self._pc:
+                        return
         except RequestError as exc:
             if exc.code in PEER_GONE_CODES:
                 await asyncio.sleep(0.5)  # let the call.ended that caused it arrive first
@@ -481,6 +563,16 @@ class Call:
         except ClientError as exc:
             if not self.ended:
                 await self._fail("signaling_error", f"cannot send our description: {exc}")
+
+    async def _signaling_back(self) -> bool:
+        """Wait (up to the setup timeout) for a new device connection after a drop."""
+        dead = self.session._ws
+        deadline = time.monotonic() + self.setup_timeout
+        while time.monotonic() < deadline and not self.ended:
+            await asyncio.sleep(0.1)
+            if self.session.connected and self.session._ws is not dead:
+                return True
+        return False
 
     async def _process_signals(self) -> None:
         while not self.ended:
@@ -495,13 +587,15 @@ class Call:
                 return
 
     async def _on_description(self, description: m.SessionDescription) -> None:
-        expected = "answer" if self.direction == "outgoing" else "offer"
-        if description.type != expected:
-            raise CallFailed("bad_sdp", f"expected an {expected}, got an {description.type}")
         if "m=" not in description.sdp or "a=ice-ufrag" not in description.sdp:
             raise CallFailed("bad_sdp", "the description has no media section or ICE credentials")
-        if self.direction == "outgoing":
-            pc = self._pc
+        pc = self._pc
+        ufrag = ice_ufrag(description.sdp)
+        renegotiating = self.connected_at is not None or self.restarts > 0
+        current = ice_ufrag(pc.remoteDescription.sdp) if pc and pc.remoteDescription else None
+        if renegotiating and ufrag is not None and ufrag == current:
+            return  # sent again after a signaling drop: we have it already
+        if description.type == "answer":
             if pc is None or pc.signalingState != "have-local-offer":
                 raise CallFailed("bad_sdp", "an answer arrived without an offer")
             try:
@@ -509,12 +603,18 @@ class Call:
             except Exception as exc:
                 raise CallFailed("bad_sdp", f"unusable answer: {exc}") from exc
             return
-        # The callee: a first offer, or a renegotiation on a fresh connection (ICE restart).
-        if self._pc is not None:
+        if self.direction == "outgoing" and not renegotiating:
+            raise CallFailed("bad_sdp", "expected an answer, got an offer")
+        if pc is not None and pc.signalingState == "have-local-offer":
+            if self.direction == "outgoing":
+                return  # both renegotiate at once: ours wins, the callee answers it
+            log.info("call %s: the caller renegotiates too: answering its offer", self.id)
+        # A first offer (callee), or a renegotiation on a fresh connection (ICE restart).
+        if pc is not None:
             self.restarts += 1
             self._set_state("reconnecting")
             self._arm_setup_timer()
-        pc = await self._new_pc()
+        pc = await self._new_pc(offering=False)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(description.sdp, "offer"))
         except Exception as exc:
@@ -537,6 +637,14 @@ class Call:
         except ValueError as exc:
             raise CallFailed("bad_candidate", str(exc)) from exc
         pc = self._pc
+        if value.usernameFragment and (self.connected_at is not None or self.restarts > 0):
+            remote = pc.remoteDescription if pc is not None else None
+            if remote is None or ice_ufrag(remote.sdp) != value.usernameFragment:
+                return  # belongs to a description we dropped or replaced
+            key = f"{value.usernameFragment} {value.candidate}"
+            if key in self._seen_candidates:
+                return  # sent again after a signaling drop
+            self._seen_candidates.add(key)
         if pc is None or pc.remoteDescription is None:
             raise CallFailed("bad_candidate", "a candidate arrived before the description")
         try:
@@ -609,12 +717,8 @@ class Call:
         elif state == "failed":
             if self.connected_at is None and self.restarts == 0:
                 await self._fail("ice_failed", "every candidate pair failed its checks")
-            elif self.direction == "outgoing" and self.restarts < RESTART_LIMIT:
-                await self.restart_ice()
-            elif self.direction == "outgoing":
-                await self._fail("media_lost", f"path lost after {self.restarts} restarts")
             else:
-                self._set_state("reconnecting")  # the caller renegotiates; the timer guards
+                await self._path_lost("ICE failed")
 
     def _read_path(self) -> Path | None:
         pc = self._pc
