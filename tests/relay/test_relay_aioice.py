@@ -9,10 +9,9 @@ from typing import Any
 import aioice.turn
 import pytest
 
+from tests.relay.conftest import REST_SECRET
 from visavis.relay.credentials import turn_rest_credentials
 from visavis.relay.server import RelayServer
-
-from conftest import REST_SECRET  # isort: skip
 
 pytestmark = pytest.mark.interop
 

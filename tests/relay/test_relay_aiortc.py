@@ -9,10 +9,9 @@ import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+from tests.relay.conftest import REST_SECRET
 from visavis.relay.credentials import turn_rest_credentials
 from visavis.relay.server import RelayServer
-
-from conftest import REST_SECRET  # isort: skip
 
 pytestmark = pytest.mark.interop
 

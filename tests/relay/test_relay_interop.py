@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from relay_tools import uclient_totals
 
-from conftest import REST_SECRET, run_tool
+from tests.relay.conftest import REST_SECRET, run_tool
+from tests.relay.relay_tools import uclient_totals
 from visavis.relay.server import RelayServer
 
 pytestmark = [
@@ -55,9 +55,8 @@ async def test_uclient_relays_without_loss(
 
 
 async def test_uclient_over_tls(tmp_path: Path, turn_peer: int) -> None:
-    from tls_cert import write_self_signed
-
-    from conftest import make_settings
+    from tests.relay.conftest import make_settings
+    from tests.relay.tls_cert import write_self_signed
 
     cert, key = write_self_signed(tmp_path)
     server = RelayServer(make_settings(tmp_path, cert=str(cert), pkey=str(key)))

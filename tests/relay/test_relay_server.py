@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import make_settings
+from tests.relay.conftest import make_settings
 from visavis.config import Settings
 from visavis.protocol.stun import (
     ChannelNumber,
