@@ -101,10 +101,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = os.environ.get("VISAVIS_CONFIG")
+        toml_path = settings_cls.model_config.get("toml_file") or os.environ.get("VISAVIS_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(toml_path))))
         return tuple(sources)
 
     @property
@@ -131,11 +131,16 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from a TOML file (optional), the environment and overrides."""
-    if config_file is not None:
-        if not config_file.exists():
-            raise FileNotFoundError(f"config file {config_file} does not exist")
-        os.environ["VISAVIS_CONFIG"] = str(config_file)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is None:
+        return Settings(**values)
+    if not config_file.exists():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**values)
 
 
 def masked(settings: Settings) -> dict[str, Any]:
