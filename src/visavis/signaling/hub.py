@@ -151,10 +151,12 @@ class Hub:
                 if origin is not None and message.get("type") == "call.incoming":
                     self.metrics.ring_latency.observe(max(0.0, self.clock.now() - origin))
 
-    async def refresh_presence(self) -> None:
-        """Heartbeat: keep this node's devices online on the bus."""
-        for device_id in list(self.connections):
+    async def heartbeat(self) -> None:
+        """Keep this node's devices online on the bus, and flush their mailboxes: a
+        wake-up lost with a dropped pub/sub connection delays an event, never loses it."""
+        for device_id, conn in list(self.connections.items()):
             await self.bus.set_online(device_id, self.node_id, ttl=self.presence_ttl)
+            await self.flush(conn)
 
     async def close_all(self) -> None:
         for conn in list(self.connections.values()):

@@ -170,7 +170,7 @@ class SignalingServer:
         while True:
             await asyncio.sleep(self.settings.signaling.heartbeat_interval)
             with contextlib.suppress(Exception):
-                await hub.refresh_presence()
+                await hub.heartbeat()
 
     async def close(self) -> None:
         if self.ctx is not None:
