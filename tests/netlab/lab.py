@@ -148,6 +148,28 @@ class Lab:
         lan.clients.append(client)
         return client
 
+    def wan_address(self, lan_name: str) -> str:
+        """The public address of a LAN's router."""
+        router = self.lans[lan_name].router
+        assert router is not None, "open LANs have no router"
+        out = sh("ip", "-n", router, "-4", "-o", "addr", "show", "dev", "wan").stdout
+        return out.split(" inet ", 1)[1].split("/", 1)[0]
+
+    def renumber_wan(self, lan_name: str, address: str) -> str:
+        """Give a LAN's router a new public address (an ISP renumbering, a new uplink).
+
+        Deleting the old address makes MASQUERADE drop every NAT mapping made with it
+        (the kernel's masquerade address notifier flushes those conntrack entries): the
+        LAN's existing flows (media, the signaling WebSocket) are dead, and new ones leave
+        from ``address``. Returns the old address.
+        """
+        router = self.lans[lan_name].router
+        assert router is not None, "open LANs have no router"
+        old = self.wan_address(lan_name)
+        sh("ip", "-n", router, "addr", "del", f"{old}/24", "dev", "wan")
+        sh("ip", "-n", router, "addr", "add", f"{address}/24", "dev", "wan")
+        return old
+
     def impair(
         self,
         lan_name: str,

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from visavis.client.call import Call
+from visavis.client.call import Call, CallStateChanged
 from visavis.client.errors import CallFailed, ClientError
 from visavis.client.media import MediaSource
 from visavis.client.session import Session
@@ -29,9 +29,33 @@ def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def report(call: Call, args: argparse.Namespace, invited_at: float | None) -> None:
+class Timeline:
+    """Wall-clock times of a call's state changes and decoded video frames (--timeline)."""
+
+    def __init__(self, session: Session) -> None:
+        self.states: list[tuple[float, str]] = []
+        self.frames: list[float] = []
+        self._events = session.events()
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        async for event in self._events:
+            if isinstance(event, CallStateChanged):
+                self.states.append((time.time(), event.state))
+
+    def on_frame(self, kind: str, frame: Any) -> None:
+        if kind == "video":
+            self.frames.append(time.time())
+
+    def close(self) -> None:
+        self._events.close()
+
+
+async def report(call: Call, args: argparse.Namespace, invited_at: float | None,
+                 timeline: Timeline | None = None) -> None:
     await call.wait_connected(args.setup_timeout)
     await call.wait_frames(args.frames, within=args.setup_timeout)
+    emit(event="media", call_id=call.id, at=time.time())
     await asyncio.sleep(args.seconds)
     stats = await call.stats()
     lat = sorted(call.received.latencies_ms)
@@ -52,6 +76,10 @@ async def report(call: Call, args: argparse.Namespace, invited_at: float | None)
         bitrate_in=stats.bitrate_in_bps,
         stages=call.latency_stages(),
         restarts=call.restarts,
+        media_timeouts=call.media_timeouts,
+        state=call.state,
+        states=timeline.states if timeline else None,
+        frame_times=timeline.frames if timeline else None,
     )
 
 
@@ -60,22 +88,27 @@ async def run(args: argparse.Namespace) -> None:
     session = await Session.login(
         args.server, args.me, PASSWORD, signup=True, device_name=args.role,
         setup_timeout=args.setup_timeout, marker_jitter_buffer=not args.aiortc_jitter_buffer,
+        media_timeout=args.media_timeout,
     )
     emit(event="ready", udp_ok=session.udp_ok, ice=[s.urls for s in session.rtc_ice_servers()])
     try:
         for _ in range(args.calls):
             source = MediaSource.test_pattern(width, height, args.fps)
+            timeline = Timeline(session) if args.timeline else None
+            on_frame = timeline.on_frame if timeline else None
             if args.role == "caller":
                 invited_at = time.time()
-                call = await session.call(args.peer, source)
-                await report(call, args, invited_at)
+                call = await session.call(args.peer, source, on_frame=on_frame)
+                await report(call, args, invited_at, timeline)
                 await call.hangup()
                 await asyncio.sleep(args.pause)
             else:
                 incoming = await session.next_incoming(within=args.wait)
-                call = await session.answer(incoming, source)
-                await report(call, args, None)
+                call = await session.answer(incoming, source, on_frame=on_frame)
+                await report(call, args, None, timeline)
                 await call.wait_ended(within=30)
+            if timeline:
+                timeline.close()
     except (CallFailed, ClientError, TimeoutError) as exc:
         reason = getattr(exc, "reason", type(exc).__name__)
         emit(event="error", reason=reason, detail=str(exc))
@@ -98,6 +131,9 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--setup-timeout", type=float, default=25.0)
     parser.add_argument("--wait", type=float, default=60.0)
+    parser.add_argument("--timeline", action="store_true",
+                        help="report the times of state changes and decoded video frames")
+    parser.add_argument("--media-timeout", type=float, default=3.0)
     parser.add_argument("--aiortc-jitter-buffer", action="store_true",
                         help="keep aiortc's video jitter buffer (frames wait for the next one)")
     asyncio.run(run(parser.parse_args()))

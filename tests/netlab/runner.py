@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -73,46 +74,74 @@ class NatLab:
         extra: tuple[str, ...] = (),
     ) -> tuple[Side, Side]:
         """One or more calls from ``caller`` to ``callee``; both sides' reports."""
+        return self.start_pair(caller, callee, calls=calls, extra=extra).finish(within)
+
+    def start_pair(
+        self, caller: Client, callee: Client, *, calls: int = 1, extra: tuple[str, ...] = (),
+        caller_extra: tuple[str, ...] = (), callee_extra: tuple[str, ...] = (),
+    ) -> Pair:
+        """Start the calls of :meth:`run_pair` without waiting for them to end."""
         self._runs += 1
         run = f"{self._runs}-{os.getpid()}"
         a, b = f"a{run}@lab.example.com", f"b{run}@lab.example.com"
         log_a, log_b = self.logs / f"run{run}-caller", self.logs / f"run{run}-callee"
         callee_proc = self.lab.spawn(
             callee.ns, self.peer_argv("--me", b, "--role", "callee", "--calls", str(calls),
-                                      *extra), log_b, env=self.env,
+                                      *extra, *callee_extra), log_b, env=self.env,
         )
         wait_for_line(Path(f"{log_b}.out"), lambda line: '"ready"' in line, 30, callee_proc)
         caller_proc = self.lab.spawn(
             caller.ns, self.peer_argv("--me", a, "--role", "caller", "--peer", b,
-                                      "--calls", str(calls), *extra), log_a, env=self.env,
+                                      "--calls", str(calls), *extra, *caller_extra), log_a,
+            env=self.env,
         )
+        return Pair(caller_proc, callee_proc, log_a, log_b)
+
+
+@dataclass
+class Pair:
+    """The two peer processes of a run and their logs."""
+
+    caller: subprocess.Popen[bytes]
+    callee: subprocess.Popen[bytes]
+    caller_log: Path
+    callee_log: Path
+
+    def wait_media(self, within: float) -> None:
+        """Until both sides reported decoded frames (``{"event": "media"}``)."""
+        for log, proc in ((self.caller_log, self.caller), (self.callee_log, self.callee)):
+            wait_for_line(Path(f"{log}.out"), lambda line: '"media"' in line, within, proc)
+
+    def finish(self, within: float) -> tuple[Side, Side]:
         deadline = time.monotonic() + within
-        for proc in (caller_proc, callee_proc):
+        for proc in (self.caller, self.callee):
             try:
                 proc.wait(max(1.0, deadline - time.monotonic()))
             except Exception:
-                proc.kill()
+                proc.kill()  # its own process group's leader, started by this run
                 proc.wait(5)
-        return self._side(log_a), self._side(log_b)
-
-    def _side(self, log: Path) -> Side:
-        events = read_events(Path(f"{log}.out"))
-        err = Path(f"{log}.err")
-        return Side(
-            records=[e for e in events if e["event"] == "call"],
-            errors=[e for e in events if e["event"] == "error"],
-            ready=next((e for e in events if e["event"] == "ready"), {}),
-            stderr=err.read_text()[-4000:] if err.exists() else "",
-        )
+        return side_of(self.caller_log), side_of(self.callee_log)
 
 
-def build(lab: Lab, logs: Path) -> NatLab:
-    """Every LAN kind twice, one client each (two on cone1), and the server in -pub."""
+def side_of(log: Path) -> Side:
+    events = read_events(Path(f"{log}.out"))
+    err = Path(f"{log}.err")
+    return Side(
+        records=[e for e in events if e["event"] == "call"],
+        errors=[e for e in events if e["event"] == "error"],
+        ready=next((e for e in events if e["event"] == "ready"), {}),
+        stderr=err.read_text()[-4000:] if err.exists() else "",
+    )
+
+
+def build(lab: Lab, logs: Path, lans: dict[str, str] | None = None) -> NatLab:
+    """Every LAN kind twice (or ``lans``), one client each (two on cone1), and the server."""
     lab.start()
-    for name, kind in LANS.items():
+    for name, kind in (lans or LANS).items():
         lab.add_lan(name, kind)  # type: ignore[arg-type]
         lab.add_client(name)
-    lab.add_client("cone1")  # a second client on one LAN: the host-path row
+    if lans is None:
+        lab.add_client("cone1")  # a second client on one LAN: the host-path row
     server = lab.spawn(lab.pub, [PYTHON, "-m", "tests.netlab.server", str(logs / "data")],
                        logs / "server", env={"PYTHONPATH": str(ROOT)})
     wait_for_line(logs / "server.out", lambda line: line.startswith("READY"), 30, server)

@@ -460,7 +460,9 @@ class Call:
                 else:
                     pc.addTransceiver(kind, direction="recvonly")
         if old is not None:
-            await self._close_pc(old)
+            # In the background: closing a connection whose path is dead can take seconds
+            # (DTLS close, TURN deallocation retransmitted into the void).
+            self._spawn(self._close_pc(old))
         return pc
 
     def _tune_ice(self, pc: RTCPeerConnection) -> None:
