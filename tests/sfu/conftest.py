@@ -27,6 +27,7 @@ def make_settings(tmp_path: Path, **sfu: object) -> Settings:
     values: dict[str, object] = {
         "port": 0,
         "media_port": 0,
+        "tcp_port": 0,
         "dead_timeout": 3.0,
         "allowed_networks": ["127.0.0.0/8"],
     }

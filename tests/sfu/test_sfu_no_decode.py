@@ -26,6 +26,7 @@ async def test_sfu_process_loads_no_codec(tmp_path: Path) -> None:
         VISAVIS_DATA_DIR=str(tmp_path),
         VISAVIS_SFU__PORT="0",
         VISAVIS_SFU__MEDIA_PORT="0",
+        VISAVIS_SFU__TCP_PORT="0",
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

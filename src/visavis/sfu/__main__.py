@@ -1,6 +1,6 @@
 """Run one SFU alone: ``python -m visavis.sfu`` (settings from ``VISAVIS_*``).
 
-Prints one JSON line ``{"control_url", "media_port"}`` when ready. Each ``stats`` line on
+Prints one JSON line ``{"control_url", "media_port", "tcp_port"}`` when ready. Each ``stats`` line on
 stdin prints a JSON line of counters and of which media libraries the process ever
 imported (``decoder_modules``: the SFU never loads a codec); ``stop``, end of stdin or
 SIGTERM prints it once more and exits. Used by the
@@ -24,9 +24,12 @@ CODEC_MODULES = ("av", "aiortc", "aiortc.codecs", "cv2")
 async def _main() -> None:
     server = SfuServer(Settings())
     await server.start()
-    print(
-        json.dumps({"control_url": server.control_url, "media_port": server.media_port}), flush=True
-    )
+    ready = {
+        "control_url": server.control_url,
+        "media_port": server.media_port,
+        "tcp_port": server.tcp_port,
+    }
+    print(json.dumps(ready), flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -1,7 +1,9 @@
-"""The SFU service: a control WebSocket, the one media UDP port, the rooms, one timer.
+"""The SFU service: a control WebSocket, the one media UDP port (and its ICE-TCP
+fallback port), the rooms, one timer.
 
-``SfuServer(settings)`` follows :class:`visavis.service.Service`: ``start()`` binds both
-ports (0 allowed), ``control_url`` and ``media_port`` say where, ``close()`` stops it.
+``SfuServer(settings)`` follows :class:`visavis.service.Service`: ``start()`` binds the
+ports (0 allowed), ``control_url``, ``media_port`` and ``tcp_port`` say where,
+``close()`` stops it.
 Each participant opens ``ws://host:port/sfu`` and sends ``join`` with the token signaling
 signed (``visavis.tokens``); see :mod:`visavis.sfu.messages` and ``docs/sfu.md``.
 """
@@ -35,6 +37,7 @@ from visavis.sfu.messages import (
 from visavis.sfu.room import Participant, Room
 from visavis.sfu.sdp import AnswerParams
 from visavis.sfu.stats import SfuStats, StatsCollector
+from visavis.sfu.tcp import IceTcpListener
 from visavis.sfu.transport import WebRtcTransport
 from visavis.sfu.udp import MediaEndpoint
 from visavis.tokens import TokenError, verify_token
@@ -60,6 +63,8 @@ class SfuServer:
         self._secret = ""
         self._ws: Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self.tcp: IceTcpListener | None = None
+        self._tcp_port: int | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._control_port = 0
         self._media_port = 0
@@ -75,6 +80,13 @@ class SfuServer:
         )
         self._udp = udp
         self._media_port = udp.get_extra_info("sockname")[1]
+        if self.sfu.tcp_port is not None:
+            self.tcp = IceTcpListener(self.endpoint)
+            try:
+                self._tcp_port = await self.tcp.start(media_host, self.sfu.tcp_port)
+            except OSError:
+                udp.close()
+                raise
         self._ws = await serve(
             self._handle,
             self.sfu.host,
@@ -101,9 +113,14 @@ class SfuServer:
             await self._ws.wait_closed()
         if self._udp is not None:
             self._udp.close()
+        if self.tcp is not None:
+            self.tcp.close()
 
     def endpoints(self) -> list[str]:
-        return [self.control_url, f"udp://{self.announced_address}:{self._media_port} (media)"]
+        found = [self.control_url, f"udp://{self.announced_address}:{self._media_port} (media)"]
+        if self._tcp_port is not None:
+            found.append(f"tcp://{self.announced_address}:{self._tcp_port} (media, ICE-TCP)")
+        return found
 
     @property
     def control_url(self) -> str:
@@ -118,11 +135,23 @@ class SfuServer:
         return self._media_port
 
     @property
+    def tcp_port(self) -> int | None:
+        """The ICE-TCP port (None: disabled)."""
+        return self._tcp_port
+
+    @property
     def announced_address(self) -> str:
         if self.sfu.announced_address:
             return self.sfu.announced_address
         host = self.sfu.media_host or self.sfu.host
         return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+    @property
+    def _candidates(self) -> list[tuple[str, int, str]]:
+        found = [(self.announced_address, self._media_port, "udp")]
+        if self._tcp_port is not None:  # lower priority than UDP (sdp.py)
+            found.append((self.announced_address, self._tcp_port, "tcp"))
+        return found
 
     def _gauges(self) -> dict[str, float]:
         return {
@@ -136,7 +165,7 @@ class SfuServer:
             ice_ufrag=transport.local_ufrag,
             ice_pwd=transport.local_pwd,
             fingerprint=f"sha-256 {self.identity.fingerprint}",
-            candidates=[(self.announced_address, self._media_port, "udp")],
+            candidates=self._candidates,
         )
 
     async def _ticker(self) -> None:

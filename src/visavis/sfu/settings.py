@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
 
 
 class SfuSettings(BaseModel):
@@ -19,6 +21,11 @@ class SfuSettings(BaseModel):
     )
     media_host: str | None = Field(default=None, description="UDP bind address (default: host)")
     media_port: int = Field(default=3480, description="the one UDP port for all media")
+    tcp_port: int | None = Field(
+        default=3481,
+        description="ICE-TCP port (RFC 6544 passive candidate, fallback when UDP is blocked);"
+        " 0: any free port; off/none: no ICE-TCP",
+    )
     announced_address: str | None = Field(
         default=None,
         description="IP put in ICE candidates (default: media host, or 127.0.0.1 if wildcard)",
@@ -47,3 +54,13 @@ class SfuSettings(BaseModel):
         description="CIDRs clients may use for media (empty: any); e.g. 127.0.0.0/8 in tests",
     )
     tick_interval: float = Field(default=0.1, gt=0)
+
+    @field_validator("tcp_port", mode="before")
+    @classmethod
+    def _tcp_port_off(cls, value: Any) -> Any:
+        """TOML has no null: ``tcp_port = "off"`` (or false, "none", "") disables ICE-TCP."""
+        if value is False or (
+            isinstance(value, str) and value.strip().lower() in ("", "off", "none", "null", "false")
+        ):
+            return None
+        return value

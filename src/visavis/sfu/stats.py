@@ -25,6 +25,11 @@ DROP_REASONS = (
     "rtcp_rate_limited",
     "nack_rate_limited",
     "publisher_rtx",
+    # ICE-TCP (tcp.py): the first three close the connection they came on
+    "tcp_bad_frame",  # empty or oversized RFC 4571 frame
+    "tcp_unauthenticated",  # first frame not an authenticated binding request, or none in time
+    "tcp_refused",  # connection from outside allowed_networks, or too many unbound ones
+    "tcp_backlog",  # outgoing packet dropped: the client's TCP send buffer is full
 )
 
 
@@ -40,6 +45,7 @@ class SfuStats:
     keyframe_requests: int = 0
     nack_retransmissions: int = 0
     participants_removed_dead: int = 0
+    tcp_connections: int = 0  # ICE-TCP connections accepted
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
     def drop(self, reason: str) -> None:

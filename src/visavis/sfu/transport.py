@@ -2,7 +2,10 @@
 
 The transport owns no socket: the shared :class:`~visavis.sfu.udp.MediaEndpoint` hands it
 datagrams (already demultiplexed by ICE username or remote address) and gives it a
-``sendto`` callable. Decrypted RTP and RTCP go up to the listener (the participant).
+``sendto`` callable; an ICE-TCP connection (:mod:`visavis.sfu.tcp`) hands it the frames
+it carries and is itself the path to answer on. A *path* is therefore either a UDP
+address or a :class:`StreamPath`; media goes out on the selected one (the pair the
+client nominated). Decrypted RTP and RTCP go up to the listener (the participant).
 """
 
 from __future__ import annotations
@@ -22,6 +25,20 @@ from visavis.sfu.stats import SfuStats
 
 Address = tuple[str, int]
 logger = logging.getLogger(__name__)
+
+
+class StreamPath(Protocol):
+    """A connection that carries one client's packets (ICE-TCP, RFC 6544)."""
+
+    @property
+    def peer(self) -> Address: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Path = Address | StreamPath
 
 
 class TransportListener(Protocol):
@@ -53,8 +70,8 @@ class WebRtcTransport:
         self._sendto = sendto
         self.listener = listener
         self.dtls: DtlsServer | None = None
-        self.address: Address | None = None
-        self.addresses: set[Address] = set()
+        self.address: Path | None = None  # the selected path: media goes out here
+        self.addresses: set[Path] = set()  # every path an authenticated check came on
         self.last_seen = now
         self.connected = False
         self._rx: pylibsrtp.Session | None = None
@@ -69,12 +86,13 @@ class WebRtcTransport:
         return self.remote_ufrag == ufrag
 
     # -- input ------------------------------------------------------------------------
-    def handle_stun(self, message: stun.Message, addr: Address, now: float) -> bool:
+    def handle_stun(self, message: stun.Message, addr: Path, now: float) -> bool:
         """Answer a binding request routed here by ufrag; True if addr is now known."""
         if self.remote_ufrag is None:
             self.stats.drop("stun_unauthenticated")
             return False
-        result = answer_check(message, addr, self.local_pwd, self.remote_ufrag)
+        mapped = addr if isinstance(addr, tuple) else addr.peer
+        result = answer_check(message, mapped, self.local_pwd, self.remote_ufrag)
         if result is None:
             self.stats.drop("stun_unauthenticated")
             return False
@@ -82,16 +100,22 @@ class WebRtcTransport:
         self.addresses.add(addr)
         if result.nominated or self.address is None:
             self.address = addr
-        self._sendto(result.response, addr)
+        self._send(result.response, addr)
         return True
 
-    def handle_dtls(self, data: bytes, addr: Address, now: float) -> None:
+    def path_closed(self, path: StreamPath) -> None:
+        """A connection went away: forget it (the client's next check selects anew)."""
+        self.addresses.discard(path)
+        if self.address is path:
+            self.address = None
+
+    def handle_dtls(self, data: bytes, addr: Path, now: float) -> None:
         if self.dtls is None:
             self.stats.drop("garbage")
             return
         was = self.dtls.state
         for out in self.dtls.receive(data):
-            self._sendto(out, addr)
+            self._send(out, addr)
         if self.dtls.state is DtlsState.CONNECTED and was is DtlsState.CONNECTING:
             self._rx, self._tx = self.dtls.rx_srtp, self.dtls.tx_srtp
             self.connected = True
@@ -126,18 +150,24 @@ class WebRtcTransport:
             self.listener.on_rtp(plain, now)
 
     # -- output -----------------------------------------------------------------------
+    def _send(self, data: bytes, path: Path) -> None:
+        if isinstance(path, tuple):
+            self._sendto(data, path)
+        else:
+            path.send(data)
+
     def send_rtp(self, plain: bytes) -> None:
         tx, addr = self._tx, self.address
         if tx is None or addr is None:
             return
-        self._sendto(tx.protect(plain), addr)
+        self._send(tx.protect(plain), addr)
 
     def send_rtcp(self, plain: bytes) -> None:
         tx, addr = self._tx, self.address
         if tx is None or addr is None:
             return
         try:
-            self._sendto(tx.protect_rtcp(plain), addr)
+            self._send(tx.protect_rtcp(plain), addr)
         except pylibsrtp.Error:
             return
         self.stats.rtcp_out += 1

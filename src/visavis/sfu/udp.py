@@ -40,10 +40,17 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self.by_ufrag[transport.local_ufrag] = transport
 
     def remove(self, transport: WebRtcTransport) -> None:
+        """Forget a transport's routes; close its ICE-TCP connections."""
         self.by_ufrag.pop(transport.local_ufrag, None)
-        for addr in transport.addresses:
-            if self.by_address.get(addr) is transport:
-                del self.by_address[addr]
+        for path in list(transport.addresses):
+            if not isinstance(path, tuple):
+                path.close()
+            elif self.by_address.get(path) is transport:
+                del self.by_address[path]
+
+    def allowed_host(self, host: str) -> bool:
+        """Whether media from this IP is allowed (``allowed_networks``; empty: any)."""
+        return not self.allowed or self._allowed(host)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if not data:
