@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from aioice import stun
-
 from tests.sfu.conftest import make_settings
+
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
 from visavis.sfu.tcp import FramingError, IceTcpConnection, Rfc4571Framer
@@ -171,9 +171,7 @@ async def test_tcp_check_binds_connection_and_bad_input_closes_only_it(
         # None of it disturbed the good connection.
         assert transport.address is good and not good.closed
         writer.write(Rfc4571Framer.frame(_check(transport)))
-        assert stun.parse_message(await _read_frame(reader)).message_class == (
-            stun.Class.RESPONSE
-        )
+        assert stun.parse_message(await _read_frame(reader)).message_class == (stun.Class.RESPONSE)
         # The participant leaving closes its connections.
         sfu.endpoint.remove(transport)
         assert await _closed_by_peer(reader)
@@ -272,7 +270,9 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
             await asyncio.sleep(0.2)
             assert sfu.stats.dropped["garbage"] == garbage
             async with playwright_api.async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                browser = await p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=ARGS
+                )
                 try:
                     with page_server() as url:
                         page = await browser.new_page()

@@ -1,7 +1,7 @@
 """Run one SFU alone: ``python -m visavis.sfu`` (settings from ``VISAVIS_*``).
 
-Prints one JSON line ``{"control_url", "media_port", "tcp_port"}`` when ready. Each ``stats`` line on
-stdin prints a JSON line of counters and of which media libraries the process ever
+Prints one JSON line ``{"control_url", "media_port", "tcp_port"}`` when ready. Each
+``stats`` line on stdin prints a JSON line of counters and of which media libraries the process ever
 imported (``decoder_modules``: the SFU never loads a codec); ``stop``, end of stdin or
 SIGTERM prints it once more and exits. Used by the
 no-decode test and the benchmark; ``visavis serve --role sfu`` is the operator's way.
