@@ -15,9 +15,13 @@ namespaces, each sending the stamped 320x240 test pattern (tests/netlab/peer.py)
 
 Rows: host (two clients on one LAN), srflx (two cone NATs), relay (two symmetric NATs),
 relay over TCP (two UDP-blocked LANs), then the srflx and relay rows again with
-``tc netem`` (delay, jitter, loss, rate) on every NAT router's WAN and LAN egress. On a
-kernel without sch_netem the lab falls back to iptables random loss and a tbf rate limit,
-without delay, and the output says so.
+``tc netem`` (delay, jitter, loss, rate) on every NAT router's WAN and LAN egress. The
+benchmark first tries a netem qdisc in the lab and prints whether it works and why not;
+on a kernel without sch_netem it falls back to iptables random loss and a tbf rate limit,
+without delay or jitter, and says so (docs/netlab.md, "netem").
+
+``--rows host,srflx`` runs only those rows; ``--aiortc-jitter-buffer`` keeps aiortc's
+video jitter buffer (frames wait for the next frame: the "before" latency figures).
 
 Everything runs in network namespaces created here and deleted at the end; every process
 is stopped by PID.
@@ -161,6 +165,12 @@ def main() -> None:
               f"{buffer} video jitter buffer")
         show(rows)
         if not args.no_netem:
+            netem, why = lab.netem_check()
+            print(f"\nnetem: {'available' if netem else 'UNAVAILABLE: ' + why}")
+            if not netem:
+                print("  fallback: iptables 'statistic' random loss in each router's FORWARD "
+                      "chain and a tbf rate limit on its WAN and LAN; no added delay or "
+                      "jitter (latency and setup figures below are for loss + rate only)")
             applied = ""
             for lan in ("cone1", "cone2", "sym1", "sym2"):
                 applied = lab.impair(lan, delay_ms=args.delay, jitter_ms=args.jitter,

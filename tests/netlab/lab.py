@@ -38,6 +38,25 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
 
 
+def kernel_config(*options: str) -> list[str]:
+    """How the running kernel sets ``options`` ("X=y", "X not set"), from /proc/config.gz."""
+    import gzip
+
+    try:
+        text = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+    except OSError:
+        return []
+    found = []
+    for option in options:
+        if f"# {option} is not set" in text:
+            found.append(f"{option} not set")
+        else:
+            for line in text.splitlines():
+                if line.startswith(f"{option}="):
+                    found.append(line)
+    return found
+
+
 @dataclass
 class Client:
     ns: str
@@ -148,6 +167,23 @@ class Lab:
         lan.clients.append(client)
         return client
 
+    def netem_check(self) -> tuple[bool, str]:
+        """Can this kernel run ``tc ... netem``? (yes/no, and why), tried in the lab itself.
+
+        Adds and removes a netem qdisc on the public namespace's loopback; on failure the
+        reason names the kernel configuration when ``/proc/config.gz`` is readable.
+        """
+        tc = ("ip", "netns", "exec", self.pub, "tc", "qdisc")
+        done = sh(*tc, "add", "dev", "lo", "root", "netem", "delay", "1ms", check=False)
+        if done.returncode == 0:
+            sh(*tc, "del", "dev", "lo", "root", check=False)
+            return True, "sch_netem works"
+        reason = done.stderr.strip() or f"tc exited {done.returncode}"
+        facts = kernel_config("CONFIG_NET_SCH_NETEM", "CONFIG_MODULES")
+        if facts:
+            reason += f" ({', '.join(facts)})"
+        return False, reason
+
     def wan_address(self, lan_name: str) -> str:
         """The public address of a LAN's router."""
         router = self.lans[lan_name].router
@@ -209,8 +245,10 @@ class Lab:
                 sh(*tc, "dev", dev, "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
                    "400ms")
             applied.append(f"rate {rate} (tbf)")
-        if delay_ms:
-            applied.append(f"NO delay: this kernel has no sch_netem ({done.stderr.strip()})")
+        if delay_ms or jitter_ms:
+            facts = ", ".join(kernel_config("CONFIG_NET_SCH_NETEM", "CONFIG_MODULES"))
+            applied.append(f"NO delay or jitter: no sch_netem on this kernel "
+                           f"({done.stderr.strip()}{'; ' + facts if facts else ''})")
         return ", ".join(applied)
 
     # ------------------------------------------------------------------ running
