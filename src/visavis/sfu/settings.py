@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class SfuSettings(BaseModel):
@@ -24,7 +24,7 @@ class SfuSettings(BaseModel):
     tcp_port: int | None = Field(
         default=3481,
         description="ICE-TCP port (RFC 6544 passive candidate, fallback when UDP is blocked);"
-        " 0: any free port; off/none: no ICE-TCP",
+        " 0: any free port (also the default when media_port is 0); off/none: no ICE-TCP",
     )
     announced_address: str | None = Field(
         default=None,
@@ -64,3 +64,11 @@ class SfuSettings(BaseModel):
         ):
             return None
         return value
+
+    @model_validator(mode="after")
+    def _tcp_port_follows_any(self) -> SfuSettings:
+        """``media_port = 0`` (any free port: tests, benchmarks) makes an unset ``tcp_port``
+        0 too, so such runs never collide on the fixed default."""
+        if self.media_port == 0 and "tcp_port" not in self.model_fields_set:
+            self.tcp_port = 0
+        return self
