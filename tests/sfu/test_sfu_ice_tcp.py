@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from aioice import stun
-from tests.sfu.conftest import make_settings
 
+from tests.sfu.conftest import make_settings
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
 from visavis.sfu.tcp import FramingError, IceTcpConnection, Rfc4571Framer
@@ -244,7 +244,7 @@ async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
 async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
     sfu: SfuServer, token: Callable[..., str]
 ) -> None:
-    from test_sfu_chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, page_server
+    from tests.sfu.test_sfu_chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, page_server
 
     playwright_api = pytest.importorskip("playwright.async_api")
     if not HAVE_CHROMIUM:
