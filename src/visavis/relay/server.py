@@ -2,10 +2,12 @@
 
 The hot path avoids asyncio transports: listener and relay UDP sockets are non-blocking
 sockets watched with ``loop.add_reader``; each wake-up drains up to a batch of datagrams
-with ``recvfrom`` and answers with ``sendto`` straight away (a full socket buffer drops
-the datagram, as a router would). TCP and TLS clients use ordinary asyncio protocols with
-a :class:`StreamFramer`. The clock is read once per batch and passed to the core; a
-one-second timer drives :meth:`TurnServer.sweep`.
+through :mod:`visavis.relay.fastpath` (``recvmmsg`` in C when the extension is built),
+which forwards ChannelData on bound channels with valid permissions itself and returns
+everything else to the core. Sends go out with ``sendto`` straight away; one that would
+block is queued (bounded, overflow counted) and flushed by ``loop.add_writer``. TCP and
+TLS clients use ordinary asyncio protocols with a :class:`StreamFramer`. The clock is read
+once per batch and passed to the core; a one-second timer drives :meth:`TurnServer.sweep`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,13 +43,18 @@ from visavis.protocol.turn import (
     parse_user_entry,
 )
 from visavis.protocol.turn.allocation import Addr, Allocation
+from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
 from visavis.relay.tcp_relay import PeerPipe, TcpRelay
 
 log = logging.getLogger("visavis.relay")
 
-BATCH = 256
-RECV_SIZE = 65536
+BATCH = 64  # datagrams per wake-up and socket
+# Relay sockets under the pure-Python fallback read one datagram per wake-up: the poller
+# is level-triggered, and a relay socket rarely has a second one queued, so draining
+# would cost a failing recvfrom and an exception per packet (recvmmsg has no such cost).
+PEER_BATCH = BATCH if fastpath.NATIVE else 1
+MAX_SEND_QUEUE = 4096  # datagrams waiting for a writable socket, per socket
 SWEEP_INTERVAL = 1.0
 MAX_STREAM_BUFFER = 1 << 20
 
@@ -62,10 +70,8 @@ def _url_host(host: str) -> str:
 class _RelaySocket:
     """One relayed transport address: a UDP socket talking to peers.
 
-    It reads one datagram per readiness callback: the poller is level-triggered, so more
-    data simply makes the socket ready again, and a relay socket (one or a few peers)
-    rarely has a second datagram queued; trying anyway costs a failing syscall and an
-    exception per packet.
+    ``routes`` is its fast-path table (peer -> client, see :mod:`visavis.relay.fastpath`);
+    datagrams without a live route go to the core.
     """
 
     __slots__ = (
@@ -75,6 +81,7 @@ class _RelaySocket:
         "client_write",
         "five_tuple",
         "relay",
+        "routes",
         "sock",
     )
 
@@ -87,33 +94,32 @@ class _RelaySocket:
         self.client_sock: socket.socket | None = None
         self.client_addr: Addr = five_tuple.client
         self.client_write: Callable[[bytes], Any] | None = None
+        self.routes: dict[object, Any] = {}
 
     def on_readable(self) -> None:
-        try:
-            data, addr = self.sock.recvfrom(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.relay.io_errors += 1
-            return
+        relay = self.relay
+        now = time.time()
+        slow = fastpath.drain_peer(self.sock, self.routes, now, PEER_BATCH, relay.blocked)
+        if relay.blocked:
+            relay.flush_blocked()
+        if slow is not None:
+            for data, addr in slow:
+                self._slow(data, addr, now)
+
+    def _slow(self, data: bytes, addr: Addr, now: float) -> None:
         alloc = self.alloc
         if alloc is None:
             core = self.relay.core
             alloc = self.alloc = core.allocations.get(self.five_tuple) if core else None
             if alloc is None:
                 return
-        if len(addr) != 2:
-            addr = (addr[0], addr[1])
-        out = self.relay.handle_peer_data(alloc, addr, data, time.time())
+        out = self.relay.handle_peer_data(alloc, addr, data, now)
         if out is None:
             return
-        try:
-            if self.client_sock is not None:
-                self.client_sock.sendto(out, self.client_addr)
-            elif self.client_write is not None:
-                self.client_write(out)
-        except OSError:
-            self.relay.io_errors += 1
+        if self.client_sock is not None:
+            self.relay.send(self.client_sock, out, self.client_addr)
+        elif self.client_write is not None:
+            self.client_write(out)
 
 
 class _UdpListener:
@@ -124,6 +130,7 @@ class _UdpListener:
         self.sock = sock
         self.local: Addr = _host_port(sock.getsockname())
         self._tuples: dict[Addr, FiveTuple] = {}
+        self.routes: dict[object, Any] = {}  # fast path: (client, channel) -> peer
 
     def five_tuple(self, addr: Addr) -> FiveTuple:
         ft = self._tuples.get(addr)
@@ -134,38 +141,30 @@ class _UdpListener:
         return ft
 
     def on_readable(self) -> None:
-        core = self.relay.core
-        assert core is not None
-        sock = self.sock
-        recv = sock.recvfrom
-        sendto = sock.sendto
-        tuples = self._tuples
-        channel = core.handle_channel_data
+        relay = self.relay
         now = time.time()
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.relay.io_errors += 1
-                continue
-            if len(addr) != 2:
-                addr = (addr[0], addr[1])
+        slow = fastpath.drain_client(self.sock, self.routes, now, BATCH, relay.blocked)
+        if relay.blocked:
+            relay.flush_blocked()
+        if slow is None:
+            return
+        core = relay.core
+        assert core is not None
+        send = relay.send
+        sock = self.sock
+        tuples = self._tuples
+        for data, addr in slow:
             ft = tuples.get(addr) or self.five_tuple(addr)
-            try:
-                if data and 0x40 <= data[0] <= 0x7F:
-                    fwd = channel(data, ft, now)
-                    if fwd is not None:
-                        fwd.handle.sock.sendto(fwd.data, fwd.peer)
-                    continue
-                out = core.handle_stun(data, ft, now)
-                if isinstance(out, bytes):
-                    sendto(out, addr)
-                elif isinstance(out, Forward):
-                    out.handle.sock.sendto(out.data, out.peer)
-            except OSError:
-                self.relay.io_errors += 1
+            if data and 0x40 <= data[0] <= 0x7F:
+                fwd = core.handle_channel_data(data, ft, now)
+                if fwd is not None:
+                    send(fwd.handle.sock, fwd.data, fwd.peer)
+                continue
+            out = core.handle_stun(data, ft, now)
+            if isinstance(out, bytes):
+                send(sock, out, addr)
+            elif isinstance(out, Forward):
+                send(out.handle.sock, out.data, out.peer)
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -226,13 +225,13 @@ class _StreamConnection(asyncio.Protocol):
                 if 0x40 <= frame[0] <= 0x7F:
                     fwd = core.handle_channel_data(frame, ft, now)
                     if fwd is not None:
-                        fwd.handle.sock.sendto(fwd.data, fwd.peer)
+                        self.relay.send(fwd.handle.sock, fwd.data, fwd.peer)
                     continue
                 out = core.handle_stun(frame, ft, now)
                 if isinstance(out, bytes):
                     self.write(out)
                 elif isinstance(out, Forward):
-                    out.handle.sock.sendto(out.data, out.peer)
+                    self.relay.send(out.handle.sock, out.data, out.peer)
                 elif isinstance(out, ConnectPeer):
                     self.relay.spawn(self.relay.connect_peer(out, self))
                 elif isinstance(out, Bound):
@@ -382,7 +381,7 @@ class _SocketAllocator:
             self.relay.relay_sockets -= 1
             return
         try:
-            self.relay.loop.remove_reader(handle.sock.fileno())
+            self.relay.forget_socket(handle.sock)
         finally:
             handle.sock.close()
             self.relay.relay_sockets -= 1
@@ -416,7 +415,12 @@ class RelayServer:
         self.peer_pipes: dict[int, PeerPipe] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.io_errors = 0
+        self.send_queue_drops = 0
         self.relay_sockets = 0
+        # sends that would block: filled by the fast path, then moved to per-socket queues
+        self.blocked: list[tuple[socket.socket, bytes, Addr]] = []
+        self._send_queues: dict[int, deque[tuple[bytes, Addr]]] = {}
+        self.fast_table = fastpath.FastTable(self._listener_for)
         self._udp: list[_UdpListener] = []
         self._servers: list[asyncio.Server] = []
         self._ports: dict[str, int] = {}
@@ -436,7 +440,74 @@ class RelayServer:
         return dict(self._ports)
 
     def _extra_metrics(self) -> dict[str, int]:
-        return {"io-error": self.io_errors}
+        self.io_errors += fastpath.take_io_errors()
+        return {"io-error": self.io_errors, "send-queue-full": self.send_queue_drops}
+
+    def _listener_for(self, server: Addr) -> _UdpListener | None:
+        for listener in self._udp:
+            if listener.local == server:
+                return listener
+        return None
+
+    # ------------------------------------------------------------------ sending
+    def send(self, sock: socket.socket, data: bytes, addr: Addr) -> None:
+        """``sendto`` now, or queue it behind earlier datagrams when the socket is full."""
+        if self._send_queues:
+            queue = self._send_queues.get(sock.fileno())
+            if queue is not None:
+                self._enqueue(sock, data, addr)
+                return
+        try:
+            sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(sock, data, addr)
+        except OSError:
+            self.io_errors += 1
+
+    def flush_blocked(self) -> None:
+        """Queue the fast path's sends that would have blocked."""
+        blocked, self.blocked = self.blocked, []
+        for sock, data, addr in blocked:
+            self._enqueue(sock, data, addr)
+
+    def _enqueue(self, sock: socket.socket, data: bytes, addr: Addr) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            self.io_errors += 1
+            return
+        queue = self._send_queues.get(fd)
+        if queue is None:
+            queue = self._send_queues[fd] = deque()
+            self.loop.add_writer(fd, self._drain_queue, sock, fd)
+        if len(queue) >= MAX_SEND_QUEUE:
+            self.send_queue_drops += 1
+            return
+        queue.append((data, addr))
+
+    def _drain_queue(self, sock: socket.socket, fd: int) -> None:
+        queue = self._send_queues.get(fd)
+        while queue:
+            data, addr = queue[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.io_errors += 1
+            queue.popleft()
+        self._send_queues.pop(fd, None)
+        self.loop.remove_writer(fd)
+
+    def forget_socket(self, sock: socket.socket) -> None:
+        """Stop watching a socket about to be closed (reader, writer and its queue)."""
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        self.loop.remove_reader(fd)
+        queue = self._send_queues.pop(fd, None)
+        if queue is not None:
+            self.send_queue_drops += len(queue)  # queued datagrams die with their socket
+            self.loop.remove_writer(fd)
 
     # ------------------------------------------------------------------ building
     def _build_core(self) -> TurnServer:
@@ -529,6 +600,7 @@ class RelayServer:
         """Bind the listeners (port 0 picks free ports) and start the sweep timer."""
         self._loop = asyncio.get_running_loop()
         self.core = self._build_core()
+        self.core.observer = self.fast_table
         self.handle_peer_data = self.core.handle_peer_data
         cfg = self.settings.relay
         try:
@@ -590,6 +662,7 @@ class RelayServer:
             return
 
     def _sweep(self) -> None:
+        self.io_errors += fastpath.take_io_errors()
         if self.core is not None:
             for cid in self.core.sweep(time.time()):
                 pipe = self.peer_pipes.get(cid)
@@ -609,7 +682,7 @@ class RelayServer:
         for pipe in list(self.peer_pipes.values()):
             pipe.close()
         for listener in self._udp:
-            self.loop.remove_reader(listener.sock.fileno())
+            self.forget_socket(listener.sock)
             listener.sock.close()
         self._udp.clear()
         for conn in list(self.connections.values()):

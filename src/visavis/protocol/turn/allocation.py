@@ -78,13 +78,16 @@ class Allocation:
         expiry = self.permissions.get(ip)
         return expiry is not None and expiry >= now
 
-    def expire(self, now: float) -> None:
-        """Forget expired permissions and channels (RFC 8656 9, 12)."""
-        for ip in [ip for ip, exp in self.permissions.items() if exp < now]:
+    def expire(self, now: float) -> bool:
+        """Forget expired permissions and channels (RFC 8656 9, 12); True if any were."""
+        ips = [ip for ip, exp in self.permissions.items() if exp < now]
+        for ip in ips:
             del self.permissions[ip]
-        for ch in [ch for ch in self.channels.values() if ch.expiry < now]:
+        chans = [ch for ch in self.channels.values() if ch.expiry < now]
+        for ch in chans:
             del self.channels[ch.number]
             self.channel_by_peer.pop(ch.peer, None)
+        return bool(ips or chans)
 
     def next_deadline(self) -> float:
         times = [self.expiry, *self.permissions.values()]

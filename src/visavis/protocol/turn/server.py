@@ -125,6 +125,22 @@ class RelayAllocator(Protocol):
 RESERVATION_LIFETIME = 30.0
 
 
+class AllocationObserver(Protocol):
+    """Hook for a shell that caches the forwarding state (the relay's fast-path table)."""
+
+    def allocation_changed(self, alloc: Allocation) -> None:
+        """Permissions or channels of ``alloc`` were added, refreshed or expired."""
+        ...
+
+    def allocation_deleted(self, alloc: Allocation) -> None:
+        """``alloc`` is going away; called before its counters are folded into totals."""
+        ...
+
+    def flush_counters(self) -> None:
+        """Add packets the shell relayed on its own into the allocations' counters."""
+        ...
+
+
 class Forward(NamedTuple):
     """Send ``data`` from relay socket ``handle`` to ``peer``."""
 
@@ -252,6 +268,7 @@ class TurnServer:
         # token -> (family, port, held socket, expiry)
         self.reservations: dict[bytes, tuple[int, int, Any, float]] = {}
         self.tcp_connections: dict[int, TcpPeerConnection] = {}
+        self.observer: AllocationObserver | None = None
         self._algorithms = PasswordAlgorithms(ADVERTISED_ALGORITHMS)
         self._requests: dict[int, Callable[[Message, FiveTuple, Identity, float], list[Attribute]]]
         self._requests = {
@@ -350,8 +367,10 @@ class TurnServer:
         RFC 6062 connections to close (not bound within 30 s, or of a deleted allocation)."""
         for alloc in [a for a in self.allocations.values() if a.expiry < now]:
             self._delete(alloc)
+        observer = self.observer
         for alloc in self.allocations.values():
-            alloc.expire(now)
+            if alloc.expire(now) and observer is not None:
+                observer.allocation_changed(alloc)
         for token in [t for t, r in self.reservations.items() if r[3] < now]:
             self.allocator.release_reservation(self.reservations.pop(token)[2])
         if self._unauth:
@@ -382,6 +401,8 @@ class TurnServer:
 
     def totals(self) -> tuple[int, int, int, int]:
         """(packets to peers, bytes to peers, packets to clients, bytes to clients)."""
+        if self.observer is not None:
+            self.observer.flush_counters()
         s = self.stats
         p_out, b_out, p_in, b_in = (
             s.packets_to_peer,
@@ -713,6 +734,8 @@ class TurnServer:
         expiry = now + self.config.permission_lifetime
         for peer in peers:
             alloc.permissions[str(peer.ip)] = expiry
+        if self.observer is not None:
+            self.observer.allocation_changed(alloc)
         return []
 
     def _on_channel_bind(
@@ -751,6 +774,8 @@ class TurnServer:
         alloc.permissions[peer[0]] = max(
             alloc.permissions.get(peer[0], 0.0), now + self.config.permission_lifetime
         )
+        if self.observer is not None:
+            self.observer.allocation_changed(alloc)
         return []
 
     def _on_send(self, msg: Message, ft: FiveTuple, now: float) -> Forward | None:
@@ -865,6 +890,8 @@ class TurnServer:
     def _delete(self, alloc: Allocation) -> None:
         if self.allocations.pop(alloc.five_tuple, None) is None:
             return
+        if self.observer is not None:
+            self.observer.allocation_deleted(alloc)
         self.per_account[alloc.account] -= 1
         if self.per_account[alloc.account] <= 0:
             del self.per_account[alloc.account]

@@ -1,0 +1,40 @@
+import socket
+
+NATIVE: int
+
+class Counters:
+    pkts_out: int
+    bytes_out: int
+    pkts_in: int
+    bytes_in: int
+
+class Route:
+    sock: socket.socket
+    channel: int
+    expiry: float
+    counters: Counters
+    @property
+    def addr(self) -> tuple[str, int]: ...
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        channel: int,
+        expiry: float,
+        counters: Counters,
+    ) -> None: ...
+
+Slow = list[tuple[bytes, tuple[str, int]]]
+Blocked = list[tuple[socket.socket, bytes, tuple[str, int]]]
+
+def drain_client(
+    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
+) -> Slow | None: ...
+def drain_peer(
+    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
+) -> Slow | None: ...
+def client_key(host: str, port: int, channel: int) -> object | None: ...
+def peer_key(host: str, port: int) -> object | None: ...
+def take_io_errors() -> int: ...
+def set_force_eagain(n: int) -> None: ...
