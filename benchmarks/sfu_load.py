@@ -8,8 +8,10 @@ and SRTP (libsrtp): each publishes Opus-sized audio at 50 packets/s with the RFC
 level (participant 0 is loud, so it becomes the dominant speaker) and VP8-shaped video in
 three simulcast layers (rid q/h/f, periodic keyframes), and receives everything the SFU
 forwards. Reports forwarded packets/s, the SFU process's CPU (µs per forwarded packet,
-share of one core) and forwarding latency p50/p99 (send timestamp carried in the payload,
-read by the receiving synthetic subscriber in the same process and clock).
+share of one core) and forwarding latency p50/p99 (send timestamp in the payload's last
+8 bytes, read by the receiving synthetic subscriber in the same process and clock).
+``benchmarks/sfu_vs_janus.py`` feeds Janus the same load with these pieces
+(``Synthetic``, ``connect_media``, ``pump``).
 
 The load generator is Python too and shares the 2-core machine, so latency includes
 its own scheduling delay: read it as an upper bound.
@@ -29,6 +31,7 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +50,23 @@ AUDIO_PPS, AUDIO_BYTES = 50, 80
 KEYFRAME_EVERY = 1.0
 
 
-def _offer(ident: DtlsIdentity, ufrag: str, pwd: str, ssrcs: dict[str, int], slots: int) -> str:
+def _offer(
+    ident: DtlsIdentity,
+    ufrag: str,
+    pwd: str,
+    ssrcs: dict[str, int],
+    slots: int,
+    setup: str = "actpass",
+    high_first: bool = False,
+) -> str:
+    """The synthetic participant's offer; visavis wants the simulcast rids lowest layer
+    first, Janus highest first (``high_first``)."""
+    rids = [rid for rid, _, _ in LAYERS][:: -1 if high_first else 1]
     common = [
         f"a=ice-ufrag:{ufrag}",
         f"a=ice-pwd:{pwd}",
         f"a=fingerprint:sha-256 {ident.fingerprint}",
-        "a=setup:actpass",
+        f"a=setup:{setup}",
         "a=rtcp-mux",
         "c=IN IP4 0.0.0.0",
     ]
@@ -81,8 +95,8 @@ def _offer(ident: DtlsIdentity, ufrag: str, pwd: str, ssrcs: dict[str, int], slo
         "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
         "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
         "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-        *[f"a=rid:{rid} send" for rid, _, _ in LAYERS],
-        "a=simulcast:send " + ";".join(rid for rid, _, _ in LAYERS),
+        *[f"a=rid:{rid} send" for rid in rids],
+        "a=simulcast:send " + ";".join(rids),
     ]
     for i in range(slots):
         lines += [
@@ -104,6 +118,121 @@ def _offer(ident: DtlsIdentity, ufrag: str, pwd: str, ssrcs: dict[str, int], slo
     return "\r\n".join(lines) + "\r\n"
 
 
+def stun_reply(data: bytes, addr: tuple[str, int], local_pwd: str) -> bytes | None:
+    """The success response to a STUN binding request (a peer's connectivity check or
+    keepalive), or None if ``data`` is not one."""
+    try:
+        request = stun.parse_message(data)
+    except ValueError:
+        return None
+    if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
+        return None
+    response = stun.Message(
+        stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id
+    )
+    response.attributes["XOR-MAPPED-ADDRESS"] = addr
+    response.add_message_integrity(local_pwd.encode())
+    response.add_fingerprint()
+    return bytes(response)
+
+
+def connect_media(
+    sock: socket.socket,
+    ident: DtlsIdentity,
+    local_ufrag: str,
+    remote_sdp: str,
+    local_pwd: str | None = None,
+) -> tuple[tuple[str, int], pylibsrtp.Session, pylibsrtp.Session]:
+    """ICE check with USE-CANDIDATE to the first IPv4 host candidate of ``remote_sdp``
+    (an ICE-lite peer answers it), then the DTLS handshake as client, blocking. With
+    ``local_pwd``, the peer's own binding requests are answered meanwhile (Janus sends
+    some even in ICE-lite mode and fails ICE without answers).
+
+    Returns the remote address and the outbound and inbound SRTP sessions; leaves the
+    socket non-blocking.
+    """
+    sdp = remote_sdp
+    ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # type: ignore[union-attr]
+    pwd = re.search(r"a=ice-pwd:(\S+)", sdp).group(1)  # type: ignore[union-attr]
+    cand = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", sdp)
+    assert cand is not None
+    remote = (cand.group(1), int(cand.group(2)))
+    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{ufrag}:{local_ufrag}"
+    request.attributes["PRIORITY"] = 1
+    request.attributes["ICE-CONTROLLING"] = secrets.randbits(64)
+    request.attributes["USE-CANDIDATE"] = None
+    request.add_message_integrity(pwd.encode())
+    request.add_fingerprint()
+    answered = False
+    for attempt in range(5):
+        sock.settimeout(0.5 * (attempt + 1))
+        sock.sendto(bytes(request), remote)
+        for _ in range(10):
+            try:
+                data, addr = sock.recvfrom(2000)
+            except TimeoutError:
+                break
+            reply = stun_reply(data, addr, local_pwd) if local_pwd else None
+            if reply is not None:
+                sock.sendto(reply, addr)
+            elif data[4:8] == b"\x21\x12\xa4\x42" and data[8:20] == request.transaction_id:
+                answered = True
+                break
+        if answered:
+            break
+    else:
+        raise TimeoutError(f"no ICE answer from {remote}")
+    sock.settimeout(0.5)
+    conn = SSL.Connection(ident.context)
+    conn.set_connect_state()
+    for _ in range(40):  # a bounded handshake, retransmitting on silence
+        try:
+            conn.do_handshake()
+            break
+        except SSL.WantReadError:
+            pass
+        while True:
+            try:
+                sock.sendto(conn.bio_read(1500), remote)
+            except SSL.Error:
+                break
+        try:
+            data, addr = sock.recvfrom(2000)
+        except TimeoutError:
+            # The peer may not have been listening yet (an ICE-lite server starts DTLS
+            # once it has seen the nominating check): resend our flight.
+            conn.DTLSv1_handle_timeout()
+            continue
+        reply = stun_reply(data, addr, local_pwd) if local_pwd else None
+        if reply is not None:
+            sock.sendto(reply, addr)
+        elif 19 < data[0] < 64:  # DTLS only (RFC 7983); e.g. a retransmitted STUN answer
+            conn.bio_write(data)
+    else:
+        raise TimeoutError(f"DTLS handshake with {remote} did not finish")
+    k, s = 16, 14 if conn.get_selected_srtp_profile() == b"SRTP_AES128_CM_SHA1_80" else 12
+    profile = (
+        pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        if s == 14
+        else pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    )
+    m = conn.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (k + s))
+    client_key, server_key = m[:k] + m[2 * k : 2 * k + s], m[k : 2 * k] + m[2 * k + s :]
+    tx = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=client_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
+        )
+    )
+    rx = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=server_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
+        )
+    )
+    sock.setblocking(False)
+    return remote, tx, rx
+
+
 @dataclass
 class Synthetic:
     """One synthetic participant: control WebSocket, UDP socket, DTLS, SRTP."""
@@ -112,6 +241,7 @@ class Synthetic:
     url: str
     slots: int
     loud: bool
+    host: str = "127.0.0.1"
     ident: DtlsIdentity = field(default_factory=DtlsIdentity)
     ufrag: str = field(default_factory=lambda: secrets.token_hex(4))
     pwd: str = field(default_factory=lambda: secrets.token_hex(12))
@@ -130,7 +260,7 @@ class Synthetic:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def join(self) -> None:
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.host, 0))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.ssrcs = {
             "audio": secrets.randbits(32),
@@ -167,72 +297,34 @@ class Synthetic:
 
     def connect_media(self) -> None:
         """ICE check with USE-CANDIDATE, then the DTLS handshake, blocking."""
-        sdp = self.answer["sdp"]
-        ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # type: ignore[union-attr]
-        pwd = re.search(r"a=ice-pwd:(\S+)", sdp).group(1)  # type: ignore[union-attr]
-        cand = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", sdp)
-        assert cand is not None
-        self.remote = (cand.group(1), int(cand.group(2)))
-        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-        request.attributes["USERNAME"] = f"{ufrag}:{self.ufrag}"
-        request.attributes["PRIORITY"] = 1
-        request.attributes["ICE-CONTROLLING"] = secrets.randbits(64)
-        request.attributes["USE-CANDIDATE"] = None
-        request.add_message_integrity(pwd.encode())
-        request.add_fingerprint()
-        self.sock.settimeout(2.0)
-        self.sock.sendto(bytes(request), self.remote)
-        self.sock.recvfrom(2000)
-        conn = SSL.Connection(self.ident.context)
-        conn.set_connect_state()
-        while True:
-            try:
-                conn.do_handshake()
-                break
-            except SSL.WantReadError:
-                pass
-            while True:
-                try:
-                    self.sock.sendto(conn.bio_read(1500), self.remote)
-                except SSL.Error:
-                    break
-            data, _ = self.sock.recvfrom(2000)
-            conn.bio_write(data)
-        k, s = 16, 14 if conn.get_selected_srtp_profile() == b"SRTP_AES128_CM_SHA1_80" else 12
-        profile = (
-            pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-            if s == 14
-            else pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+        self.remote, self.tx, self.rx = connect_media(
+            self.sock, self.ident, self.ufrag, self.answer["sdp"]
         )
-        m = conn.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (k + s))
-        client_key, server_key = m[:k] + m[2 * k : 2 * k + s], m[k : 2 * k] + m[2 * k + s :]
-        self.tx = pylibsrtp.Session(
-            pylibsrtp.Policy(
-                key=client_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
-            )
-        )
-        self.rx = pylibsrtp.Session(
-            pylibsrtp.Policy(
-                key=server_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
-            )
-        )
-        self.sock.setblocking(False)
 
     def send(self, kind: str, size: int, keyframe: bool, ts: int) -> None:
         assert self.tx is not None and self.remote is not None
         seq = self.seq[kind] = (self.seq[kind] + 1) & 0xFFFF
-        stamp = struct.pack("!d", time.perf_counter())
         if kind == "audio":
             ext = bytes((0xBE, 0xDE, 0, 1, 0x10, ord("0"), 0x20, 0 if self.loud else 127))
             pt = 111
-            payload = stamp + bytes(size - 8)
         else:
-            ext = bytes((0xBE, 0xDE, 0, 2, 0x10, ord("1"), 0x40 | 0, ord(kind), 0, 0, 0, 0))
             ext = bytes((0xBE, 0xDE, 0, 1, 0x10, ord("1"), 0x40, ord(kind)))
             pt = 96
-            payload = bytes((0x10, 0x00 if keyframe else 0x01)) + stamp + bytes(size - 10)
         header = struct.pack("!BBHII", 0x90, 0x80 | pt, seq, ts, self.ssrcs[kind])
-        self.sock.sendto(self.tx.protect(header + ext + payload), self.remote)
+        body = payload(kind, size, keyframe, time.perf_counter())
+        self.sock.sendto(self.tx.protect(header + ext + body), self.remote)
+
+
+# VP8 payload descriptor (S=1, PID 0) + frame tag (show_frame, P=0 on keyframes) + the
+# keyframe start code and a 320x240 size, so that any SFU's keyframe detector accepts it.
+_VP8_KEY = bytes((0x10, 0x10, 0x00, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00))
+_VP8_DELTA = bytes((0x10, 0x11, 0x00, 0x00))
+
+
+def payload(kind: str, size: int, keyframe: bool, sent_at: float) -> bytes:
+    """A synthetic RTP payload of ``size`` bytes ending with the send time (8 bytes)."""
+    head = b"" if kind == "audio" else _VP8_KEY if keyframe else _VP8_DELTA
+    return head + bytes(size - 8 - len(head)) + struct.pack("!d", sent_at)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -241,7 +333,115 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Window:
+    """What the load generator saw during the measurement window."""
+
+    wall: float
+    cpu: float  # the measured server process's user+system seconds
+    sent: int
+    rtp_received: int  # forwarded RTP packets that reached the subscribers' sockets
+    other_received: int  # RTCP, DTLS, STUN
+    latencies: list[float]  # ms, sampled
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {
+            "sent_pps": round(self.sent / self.wall),
+            "received_rtp_pps": round(self.rtp_received / self.wall),
+            "server_cpu_core_share": round(self.cpu / self.wall, 3),
+            "server_cpu_us_per_received_packet": round(
+                self.cpu / max(self.rtp_received, 1) * 1e6, 2
+            ),
+            "received_pps_per_core": round(self.rtp_received / max(self.cpu, 1e-9)),
+            "latency_ms_p50": round(statistics.median(lat), 3) if lat else None,
+            "latency_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
+            "latency_samples": len(lat),
+        }
+
+
+async def pump(
+    senders: list[Synthetic],
+    receivers: list[tuple[socket.socket, pylibsrtp.Session | None, str | None]],
+    server_pid: int,
+    warmup: float,
+    seconds: float,
+    sample: int,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+) -> Window:
+    """Publish audio and three simulcast layers from every sender and drain every
+    receiving socket for ``warmup + seconds``; measure over the last ``seconds``.
+
+    Latency: 1 in ``sample`` received RTP packets is decrypted and its send time (the
+    payload's last 8 bytes) compared with the clock of this same process. A receiver
+    with an ICE password answers the binding requests (keepalives) it gets.
+    """
+    latencies: list[float] = []
+    schedule: list[tuple[float, int, str, int]] = []
+    start = time.perf_counter()
+    for p in senders:
+        schedule.append((start + p.index * 0.0007, p.index, "audio", AUDIO_BYTES))
+        for rid, _, size in LAYERS:
+            schedule.append((start + p.index * 0.0011, p.index, rid, size))
+    by_index = {p.index: p for p in senders}
+    period = {"audio": 1 / AUDIO_PPS, **{rid: 1 / pps for rid, pps, _ in LAYERS}}
+    last_key = {(p.index, rid): -1e9 for p in senders for rid, _, _ in LAYERS}
+    socks = {sock.fileno(): (sock, rx, pwd) for sock, rx, pwd in receivers}
+    cpu0 = wall0 = 0.0
+    rtp = other = sent = 0
+    warmup_end = start + warmup
+    end = warmup_end + seconds
+    measuring = False
+    while True:
+        now = time.perf_counter()
+        if not measuring and now >= warmup_end:
+            if on_start is not None:
+                await on_start()
+            measuring, cpu0, wall0 = True, cpu_seconds(server_pid), time.perf_counter()
+            rtp = other = sent = 0
+            now = time.perf_counter()
+        if now >= end:
+            break
+        schedule.sort()
+        while schedule and schedule[0][0] <= now:
+            due, index, kind, size = schedule.pop(0)
+            key = False
+            if kind != "audio" and now - last_key[(index, kind)] >= KEYFRAME_EVERY:
+                key, last_key[(index, kind)] = True, now
+            clock = 48000 if kind == "audio" else 90000
+            by_index[index].send(kind, size, key, int(now * clock) & 0xFFFFFFFF)
+            sent += 1
+            schedule.append((due + period[kind], index, kind, size))
+        timeout = max(0.0, min(0.005, schedule[0][0] - time.perf_counter()))
+        readable, _, _ = select.select(list(socks), [], [], timeout)
+        for fd in readable:
+            sock, rx, pwd = socks[fd]
+            for _ in range(64):
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                if not (127 < data[0] < 192) or 192 <= data[1] <= 223:
+                    other += 1
+                    reply = stun_reply(data, addr, pwd) if pwd and data[0] < 2 else None
+                    if reply is not None:
+                        sock.sendto(reply, addr)
+                    continue
+                rtp += 1
+                if rx is not None and rtp % sample == 0:
+                    try:
+                        plain = rx.unprotect(data)
+                    except pylibsrtp.Error:
+                        continue
+                    (sent_at,) = struct.unpack_from("!d", plain, len(plain) - 8)
+                    latencies.append((time.perf_counter() - sent_at) * 1000)
+    cpu = cpu_seconds(server_pid) - cpu0
+    wall = time.perf_counter() - wall0
+    return Window(wall, cpu, sent, rtp, other, latencies)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement of the visavis SFU (its own process, started and stopped here)."""
     env = dict(
         os.environ,
         VISAVIS_SHARED_SECRET=SECRET,
@@ -251,7 +451,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         VISAVIS_SFU__INITIAL_BANDWIDTH="10000000",
         VISAVIS_SFU__DEAD_TIMEOUT="60",
         VISAVIS_SFU__RTCP_RATE="1000",
-        PYTHONPATH="src",
+        PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"),
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -262,101 +462,55 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env=env,
     )
     assert proc.stdout is not None and proc.stdin is not None
-    ready = json.loads(await proc.stdout.readline())
-    n = args.participants
-    people = [Synthetic(i, ready["control_url"], n - 1, loud=(i == 0)) for i in range(n)]
-    for p in people:
-        await p.join()
-    await asyncio.sleep(1.0)  # let renegotiations settle
-    for p in people:
-        await p.offer()
-        p.connect_media()
-    latencies: list[float] = []
-    schedule: list[tuple[float, int, str, int]] = []
-    start = time.perf_counter()
-    for p in people:
-        schedule.append((start + p.index * 0.0007, p.index, "audio", AUDIO_BYTES))
-        for rid, _, size in LAYERS:
-            schedule.append((start + p.index * 0.0011, p.index, rid, size))
-    period = {"audio": 1 / AUDIO_PPS, **{rid: 1 / pps for rid, pps, _ in LAYERS}}
-    last_key = {(p.index, rid): -1e9 for p in people for rid, _, _ in LAYERS}
-    socks = {p.sock.fileno(): p for p in people}
-    cpu0, wall0, fwd_received = 0.0, 0.0, 0
-    sfu_before: dict[str, Any] = {}
-    warmup_end = start + args.warmup
-    end = warmup_end + args.seconds
-    measuring = False
-    sent = 0
-    while True:
-        now = time.perf_counter()
-        if not measuring and now >= warmup_end:
-            measuring, cpu0, wall0, fwd_received, sent = True, cpu_seconds(proc.pid), now, 0, 0
-            proc.stdin.write(b"stats\n")
-            sfu_before = json.loads(await proc.stdout.readline())
-            now = time.perf_counter()
-        if now >= end:
-            break
-        schedule.sort()
-        while schedule and schedule[0][0] <= now:
-            due, index, kind, size = schedule.pop(0)
-            p = people[index]
-            key = False
-            if kind != "audio" and now - last_key[(index, kind)] >= KEYFRAME_EVERY:
-                key, last_key[(index, kind)] = True, now
-            clock = 48000 if kind == "audio" else 90000
-            p.send(kind, size, key, int(now * clock) & 0xFFFFFFFF)
-            sent += 1
-            schedule.append((due + period[kind], index, kind, size))
-        timeout = max(0.0, min(0.005, schedule[0][0] - time.perf_counter()))
-        readable, _, _ = select.select(list(socks), [], [], timeout)
-        for fd in readable:
-            p = socks[fd]
-            for _ in range(64):
-                try:
-                    data = p.sock.recv(2048)
-                except BlockingIOError:
-                    break
-                fwd_received += 1
-                if (
-                    fwd_received % args.sample == 0
-                    and 127 < data[0] < 192
-                    and not 192 <= data[1] <= 223
-                ):
-                    try:
-                        plain = p.rx.unprotect(data)  # type: ignore[union-attr]
-                    except pylibsrtp.Error:
-                        continue
-                    off = 12 + 4 * (plain[0] & 0x0F)
-                    if plain[0] & 0x10:
-                        off += 4 + 4 * struct.unpack_from("!H", plain, off + 2)[0]
-                    if plain[1] & 0x7F == 96 or (plain[1] & 0x7F) != 111:
-                        off += 2
-                    (sent_at,) = struct.unpack_from("!d", plain, off)
-                    latencies.append((time.perf_counter() - sent_at) * 1000)
-    cpu = cpu_seconds(proc.pid) - cpu0
-    wall = time.perf_counter() - wall0
-    proc.stdin.write(b"stats\n")
-    report = json.loads(await proc.stdout.readline())
-    forwarded = report["packets_forwarded"] - sfu_before["packets_forwarded"]
-    for p in people:
-        if p.ws is not None:
-            await p.ws.close()
-    proc.stdin.write(b"stop\n")
-    await proc.stdin.drain()
-    await proc.stdout.readline()
-    await proc.wait()
-    latencies.sort()
+    stdin, stdout = proc.stdin, proc.stdout
+    try:
+        ready = json.loads(await stdout.readline())
+        n = args.participants
+        people = [Synthetic(i, ready["control_url"], n - 1, loud=(i == 0)) for i in range(n)]
+        for p in people:
+            await p.join()
+        await asyncio.sleep(1.0)  # let renegotiations settle
+        for p in people:
+            await p.offer()
+            p.connect_media()
+        before: dict[str, Any] = {}
+
+        async def read_stats() -> None:
+            stdin.write(b"stats\n")
+            before.update(json.loads(await stdout.readline()))
+
+        window = await pump(
+            people,
+            [(p.sock, p.rx, None) for p in people],
+            proc.pid,
+            args.warmup,
+            args.seconds,
+            args.sample,
+            read_stats,
+        )
+        stdin.write(b"stats\n")
+        report = json.loads(await stdout.readline())
+        forwarded = report["packets_forwarded"] - before["packets_forwarded"]
+        for p in people:
+            for task in p.tasks:
+                task.cancel()
+        for p in people:
+            if p.ws is not None:
+                await p.ws.close()
+            p.sock.close()
+        stdin.write(b"stop\n")
+        await stdin.drain()
+        await stdout.readline()
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     return {
         "participants": n,
-        "sent_pps": round(sent / wall),
-        "sfu_forwarded_pps": round(forwarded / wall),
-        "received_by_generator_pps": round(fwd_received / wall),
-        "sfu_cpu_core_share": round(cpu / wall, 3),
-        "sfu_cpu_us_per_forwarded_packet": round(cpu / max(forwarded, 1) * 1e6, 2),
-        "forwarded_pps_per_core": round(forwarded / max(cpu, 1e-9)),
-        "latency_ms_p50": round(statistics.median(latencies), 3) if latencies else None,
-        "latency_ms_p99": round(latencies[int(len(latencies) * 0.99)], 3) if latencies else None,
-        "latency_samples": len(latencies),
+        **window.summary(),
+        "sfu_forwarded_pps": round(forwarded / window.wall),
+        "sfu_cpu_us_per_forwarded_packet": round(window.cpu / max(forwarded, 1) * 1e6, 2),
         "sfu_dropped": {k: v for k, v in report["dropped"].items() if v},
         "sfu_decoder_modules": report["decoder_modules"],
     }
