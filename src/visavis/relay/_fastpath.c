@@ -12,8 +12,11 @@
  * (see visavis.relay.fastpath); a route carries its expiry (min of channel and
  * permission expiry), so an expired route falls through to the core, which drops and
  * counts. Everything else (STUN, unknown channels, IPv6, peers without a channel) is
- * returned to Python as (bytes, (host, port)) for the core. A send that would block is
- * handed back in `blocked` as (socket, bytes, (host, port)) for the shell's write queue.
+ * handed to Python as a list of (bytes, (host, port)) for the core. A send that would
+ * block is appended to `blocked` as (socket, bytes, (host, port)) for the shell's write
+ * queue. The drains are registered with loop.add_reader directly (no Python frame per
+ * wake-up): drain(sock, routes, budget, blocked, on_slow) reads the clock itself and calls
+ * on_slow(slow list or None, now) only when the core or the write queue has work.
  * Same interface as visavis.relay._fastpath_py, the pure-Python fallback.
  */
 #define PY_SSIZE_T_CLEAN
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #define VLEN 64
 #define BUFSZ 65536
@@ -252,24 +256,44 @@ static int route_send(Route *r, const unsigned char *head, size_t hlen, const un
 }
 
 static int parse_args(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
-                      PyObject **routes, double *now, long *budget, PyObject **blocked) {
+                      PyObject **routes, long *budget, PyObject **blocked) {
     if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "%s(sock, routes, now, budget, blocked)", name);
+        PyErr_Format(PyExc_TypeError, "%s(sock, routes, budget, blocked, on_slow)", name);
         return -1;
     }
     *fd = PyObject_AsFileDescriptor(args[0]);
     if (*fd < 0) return -1;
-    if (!PyDict_Check(args[1]) || !PyList_Check(args[4])) {
+    if (!PyDict_Check(args[1]) || !PyList_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "routes must be a dict and blocked a list");
         return -1;
     }
     *routes = args[1];
-    *now = PyFloat_AsDouble(args[2]);
-    if (*now == -1.0 && PyErr_Occurred()) return -1;
-    *budget = PyLong_AsLong(args[3]);
+    *budget = PyLong_AsLong(args[2]);
     if (*budget == -1 && PyErr_Occurred()) return -1;
-    *blocked = args[4];
+    *blocked = args[3];
     return 0;
+}
+
+/* The wall clock, as time.time(). */
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Hand the core's share to Python: on_slow(slow or None, now), if there is any. */
+static PyObject *finish(PyObject *slow, PyObject *blocked, PyObject *on_slow, double now) {
+    if (slow == NULL && PyList_GET_SIZE(blocked) == 0) Py_RETURN_NONE;
+    PyObject *t = PyFloat_FromDouble(now);
+    if (t == NULL) {
+        Py_XDECREF(slow);
+        return NULL;
+    }
+    PyObject *args[2] = {slow ? slow : Py_None, t};
+    PyObject *res = PyObject_Vectorcall(on_slow, args, 2, NULL);
+    Py_DECREF(t);
+    Py_XDECREF(slow);
+    return res;
 }
 
 /* Receive up to `want` datagrams; returns the count (0 when none, errors counted). */
@@ -307,8 +331,8 @@ static PyObject *drain_client(PyObject *mod, PyObject *const *args, Py_ssize_t n
     PyObject *routes, *blocked, *slow = NULL;
     double now;
     long budget;
-    if (parse_args(args, nargs, "drain_client", &fd, &routes, &now, &budget, &blocked) < 0)
-        return NULL;
+    if (parse_args(args, nargs, "drain_client", &fd, &routes, &budget, &blocked) < 0) return NULL;
+    now = wall_now();
     long total = 0;
     while (total < budget) {
         int want = budget - total > VLEN ? VLEN : (int)(budget - total);
@@ -342,8 +366,7 @@ static PyObject *drain_client(PyObject *mod, PyObject *const *args, Py_ssize_t n
         total += n;
         if (n < want) break;
     }
-    if (slow == NULL) Py_RETURN_NONE;
-    return slow;
+    return finish(slow, blocked, args[4], now);
 error:
     Py_XDECREF(slow);
     return NULL;
@@ -354,8 +377,8 @@ static PyObject *drain_peer(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     PyObject *routes, *blocked, *slow = NULL;
     double now;
     long budget;
-    if (parse_args(args, nargs, "drain_peer", &fd, &routes, &now, &budget, &blocked) < 0)
-        return NULL;
+    if (parse_args(args, nargs, "drain_peer", &fd, &routes, &budget, &blocked) < 0) return NULL;
+    now = wall_now();
     long total = 0;
     while (total < budget) {
         int want = budget - total > VLEN ? VLEN : (int)(budget - total);
@@ -389,8 +412,7 @@ static PyObject *drain_peer(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         total += n;
         if (n < want) break;
     }
-    if (slow == NULL) Py_RETURN_NONE;
-    return slow;
+    return finish(slow, blocked, args[4], now);
 error:
     Py_XDECREF(slow);
     return NULL;
@@ -444,9 +466,9 @@ static PyObject *set_force_eagain(PyObject *mod, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"drain_client", (PyCFunction)(void (*)(void))drain_client, METH_FASTCALL,
-     "drain_client(sock, routes, now, budget, blocked) -> list of (bytes, addr) or None"},
+     "drain_client(sock, routes, budget, blocked, on_slow): client datagrams"},
     {"drain_peer", (PyCFunction)(void (*)(void))drain_peer, METH_FASTCALL,
-     "drain_peer(sock, routes, now, budget, blocked) -> list of (bytes, addr) or None"},
+     "drain_peer(sock, routes, budget, blocked, on_slow): peer datagrams"},
     {"client_key", client_key, METH_VARARGS, "client_key(host, port, channel) -> key or None"},
     {"peer_key", peer_key, METH_VARARGS, "peer_key(host, port) -> key or None"},
     {"take_io_errors", take_io_errors, METH_NOARGS, "I/O errors since the last call"},

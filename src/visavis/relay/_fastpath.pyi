@@ -1,4 +1,5 @@
 import socket
+from collections.abc import Callable
 
 NATIVE: int
 
@@ -28,12 +29,14 @@ class Route:
 Slow = list[tuple[bytes, tuple[str, int]]]
 Blocked = list[tuple[socket.socket, bytes, tuple[str, int]]]
 
+OnSlow = Callable[[Slow | None, float], None]
+
 def drain_client(
-    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
-) -> Slow | None: ...
+    sock: socket.socket, routes: dict[object, Route], budget: int, blocked: Blocked, on_slow: OnSlow
+) -> None: ...
 def drain_peer(
-    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
-) -> Slow | None: ...
+    sock: socket.socket, routes: dict[object, Route], budget: int, blocked: Blocked, on_slow: OnSlow
+) -> None: ...
 def client_key(host: str, port: int, channel: int) -> object | None: ...
 def peer_key(host: str, port: int) -> object | None: ...
 def take_io_errors() -> int: ...

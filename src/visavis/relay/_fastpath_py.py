@@ -1,23 +1,28 @@
 """Pure-Python twin of the native fast path (``_fastpath.c``), used when it is not built.
 
-Same interface and semantics: ``drain_client``/``drain_peer`` read up to ``budget``
-datagrams from a ready socket, forward those matching a live :class:`Route` themselves
-(ChannelData on a bound channel with a valid permission, in either direction), hand a send
-that would block back in ``blocked`` and return everything else as ``(bytes, (host,
-port))`` for the core (None when there is nothing). One ``recvfrom_into`` per datagram
-into a preallocated buffer; the drain stops at the first EAGAIN.
+Same interface and semantics: ``drain_client``/``drain_peer`` (the ``loop.add_reader``
+callbacks) read the clock and up to ``budget`` datagrams from a ready socket, forward those
+matching a live :class:`Route` themselves (ChannelData on a bound channel with a valid
+permission, in either direction), append a send that would block to ``blocked``, and call
+``on_slow(slow, now)`` with everything else as ``(bytes, (host, port))`` for the core
+(``slow`` None when there is nothing) when the core or the write queue has work. One
+``recvfrom_into`` per datagram into a preallocated buffer; the drain stops at the first
+EAGAIN.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import Callable
 
 NATIVE = 0
 
 Addr = tuple[str, int]
 Slow = list[tuple[bytes, Addr]]
 Blocked = list[tuple[socket.socket, bytes, Addr]]
+OnSlow = Callable[[Slow | None, float], None]
 
 _BUF = bytearray(65536)
 _VIEW = memoryview(_BUF)
@@ -94,9 +99,10 @@ def _send(route: Route, data: bytes, blocked: Blocked) -> None:
 
 
 def drain_client(
-    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
-) -> Slow | None:
+    sock: socket.socket, routes: dict[object, Route], budget: int, blocked: Blocked, on_slow: OnSlow
+) -> None:
     global _io_errors
+    now = time.time()
     slow: Slow | None = None
     recv = sock.recvfrom_into
     buf, view = _BUF, _VIEW
@@ -111,7 +117,7 @@ def drain_client(
         if n >= 4 and 0x40 <= buf[0] <= 0x7F:
             number, length = _HEAD.unpack_from(buf)
             route = routes.get((addr[0], addr[1], number))
-            if route is not None and route.expiry >= now and length + 4 <= n:
+            if route is not None and route.expiry >= now and route.channel < 0 and length + 4 <= n:
                 _send(route, bytes(view[4 : 4 + length]), blocked)
                 c = route.counters
                 c.pkts_out += 1
@@ -120,13 +126,15 @@ def drain_client(
         if slow is None:
             slow = []
         slow.append((bytes(view[:n]), (addr[0], addr[1])))
-    return slow
+    if slow is not None or blocked:
+        on_slow(slow, now)
 
 
 def drain_peer(
-    sock: socket.socket, routes: dict[object, Route], now: float, budget: int, blocked: Blocked
-) -> Slow | None:
+    sock: socket.socket, routes: dict[object, Route], budget: int, blocked: Blocked, on_slow: OnSlow
+) -> None:
     global _io_errors
+    now = time.time()
     slow: Slow | None = None
     recv = sock.recvfrom_into
     buf, view = _BUF, _VIEW
@@ -139,7 +147,7 @@ def drain_peer(
             _io_errors += 1
             continue
         route = routes.get((addr[0], addr[1]))
-        if route is not None and route.expiry >= now and n <= 0xFFFF:
+        if route is not None and route.expiry >= now and route.channel >= 0 and n <= 0xFFFF:
             _send(route, _HEAD.pack(route.channel, n) + view[:n], blocked)
             c = route.counters
             c.pkts_in += 1
@@ -148,4 +156,5 @@ def drain_peer(
         if slow is None:
             slow = []
         slow.append((bytes(view[:n]), (addr[0], addr[1])))
-    return slow
+    if slow is not None or blocked:
+        on_slow(slow, now)

@@ -96,12 +96,10 @@ class _RelaySocket:
         self.client_write: Callable[[bytes], Any] | None = None
         self.routes: dict[object, Any] = {}
 
-    def on_readable(self) -> None:
-        relay = self.relay
-        now = time.time()
-        slow = fastpath.drain_peer(self.sock, self.routes, now, PEER_BATCH, relay.blocked)
-        if relay.blocked:
-            relay.flush_blocked()
+    def on_slow(self, slow: list[tuple[bytes, Addr]] | None, now: float) -> None:
+        """Datagrams the fast path left to the core (and sends that would have blocked)."""
+        if self.relay.blocked:
+            self.relay.flush_blocked()
         if slow is not None:
             for data, addr in slow:
                 self._slow(data, addr, now)
@@ -140,10 +138,9 @@ class _UdpListener:
             ft = self._tuples[addr] = FiveTuple("udp", addr, self.local)
         return ft
 
-    def on_readable(self) -> None:
+    def on_slow(self, slow: list[tuple[bytes, Addr]] | None, now: float) -> None:
+        """Datagrams the fast path left to the core (and sends that would have blocked)."""
         relay = self.relay
-        now = time.time()
-        slow = fastpath.drain_client(self.sock, self.routes, now, BATCH, relay.blocked)
         if relay.blocked:
             relay.flush_blocked()
         if slow is None:
@@ -371,8 +368,17 @@ class _SocketAllocator:
         except CapacityError:
             sock.close()
             raise
-        self.relay.loop.add_reader(sock.fileno(), handle.on_readable)
-        self.relay.relay_sockets += 1
+        relay = self.relay
+        relay.loop.add_reader(
+            sock.fileno(),
+            fastpath.drain_peer,
+            sock,
+            handle.routes,
+            PEER_BATCH,
+            relay.blocked,
+            handle.on_slow,
+        )
+        relay.relay_sockets += 1
         return advertised, handle
 
     def release(self, handle: _RelaySocket | TcpRelay) -> None:
@@ -466,7 +472,8 @@ class RelayServer:
 
     def flush_blocked(self) -> None:
         """Queue the fast path's sends that would have blocked."""
-        blocked, self.blocked = self.blocked, []
+        blocked = self.blocked[:]
+        self.blocked.clear()  # the same list stays registered with every reader
         for sock, data, addr in blocked:
             self._enqueue(sock, data, addr)
 
@@ -657,7 +664,15 @@ class RelayServer:
             if udp is not None:
                 listener = _UdpListener(self, udp)
                 self._udp.append(listener)
-                self.loop.add_reader(udp.fileno(), listener.on_readable)
+                self.loop.add_reader(
+                    udp.fileno(),
+                    fastpath.drain_client,
+                    udp,
+                    listener.routes,
+                    BATCH,
+                    self.blocked,
+                    listener.on_slow,
+                )
                 self._ports["udp"] = bound_port
             return
 
