@@ -296,9 +296,8 @@ static PyObject *finish(PyObject *slow, PyObject *blocked, PyObject *on_slow, do
     return res;
 }
 
-/* Receive up to `want` datagrams; returns the count (0 when none, errors counted). */
-static int receive(int fd, int want) {
-    for (int i = 0; i < want; i++) {
+static void init_msgs(void) {
+    for (int i = 0; i < VLEN; i++) {
         iovs[i].iov_base = bufs[i];
         iovs[i].iov_len = BUFSZ;
         memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
@@ -307,6 +306,12 @@ static int receive(int fd, int want) {
         msgs[i].msg_hdr.msg_iov = &iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
+}
+
+/* Receive up to `want` datagrams; returns the count (0 when none, errors counted). The
+ * kernel only rewrites msg_namelen, msg_flags and msg_len of the entries it filled, so
+ * only those are reset for the next call. */
+static int receive(int fd, int want) {
     for (;;) {
         int n = recvmmsg(fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
         if (n >= 0) return n;
@@ -363,11 +368,16 @@ static PyObject *drain_client(PyObject *mod, PyObject *const *args, Py_ssize_t n
             }
             if (push_slow(&slow, p, len, &addrs[i]) < 0) goto error;
         }
+        for (int i = 0; i < n; i++) {
+            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+            msgs[i].msg_hdr.msg_flags = 0;
+        }
         total += n;
         if (n < want) break;
     }
     return finish(slow, blocked, args[4], now);
 error:
+    init_msgs(); /* the batch was cut short: reset every header */
     Py_XDECREF(slow);
     return NULL;
 }
@@ -409,11 +419,16 @@ static PyObject *drain_peer(PyObject *mod, PyObject *const *args, Py_ssize_t nar
             }
             if (push_slow(&slow, p, len, &addrs[i]) < 0) goto error;
         }
+        for (int i = 0; i < n; i++) {
+            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+            msgs[i].msg_hdr.msg_flags = 0;
+        }
         total += n;
         if (n < want) break;
     }
     return finish(slow, blocked, args[4], now);
 error:
+    init_msgs(); /* the batch was cut short: reset every header */
     Py_XDECREF(slow);
     return NULL;
 }
@@ -480,6 +495,7 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastpath",
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyType_Ready(&CountersType) < 0 || PyType_Ready(&RouteType) < 0) return NULL;
+    init_msgs();
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&CountersType);
