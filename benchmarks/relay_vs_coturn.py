@@ -307,6 +307,9 @@ async def main() -> None:
             runs = sorted(per[name], key=lambda r: r.us_per_packet)
             results.append(runs[len(runs) // 2])
     print_table(results)
+    from visavis.relay import fastpath
+
+    print(f"visavis fast path: {'native (recvmmsg)' if fastpath.NATIVE else 'pure Python'}")
     print()
     for i in range(0, len(results), 2):
         coturn, ours = results[i], results[i + 1]
