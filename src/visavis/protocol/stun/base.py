@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -44,6 +45,28 @@ class RawAttribute(Attribute):
 
     def encode_value(self, transaction_id: bytes) -> bytes:
         return self.value
+
+
+class Uint32Attribute(Attribute):
+    """An attribute whose value is one 32-bit unsigned integer, its only field.
+
+    Subclasses are frozen dataclasses naming that field as they like (``seconds``,
+    ``priority``...) and giving ``NAME`` for error messages.
+    """
+
+    __slots__ = ()
+    NAME: ClassVar[str]
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return _U32.pack(getattr(self, self.__slots__[0]))  # type: ignore[misc]
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length(cls.NAME, value, 4)
+        return cls(_U32.unpack(value)[0])  # type: ignore[call-arg]
+
+
+_U32 = struct.Struct("!I")
 
 
 def expect_length(cls_name: str, value: bytes, *lengths: int) -> None:

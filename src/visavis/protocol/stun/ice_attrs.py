@@ -6,22 +6,15 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
 from visavis.protocol.stun.constants import AttrType
 
 
 @dataclass(frozen=True, slots=True)
-class Priority(Attribute):
+class Priority(Uint32Attribute):
     TYPE: ClassVar[int] = AttrType.PRIORITY
+    NAME: ClassVar[str] = "PRIORITY"
     priority: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!I", self.priority)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("PRIORITY", value, 4)
-        return cls(struct.unpack("!I", value)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +54,10 @@ class IceControlling(_TieBreaker):
 
 
 @dataclass(frozen=True, slots=True)
-class ChangeRequest(Attribute):
+class ChangeRequest(Uint32Attribute):
     TYPE: ClassVar[int] = AttrType.CHANGE_REQUEST
+    NAME: ClassVar[str] = "CHANGE-REQUEST"
     flags: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!I", self.flags)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("CHANGE-REQUEST", value, 4)
-        return cls(struct.unpack("!I", value)[0])
 
 
 @dataclass(frozen=True, slots=True)

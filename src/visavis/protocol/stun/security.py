@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
 from visavis.protocol.stun.constants import AttrType
 from visavis.protocol.stun.errors import MalformedAttribute, StunEncodeError
 
@@ -43,17 +43,10 @@ class MessageIntegritySha256(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Fingerprint(Attribute):
+class Fingerprint(Uint32Attribute):
     TYPE: ClassVar[int] = AttrType.FINGERPRINT
+    NAME: ClassVar[str] = "FINGERPRINT"
     crc: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!I", self.crc)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("FINGERPRINT", value, 4)
-        return cls(struct.unpack("!I", value)[0])
 
 
 @dataclass(frozen=True, slots=True)

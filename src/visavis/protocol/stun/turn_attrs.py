@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
 from visavis.protocol.stun.constants import AttrType
 
 
@@ -28,17 +28,10 @@ class ChannelNumber(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Lifetime(Attribute):
+class Lifetime(Uint32Attribute):
     TYPE: ClassVar[int] = AttrType.LIFETIME
+    NAME: ClassVar[str] = "LIFETIME"
     seconds: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!I", self.seconds)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("LIFETIME", value, 4)
-        return cls(struct.unpack("!I", value)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +143,7 @@ class Icmp(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionId(Attribute):
+class ConnectionId(Uint32Attribute):
     TYPE: ClassVar[int] = AttrType.CONNECTION_ID
+    NAME: ClassVar[str] = "CONNECTION-ID"
     connection_id: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!I", self.connection_id)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("CONNECTION-ID", value, 4)
-        return cls(struct.unpack("!I", value)[0])
