@@ -16,7 +16,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from visavis.store.base import DeviceKind, MediaKind
+from visavis.store.base import DeviceKind, MediaKind, ParticipantRole, ParticipantState
 
 HANDLE_EMAIL = re.compile(r"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}$")
 HANDLE_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -208,7 +208,7 @@ class Event(Model):
 
 class ParticipantInfo(Model):
     user: UserInfo
-    state: str
+    state: ParticipantState
 
 
 class CallIncoming(Event):
@@ -246,7 +246,7 @@ class CallParticipant(Event):
     type: Literal["call.participant"] = "call.participant"
     call_id: str
     user: UserInfo
-    state: str
+    state: ParticipantState | Literal["handoff"]
     device_id: str | None = None
 
 
@@ -364,8 +364,8 @@ HistoryState = Literal["answered", "missed", "declined", "cancelled", "ongoing"]
 
 class HistoryParticipant(Model):
     user: UserInfo
-    role: str
-    state: str
+    role: ParticipantRole
+    state: ParticipantState
 
 
 class HistoryEntry(Model):
