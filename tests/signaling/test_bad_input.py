@@ -109,6 +109,9 @@ async def test_websocket_requires_a_valid_hello(tmp_path: Path) -> None:
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await ws.recv())["code"] == "hello_required"
         async with websockets.connect(ws_url) as ws:
+            await ws.send(b"\x00binary hello")
+            assert json.loads(await ws.recv())["code"] == "hello_required"
+        async with websockets.connect(ws_url) as ws:
             await ws.send(json.dumps({"type": "hello", "token": "vvd_forged"}))
             assert json.loads(await ws.recv())["code"] == "bad_token"
             try:

@@ -303,8 +303,9 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         finally:
             await ctx.hub.detach(conn)
 
-    async def _reject(conn_or_ws: Connection | WebSocket, code: str, message: str,
-                      re: str | int | None = None) -> None:
+    async def _reject(
+        conn_or_ws: Connection | WebSocket, code: str, message: str, re: str | int | None = None
+    ) -> None:
         ctx.metrics.rejected.labels(code).inc()
         error = m.Error(re=re, code=code, message=message)
         if isinstance(conn_or_ws, Connection):
@@ -313,9 +314,11 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await conn_or_ws.send_json(error.model_dump(mode="json"))
 
     async def _handshake(websocket: WebSocket) -> tuple[User, Device, Connection] | None:
-        text = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT)
+        frame = await asyncio.wait_for(websocket.receive(), HELLO_TIMEOUT)
+        if frame["type"] == "websocket.disconnect":
+            return None
         try:
-            hello = m.client_message_adapter.validate_json(text)
+            hello = m.client_message_adapter.validate_json(frame.get("text") or "")
         except ValidationError:
             hello = None
         if not isinstance(hello, m.Hello):
