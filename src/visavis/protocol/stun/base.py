@@ -66,7 +66,24 @@ class Uint32Attribute(Attribute):
         return cls(_U32.unpack(value)[0])  # type: ignore[call-arg]
 
 
+class Uint16Attribute(Attribute):
+    """An attribute whose value is one 16-bit unsigned integer followed by two reserved
+    bytes (RFFU), its only field; like :class:`Uint32Attribute` otherwise."""
+
+    __slots__ = ()
+    NAME: ClassVar[str]
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        return _U16_RFFU.pack(getattr(self, self.__slots__[0]), 0)  # type: ignore[misc]
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        expect_length(cls.NAME, value, 4)
+        return cls(_U16_RFFU.unpack(value)[0])  # type: ignore[call-arg]
+
+
 _U32 = struct.Struct("!I")
+_U16_RFFU = struct.Struct("!HH")
 
 
 def expect_length(cls_name: str, value: bytes, *lengths: int) -> None:

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, Uint16Attribute, Uint32Attribute, expect_length
 from visavis.protocol.stun.constants import AttrType
 
 
@@ -61,17 +61,10 @@ class ChangeRequest(Uint32Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class ResponsePort(Attribute):
+class ResponsePort(Uint16Attribute):
     TYPE: ClassVar[int] = AttrType.RESPONSE_PORT
+    NAME: ClassVar[str] = "RESPONSE-PORT"
     port: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!HH", self.port, 0)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("RESPONSE-PORT", value, 4)
-        return cls(struct.unpack_from("!H", value)[0])
 
 
 @dataclass(frozen=True, slots=True)

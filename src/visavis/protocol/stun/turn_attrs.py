@@ -9,22 +9,15 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, Uint16Attribute, Uint32Attribute, expect_length
 from visavis.protocol.stun.constants import AttrType
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelNumber(Attribute):
+class ChannelNumber(Uint16Attribute):
     TYPE: ClassVar[int] = AttrType.CHANNEL_NUMBER
+    NAME: ClassVar[str] = "CHANNEL-NUMBER"
     number: int
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!HH", self.number, 0)
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("CHANNEL-NUMBER", value, 4)
-        return cls(struct.unpack_from("!H", value)[0])
 
 
 @dataclass(frozen=True, slots=True)
