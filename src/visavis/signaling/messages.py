@@ -68,6 +68,12 @@ class Request(Model):
     id: str | int | None = Field(default=None, description="echoed in the answer's `re`")
 
 
+class CallRequest(Request):
+    """A request about one call."""
+
+    call_id: str = Field(max_length=64)
+
+
 class Hello(Request):
     """First message on a new connection: authenticate as a device."""
 
@@ -97,63 +103,55 @@ class CallInvite(Request):
     media: MediaKind = "video"
 
 
-class CallAnswer(Request):
+class CallAnswer(CallRequest):
     type: Literal["call.answer"]
-    call_id: str = Field(max_length=64)
     end_current: bool = Field(
         default=False, description="leave the calls this user is in, then answer"
     )
 
 
-class CallDecline(Request):
+class CallDecline(CallRequest):
     type: Literal["call.decline"]
-    call_id: str = Field(max_length=64)
 
 
-class CallCancel(Request):
+class CallCancel(CallRequest):
     """The caller gives up before anyone answered."""
 
     type: Literal["call.cancel"]
-    call_id: str = Field(max_length=64)
 
 
-class CallLeave(Request):
+class CallLeave(CallRequest):
     """Hang up: a 1:1 call ends; a group call goes on without this participant."""
 
     type: Literal["call.leave"]
-    call_id: str = Field(max_length=64)
 
 
-class CallAdd(Request):
+class CallAdd(CallRequest):
     """Invite more people into a call this device is in."""
 
     type: Literal["call.add"]
-    call_id: str = Field(max_length=64)
     handles: list[Handle] = Field(min_length=1, max_length=64)
 
 
-class CallRingAgain(Request):
+class CallRingAgain(CallRequest):
     """Ring again someone who missed, declined or left the call."""
 
     type: Literal["call.ring_again"]
-    call_id: str = Field(max_length=64)
     handle: Handle
 
 
-class CallSignal(Request):
+class CallSignal(CallRequest):
     """SDP or an ICE candidate for the other device of a 1:1 call."""
 
     type: Literal["call.signal"]
-    call_id: str = Field(max_length=64)
     description: SessionDescription | None = None
     candidate: IceCandidate | None = None
 
 
-class CallHandoff(Request):
+class CallHandoff(CallRequest):
     """Move this user's place in a live call to this device."""
 
     type: Literal["call.handoff"]
-    call_id: str = Field(max_length=64)
 
 
 ClientMessage = Annotated[
