@@ -89,7 +89,7 @@ async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> A
         if PAGES.resolve() not in file.parents or not file.is_file():
             await route.fulfill(status=404, body="not a harness file")
             return
-        kind = "text/html" if file.suffix == ".html" else "text/javascript"
+        kind = {".html": "text/html", ".css": "text/css"}.get(file.suffix, "text/javascript")
         await route.fulfill(
             status=200,
             body=file.read_bytes(),
