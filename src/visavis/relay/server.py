@@ -326,8 +326,13 @@ class _SocketAllocator:
             raise CapacityError(f"no relay address of family {family}")
         sock = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Bind exclusively (neither SO_REUSEADDR nor SO_REUSEPORT yet): the bind fails
+            # on any port another socket holds, so two allocations, of this relay or of
+            # another relay process, never share a relayed port (with SO_REUSEPORT set
+            # before bind, a second listener would join the first and the kernel would
+            # split the peers' connections between them).
             span = self.max_port - self.min_port + 1
             start = self.rng.randrange(span)
             for i in range(span):
@@ -339,6 +344,9 @@ class _SocketAllocator:
             else:
                 raise CapacityError("relay port range exhausted")
             sock.listen(64)
+            # Now the port is ours, let our own Connect sockets (RFC 6062 5.2: connections
+            # to peers come from the relayed address) bind it too: see TcpRelay.connect.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
         except BaseException:
             sock.close()
