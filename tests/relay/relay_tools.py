@@ -1,10 +1,12 @@
-"""Parsing turnutils_uclient output; a small TURN client over a stream connection."""
+"""Parsing turnutils_uclient output; a small TURN client over a stream connection; a
+datagram receive that works on every event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import socket
 import ssl as ssl_module
 from typing import Any
 
@@ -20,6 +22,28 @@ from visavis.protocol.stun import (
     parse_message,
 )
 from visavis.protocol.turn import StreamFramer
+
+
+async def recvfrom(sock: socket.socket, size: int) -> tuple[bytes, Any]:
+    """``loop.sock_recvfrom`` for any loop: uvloop, which the relay runs on, lacks it."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[tuple[bytes, Any]] = loop.create_future()
+
+    def readable() -> None:
+        if got.done():
+            return
+        try:
+            got.set_result(sock.recvfrom(size))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            got.set_exception(exc)
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        return await got
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def uclient_totals(output: str) -> tuple[int, int, int]:

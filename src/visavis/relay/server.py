@@ -23,7 +23,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -45,7 +45,7 @@ from visavis.protocol.turn import (
 from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
-from visavis.relay.tcp_relay import PeerPipe, TcpRelay
+from visavis.relay.tcp_relay import PeerPipe, StreamTransport, TcpRelay
 
 log = logging.getLogger("visavis.relay")
 
@@ -171,16 +171,15 @@ class _StreamConnection(asyncio.Protocol):
         self.relay = relay
         self.transport_name = transport_name
         self.framer = StreamFramer()
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.five_tuple: FiveTuple | None = None
         self.partner: PeerPipe | None = None  # RFC 6062 data connection once bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        stream = self.transport = cast(StreamTransport, transport)  # any loop's, duck-typed
         if len(self.relay.connections) >= self.relay.settings.relay.max_tcp_connections:
             self.relay.io_errors += 1
-            transport.abort()
+            stream.abort()
             return
         peer = _host_port(transport.get_extra_info("peername"))
         local = _host_port(transport.get_extra_info("sockname"))
