@@ -21,6 +21,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tests.browser import CHROMIUM, launch_chromium
+
+__all__ = ["CHROMIUM", "launch"]
+
 PAGES = Path(__file__).parent / "pages"
 HARNESS_PREFIX = "/__effects__/"
 ASTRONAUT = "astronaut.png"
@@ -59,25 +63,9 @@ def tools_missing() -> list[str]:
     return [tool for tool in ("ffmpeg", "sox", "espeak-ng") if shutil.which(tool) is None]
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
 async def launch(playwright: Any, *extra_args: str) -> Any:
     """Headless Debian Chromium with the fake devices (and ``extra_args``: media files)."""
-    return await playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
-    )
+    return await launch_chromium(playwright, extra_args)
 
 
 async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> Any:

@@ -15,7 +15,7 @@ let channel = null;
 let reactions = null;
 const wire = []; // every payload this page put on the channel, hex
 const played = []; // [participantId, kind] in order
-let skew = 0; // the rate limiters' clock runs ahead by this much (advance())
+let now = 0; // the rate limiters' clock: it only moves by advance(), so load cannot refill
 
 function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -45,7 +45,7 @@ window.setup = async (selfId, peerId, secretHex) => {
     : null;
   reactions = createReactions({
     selfId,
-    clock: () => performance.now() + skew,
+    clock: () => now,
     cipher,
     send: (bytes) => {
       wire.push(hex(bytes));
@@ -82,7 +82,7 @@ window.channelOpen = () => waitFor(() => channel.readyState === "open", 15000);
 window.react = (kind) => reactions.react(kind);
 /** Move the rate limiters' clock forward by `ms` (instead of waiting). */
 window.advance = (ms) => {
-  skew += ms;
+  now += ms;
 };
 window.stats = () => JSON.parse(JSON.stringify(reactions.stats));
 window.wire = () => wire;
