@@ -14,6 +14,7 @@
 // (60 ms time constant) so a grid change does not click.
 
 const SPEAKER_WIDTH = 0.7;
+const TILE_SELECTOR = "[data-participant-id], [data-participant]";
 const GLIDE = 0.06;
 
 /** x in [-1, 1] of the centre of `element` across `container`. */
@@ -117,20 +118,21 @@ export function createSpatialMixer(
       return Object.fromEntries([...voices].map(([id, voice]) => [id, voice.x]));
     },
     /** Place every voice by its tile: elements matching `selector` inside `container`,
-     *  whose `data-participant-id` names the participant. */
-    placeTiles(container, selector = "[data-participant-id]") {
+     *  whose `data-participant-id` (or `data-participant`) names the participant. */
+    placeTiles(container, selector = TILE_SELECTOR) {
       for (const tile of container.querySelectorAll(selector)) {
-        this.place(tile.dataset.participantId, tileX(tile, container));
+        const id = tile.dataset.participantId ?? tile.dataset.participant;
+        if (id) this.place(id, tileX(tile, container));
       }
     },
     /** placeTiles now and whenever the grid resizes or its tiles change; returns stop(). */
-    followTiles(container, selector = "[data-participant-id]") {
+    followTiles(container, selector = TILE_SELECTOR) {
       const update = () => this.placeTiles(container, selector);
       const resize = new ResizeObserver(update);
       resize.observe(container);
       const mutations = new MutationObserver(update);
       mutations.observe(container, { childList: true, subtree: true, attributes: true,
-        attributeFilter: ["class", "style", "data-participant-id"] });
+        attributeFilter: ["class", "style", "data-participant-id", "data-participant"] });
       addEventListener("resize", update);
       update();
       return () => {
