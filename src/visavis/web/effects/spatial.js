@@ -91,7 +91,7 @@ export function createSpatialMixer(
         positionZ: -1,
       });
       source.connect(gain);
-      const voice = { element, source, gain, stereo, hrtf, x: 0 };
+      const voice = { media, element, source, gain, stereo, hrtf, x: 0 };
       voices.set(participantId, voice);
       wire(voice);
       return voice;
@@ -107,6 +107,8 @@ export function createSpatialMixer(
       voice.element.srcObject = null;
     },
     has: (participantId) => voices.has(participantId),
+    /** What was added for `participantId` (to tell whether its track changed). */
+    media: (participantId) => voices.get(participantId)?.media ?? null,
     /** Place a voice at x in [-1, 1] (left edge to right edge of the grid). */
     place(participantId, x) {
       const voice = voices.get(participantId);
