@@ -17,6 +17,9 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 PASSWORD = "correct horse battery"
+# Screens change on server events; on this shared 2-core machine under load a change can
+# take seconds (the ended screen alone lingers 2.5 s), so waits get 15 s, not 5 s.
+expect.set_options(timeout=15_000)
 
 
 def signup_rest(http_url: str, handle: str, name: str) -> None:
