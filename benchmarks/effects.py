@@ -1,8 +1,9 @@
 """Cost of each browser effect per frame, in headless Debian Chromium (software GL).
 
 Run: ``.venv/bin/python benchmarks/effects.py`` (``--runs 3`` by default; ``--quick``:
-one run, fewer frames). It serves src/visavis/web as the tests do (tests/effects/harness)
-and opens tests/effects/pages/bench.html with the astronaut clip as the fake camera:
+one run, fewer frames). It runs the real ``visavis serve`` (tests/served.py), as the
+tests do, and opens tests/effects/pages/bench.html on its origin with the astronaut clip
+as the fake camera:
 
 - blur and portrait at 640x480, at every effect level (effect resolution, mask rate)
   with the adaptation pinned: median ms per frame (segmentation + compositing) and the
@@ -32,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.effects import harness  # noqa: E402
-from tests.effects.conftest import CSP, WEB_DIR  # noqa: E402
+from tests.served import serve  # noqa: E402
+
+from visavis.signaling.web import CSP  # noqa: E402
 
 
 async def one_run(playwright: Any, origin: str, clip: Path, quick: bool) -> dict[str, Any]:
@@ -87,12 +90,12 @@ async def main() -> None:
     from playwright.async_api import async_playwright
 
     runs = []
-    with tempfile.TemporaryDirectory() as tmp, harness.static_origin(WEB_DIR, CSP) as origin:
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp) / "serve") as server:
         clip = harness.camera_clip(Path(tmp))
         async with async_playwright() as playwright:
             for i in range(1 if args.quick else args.runs):
                 print(f"run {i + 1} ...", flush=True)
-                runs.append(await one_run(playwright, origin, clip, args.quick))
+                runs.append(await one_run(playwright, server.http_url, clip, args.quick))
     report(runs)
 
 

@@ -45,6 +45,7 @@ export class Effects {
     this.mixer = null;
     this.stopFollowing = null;
     this.note = ""; // what the video effect last said (lowered resolution, errors)
+    this.played = []; // the last reactions played here: {who, kind, on: the tile's class}
     this.listeners = new Set();
     settings.audioConstraints = micConstraints(this.prefs.voiceIsolation);
   }
@@ -61,7 +62,7 @@ export class Effects {
 
   // -- camera -------------------------------------------------------------------------
   async videoTrack(track) {
-    if (!track || this.prefs.video === "off") return track;
+    if (!track || this.prefs.video === "off" || this.gaveUpOn === track) return track;
     if (this.video?.raw !== track) {
       this.video?.effect.close();
       const effect = createVideoEffect({ mode: this.prefs.video });
@@ -69,6 +70,12 @@ export class Effects {
         this.note = detail.note;
         this.app.announce?.(detail.note);
         this.changed();
+        // too slow here: send the raw camera for the rest of this call (the choice stays)
+        if (detail.gaveUp && this.video?.effect === effect) {
+          this.gaveUpOn = this.video.raw;
+          this.video = null;
+          this.app.media?.refresh().then(() => effect.close());
+        }
       });
       this.video = { raw: track, effect, out: effect.process(track) };
     } else {
@@ -83,17 +90,36 @@ export class Effects {
     this.video?.effect.setMode(mode);
     this.changed();
     await this.app.media?.refresh();
+    if (mode === "off" && this.video) {
+      // the raw camera goes out again: stop the pipeline and the model (no cost when off)
+      this.video.effect.close();
+      this.video = null;
+    }
   }
 
   // -- microphone ---------------------------------------------------------------------
-  async audioTrack(track) {
+  /** The microphone's outgoing track. RNNoise loads in the background (a wasm module and
+   *  a worklet: seconds on a slow device), so the raw track goes out meanwhile and the
+   *  isolated one replaces it when ready: answering a call never waits for the model. */
+  audioTrack(track) {
     if (!track || !this.prefs.voiceIsolation) return track;
-    if (this.voice?.raw !== track) {
-      this.voice?.isolation.close();
-      const isolation = await createVoiceIsolation(track);
-      this.voice = { raw: track, isolation };
-    }
-    return this.voice.isolation.track;
+    if (this.voice?.raw === track) return this.voice.isolation?.track ?? track;
+    this.voice?.isolation?.close();
+    const voice = { raw: track, isolation: null };
+    this.voice = voice;
+    createVoiceIsolation(track).then(
+      (isolation) => {
+        if (this.voice !== voice || track.readyState === "ended") return isolation.close();
+        voice.isolation = isolation;
+        this.changed();
+        return this.app.media?.refresh();
+      },
+      (error) => {
+        this.note = `voice isolation unavailable: ${error.message ?? error}`;
+        this.changed();
+      },
+    );
+    return track;
   }
 
   async setVoiceIsolation(on) {
@@ -115,7 +141,7 @@ export class Effects {
       media.stream.addTrack(fresh);
     }
     if (!this.prefs.voiceIsolation) {
-      this.voice?.isolation.close();
+      this.voice?.isolation?.close();
       this.voice = null;
     }
     await media?.refresh();
@@ -151,6 +177,8 @@ export class Effects {
     const label = REACTIONS.find((r) => r.kind === kind)?.label ?? kind;
     const name = who === SELF ? "You" : (this.app.state.call?.peer?.display_name ?? "They");
     this.app.announce?.(`${name} sent ${label.toLowerCase()}`);
+    this.played.push({ who, kind, on: tile?.getAttribute("class") ?? null });
+    if (this.played.length > 20) this.played.shift();
     if (tile) playReaction(tile, kind);
   }
 

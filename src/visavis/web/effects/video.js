@@ -44,6 +44,13 @@ const START_LEVEL = 2; // 320×240 for a 640×480 camera: above the model's own 
 const REFERENCE_WIDTH = 640;
 const ADAPT_EVERY = 30; // frames between resolution decisions
 const WARM_UP = 5; // frames left out of the cost average
+const GIVE_UP_MS = 1500; // one frame slower than this: the effect switches itself off
+
+/** Resolve after the tasks already queued on the main thread have had their turn. */
+function yieldToPage() {
+  if (globalThis.scheduler?.yield) return globalThis.scheduler.yield();
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 function canvas(width, height) {
   if (typeof OffscreenCanvas !== "undefined") return new OffscreenCanvas(width, height);
@@ -61,13 +68,15 @@ function resize(target, width, height) {
 /**
  * A video effect for one camera track. Options: `mode` ("off", "blur", "portrait"),
  * `backend` ("auto", "insertable-streams", "canvas"), `level` (start index into
- * EFFECT_LEVELS), `adapt` (false pins the resolution, for measurements).
+ * EFFECT_LEVELS), `adapt` (false pins the resolution, for measurements), `giveUpMs` (a
+ * frame slower than this turns the effect off; Infinity never does).
  */
 export function createVideoEffect({
   mode = "off",
   backend = "auto",
   level = START_LEVEL,
   adapt = true,
+  giveUpMs = GIVE_UP_MS,
 } = {}) {
   if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect mode: ${mode}`);
   const events = new EventTarget();
@@ -91,6 +100,7 @@ export function createVideoEffect({
     framesOut: 0,
     framesPassedThrough: 0,
     recentMs: [], // the cost of the last 120 effect frames (ms), for benchmarks
+    gaveUp: false, // the device was far too slow: the effect turned itself off
     error: null,
   };
   let segmenter = null;
@@ -156,7 +166,17 @@ export function createVideoEffect({
 
   /** Lower (or raise back) the effect's resolution from the measured cost per frame. */
   function adaptTo(ms, frameRate) {
-    if (++samples <= WARM_UP) return; // the first frames pay for the model's warm-up
+    samples += 1;
+    if (samples > 1 && ms > giveUpMs) {
+      // A frame that takes seconds freezes the page (the model's GL readbacks wait for a
+      // busy GPU process): the call matters more than its background. Turn the effect off.
+      stats.mode = "off";
+      stats.gaveUp = true;
+      status(`background effects turned off: this device took ${Math.round(ms)} ms for one ` +
+        `frame`);
+      return;
+    }
+    if (samples <= WARM_UP) return; // the first frames pay for the model's warm-up
     stats.recentMs.push(ms);
     if (stats.recentMs.length > 120) stats.recentMs.shift();
     ewma = ewma === 0 ? ms : 0.9 * ewma + 0.1 * ms;
@@ -270,6 +290,9 @@ export function createVideoEffect({
         await writer.write(out);
         countOut();
         adaptTo(performance.now() - t0, frameRate);
+        // The effect shares the page's main thread with the call (signaling messages, the
+        // UI): let queued tasks run between frames, however far behind the camera it is.
+        await yieldToPage();
       }
     })().catch((error) => {
       stats.error = String(error);
