@@ -54,6 +54,10 @@ class TransportListener(Protocol):
 class WebRtcTransport:
     """ICE-lite + DTLS-SRTP termination for one participant."""
 
+    #: False: the fast path never sends media itself; every forwarded packet goes out
+    #: through :meth:`send_rtp` (taps in tests inspect what the SFU forwards there).
+    native_send = True
+
     def __init__(
         self,
         identity: DtlsIdentity,
@@ -86,7 +90,7 @@ class WebRtcTransport:
     @address.setter
     def address(self, path: Path | None) -> None:
         self._address = path
-        if isinstance(path, tuple):
+        if isinstance(path, tuple) and self.native_send:
             self.link.set_destination(path[0], path[1])
         else:
             self.link.clear_destination()
