@@ -2,8 +2,8 @@
 
 Deployment tests run ``visavis serve`` exactly as a guide configures it: on the guide's
 fixed ports and private addresses (10.0.0.7 ...), which this machine does not have. A
-fresh namespace gets them on a dummy interface, so nothing collides with other tests and
-no packet leaves it (they sit on its loopback interface). Root only (CI runs as root, like the NAT lab).
+fresh namespace gets them (on its own loopback interface), so nothing collides with other
+tests and no packet leaves it. Root only (CI runs as root, like the NAT lab).
 
     with Namespace(["10.0.0.7/24"]) as ns:
         ns.run(["python", "-m", "tests.deploy_probe", ...])   # inside
