@@ -156,7 +156,7 @@ def check_ice(report: dict[str, Any], urls: list[str], public: str, local: str) 
 # ---------------------------------------------------------------------- one machine
 def test_one_machine(tmp_path: Path) -> None:
     config = toml("one-machine.toml")
-    cert, key = write_self_signed(tmp_path, "call.example.org")
+    cert, key = write_self_signed(tmp_path, hostname="call.example.org")
     env = {"VISAVIS_RELAY__CERT": str(cert), "VISAVIS_RELAY__PKEY": str(key)}
     with Namespace(["10.0.0.7/24"]) as ns, serve(
         tmp_path / "data", *unit_args("visavis.service"), env=env,
@@ -195,7 +195,7 @@ async def test_many_machines(tmp_path: Path) -> None:
     """The three roles of "Many machines" in one namespace (their addresses differ, so
     they coexist): signaling on PostgreSQL + Redis, the relay, the one SFU."""
     signaling = toml("signaling.toml")
-    cert, key = write_self_signed(tmp_path, "turn.example.org")
+    cert, key = write_self_signed(tmp_path, hostname="turn.example.org")
     common = {"VISAVIS_SHARED_SECRET": REST_SECRET}
     async with fresh_postgres() as database, fresh_redis_prefix() as prefix:
         with ExitStack() as stack:

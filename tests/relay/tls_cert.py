@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -13,9 +14,13 @@ from cryptography.x509.oid import NameOID
 
 
 def write_self_signed(
-    directory: Path, hostname: str = "localhost", stem: str = ""
+    directory: Path,
+    ips: Sequence[str] = ("127.0.0.1",),
+    hostname: str = "localhost",
+    stem: str = "",
 ) -> tuple[Path, Path]:
-    """``cert.pem`` and ``key.pem`` (prefixed by ``stem``) for ``hostname`` and 127.0.0.1."""
+    """``cert.pem`` and ``key.pem`` (file names prefixed by ``stem``) for ``hostname`` and
+    ``ips`` (its own issuer: trust it as a CA file)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -29,7 +34,10 @@ def write_self_signed(
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName(hostname),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+                ]
             ),
             critical=False,
         )
