@@ -51,7 +51,7 @@ class Bot:
         self.sfu: SfuSession | None = None
 
     async def enter(self, call_id: str, index: int, loud: bool = False) -> None:
-        room = await self.events.next(m.CallRoom, 10)
+        room = await self.events.next(m.CallRoom, 30)
         self.e2ee = GroupE2ee(self.session, call_id, self.identity, self.pins)
         await self.e2ee.start()
         self.sfu = SfuSession(
@@ -95,7 +95,7 @@ async def start_call(group: list[Bot]) -> str:
     call_id = (await caller.session.request("call.invite", handles=handles)).call_id
     assert call_id is not None
     for bot in callees:
-        await bot.events.next(m.CallIncoming, 10)
+        await bot.events.next(m.CallIncoming, 30)
         await bot.session.request("call.answer", call_id=call_id)
     return call_id
 
@@ -123,7 +123,7 @@ async def test_bots_decode_each_other_in_an_encrypted_group_call(
             for b in group:
                 if a is not b:
                     assert a.sfu is not None
-                    await a.sfu.wait_for(lambda a=a, b=b: decodes(a, b), 25)
+                    await a.sfu.wait_for(lambda a=a, b=b: decodes(a, b), 60)
         codes = {b.e2ee.verification_code for b in group if b.e2ee is not None}
         assert len(codes) == 1
         for bot in group:
@@ -158,13 +158,13 @@ async def test_substituted_call_key_stops_the_call(
         assert alice.sfu is not None
         for victim in (alice, carol):  # both see bob's announce with a key bob did not sign
             assert victim.sfu is not None and victim.e2ee is not None
-            await victim.sfu.wait_for(lambda v=victim: v.e2ee.stopped, 15)
+            await victim.sfu.wait_for(lambda v=victim: v.e2ee.stopped, 30)
             assert [a.reason for a in victim.e2ee.alerts] == ["announce_signature"]
             assert not decodes(victim, bob, 1)
         # They left the call: bob is told, with the reason on their side in the alert.
         gone = set()
         while len(gone) < 2:
-            event = await bob.events.next(m.CallParticipant, 10)
+            event = await bob.events.next(m.CallParticipant, 30)
             if event.state == "left":
                 gone.add(event.user.handle)
         assert gone == {alice.session.handle, carol.session.handle}
