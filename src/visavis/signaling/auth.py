@@ -5,18 +5,16 @@ database yields no usable tokens, and lookup stays one indexed query.
 
 A password hash costs ~0.3 s of CPU (argon2id, 64 MiB, 4 lanes): never on an event loop.
 :class:`PasswordWorkers` runs them on a few threads of their own (argon2-cffi releases the
-GIL), niced so that media threads win the CPU, with a bounded queue: past it a sign-in
-is refused at once (``auth_busy``) instead of waiting behind a flood.
+GIL), with a bounded queue: past it a sign-in is refused at once (``auth_busy``) instead
+of waiting behind a flood. (The workers are not niced: on a busy machine a niced hash
+took over 10 s, longer than clients wait; see docs/processes.md.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
 import secrets
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -50,20 +48,13 @@ class PasswordWorkers:
     """Hash and verify passwords off the event loop, on at most ``workers`` threads.
 
     :param queue: hashes allowed to wait for a worker; one more raises :class:`PasswordsBusy`.
-    :param nice: added to the workers' scheduling niceness (Linux: per thread), so a flood
-        of sign-ins takes CPU only when media threads leave it.
     """
 
-    def __init__(self, workers: int = 1, queue: int = 16, nice: int = 10) -> None:
+    def __init__(self, workers: int = 1, queue: int = 16) -> None:
         self.workers = workers
         self.limit = workers + queue
         self.pending = 0
-        self.nice = nice
-        self._pool = ThreadPoolExecutor(workers, "visavis-argon2", initializer=self._lower)
-
-    def _lower(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        self._pool = ThreadPoolExecutor(workers, "visavis-argon2")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self.pending >= self.limit:
