@@ -33,6 +33,19 @@ async def finish(proc: asyncio.subprocess.Process, within: float = 40) -> tuple[
     return proc.returncode, summary, err.decode()
 
 
+async def wait_for_line(proc: asyncio.subprocess.Process, text: str, within: float = 60) -> str:
+    """Read the process's stderr until a line contains ``text``; return what was read."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    async with asyncio.timeout(within):
+        while not seen or text not in seen[-1]:
+            line = await proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"exited before printing {text!r}: {''.join(seen)}")
+            seen.append(line.decode())
+    return "".join(seen)
+
+
 async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -> None:
     await signup(stack.url, "alice@example.com")
     await signup(stack.url, "bob@example.com")
@@ -41,12 +54,13 @@ async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -
     recording = tmp_path / "from-alice.mp4"
     answering = await run_cli("answer", "--user", "bob@example.com", "--wait", "20",
                               "--record", str(recording), *common)
-    await asyncio.sleep(2.0)  # the answerer signs in and waits
+    ready = await wait_for_line(answering, "waiting for a call")  # signed in, listening
     calling = await run_cli("call", "bob@example.com", "--user", "alice@example.com",
                             "--duration", "3", *common)
     (rc_call, call, err_call), (rc_answer, ans, err_answer) = await asyncio.gather(
         finish(calling), finish(answering)
     )
+    err_answer = ready + err_answer
     assert rc_call == 0, err_call
     assert rc_answer == 0, err_answer
     assert call["reason"] == "hangup" and ans["reason"] == "remote_hangup"
