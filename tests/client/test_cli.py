@@ -25,7 +25,9 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subp
     )
 
 
-async def finish(proc: asyncio.subprocess.Process, within: float = 40) -> tuple[int, Any, str]:
+async def finish(proc: asyncio.subprocess.Process, within: float = 120) -> tuple[int, Any, str]:
+    # A budget, not a wait: the process ends as soon as its call does. Two CLI processes
+    # importing the media stack on a loaded 2-core machine took over 40 s.
     out, err = await asyncio.wait_for(proc.communicate(), within)
     text = out.decode().strip()
     summary = json.loads(text.splitlines()[-1]) if text else None
