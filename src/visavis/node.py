@@ -135,6 +135,13 @@ class Node:
             with contextlib.suppress(Exception):
                 await service.close()
 
+    def reload(self) -> None:
+        """SIGHUP: each part that has something to reload (the relay's TLS certificate)."""
+        for service in self.services:
+            reload = getattr(service, "reload", None)
+            if reload is not None:
+                reload()
+
     def endpoints(self) -> dict[str, list[str]]:
         found = {s.name: s.endpoints() for s in self.services}
         if self.metrics_server is not None:
