@@ -109,6 +109,7 @@ class Tally:
     error_replies: collections.Counter[str] = field(default_factory=collections.Counter)
     timeouts: collections.Counter[str] = field(default_factory=collections.Counter)
     closed: int = 0
+    connect_retries: int = 0
     late_answers: int = 0
     ring_ms: list[float] = field(default_factory=list)
     rang_at: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -130,7 +131,21 @@ class Device:
         self.reader: asyncio.Task[None] | None = None
 
     async def connect(self, url: str) -> None:
-        self.ws = await websockets.connect(url, max_size=2**20, ping_interval=None)
+        """Connect and say hello; a slow (loaded) server gets a few tries, each counted."""
+        for attempt in range(5):
+            try:
+                await self._connect(url)
+                return
+            except (TimeoutError, OSError, websockets.InvalidHandshake):
+                if attempt == 4:
+                    raise
+                self.tally.connect_retries += 1
+                if self.ws is not None:
+                    await self.ws.close()
+                await asyncio.sleep(1 + attempt)
+
+    async def _connect(self, url: str) -> None:
+        self.ws = await websockets.connect(url, max_size=2**20, ping_interval=None, open_timeout=60)
         await self.ws.send(json.dumps({"type": "hello", "token": self.token}))
         welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
         if welcome.get("type") != "welcome":
@@ -212,7 +227,7 @@ async def seed(db_url: str, users: int, tally: Tally) -> list[User]:
     await store.open()
     password_hash = hash_password("soak-password")
     now = time.time()
-    sem = asyncio.Semaphore(16)
+    sem = asyncio.Semaphore(32)
 
     async def one(i: int) -> User:
         async with sem:
@@ -370,7 +385,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with fresh_postgres() as db_url, fresh_redis_prefix() as prefix:
         t0 = time.perf_counter()
         users = await seed(db_url, args.devices // 2, tally)
-        print(f"seeded {len(users)} users x 2 devices in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"seeded {len(users)} users x 2 devices in {time.perf_counter() - t0:.0f} s", flush=True
+        )
         procs: list[asyncio.subprocess.Process] = []
         try:
             ports = []
@@ -381,14 +398,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ports.append(port)
             t0 = time.perf_counter()
             devices = [d for u in users for d in u.devices]
-            for start in range(0, len(devices), 100):
+            for start in range(0, len(devices), 50):
                 await asyncio.gather(
                     *(
                         d.connect(f"ws://127.0.0.1:{ports[d.node]}/ws")
-                        for d in devices[start : start + 100]
+                        for d in devices[start : start + 50]
                     )
                 )
-            print(f"{len(devices)} devices connected in {time.perf_counter() - t0:.0f} s")
+            print(
+                f"{len(devices)} devices connected in {time.perf_counter() - t0:.0f} s", flush=True
+            )
             result = await soak(args, users, tally, procs)
             for d in devices:
                 await d.ws.close()
@@ -490,6 +509,7 @@ async def soak(
         "request_timeouts": dict(tally.timeouts),
         "late_answers": tally.late_answers,
         "connections_closed_early": tally.closed,
+        "connect_retries": tally.connect_retries,
         "ring_p50_ms": round(statistics.median(tally.ring_ms), 1) if tally.ring_ms else None,
         "ring_p99_ms": round(percentile(tally.ring_ms, 0.99), 1) if tally.ring_ms else None,
         "nodes": per_node,

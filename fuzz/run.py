@@ -86,7 +86,7 @@ def _escape(token: bytes) -> str:
 
 
 def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
-    cmd = [sys.executable, str(CHILD), name, *flags]
+    cmd = [sys.executable, str(CHILD), *flags]
     start = time.monotonic()
     proc = subprocess.run(
         cmd,
@@ -95,6 +95,7 @@ def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
         text=True,
         errors="replace",
         check=False,
+        env={**os.environ, "FUZZ_TARGET": name},
         preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )
     return proc.returncode, proc.stdout, time.monotonic() - start
@@ -161,7 +162,7 @@ def minimise(name: str, nice: int, max_files: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--target", choices=sorted(MODULES))
+    which.add_argument("--target", choices=sorted(MODULES), action="append", help="repeatable")
     which.add_argument("--all", action="store_true", help="every target, one after another")
     parser.add_argument("--runs", type=int, default=1_000_000, help="inputs per target")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the fuzzing child")
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--minimise", action="store_true", help="merge into fuzz/corpus/")
     parser.add_argument("--max-files", type=int, default=150, help="corpus cap per target")
     args = parser.parse_args()
-    names = sorted(MODULES) if args.all else [args.target]
+    names = list(MODULES) if args.all else args.target
     failed = False
     for name in names:
         if args.minimise:
