@@ -101,7 +101,9 @@ def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
     return proc.returncode, proc.stdout, time.monotonic() - start
 
 
-def fuzz(name: str, runs: int, nice: int, seed: int | None, log: Path) -> Figures:
+def fuzz(
+    name: str, runs: int, nice: int, seed: int | None, log: Path, max_time: int | None = None
+) -> Figures:
     from fuzz.targets import load
 
     target = load(name)
@@ -120,6 +122,8 @@ def fuzz(name: str, runs: int, nice: int, seed: int | None, log: Path) -> Figure
     ]
     if seed is not None:
         flags.append(f"-seed={seed}")
+    if max_time is not None:
+        flags.append(f"-max_total_time={max_time}")
     if target.dictionary:
         path = WORK / f"{name}.dict"
         path.write_text("".join(f'"{_escape(token)}"\n' for token in target.dictionary))
@@ -167,6 +171,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000, help="inputs per target")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the fuzzing child")
     parser.add_argument("--seed", type=int, default=None, help="libFuzzer's random seed")
+    parser.add_argument("--max-time", type=int, default=None, help="seconds per target at most")
     parser.add_argument("--minimise", action="store_true", help="merge into fuzz/corpus/")
     parser.add_argument("--max-files", type=int, default=150, help="corpus cap per target")
     args = parser.parse_args()
@@ -178,7 +183,7 @@ def main() -> None:
             continue
         log = WORK / f"{name}.log"
         WORK.mkdir(exist_ok=True)
-        fig = fuzz(name, args.runs, args.nice, args.seed, log)
+        fig = fuzz(name, args.runs, args.nice, args.seed, log, args.max_time)
         print(fig.line() + f"  (log: {log.relative_to(ROOT.parent)})", flush=True)
         failed |= bool(fig.crashes or fig.hangs) or fig.runs < args.runs
     sys.exit(1 if failed else 0)
