@@ -1,4 +1,8 @@
-"""One visavis process: the parts its role names, started in order, closed in reverse."""
+"""One visavis process: the parts its role names, started in order, closed in reverse.
+
+With role all, the relay and the SFU each run on a thread and event loop of their own and
+signaling on the main loop (docs/processes.md); a single-part role runs on the main loop.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,39 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from visavis.config import Settings
+from visavis.listen_errors import ListenError
+from visavis.loops import ThreadedService
 from visavis.service import Service
 
 log = logging.getLogger(__name__)
 
+NO_ICE_SERVERS = (
+    "signaling hands devices NO STUN/TURN server (no signaling.turn_urls and no relay in "
+    "this process): calls between devices behind NAT will not connect. Set "
+    "signaling.turn_urls (VISAVIS_SIGNALING__TURN_URLS) to the relay's URLs "
+    "(docs/operations.md)."
+)
 
-def _optional(module: str, cls: str) -> Any | None:
-    """The server class of a part, or None while that part is not built yet."""
+
+# The server class of each part: imported only when the role runs that part, so a relay
+# process never loads the SFU or signaling (and none of them loads aiortc or PyAV).
+PARTS = {
+    "relay": ("visavis.relay.server", "RelayServer"),
+    "sfu": ("visavis.sfu.server", "SfuServer"),
+    "signaling": ("visavis.signaling.server", "SignalingServer"),
+}
+
+
+class PartUnavailable(RuntimeError):
+    """A part the role asks for cannot be imported: the process must not start without it."""
+
+
+def _server_class(part: str) -> Any:
+    module, name = PARTS[part]
     try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return None
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise PartUnavailable(f"the {part} part cannot be loaded: {exc}") from exc
 
 
 class Node:
@@ -44,26 +70,19 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()
         try:
-            if self._wants("relay"):
-                relay_cls = _optional("visavis.relay.server", "RelayServer")
-                if relay_cls is not None:
-                    self.relay = relay_cls(settings, metrics_registry=self.registry)
-                    await self._start(self.relay)
-            if self._wants("sfu"):
-                sfu_cls = _optional("visavis.sfu.server", "SfuServer")
-                if sfu_cls is not None:
-                    self.sfu = sfu_cls(settings, metrics_registry=self.registry)
-                    await self._start(self.sfu)
+            for part in ("relay", "sfu"):
+                if self._wants(part):
+                    setattr(self, part, await self._start_media(part))
             if self._wants("signaling"):
-                from visavis.signaling.server import SignalingServer
-
-                self.signaling = SignalingServer(
+                self.signaling = _server_class("signaling")(
                     settings,
                     ice_urls=self._ice_urls,
                     sfu_url=self._sfu_url,
                     metrics_registry=self.registry,
                 )
                 await self._start(self.signaling)
+                if not self._ice_urls():
+                    log.warning(NO_ICE_SERVERS)
             if settings.metrics_port is not None:
                 self.metrics_server, _ = start_http_server(
                     settings.metrics_port, addr="127.0.0.1", registry=self.registry
@@ -72,8 +91,25 @@ class Node:
             await self.close()
             raise
 
+    async def _start_media(self, part: str) -> Any:
+        """The relay or the SFU, started; on a loop thread of its own when signaling shares
+        this process (role all), so HTTP and WebSocket work never delays a packet."""
+        cls = _server_class(part)
+        if self.settings.role != "all":
+            server = cls(self.settings, metrics_registry=self.registry)
+            await self._start(server)
+            return server
+        threaded = ThreadedService(
+            part, lambda registry: cls(self.settings, metrics_registry=registry), self.registry
+        )
+        await self._start(threaded)
+        return threaded.inner
+
     async def _start(self, service: Service) -> None:
-        await service.start()
+        try:
+            await service.start()
+        except OSError as exc:  # say which part, and which setting to change
+            raise ListenError(service.name, exc, self.settings) from exc
         self.services.append(service)
 
     def _ice_urls(self) -> list[str]:
@@ -98,6 +134,13 @@ class Node:
             service = self.services.pop()
             with contextlib.suppress(Exception):
                 await service.close()
+
+    def reload(self) -> None:
+        """SIGHUP: each part that has something to reload (the relay's TLS certificate)."""
+        for service in self.services:
+            reload = getattr(service, "reload", None)
+            if reload is not None:
+                reload()
 
     def endpoints(self) -> dict[str, list[str]]:
         found = {s.name: s.endpoints() for s in self.services}
