@@ -23,6 +23,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
@@ -56,6 +57,7 @@ BATCH = 64  # datagrams per wake-up and socket
 PEER_BATCH = BATCH if fastpath.NATIVE else 1
 MAX_SEND_QUEUE = 4096  # datagrams waiting for a writable socket, per socket
 SWEEP_INTERVAL = 1.0
+CERT_CHECK_INTERVAL = 10.0  # seconds between looks at the TLS files' mtimes
 MAX_STREAM_BUFFER = 1 << 20
 
 
@@ -293,6 +295,45 @@ class _StreamConnection(asyncio.Protocol):
         self.transport = None
 
 
+class TlsCertificate:
+    """The TLS listeners' certificate, reloadable in place.
+
+    Every TLS listener shares one :class:`ssl.SSLContext`; loading a chain into it again
+    changes what new handshakes present, while established connections keep the
+    certificate they were set up with (OpenSSL copies it into each connection). A new
+    pair is first loaded into a throwaway context, so a half-written renewal (new
+    certificate, old key) never reaches the live one.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(cert), str(key))
+        self._stamp = self._files()
+
+    def _files(self) -> tuple[tuple[int, int, int], ...]:
+        """(inode, size, mtime) of both files, following symlinks (certbot's live/)."""
+        stats = (os.stat(self.cert), os.stat(self.key))
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+    def changed(self) -> bool:
+        """Whether either file differs from what was last loaded (a missing file, as in
+        the middle of a renewal, is not a change yet)."""
+        try:
+            return self._files() != self._stamp
+        except OSError:
+            return False
+
+    def reload(self) -> None:
+        """Load the files again; raises (OSError, ssl.SSLError) and keeps the old pair."""
+        stamp = self._files()
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            str(self.cert), str(self.key)
+        )
+        self.context.load_cert_chain(str(self.cert), str(self.key))
+        self._stamp = stamp
+
+
 class _SocketAllocator:
     """Binds relay sockets in [min-port, max-port] on the relay addresses."""
 
@@ -459,6 +500,8 @@ class RelayServer:
         self._servers: list[asyncio.Server] = []
         self._ports: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._cert_timer: asyncio.TimerHandle | None = None
+        self.tls: TlsCertificate | None = None
         self._collector = RelayCollector(lambda: self.core, self._extra_metrics)
         self._registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -645,11 +688,14 @@ class RelayServer:
                 port = self._ports.get("udp") or self._ports.get("tcp") or cfg.listening_port
                 await self._bind_plain(host, port)
                 if cfg.cert is not None and cfg.pkey is not None and not cfg.no_tls:
-                    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    ctx.load_cert_chain(str(cfg.cert), str(cfg.pkey))
+                    if self.tls is None:
+                        self.tls = TlsCertificate(cfg.cert, cfg.pkey)
                     tls_port = self._ports.get("tls", cfg.tls_listening_port)
                     srv = await self.loop.create_server(
-                        lambda: _StreamConnection(self, "tls"), host, tls_port, ssl=ctx
+                        lambda: _StreamConnection(self, "tls"),
+                        host,
+                        tls_port,
+                        ssl=self.tls.context,
                     )
                     self._servers.append(srv)
                     self._ports["tls"] = srv.sockets[0].getsockname()[1]
@@ -660,6 +706,8 @@ class RelayServer:
             self.registry.register(self._collector)
             self._registered = True
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if self.tls is not None:
+            self._cert_timer = self.loop.call_later(CERT_CHECK_INTERVAL, self._check_cert)
         log.info("relay listening: %s", ", ".join(self.endpoints()))
         for host in cfg.listening_ip:
             if self._advertised(host) in ("127.0.0.1", "::1") and host in ("0.0.0.0", "::"):
@@ -729,11 +777,40 @@ class RelayServer:
                     pipe.close()
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
+    def reload(self) -> None:
+        """What ``visavis serve`` does on SIGHUP: reload the TLS certificate."""
+        self.reload_tls("SIGHUP")
+
+    def reload_tls(self, reason: str) -> bool:
+        """Load ``cert``/``pkey`` again: new TLS handshakes get the new certificate, open
+        connections and their allocations stay as they are. Broken or mismatched files
+        are refused (logged) and the previous certificate stays in use."""
+        if self.tls is None:
+            return False
+        try:
+            self.tls.reload()
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                "relay: cannot reload the TLS certificate (%s): %s; still serving the "
+                "previous one",
+                reason,
+                exc,
+            )
+            return False
+        log.info("relay: TLS certificate reloaded from %s (%s)", self.tls.cert, reason)
+        return True
+
+    def _check_cert(self) -> None:
+        if self.tls is not None and self.tls.changed():
+            self.reload_tls("file changed")
+        self._cert_timer = self.loop.call_later(CERT_CHECK_INTERVAL, self._check_cert)
+
     async def close(self) -> None:
         """Stop listening, delete every allocation, close every socket."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._cert_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._cert_timer = None
         for task in list(self._tasks):
             task.cancel()
         if self.core is not None:
