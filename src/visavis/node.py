@@ -66,7 +66,8 @@ class Node:
         settings.ensure_shared_secret()
         try:
             if self._wants("relay"):
-                self.relay = _server_class("relay")(settings, metrics_registry=self.registry)
+                relay_cls = _server_class("relay")
+                self.relay = relay_cls.from_settings(settings, metrics_registry=self.registry)
                 await self._start(self.relay)
             if self._wants("sfu"):
                 self.sfu = _server_class("sfu")(settings, metrics_registry=self.registry)
