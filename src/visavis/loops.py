@@ -153,5 +153,11 @@ class ThreadedService:
         finally:
             self.thread.stop()
 
+    def reload(self) -> None:
+        """Pass SIGHUP's reload (e.g. the relay's TLS certificate) to the part, on its loop."""
+        reload = getattr(self.inner, "reload", None)
+        if reload is not None and self.thread.alive:
+            self.thread.loop.call_soon_threadsafe(reload)
+
     def endpoints(self) -> list[str]:
         return list(self.inner.endpoints()) if self.inner is not None else []

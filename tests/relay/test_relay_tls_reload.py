@@ -133,7 +133,7 @@ async def test_a_changed_certificate_file_is_picked_up_without_dropping_allocati
     monkeypatch.setattr(server_mod, "CERT_CHECK_INTERVAL", 0.05)
     certs = make_certs(tmp_path)
     settings = make_settings(tmp_path, cert=str(certs.live[0]), pkey=str(certs.live[1]))
-    relay = RelayServer(settings)
+    relay = RelayServer.from_settings(settings)
     await relay.start()
     port = relay.ports["tls"]
     try:
@@ -158,11 +158,12 @@ async def test_a_changed_certificate_file_is_picked_up_without_dropping_allocati
         await relay.close()
 
 
-async def test_sighup_reloads_the_certificate_of_visavis_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["relay", "all"])  # all: the relay on its own loop thread
+async def test_sighup_reloads_the_certificate_of_visavis_serve(tmp_path: Path, role: str) -> None:
     """The real command: SIGHUP, then new handshakes get the new certificate while the
     allocation made before keeps relaying."""
     certs = make_certs(tmp_path)
-    args = ["--role", "relay", "--cert", str(certs.live[0]), "--pkey", str(certs.live[1]),
+    args = ["--role", role, "--cert", str(certs.live[0]), "--pkey", str(certs.live[1]),
             "--realm", REALM, "--user", "user:pass", "--allowed-peer-ip", "127.0.0.1"]  # fmt: skip
     with serve(tmp_path / "data", *args) as served:
         url = served.url("relay", "turns:")
