@@ -83,12 +83,21 @@ class Device:
 
 
 async def open_device(
-    browser: Browser, http_url: str, viewport: dict[str, int] | None = None
+    browser: Browser,
+    http_url: str,
+    viewport: dict[str, int] | None = None,
+    max_height: int | None = None,
 ) -> Device:
+    """A new device; ``max_height`` is its camera-quality setting (1080, 720, 360), as the
+    settings menu stores it (many 1080p encoders at once starve this 2-core machine)."""
     context = await browser.new_context(
         viewport=viewport or {"width": 1000, "height": 700},  # type: ignore[arg-type]
         permissions=["camera", "microphone"],
     )
+    if max_height is not None:
+        await context.add_init_script(
+            f"localStorage.setItem('visavis.media', JSON.stringify({{maxHeight: {max_height}}}))"
+        )
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -14,13 +14,13 @@ from playwright.async_api import Browser, expect
 from tests.served import Served
 from tests.web.clients import Device, open_device, sign_in, sign_up, signup_rest
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def people(server: Served, browser: Browser) -> AsyncIterator[tuple[Device, Device, Device]]:
     """Alice (signed up through the form) and Bob on two devices."""
     signup_rest(server.http_url, BOB, "Bob")
@@ -70,6 +70,17 @@ async def test_call_rings_both_devices_answer_one_media_both_ways(
     await bob1.wait_frames(b1 + 15)
     # The connection-quality indicator reads getStats.
     await expect(alice.page.locator(".quality")).to_contain_text("connection")
+
+    # ICE restart (what a network change triggers): a visible "reconnecting" state, a
+    # fresh peer connection on both sides, and media flowing again.
+    old_pc = await alice.page.evaluate_handle("window.visavis.controller.pc")
+    await bob1.page.evaluate("window.visavis.phases = []; window.visavis.controller.restart()")
+    await alice.page.wait_for_function("pc => window.visavis.controller.pc !== pc", arg=old_pc)
+    await bob1.wait_phase("in_call")
+    await alice.wait_phase("in_call")
+    assert "reconnecting" in await bob1.page.evaluate("window.visavis.phases")
+    await alice.wait_frames(10)
+    await bob1.wait_frames(10)
 
     # Mute and camera off act on the local tracks.
     await alice.page.get_by_role("button", name="Mute").click()

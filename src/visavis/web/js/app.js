@@ -61,6 +61,8 @@ export class App {
     this.ringtone = new Ringtone();
     this.timers = {};
     this.lastStats = null;
+    this.early = []; // events that arrived before our invite's result
+    this.phases = []; // every phase this tab went through (the call view's history; tests)
   }
 
   // -- small helpers -----------------------------------------------------------------
@@ -82,6 +84,7 @@ export class App {
     const { state, changed } = transition(this.state.call, event, Date.now());
     if (!changed) return false;
     this.store.set({ call: state });
+    if (this.phases.at(-1) !== state.phase) this.phases.push(state.phase);
     this._phaseChanged(state);
     return true;
   }
@@ -203,6 +206,12 @@ export class App {
   // -- server events ------------------------------------------------------------------
   _event(event) {
     const call = this.state.call;
+    if (call.phase === "ringing" && call.direction === "out" && call.callId == null && event.call_id && event.type !== "call.incoming") {
+      // Our invite's result (with the call id) is still on its way: the server may send
+      // call.room or call.ringing first. Keep them until `placed`.
+      this.early.push(event);
+      return;
+    }
     const current = call.callId != null && event.call_id === call.callId;
     switch (event.type) {
       case "call.incoming":
@@ -339,6 +348,7 @@ export class App {
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
     const peer = peers?.[0] ?? { handle: handles[0], display_name: handles.length > 1 ? `${handles.length} people` : handles[0] };
     const group = handles.length > 1;
+    this.early = [];
     this.dispatch({ type: "invite", peer: group ? { handle: handles.join(", "), display_name: handles.map((h) => h.split("@")[0]).join(", ") } : peer, media, group });
     const local = await this._ensureMedia(media);
     let result;
@@ -351,10 +361,13 @@ export class App {
     }
     const callId = result.call_id;
     this.dispatch({ type: "placed", callId });
+    const early = this.early;
+    this.early = [];
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
       direct.prepareOffer();
     }
+    for (const event of early) if (event.call_id === callId) this._event(event);
     return callId;
   }
 

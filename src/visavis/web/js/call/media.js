@@ -9,12 +9,15 @@ import { hooks } from "../core/hooks.js";
 
 const PREFS_KEY = "visavis.media";
 
-// The camera's best up to 1080p (the browser picks the closest the camera offers).
-export const CAMERA_CONSTRAINTS = {
-  width: { ideal: 1920, max: 1920 },
-  height: { ideal: 1080, max: 1080 },
-  frameRate: { ideal: 30, max: 30 },
-};
+// The camera's best up to 1080p (the browser picks the closest the camera offers); a
+// person may cap it per device (Settings → camera quality: 1080, 720 or 360 lines).
+export const QUALITIES = [1080, 720, 360];
+
+export function cameraConstraints(maxHeight = loadPrefs().maxHeight ?? 1080) {
+  const height = QUALITIES.includes(maxHeight) ? maxHeight : 1080;
+  const width = Math.round((height * 16) / 9);
+  return { width: { ideal: width, max: width }, height: { ideal: height, max: height }, frameRate: { ideal: 30, max: 30 } };
+}
 
 export function loadPrefs() {
   try {
@@ -50,7 +53,7 @@ export class LocalMedia {
     const prefs = loadPrefs();
     const wanted = {
       audio: audio && !this.audio ? (prefs.mic ? { deviceId: { ideal: prefs.mic } } : true) : false,
-      video: video && !this.video ? { ...CAMERA_CONSTRAINTS, ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
+      video: video && !this.video ? { ...cameraConstraints(prefs.maxHeight), ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
     };
     if (wanted.audio || wanted.video) {
       const got = await navigator.mediaDevices.getUserMedia(wanted);
@@ -112,7 +115,7 @@ export class LocalMedia {
     const index = cameras.findIndex((d) => d.deviceId === current);
     const next = cameras.length > 1 ? cameras[(index + 1) % cameras.length] : null;
     this.facing = this.facing === "user" ? "environment" : "user";
-    const constraints = next ? { ...CAMERA_CONSTRAINTS, deviceId: { exact: next.deviceId } } : { ...CAMERA_CONSTRAINTS, facingMode: this.facing };
+    const constraints = next ? { ...cameraConstraints(), deviceId: { exact: next.deviceId } } : { ...cameraConstraints(), facingMode: this.facing };
     const got = await navigator.mediaDevices.getUserMedia({ video: constraints });
     const old = this.video;
     if (old) {

@@ -1,6 +1,6 @@
 // Home: find people, favourites, call history (missed calls marked), camera preview.
 import { html, Component, Video, initials } from "../ui.js";
-import { LocalMedia } from "../call/media.js";
+import { LocalMedia, QUALITIES, loadPrefs, savePrefs } from "../call/media.js";
 import { Icon } from "./icons.js";
 
 function CallButtons({ app, contact }) {
@@ -50,7 +50,14 @@ class Preview extends Component {
       <h2 id="preview-title">Camera</h2>
       ${stream ? html`<${Video} className="preview-video" stream=${stream} muted mirror label="Camera preview" />` : html`<p class="muted">See how you look before you call.</p>`}
       ${error && html`<p class="error" role="alert">${error}</p>`}
-      <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+      <div class="inline">
+        <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+        <label class="select">Camera quality
+          <select onChange=${(e) => savePrefs({ maxHeight: Number(e.currentTarget.value) })}>
+            ${QUALITIES.map((q) => html`<option value=${q} selected=${(loadPrefs().maxHeight ?? 1080) === q}>up to ${q}p</option>`)}
+          </select>
+        </label>
+      </div>
     </section>`;
   }
 }
