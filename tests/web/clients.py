@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 PASSWORD = "correct horse battery"
 # Screens change on server events; on this shared 2-core machine under load a change can
@@ -30,6 +31,13 @@ def signup_rest(http_url: str, handle: str, name: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
+
+
+# What a failed wait reports: the call, its path and the last errors shown.
+DIAGNOSE = """(() => { const a = window.visavis, c = a.controller;
+  return {call: a.store.get().call, phases: a.phases, error: a.store.get().error,
+          ice: c?.pc?.iceConnectionState, signaling: c?.pc?.signalingState,
+          participants: c?.participants ? [...c.participants.keys()] : null}; })()"""
 
 
 @dataclass
@@ -49,9 +57,15 @@ class Device:
         return phase
 
     async def wait_phase(self, phase: str, within: float = 15.0) -> None:
-        await self.page.wait_for_function(
-            "p => window.visavis.store.get().call.phase === p", arg=phase, timeout=within * 1000
-        )
+        try:
+            await self.page.wait_for_function(
+                "p => window.visavis.store.get().call.phase === p",
+                arg=phase,
+                timeout=within * 1000,
+            )
+        except PlaywrightTimeout as exc:
+            seen = await self.page.evaluate(DIAGNOSE)
+            raise AssertionError(f"phase never became {phase}: {seen}") from exc
 
     async def frames_decoded(self) -> int:
         stats = await self.stats()

@@ -11,9 +11,9 @@ from playwright.async_api import Browser, async_playwright
 from tests.browser import launch_chromium
 from tests.served import Served, serve
 
-# Short enough that the missed-call test waits seconds, long enough that a callee under
-# a loaded machine still answers in time.
-RING_TIMEOUT = "8"
+# Short enough that the missed-call test waits seconds, long enough that a callee on a
+# loaded machine still answers in time.
+RING_TIMEOUT = "12"
 # The SFU drops a participant with no media for dead_timeout (10 s): a browser that is
 # starved of CPU on this shared machine (4-5 Chromium encoders on 2 cores) can take longer
 # than that from join to first packet. The client rejoins either way; 30 s keeps the

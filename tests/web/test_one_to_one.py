@@ -82,6 +82,17 @@ async def test_call_rings_both_devices_answer_one_media_both_ways(
     await alice.wait_frames(10)
     await bob1.wait_frames(10)
 
+    # Screen sharing replaces the camera on the same sender; Bob keeps decoding.
+    await alice.page.get_by_role("button", name="Share screen").click()
+    sharing = (
+        "window.visavis.controller.pc.getSenders().some((s) => s.track?.label.startsWith('screen'))"
+    )
+    await alice.page.wait_for_function(sharing)
+    frames = await bob1.frames_decoded()
+    await bob1.wait_frames(frames + 10)
+    await alice.page.get_by_role("button", name="Stop sharing").click()
+    await alice.page.wait_for_function(f"!({sharing})")
+
     # Mute and camera off act on the local tracks.
     await alice.page.get_by_role("button", name="Mute").click()
     assert await alice.page.evaluate("!window.visavis.media.audio.enabled")
@@ -128,8 +139,8 @@ async def test_timeout_is_a_missed_call_in_history(people: tuple[Device, Device,
     alice, bob1, bob2 = people
     await alice.find_and_call(BOB)
     await ring_view(bob1)
-    # Nobody answers: the server's ring timeout (8 s here) ends it everywhere.
-    await expect(alice.page.locator(".call-status")).to_have_text("No answer", timeout=20_000)
+    # Nobody answers: the server's ring timeout (12 s here) ends it everywhere.
+    await expect(alice.page.locator(".call-status")).to_have_text("No answer", timeout=30_000)
     for device in (bob1, bob2):
         await expect(device.page.locator("#ring-status")).to_have_text("Missed call")
     await at_home(alice, bob1, bob2)
@@ -143,3 +154,39 @@ async def test_timeout_is_a_missed_call_in_history(people: tuple[Device, Device,
     await expect(entry).to_have_class("missed")
     await expect(badge).to_have_count(0)
     await bob2.go_home_tab("Contacts")
+
+
+async def test_handoff_moves_the_call_to_another_device(
+    people: tuple[Device, Device, Device],
+) -> None:
+    alice, bob1, bob2 = people
+    await alice.go_home_tab("History")
+    calls_before = await alice.page.locator(".history li").count()
+    await alice.go_home_tab("Contacts")
+    await alice.find_and_call(BOB)
+    await ring_view(bob1)
+    await bob1.page.get_by_role("button", name="Video", exact=True).click()
+    await alice.wait_phase("in_call")
+    await alice.wait_frames(5)
+
+    # Bob's other device offers to take the call (it polls history every 10 s).
+    move = bob2.page.get_by_role("button", name="Move call here")
+    await expect(move).to_be_visible(timeout=30_000)
+    old_pc = await alice.page.evaluate_handle("window.visavis.controller.pc")
+    await move.click()
+    await expect(bob1.page.locator(".call-status")).to_have_text("Moved to another device")
+    await bob2.wait_phase("in_call")
+    await alice.page.wait_for_function("pc => window.visavis.controller.pc !== pc", arg=old_pc)
+    await alice.wait_phase("in_call")
+    # Media continues, now between Alice and Bob's second device.
+    await alice.wait_frames(10)
+    await bob2.wait_frames(10)
+
+    await bob2.page.get_by_role("button", name="End").click()
+    await at_home(alice, bob1, bob2)
+    await alice.go_home_tab("History")
+    await expect(alice.page.locator(".history li")).to_have_count(calls_before + 1)
+    await expect(alice.page.locator(".history li").first).to_have_attribute(
+        "data-state", "answered"
+    )
+    await alice.go_home_tab("Contacts")

@@ -68,7 +68,7 @@ export class LocalMedia {
   /** Recompute the outgoing tracks through the localTrack hooks; update every sender. */
   async refresh() {
     for (const kind of ["audio", "video"]) {
-      let track = this[kind];
+      let track = kind === "video" && this.screen ? this.screen : this[kind];
       for (const fn of hooks.localTrack) {
         try {
           track = (await fn(track, kind)) ?? track;
@@ -108,6 +108,25 @@ export class LocalMedia {
     if (this.video) this.video.enabled = !off;
   }
 
+  /** Share a screen or window instead of the camera (same sender: no renegotiation). */
+  async shareScreen() {
+    const got = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    const track = got.getVideoTracks()[0];
+    track.contentHint = "detail";
+    this.screen = track;
+    track.addEventListener("ended", () => this.stopSharing());
+    await this.refresh();
+    this.onchange?.();
+  }
+
+  async stopSharing() {
+    if (!this.screen) return;
+    this.screen.stop();
+    this.screen = null;
+    await this.refresh();
+    this.onchange?.();
+  }
+
   /** Next camera (front/back on phones, or the next one listed). */
   async switchCamera() {
     const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
@@ -130,6 +149,8 @@ export class LocalMedia {
   }
 
   stop() {
+    this.screen?.stop();
+    this.screen = null;
     for (const track of this.stream.getTracks()) {
       track.stop();
       this.stream.removeTrack(track);

@@ -145,6 +145,12 @@ export function History({ app, s }) {
 export function Devices({ app, s }) {
   return html`<section class="card" aria-labelledby="devices-title">
     <h2 id="devices-title">Your devices</h2>
+    ${s.error && html`<p class="error" role="alert">${s.error}</p>`}
+    <p>
+      <button onClick=${() => app.enablePush()} disabled=${Boolean(s.pushEnabled)}>
+        ${s.pushEnabled ? "This device rings when visavis is closed" : "Ring this device when visavis is closed"}
+      </button>
+    </p>
     <ul class="devices">
       ${s.devices.map(
         (d) => html`<li key=${d.id} data-device=${d.id}>
@@ -185,6 +191,11 @@ export function Home({ app, s }) {
     </header>
     ${s.status === "replaced" &&
     html`<div class="banner" role="status">visavis is open in another tab. <button class="primary small" onClick=${() => app.useHere()}>Use here</button></div>`}
+    ${s.elsewhere &&
+    html`<div class="banner handoff" role="status">
+      <span>In a call on another device with ${s.elsewhere.participants.filter((p) => p.user.handle !== s.session.user.handle).map((p) => p.user.display_name).join(", ")}</span>
+      <button class="primary small" onClick=${() => app.moveCallHere()}>Move call here</button>
+    </div>`}
     <main id="main">
       ${current === "contacts" && html`<${Contacts} app=${app} s=${s} />`}
       ${current === "history" && html`<${History} app=${app} s=${s} />`}
