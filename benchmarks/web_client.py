@@ -81,7 +81,7 @@ async def sign_in(page: Any, handle: str, name: str) -> None:
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_label("Name this device").fill(name)
     await page.get_by_role("button", name="Sign in", exact=True).last.click()
-    await page.wait_for_function("window.visavis.store.get().status === 'online'")
+    await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
 
 
 async def run(calls: int) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def run(calls: int) -> dict[str, Any]:
                 await sign_in(page, "caller@example.com", "bench caller")
                 # Warm load: cached files revalidated, signed in, socket online.
                 await page.goto(url + "/")
-                await page.wait_for_function("window.visavis.store.get().status === 'online'")
+                await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
                 out["interactive_warm_online_ms"] = await page.evaluate("performance.now()")
 
                 callee_context = await browser.new_context()
@@ -131,10 +131,10 @@ async def run(calls: int) -> dict[str, Any]:
                         times.append(float(elapsed))
                     await page.evaluate("window.visavis.hangUp()")
                     await page.wait_for_function(
-                        "window.visavis.store.get().call.phase === 'idle'", timeout=15_000
+                        "() => window.visavis.store.get().call.phase === 'idle'", timeout=15_000
                     )
                     await callee.wait_for_function(
-                        "window.visavis.store.get().call.phase === 'idle'", timeout=15_000
+                        "() => window.visavis.store.get().call.phase === 'idle'", timeout=15_000
                     )
                 out["calls"] = calls
                 out["first_frame_ok"] = len(times)

@@ -126,7 +126,7 @@ async def sign_in(device: Device, handle: str, device_name: str) -> None:
     await page.get_by_label("Name this device").fill(device_name)
     await page.get_by_role("button", name="Sign in", exact=True).last.click()
     await expect(page.get_by_role("heading", name="Call someone")).to_be_visible()
-    await page.wait_for_function("window.visavis.store.get().status === 'online'")
+    await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
 
 
 async def sign_up(device: Device, handle: str, name: str, device_name: str) -> None:
@@ -138,4 +138,4 @@ async def sign_up(device: Device, handle: str, name: str, device_name: str) -> N
     await page.get_by_label("Name this device").fill(device_name)
     await page.get_by_role("button", name="Create account").last.click()
     await expect(page.get_by_role("heading", name="Call someone")).to_be_visible()
-    await page.wait_for_function("window.visavis.store.get().status === 'online'")
+    await page.wait_for_function("() => window.visavis.store.get().status === 'online'")

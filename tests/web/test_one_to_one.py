@@ -87,11 +87,11 @@ async def test_call_rings_both_devices_answer_one_media_both_ways(
     sharing = (
         "window.visavis.controller.pc.getSenders().some((s) => s.track?.label.startsWith('screen'))"
     )
-    await alice.page.wait_for_function(sharing)
+    await alice.page.wait_for_function(f"() => {sharing}")
     frames = await bob1.frames_decoded()
     await bob1.wait_frames(frames + 10)
     await alice.page.get_by_role("button", name="Stop sharing").click()
-    await alice.page.wait_for_function(f"!({sharing})")
+    await alice.page.wait_for_function(f"() => !({sharing})")
 
     # Mute and camera off act on the local tracks.
     await alice.page.get_by_role("button", name="Mute").click()

@@ -69,9 +69,12 @@ async def test_service_worker_shows_and_withdraws_the_ring(
     server: Served, browser: Browser
 ) -> None:
     device = await open_device(browser, server.http_url)
+    await device.context.grant_permissions(["notifications"])
     try:
         page = device.page
-        await page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=20_000)
+        await page.wait_for_function(
+            "() => navigator.serviceWorker.controller !== null", timeout=20_000
+        )
         registration = await page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
         assert registration == server.http_url + "/"
         # Push through DevTools, as a push service would deliver it to the worker.
@@ -96,13 +99,21 @@ async def test_service_worker_shows_and_withdraws_the_ring(
             "navigator.serviceWorker.ready.then((r) => r.getNotifications())"
             ".then((ns) => ns.map((n) => [n.title, n.tag]))"
         )
-        await page.wait_for_function(f"{shown}.then((ns) => ns.length === 1)")
-        assert await page.evaluate(shown) == [["Alice is calling", "call:c-42"]]
+
+        async def notifications(count: int) -> list[list[str]]:
+            for _ in range(100):  # bounded: 100 x 100 ms
+                found: list[list[str]] = await page.evaluate(shown)
+                if len(found) == count:
+                    return found
+                await page.wait_for_timeout(100)
+            raise AssertionError(f"expected {count} notifications, saw {found}")
+
+        assert await notifications(1) == [["Alice is calling", "call:c-42"]]
         stop = {"type": "call.stop_ringing", "call_id": "c-42", "reason": "cancelled"}
         await cdp.send(
             "ServiceWorker.deliverPushMessage",
             {"origin": server.http_url, "registrationId": reg_id, "data": json.dumps(stop)},
         )
-        await page.wait_for_function(f"{shown}.then((ns) => ns.length === 0)")
+        assert await notifications(0) == []
     finally:
         await device.close()

@@ -5,13 +5,14 @@ critical accessibility violation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.served import Served
+from tests.served import Served, serve
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
@@ -44,13 +45,32 @@ async def check_screen(page: Page, name: str) -> None:
             overflow = await page.evaluate(
                 "document.documentElement.scrollWidth - window.innerWidth"
             )
-            assert overflow <= 0, f"{name} at {size}/{scheme} overflows by {overflow}px"
+            if overflow > 0:
+                wide = await page.evaluate(
+                    """() => [...document.querySelectorAll("body *")]
+                        .filter((e) => e.getBoundingClientRect().right > innerWidth + 0.5)
+                        .slice(0, 5).map((e) => e.tagName + "." + e.className)"""
+                )
+                raise AssertionError(f"{name} at {size}/{scheme} overflows by {overflow}px: {wide}")
             await page.screenshot(path=str(ARTIFACTS / f"{name}-{size}-{scheme}.png"))
-            violations = await axe_violations(page)
-            assert violations == [], f"{name} at {size}/{scheme}: {violations}"
+            # axe (slow) on two of the four: both sizes, both schemes.
+            if (size, scheme) in (("desktop", "light"), ("phone", "dark")):
+                violations = await axe_violations(page)
+                assert violations == [], f"{name} at {size}/{scheme}: {violations}"
 
 
-async def test_every_screen_fits_and_passes_axe(server: Served, browser: Browser) -> None:
+@pytest.fixture(scope="module")
+def screens_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Its own server with a 180 s ring timeout: the ring view is photographed at leisure
+    (eight screenshots and four axe runs take over a minute on a loaded machine)."""
+    with serve(
+        tmp_path_factory.mktemp("screens"), env={"VISAVIS_SIGNALING__RING_TIMEOUT": "180"}
+    ) as served:
+        yield served
+
+
+async def test_every_screen_fits_and_passes_axe(screens_server: Served, browser: Browser) -> None:
+    server = screens_server
     signup_rest(server.http_url, "sam@example.com", "Sam Screens")
     signup_rest(server.http_url, "tia@example.com", "Tia Screens")
     sam = await open_device(browser, server.http_url, max_height=360)
