@@ -98,7 +98,7 @@ async def main():
         "listening-port": port, "realm": REALM, "user": [USER + ":" + PASSWORD],
         "allowed-peer-ip": ["127.0.0.1"], "min-port": min_port, "max-port": min_port + 999,
         "no-software-attribute": True, "unauth-rate": 10000, "unauth-burst": 10000})
-    server = RelayServer(settings)
+    server = RelayServer.from_settings(settings)
     await server.start()
     await asyncio.Event().wait()
 if loop_kind == "uvloop":

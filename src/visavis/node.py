@@ -95,6 +95,8 @@ class Node:
         """The relay or the SFU, started; on a loop thread of its own when signaling shares
         this process (role all), so HTTP and WebSocket work never delays a packet."""
         cls = _server_class(part)
+        # A part that takes only its own settings slice builds itself from the whole.
+        cls = getattr(cls, "from_settings", cls)
         if self.settings.role != "all":
             server = cls(self.settings, metrics_registry=self.registry)
             await self._start(server)

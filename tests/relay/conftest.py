@@ -50,7 +50,7 @@ def make_settings(tmp_path: Path, **relay: Any) -> Settings:
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
-    server = RelayServer(make_settings(tmp_path))
+    server = RelayServer.from_settings(make_settings(tmp_path))
     await server.start()
     try:
         yield server

@@ -160,7 +160,8 @@ async def setup(
 ) -> AsyncIterator[Setup]:
     registry = CollectorRegistry()
     options = {"allow-loopback-peers": True, **relay_options}
-    server = RelayServer(make_settings(tmp_path, **options), metrics_registry=registry)
+    settings = make_settings(tmp_path, **options)
+    server = RelayServer.from_settings(settings, metrics_registry=registry)
     await server.start()
     s = Setup(server, registry)
     try:

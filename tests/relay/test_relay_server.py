@@ -157,7 +157,7 @@ def test_cli_options_map_to_settings(tmp_path: Path) -> None:
 
 async def test_endpoints_ports_and_metrics(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    server = RelayServer(make_settings(tmp_path), metrics_registry=registry)
+    server = RelayServer.from_settings(make_settings(tmp_path), metrics_registry=registry)
     await server.start()
     try:
         ports = server.ports
@@ -177,7 +177,7 @@ async def test_endpoints_ports_and_metrics(tmp_path: Path) -> None:
     finally:
         await server.close()
     # A second server on the same registry after the first closed: no duplicate metrics.
-    again = RelayServer(make_settings(tmp_path), metrics_registry=registry)
+    again = RelayServer.from_settings(make_settings(tmp_path), metrics_registry=registry)
     await again.start()
     await again.close()
 
@@ -289,7 +289,7 @@ async def test_tcp_channel_data_is_padded(relay: RelayServer) -> None:
 
 
 async def test_close_releases_everything(tmp_path: Path) -> None:
-    server = RelayServer(make_settings(tmp_path))
+    server = RelayServer.from_settings(make_settings(tmp_path))
     await server.start()
     client = UdpClient(server.ports["udp"])
     assert (await client.request(Method.ALLOCATE, [RequestedTransport(17)])).cls == (
@@ -317,7 +317,7 @@ async def test_ipv6_relay_over_ipv4_control(tmp_path: Path) -> None:
     peer on ::1 and back; the IPv4-mapped spelling of an allowed address stays refused."""
     from visavis.protocol.stun import RequestedAddressFamily
 
-    server = RelayServer(
+    server = RelayServer.from_settings(
         make_settings(tmp_path, **{"relay-ip": ["127.0.0.1", "::1"], "allowed-peer-ip": ["::1"]})
     )
     await server.start()

@@ -133,7 +133,7 @@ async def test_a_changed_certificate_file_is_picked_up_without_dropping_allocati
     monkeypatch.setattr(server_mod, "CERT_CHECK_INTERVAL", 0.05)
     certs = make_certs(tmp_path)
     settings = make_settings(tmp_path, cert=str(certs.live[0]), pkey=str(certs.live[1]))
-    relay = RelayServer(settings)
+    relay = RelayServer.from_settings(settings)
     await relay.start()
     port = relay.ports["tls"]
     try:

@@ -24,11 +24,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry
 
-from visavis.config import Settings
 from visavis.protocol.turn import (
     Bound,
     CapacityError,
@@ -46,7 +45,11 @@ from visavis.protocol.turn import (
 from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
+from visavis.relay.settings import RelaySettings
 from visavis.relay.tcp_relay import PeerPipe, StreamTransport, TcpRelay
+
+if TYPE_CHECKING:
+    from visavis.config import Settings
 
 log = logging.getLogger("visavis.relay")
 
@@ -200,7 +203,7 @@ class _StreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = self.transport = cast(StreamTransport, transport)  # any loop's, duck-typed
-        if len(self.relay.connections) >= self.relay.settings.relay.max_tcp_connections:
+        if len(self.relay.connections) >= self.relay.config.max_tcp_connections:
             self.relay.io_errors += 1
             stream.abort()
             return
@@ -341,7 +344,7 @@ class _SocketAllocator:
         self.relay = relay
         self.relay_ips = relay_ips
         self.public = public
-        cfg = relay.settings.relay
+        cfg = relay.config
         self.min_port = cfg.min_port
         self.max_port = cfg.max_port
         self.rng = random.Random(os.urandom(8))
@@ -465,9 +468,9 @@ class _SocketAllocator:
 class RelayServer:
     """STUN/TURN over UDP, TCP and TLS (a :class:`visavis.service.Service`).
 
-    :param settings: the process settings; ``settings.relay`` configures this server and
-        ``settings.ensure_shared_secret()`` is the REST secret unless ``static-auth-secret``
-        is set.
+    :param config: this server's settings (the ``[relay]`` section).
+    :param secret: the installation's shared secret, which checks REST credentials unless
+        ``static-auth-secret`` is set (needed when ``use-auth-secret`` is on).
     :param metrics_registry: where to register the metrics (a fresh registry when None).
     :param user_lookup: optional ``name -> password`` for long-term users kept elsewhere.
     """
@@ -476,12 +479,14 @@ class RelayServer:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RelaySettings,
         *,
+        secret: str | None = None,
         metrics_registry: CollectorRegistry | None = None,
         user_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
+        self.secret = secret
         self.registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
         self.user_lookup = user_lookup
         self.core: TurnServer | None = None
@@ -506,6 +511,23 @@ class RelayServer:
         self._registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._public: dict[str, str] = {}  # listening/relay address -> external-ip
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        user_lookup: Callable[[str], str | None] | None = None,
+    ) -> RelayServer:
+        """The relay of a whole visavis configuration: its ``[relay]`` section and the
+        shared secret (generated into ``data_dir`` when unset)."""
+        return cls(
+            settings.relay,
+            secret=settings.ensure_shared_secret(),
+            metrics_registry=metrics_registry,
+            user_lookup=user_lookup,
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -590,14 +612,19 @@ class RelayServer:
 
     # ------------------------------------------------------------------ building
     def _build_core(self) -> TurnServer:
-        cfg = self.settings.relay
+        cfg = self.config
         secret: str | None = None
         if cfg.use_auth_secret:
             secret = (
                 cfg.static_auth_secret.get_secret_value()
                 if cfg.static_auth_secret is not None
-                else self.settings.ensure_shared_secret()
+                else self.secret
             )
+            if secret is None:
+                raise ValueError(
+                    "use-auth-secret needs a secret: set relay.static_auth_secret or "
+                    "shared_secret (VISAVIS_SHARED_SECRET)"
+                )
         users = dict(parse_user_entry(u) for u in cfg.user) if cfg.lt_cred_mech else {}
         credentials = CredentialStore(cfg.realm, users, rest_secret=secret, lookup=self.user_lookup)
         allowed = list(cfg.allowed_peer_ip)
@@ -635,7 +662,7 @@ class RelayServer:
         return TurnServer(turn_config, credentials, policy, allocator)
 
     def _relay_ips(self) -> dict[int, str]:
-        cfg = self.settings.relay
+        cfg = self.config
         out: dict[int, str] = {}
         for ip in cfg.relay_ip or cfg.listening_ip:
             version = ipaddress.ip_address(ip).version
@@ -654,6 +681,35 @@ class RelayServer:
         if conn is None:
             raise CapacityError("client connection is gone")
         handle.client_write = conn.write
+
+    # ------------------------------------------------------------------ RelayHost
+    def peer_arrived(self, five_tuple: FiveTuple, peer: Addr) -> int | None:
+        """RFC 6062 5.3: a peer connected to a TCP allocation (see :class:`RelayHost`)."""
+        core = self.core
+        got = core.peer_connected(five_tuple, peer, time.time()) if core else None
+        if got is None or core is None:
+            return None
+        cid, indication = got
+        control = self.connections.get(five_tuple)
+        if control is None:
+            core.tcp_connection_closed(cid)
+            return None
+        control.write(indication)
+        return cid
+
+    def pipe_opened(self, pipe: PeerPipe) -> None:
+        self.peer_pipes[pipe.connection_id] = pipe
+
+    def pipe_closed(self, pipe: PeerPipe) -> None:
+        self.peer_pipes.pop(pipe.connection_id, None)
+        if self.core is not None:
+            self.core.tcp_connection_closed(pipe.connection_id)
+
+    def pipe(self, connection_id: int) -> PeerPipe | None:
+        return self.peer_pipes.get(connection_id)
+
+    def io_error(self) -> None:
+        self.io_errors += 1
 
     def spawn(self, coro: Any) -> None:
         """Run a background task owned by this server (cancelled by :meth:`close`)."""
@@ -682,7 +738,7 @@ class RelayServer:
         self.core = self._build_core()
         self.core.observer = self.fast_table
         self.handle_peer_data = self.core.handle_peer_data
-        cfg = self.settings.relay
+        cfg = self.config
         try:
             for host in cfg.listening_ip:
                 port = self._ports.get("udp") or self._ports.get("tcp") or cfg.listening_port
@@ -720,7 +776,7 @@ class RelayServer:
                 )
 
     async def _bind_plain(self, host: str, port: int) -> None:
-        cfg = self.settings.relay
+        cfg = self.config
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for attempt in range(20):
             udp: socket.socket | None = None
@@ -791,8 +847,7 @@ class RelayServer:
             self.tls.reload()
         except (OSError, ssl.SSLError) as exc:
             log.error(
-                "relay: cannot reload the TLS certificate (%s): %s; still serving the "
-                "previous one",
+                "relay: cannot reload the TLS certificate (%s): %s; still serving the previous one",
                 reason,
                 exc,
             )
@@ -851,7 +906,7 @@ class RelayServer:
         """ICE URLs of this relay, e.g. ``turn:127.0.0.1:3478?transport=udp``: the public
         address (``external-ip``) of each listening address that has one."""
         out: list[str] = []
-        for host in self.settings.relay.listening_ip:
+        for host in self.config.listening_ip:
             h = _url_host(self._advertised(host))
             if "udp" in self._ports:
                 out.append(f"stun:{h}:{self._ports['udp']}")
