@@ -142,23 +142,23 @@ async def _serve(settings: Settings) -> None:
     except PartUnavailable as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen: {exc}. Is another visavis running? Pick another port with --port."
-        ) from exc
+        raise click.ClickException(f"cannot start: {exc}") from exc
     # Everything imported and built so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall every call for ~0.3 s.
     gc.collect()
     gc.freeze()
+    # Handlers before the ready line, so a signal right after it is never lost.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)  # e.g. a renewed TLS certificate
     console.print(f"[bold green]visavis {__version__}[/] running (role {settings.role})")
     console.print(f"  data directory: {settings.data_dir}")
     for name, urls in node.endpoints().items():
         for url in urls:
             console.print(f"  {name:<10} {url}")
     console.print("Press Ctrl-C to stop.")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.rtcp import RtcpNack, RtcpSr, parse_compound
+from visavis.sfu import fastpath
 from visavis.sfu.room import Participant, Room
 from visavis.sfu.sdp import AnswerParams
 from visavis.sfu.settings import SfuSettings
@@ -22,6 +23,7 @@ class FakeTransport:
         self.connected = True
         self.last_seen = 0.0
         self.local_ufrag, self.local_pwd = "sfu", "pwd"
+        self.link = fastpath.Link(self)  # no destination: the fast path sends via send_rtp
 
     def set_remote(self, ufrag: str, fingerprints: Any) -> bool:
         return True
@@ -154,3 +156,102 @@ def test_last_n_gives_high_layers_to_recent_speakers_and_visible_tiles() -> None
     assert targets == {"p0": 0, "p1": 2, "p2": 2}
     # Layers were learnt from the RID header extension.
     assert [layer.ssrc for layer in pubs[0].producers["v"].layers] == [1000, 1001, 1002]
+
+
+def test_layout_with_thumbnails_pauses_tiles_not_shown_and_resumes_on_a_keyframe() -> None:
+    room = make_room(last_n=1, initial_bandwidth=50_000_000)
+    pubs = [join(room, f"p{i}") for i in range(3)]
+    viewer = join(room, "viewer")
+    for p in pubs:
+        room.handle_offer(p, offer(True, 0, ssrc=1000 + pubs.index(p)), 0.0)
+    room.handle_offer(viewer, offer(False, 3), 0.0)
+    out: list[bytes] = viewer.transport.rtp  # type: ignore[attr-defined]
+    by_pub = {c.producer.participant.id: c for c in viewer.consumers.values()}
+
+    def send(step: int, key: bool) -> None:
+        for i, p in enumerate(pubs):
+            p.on_rtp(vp8(step, step * 3000, 1000 + i, key=key), step * 0.033)
+
+    send(1, key=True)
+    assert len(out) == 3
+    paused_at = by_pub["p2"].rewriter.last_sequence
+    # p0 large, p1 small, p2 not shown: p2 is paused and asks for no keyframe.
+    keyframes = room.stats.keyframe_requests
+    room.set_layout(viewer, ["p0"], ["p1"], 0.05)
+    assert (by_pub["p2"].selector.target, by_pub["p2"].selector.current) == (-1, None)
+    assert not by_pub["p2"].selector.wants_keyframe
+    assert by_pub["p1"].selector.target == 0
+    out.clear()
+    for step in range(2, 6):
+        send(step, key=False)
+    ssrcs = [RtpPacket.parse(d).ssrc for d in out]
+    assert by_pub["p2"].ssrc not in ssrcs and ssrcs.count(by_pub["p0"].ssrc) == 4
+    room.tick(1.0)  # the periodic allocation keeps it paused, requests nothing for it
+    assert by_pub["p2"].selector.target == -1
+    assert room.stats.keyframe_requests == keyframes
+    rtcp: list[bytes] = pubs[2].transport.rtcp  # type: ignore[attr-defined]
+    before = len(rtcp)
+    # Shown again: a keyframe is requested at once and the stream resumes on it, its
+    # sequence numbers continuing where they stopped.
+    room.set_layout(viewer, ["p0"], ["p1", "p2"], 1.1)
+    assert room.stats.keyframe_requests == keyframes + 1
+    assert [d[1] for d in rtcp[before:]] == [206]  # a PLI to p2
+    out.clear()
+    send(6, key=False)
+    assert by_pub["p2"].ssrc not in [RtpPacket.parse(d).ssrc for d in out]
+    send(7, key=True)
+    resumed = [RtpPacket.parse(d) for d in out if RtpPacket.parse(d).ssrc == by_pub["p2"].ssrc]
+    assert len(resumed) == 1
+    assert resumed[0].sequence_number == (paused_at + 1) & 0xFFFF
+
+
+def audio_offer(publish: bool, slots: int, ssrc: int = 0) -> str:
+    common = ["a=ice-ufrag:u", "a=ice-pwd:p", "a=fingerprint:sha-256 AA:BB", "a=setup:actpass"]
+    lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"]
+    mlines = [("a", "sendonly", ssrc)] if publish else []
+    mlines += [(f"s{i}", "recvonly", 0) for i in range(slots)]
+    for mid, direction, source in mlines:
+        lines += [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            f"a=mid:{mid}",
+            f"a={direction}",
+            *common,
+            "a=rtpmap:111 opus/48000/2",
+            "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        ]
+        if source:
+            lines.append(f"a=ssrc:{source} cname:x")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_audio_of_all_but_the_loudest_goes_out_only_while_it_is_voice() -> None:
+    room = make_room(audio_last_n=2, audio_voice_level=50)
+    people = [join(room, f"p{i}") for i in range(5)]
+    for _ in range(2):  # the second round fills the slots of the first offers
+        for i, p in enumerate(people):
+            room.handle_offer(p, audio_offer(True, 4, ssrc=500 + i), 0.0)
+    assert len(people[0].consumers) == 4
+    levels = [5, 20, 80, 90, 100]  # p0 and p1 are the loudest two
+
+    def speak(step: int, level_of: list[int]) -> None:
+        for i, p in enumerate(people):
+            ext = {2: bytes((0x80 | level_of[i],))}
+            packet = RtpPacket(111, step, step * 960, 500 + i, extensions=ext, payload=b"\xfc" * 20)
+            p.on_rtp(packet.serialize(), step * 0.02)
+
+    for step in range(1, 50):
+        speak(step, levels)
+    room.tick(1.0)
+    muted = {p.id: p.producers["a"].layers[0].quiet_above for p in people}
+    assert muted == {"p0": -1, "p1": -1, "p2": 50, "p3": 50, "p4": 50}
+    listener: list[bytes] = people[0].transport.rtp  # type: ignore[attr-defined]
+    listener.clear()
+    speak(60, [5, 20, 30, 90, 100])  # p2 starts to speak: its packet goes out at once
+    senders = {RtpPacket.parse(d).ssrc for d in listener}
+    by_ssrc = {c.ssrc: c.producer.participant.id for c in people[0].consumers.values()}
+    assert sorted(by_ssrc[s] for s in senders) == ["p1", "p2"]
+    # A room no bigger than audio_last_n + 1 forwards everyone's audio whole.
+    room.remove(people[4])
+    room.remove(people[3])
+    room.tick(2.0)
+    assert {p.producers["a"].layers[0].quiet_above for p in people[:3]} == {-1}

@@ -54,7 +54,7 @@ NOT_ANSWERED: tuple[CallState, ...] = ("ringing",)
 LIVE: tuple[CallState, ...] = ("ringing", "active")
 
 RoomJoin = Callable[[Call, User, str], m.CallRoom]
-PushRing = Callable[[Sequence[Device], m.CallIncoming], Awaitable[None]]
+PushRing = Callable[[Sequence[Device], m.CallIncoming | m.CallStopRinging], Awaitable[None]]
 
 
 def _ringing(call_id: str, user_id: str, inviter: str, now: float, deadline: float) -> Participant:
@@ -233,11 +233,23 @@ class CallService:
             await self.hub.deliver(
                 in_call, m.CallRinging(call_id=call.id, user=info[callee.id], devices=len(devices))
             )
-            if self.push_ring is not None and devices:
-                online = await self.hub.bus.online([d.id for d in devices])
-                asleep = [d for d in devices if d.id not in online and d.push_subscription]
-                if asleep:
-                    await self.push_ring(asleep, ring)
+            await self._push_asleep(devices, ring)
+
+    async def _push_asleep(
+        self, devices: Sequence[Device], event: m.CallIncoming | m.CallStopRinging
+    ) -> None:
+        """Web Push ``event`` to those of ``devices`` with no live connection."""
+        if self.push_ring is None or not devices:
+            return
+        online = await self.hub.bus.online([d.id for d in devices])
+        asleep = [d for d in devices if d.id not in online and d.push_subscription]
+        if asleep:
+            await self.push_ring(asleep, event)
+
+    async def _stop_ringing(self, devices: Sequence[Device], event: m.CallStopRinging) -> None:
+        """Stop the ring on ``devices``; one woken by a push has its notification withdrawn."""
+        await self.hub.deliver([d.id for d in devices], event)
+        await self._push_asleep(devices, event)
 
     async def _is_in_other_call(self, user_id: str, call_id: str) -> bool:
         for other in await self.store.live_calls_for_user(user_id):
@@ -283,8 +295,8 @@ class CallService:
         ):
             self.metrics.calls_live.labels("ringing").dec()
             self.metrics.calls_live.labels("active").inc()
-        others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
-        await self.hub.deliver(
+        others = [d for d in await self._devices_of(user.id) if d.id != device.id]
+        await self._stop_ringing(
             others,
             m.CallStopRinging(call_id=call.id, reason="answered_elsewhere", device_id=device.id),
         )
@@ -307,8 +319,8 @@ class CallService:
             call.id, user.id, only_if_state=RINGING, state="declined", ring_deadline=None
         ):
             raise SignalingError("not_ringing", "this call is not ringing for you")
-        others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
-        await self.hub.deliver(
+        others = [d for d in await self._devices_of(user.id) if d.id != device.id]
+        await self._stop_ringing(
             others, m.CallStopRinging(call_id=call.id, reason="declined_elsewhere")
         )
         await self._tell_state(call.id, user.id, "declined")
@@ -474,6 +486,25 @@ class CallService:
             ),
         )
 
+    async def e2ee(self, user: User, device: Device, msg: m.CallE2ee) -> None:
+        """Relay opaque end-to-end key material to devices in the call, as it is."""
+        call, participants = await self._require_in_call(user, device, msg.call_id)
+        peers = self._in_call_devices(participants, exclude=device.id)
+        if msg.to_device is not None:
+            if msg.to_device not in peers:
+                raise forbidden("not_in_call", "that device is not in this call")
+            peers = [msg.to_device]
+        if peers:
+            await self.hub.deliver(
+                peers,
+                m.CallE2eeEvent(
+                    call_id=call.id,
+                    from_user=user.handle,
+                    from_device=device.id,
+                    payload=msg.payload,
+                ),
+            )
+
     # -- settling and ending ---------------------------------------------------------
     async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:
         """Tell the devices in the call (as they are now) about someone's new state."""
@@ -524,9 +555,7 @@ class CallService:
                 )
                 devices = await self._devices_of(p.user_id)
                 stop = "cancelled" if reason == "cancelled" else "ended"
-                await self.hub.deliver(
-                    [d.id for d in devices], m.CallStopRinging(call_id=call_id, reason=stop)
-                )
+                await self._stop_ringing(devices, m.CallStopRinging(call_id=call_id, reason=stop))
             elif p.state == "joined":
                 await self.store.update_participant(
                     call_id, p.user_id, only_if_state=IN_CALL, state="left", left_at=now
@@ -574,8 +603,8 @@ class CallService:
                 continue
             count += 1
             devices = await self._devices_of(p.user_id)
-            await self.hub.deliver(
-                [d.id for d in devices], m.CallStopRinging(call_id=p.call_id, reason="timeout")
+            await self._stop_ringing(
+                devices, m.CallStopRinging(call_id=p.call_id, reason="timeout")
             )
             await self._tell_state(p.call_id, p.user_id, "missed")
             await self._settle(p.call_id)

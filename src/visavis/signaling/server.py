@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -16,11 +17,13 @@ from visavis.clock import Clock, SystemClock
 from visavis.config import Settings
 from visavis.signaling import messages as m
 from visavis.signaling.app import SignalingContext, create_app
+from visavis.signaling.auth import PasswordWorkers
 from visavis.signaling.calls import CallService
 from visavis.signaling.directory import Directory
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.push import WebPusher, load_or_create_vapid_key, vapid_public_key_b64
+from visavis.signaling.ratelimit import SignInThrottle
 from visavis.store import open_store
 from visavis.store.base import Call, Store, User
 from visavis.tokens import sign_token
@@ -30,6 +33,23 @@ log = logging.getLogger(__name__)
 # The SFU checks a token when a device joins; a device still in the call gets a fresh one
 # from POST /api/calls/{id}/room, so a leaked or left-behind token is soon worthless.
 ROOM_TOKEN_TTL = 120.0
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket here rather than in uvicorn, which exits the process when it
+    cannot bind: this OSError names the address and the errno, and
+    :mod:`visavis.listen_errors` turns it into the setting to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"error while attempting to bind on address {(host, port)!r}: {exc.strerror}"
+        ) from exc
+    return sock
 
 
 class _QuietServer(uvicorn.Server):
@@ -138,6 +158,12 @@ class SignalingServer:
             rate_per_second=cfg.rate_limit_per_second,
             rate_burst=cfg.rate_limit_burst,
             vapid_public_key=vapid_public_key_b64(vapid),
+            passwords=PasswordWorkers(cfg.password_workers, cfg.password_queue),
+            throttle=SignInThrottle(
+                failures_per_address=cfg.login_failures_per_address,
+                failures_per_handle=cfg.login_failures_per_handle,
+                signups_per_address=cfg.signups_per_address,
+            ),
         )
         app = create_app(self.ctx)
         config = uvicorn.Config(
@@ -154,7 +180,8 @@ class SignalingServer:
             ws_per_message_deflate=False,  # zlib state costs ~50 KiB per idle device
         )
         self._server = _QuietServer(config)
-        serve = asyncio.create_task(self._server.serve(), name="signaling-http")
+        listener = _bind_tcp(cfg.host, cfg.port)
+        serve = asyncio.create_task(self._server.serve([listener]), name="signaling-http")
         while not self._server.started:
             if serve.done():
                 serve.result()
@@ -185,6 +212,8 @@ class SignalingServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.ctx is not None:
+            self.ctx.passwords.close()
         if self._owns[1]:
             await self.bus.close()
         if self._owns[0]:
