@@ -91,9 +91,9 @@ def test_serve_maps_no_client_media_stack(tmp_path: Path, role: str) -> None:
 
 def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
     """A broken dependency is a refusal to start, with the reason, not a missing part."""
-    shadow = tmp_path / "shadow" / "pylibsrtp"  # the SFU's SRTP (libsrtp) binding
+    shadow = tmp_path / "shadow" / "OpenSSL"  # the SFU's DTLS binding (pyOpenSSL)
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text('raise ImportError("pylibsrtp is broken here")\n')
+    (shadow / "__init__.py").write_text('raise ImportError("OpenSSL is broken here")\n')
     path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
         [*visavis_command(), "serve", "--role", "sfu"],
@@ -101,7 +101,7 @@ def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
         env=env_for(tmp_path, PYTHONPATH=path, **FREE_PORTS),
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "cannot start: the sfu part cannot be loaded: pylibsrtp is broken here" in done.stderr
+    assert "cannot start: the sfu part cannot be loaded: OpenSSL is broken here" in done.stderr
     assert "running (role" not in done.stdout + done.stderr
 
 
