@@ -134,6 +134,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, node.drain)  # SFU fleet: drain this node
     try:
         await stop.wait()
     finally:
@@ -173,6 +174,16 @@ def _add_client_commands() -> None:
 
 
 _add_client_commands()
+
+
+def _add_fleet_commands() -> None:
+    """``visavis sfu nodes|drain`` (src/visavis/fleet/cli.py)."""
+    from visavis.fleet.cli import sfu
+
+    main.add_command(sfu)
+
+
+_add_fleet_commands()
 
 
 if __name__ == "__main__":
