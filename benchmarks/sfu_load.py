@@ -1,6 +1,6 @@
 """SFU load benchmark: synthetic SRTP publishers and subscribers, no codecs.
 
-    .venv/bin/python benchmarks/sfu_load.py --participants 32 --seconds 8
+    .venv/bin/python benchmarks/sfu_load.py --participants 32 --seconds 8 --profile realistic
 
 Starts the SFU in its own process (``python -m visavis.sfu``), joins N synthetic
 participants through the real control protocol, ICE (binding requests), DTLS (OpenSSL)
@@ -13,6 +13,15 @@ share of one core) and forwarding latency p50/p99 (send timestamp in the payload
 ``benchmarks/sfu_vs_janus.py`` feeds Janus the same load with these pieces
 (``Synthetic``, ``connect_media``, ``pump``).
 
+Profiles (``--profile``): ``light`` is the original load (simulcast layers at 10/20/40
+packets/s of 250/600/1000 B, every participant's audio at 50 packets/s, no layout);
+``realistic`` is a real 1080p/540p/270p simulcast sender (25/75/240 packets/s of
+700/1000/1200 B), Opus at 50 packets/s for the ``--speakers`` talking participants and
+DTX (one 20-byte comfort-noise packet every 400 ms, level 127) for the others, a keyframe
+every 3 s per layer, and each participant showing ``--visible`` tiles (a ``layout``
+message naming the next participants), which get the top layer. ``--neighbour`` runs a
+CPU-bound process (a busy loop, killed by PID afterwards) for the whole measurement.
+
 The load generator is Python too and shares the 2-core machine, so latency includes
 its own scheduling delay: read it as an upper bound.
 """
@@ -21,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import heapq
 import json
 import os
 import re
@@ -29,9 +40,10 @@ import select
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +60,59 @@ SECRET = "bench-secret"
 LAYERS = (("q", 10, 250), ("h", 20, 600), ("f", 40, 1000))  # rid, packets/s, bytes
 AUDIO_PPS, AUDIO_BYTES = 50, 80
 KEYFRAME_EVERY = 1.0
+DTX_PPS, DTX_BYTES = 2.5, 20  # Opus DTX: a comfort-noise frame every 400 ms
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What each synthetic participant sends, and what it shows."""
+
+    name: str
+    layers: tuple[tuple[str, float, int], ...]  # rid (lowest first), packets/s, bytes
+    speakers: int | None  # participants whose audio is speech; the others send DTX
+    keyframe_every: float
+    visible: int  # tiles each participant shows (layout message); 0: none sent
+
+
+PROFILES = {
+    "light": Profile("light", LAYERS, None, KEYFRAME_EVERY, 0),
+    "realistic": Profile(
+        "realistic", (("q", 25, 700), ("h", 75, 1000), ("f", 240, 1200)), 2, 3.0, 4
+    ),
+}
+
+
+def profile_of(args: argparse.Namespace) -> Profile:
+    """The profile named by ``--profile``, with ``--speakers`` / ``--visible`` applied."""
+    base = PROFILES[getattr(args, "profile", "light")]
+    speakers = getattr(args, "speakers", None)
+    visible = getattr(args, "visible", None)
+    return Profile(
+        base.name,
+        base.layers,
+        base.speakers if speakers is None else speakers,
+        base.keyframe_every,
+        base.visible if visible is None else visible,
+    )
+
+
+def visible_for(index: int, n: int, count: int) -> list[int]:
+    """The tiles participant ``index`` shows: the next ``count`` participants."""
+    return [(index + k) % n for k in range(1, min(count, n - 1) + 1)]
+
+
+@contextlib.contextmanager
+def neighbour(enabled: bool) -> Iterator[int | None]:
+    """A CPU-bound neighbour process (a busy loop) for the block; killed by its PID."""
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _offer(
@@ -58,10 +123,11 @@ def _offer(
     slots: int,
     setup: str = "actpass",
     high_first: bool = False,
+    layers: tuple[tuple[str, float, int], ...] = LAYERS,
 ) -> str:
     """The synthetic participant's offer; visavis wants the simulcast rids lowest layer
     first, Janus highest first (``high_first``)."""
-    rids = [rid for rid, _, _ in LAYERS][:: -1 if high_first else 1]
+    rids = [rid for rid, _, _ in layers][:: -1 if high_first else 1]
     common = [
         f"a=ice-ufrag:{ufrag}",
         f"a=ice-pwd:{pwd}",
@@ -242,6 +308,7 @@ class Synthetic:
     slots: int
     loud: bool
     host: str = "127.0.0.1"
+    profile: Profile = PROFILES["light"]
     ident: DtlsIdentity = field(default_factory=DtlsIdentity)
     ufrag: str = field(default_factory=lambda: secrets.token_hex(4))
     pwd: str = field(default_factory=lambda: secrets.token_hex(12))
@@ -264,7 +331,7 @@ class Synthetic:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.ssrcs = {
             "audio": secrets.randbits(32),
-            **{rid: secrets.randbits(32) for rid, _, _ in LAYERS},
+            **{rid: secrets.randbits(32) for rid, _, _ in self.profile.layers},
         }
         self.seq = {k: 0 for k in self.ssrcs}
         token = sign_token(
@@ -281,7 +348,9 @@ class Synthetic:
     async def offer(self) -> None:
         assert self.ws is not None
         self.answer_event.clear()
-        sdp = _offer(self.ident, self.ufrag, self.pwd, self.ssrcs, self.slots)
+        sdp = _offer(
+            self.ident, self.ufrag, self.pwd, self.ssrcs, self.slots, layers=self.profile.layers
+        )
         await self.ws.send(json.dumps({"type": "offer", "sdp": sdp}))
         await asyncio.wait_for(self.answer_event.wait(), 20)
 
@@ -301,11 +370,19 @@ class Synthetic:
             self.sock, self.ident, self.ufrag, self.answer["sdp"]
         )
 
-    def send(self, kind: str, size: int, keyframe: bool, ts: int) -> None:
+    async def show(self, visible: list[str]) -> None:
+        """Tell the SFU which tiles this participant shows (the ``layout`` message)."""
+        assert self.ws is not None
+        await self.ws.send(json.dumps({"type": "layout", "visible": visible}))
+
+    def send(self, kind: str, size: int, keyframe: bool, ts: int, level: int = -1) -> None:
+        """One packet; ``level`` is the audio level in -dBov (-1: loud if ``loud``)."""
         assert self.tx is not None and self.remote is not None
         seq = self.seq[kind] = (self.seq[kind] + 1) & 0xFFFF
         if kind == "audio":
-            ext = bytes((0xBE, 0xDE, 0, 1, 0x10, ord("0"), 0x20, 0 if self.loud else 127))
+            if level < 0:
+                level = 0 if self.loud else 127
+            ext = bytes((0xBE, 0xDE, 0, 1, 0x10, ord("0"), 0x20, level))
             pt = 111
         else:
             ext = bytes((0xBE, 0xDE, 0, 1, 0x10, ord("1"), 0x40, ord(kind)))
@@ -356,6 +433,7 @@ class Window:
             "received_pps_per_core": round(self.rtp_received / max(self.cpu, 1e-9)),
             "latency_ms_p50": round(statistics.median(lat), 3) if lat else None,
             "latency_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
+            "latency_ms_p999": round(lat[int(len(lat) * 0.999)], 3) if lat else None,
             "latency_samples": len(lat),
         }
 
@@ -368,6 +446,7 @@ async def pump(
     seconds: float,
     sample: int,
     on_start: Callable[[], Awaitable[None]] | None = None,
+    profile: Profile = PROFILES["light"],
 ) -> Window:
     """Publish audio and three simulcast layers from every sender and drain every
     receiving socket for ``warmup + seconds``; measure over the last ``seconds``.
@@ -377,15 +456,22 @@ async def pump(
     with an ICE password answers the binding requests (keepalives) it gets.
     """
     latencies: list[float] = []
-    schedule: list[tuple[float, int, str, int]] = []
+    # (due, index, kind, size, period, level)
+    schedule: list[tuple[float, int, str, int, float, int]] = []
     start = time.perf_counter()
     for p in senders:
-        schedule.append((start + p.index * 0.0007, p.index, "audio", AUDIO_BYTES))
-        for rid, _, size in LAYERS:
-            schedule.append((start + p.index * 0.0011, p.index, rid, size))
+        if profile.speakers is None:  # light: everyone speaks, participant 0 loud
+            audio = (AUDIO_BYTES, 1 / AUDIO_PPS, 0 if p.loud else 127)
+        elif p.index < profile.speakers:  # speech: 0 loud, the others moderate
+            audio = (AUDIO_BYTES, 1 / AUDIO_PPS, 0 if p.index == 0 else 30)
+        else:
+            audio = (DTX_BYTES, 1 / DTX_PPS, 127)
+        schedule.append((start + p.index * 0.0007, p.index, "audio", *audio))
+        for rid, pps, size in profile.layers:
+            schedule.append((start + p.index * 0.0011, p.index, rid, size, 1 / pps, -1))
+    heapq.heapify(schedule)
     by_index = {p.index: p for p in senders}
-    period = {"audio": 1 / AUDIO_PPS, **{rid: 1 / pps for rid, pps, _ in LAYERS}}
-    last_key = {(p.index, rid): -1e9 for p in senders for rid, _, _ in LAYERS}
+    last_key = {(p.index, rid): -1e9 for p in senders for rid, _, _ in profile.layers}
     socks = {sock.fileno(): (sock, rx, pwd) for sock, rx, pwd in receivers}
     cpu0 = wall0 = 0.0
     rtp = other = sent = 0
@@ -399,19 +485,19 @@ async def pump(
                 await on_start()
             measuring, cpu0, wall0 = True, cpu_seconds(server_pid), time.perf_counter()
             rtp = other = sent = 0
+            latencies.clear()
             now = time.perf_counter()
         if now >= end:
             break
-        schedule.sort()
-        while schedule and schedule[0][0] <= now:
-            due, index, kind, size = schedule.pop(0)
+        while schedule[0][0] <= now:
+            due, index, kind, size, period, level = schedule[0]
             key = False
-            if kind != "audio" and now - last_key[(index, kind)] >= KEYFRAME_EVERY:
+            if kind != "audio" and now - last_key[(index, kind)] >= profile.keyframe_every:
                 key, last_key[(index, kind)] = True, now
             clock = 48000 if kind == "audio" else 90000
-            by_index[index].send(kind, size, key, int(now * clock) & 0xFFFFFFFF)
+            by_index[index].send(kind, size, key, int(now * clock) & 0xFFFFFFFF, level)
             sent += 1
-            schedule.append((due + period[kind], index, kind, size))
+            heapq.heapreplace(schedule, (due + period, index, kind, size, period, level))
         timeout = max(0.0, min(0.005, schedule[0][0] - time.perf_counter()))
         readable, _, _ = select.select(list(socks), [], [], timeout)
         for fd in readable:
@@ -466,28 +552,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         ready = json.loads(await stdout.readline())
         n = args.participants
-        people = [Synthetic(i, ready["control_url"], n - 1, loud=(i == 0)) for i in range(n)]
+        profile = profile_of(args)
+        people = [
+            Synthetic(i, ready["control_url"], n - 1, loud=(i == 0), profile=profile)
+            for i in range(n)
+        ]
         for p in people:
             await p.join()
         await asyncio.sleep(1.0)  # let renegotiations settle
         for p in people:
             await p.offer()
             p.connect_media()
+            if profile.visible:
+                await p.show([f"u{j}/d" for j in visible_for(p.index, n, profile.visible)])
         before: dict[str, Any] = {}
 
         async def read_stats() -> None:
             stdin.write(b"stats\n")
             before.update(json.loads(await stdout.readline()))
 
-        window = await pump(
-            people,
-            [(p.sock, p.rx, None) for p in people],
-            proc.pid,
-            args.warmup,
-            args.seconds,
-            args.sample,
-            read_stats,
-        )
+        with neighbour(getattr(args, "neighbour", False)):
+            window = await pump(
+                people,
+                [(p.sock, p.rx, None) for p in people],
+                proc.pid,
+                args.warmup,
+                args.seconds,
+                args.sample,
+                read_stats,
+                profile,
+            )
         stdin.write(b"stats\n")
         report = json.loads(await stdout.readline())
         forwarded = report["packets_forwarded"] - before["packets_forwarded"]
@@ -508,6 +602,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await proc.wait()
     return {
         "participants": n,
+        "profile": profile.name,
         **window.summary(),
         "sfu_forwarded_pps": round(forwarded / window.wall),
         "sfu_cpu_us_per_forwarded_packet": round(window.cpu / max(forwarded, 1) * 1e6, 2),
@@ -522,8 +617,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--sample", type=int, default=20, help="decrypt 1 in N for latency")
+    add_profile_options(parser)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --speakers, --visible, --neighbour (shared with sfu_vs_janus.py)."""
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="light")
+    parser.add_argument("--speakers", type=int, help="participants speaking (others send DTX)")
+    parser.add_argument("--visible", type=int, help="tiles each participant shows")
+    parser.add_argument(
+        "--neighbour", action="store_true", help="run a CPU-bound process beside the server"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """visavis SFU vs Janus videoroom: the same synthetic load, the same run.
 
     .venv/bin/python benchmarks/sfu_vs_janus.py --sizes 4 8 32 --runs 3
+    .venv/bin/python benchmarks/sfu_vs_janus.py --profile realistic --sizes 4 8 16 32 --runs 3
+    (add --neighbour for a CPU-bound process beside each server)
 
 For each room size and run, feeds the visavis SFU (``sfu_load.run``) and then Janus
 1.1's videoroom plugin (``/usr/bin/janus``, Debian package ``janus``; the order alternates
@@ -55,7 +57,16 @@ from typing import Any
 import pylibsrtp
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sfu_load import Synthetic, _offer, connect_media, pump
+from sfu_load import (
+    Synthetic,
+    _offer,
+    add_profile_options,
+    connect_media,
+    neighbour,
+    profile_of,
+    pump,
+    visible_for,
+)
 from sfu_load import run as run_visavis
 
 from visavis.sfu.dtls import DtlsIdentity
@@ -318,15 +329,17 @@ class JanusParticipant:
     sub_rx: pylibsrtp.Session | None = None
 
 
-def high_layer(publisher: int, n: int) -> bool:
+def high_layer(publisher: int, subscriber: int, n: int, visible: int) -> bool:
     """visavis's allocation in this load: everyone high when a subscriber has at most
-    LAST_N others, else only the dominant (loud) participant 0."""
-    return n - 1 <= LAST_N or publisher == 0
+    LAST_N others, else the dominant (loud) participant 0 and the tiles the subscriber
+    shows."""
+    return n - 1 <= LAST_N or publisher == 0 or publisher in visible_for(subscriber, n, visible)
 
 
 async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement of Janus's videoroom with ``args.participants`` people."""
     n = args.participants
+    profile = profile_of(args)
     lab = JanusLab(event_loops=args.janus_event_loops)
     people: list[JanusParticipant] = []
     try:
@@ -336,7 +349,7 @@ async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
         room = 1234
         with in_netns(lab.netns):
             for i in range(n):
-                pub = Synthetic(i, "", 0, loud=(i == 0), host=JANUS_IP)
+                pub = Synthetic(i, "", 0, loud=(i == 0), host=JANUS_IP, profile=profile)
                 pub.sock.bind((JANUS_IP, 0))
                 sub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sub.bind((JANUS_IP, 0))
@@ -361,7 +374,16 @@ async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
             pub = p.pub
             pub.ssrcs = {k: secrets.randbits(32) for k in ("audio", "q", "h", "f")}
             pub.seq = {k: 0 for k in pub.ssrcs}
-            sdp = _offer(pub.ident, pub.ufrag, pub.pwd, pub.ssrcs, 0, "active", high_first=True)
+            sdp = _offer(
+                pub.ident,
+                pub.ufrag,
+                pub.pwd,
+                pub.ssrcs,
+                0,
+                "active",
+                high_first=True,
+                layers=profile.layers,
+            )
             event = api.message(
                 handle,
                 {"request": "joinandconfigure", "room": room, "ptype": "publisher"}
@@ -381,7 +403,11 @@ async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
                 if j != i:
                     streams.append({"feed": other.feed, "mid": "0"})
                     streams.append(
-                        {"feed": other.feed, "mid": "1", "substream": 2 if high_layer(j, n) else 0}
+                        {
+                            "feed": other.feed,
+                            "mid": "1",
+                            "substream": 2 if high_layer(j, i, n, profile.visible) else 0,
+                        }
                     )
             event = api.message(
                 handle, {"request": "join", "ptype": "subscriber", "room": room, "streams": streams}
@@ -392,21 +418,23 @@ async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
             api.trickle_done(handle)
             _, _, p.sub_rx = connect_media(p.sub_sock, p.pub.ident, p.sub_ufrag, offer, p.sub_pwd)
         assert lab.proc is not None
-        window = await pump(
-            [p.pub for p in people],
-            [(p.sub_sock, p.sub_rx, p.sub_pwd) for p in people]
-            + [(p.pub.sock, None, p.pub.pwd) for p in people],
-            lab.proc.pid,
-            args.warmup,
-            args.seconds,
-            args.sample,
-        )
+        with neighbour(getattr(args, "neighbour", False)):
+            window = await pump(
+                [p.pub for p in people],
+                [(p.sub_sock, p.sub_rx, p.sub_pwd) for p in people]
+                + [(p.pub.sock, None, p.pub.pwd) for p in people],
+                lab.proc.pid,
+                args.warmup,
+                args.seconds,
+                args.sample,
+                profile=profile,
+            )
     finally:
         for p in people:
             p.pub.sock.close()
             p.sub_sock.close()
         lab.stop()
-    return {"participants": n, **window.summary()}
+    return {"participants": n, "profile": profile.name, **window.summary()}
 
 
 SHOWN = (
@@ -416,6 +444,7 @@ SHOWN = (
     ("received_pps_per_core", "pkt/s per core", "{:,.0f}"),
     ("latency_ms_p50", "p50 ms", "{:.2f}"),
     ("latency_ms_p99", "p99 ms", "{:.2f}"),
+    ("latency_ms_p999", "p99.9 ms", "{:.2f}"),
 )
 
 
@@ -424,17 +453,19 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def table(results: dict[int, dict[str, list[dict[str, Any]]]]) -> str:
-    head = "| people | server | runs | " + " | ".join(t for _, t, _ in SHOWN) + " | ratio |"
+    head = (
+        "| people | server | runs | "
+        + " | ".join(t for _, t, _ in SHOWN)
+        + " | CPU/pkt ratio | pkt per CPU-s vs Janus |"
+    )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for n, by_server in sorted(results.items()):
         medians = {
             s: median_of(r, "server_cpu_us_per_received_packet") for s, r in by_server.items() if r
         }
-        ratio = (
-            f"{medians['visavis'] / medians['janus']:.2f}x"
-            if "visavis" in medians and "janus" in medians
-            else "-"
-        )
+        both = "visavis" in medians and "janus" in medians
+        ratio = f"{medians['visavis'] / medians['janus']:.2f}x" if both else "-"
+        speedup = f"{medians['janus'] / medians['visavis']:.2f}x" if both else "-"
         for server, runs in by_server.items():
             if not runs:
                 continue
@@ -442,7 +473,7 @@ def table(results: dict[int, dict[str, list[dict[str, Any]]]]) -> str:
             rows.append(
                 f"| {n} | {server} | {len(runs)} | "
                 + " | ".join(cells)
-                + f" | {ratio if server == 'visavis' else ''} |"
+                + (f" | {ratio} | {speedup} |" if server == "visavis" else " | | |")
             )
     return "\n".join(rows)
 
@@ -455,6 +486,8 @@ async def main_async(args: argparse.Namespace) -> None:
         for rep in range(args.runs):
             order = ["visavis", "janus"] if rep % 2 == 0 else ["janus", "visavis"]
             for server in order:
+                if args.only and server != args.only:
+                    continue
                 one = argparse.Namespace(**{**vars(args), "participants": n})
                 try:
                     if server == "visavis":
@@ -492,6 +525,10 @@ def main() -> None:
         help="Janus general.event_loops (0: Janus's default, a thread per handle)",
     )
     parser.add_argument("--json", action="store_true", help="also print every run as JSON")
+    parser.add_argument(
+        "--only", choices=("visavis", "janus"), help="measure one server only (no ratio)"
+    )
+    add_profile_options(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: Janus runs in a network namespace created here")

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.served import FREE_PORTS, serve, visavis_command
 
 VISAVIS = [sys.executable, "-m", "visavis.cli"]
 
@@ -41,7 +44,9 @@ def test_config_prints_effective_values_with_secrets_masked(tmp_path: Path) -> N
     config.write_text('shared_secret = "hunter2-very-secret"\n[signaling]\nring_timeout = 45\n')
     out = subprocess.run(
         [*VISAVIS, "config", "--config", str(config)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
         env=env_for(tmp_path, VISAVIS_SIGNALING__PORT="9999"),
     ).stdout
     assert "ring_timeout = 45.0" in out
@@ -49,7 +54,9 @@ def test_config_prints_effective_values_with_secrets_masked(tmp_path: Path) -> N
     assert "hunter2" not in out and 'shared_secret = "**********"' in out
     bad = subprocess.run(
         [*VISAVIS, "config", "--config", str(tmp_path / "missing.toml")],
-        capture_output=True, text=True, env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path),
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
@@ -58,9 +65,22 @@ def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
     port, metrics = free_port(), free_port()
     relay_port = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen(
-        [*VISAVIS, "serve", "--port", str(port), "--metrics-port", str(metrics),
-         "--listening-port", str(relay_port), "--realm", "example.org", "--no-tls"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            *VISAVIS,
+            "serve",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics),
+            "--listening-port",
+            str(relay_port),
+            "--realm",
+            "example.org",
+            "--no-tls",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=env_for(tmp_path, VISAVIS_SFU__PORT="0", VISAVIS_SFU__MEDIA_PORT="0"),
     )
     try:
@@ -88,3 +108,34 @@ def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+MEDIA_STACK = ("/av/", "/av.libs/", "/aiortc/")  # PyAV, its ffmpeg copies, aiortc's codecs
+
+
+@pytest.mark.parametrize("role", ["relay", "sfu", "signaling", "all"])
+def test_serve_maps_no_client_media_stack(tmp_path: Path, role: str) -> None:
+    """A server process imports what it runs: no aiortc, no PyAV/ffmpeg shared objects."""
+    with serve(tmp_path / "data", "--role", role) as server:
+        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        assert server.endpoints, server.log()
+    loaded = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+    assert any("/_fastpath" in so or "uvloop" in so for so in loaded), loaded  # maps are real
+    media = sorted(so for so in loaded if any(part in so for part in MEDIA_STACK))
+    assert not media, media
+
+
+def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
+    """A broken dependency is a refusal to start, with the reason, not a missing part."""
+    shadow = tmp_path / "shadow" / "aioice"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("aioice is broken here")\n')
+    path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [*visavis_command(), "serve", "--role", "sfu"],
+        capture_output=True, text=True, timeout=60,
+        env=env_for(tmp_path, PYTHONPATH=path, **FREE_PORTS),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot start: the sfu part cannot be loaded: aioice is broken here" in done.stderr
+    assert "running (role" not in done.stdout + done.stderr

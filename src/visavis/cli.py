@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 import logging
 import signal
@@ -33,7 +34,33 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         raise click.UsageError(f"invalid configuration:\n{exc}") from exc
 
 
+class _LazyGroup(click.Group):
+    """A command group whose listed ``lazy`` commands import their module only when run.
+
+    The client commands pull in aiortc and PyAV (ffmpeg: hundreds of shared libraries);
+    a server started with ``visavis serve`` must not load them.
+    """
+
+    lazy = {
+        "call": "visavis.client.cli:call",
+        "answer": "visavis.client.cli:answer",
+        "sfu": "visavis.fleet.cli:sfu",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, _, attr = target.partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Quick start: 'visavis serve' in one terminal; 'visavis answer' and 'visavis call "
     "HANDLE' in others. Every setting is also an environment variable: "
@@ -111,11 +138,13 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from visavis.node import Node
+    from visavis.node import Node, PartUnavailable
 
     node = Node(settings)
     try:
         await node.start()
+    except PartUnavailable as exc:
+        raise click.ClickException(f"cannot start: {exc}") from exc
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen: {exc}. Is another visavis running? Pick another port with --port."
@@ -163,27 +192,6 @@ def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
     for key, value in tables.items():
         click.echo(f"\n[{prefix}{key}]")
         _print_toml(value, prefix=f"{prefix}{key}.")
-
-
-def _add_client_commands() -> None:
-    """``visavis call`` and ``visavis answer`` (src/visavis/client/cli.py)."""
-    from visavis.client.cli import answer, call
-
-    main.add_command(call)
-    main.add_command(answer)
-
-
-_add_client_commands()
-
-
-def _add_fleet_commands() -> None:
-    """``visavis sfu nodes|drain`` (src/visavis/fleet/cli.py)."""
-    from visavis.fleet.cli import sfu
-
-    main.add_command(sfu)
-
-
-_add_fleet_commands()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,25 @@ from visavis.service import Service
 log = logging.getLogger(__name__)
 
 
-def _optional(module: str, cls: str) -> Any | None:
-    """The server class of a part, or None while that part is not built yet."""
+# The server class of each part: imported only when the role runs that part, so a relay
+# process never loads the SFU or signaling (and none of them loads aiortc or PyAV).
+PARTS = {
+    "relay": ("visavis.relay.server", "RelayServer"),
+    "sfu": ("visavis.sfu.server", "SfuServer"),
+    "signaling": ("visavis.signaling.server", "SignalingServer"),
+}
+
+
+class PartUnavailable(RuntimeError):
+    """A part the role asks for cannot be imported: the process must not start without it."""
+
+
+def _server_class(part: str) -> Any:
+    module, name = PARTS[part]
     try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return None
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise PartUnavailable(f"the {part} part cannot be loaded: {exc}") from exc
 
 
 class Node:
@@ -45,19 +58,13 @@ class Node:
         settings.ensure_shared_secret()
         try:
             if self._wants("relay"):
-                relay_cls = _optional("visavis.relay.server", "RelayServer")
-                if relay_cls is not None:
-                    self.relay = relay_cls(settings, metrics_registry=self.registry)
-                    await self._start(self.relay)
+                self.relay = _server_class("relay")(settings, metrics_registry=self.registry)
+                await self._start(self.relay)
             if self._wants("sfu"):
-                sfu_cls = _optional("visavis.sfu.server", "SfuServer")
-                if sfu_cls is not None:
-                    self.sfu = sfu_cls(settings, metrics_registry=self.registry)
-                    await self._start(self.sfu)
+                self.sfu = _server_class("sfu")(settings, metrics_registry=self.registry)
+                await self._start(self.sfu)
             if self._wants("signaling"):
-                from visavis.signaling.server import SignalingServer
-
-                self.signaling = SignalingServer(
+                self.signaling = _server_class("signaling")(
                     settings,
                     ice_urls=self._ice_urls,
                     # With Redis the SFU nodes register and signaling places rooms on them.
@@ -86,7 +93,7 @@ class Node:
 
     @property
     def _fleet_registry(self) -> bool:
-        from visavis.fleet.agent import uses_registry
+        from visavis.fleet.settings import uses_registry
 
         return uses_registry(self.settings) and not self.settings.sfu.public_url
 

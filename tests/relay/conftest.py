@@ -1,20 +1,32 @@
-"""Fixtures for the relay tests: a RelayServer on loopback port 0, turnutils_peer."""
+"""Fixtures for the relay tests: a RelayServer on loopback port 0, turnutils_peer.
+
+Every test here runs on uvloop, the event loop ``visavis serve`` runs the relay on: its
+transports are not asyncio's classes, and code that assumes they are fails only there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from visavis.config import Settings
 from visavis.relay.server import RelayServer
 
 REST_SECRET = "rest-secret-for-tests"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The relay's tests and fixtures run on the loop ``visavis serve`` uses (uvloop)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def free_udp_port() -> int:

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.relay.conftest import make_settings
+from tests.relay.relay_tools import recvfrom
 from tests.relay.test_relay_server import UdpClient
 from visavis.protocol.stun import (
     ChannelNumber,
@@ -101,9 +102,8 @@ class Setup:
         self.client.sock.sendto(encode_channel_data(CHANNEL, payload), self.client.server)
 
     async def peer_recv(self, wait: float = 1.0) -> bytes | None:
-        loop = asyncio.get_running_loop()
         try:
-            data, src = await asyncio.wait_for(loop.sock_recvfrom(self.peer, 65536), wait)
+            data, src = await asyncio.wait_for(recvfrom(self.peer, 65536), wait)
         except TimeoutError:
             return None
         assert src[1] == self.relayed[1]

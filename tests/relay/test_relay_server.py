@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.relay.conftest import make_settings
+from tests.relay.relay_tools import recvfrom
 from visavis.config import Settings
 from visavis.protocol.stun import (
     ChannelNumber,
@@ -195,7 +196,6 @@ async def test_relay_denies_forbidden_peers_and_survives_garbage(relay: RelaySer
         err = answer.get(ErrorCodeAttr)
         assert err is not None and (err.code, err.reason) == (403, "Forbidden IP"), bad
     # An echo peer on loopback (allowed by the test settings).
-    loop = asyncio.get_running_loop()
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
@@ -227,7 +227,7 @@ async def test_relay_denies_forbidden_peers_and_survives_garbage(relay: RelaySer
         except BlockingIOError:
             break
     client.sock.sendto(encode_channel_data(0x4000, b"still alive"), client.server)
-    data, src = await asyncio.wait_for(loop.sock_recvfrom(peer, 65536), 2)
+    data, src = await asyncio.wait_for(recvfrom(peer, 65536), 2)
     assert data == b"still alive" and src[1] == relayed.port
     peer.sendto(b"echo", ("127.0.0.1", relayed.port))
     assert await client.recv() == b"\x40\x00\x00\x04echo"
@@ -341,8 +341,7 @@ async def test_ipv6_relay_over_ipv4_control(tmp_path: Path) -> None:
         )
         assert bind.cls == MessageClass.SUCCESS
         client.sock.sendto(encode_channel_data(0x4000, b"six"), client.server)
-        loop = asyncio.get_running_loop()
-        data, src = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 2)
+        data, src = await asyncio.wait_for(recvfrom(peer, 100), 2)
         assert data == b"six" and src[1] == relayed.port
         peer.sendto(b"back", ("::1", relayed.port))
         assert await client.recv() == b"\x40\x00\x00\x04back"

@@ -35,6 +35,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -42,6 +43,8 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 from websockets.asyncio.client import ClientConnection, connect
 
+from visavis.e2ee.ratchet import Keyring
+from visavis.e2ee.rtc import decrypt_receiver, encrypt_sender
 from visavis.signaling import messages as m
 
 if TYPE_CHECKING:
@@ -67,12 +70,14 @@ class SfuSession:
         audio: MediaStreamTrack | None = None,
         video: MediaStreamTrack | None = None,
         ice_servers: list[RTCIceServer] | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.url = url
         self.token = token
         self.audio = audio
         self.video = video
         self.ice_servers = ice_servers or []
+        self.keyring = keyring  # end-to-end encryption (SFrame) of every frame when set
         self.participant_id: str | None = None
         self.room_id: str | None = None
         self.participants: dict[str, dict[str, Any]] = {}
@@ -117,10 +122,9 @@ class SfuSession:
         self.room_id = joined["room_id"]
         for info in joined["participants"]:
             self.participants[info["participant_id"]] = info
-        if self.audio is not None:
-            self.pc.addTransceiver(self.audio, direction="sendonly")
-        if self.video is not None:
-            self.pc.addTransceiver(self.video, direction="sendonly")
+        for track in (self.audio, self.video):
+            if track is not None:
+                self._e2ee(self.pc.addTransceiver(track, direction="sendonly"))
         await asyncio.wait_for(self._negotiate(joined["audio"], joined["video"]), limit)
 
     async def close(self) -> None:
@@ -186,7 +190,7 @@ class SfuSession:
         async with self._lock:
             for kind, count in (("audio", audio), ("video", video)):
                 for _ in range(count):
-                    self.pc.addTransceiver(kind, direction="recvonly")
+                    self._e2ee(self.pc.addTransceiver(kind, direction="recvonly"))
             await self.pc.setLocalDescription(await self.pc.createOffer())
             self._answer = asyncio.get_running_loop().create_future()
             assert self._ws is not None
@@ -196,6 +200,20 @@ class SfuSession:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
             self.negotiations += 1
             self._changed.set()
+
+    def _e2ee(self, transceiver: RTCRtpTransceiver) -> None:
+        """Attach SFrame to a new transceiver; only VP8 and Opus are offered then."""
+        if self.keyring is None:
+            return
+        if transceiver.kind == "video":
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences(
+                [c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")]
+            )
+        if transceiver.direction == "sendonly":
+            encrypt_sender(transceiver.sender, self.keyring)
+        else:
+            decrypt_receiver(transceiver.receiver, self.keyring, transceiver.kind)
 
     async def _read(self) -> None:
         assert self._ws is not None

@@ -143,7 +143,3 @@ class FleetAgent:
             except Exception as exc:  # Redis away: keep trying; the record expires meanwhile
                 log.warning("fleet: heartbeat failed: %s", exc)
 
-
-def uses_registry(settings: Settings) -> bool:
-    """Whether this deployment has a fleet registry (a Redis bus) or is one process."""
-    return settings.bus_url.startswith(("redis://", "rediss://", "unix://"))

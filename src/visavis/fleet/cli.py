@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from visavis.config import Settings, load_settings
-from visavis.fleet.agent import uses_registry
+from visavis.fleet.settings import uses_registry
 
 CONFIG_HELP = "TOML configuration file (also VISAVIS_CONFIG). Flags override it."
 

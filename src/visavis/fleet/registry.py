@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from visavis.fleet.placement import Pool
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker, RecordError, sign_record
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 ROOM_TTL = 2 * 86400  # a placement outlives any call; moves and ends rewrite or delete it
 

@@ -19,14 +19,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from visavis.clock import Clock, SystemClock
 from visavis.fleet.metrics import FleetMetrics
 from visavis.fleet.placement import Limits, best, healthy_relays
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker
-from visavis.fleet.registry import RedisRegistry, View
 from visavis.fleet.settings import FleetSettings
+
+if TYPE_CHECKING:  # the registry (and redis) load only in deployments that use them
+    from visavis.fleet.registry import RedisRegistry, View
 
 log = logging.getLogger(__name__)
 

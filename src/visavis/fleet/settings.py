@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field, model_validator
+
+if TYPE_CHECKING:
+    from visavis.config import Settings
 
 
 class FleetSettings(BaseModel):
@@ -49,3 +54,8 @@ class FleetSettings(BaseModel):
         if self.ttl <= self.heartbeat_interval:
             raise ValueError("fleet.ttl must be longer than fleet.heartbeat_interval")
         return self
+
+
+def uses_registry(settings: Settings) -> bool:
+    """Whether this deployment has a fleet registry (a Redis bus) or is one process."""
+    return settings.bus_url.startswith(("redis://", "rediss://", "unix://"))

@@ -23,7 +23,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -45,7 +45,7 @@ from visavis.protocol.turn import (
 from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
-from visavis.relay.tcp_relay import PeerPipe, TcpRelay
+from visavis.relay.tcp_relay import PeerPipe, StreamTransport, TcpRelay
 
 log = logging.getLogger("visavis.relay")
 
@@ -171,16 +171,15 @@ class _StreamConnection(asyncio.Protocol):
         self.relay = relay
         self.transport_name = transport_name
         self.framer = StreamFramer()
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.five_tuple: FiveTuple | None = None
         self.partner: PeerPipe | None = None  # RFC 6062 data connection once bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        stream = self.transport = cast(StreamTransport, transport)  # any loop's, duck-typed
         if len(self.relay.connections) >= self.relay.settings.relay.max_tcp_connections:
             self.relay.io_errors += 1
-            transport.abort()
+            stream.abort()
             return
         peer = _host_port(transport.get_extra_info("peername"))
         local = _host_port(transport.get_extra_info("sockname"))
@@ -327,8 +326,13 @@ class _SocketAllocator:
             raise CapacityError(f"no relay address of family {family}")
         sock = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Bind exclusively (neither SO_REUSEADDR nor SO_REUSEPORT yet): the bind fails
+            # on any port another socket holds, so two allocations, of this relay or of
+            # another relay process, never share a relayed port (with SO_REUSEPORT set
+            # before bind, a second listener would join the first and the kernel would
+            # split the peers' connections between them).
             span = self.max_port - self.min_port + 1
             start = self.rng.randrange(span)
             for i in range(span):
@@ -340,6 +344,9 @@ class _SocketAllocator:
             else:
                 raise CapacityError("relay port range exhausted")
             sock.listen(64)
+            # Now the port is ours, let our own Connect sockets (RFC 6062 5.2: connections
+            # to peers come from the relayed address) bind it too: see TcpRelay.connect.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
         except BaseException:
             sock.close()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from visavis.protocol.turn import ConnectPeer, FiveTuple
 from visavis.protocol.turn.allocation import Addr
@@ -24,12 +24,28 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 10.0
 
 
-class Pipe(Protocol):
-    transport: asyncio.Transport | None
+class StreamTransport(Protocol):
+    """What the relay uses of a connection's transport, whichever event loop made it.
 
-    def pause_partner(self) -> None: ...
+    Typed by behaviour, never checked with ``isinstance``: uvloop's ``TCPTransport`` (what
+    ``visavis serve`` runs on) is not a subclass of ``asyncio.Transport``.
+    """
 
-    def resume_partner(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
 class PeerPipe(asyncio.Protocol):
@@ -38,13 +54,12 @@ class PeerPipe(asyncio.Protocol):
     def __init__(self, relay: RelayServer, connection_id: int) -> None:
         self.relay = relay
         self.connection_id = connection_id
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.partner: Any = None  # the client's data connection once bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.pause_reading()  # until ConnectionBind
+        self.transport = cast(StreamTransport, transport)
+        self.transport.pause_reading()  # until ConnectionBind
         self.relay.peer_pipes[self.connection_id] = self
 
     def data_received(self, data: bytes) -> None:

@@ -8,6 +8,7 @@ password (short-term credentials, RFC 8489 s9.1).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from aioice import stun
@@ -25,7 +26,7 @@ def parse_request(data: bytes) -> tuple[stun.Message, str] | None:
     """Return (message, local ufrag) for a binding request, or None if it is not one."""
     try:
         message = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError):
+    except (ValueError, KeyError, IndexError, struct.error):  # aioice's parse failures
         return None
     if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
         return None

@@ -126,7 +126,7 @@ def parse_offer(text: str) -> Offer:
             parts = value.split()
             if len(parts) < 4 or not parts[1].isdigit():
                 raise SdpError(f"bad m-line {line!r}")
-            current = MediaSection(parts[0], int(parts[1]), parts[2], parts[3:])
+            current = MediaSection(parts[0], _int(parts[1]), parts[2], parts[3:])
             media.append(current)
             continue
         if kind != "a":
@@ -176,12 +176,12 @@ def parse_offer(text: str) -> Offer:
             uri = rest.split()[0] if rest else ""
             current.extensions[uri] = _int(ident.split("/")[0])
         elif name == "ssrc":
-            ssrc = _int(arg.split()[0])
+            ssrc = _int(arg.split(maxsplit=1)[0] if arg.strip() else "")
             if ssrc not in current.ssrcs:
                 current.ssrcs.append(ssrc)
         elif name == "ssrc-group":
             parts = arg.split()
-            if parts[0] == "FID" and len(parts) == 3:
+            if len(parts) == 3 and parts[0] == "FID":
                 current.fid_groups.append((_int(parts[1]), _int(parts[2])))
         elif name == "rid":
             parts = arg.split()

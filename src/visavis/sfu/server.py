@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ValidationError
@@ -23,7 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from visavis.config import Settings
-from visavis.fleet.agent import FleetAgent, Load, uses_registry
+from visavis.fleet.settings import uses_registry
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
@@ -42,6 +42,9 @@ from visavis.sfu.tcp import IceTcpListener
 from visavis.sfu.transport import WebRtcTransport
 from visavis.sfu.udp import MediaEndpoint
 from visavis.tokens import TokenError, verify_token
+
+if TYPE_CHECKING:
+    from visavis.fleet.agent import FleetAgent, Load
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +110,14 @@ class SfuServer:
         self._control_port = sockets[0].getsockname()[1]
         self._tick_task = asyncio.create_task(self._ticker())
         if uses_registry(self.settings):
+            from visavis.fleet.agent import FleetAgent  # loads redis: fleets only
+
             self.fleet = FleetAgent(self.settings, "sfu", self._fleet_load)
             await self.fleet.start()
 
     def _fleet_load(self) -> Load:
+        from visavis.fleet.agent import Load
+
         gauges = self._gauges()
         return Load(
             control_url=self.control_url,

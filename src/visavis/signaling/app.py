@@ -375,7 +375,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             return
         try:
             raw = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested deeply
             raw = None
         re = raw.get("id") if isinstance(raw, dict) else None
         re = re if isinstance(re, str | int) and not isinstance(re, bool) else None

@@ -15,7 +15,6 @@ from visavis.bus.base import Bus
 from visavis.clock import Clock, SystemClock
 from visavis.config import Settings
 from visavis.fleet.metrics import FleetMetrics
-from visavis.fleet.registry import RedisRegistry
 from visavis.fleet.service import Assignment, Fleet, LocalFleet, RegistryFleet
 from visavis.signaling import messages as m
 from visavis.signaling.app import SignalingContext, create_app
@@ -90,6 +89,7 @@ class SignalingServer:
         """A given SFU URL (one SFU), else the Redis registry when the bus is Redis, else
         ``sfu.public_url``."""
         from visavis.bus.redis import RedisBus  # only deployments with Redis load it
+        from visavis.fleet.registry import RedisRegistry
 
         if sfu_url is not None:
             return LocalFleet(sfu_url)

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""The process libFuzzer runs in: ``_libfuzzer.py TARGET [libFuzzer flags...]``.
+
+Started by :mod:`fuzz.run`. It is also a script (libFuzzer re-executes its own command
+line for ``-merge=1``), so it puts the repository root on ``sys.path`` itself. The target's
+modules, and the visavis modules they import, are imported under atheris's
+instrumentation so that libFuzzer sees their branch coverage.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+
+def main() -> None:
+    name = sys.argv.pop(1)
+    with atheris.instrument_imports(include=["visavis", "aioice.stun", "fuzz.targets"]):
+        from fuzz.targets import load
+
+        target = load(name)
+    from fuzz.contract import check
+
+    def one_input(data: bytes) -> None:
+        check(target, data)
+
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

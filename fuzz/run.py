@@ -1,0 +1,187 @@
+"""Run one fuzz target (or all, one after another) and print its figures.
+
+    python -m fuzz.run --target stun --runs 1000000
+    python -m fuzz.run --all --runs 1000000 --nice 10
+    python -m fuzz.run --target stun --minimise   # merge the work corpus into fuzz/corpus/
+
+libFuzzer (through atheris) runs in a child process; its new inputs go to
+``fuzz/.work/<target>/`` (not committed) and crash or hang inputs to
+``fuzz/.work/artifacts/``. The summary line gives executions, exec/s, coverage (edges)
+and features, corpus size, and crashes and hangs (libFuzzer stops at the first one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fuzz.contract import TIME_LIMIT
+from fuzz.targets import MODULES
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".work"
+CHILD = ROOT / "_libfuzzer.py"
+
+
+@dataclass
+class Figures:
+    target: str
+    runs: int = 0
+    exec_per_sec: int = 0
+    cov: int = 0
+    ft: int = 0
+    corpus: int = 0
+    crashes: int = 0
+    hangs: int = 0
+    seconds: float = 0.0
+    artifact: str = ""
+
+    def line(self) -> str:
+        return (
+            f"{self.target}: {self.runs} execs in {self.seconds:.0f} s "
+            f"({self.exec_per_sec} exec/s), cov {self.cov}, ft {self.ft}, "
+            f"corpus {self.corpus}, crashes {self.crashes}, hangs {self.hangs}"
+            + (f" [{self.artifact}]" if self.artifact else "")
+        )
+
+
+_STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
+_STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
+
+
+def parse_output(target: str, text: str, seconds: float) -> Figures:
+    """Read libFuzzer's status lines and final stats."""
+    fig = Figures(target, seconds=seconds)
+    for line in text.splitlines():
+        if match := _STATUS.match(line):
+            fig.runs, fig.cov, fig.ft, fig.corpus = (int(g) for g in match.groups())
+        elif match := _STAT.match(line):
+            key, value = match.group(1), int(match.group(2))
+            if key == "number_of_executed_units":
+                fig.runs = value
+            elif key == "average_exec_per_sec":
+                fig.exec_per_sec = value
+        elif "ALARM: working on the last Unit" in line or ("-timeout" in line and "Unit" in line):
+            fig.hangs = 1
+        elif "Uncaught Python exception" in line or "ERROR: libFuzzer: deadly signal" in line:
+            fig.crashes = 1
+        elif line.startswith(("Test unit written to", "artifact_prefix")):
+            fig.artifact = line.rsplit(" ", 1)[-1]
+    if fig.hangs:
+        fig.crashes = 0
+    if not fig.exec_per_sec and seconds > 0:  # libFuzzer rounds a sub-second run down to 0
+        fig.exec_per_sec = round(fig.runs / seconds)
+    return fig
+
+
+def _escape(token: bytes) -> str:
+    return "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token)
+
+
+def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
+    cmd = [sys.executable, str(CHILD), name, *flags]
+    start = time.monotonic()
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+    )
+    return proc.returncode, proc.stdout, time.monotonic() - start
+
+
+def fuzz(name: str, runs: int, nice: int, seed: int | None, log: Path) -> Figures:
+    from fuzz.targets import load
+
+    target = load(name)
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    (WORK / "artifacts").mkdir(parents=True, exist_ok=True)
+    flags = [
+        str(work),
+        str(target.corpus),
+        f"-runs={runs}",
+        f"-max_len={target.max_len}",
+        f"-timeout={max(1, round(TIME_LIMIT))}",
+        "-rss_limit_mb=2048",
+        "-print_final_stats=1",
+        f"-artifact_prefix={WORK / 'artifacts'}/{name}-",
+    ]
+    if seed is not None:
+        flags.append(f"-seed={seed}")
+    if target.dictionary:
+        path = WORK / f"{name}.dict"
+        path.write_text("".join(f'"{_escape(token)}"\n' for token in target.dictionary))
+        flags.append(f"-dict={path}")
+    _, output, seconds = _child(name, flags, nice)
+    log.write_text(output)
+    return parse_output(name, output, seconds)
+
+
+def minimise(name: str, nice: int, max_files: int) -> int:
+    """Merge the committed and work corpora into a minimal set; replace the committed one."""
+    from fuzz.targets import load
+
+    target = load(name)
+    merged = WORK / f"{name}.merged"
+    shutil.rmtree(merged, ignore_errors=True)
+    merged.mkdir(parents=True)
+    sources = [str(target.corpus)]
+    if (WORK / name).is_dir():
+        sources.append(str(WORK / name))
+    code, output, _ = _child(
+        name, ["-merge=1", f"-max_len={target.max_len}", str(merged), *sources], nice
+    )
+    files = sorted(merged.iterdir(), key=lambda p: p.stat().st_size)
+    if code != 0 or not files:
+        print(output[-2000:], file=sys.stderr)
+        raise SystemExit(f"{name}: merge failed ({code})")
+    keep = files[:max_files]
+    seeds = [p for p in target.corpus.iterdir() if p.name.startswith(("seed-", "regress-"))]
+    for path in target.corpus.iterdir():
+        if path not in seeds:
+            path.unlink()
+    for path in keep:
+        if not any(p.read_bytes() == path.read_bytes() for p in seeds):
+            shutil.copy(path, target.corpus / path.name)
+    shutil.rmtree(merged)
+    return len(list(target.corpus.iterdir()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", choices=sorted(MODULES))
+    which.add_argument("--all", action="store_true", help="every target, one after another")
+    parser.add_argument("--runs", type=int, default=1_000_000, help="inputs per target")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the fuzzing child")
+    parser.add_argument("--seed", type=int, default=None, help="libFuzzer's random seed")
+    parser.add_argument("--minimise", action="store_true", help="merge into fuzz/corpus/")
+    parser.add_argument("--max-files", type=int, default=150, help="corpus cap per target")
+    args = parser.parse_args()
+    names = sorted(MODULES) if args.all else [args.target]
+    failed = False
+    for name in names:
+        if args.minimise:
+            print(f"{name}: corpus now {minimise(name, args.nice, args.max_files)} files")
+            continue
+        log = WORK / f"{name}.log"
+        WORK.mkdir(exist_ok=True)
+        fig = fuzz(name, args.runs, args.nice, args.seed, log)
+        print(fig.line() + f"  (log: {log.relative_to(ROOT.parent)})", flush=True)
+        failed |= bool(fig.crashes or fig.hangs) or fig.runs < args.runs
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

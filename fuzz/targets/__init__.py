@@ -1,0 +1,30 @@
+"""The harnesses, one module per parser, each exposing ``TARGET``.
+
+Modules are imported by name (:func:`load`) so that the runner can import them, and the
+visavis modules they pull in, under atheris's coverage instrumentation.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fuzz.contract import Target
+
+MODULES = {
+    "stun": "fuzz.targets.stun",
+    "ice_lite": "fuzz.targets.ice_lite",
+    "channel_data": "fuzz.targets.channel_data",
+    "turn_stream": "fuzz.targets.turn_stream",
+    "rtp": "fuzz.targets.rtp",
+    "rtcp": "fuzz.targets.rtcp",
+    "rfc4571": "fuzz.targets.rfc4571",
+    "sdp": "fuzz.targets.sdp",
+    "signaling_json": "fuzz.targets.signaling_json",
+    "sfu_json": "fuzz.targets.sfu_json",
+}
+
+
+def load(name: str) -> Target:
+    """Import the harness module of ``name`` and return its target."""
+    target: Target = importlib.import_module(MODULES[name]).TARGET
+    return target

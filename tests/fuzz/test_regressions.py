@@ -1,0 +1,51 @@
+"""One test per crash the fuzzers found, on the code that ships (see docs/fuzzing.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fuzz.contract import CORPUS_ROOT
+
+from tests.signaling.harness import cluster
+from visavis.sfu.errors import SdpError
+from visavis.sfu.ice_lite import parse_request
+from visavis.sfu.sdp import parse_offer
+
+OFFER_HEAD = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n"
+CREDENTIALS = "a=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 AA\r\n"
+
+
+def test_ice_lite_drops_a_binding_request_with_a_short_ice_attribute() -> None:
+    """aioice raised struct.error for an 8-byte ICE attribute of another length; the SFU's
+    media port logged an unhandled exception per such packet instead of dropping it."""
+    data = (CORPUS_ROOT / "ice_lite" / "regress-aioice-struct-error").read_bytes()
+    assert parse_request(data) is None
+
+
+def test_sdp_empty_ssrc_lines_are_refused_or_ignored() -> None:
+    """``a=ssrc:`` with nothing after it raised IndexError out of parse_offer."""
+    with pytest.raises(SdpError, match="expected a number"):
+        parse_offer(OFFER_HEAD + "a=ssrc:\r\n" + CREDENTIALS)
+    offer = parse_offer(OFFER_HEAD + "a=ssrc-group:\r\na=ssrc-group:FID 1\r\n" + CREDENTIALS)
+    assert offer.media[0].fid_groups == []
+
+
+async def test_deeply_nested_json_gets_malformed_json_and_the_device_stays(
+    tmp_path: Path,
+) -> None:
+    """``[[[[...`` (under the size limit) raised RecursionError out of the frame handler,
+    which dropped the device's connection without an answer."""
+    async with cluster(tmp_path, max_message_bytes=64 * 1024) as c:
+        (alice,) = await c.user("alice@example.com")
+        await alice.send_raw("[" * 5000)
+        error = await alice.next_event("error")
+        assert error["code"] == "malformed_json"
+        pong = await alice.request("ping")
+        assert pong["type"] == "pong"
+
+
+def test_sdp_port_of_non_ascii_digits_is_refused() -> None:
+    """``str.isdigit`` accepts "²", which ``int`` refuses: ValueError escaped parse_offer."""
+    with pytest.raises(SdpError):
+        parse_offer("v=0\r\nm=audio \u00b29 UDP/TLS/RTP/SAVPF 111\r\n" + CREDENTIALS)

@@ -1,0 +1,31 @@
+"""Waiting for a condition instead of sleeping a fixed time.
+
+A fixed sleep is either too short on a loaded machine (flaky) or too long everywhere
+(slow). These poll a condition until it holds, failing with ``what`` after ``within``
+seconds; the polling interval only bounds how late the wait notices, not whether it
+passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def until(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
+    """Return as soon as ``condition()`` is true; AssertionError after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def until_sync(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
+    """:func:`until` for synchronous tests."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        time.sleep(0.01)
