@@ -35,15 +35,18 @@ def test_load_counts_reported_people_and_cpu() -> None:
 
 def test_full_draining_and_excluded_nodes_take_no_rooms() -> None:
     full = node("full", participants=30)
-    placed_full = node("placed")  # 10 rooms placed x 3 people = capacity
+    placed_full = node("placed")  # 8 rooms placed x 4 people > capacity
     draining = node("d", draining=True)
     hot = node("hot", cpu=0.9)
     gone = node("gone")
     relay = node("r").with_load(kind="relay")
     nodes = [full, placed_full, draining, hot, gone, relay]
-    assert eligible(nodes, {"placed": 10}, exclude=("gone",)) == []
-    assert choose(nodes, {"placed": 10}, exclude=("gone",)) is None
-    assert choose(nodes, {"placed": 9}, exclude=("gone",)) == placed_full
+    assert eligible(nodes, {"placed": 8}, exclude=("gone",)) == []
+    assert choose(nodes, {"placed": 8}, exclude=("gone",)) is None
+    assert choose(nodes, {"placed": 7}, exclude=("gone",)) == placed_full
+    # Rooms the node already reported are counted by their real people, not estimated.
+    reported = node("r", rooms=7, participants=21)
+    assert utilisation(reported, 7) == 21 / 30 and utilisation(reported, 8) == 25 / 30
 
 
 def test_region_preferred_while_it_has_room() -> None:

@@ -1,8 +1,8 @@
 """Where a room goes: pure functions over a view of the registry (no I/O, no clock).
 
-A node's *demand* is the larger of the participants it reported and the rooms placed on
-it times :data:`ROOM_ESTIMATE` (placements count at once, before the node's next
-heartbeat shows the people who joined). Its *utilisation* is the larger of demand over
+A node's *demand* is the participants it reported plus :data:`ROOM_ESTIMATE` for each
+room placed on it beyond the rooms it reported (placements count at once, before the
+node's next heartbeat shows the people who joined). Its *utilisation* is the larger of demand over
 capacity and CPU over its limit; at 1 or more it is full and takes no new rooms, nor does
 a draining node.
 
@@ -15,13 +15,14 @@ preferred region are used while any has room; otherwise any region.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from visavis.fleet.record import NodeRecord
 
-ROOM_ESTIMATE = 3  # a new group room holds at least three people
+ROOM_ESTIMATE = 4  # people a new group room will hold (the mean of the seed's groups)
 DEFAULT_CHOICES = 4
 
 
@@ -33,13 +34,19 @@ class Limits:
 
 
 def demand(node: NodeRecord, placed: int) -> int:
-    """Participants the node carries or is about to (rooms placed on it count at once)."""
-    return max(node.participants, placed * ROOM_ESTIMATE)
+    """Participants the node carries or is about to: those it reported, plus an estimate
+    for each room placed on it beyond the rooms it reported (placed since its last
+    heartbeat, or placed and not joined yet)."""
+    return node.participants + max(0, placed - node.rooms) * ROOM_ESTIMATE
 
 
 def utilisation(node: NodeRecord, placed: int, limits: Limits = Limits()) -> float:
-    """0 = idle, 1 = full (by participants against capacity, or CPU against its limit)."""
-    return max(demand(node, placed) / node.capacity, node.cpu / limits.cpu_limit)
+    """0 = idle, 1 = full (by participants against capacity, or CPU against its limit).
+
+    CPU counts in tenths of the limit: a one-second CPU sample is noise at low load, and
+    rooms should spread by count until CPU says something real."""
+    cpu = math.floor(node.cpu / limits.cpu_limit * 10) / 10
+    return max(demand(node, placed) / node.capacity, cpu)
 
 
 def eligible(
