@@ -1,7 +1,9 @@
-"""Build hook for the optional native relay fast path (everything else is in pyproject.toml).
+"""Build hook for the optional native fast paths (everything else is in pyproject.toml).
 
-``visavis.relay._fastpath`` is a small C extension (Linux: recvmmsg); when it cannot be
-compiled the install still succeeds and the relay uses its pure-Python fallback.
+``visavis.relay._fastpath`` (Linux: recvmmsg) and ``visavis.sfu._fastpath`` (Linux:
+recvmmsg/sendmmsg, SRTP with Debian's libsrtp2, ``libsrtp2-dev``) are small C
+extensions; when one cannot be compiled the install still succeeds and that server uses
+its pure-Python twin.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +15,13 @@ setup(
             ["src/visavis/relay/_fastpath.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "visavis.sfu._fastpath",
+            ["src/visavis/sfu/_fastpath.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wno-missing-braces"],
+            libraries=["srtp2"],
+            optional=True,
+        ),
     ]
 )

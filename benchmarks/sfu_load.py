@@ -42,6 +42,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -208,6 +209,7 @@ def connect_media(
     local_ufrag: str,
     remote_sdp: str,
     local_pwd: str | None = None,
+    keys: dict[str, Any] | None = None,
 ) -> tuple[tuple[str, int], pylibsrtp.Session, pylibsrtp.Session]:
     """ICE check with USE-CANDIDATE to the first IPv4 host candidate of ``remote_sdp``
     (an ICE-lite peer answers it), then the DTLS handshake as client, blocking. With
@@ -215,7 +217,8 @@ def connect_media(
     some even in ICE-lite mode and fails ICE without answers).
 
     Returns the remote address and the outbound and inbound SRTP sessions; leaves the
-    socket non-blocking.
+    socket non-blocking. ``keys`` (if given) receives the SRTP profile and the master
+    keys (``tx``, ``rx``) for the C traffic loop.
     """
     sdp = remote_sdp
     ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # type: ignore[union-attr]
@@ -285,6 +288,8 @@ def connect_media(
     )
     m = conn.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (k + s))
     client_key, server_key = m[:k] + m[2 * k : 2 * k + s], m[k : 2 * k] + m[2 * k + s :]
+    if keys is not None:
+        keys.update(profile=int(profile), tx=client_key, rx=server_key)
     tx = pylibsrtp.Session(
         pylibsrtp.Policy(
             key=client_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
@@ -317,6 +322,7 @@ class Synthetic:
     )
     ws: ClientConnection | None = None
     remote: tuple[str, int] | None = None
+    keys: dict[str, Any] = field(default_factory=dict)
     tx: pylibsrtp.Session | None = None
     rx: pylibsrtp.Session | None = None
     answer_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -367,7 +373,7 @@ class Synthetic:
     def connect_media(self) -> None:
         """ICE check with USE-CANDIDATE, then the DTLS handshake, blocking."""
         self.remote, self.tx, self.rx = connect_media(
-            self.sock, self.ident, self.ufrag, self.answer["sdp"]
+            self.sock, self.ident, self.ufrag, self.answer["sdp"], keys=self.keys
         )
 
     async def show(self, visible: list[str]) -> None:
@@ -420,9 +426,25 @@ class Window:
     rtp_received: int  # forwarded RTP packets that reached the subscribers' sockets
     other_received: int  # RTCP, DTLS, STUN
     latencies: list[float]  # ms, sampled
+    percentiles: tuple[float, float, float, int] | None = None  # computed by sfu_blast.c
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
+        if self.percentiles is not None:
+            p50, p99, p999, samples = self.percentiles
+            return {
+                "sent_pps": round(self.sent / self.wall),
+                "received_rtp_pps": round(self.rtp_received / self.wall),
+                "server_cpu_core_share": round(self.cpu / self.wall, 3),
+                "server_cpu_us_per_received_packet": round(
+                    self.cpu / max(self.rtp_received, 1) * 1e6, 2
+                ),
+                "received_pps_per_core": round(self.rtp_received / max(self.cpu, 1e-9)),
+                "latency_ms_p50": round(p50, 3),
+                "latency_ms_p99": round(p99, 3),
+                "latency_ms_p999": round(p999, 3),
+                "latency_samples": samples,
+            }
         return {
             "sent_pps": round(self.sent / self.wall),
             "received_rtp_pps": round(self.rtp_received / self.wall),
@@ -526,6 +548,121 @@ async def pump(
     return Window(wall, cpu, sent, rtp, other, latencies)
 
 
+_BLAST: str | None = None
+
+
+def blaster() -> str:
+    """``benchmarks/sfu_blast.c`` compiled (once per process) into a temporary directory."""
+    global _BLAST
+    if _BLAST is None:
+        out = os.path.join(tempfile.mkdtemp(prefix="vv-blast-"), "sfu_blast")
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfu_blast.c")
+        subprocess.run(["cc", "-O2", "-o", out, source, "-lsrtp2"], check=True)
+        _BLAST = out
+    return _BLAST
+
+
+Receiver = tuple[socket.socket, dict[str, Any] | None, str | None]  # socket, SRTP keys, ICE pwd
+
+
+async def pump_c(
+    senders: list[Synthetic],
+    receivers: list[Receiver],
+    server_pid: int,
+    warmup: float,
+    seconds: float,
+    sample: int,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    profile: Profile = PROFILES["light"],
+) -> Window:
+    """:func:`pump`'s schedule and measurement, run by ``sfu_blast.c``: the sockets are
+    handed to it, STUN binding requests come back here to be answered."""
+    ids = {sock.fileno(): i for i, (sock, _, _) in enumerate(receivers)}
+    for p in senders:
+        if p.sock.fileno() not in ids:
+            ids[p.sock.fileno()] = len(receivers)
+            receivers = [*receivers, (p.sock, None, None)]
+    lines = [f"C {server_pid} {warmup} {seconds} {sample} {profile.keyframe_every}"]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    lines.append(f"U {theirs.fileno()}")
+    for i, (sock, keys, _) in enumerate(receivers):
+        rx = keys["rx"].hex() if keys else "-"
+        lines.append(f"K {i} {sock.fileno()} {keys['profile'] if keys else 0} {rx}")
+    for n, p in enumerate(senders):
+        assert p.remote is not None and p.keys
+        lines.append(
+            f"T {n} {ids[p.sock.fileno()]} {p.keys['profile']} {p.keys['tx'].hex()} "
+            f"{p.remote[0]} {p.remote[1]}"
+        )
+        if profile.speakers is None:
+            audio = (AUDIO_BYTES, 1 / AUDIO_PPS, 0 if p.loud else 127)
+        elif p.index < profile.speakers:
+            audio = (AUDIO_BYTES, 1 / AUDIO_PPS, 0 if p.index == 0 else 30)
+        else:
+            audio = (DTX_BYTES, 1 / DTX_PPS, 127)
+        size, period, level = audio
+        lines.append(
+            f"S {n} {p.ssrcs['audio']} 111 a {0x20} {level} {size} {period} {p.index * 0.0007}"
+        )
+        for rid, pps, size in profile.layers:
+            lines.append(
+                f"S {n} {p.ssrcs[rid]} 96 v {0x40} {ord(rid)} {size} {1 / pps} {p.index * 0.0011}"
+            )
+    lines.append("G")
+    fds = [sock.fileno() for sock, _, _ in receivers] + [theirs.fileno()]
+    proc = await asyncio.create_subprocess_exec(
+        blaster(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        pass_fds=fds,
+    )
+    theirs.close()
+    assert proc.stdin is not None and proc.stdout is not None
+    loop = asyncio.get_running_loop()
+
+    def answer_stun() -> None:
+        while True:
+            try:
+                message = ours.recv(4096)
+            except BlockingIOError:
+                return
+            sock, _, pwd = receivers[int.from_bytes(message[:2], "big")]
+            addr = (socket.inet_ntoa(message[2:6]), int.from_bytes(message[6:8], "big"))
+            reply = stun_reply(message[8:], addr, pwd) if pwd else None
+            if reply is not None:
+                sock.sendto(reply, addr)
+
+    loop.add_reader(ours.fileno(), answer_stun)
+    try:
+        proc.stdin.write(("\n".join(lines) + "\n").encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        first = await proc.stdout.readline()
+        if first.strip() == b"start":
+            if on_start is not None:
+                await on_start()
+            first = await proc.stdout.readline()
+        result = json.loads(first)
+        await proc.wait()
+    finally:
+        loop.remove_reader(ours.fileno())
+        ours.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    window = Window(
+        result["wall"],
+        result["cpu"],
+        result["sent"],
+        result["rtp_received"],
+        result["other_received"],
+        [],
+    )
+    window.percentiles = (result["p50"], result["p99"], result["p999"], result["samples"])
+    return window
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement of the visavis SFU (its own process, started and stopped here)."""
     env = dict(
@@ -572,16 +709,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             before.update(json.loads(await stdout.readline()))
 
         with neighbour(getattr(args, "neighbour", False)):
-            window = await pump(
-                people,
-                [(p.sock, p.rx, None) for p in people],
-                proc.pid,
-                args.warmup,
-                args.seconds,
-                args.sample,
-                read_stats,
-                profile,
-            )
+            if getattr(args, "generator", "c") == "c":
+                window = await pump_c(
+                    people,
+                    [(p.sock, p.keys, None) for p in people],
+                    proc.pid,
+                    args.warmup,
+                    args.seconds,
+                    args.sample,
+                    read_stats,
+                    profile,
+                )
+            else:
+                window = await pump(
+                    people,
+                    [(p.sock, p.rx, None) for p in people],
+                    proc.pid,
+                    args.warmup,
+                    args.seconds,
+                    args.sample,
+                    read_stats,
+                    profile,
+                )
         stdin.write(b"stats\n")
         report = json.loads(await stdout.readline())
         forwarded = report["packets_forwarded"] - before["packets_forwarded"]
@@ -629,6 +778,12 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--visible", type=int, help="tiles each participant shows")
     parser.add_argument(
         "--neighbour", action="store_true", help="run a CPU-bound process beside the server"
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("c", "python"),
+        default="c",
+        help="traffic loop: sfu_blast.c (default) or the Python one",
     )
 
 

@@ -127,20 +127,26 @@ def serve(
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
     cwd: Path | None = None,
+    wrapper: Sequence[str] = (),
+    free_ports: bool = True,
 ) -> Iterator[Served]:
     """Run ``visavis serve ARGS`` with free ports and ``data_dir``; yield once it is ready.
 
     ``env`` adds or overrides environment variables (``VISAVIS_*`` settings); a value of
     ``""`` removes a variable (e.g. one of FREE_PORTS, to test a default).
+    ``wrapper`` goes in front of the command (e.g. ``ip netns exec NS``: the caller then
+    checks ``/readyz`` itself, from inside); ``free_ports=False`` keeps the configured
+    ports (in a namespace of its own, nothing else holds them).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    environ = {**os.environ, **FREE_PORTS, "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}
+    ports = FREE_PORTS if free_ports else {}
+    environ = {**os.environ, **ports, "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}
     for key, value in (env or {}).items():
         if value == "":
             environ.pop(key, None)
         else:
             environ[key] = value
-    command = [*visavis_command(), "serve", "--data-dir", str(data_dir), *args]
+    command = [*wrapper, *visavis_command(), "serve", "--data-dir", str(data_dir), *args]
     process = subprocess.Popen(
         command,
         cwd=cwd,
@@ -163,7 +169,7 @@ def serve(
                 f"`{' '.join(command)}` did not start (exit {process.poll()}):\n{served.log()}"
             )
         served.endpoints = _parse_endpoints(served.output)
-        if "signaling" in served.endpoints:
+        if "signaling" in served.endpoints and not wrapper:
             _wait_ready(served.http_url, deadline, process)
         yield served
     except BaseException as exc:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -62,52 +60,18 @@ def test_config_prints_effective_values_with_secrets_masked(tmp_path: Path) -> N
 
 
 def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port, metrics = free_port(), free_port()
-    relay_port = free_port(socket.SOCK_DGRAM)
-    proc = subprocess.Popen(
-        [
-            *VISAVIS,
-            "serve",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics),
-            "--listening-port",
-            str(relay_port),
-            "--realm",
-            "example.org",
-            "--no-tls",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_for(tmp_path, VISAVIS_SFU__PORT="0", VISAVIS_SFU__MEDIA_PORT="0"),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "visavis serve did not become ready"
-            time.sleep(0.2)
+    metrics = free_port()
+    args = ("--metrics-port", str(metrics), "--realm", "example.org", "--no-tls")
+    with serve(tmp_path / "data", *args) as server:
         text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
         assert "visavis_ws_connections" in text  # signaling
         assert "visavis_relay" in text  # relay, same registry
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0, out
-        assert f"http://127.0.0.1:{port}" in out
-        assert f"turn:127.0.0.1:{relay_port}?transport=udp" in out
-        assert "sfu" in out and "stopping" in out
-        assert (tmp_path / "data" / "visavis.sqlite3").exists()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert server.url("relay", "turn:").endswith("?transport=udp")
+        assert server.url("signaling", "http://127.0.0.1:")
+        assert server.sfu_url
+    assert server.process.returncode == 0, server.log()  # SIGTERM: a clean stop
+    assert "stopping" in server.log()
+    assert (tmp_path / "data" / "visavis.sqlite3").exists()
 
 
 MEDIA_STACK = ("/av/", "/av.libs/", "/aiortc/")  # PyAV, its ffmpeg copies, aiortc's codecs

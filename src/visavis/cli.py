@@ -146,9 +146,7 @@ async def _serve(settings: Settings) -> None:
     except PartUnavailable as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen: {exc}. Is another visavis running? Pick another port with --port."
-        ) from exc
+        raise click.ClickException(f"cannot start: {exc}") from exc
     # Everything imported and built so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall every call for ~0.3 s.
     gc.collect()

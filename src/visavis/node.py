@@ -10,9 +10,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from visavis.config import Settings
+from visavis.listen_errors import ListenError
 from visavis.service import Service
 
 log = logging.getLogger(__name__)
+
+NO_ICE_SERVERS = (
+    "signaling hands devices NO STUN/TURN server (no signaling.turn_urls and no relay in "
+    "this process): calls between devices behind NAT will not connect. Set "
+    "signaling.turn_urls (VISAVIS_SIGNALING__TURN_URLS) to the relay's URLs "
+    "(docs/operations.md)."
+)
 
 
 # The server class of each part: imported only when the role runs that part, so a relay
@@ -72,6 +80,8 @@ class Node:
                     metrics_registry=self.registry,
                 )
                 await self._start(self.signaling)
+                if not self._ice_urls():
+                    log.warning(NO_ICE_SERVERS)
             if settings.metrics_port is not None:
                 self.metrics_server, _ = start_http_server(
                     settings.metrics_port, addr="127.0.0.1", registry=self.registry
@@ -81,7 +91,10 @@ class Node:
             raise
 
     async def _start(self, service: Service) -> None:
-        await service.start()
+        try:
+            await service.start()
+        except OSError as exc:  # say which part, and which setting to change
+            raise ListenError(service.name, exc, self.settings) from exc
         self.services.append(service)
 
     def _ice_urls(self) -> list[str]:

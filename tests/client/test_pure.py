@@ -119,3 +119,7 @@ def test_choose_ice_servers() -> None:
     forced = choose_ice_servers(servers, "tcp", True)
     assert forced[1].urls == "turn:198.18.0.1:3478?transport=tcp"
     assert choose_ice_servers([], "auto", None) == []
+    # TURN over TLS (turns:) only when asked for; plain TCP never picks it over turn:.
+    servers[1].urls.insert(0, "turns:198.18.0.1:5349?transport=tcp")
+    assert choose_ice_servers(servers, "tls", False)[0].urls.startswith("turns:")
+    assert choose_ice_servers(servers, "auto", False)[0].urls.endswith("3478?transport=tcp")

@@ -140,6 +140,7 @@ async def test_sfu_forwards_only_ciphertext_and_keeps_routing(
 ) -> None:
     tap = Tap(sfu)
     send = WebRtcTransport.send_rtp
+    monkeypatch.setattr(WebRtcTransport, "native_send", False)  # forwarded RTP via send_rtp
     monkeypatch.setattr(
         WebRtcTransport, "send_rtp", lambda self, plain: send(self, tap.record(self, plain))
     )

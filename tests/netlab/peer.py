@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> None:
     session = await Session.login(
         args.server, args.me, PASSWORD, signup=True, device_name=args.role,
         setup_timeout=args.setup_timeout, marker_jitter_buffer=not args.aiortc_jitter_buffer,
-        media_timeout=args.media_timeout,
+        media_timeout=args.media_timeout, turn_transport=args.turn_transport,
     )
     emit(event="ready", udp_ok=session.udp_ok, ice=[s.urls for s in session.rtc_ice_servers()])
     try:
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="report the times of state changes and decoded video frames")
     parser.add_argument("--media-timeout", type=float, default=3.0)
+    parser.add_argument("--turn-transport", choices=["auto", "udp", "tcp", "tls"],
+                        default="auto", help="how to reach TURN (tls: turns:, port 5349)")
     parser.add_argument("--aiortc-jitter-buffer", action="store_true",
                         help="keep aiortc's video jitter buffer (frames wait for the next one)")
     asyncio.run(run(parser.parse_args()))

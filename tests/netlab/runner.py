@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.served import READY_LINE
+
+from . import server
 from .lab import SERVER_IP, Client, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# This checkout's tests and sources (a worktree's src before any installed copy); wide
+# lines so the server's endpoint lines are never wrapped.
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]), "COLUMNS": "400"}
 SERVER_URL = f"http://{SERVER_IP}:8080"
 LANS = {"open1": "open", "open2": "open", "cone1": "cone", "cone2": "cone",
         "sym1": "sym", "sym2": "sym", "udpblock1": "udpblock", "udpblock2": "udpblock"}
@@ -61,7 +67,8 @@ class NatLab:
         self.lab = lab
         self.logs = logs
         self._runs = 0
-        self.env = {"PYTHONPATH": str(ROOT)}
+        # Peers trust the server's TLS certificate (TURN over TLS) as their CA file.
+        self.env = {**ENV, "SSL_CERT_FILE": str(logs / "server" / "cert.pem")}
 
     def clients(self, lan: str) -> list[Client]:
         return self.lab.lans[lan].clients
@@ -142,7 +149,7 @@ def build(lab: Lab, logs: Path, lans: dict[str, str] | None = None) -> NatLab:
         lab.add_client(name)
     if lans is None:
         lab.add_client("cone1")  # a second client on one LAN: the host-path row
-    server = lab.spawn(lab.pub, [PYTHON, "-m", "tests.netlab.server", str(logs / "data")],
-                       logs / "server", env={"PYTHONPATH": str(ROOT)})
-    wait_for_line(logs / "server.out", lambda line: line.startswith("READY"), 30, server)
+    config, _ = server.write_config(logs / "server")
+    proc = lab.spawn(lab.pub, server.command(config), logs / "server", env=ENV)
+    wait_for_line(logs / "server.err", lambda line: READY_LINE in line, 60, proc)
     return NatLab(lab, logs)

@@ -1,44 +1,54 @@
-"""Signaling + STUN/TURN for the NAT lab, run inside the lab's public namespace.
+"""The NAT lab's server: the real ``visavis serve`` (every part, uvloop) in the public
+namespace, configured by a TOML file like an operator's.
 
-    python -m tests.netlab.server DATA_DIR  → prints "READY <signaling url>" when listening
+STUN/TURN listens on 198.18.0.1:3478 (UDP and TCP) and :5349 (TLS, with a certificate
+for that address that the lab's peers trust through ``SSL_CERT_FILE``); signaling on
+:8080. :func:`command` is what the runner starts; it is ready once it prints
+:data:`tests.served.READY_LINE`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from pathlib import Path
 
-from visavis.config import Settings
-from visavis.relay.server import RelayServer
-from visavis.signaling.server import SignalingServer
+from tests.relay.tls_cert import write_self_signed
+from tests.served import visavis_command
 
 from .lab import PUBLIC_NET, SERVER_IP
 
-
-async def main(data_dir: Path) -> None:
-    settings = Settings(data_dir=data_dir, shared_secret="netlab-secret", log_level="warning")
-    settings.signaling.host = SERVER_IP
-    settings.signaling.port = 8080
-    settings.signaling.rate_limit_per_second = 200
-    settings.signaling.rate_limit_burst = 400
-    settings.relay.listening_ip = [SERVER_IP]
-    settings.relay.listening_port = 3478
-    settings.relay.allowed_peer_ip = [PUBLIC_NET]  # 198.18/15 is denied by default
-    relay = RelayServer(settings)
-    await relay.start()
-    signaling = SignalingServer(settings, ice_urls=relay.endpoints)
-    await signaling.start()
-    print("READY", signaling.url, " ".join(relay.endpoints()), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await signaling.close()
-    await relay.close()
+SIGNALING_PORT = 8080
+TURN_PORT = 3478
+TURNS_PORT = 5349
 
 
-if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+def write_config(directory: Path) -> tuple[Path, Path]:
+    """The server's configuration file and the certificate peers must trust."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = write_self_signed(directory, ips=(SERVER_IP,))
+    config = directory / "visavis.toml"
+    config.write_text(
+        f"""\
+data_dir = "{directory / "data"}"
+shared_secret = "netlab-secret"
+log_level = "warning"
+
+[signaling]
+host = "{SERVER_IP}"
+port = {SIGNALING_PORT}
+rate_limit_per_second = 200
+rate_limit_burst = 400
+
+[relay]
+listening-ip = ["{SERVER_IP}"]
+listening-port = {TURN_PORT}
+tls-listening-port = {TURNS_PORT}
+allowed-peer-ip = ["{PUBLIC_NET}"]  # 198.18/15 is denied by default
+cert = "{cert}"
+pkey = "{key}"
+"""
+    )
+    return config, cert
+
+
+def command(config: Path) -> list[str]:
+    return [*visavis_command(), "serve", "--config", str(config)]

@@ -4,6 +4,10 @@ ways, and the path is the cheapest one that can work.
 LAN kinds (see lab.py): open (public address, no NAT), cone (MASQUERADE: endpoint-
 independent mapping, address-and-port-dependent filtering, i.e. port-restricted cone),
 sym (MASQUERADE --random-fully), udpblock (only TCP to the server leaves the LAN).
+
+The server is the real ``visavis serve`` (tests/netlab/server.py). A side whose TURN
+transport is "tls" is told to use TURN over TLS (``turns:``, port 5349); the "tcp" ones
+find by themselves that UDP is blocked and fall back to TURN over TCP.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ MATRIX = [
     ("cone1", "udpblock2", "relay", None, "tcp"),
     ("sym1", "udpblock2", "relay", "udp?", "tcp"),
     ("udpblock1", "udpblock2", "relay", "tcp", "tcp"),
+    ("sym1", "udpblock2", "relay", "udp?", "tls"),
+    ("udpblock1", "udpblock2", "relay", "tls", "tls"),
 ]
 
 
@@ -40,6 +46,10 @@ def _path(side: Side) -> Path:
     record = side.records[0]
     assert record["path"] is not None
     return Path(**record["path"])
+
+
+def _turn_flags(want: str | None) -> tuple[str, ...]:
+    return ("--turn-transport", "tls") if want == "tls" else ()
 
 
 def _check_relay(path: Path, want: str | None) -> None:
@@ -54,7 +64,7 @@ def _check_relay(path: Path, want: str | None) -> None:
 @pytest.mark.parametrize(
     ("caller_lan", "callee_lan", "expected", "caller_turn", "callee_turn"),
     MATRIX,
-    ids=[f"{a}-{b}" for a, b, *_ in MATRIX],
+    ids=[f"{a}-{b}" + ("-tls" if "tls" in (c, d) else "") for a, b, _, c, d in MATRIX],
 )
 def test_call_across_nat(
     natlab: NatLab,
@@ -68,7 +78,9 @@ def test_call_across_nat(
     callees = natlab.clients(callee_lan)
     caller, callee = callers[0], callees[-1]
     assert caller.ns != callee.ns
-    a, b = natlab.run_pair(caller, callee)
+    a, b = natlab.start_pair(
+        caller, callee, caller_extra=_turn_flags(caller_turn), callee_extra=_turn_flags(callee_turn)
+    ).finish(90)
     pa, pb = _path(a), _path(b)
     for side in (a, b):
         record = side.records[0]
@@ -80,7 +92,7 @@ def test_call_across_nat(
     _check_relay(pb, callee_turn)
     if expected == "relay":
         assert "relay" in (pa.local_type, pb.local_type)
-    if "udpblock" in callee_lan:
+    if "udpblock" in callee_lan and callee_turn != "tls":  # told to use TLS: no probe
         assert b.ready["udp_ok"] is False
     if caller_lan.startswith(("open", "cone", "sym")):
         assert a.ready["udp_ok"] is True

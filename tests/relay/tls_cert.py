@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -12,9 +13,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed(directory: Path) -> tuple[Path, Path]:
+def write_self_signed(
+    directory: Path,
+    ips: Sequence[str] = ("127.0.0.1",),
+    hostname: str = "localhost",
+    stem: str = "",
+) -> tuple[Path, Path]:
+    """``cert.pem`` and ``key.pem`` (file names prefixed by ``stem``) for ``hostname`` and
+    ``ips`` (its own issuer: trust it as a CA file)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -26,14 +34,17 @@ def write_self_signed(directory: Path) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName(hostname),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+                ]
             ),
             critical=False,
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
+    cert_path = directory / f"{stem}cert.pem"
+    key_path = directory / f"{stem}key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

@@ -1,13 +1,39 @@
-"""Sans-I/O SFU cores: sequence rewriter, layer selector, speaker detector, bandwidth."""
+"""Sans-I/O SFU cores: sequence rewriter, layer selector, speaker detector, bandwidth.
+
+The rewriter and selector tables run against the Python classes and their native twins
+(``visavis.sfu._fastpath``), which the forwarding path uses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from visavis.sfu import _fastpath_py
 from visavis.sfu.bwe import BandwidthEstimator
-from visavis.sfu.seq import SequenceRewriter, seq_delta
-from visavis.sfu.simulcast import Decision, LayerSelector, choose_layer
+from visavis.sfu.seq import seq_delta
+from visavis.sfu.simulcast import Decision, choose_layer
 from visavis.sfu.speaker import SpeakerDetector
+
+
+def _implementations() -> list[Any]:
+    try:
+        from visavis.sfu import _fastpath as native
+    except ImportError:
+        native = None
+    return [
+        pytest.param(
+            native,
+            id="native",
+            marks=pytest.mark.skipif(native is None, reason="extension not built"),
+        ),
+        pytest.param(_fastpath_py, id="python"),
+    ]
+
+
+@pytest.fixture(params=_implementations())
+def fp(request: pytest.FixtureRequest) -> Any:
+    return request.param
 
 
 @pytest.mark.parametrize(
@@ -17,41 +43,54 @@ def test_seq_delta(a: int, b: int, d: int) -> None:
     assert seq_delta(a, b) == d
 
 
-def test_rewriter_table() -> None:
+def test_rewriter_table(fp: Any) -> None:
     """(event, in seq, in ts, now) -> expected output; a switch resyncs to last+1."""
-    r = SequenceRewriter(90000, initial_seq=1000, initial_ts=5000)
+    r = fp.Rewriter(90000, initial_seq=1000, initial_ts=5000)
     table: list[tuple[str, int, int, float, tuple[int, int] | None]] = [
-        ("switch:A", 40000, 7000, 0.0, (1000, 5001)),
+        ("switch:1", 40000, 7000, 0.0, (1000, 5001)),
         ("", 40001, 7000, 0.0, (1001, 5001)),
         ("", 40003, 10000, 0.033, (1003, 8001)),
         ("", 40002, 10000, 0.034, (1002, 8001)),  # reordered: same offset, no regress
-        ("switch:B", 65535, 900, 0.100, (1004, 8001 + 6030)),  # 67 ms after last packet
+        ("switch:2", 65535, 900, 0.100, (1004, 8001 + 6030)),  # 67 ms after last packet
         ("", 0, 3900, 0.133, (1005, 8001 + 6030 + 3000)),  # input wraps
         ("", 65534, 0, 0.140, None),  # straggler from before the switch: dropped
         ("", 40004, 13000, 0.141, (1040, 1233)),  # (not checked: computed below)
     ]
     for event, seq, ts, now, expected in table[:-1]:
         if event.startswith("switch:"):
-            r.switch(event[7:])
+            r.switch(int(event[7:]))
         assert r.rewrite(seq, ts, now) == expected, (event, seq)
     assert r.last_sequence == 1005
-    assert r.lookup(1002) == ("A", 40002, 5000 - 7000 + 1 + 2**32)
-    assert r.lookup(1004) == ("B", 65535, 8001 + 6030 - 900)
-    assert r.lookup(1005)[:2] == ("B", 0)  # type: ignore[index]
+    assert r.lookup(1002) == (1, 40002, 5000 - 7000 + 1 + 2**32)
+    assert r.lookup(1004) == (2, 65535, 8001 + 6030 - 900)
+    assert r.lookup(1005)[:2] == (2, 0)
+    assert r.timestamp_offset() == 8001 + 6030 - 900
     assert r.lookup(1006) is None  # not sent yet
     assert r.lookup(999) is None  # before the first segment
 
 
-def test_rewriter_output_wraps() -> None:
-    r = SequenceRewriter(48000, initial_seq=65535, initial_ts=0xFFFFFFFF)
-    r.switch("a")
+def test_rewriter_output_wraps(fp: Any) -> None:
+    r = fp.Rewriter(48000, initial_seq=65535, initial_ts=0xFFFFFFFF)
+    r.switch(7)
     assert r.rewrite(10, 100, 0.0) == (65535, 0)
     assert r.rewrite(11, 1060, 0.02) == (0, 960)
-    assert r.lookup(0) == ("a", 11, (0 - 100) % 2**32)
+    assert r.lookup(0) == (7, 11, (0 - 100) % 2**32)
 
 
-def test_layer_selector_switches_on_keyframes_only() -> None:
-    s = LayerSelector(target=2)
+def test_rewriter_remembers_the_last_segments_only(fp: Any) -> None:
+    r = fp.Rewriter(90000, initial_seq=0, initial_ts=0, history=2)
+    assert r.timestamp_offset() is None
+    for tag in range(3):
+        r.switch(tag)
+        r.rewrite(100 * tag, 0, tag * 0.1)
+    assert r.lookup(0) is None  # the first segment is forgotten
+    assert r.lookup(1) == (1, 100, r.lookup(1)[2])
+    assert r.lookup(2)[:2] == (2, 200)
+
+
+def test_layer_selector_switches_on_keyframes_only(fp: Any) -> None:
+    s = fp.Selector(target=2)
+    assert s.current is None
     assert s.decide(2, keyframe=False) is Decision.DROP
     assert s.decide(0, keyframe=True) is Decision.SWITCH  # nothing flowing: start low
     assert s.decide(0, keyframe=False) is Decision.FORWARD
@@ -65,6 +104,9 @@ def test_layer_selector_switches_on_keyframes_only() -> None:
     assert s.decide(2, keyframe=False) is Decision.FORWARD  # keep flowing until switch
     assert s.decide(1, keyframe=True) is Decision.SWITCH
     assert s.decide(2, keyframe=True) is Decision.DROP
+    assert (s.current, s.target, s.wants_keyframe) == (1, 1, False)
+    s.reset()
+    assert s.current is None and s.wants_keyframe
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any
 
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.rtcp import RtcpNack, RtcpSr, parse_compound
+from visavis.sfu import fastpath
 from visavis.sfu.room import Participant, Room
 from visavis.sfu.sdp import AnswerParams
 from visavis.sfu.settings import SfuSettings
@@ -22,6 +23,7 @@ class FakeTransport:
         self.connected = True
         self.last_seen = 0.0
         self.local_ufrag, self.local_pwd = "sfu", "pwd"
+        self.link = fastpath.Link(self)  # no destination: the fast path sends via send_rtp
 
     def set_remote(self, ufrag: str, fingerprints: Any) -> bool:
         return True

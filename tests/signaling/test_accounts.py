@@ -119,7 +119,7 @@ async def test_health_and_metrics(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         assert (await c.http.get(f"{c.url}/healthz")).json() == {"status": "ok"}
         landing = await c.http.get(f"{c.url}/")
-        assert landing.status_code == 200 and "visavis is running" in landing.text
+        assert landing.status_code == 200 and "<title>visavis</title>" in landing.text
         ready = await c.http.get(f"{c.url}/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
         (alice,) = await c.user("alice@example.com")

@@ -736,7 +736,9 @@ class Call:
             if pair is None:
                 continue
             local, remote = pair.local_candidate, pair.remote_candidate
-            relay_protocol = connection.turn_transport if local.type == "relay" else None
+            relay_protocol = None
+            if local.type == "relay":
+                relay_protocol = "tls" if connection.turn_ssl else connection.turn_transport
             return Path(
                 local_type=local.type,
                 remote_type=remote.type,

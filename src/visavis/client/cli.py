@@ -55,7 +55,7 @@ def _options(fn: Any) -> Any:
                      "or the other side hangs up)."),
         click.option("--setup-timeout", default=20.0, show_default=True,
                      help="Seconds from answer to a working media path."),
-        click.option("--turn-transport", type=click.Choice(["auto", "udp", "tcp"]),
+        click.option("--turn-transport", type=click.Choice(["auto", "udp", "tcp", "tls"]),
                      default="auto", show_default=True),
         click.option("--relay-only", is_flag=True, help="Send media only through TURN."),
         click.option("--host-address", "host_addresses", multiple=True,

@@ -112,10 +112,14 @@ def _split(url: str) -> tuple[str, str, int, str | None]:
 
 def choose_ice_servers(
     servers: list[m.IceServer],
-    turn_transport: Literal["auto", "udp", "tcp"],
+    turn_transport: Literal["auto", "udp", "tcp", "tls"],
     udp_ok: bool | None,
 ) -> list[RTCIceServer]:
-    """Order and filter signaling's ICE servers for aiortc (first STUN, first TURN win)."""
+    """Order and filter signaling's ICE servers for aiortc (first STUN, first TURN win).
+
+    ``"tls"`` prefers ``turns:`` URLs (TURN over TLS over TCP), ``"tcp"`` plain ``turn:``
+    over TCP; either falls back to any other TURN URL when signaling offers none.
+    """
     want = turn_transport
     if want == "auto":
         want = "tcp" if udp_ok is False else "udp"
@@ -130,7 +134,8 @@ def choose_ice_servers(
             if scheme == "stun" and udp_ok is not False:
                 stun_urls.append(url)
             elif scheme in ("turn", "turns"):
-                rank = 0 if transport == want else 1
+                kind = "tls" if scheme == "turns" else transport
+                rank = 0 if kind == want else 1
                 turn.append((rank, url, server))
     out: list[RTCIceServer] = []
     if stun_urls:

@@ -138,7 +138,7 @@ class Session:
     :param host_addresses: restrict ICE host candidates to these local addresses
         (``["127.0.0.1"]`` for calls on one machine); default: every interface.
     :param turn_transport: ``"auto"`` (UDP if our STUN server answers over UDP, else TCP),
-        ``"udp"`` or ``"tcp"``.
+        ``"udp"``, ``"tcp"`` or ``"tls"`` (``turns:``, for networks that pass only TLS).
     :param ice_transport_policy: ``"relay"`` forces media through TURN.
     :param setup_timeout: seconds from answer to a working media path before a call fails.
     :param relay_grace: seconds a controlling ICE agent holds back checks on relay pairs so
@@ -156,7 +156,7 @@ class Session:
         token: str,
         *,
         host_addresses: list[str] | None = None,
-        turn_transport: Literal["auto", "udp", "tcp"] = "auto",
+        turn_transport: Literal["auto", "udp", "tcp", "tls"] = "auto",
         ice_transport_policy: Literal["all", "relay"] = "all",
         setup_timeout: float = 20.0,
         relay_grace: float = 1.0,

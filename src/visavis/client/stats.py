@@ -20,7 +20,7 @@ class Path:
     ``local_type``/``remote_type`` are ICE candidate types (host, srflx, prflx, relay);
     ``protocol`` is the transport of the pair (always udp with aioice);
     ``relay_protocol`` is how this side reaches its TURN server when its local candidate
-    is a relay one (udp or tcp), else None.
+    is a relay one (udp, tcp or tls), else None.
     """
 
     local_type: str

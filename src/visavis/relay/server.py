@@ -59,6 +59,27 @@ SWEEP_INTERVAL = 1.0
 MAX_STREAM_BUFFER = 1 << 20
 
 
+UDP_BUFFER = 4 << 20  # bytes asked for each UDP listener's receive and send buffers
+
+
+def _size_buffers(sock: socket.socket) -> None:
+    """Ask for UDP_BUFFER each way; warn when the kernel caps it (net.core.rmem_max,
+    wmem_max), since bursts from many clients then overflow and are lost."""
+    for opt, sysctl in ((socket.SO_RCVBUF, "rmem_max"), (socket.SO_SNDBUF, "wmem_max")):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+        got = sock.getsockopt(socket.SOL_SOCKET, opt) // 2  # Linux reports double
+        if got < UDP_BUFFER:
+            log.warning(
+                "relay UDP %s buffer is %d KiB, not %d KiB: raise net.core.%s "
+                "(docs/operations.md, 'Descriptors and socket buffers')",
+                "receive" if opt == socket.SO_RCVBUF else "send",
+                got >> 10,
+                UDP_BUFFER >> 10,
+                sysctl,
+            )
+
+
 def _host_port(addr: Any) -> Addr:
     return addr[0], addr[1]
 
@@ -441,6 +462,7 @@ class RelayServer:
         self._collector = RelayCollector(lambda: self.core, self._extra_metrics)
         self._registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._public: dict[str, str] = {}  # listening/relay address -> external-ip
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -565,6 +587,7 @@ class RelayServer:
             unauth_rate=cfg.unauth_rate,
             unauth_burst=cfg.unauth_burst,
         )
+        self._public = public
         allocator = _SocketAllocator(self, relay_ips, public)
         return TurnServer(turn_config, credentials, policy, allocator)
 
@@ -638,6 +661,15 @@ class RelayServer:
             self._registered = True
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         log.info("relay listening: %s", ", ".join(self.endpoints()))
+        for host in cfg.listening_ip:
+            if self._advertised(host) in ("127.0.0.1", "::1") and host in ("0.0.0.0", "::"):
+                log.warning(
+                    "relay listens on %s without external-ip: its URLs say %s, which only "
+                    "this machine reaches; set relay.external_ip (--external-ip) or "
+                    "signaling.turn_urls",
+                    host,
+                    self._advertised(host),
+                )
 
     async def _bind_plain(self, host: str, port: int) -> None:
         cfg = self.settings.relay
@@ -649,11 +681,16 @@ class RelayServer:
                     udp = socket.socket(family, socket.SOCK_DGRAM)
                     if family == socket.AF_INET6:
                         udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    udp.bind((host, port))
+                    try:
+                        udp.bind((host, port))
+                    except OSError as exc:  # name the address, as asyncio's binds do
+                        raise OSError(
+                            exc.errno,
+                            f"error while attempting to bind on address {(host, port)!r}: "
+                            f"{exc.strerror}",
+                        ) from exc
                     udp.setblocking(False)
-                    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                        with contextlib.suppress(OSError):
-                            udp.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                    _size_buffers(udp)
                 bound_port = udp.getsockname()[1] if udp is not None else port
                 if not cfg.no_tcp:
                     srv = await self.loop.create_server(
@@ -719,11 +756,26 @@ class RelayServer:
             self.registry.unregister(self._collector)
             self._registered = False
 
+    def _advertised(self, host: str) -> str:
+        """The address devices reach a listening address at: its ``external-ip`` (1:1
+        NAT); for a wildcard, the external-ip of its family, else loopback (warned about
+        at start)."""
+        if host in self._public:
+            return self._public[host]
+        if host in ("0.0.0.0", "::"):
+            family = ipaddress.ip_address(host).version
+            for public in self._public.values():
+                if ipaddress.ip_address(public).version == family:
+                    return public
+            return "::1" if family == 6 else "127.0.0.1"
+        return host
+
     def endpoints(self) -> list[str]:
-        """ICE URLs of this relay, e.g. ``turn:127.0.0.1:3478?transport=udp``."""
+        """ICE URLs of this relay, e.g. ``turn:127.0.0.1:3478?transport=udp``: the public
+        address (``external-ip``) of each listening address that has one."""
         out: list[str] = []
         for host in self.settings.relay.listening_ip:
-            h = _url_host(host)
+            h = _url_host(self._advertised(host))
             if "udp" in self._ports:
                 out.append(f"stun:{h}:{self._ports['udp']}")
                 out.append(f"turn:{h}:{self._ports['udp']}?transport=udp")

@@ -13,11 +13,12 @@ import enum
 import os
 from dataclasses import dataclass
 
-import pylibsrtp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
+
+from visavis.sfu import fastpath
 
 _DIGESTS = {"sha-256": hashes.SHA256(), "sha-384": hashes.SHA384(), "sha-512": hashes.SHA512()}
 
@@ -31,8 +32,8 @@ class _Profile:
 
 
 _PROFILES = [
-    _Profile(b"SRTP_AEAD_AES_128_GCM", pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
-    _Profile(b"SRTP_AES128_CM_SHA1_80", pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
+    _Profile(b"SRTP_AEAD_AES_128_GCM", fastpath.PROFILE_AEAD_AES_128_GCM, 16, 12),
+    _Profile(b"SRTP_AES128_CM_SHA1_80", fastpath.PROFILE_AES128_CM_SHA1_80, 16, 14),
 ]
 
 
@@ -89,8 +90,8 @@ class DtlsServer:
         self._ssl.set_accept_state()
         self.state = DtlsState.CONNECTING
         self.error: str | None = None
-        self.rx_srtp: pylibsrtp.Session | None = None
-        self.tx_srtp: pylibsrtp.Session | None = None
+        self.rx_srtp: fastpath.Session | None = None
+        self.tx_srtp: fastpath.Session | None = None
 
     def receive(self, data: bytes) -> list[bytes]:
         """Process one DTLS datagram; return the datagrams to send back."""
@@ -155,13 +156,12 @@ class DtlsServer:
         material = self._ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (k + s))
         client_key = material[:k] + material[2 * k : 2 * k + s]
         server_key = material[k : 2 * k] + material[2 * k + s :]
-        self.rx_srtp = _session(client_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, profile)
-        self.tx_srtp = _session(server_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, profile)
+        self.rx_srtp = _session(client_key, False, profile)
+        self.tx_srtp = _session(server_key, True, profile)
         self.state = DtlsState.CONNECTED
 
 
-def _session(key: bytes, ssrc_type: int, profile: _Profile) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile.libsrtp)
-    policy.allow_repeat_tx = True  # NACK answers resend a sequence number already sent
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)
+def _session(key: bytes, outbound: bool, profile: _Profile) -> fastpath.Session:
+    """An SRTP session of the fast path (native libsrtp2 or pylibsrtp): window 1024,
+    repeated sequence numbers allowed on send (NACK answers resend one already sent)."""
+    return fastpath.Session(key, profile.libsrtp, outbound)

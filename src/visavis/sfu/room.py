@@ -6,8 +6,12 @@ publishes, one per sending m-line, each with one or three simulcast :class:`Laye
 its :class:`Consumer` objects (one per receive slot, each fed by another participant's
 producer). Nothing here reads a clock: the shells pass ``now`` (seconds, monotonic).
 
-The per-packet work is in :mod:`visavis.sfu.forward`; this module is the control path:
-offers and answers, slot assignment, RTCP handling, the periodic tick.
+The per-packet work is the fast path's (:mod:`visavis.sfu.fastpath`, native when built):
+``Layer`` is a fast-path ``Source`` and ``Consumer`` a ``Sink``, so the forwarding loop
+reads and updates their fields directly and this module sees the same values. This
+module is the control path: offers and answers, slot assignment, the SSRC tables the
+fast path routes by, RTCP handling (NACK answers in :mod:`visavis.sfu.forward`), the
+periodic tick.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from visavis.protocol.rtp.rtcp import (
     RtcpSr,
     parse_compound,
 )
-from visavis.sfu import forward
+from visavis.sfu import fastpath, forward
 from visavis.sfu.bwe import BandwidthEstimator
 from visavis.sfu.errors import SdpError
 from visavis.sfu.messages import (
@@ -51,9 +55,8 @@ from visavis.sfu.messages import (
     StreamInfo,
 )
 from visavis.sfu.sdp import AnswerParams, SendInfo, build_answer, parse_offer
-from visavis.sfu.seq import SequenceRewriter
 from visavis.sfu.settings import SfuSettings
-from visavis.sfu.simulcast import LayerSelector, choose_layer
+from visavis.sfu.simulcast import choose_layer
 from visavis.sfu.speaker import SpeakerDetector
 from visavis.sfu.stats import SfuStats
 from visavis.sfu.transport import WebRtcTransport
@@ -65,32 +68,43 @@ def _random_ssrc() -> int:
     return secrets.randbits(32) or 1
 
 
-class Layer:
-    """One encoding of a producer (the only one without simulcast)."""
+class Layer(fastpath.Source):
+    """One encoding of a producer (the only one without simulcast).
+
+    The fast path keeps its reception statistics (RFC 3550 A.3: ``base_seq``, -1 before
+    the first packet, ``max_seq``, ``cycles``, ``received``), ``octets_window``,
+    ``last_packet`` and the NACK ``history``.
+    """
 
     def __init__(self, producer: Producer, index: int, rid: str | None, history: bool) -> None:
+        room = producer.participant.room
+        pid = producer.participant.id
+        level_id = producer.audio_level_id
+
+        def on_level(level: int, now: float) -> None:
+            room.speaker.observe(pid, level, now)
+
+        super().__init__(
+            index,
+            producer.is_video,
+            -1 if level_id is None else level_id,
+            [None] * HISTORY_SIZE if history else None,
+            producer.consumers,
+            on_level if level_id is not None else None,
+        )
         self.producer = producer
-        self.index = index
         self.rid = rid
         self.ssrc: int | None = None
         self.rtx_ssrc: int | None = None
-        self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if history else None
         self.bitrate: float | None = None
-        self.octets_window = 0
-        self.last_packet = -1e9
         self.last_keyframe_request = -1e9
-        # Reception statistics for receiver reports (RFC 3550 A.3).
-        self.base_seq: int | None = None
-        self.max_seq = 0
-        self.cycles = 0
-        self.received = 0
         self.expected_prior = 0
         self.received_prior = 0
         self.last_sr_ntp = 0
         self.last_sr_at = 0.0
 
     def report_block(self, now: float) -> ReportBlock | None:
-        if self.ssrc is None or self.base_seq is None:
+        if self.ssrc is None or self.base_seq < 0:
             return None
         extended = self.cycles + self.max_seq
         expected = extended - self.base_seq + 1
@@ -135,12 +149,12 @@ class Producer:
         self.pt = pt
         self.rtx_pt = rtx_pt
         self.audio_level_id = audio_level_id
+        self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
-        self.consumers: list[Consumer] = []
         self.id = f"{participant.id}/{mid}"
 
     def layer_bitrates(self, now: float) -> list[float | None]:
@@ -150,8 +164,9 @@ class Producer:
         ]
 
 
-class Consumer:
-    """One subscriber's receive slot fed by one producer."""
+class Consumer(fastpath.Sink):
+    """One subscriber's receive slot fed by one producer (the fast path counts
+    ``packets`` and ``octets`` and drives ``rewriter`` and ``selector``)."""
 
     def __init__(
         self,
@@ -162,24 +177,29 @@ class Consumer:
         rtx_pt: int | None,
         ext_ids: dict[str, int],
     ) -> None:
+        abs_id = ext_ids.get(URI_ABS_SEND_TIME) if producer.is_video else None
+        level_id = ext_ids.get(URI_AUDIO_LEVEL) if not producer.is_video else None
+        super().__init__(
+            subscriber.transport.link,
+            _random_ssrc(),
+            pt,
+            -1 if abs_id is None else abs_id,
+            -1 if level_id is None else level_id,
+            fastpath.Rewriter(
+                producer.clock_rate,
+                initial_seq=secrets.randbits(16),
+                initial_ts=secrets.randbits(32),
+            ),
+            fastpath.Selector(target=len(producer.layers) - 1),
+        )
         self.subscriber = subscriber
         self.transport = subscriber.transport
         self.producer = producer
         self.mid = mid
-        self.ssrc = _random_ssrc()
         self.rtx_ssrc = _random_ssrc() if rtx_pt is not None else None
-        self.pt = pt
         self.rtx_pt = rtx_pt
-        self.abs_send_time_id = ext_ids.get(URI_ABS_SEND_TIME) if producer.is_video else None
-        self.audio_level_id = ext_ids.get(URI_AUDIO_LEVEL) if not producer.is_video else None
-        self.rewriter = SequenceRewriter(
-            producer.clock_rate, initial_seq=secrets.randbits(16), initial_ts=secrets.randbits(32)
-        )
-        self.selector = LayerSelector(target=len(producer.layers) - 1)
         if not producer.is_video:
             self.rewriter.switch(0)
-        self.packets = 0
-        self.octets = 0
         self.rtx_seq = secrets.randbits(16)
         self.nack_tokens = 100.0
         self.nack_refilled = 0.0
@@ -245,11 +265,17 @@ class Participant:
             if entry is None:
                 self.room.stats.drop("unknown_ssrc")
                 return
-        producer, layer, is_rtx = entry
+        _, layer, is_rtx = entry
         if is_rtx:
             self.room.stats.drop("publisher_rtx")
             return
-        forward.forward_rtp(self.room, producer, layer, data, now)
+        self.room.forwarder.forward(layer, data, now)
+
+    def _bind_ssrc(self, ssrc: int, producer: Producer, layer: Layer, is_rtx: bool) -> None:
+        """Route ``ssrc``: RTX stays with Python (dropped), media goes to the fast path."""
+        self.ssrc_map[ssrc] = (producer, layer, is_rtx)
+        if not is_rtx:
+            self.transport.link.sources[ssrc] = layer
 
     def _learn_ssrc(self, data: bytes) -> tuple[Producer, Layer, bool] | None:
         """Bind an unannounced SSRC by its MID and RID header extensions (simulcast)."""
@@ -275,12 +301,12 @@ class Participant:
                         layer.rtx_ssrc = ssrc
                     else:
                         layer.ssrc = ssrc
-                    self.ssrc_map[ssrc] = (producer, layer, is_rtx)
+                    self._bind_ssrc(ssrc, producer, layer, is_rtx)
                     return self.ssrc_map[ssrc]
         layer = producer.layers[0]
         if len(producer.layers) == 1 and layer.ssrc is None:
             layer.ssrc = ssrc
-            self.ssrc_map[ssrc] = (producer, layer, False)
+            self._bind_ssrc(ssrc, producer, layer, False)
             return self.ssrc_map[ssrc]
         return None
 
@@ -353,6 +379,13 @@ class Participant:
             )
 
 
+def _send_in_python(
+    raw: object, received: object, outgoing: list[tuple[fastpath.Link, bytes]] | None, now: float
+) -> None:
+    for link, plain in outgoing or ():
+        link.owner.send_rtp(plain)
+
+
 @dataclass
 class OfferResult:
     answer: Answer
@@ -368,6 +401,7 @@ class Room:
         settings: SfuSettings,
         stats: SfuStats,
         answer_params: Callable[[WebRtcTransport], AnswerParams],
+        forwarder: fastpath.Forwarder | None = None,
     ) -> None:
         self.id = room_id
         self.settings = settings
@@ -376,6 +410,8 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speaker = SpeakerDetector()
         self.last_report = 0.0
+        # Without a media socket (unit tests), every packet goes out through Python.
+        self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
 
     # -- membership ---------------------------------------------------------------------
     def add(self, participant: Participant) -> None:
@@ -395,7 +431,7 @@ class Room:
                 sub = consumer.subscriber
                 sub.consumers.pop(consumer.mid, None)
                 sub.consumers_by_ssrc.pop(consumer.ssrc, None)
-            producer.consumers = []
+            producer.consumers.clear()  # the list the fast path's sources share
         for consumer in participant.consumers.values():
             if consumer in consumer.producer.consumers:
                 consumer.producer.consumers.remove(consumer)
@@ -445,9 +481,9 @@ class Room:
                     participant.producers[section.mid] = producer
                     for layer in producer.layers:
                         if layer.ssrc is not None:
-                            participant.ssrc_map[layer.ssrc] = (producer, layer, False)
+                            participant._bind_ssrc(layer.ssrc, producer, layer, False)
                         if layer.rtx_ssrc is not None:
-                            participant.ssrc_map[layer.rtx_ssrc] = (producer, layer, True)
+                            participant._bind_ssrc(layer.rtx_ssrc, producer, layer, True)
                     new_producers.append(producer)
             elif section.direction == "recvonly":
                 slots[section.mid] = section.kind

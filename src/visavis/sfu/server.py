@@ -66,7 +66,6 @@ class SfuServer:
         self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks)
         self._secret = ""
         self._ws: Server | None = None
-        self._udp: asyncio.DatagramTransport | None = None
         self.tcp: IceTcpListener | None = None
         self._tcp_port: int | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -84,19 +83,14 @@ class SfuServer:
     # -- Service ------------------------------------------------------------------------
     async def start(self) -> None:
         self._secret = self.settings.ensure_shared_secret()
-        loop = asyncio.get_running_loop()
         media_host = self.sfu.media_host or self.sfu.host
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: self.endpoint, local_addr=(media_host, self.sfu.media_port)
-        )
-        self._udp = udp
-        self._media_port = udp.get_extra_info("sockname")[1]
+        self._media_port = self.endpoint.open(media_host, self.sfu.media_port)
         if self.sfu.tcp_port is not None:
             self.tcp = IceTcpListener(self.endpoint)
             try:
                 self._tcp_port = await self.tcp.start(media_host, self.sfu.tcp_port)
             except OSError:
-                udp.close()
+                self.endpoint.close()
                 raise
         self._ws = await serve(
             self._handle,
@@ -141,8 +135,7 @@ class SfuServer:
         if self._ws is not None:
             self._ws.close()
             await self._ws.wait_closed()
-        if self._udp is not None:
-            self._udp.close()
+        self.endpoint.close()
         if self.tcp is not None:
             self.tcp.close()
 
@@ -273,7 +266,9 @@ class SfuServer:
         room_id = str(claims["room"])
         room = self.rooms.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = Room(room_id, self.sfu, self.stats, self._answer_params)
+            room = self.rooms[room_id] = Room(
+                room_id, self.sfu, self.stats, self._answer_params, self.endpoint.forwarder
+            )
         if len(room.participants) >= self.sfu.max_participants:
             outbox.put_nowait(Error(code="room_full", message="the room is full"))
             return None

@@ -25,6 +25,7 @@ DROP_REASONS = (
     "rtcp_rate_limited",
     "nack_rate_limited",
     "publisher_rtx",
+    "send_failed",  # an outgoing datagram the kernel refused (full send buffer, ICMP error)
     # ICE-TCP (tcp.py): the first three close the connection they came on
     "tcp_bad_frame",  # empty or oversized RFC 4571 frame
     "tcp_unauthenticated",  # first frame not an authenticated binding request, or none in time
@@ -48,8 +49,8 @@ class SfuStats:
     tcp_connections: int = 0  # ICE-TCP connections accepted
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
 
 
 class StatsCollector(Collector):

@@ -2,7 +2,9 @@
 
 The transport owns no socket: the shared :class:`~visavis.sfu.udp.MediaEndpoint` hands it
 datagrams (already demultiplexed by ICE username or remote address) and gives it a
-``sendto`` callable; an ICE-TCP connection (:mod:`visavis.sfu.tcp`) hands it the frames
+``sendto`` callable; its :class:`~visavis.sfu.fastpath.Link` (SRTP sessions, the UDP
+destination, sources by SSRC) is what the native forwarding path reads, so most SRTP
+never reaches this class; an ICE-TCP connection (:mod:`visavis.sfu.tcp`) hands it the frames
 it carries and is itself the path to answer on. A *path* is therefore either a UDP
 address or a :class:`StreamPath`; media goes out on the selected one (the pair the
 client nominated). Decrypted RTP and RTCP go up to the listener (the participant).
@@ -15,10 +17,10 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
-import pylibsrtp
 from aioice import stun
 
 from visavis.protocol.rtp.packet import is_rtcp
+from visavis.sfu import fastpath
 from visavis.sfu.dtls import DtlsIdentity, DtlsServer, DtlsState
 from visavis.sfu.ice_lite import answer_check
 from visavis.sfu.stats import SfuStats
@@ -52,6 +54,10 @@ class TransportListener(Protocol):
 class WebRtcTransport:
     """ICE-lite + DTLS-SRTP termination for one participant."""
 
+    #: False: the fast path never sends media itself; every forwarded packet goes out
+    #: through :meth:`send_rtp` (taps in tests inspect what the SFU forwards there).
+    native_send = True
+
     def __init__(
         self,
         identity: DtlsIdentity,
@@ -70,12 +76,33 @@ class WebRtcTransport:
         self._sendto = sendto
         self.listener = listener
         self.dtls: DtlsServer | None = None
-        self.address: Path | None = None  # the selected path: media goes out here
+        self.link = fastpath.Link(self)
+        self.link.last_seen = now
+        self._address: Path | None = None
         self.addresses: set[Path] = set()  # every path an authenticated check came on
-        self.last_seen = now
         self.connected = False
-        self._rx: pylibsrtp.Session | None = None
-        self._tx: pylibsrtp.Session | None = None
+
+    @property
+    def address(self) -> Path | None:
+        """The selected path: media goes out here (natively when it is a UDP address)."""
+        return self._address
+
+    @address.setter
+    def address(self, path: Path | None) -> None:
+        self._address = path
+        if isinstance(path, tuple) and self.native_send:
+            self.link.set_destination(path[0], path[1])
+        else:
+            self.link.clear_destination()
+
+    @property
+    def last_seen(self) -> float:
+        """Time of the last valid packet (the fast path updates it too)."""
+        return self.link.last_seen
+
+    @last_seen.setter
+    def last_seen(self, now: float) -> None:
+        self.link.last_seen = now
 
     def set_remote(self, ufrag: str, fingerprints: list[tuple[str, str]]) -> bool:
         """Apply the client's ICE/DTLS parameters; False if they changed (ICE restart)."""
@@ -117,7 +144,7 @@ class WebRtcTransport:
         for out in self.dtls.receive(data):
             self._send(out, addr)
         if self.dtls.state is DtlsState.CONNECTED and was is DtlsState.CONNECTING:
-            self._rx, self._tx = self.dtls.rx_srtp, self.dtls.tx_srtp
+            self.link.rx, self.link.tx = self.dtls.rx_srtp, self.dtls.tx_srtp
             self.connected = True
             self.last_seen = now
             self.listener.on_transport_connected(now)
@@ -126,14 +153,15 @@ class WebRtcTransport:
             logger.info("DTLS with %s failed: %s", addr, self.dtls.error)
 
     def handle_srtp(self, data: bytes, now: float) -> None:
-        rx = self._rx
+        """SRTP/SRTCP the fast path left to Python: RTCP, ICE-TCP frames, IPv6."""
+        rx = self.link.rx
         if rx is None:
             self.stats.drop("not_connected")
             return
         if is_rtcp(data):
             try:
                 plain = rx.unprotect_rtcp(data)
-            except pylibsrtp.Error:
+            except fastpath.SrtpError:
                 self.stats.drop("srtp_auth")
                 return
             self.last_seen = now
@@ -142,7 +170,7 @@ class WebRtcTransport:
         else:
             try:
                 plain = rx.unprotect(data)
-            except pylibsrtp.Error:
+            except fastpath.SrtpError:
                 self.stats.drop("srtp_auth")
                 return
             self.last_seen = now
@@ -157,17 +185,17 @@ class WebRtcTransport:
             path.send(data)
 
     def send_rtp(self, plain: bytes) -> None:
-        tx, addr = self._tx, self.address
+        tx, addr = self.link.tx, self._address
         if tx is None or addr is None:
             return
         self._send(tx.protect(plain), addr)
 
     def send_rtcp(self, plain: bytes) -> None:
-        tx, addr = self._tx, self.address
+        tx, addr = self.link.tx, self._address
         if tx is None or addr is None:
             return
         try:
             self._send(tx.protect_rtcp(plain), addr)
-        except pylibsrtp.Error:
+        except fastpath.SrtpError:
             return
         self.stats.rtcp_out += 1

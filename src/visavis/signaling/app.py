@@ -7,11 +7,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
@@ -28,22 +29,12 @@ from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.ratelimit import TokenBucket
+from visavis.signaling.web import WEB_DIR, web_client
 from visavis.store.base import Device, HandleTaken, Store, User
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
-LANDING = """<!doctype html><html lang="en"><meta charset="utf-8"><title>visavis</title>
-<body style="font-family:system-ui;max-width:40em;margin:3em auto;line-height:1.5">
-<h1>visavis is running</h1>
-<p>This is the signaling service of a self-hosted video calling system.</p>
-<ul>
-<li><a href="/docs">REST API</a> (OpenAPI) &middot; device WebSocket at <code>/ws</code></li>
-<li>Health: <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
-<a href="/metrics">/metrics</a></li>
-<li>Call from a terminal: <code>visavis call someone@example.com --server URL</code></li>
-</ul></body></html>
-"""
 # WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
@@ -137,11 +128,6 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         return JSONResponse(
             {"code": "invalid_request", "message": f"{where}: {first['msg']}"}, status_code=422
         )
-
-    @app.get("/", include_in_schema=False)
-    async def landing() -> HTMLResponse:
-        """What this server is and where to go next (the browser client is not built yet)."""
-        return HTMLResponse(LANDING)
 
     # -- health --------------------------------------------------------------------
     @app.get("/healthz", include_in_schema=False)
@@ -419,4 +405,6 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             return
         await conn.send(m.Result(re=msg.id, call_id=outcome if isinstance(outcome, str) else None))
 
+    # The browser client at / (last: every route above wins over a file name).
+    app.mount("/", web_client(Path(ctx.web_dir) if ctx.web_dir else WEB_DIR), name="web")
     return app

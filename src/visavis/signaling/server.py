@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -32,6 +33,23 @@ log = logging.getLogger(__name__)
 # The SFU checks a token when a device joins; a device still in the call gets a fresh one
 # from POST /api/calls/{id}/room, so a leaked or left-behind token is soon worthless.
 ROOM_TOKEN_TTL = 120.0
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket here rather than in uvicorn, which exits the process when it
+    cannot bind: this OSError names the address and the errno, and
+    :mod:`visavis.listen_errors` turns it into the setting to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"error while attempting to bind on address {(host, port)!r}: {exc.strerror}"
+        ) from exc
+    return sock
 
 
 class _QuietServer(uvicorn.Server):
@@ -178,7 +196,8 @@ class SignalingServer:
             ws_per_message_deflate=False,  # zlib state costs ~50 KiB per idle device
         )
         self._server = _QuietServer(config)
-        serve = asyncio.create_task(self._server.serve(), name="signaling-http")
+        listener = _bind_tcp(cfg.host, cfg.port)
+        serve = asyncio.create_task(self._server.serve([listener]), name="signaling-http")
         while not self._server.started:
             if serve.done():
                 serve.result()

@@ -1,0 +1,376 @@
+"""Pure-Python twin of the SFU's native forwarding path (``_fastpath.c``).
+
+Same interface and the same bytes out (``tests/sfu/test_sfu_fastpath.py`` feeds both
+the same recorded traffic and compares every datagram): :class:`Forwarder` reads the
+media socket (``drain``), decrypts RTP from known links, forwards packets of known
+sources to their sinks and hands the rest to ``on_slow(raw, received, outgoing, now)``.
+SRTP is pylibsrtp here and Debian's libsrtp2 in C; the rewriter and selector are the
+Python classes of :mod:`visavis.sfu.seq` and :mod:`visavis.sfu.simulcast`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+
+from visavis.protocol.rtp.extensions import abs_send_time, find_extension
+from visavis.protocol.rtp.vp8 import is_vp8_keyframe
+from visavis.sfu.seq import SequenceRewriter as Rewriter
+from visavis.sfu.simulcast import Decision
+from visavis.sfu.simulcast import LayerSelector as Selector
+
+__all__ = [
+    "NATIVE",
+    "PROFILE_AEAD_AES_128_GCM",
+    "PROFILE_AES128_CM_SHA1_80",
+    "Forwarder",
+    "Link",
+    "Rewriter",
+    "Selector",
+    "Session",
+    "Sink",
+    "Source",
+    "SrtpError",
+    "is_vp8_keyframe",
+    "link_key",
+]
+
+NATIVE = 0
+PROFILE_AES128_CM_SHA1_80 = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+PROFILE_AEAD_AES_128_GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+RECVSZ = 4096
+
+_SEQ_TS = struct.Struct("!HI")
+_HEADER = struct.Struct("!BBHII")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+Addr = tuple[str, int]
+_TALLY = ("packets_in", "forwarded", "bytes", "srtp_auth", "malformed", "send_failed", "garbage")
+
+
+class SrtpError(Exception):
+    """SRTP authentication, replay or parameter failure."""
+
+
+class Session:
+    """One direction of SRTP for one transport."""
+
+    def __init__(self, key: bytes, profile: int, outbound: bool) -> None:
+        ssrc_type = (
+            pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+        )
+        try:
+            policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
+            policy.allow_repeat_tx = True  # NACK answers resend a sequence number already sent
+            policy.window_size = 1024
+            self._session = pylibsrtp.Session(policy)
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def protect(self, data: bytes) -> bytes:
+        try:
+            return self._session.protect(data)
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def unprotect(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect(data)
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def protect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.protect_rtcp(data)
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect_rtcp(data)
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+
+class Link:
+    """One transport's SRTP sessions, UDP destination and sources by SSRC."""
+
+    __slots__ = ("destination", "last_seen", "owner", "rx", "sources", "tx")
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.rx: Session | None = None
+        self.tx: Session | None = None
+        self.sources: dict[int, Source] = {}
+        self.last_seen = 0.0
+        self.destination: Addr | None = None
+
+    def set_destination(self, host: str, port: int) -> bool:
+        if link_key(host, port) is None:
+            self.destination = None
+            return False
+        self.destination = (host, port)
+        return True
+
+    def clear_destination(self) -> None:
+        self.destination = None
+
+
+class Source:
+    """One producer layer: reception statistics, NACK history, its sinks."""
+
+    def __init__(
+        self,
+        index: int,
+        is_video: bool,
+        audio_level_id: int,
+        history: list[bytes | None] | None,
+        sinks: list[Any],
+        on_level: Callable[[int, float], object] | None,
+    ) -> None:
+        if history is not None and not history:
+            raise TypeError("history must be a non-empty list or None")
+        self.index = index
+        self.is_video = bool(is_video)
+        self.audio_level_id = audio_level_id
+        self.history = history
+        self.sinks = sinks
+        self.on_level = on_level
+        self.base_seq = -1
+        self.max_seq = 0
+        self.cycles = 0
+        self.received = 0
+        self.octets_window = 0
+        self.last_packet = -1e9
+
+
+class Sink:
+    """One consumer: where and how a source's packets go to one subscriber."""
+
+    def __init__(
+        self,
+        link: Link,
+        ssrc: int,
+        pt: int,
+        abs_send_time_id: int,
+        audio_level_id: int,
+        rewriter: Rewriter,
+        selector: Selector,
+    ) -> None:
+        self.link = link
+        self.ssrc = ssrc & 0xFFFFFFFF
+        self.pt = pt & 0x7F
+        self.abs_send_time_id = abs_send_time_id
+        self.audio_level_id = audio_level_id
+        self.rewriter = rewriter
+        self.selector = selector
+        self.packets = 0
+        self.octets = 0
+
+
+def link_key(host: str, port: int) -> object | None:
+    """The key of ``links`` for a UDP source address; None if it is not IPv4."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return None
+    if not 0 <= port <= 0xFFFF:
+        return None
+    return (host, port)
+
+
+def _payload_offset(data: bytes, size: int) -> int:
+    pos = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if pos + 4 > size:
+            return -1
+        pos += 4 + 4 * _U16.unpack_from(data, pos + 2)[0]
+    return -1 if pos > size else pos
+
+
+OnSlow = Callable[
+    [list[tuple[bytes, Addr]] | None, list[tuple[Link, bytes]] | None, list[Any] | None, float],
+    object,
+]
+
+
+class Forwarder:
+    """The media port's per-packet path (see the module docstring)."""
+
+    def __init__(
+        self, sock: socket.socket | None, links: dict[Any, Link], stats: Any, on_slow: OnSlow
+    ) -> None:
+        self.sock = sock
+        self.links = links
+        self.stats = stats
+        self.on_slow = on_slow
+        self._buf = bytearray(RECVSZ)
+        self._tally = dict.fromkeys(_TALLY, 0)
+        self._outgoing: list[tuple[Link, bytes]] | None = None
+
+    def drain(self, now: float = -1.0, budget: int = 256) -> None:
+        """Read up to ``budget`` datagrams and forward them (the ``add_reader`` callback)."""
+        if self.sock is None:
+            raise ValueError("no socket")
+        if now < 0:
+            now = time.monotonic()
+        tally = self._tally
+        raw: list[tuple[bytes, Addr]] | None = None
+        received: list[tuple[Link, bytes]] | None = None
+        recv = self.sock.recvmsg_into
+        buf = self._buf
+        for _ in range(budget):
+            try:
+                n, _, flags, addr = recv([buf])
+            except (BlockingIOError, InterruptedError):
+                break
+            if flags & socket.MSG_TRUNC or n == 0:
+                tally["garbage"] += 1
+                continue
+            data = bytes(buf[:n])
+            first = data[0]
+            if 127 < first < 192 and n >= 2 and not 192 <= data[1] <= 223:
+                key = link_key(addr[0], addr[1])
+                link = self.links.get(key) if key is not None else None
+                if link is not None and link.rx is not None:
+                    try:
+                        plain = link.rx.unprotect(data)
+                    except SrtpError:
+                        tally["srtp_auth"] += 1
+                        continue
+                    link.last_seen = now
+                    tally["packets_in"] += 1
+                    if len(plain) < 12:
+                        tally["malformed"] += 1
+                        continue
+                    source = link.sources.get(_U32.unpack_from(plain, 8)[0])
+                    if source is not None:
+                        self._forward(source, plain, now)
+                    else:
+                        if received is None:
+                            received = []
+                        received.append((link, plain))
+                    continue
+            if raw is None:
+                raw = []
+            raw.append((data, (addr[0], addr[1])))
+        self._finish(raw, received, now)
+
+    def forward(self, source: Source, plain: bytes, now: float) -> None:
+        """Forward one decrypted RTP packet of ``source`` (one Python learnt itself)."""
+        if len(plain) < 12:
+            self._tally["malformed"] += 1
+        elif len(plain) > RECVSZ:
+            self._tally["garbage"] += 1
+        else:
+            self._forward(source, bytes(plain), now)
+        self._finish(None, None, now)
+
+    def _finish(
+        self,
+        raw: list[tuple[bytes, Addr]] | None,
+        received: list[tuple[Link, bytes]] | None,
+        now: float,
+    ) -> None:
+        outgoing, self._outgoing = self._outgoing, None
+        t = self._tally
+        stats = self.stats
+        if t["packets_in"]:
+            stats.packets_in += t["packets_in"]
+        if t["forwarded"]:
+            stats.packets_forwarded += t["forwarded"]
+        if t["bytes"]:
+            stats.bytes_forwarded += t["bytes"]
+        for key, reason in (
+            ("srtp_auth", "srtp_auth"),
+            ("malformed", "malformed_rtp"),
+            ("send_failed", "send_failed"),
+            ("garbage", "garbage"),
+        ):
+            if t[key]:
+                stats.drop(reason, t[key])
+        for key in t:
+            t[key] = 0
+        if raw is not None or received is not None or outgoing is not None:
+            self.on_slow(raw, received, outgoing, now)
+
+    def _forward(self, source: Source, data: bytes, now: float) -> None:
+        seq, ts = _SEQ_TS.unpack_from(data, 2)
+        size = len(data)
+        if source.base_seq < 0:
+            source.base_seq = source.max_seq = seq
+        elif 0 < ((seq - source.max_seq) & 0xFFFF) < 0x8000:
+            if seq < source.max_seq:
+                source.cycles += 1 << 16
+            source.max_seq = seq
+        source.received += 1
+        source.octets_window += size
+        source.last_packet = now
+        tally = self._tally
+        offset = _payload_offset(data, size)
+        if offset < 0:
+            tally["malformed"] += 1
+            return
+        history = source.history
+        if history is not None:
+            history[seq % len(history)] = data
+        level = -1
+        if source.audio_level_id >= 0:
+            value = find_extension(data, source.audio_level_id)
+            if value:
+                level = value[0]
+                if source.on_level is not None:
+                    source.on_level(level & 0x7F, now)
+        payload = data[offset:]
+        flags = 0x80 | (data[0] & 0x20)
+        marker = data[1] & 0x80
+        keyframe: bool | None = None
+        index = source.index
+        abs_value = abs_send_time(now)
+        sock = self.sock
+        for sink in source.sinks:
+            if source.is_video:
+                selector = sink.selector
+                if not (index == selector.current == selector.target):
+                    if keyframe is None:
+                        keyframe = is_vp8_keyframe(payload)
+                    decision = selector.decide(index, keyframe)
+                    if decision is Decision.DROP:
+                        continue
+                    if decision is Decision.SWITCH:
+                        sink.rewriter.switch(index)
+            mapped = sink.rewriter.rewrite(seq, ts, now)
+            if mapped is None:
+                continue
+            fl = flags
+            if sink.abs_send_time_id >= 0:
+                ext = bytes((0xBE, 0xDE, 0, 1, (sink.abs_send_time_id << 4) | 2)) + abs_value
+                fl |= 0x10
+            elif sink.audio_level_id >= 0 and level >= 0:
+                ext = bytes((0xBE, 0xDE, 0, 1, sink.audio_level_id << 4, level, 0, 0))
+                fl |= 0x10
+            else:
+                ext = b""
+            packet = _HEADER.pack(fl, marker | sink.pt, mapped[0], mapped[1], sink.ssrc)
+            packet += ext + payload
+            link = sink.link
+            if sock is not None and link.destination is not None:
+                if link.tx is not None:
+                    try:
+                        sock.sendto(link.tx.protect(packet), link.destination)
+                    except (SrtpError, OSError):
+                        tally["send_failed"] += 1
+            else:
+                if self._outgoing is None:
+                    self._outgoing = []
+                self._outgoing.append((link, packet))
+            sink.packets += 1
+            sink.octets += len(payload)
+            tally["forwarded"] += 1
+            tally["bytes"] += len(packet)

@@ -1,0 +1,552 @@
+// The one place that turns server messages and user actions into state changes: the
+// views call the actions below and render `store`; nothing else touches the connection.
+
+import { Api, ApiError } from "./core/api.js";
+import { DeviceSocket, CLOSE_REPLACED } from "./core/signaling.js";
+import { Store } from "./core/store.js";
+import { IDLE, transition } from "./core/callstate.js";
+import { Ringtone } from "./core/ringtone.js";
+import { LocalMedia } from "./call/media.js";
+import { DirectCall } from "./call/direct.js";
+import { GroupCall } from "./call/group.js";
+import { judge } from "./call/quality.js";
+
+const SESSION_KEY = "visavis.session";
+const ENDED_LINGER = 2500;
+
+function loadJson(key, fallback) {
+  try {
+    return JSON.parse(localStorage.getItem(key)) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+export function defaultDeviceName(ua = navigator.userAgent) {
+  const browser = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" : /Chrom(e|ium)\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${browser} on ${os}` : browser;
+}
+
+export class App {
+  constructor() {
+    this.api = new Api();
+    this.store = new Store({
+      screen: "auth", // auth | home | devices
+      tab: "contacts", // contacts | history (home)
+      session: null, // {token, user, device}
+      status: "offline", // the device socket: connecting | online | offline | replaced
+      call: IDLE, // core/callstate.js
+      waiting: null, // an incoming call during a call (call waiting)
+      remoteStream: null,
+      localStream: null,
+      tiles: [], // group call: [{participant_id, user, video, audio}]
+      dominant: null,
+      roster: {}, // handle → {user, state} of the current call's participants
+      ringingDevices: 0,
+      muted: false,
+      cameraOff: false,
+      quality: null,
+      contact: null, // the last contact found
+      favourites: [],
+      history: [],
+      missedUnseen: 0,
+      devices: [],
+      announcement: "", // for the live region
+      error: "",
+    });
+    this.socket = null;
+    this.media = null;
+    this.controller = null; // DirectCall or GroupCall
+    this.ringtone = new Ringtone();
+    this.timers = {};
+    this.lastStats = null;
+  }
+
+  // -- small helpers -----------------------------------------------------------------
+  get state() {
+    return this.store.get();
+  }
+
+  announce(text) {
+    this.store.set({ announcement: text });
+  }
+
+  fail(err) {
+    const message = err instanceof ApiError || err?.code ? err.message : String(err?.message ?? err);
+    this.store.set({ error: message });
+    return message;
+  }
+
+  dispatch(event) {
+    const { state, changed } = transition(this.state.call, event, Date.now());
+    if (!changed) return false;
+    this.store.set({ call: state });
+    this._phaseChanged(state);
+    return true;
+  }
+
+  _phaseChanged(call) {
+    const ringing = call.phase === "ringing" && call.direction === "in";
+    if (ringing) this.ringtone.start();
+    else this.ringtone.stop();
+    if (call.phase === "in_call") this._startQuality();
+    if (call.phase === "ended") {
+      this._teardown();
+      clearTimeout(this.timers.reset);
+      this.timers.reset = setTimeout(() => {
+        if (this.state.call === call) {
+          this.store.set({ call: IDLE });
+          this._phaseChanged(IDLE);
+        }
+      }, ENDED_LINGER);
+      this.refreshHistory();
+    }
+  }
+
+  // -- account ------------------------------------------------------------------------
+  async start() {
+    const session = loadJson(SESSION_KEY, null);
+    if (session?.token) {
+      this._signedIn(session);
+    }
+  }
+
+  async signUp(handle, password, displayName, deviceName) {
+    this.store.set({ error: "" });
+    try {
+      await this.api.signup(handle, password, displayName);
+    } catch (err) {
+      if (err.code === "handle_taken") throw new ApiError(409, err.code, "That handle is taken: sign in instead, or choose another.");
+      throw err;
+    }
+    return this.signIn(handle, password, deviceName);
+  }
+
+  async signIn(handle, password, deviceName) {
+    this.store.set({ error: "" });
+    let result;
+    try {
+      result = await this.api.login(handle, password, deviceName || defaultDeviceName(), "browser");
+    } catch (err) {
+      if (err.code === "bad_credentials") throw new ApiError(401, err.code, "Wrong handle or password. Check both and try again.");
+      throw err;
+    }
+    const session = { token: result.token, user: result.user, device: result.device };
+    localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    this._signedIn(session);
+  }
+
+  _signedIn(session) {
+    this.api.token = session.token;
+    this.store.set({
+      session,
+      screen: "home",
+      favourites: loadJson(`visavis.favourites.${session.user.handle}`, []),
+    });
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    this.socket = new DeviceSocket(`${scheme}//${location.host}/ws`, session.token, {
+      onWelcome: (welcome, resumed) => this._welcome(welcome, resumed),
+      onEvent: (event) => this._event(event),
+      onStatus: (status) => this.store.set({ status }),
+      onClosed: (code) => this._socketGone(code),
+    });
+    this.socket.connect();
+  }
+
+  async signOut() {
+    const session = this.state.session;
+    this.hangUp();
+    this.socket?.close();
+    this.socket = null;
+    if (session) {
+      // Signing out revokes this device's token on the server.
+      await this.api.revokeDevice(session.device.id).catch(() => {});
+    }
+    this._forget();
+  }
+
+  _forget() {
+    localStorage.removeItem(SESSION_KEY);
+    this.api.token = null;
+    this.store.set({ session: null, screen: "auth", status: "offline", history: [], devices: [], contact: null, call: IDLE, waiting: null });
+  }
+
+  _socketGone(code) {
+    if (code === CLOSE_REPLACED) {
+      this.store.set({ status: "replaced" });
+    } else {
+      this._forget();
+      this.store.set({ error: "This device was signed out. Sign in again." });
+    }
+  }
+
+  /** Another tab of this browser took the connection: take it back. */
+  useHere() {
+    const session = this.state.session;
+    if (!session) return;
+    this.socket?.close();
+    this._signedIn(session);
+  }
+
+  _welcome(welcome, resumed) {
+    this.iceServers = welcome.ice_servers;
+    this.deviceId = welcome.device_id;
+    this.refreshHistory();
+    this.controller?.socketOnline?.();
+    if (!resumed && this.state.call.phase === "ringing" && this.state.call.direction === "in") {
+      // Events were lost: the server rings again for whatever still rings.
+      this.dispatch({ type: "ended", callId: this.state.call.callId, reason: "ended" });
+    }
+  }
+
+  // -- server events ------------------------------------------------------------------
+  _event(event) {
+    const call = this.state.call;
+    const current = call.callId != null && event.call_id === call.callId;
+    switch (event.type) {
+      case "call.incoming":
+        this._incoming(event);
+        break;
+      case "call.stop_ringing":
+        if (this.state.waiting?.call_id === event.call_id) this.store.set({ waiting: null });
+        if (current && call.phase === "ringing") {
+          this.dispatch({ type: "stop_ringing", callId: event.call_id, reason: event.reason });
+          this.announce(event.reason === "answered_elsewhere" ? "Answered on another device" : "Call ended");
+        }
+        break;
+      case "call.ringing":
+        if (current) this.store.set({ ringingDevices: event.devices, roster: { ...this.state.roster, [event.user.handle]: { user: event.user, state: "ringing" } } });
+        break;
+      case "call.participant":
+        if (current) this._participant(event);
+        break;
+      case "call.signal":
+        if (current && this.controller instanceof DirectCall) {
+          if (!this.controller.remoteDevice) this.controller.remoteDevice = event.from_device;
+          if (event.from_device === this.controller.remoteDevice) this.controller.handleSignal(event);
+        }
+        break;
+      case "call.room":
+        if (current) this._room(event);
+        break;
+      case "call.ended":
+        if (current) {
+          this.dispatch({ type: "ended", callId: event.call_id, reason: event.reason });
+          this.announce("Call ended");
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  _incoming(event) {
+    const call = this.state.call;
+    if (call.callId === event.call_id) return; // rung again after a reconnect
+    if (call.phase === "idle" || call.phase === "ended") {
+      this.dispatch({ type: "incoming", callId: event.call_id, peer: event.caller, media: event.media, group: event.group });
+      this.store.set({ incoming: event });
+    } else {
+      this.store.set({ waiting: event });
+    }
+    this.announce(`Incoming ${event.media} call from ${event.caller.display_name}`);
+  }
+
+  _participant(event) {
+    const me = this.state.session.user.handle;
+    this.store.set({ roster: { ...this.state.roster, [event.user.handle]: { user: event.user, state: event.state } } });
+    if (event.user.handle === me) return;
+    const controller = this.controller;
+    if (event.state === "joined" && event.device_id && controller instanceof DirectCall && !controller.remoteDevice) {
+      controller.remoteDevice = event.device_id;
+      this.dispatch({ type: "answered", callId: event.call_id });
+      controller.release();
+    } else if (event.state === "handoff" && event.device_id && controller instanceof DirectCall) {
+      // The other person moved to another device: their new device offers.
+      controller.remoteDevice = event.device_id;
+      this.dispatch({ type: "media_lost", callId: event.call_id });
+    } else if ((event.state === "declined" || event.state === "missed") && this.state.call.phase === "ringing" && !this.state.call.group) {
+      // 1:1: call.ended follows; nothing to do here.
+    }
+  }
+
+  _room(event) {
+    const call = this.state.call;
+    if (this.controller instanceof GroupCall) return;
+    this.controller?.close();
+    this.dispatch({ type: "room", callId: event.call_id });
+    const group = new GroupCall({
+      callId: event.call_id,
+      room: event,
+      iceServers: this.iceServers,
+      media: this.media,
+      onUpdate: () => this._groupUpdate(group),
+      onChange: (what, detail) => this._mediaChange(group, what, detail),
+      refreshToken: () => this.api.refreshRoom(event.call_id),
+    });
+    this.controller = group;
+    this._ensureMedia(call.media === "audio" ? "audio" : "video").then(() => group.join());
+  }
+
+  _groupUpdate(group) {
+    if (this.controller !== group) return;
+    this.store.set({ tiles: group.remotes(), dominant: group.dominant });
+  }
+
+  _mediaChange(controller, what, detail) {
+    if (this.controller !== controller) return;
+    const callId = this.state.call.callId;
+    if (what === "connected") this.dispatch({ type: "connected", callId });
+    else if (what === "media_lost") {
+      if (this.dispatch({ type: "media_lost", callId })) this.announce("Reconnecting…");
+    } else if (what === "failed") {
+      this.fail(new Error(detail || "The call failed."));
+      this.hangUp();
+    }
+  }
+
+  async _ensureMedia(kind) {
+    if (!this.media) this.media = new LocalMedia();
+    try {
+      await this.media.start({ audio: true, video: kind === "video" });
+    } catch (err) {
+      this.fail(new Error(`Cannot use the ${kind === "video" ? "camera or microphone" : "microphone"}: ${err.message}. Allow access in the browser and try again.`));
+      // A call without local media still receives.
+    }
+    this.store.set({ localStream: this.media.stream, muted: this.media.muted, cameraOff: this.media.cameraOff });
+    return this.media;
+  }
+
+  // -- calling ------------------------------------------------------------------------
+  async findContact(handle) {
+    this.store.set({ error: "", contact: null });
+    try {
+      const contact = await this.api.findUser(handle.trim());
+      this.store.set({ contact });
+      return contact;
+    } catch (err) {
+      this.fail(err);
+      return null;
+    }
+  }
+
+  /** Call one person (1:1, peer to peer) or several (group, through the SFU). */
+  async call(handles, media = "video", peers = null) {
+    handles = Array.isArray(handles) ? handles : [handles];
+    const phase = this.state.call.phase;
+    if (phase !== "idle" && phase !== "ended") return;
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
+    const peer = peers?.[0] ?? { handle: handles[0], display_name: handles.length > 1 ? `${handles.length} people` : handles[0] };
+    const group = handles.length > 1;
+    this.dispatch({ type: "invite", peer: group ? { handle: handles.join(", "), display_name: handles.map((h) => h.split("@")[0]).join(", ") } : peer, media, group });
+    const local = await this._ensureMedia(media);
+    let result;
+    try {
+      result = await this.socket.request({ type: "call.invite", handles, media });
+    } catch (err) {
+      this.fail(err);
+      this.dispatch({ type: "ended", reason: "failed" });
+      return;
+    }
+    const callId = result.call_id;
+    this.dispatch({ type: "placed", callId });
+    if (!group && !(this.controller instanceof GroupCall)) {
+      const direct = this._direct(callId, "caller", local);
+      direct.prepareOffer();
+    }
+    return callId;
+  }
+
+  _direct(callId, role, media) {
+    const direct = new DirectCall({
+      callId,
+      role,
+      iceServers: this.iceServers,
+      media,
+      signal: (payload) => this.socket.send({ type: "call.signal", call_id: callId, ...payload }),
+      onChange: (what, detail) => this._mediaChange(direct, what, detail),
+      onRemote: (stream) => {
+        if (this.controller === direct) this.store.set({ remoteStream: stream });
+      },
+    });
+    this.controller = direct;
+    return direct;
+  }
+
+  /** Answer the ringing call with video or audio only (`end_current`: call waiting). */
+  async answer(media = "video") {
+    const call = this.state.call;
+    if (call.phase !== "ringing" || call.direction !== "in") return;
+    const incoming = this.state.incoming;
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
+    this.dispatch({ type: "answer", callId: call.callId, media });
+    const local = await this._ensureMedia(media);
+    if (!incoming?.group) this._direct(call.callId, "callee", local);
+    try {
+      await this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
+    } catch (err) {
+      this.fail(err);
+      this.dispatch({ type: "ended", callId: call.callId, reason: err.code === "answered_elsewhere" ? "answered_elsewhere" : "failed" });
+    }
+  }
+
+  decline() {
+    const call = this.state.call;
+    if (call.phase !== "ringing" || call.direction !== "in") return;
+    this.socket.request({ type: "call.decline", call_id: call.callId }).catch(() => {});
+    this.dispatch({ type: "ended", callId: call.callId, reason: "local_decline" });
+  }
+
+  /** Call waiting: end the current call and answer the waiting one. */
+  async endAndAnswer(media = "video") {
+    const waiting = this.state.waiting;
+    if (!waiting) return;
+    this._teardown();
+    this.store.set({ waiting: null, call: IDLE, incoming: waiting });
+    this.dispatch({ type: "incoming", callId: waiting.call_id, peer: waiting.caller, media: waiting.media, group: waiting.group });
+    const call = this.state.call;
+    this.store.set({ incoming: { ...waiting, call_waiting: true } });
+    if (call.phase === "ringing") await this.answer(media);
+  }
+
+  declineWaiting() {
+    const waiting = this.state.waiting;
+    if (!waiting) return;
+    this.socket.request({ type: "call.decline", call_id: waiting.call_id }).catch(() => {});
+    this.store.set({ waiting: null });
+  }
+
+  /** End the call: cancel if nobody answered yet, leave otherwise. */
+  hangUp() {
+    const call = this.state.call;
+    if (call.phase === "idle" || call.phase === "ended") return;
+    if (call.phase === "ringing" && call.direction === "in") return this.decline();
+    if (call.callId) {
+      const type = call.phase === "ringing" ? "call.cancel" : "call.leave";
+      this.socket?.request({ type, call_id: call.callId }).catch(() => {});
+    }
+    this.dispatch({ type: "ended", callId: call.callId, reason: call.phase === "ringing" ? "local_cancel" : "local_hangup" });
+  }
+
+  addPerson(handle) {
+    const call = this.state.call;
+    if (!call.callId) return Promise.resolve();
+    return this.socket.request({ type: "call.add", call_id: call.callId, handles: [handle] }).catch((err) => this.fail(err));
+  }
+
+  ringAgain(handle) {
+    const call = this.state.call;
+    if (!call.callId) return Promise.resolve();
+    return this.socket.request({ type: "call.ring_again", call_id: call.callId, handle }).catch((err) => this.fail(err));
+  }
+
+  toggleMute() {
+    if (!this.media) return;
+    this.media.setMuted(!this.media.muted);
+    this.store.set({ muted: this.media.muted });
+    this.announce(this.media.muted ? "Microphone off" : "Microphone on");
+  }
+
+  async toggleCamera() {
+    if (!this.media) return;
+    if (!this.media.video && this.media.cameraOff === false) {
+      await this.media.start({ audio: false, video: true }).catch((err) => this.fail(err));
+    } else {
+      this.media.setCameraOff(!this.media.cameraOff);
+    }
+    this.store.set({ cameraOff: this.media.cameraOff, localStream: this.media.stream });
+    this.announce(this.media.cameraOff ? "Camera off" : "Camera on");
+  }
+
+  async switchCamera() {
+    await this.media?.switchCamera().catch((err) => this.fail(err));
+    this.store.set({ localStream: this.media?.stream ?? null });
+  }
+
+  setLayout(visibleIds) {
+    if (this.controller instanceof GroupCall) this.controller.setLayout(visibleIds);
+  }
+
+  _teardown() {
+    this.ringtone.stop();
+    this.controller?.close();
+    this.controller = null;
+    this.media?.stop();
+    this.media = null;
+    clearInterval(this.timers.quality);
+    this.lastStats = null;
+    this.store.set({ remoteStream: null, localStream: null, tiles: [], dominant: null, quality: null });
+  }
+
+  _startQuality() {
+    clearInterval(this.timers.quality);
+    this.timers.quality = setInterval(async () => {
+      const stats = await this.controller?.stats?.();
+      if (!stats) return;
+      const quality = judge(this.lastStats, stats);
+      this.lastStats = stats;
+      this.store.set({ quality });
+    }, 1000);
+  }
+
+  /** For tests and the quality view: the current call's getStats() summary. */
+  stats() {
+    return this.controller?.stats?.() ?? Promise.resolve(null);
+  }
+
+  // -- lists ----------------------------------------------------------------------------
+  async refreshHistory() {
+    if (!this.api.token) return;
+    try {
+      const history = await this.api.history(50);
+      const seen = Number(localStorage.getItem(this._seenKey()) || 0);
+      const missedUnseen = history.filter((h) => h.direction === "incoming" && h.state === "missed" && h.started_at > seen).length;
+      this.store.set({ history, missedUnseen });
+    } catch (err) {
+      if (err.status === 401) this._forget();
+    }
+  }
+
+  _seenKey() {
+    return `visavis.history-seen.${this.state.session?.user.handle}`;
+  }
+
+  markHistorySeen() {
+    const newest = this.state.history[0]?.started_at ?? 0;
+    localStorage.setItem(this._seenKey(), String(newest));
+    this.store.set({ missedUnseen: 0 });
+  }
+
+  async refreshDevices() {
+    try {
+      this.store.set({ devices: await this.api.devices() });
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  async revokeDevice(id) {
+    try {
+      await this.api.revokeDevice(id);
+      await this.refreshDevices();
+      this.announce("Device signed out");
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  toggleFavourite(contact) {
+    const handle = contact.handle;
+    const list = this.state.favourites;
+    const next = list.some((f) => f.handle === handle) ? list.filter((f) => f.handle !== handle) : [...list, { handle, display_name: contact.display_name }];
+    localStorage.setItem(`visavis.favourites.${this.state.session.user.handle}`, JSON.stringify(next));
+    this.store.set({ favourites: next });
+  }
+
+  go(screen, tab) {
+    this.store.set({ screen, ...(tab ? { tab } : {}), error: "" });
+    if (screen === "devices") this.refreshDevices();
+    if (tab === "history") this.markHistorySeen();
+  }
+}

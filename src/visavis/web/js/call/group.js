@@ -1,0 +1,200 @@
+// A group call through the SFU (docs/sfu.md, "Control protocol"): one control WebSocket
+// and one peer connection. This client always offers: sendonly transceivers publish the
+// microphone and the camera (three simulcast layers, 1080p on top), recvonly ones are
+// receive slots; the SFU's answer says which participant each slot carries. When it asks
+// (`renegotiate`), more slots are added and the offer goes again. Tiles shown on screen
+// are reported with `layout` so the others get low layers or nothing.
+
+import { createPeerConnection, addSender, onRemoteTracks } from "./peer.js";
+import { summarize } from "./quality.js";
+
+// Lowest layer first, as the SFU expects; the camera captures up to 1080p.
+export const SIMULCAST = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 200_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 700_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
+];
+
+export class GroupCall {
+  /**
+   * @param {object} o
+   * @param {string} o.callId
+   * @param {{url, token, room_id}} o.room   from call.room
+   * @param {object[]} o.iceServers
+   * @param {LocalMedia} o.media
+   * @param {() => void} o.onUpdate          participants, streams or speaker changed
+   * @param {(what: "connected"|"media_lost"|"failed", detail?) => void} o.onChange
+   * @param {() => Promise<{url, token}>} o.refreshToken  a fresh join token (REST)
+   */
+  constructor(o) {
+    Object.assign(this, o);
+    this.pc = null;
+    this.ws = null;
+    this.participantId = null;
+    this.participants = new Map(); // participant_id → {participant_id, user, device}
+    this.slots = new Map(); // mid → {participant_id, user, kind}
+    this.tracks = new Map(); // mid → MediaStreamTrack
+    this.dominant = null;
+    this.visible = null;
+    this.chain = Promise.resolve();
+    this.answerWaiter = null;
+    this.closed = false;
+    this.rejoins = 0;
+  }
+
+  info() {
+    return { purpose: "group", callId: this.callId };
+  }
+
+  join() {
+    this.ws = new WebSocket(this.room.url);
+    this.ws.onopen = () => this.ws.send(JSON.stringify({ type: "join", token: this.room.token }));
+    this.ws.onmessage = (event) => this._message(JSON.parse(event.data));
+    this.ws.onclose = () => this._socketClosed();
+  }
+
+  _message(msg) {
+    switch (msg.type) {
+      case "joined":
+        this.participantId = msg.participant_id;
+        for (const p of msg.participants) this.participants.set(p.participant_id, p);
+        this._publish();
+        this._negotiate(msg.audio, msg.video);
+        break;
+      case "answer":
+        this.answerWaiter?.(msg);
+        break;
+      case "renegotiate":
+        this._negotiate(msg.audio, msg.video);
+        break;
+      case "participant_joined":
+        this.participants.set(msg.participant.participant_id, msg.participant);
+        break;
+      case "participant_left":
+        this.participants.delete(msg.participant_id);
+        if (this.dominant === msg.participant_id) this.dominant = null;
+        break;
+      case "dominant_speaker":
+        this.dominant = msg.participant_id;
+        break;
+      case "error":
+        console.warn("visavis sfu", msg.code, msg.message);
+        if (msg.code === "unauthorized" || msg.code === "room_full" || msg.code === "removed") {
+          this.onChange("failed", msg.message);
+        }
+        break;
+      default:
+        break;
+    }
+    this.onUpdate();
+  }
+
+  _publish() {
+    const pc = createPeerConnection(this.iceServers, this.info());
+    this.pc = pc;
+    onRemoteTracks(pc, this.info(), (event) => {
+      const mid = event.transceiver.mid;
+      this.tracks.set(mid, event.track);
+      this.onUpdate();
+    });
+    pc.addEventListener("iceconnectionstatechange", () => {
+      const state = pc.iceConnectionState;
+      if (state === "connected" || state === "completed") this.onChange("connected");
+      else if (state === "disconnected") this.onChange("media_lost");
+      else if (state === "failed") this._rejoin();
+    });
+    addSender(pc, this.media, "audio", this.info(), { direction: "sendonly" });
+    addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: SIMULCAST.map((e) => ({ ...e })) });
+  }
+
+  _negotiate(audio, video) {
+    this.chain = this.chain
+      .then(async () => {
+        const pc = this.pc;
+        if (!pc || this.closed) return;
+        for (let i = 0; i < audio; i++) pc.addTransceiver("audio", { direction: "recvonly" });
+        for (let i = 0; i < video; i++) pc.addTransceiver("video", { direction: "recvonly" });
+        const offer = await pc.createOffer();
+        await pc.setLocalDescription(offer);
+        const answered = new Promise((resolve) => {
+          this.answerWaiter = resolve;
+        });
+        this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp }));
+        const answer = await answered;
+        this.slots = new Map(answer.streams.map((s) => [s.mid, s]));
+        await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+        this.onUpdate();
+      })
+      .catch((err) => console.error("visavis sfu negotiation", err));
+  }
+
+  /** Per remote participant: {participant_id, user, audio, video} (MediaStreamTracks). */
+  remotes() {
+    const out = new Map();
+    for (const [id, p] of this.participants) {
+      if (id !== this.participantId) out.set(id, { participant_id: id, user: p.user, audio: null, video: null });
+    }
+    for (const [mid, slot] of this.slots) {
+      const entry = out.get(slot.participant_id);
+      const track = this.tracks.get(mid);
+      if (entry && track) entry[slot.kind] = track;
+    }
+    return [...out.values()];
+  }
+
+  /** Tell the SFU which participants' tiles are on screen (only when it changed). */
+  setLayout(visible) {
+    const key = [...visible].sort().join(",");
+    if (key === this.visible || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.visible = key;
+    this.ws.send(JSON.stringify({ type: "layout", visible: [...visible] }));
+  }
+
+  async _rejoin() {
+    if (this.closed) return;
+    if (this.rejoins >= 3) {
+      this.onChange("failed", "the group call's media path broke");
+      return;
+    }
+    this.rejoins += 1;
+    this.onChange("media_lost");
+    try {
+      this.room = { ...this.room, ...(await this.refreshToken()) };
+    } catch (err) {
+      this.onChange("failed", String(err?.message ?? err));
+      return;
+    }
+    this._teardown();
+    this.closed = false;
+    this.join();
+  }
+
+  _socketClosed() {
+    if (!this.closed) this._rejoin();
+  }
+
+  async stats() {
+    if (!this.pc) return null;
+    return summarize(await this.pc.getStats(), performance.now());
+  }
+
+  _teardown() {
+    this.closed = true;
+    if (this.ws) {
+      this.ws.onclose = null;
+      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "leave" }));
+      this.ws.close();
+    }
+    for (const sender of this.pc?.getSenders() ?? []) this.media.detach(sender);
+    this.pc?.close();
+    this.pc = null;
+    this.slots.clear();
+    this.tracks.clear();
+    this.participants.clear();
+    this.visible = null;
+  }
+
+  close() {
+    this._teardown();
+  }
+}

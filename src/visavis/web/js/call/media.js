@@ -1,0 +1,137 @@
+// This device's camera and microphone, and THE place where a local track goes out.
+//
+// LocalMedia holds the raw capture tracks. `outgoing(kind)` is what every sender sends:
+// the raw track passed through the `localTrack` hooks (core/hooks.js), so effects can
+// swap in a processed track. After an effect changes, call `refresh()`: every sender
+// registered with `attach` gets the new track through replaceTrack (no renegotiation).
+
+import { hooks } from "../core/hooks.js";
+
+const PREFS_KEY = "visavis.media";
+
+// The camera's best up to 1080p (the browser picks the closest the camera offers).
+export const CAMERA_CONSTRAINTS = {
+  width: { ideal: 1920, max: 1920 },
+  height: { ideal: 1080, max: 1080 },
+  frameRate: { ideal: 30, max: 30 },
+};
+
+export function loadPrefs() {
+  try {
+    return JSON.parse(localStorage.getItem(PREFS_KEY) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+export function savePrefs(prefs) {
+  localStorage.setItem(PREFS_KEY, JSON.stringify({ ...loadPrefs(), ...prefs }));
+}
+
+export class LocalMedia {
+  constructor() {
+    this.stream = new MediaStream(); // raw capture, for the self view
+    this.out = { audio: null, video: null }; // what goes out, after the hooks
+    this.senders = new Set();
+    this.muted = false;
+    this.cameraOff = false;
+    this.facing = "user";
+  }
+
+  get audio() {
+    return this.stream.getAudioTracks()[0] ?? null;
+  }
+  get video() {
+    return this.stream.getVideoTracks()[0] ?? null;
+  }
+
+  /** Open camera and/or microphone (the devices chosen in settings, remembered per device). */
+  async start({ audio = true, video = true } = {}) {
+    const prefs = loadPrefs();
+    const wanted = {
+      audio: audio && !this.audio ? (prefs.mic ? { deviceId: { ideal: prefs.mic } } : true) : false,
+      video: video && !this.video ? { ...CAMERA_CONSTRAINTS, ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
+    };
+    if (wanted.audio || wanted.video) {
+      const got = await navigator.mediaDevices.getUserMedia(wanted);
+      for (const track of got.getTracks()) this.stream.addTrack(track);
+    }
+    if (this.audio) this.audio.enabled = !this.muted;
+    if (this.video) this.video.enabled = !this.cameraOff;
+    await this.refresh();
+    return this.stream;
+  }
+
+  /** Recompute the outgoing tracks through the localTrack hooks; update every sender. */
+  async refresh() {
+    for (const kind of ["audio", "video"]) {
+      let track = this[kind];
+      for (const fn of hooks.localTrack) {
+        try {
+          track = (await fn(track, kind)) ?? track;
+        } catch (err) {
+          console.error("visavis localTrack hook failed", err);
+        }
+      }
+      this.out[kind] = track;
+    }
+    for (const sender of this.senders) {
+      const kind = sender.__visavisKind;
+      if (sender.track !== this.out[kind]) await sender.replaceTrack(this.out[kind]).catch(() => {});
+    }
+  }
+
+  outgoing(kind) {
+    return this.out[kind];
+  }
+
+  /** Keep `sender` sending the current outgoing track of `kind`. */
+  attach(sender, kind) {
+    sender.__visavisKind = kind;
+    this.senders.add(sender);
+  }
+
+  detach(sender) {
+    this.senders.delete(sender);
+  }
+
+  setMuted(muted) {
+    this.muted = muted;
+    if (this.audio) this.audio.enabled = !muted;
+  }
+
+  setCameraOff(off) {
+    this.cameraOff = off;
+    if (this.video) this.video.enabled = !off;
+  }
+
+  /** Next camera (front/back on phones, or the next one listed). */
+  async switchCamera() {
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    const current = this.video?.getSettings().deviceId;
+    const index = cameras.findIndex((d) => d.deviceId === current);
+    const next = cameras.length > 1 ? cameras[(index + 1) % cameras.length] : null;
+    this.facing = this.facing === "user" ? "environment" : "user";
+    const constraints = next ? { ...CAMERA_CONSTRAINTS, deviceId: { exact: next.deviceId } } : { ...CAMERA_CONSTRAINTS, facingMode: this.facing };
+    const got = await navigator.mediaDevices.getUserMedia({ video: constraints });
+    const old = this.video;
+    if (old) {
+      this.stream.removeTrack(old);
+      old.stop();
+    }
+    const track = got.getVideoTracks()[0];
+    track.enabled = !this.cameraOff;
+    this.stream.addTrack(track);
+    if (next) savePrefs({ camera: next.deviceId });
+    await this.refresh();
+  }
+
+  stop() {
+    for (const track of this.stream.getTracks()) {
+      track.stop();
+      this.stream.removeTrack(track);
+    }
+    this.senders.clear();
+    this.out = { audio: null, video: null };
+  }
+}

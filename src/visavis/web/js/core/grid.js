@@ -1,0 +1,49 @@
+// Group call grid: how many columns, which tiles are on screen, which tile is large.
+// Pure (numbers in, layout out) so it is unit-tested. Tiles keep their join order, so a
+// new dominant speaker grows in place rather than reshuffling the grid (no flicker); one
+// who is off screen takes the last visible place. The SFU's dominant speaker already has
+// hysteresis; `holdMs` adds a floor between changes on the client side too.
+
+export const MAX_VISIBLE = { phone: 6, desktop: 16 };
+export const DOMINANT_HOLD_MS = 1500;
+
+/**
+ * @param {string[]} ids          remote participants, in join order
+ * @param {string|null} dominant  the SFU's dominant speaker
+ * @param {{width:number, height:number}} viewport
+ * @returns {{visible: string[], offscreen: string[], columns: number, rows: number, large: string|null}}
+ */
+export function layoutGrid(ids, dominant, viewport) {
+  const phone = viewport.width < 700;
+  const max = phone ? MAX_VISIBLE.phone : MAX_VISIBLE.desktop;
+  let visible = ids.slice(0, max);
+  if (dominant && ids.includes(dominant) && !visible.includes(dominant)) {
+    visible = [...visible.slice(0, max - 1), dominant];
+  }
+  const offscreen = ids.filter((id) => !visible.includes(id));
+  const large = visible.length >= 3 && dominant && visible.includes(dominant) ? dominant : null;
+  const cells = visible.length + (large ? 3 : 0) + (offscreen.length ? 1 : 0);
+  const landscape = viewport.width >= viewport.height;
+  let columns = Math.max(1, Math.ceil(Math.sqrt(cells)));
+  if (!landscape) columns = Math.max(1, Math.min(columns, phone ? 2 : 3));
+  if (large) columns = Math.max(columns, 2);
+  const rows = Math.max(1, Math.ceil(cells / columns));
+  return { visible, offscreen, columns, rows, large };
+}
+
+/** Hold the large tile for at least `holdMs` after each change (time passed in). */
+export class DominantHold {
+  constructor(holdMs = DOMINANT_HOLD_MS) {
+    this.holdMs = holdMs;
+    this.current = null;
+    this.since = -Infinity;
+  }
+
+  update(proposed, now) {
+    if (proposed === this.current) return this.current;
+    if (this.current !== null && now - this.since < this.holdMs) return this.current;
+    this.current = proposed;
+    this.since = now;
+    return this.current;
+  }
+}

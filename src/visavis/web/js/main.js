@@ -1,0 +1,9 @@
+// Entry point: build the app, render it, and expose it for tests (window.visavis).
+import { html, render } from "./ui.js";
+import { App } from "./app.js";
+import { Root } from "./views/root.js";
+
+const app = new App();
+window.visavis = app;
+render(html`<${Root} app=${app} />`, document.getElementById("root"));
+app.start();

@@ -1,0 +1,125 @@
+// The call on screen: the other person (1:1) or the grid (group), the self view, status,
+// connection quality, and the controls (mute, camera, switch camera, add, end).
+import { html, Component, Video, Audio, initials } from "../ui.js";
+import { describe } from "../core/callstate.js";
+import { layoutGrid, DominantHold } from "../core/grid.js";
+import { LEVEL_LABELS } from "../call/quality.js";
+import { Icon } from "./icons.js";
+
+const streams = new WeakMap();
+function streamOf(track) {
+  if (!track) return null;
+  if (!streams.has(track)) streams.set(track, new MediaStream([track]));
+  return streams.get(track);
+}
+
+function Quality({ quality }) {
+  if (!quality) return null;
+  const detail = [quality.rtt != null ? `${quality.rtt} ms` : null, `${(quality.loss * 100).toFixed(1)}% loss`, `${quality.kbpsIn} kbit/s`].filter(Boolean).join(" · ");
+  return html`<span class=${`quality ${quality.level}`} title=${detail} aria-label=${`${LEVEL_LABELS[quality.level]}: ${detail}`}>
+    <span class="bars" aria-hidden="true"><i></i><i></i><i></i></span>${LEVEL_LABELS[quality.level]}
+  </span>`;
+}
+
+class AddPerson extends Component {
+  submit(event) {
+    event.preventDefault();
+    const handle = new FormData(event.currentTarget).get("handle");
+    if (handle) this.props.app.addPerson(String(handle).trim());
+    this.props.onDone();
+  }
+  render() {
+    return html`<form class="add-person" onSubmit=${(e) => this.submit(e)}>
+      <label>Add someone to this call<input name="handle" type="text" placeholder="handle" required autofocus /></label>
+      <button class="primary" type="submit">Ring</button>
+      <button type="button" onClick=${this.props.onDone}>Cancel</button>
+    </form>`;
+  }
+}
+
+function Roster({ app, roster, me }) {
+  const others = Object.values(roster).filter((p) => p.user.handle !== me && p.state !== "joined");
+  if (!others.length) return null;
+  return html`<ul class="roster" aria-label="Not in the call">
+    ${others.map(
+      (p) => html`<li key=${p.user.handle}>
+        <span>${p.user.display_name}</span> <span class="muted">${p.state}</span>
+        ${p.state !== "ringing" && html`<button class="small" onClick=${() => app.ringAgain(p.user.handle)}>Ring again</button>`}
+      </li>`,
+    )}
+  </ul>`;
+}
+
+export class CallView extends Component {
+  constructor() {
+    super();
+    this.state = { adding: false, viewport: { width: window.innerWidth, height: window.innerHeight } };
+    this.hold = new DominantHold();
+    this.onResize = () => this.setState({ viewport: { width: window.innerWidth, height: window.innerHeight } });
+  }
+  componentDidMount() {
+    window.addEventListener("resize", this.onResize);
+  }
+  componentWillUnmount() {
+    window.removeEventListener("resize", this.onResize);
+  }
+
+  grid(s) {
+    const ids = s.tiles.map((t) => t.participant_id);
+    if (this.hold.current && !ids.includes(this.hold.current)) this.hold.current = null;
+    const dominant = this.hold.update(s.dominant && ids.includes(s.dominant) ? s.dominant : this.hold.current, performance.now());
+    const layout = layoutGrid(ids, dominant, this.state.viewport);
+    this.props.app.setLayout(layout.visible);
+    const byId = new Map(s.tiles.map((t) => [t.participant_id, t]));
+    return html`<div class="grid" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
+      ${layout.visible.map((id) => {
+        const t = byId.get(id);
+        const large = layout.large === id;
+        return html`<figure key=${id} class=${`tile${large ? " large" : ""}${id === dominant ? " speaking" : ""}`} data-participant=${id}>
+          ${t.video ? html`<${Video} stream=${streamOf(t.video)} muted label=${`${t.user}'s video`} />` : html`<div class="avatar" aria-hidden="true">${initials(t.user)}</div>`}
+          <figcaption>${t.user}</figcaption>
+        </figure>`;
+      })}
+      ${layout.offscreen.length > 0 && html`<div class="tile more" aria-label=${`${layout.offscreen.length} more`}>+${layout.offscreen.length}</div>`}
+      ${s.tiles.map((t) => t.audio && html`<${Audio} key=${`a-${t.participant_id}`} track=${t.audio} />`)}
+    </div>`;
+  }
+
+  render({ app, s }) {
+    const call = s.call;
+    const peer = call.peer ?? {};
+    const live = call.phase === "in_call" || call.phase === "connecting" || call.phase === "reconnecting";
+    const hasRemoteVideo = s.remoteStream?.getVideoTracks().length > 0;
+    return html`<main class=${`call phase-${call.phase}`} id="main" aria-label="Call">
+      <header class="call-top">
+        <div>
+          <h2>${peer.display_name}</h2>
+          <p class="call-status" role="status">${describe(call)}${call.phase === "ringing" && s.ringingDevices > 0 ? ` (${s.ringingDevices} device${s.ringingDevices > 1 ? "s" : ""})` : ""}</p>
+        </div>
+        <${Quality} quality=${call.phase === "in_call" ? s.quality : null} />
+      </header>
+      <div class="stage">
+        ${call.group
+          ? this.grid(s)
+          : hasRemoteVideo
+            ? html`<${Video} className="remote" stream=${s.remoteStream} label=${`${peer.display_name}'s video`} />`
+            : html`<div class="remote placeholder"><div class="avatar huge" aria-hidden="true">${initials(peer.display_name)}</div>
+                ${s.remoteStream && html`<${Video} className="hidden-audio" stream=${s.remoteStream} label="call audio" />`}</div>`}
+        ${s.localStream && s.localStream.getVideoTracks().length > 0 && !s.cameraOff && html`<${Video} className="self" stream=${s.localStream} muted mirror label="Your camera" />`}
+      </div>
+      ${call.group && html`<${Roster} app=${app} roster=${s.roster} me=${s.session.user.handle} />`}
+      ${this.state.adding && html`<${AddPerson} app=${app} onDone=${() => this.setState({ adding: false })} />`}
+      <nav class="controls" aria-label="Call controls">
+        <button class=${`round ${s.muted ? "off" : ""}`} aria-pressed=${s.muted} onClick=${() => app.toggleMute()} data-action="mute">
+          <${Icon} name=${s.muted ? "micOff" : "mic"} /><span>${s.muted ? "Unmute" : "Mute"}</span>
+        </button>
+        <button class=${`round ${s.cameraOff ? "off" : ""}`} aria-pressed=${s.cameraOff} onClick=${() => app.toggleCamera()} data-action="camera">
+          <${Icon} name=${s.cameraOff ? "videoOff" : "video"} /><span>${s.cameraOff ? "Camera on" : "Camera off"}</span>
+        </button>
+        <button class="round" onClick=${() => app.switchCamera()} data-action="switch-camera"><${Icon} name="switchCam" /><span>Switch camera</span></button>
+        ${live && html`<button class="round" onClick=${() => this.setState({ adding: true })} data-action="add"><${Icon} name="add" /><span>Add person</span></button>`}
+        <button class="round end" onClick=${() => app.hangUp()} data-action="end" disabled=${call.phase === "ended"}><${Icon} name="end" /><span>${call.phase === "ringing" ? "Cancel" : "End"}</span></button>
+      </nav>
+    </main>`;
+  }
+}

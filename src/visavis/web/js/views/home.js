@@ -1,0 +1,187 @@
+// Home: find people, favourites, call history (missed calls marked), camera preview.
+import { html, Component, Video, initials } from "../ui.js";
+import { LocalMedia } from "../call/media.js";
+import { Icon } from "./icons.js";
+
+function CallButtons({ app, contact }) {
+  const go = (media) => app.call([contact.handle], media, [{ handle: contact.handle, display_name: contact.display_name }]);
+  return html`<span class="call-buttons">
+    <button class="icon-button" onClick=${() => go("audio")} aria-label=${`Audio call ${contact.display_name}`}><${Icon} name="phone" /></button>
+    <button class="icon-button primary" onClick=${() => go("video")} aria-label=${`Video call ${contact.display_name}`}><${Icon} name="video" /></button>
+  </span>`;
+}
+
+function Person({ app, contact, favourite, reachable }) {
+  return html`<li class="person">
+    <span class="avatar" aria-hidden="true">${initials(contact.display_name)}</span>
+    <span class="who"><strong>${contact.display_name}</strong><span class="muted">${contact.handle}${reachable === undefined ? "" : reachable ? " · reachable" : " · not reachable now"}</span></span>
+    <button class="icon-button" aria-pressed=${favourite} aria-label=${favourite ? `Remove ${contact.display_name} from favourites` : `Add ${contact.display_name} to favourites`} onClick=${() => app.toggleFavourite(contact)}>
+      <${Icon} name=${favourite ? "star" : "starOutline"} />
+    </button>
+    <${CallButtons} app=${app} contact=${contact} />
+  </li>`;
+}
+
+class Preview extends Component {
+  constructor() {
+    super();
+    this.state = { stream: null, error: "" };
+  }
+  async toggle() {
+    if (this.media) {
+      this.media.stop();
+      this.media = null;
+      this.setState({ stream: null });
+      return;
+    }
+    this.media = new LocalMedia();
+    try {
+      this.setState({ stream: await this.media.start({ audio: false, video: true }), error: "" });
+    } catch (err) {
+      this.media = null;
+      this.setState({ error: `Cannot open the camera: ${err.message}` });
+    }
+  }
+  componentWillUnmount() {
+    this.media?.stop();
+  }
+  render(_, { stream, error }) {
+    return html`<section class="card preview" aria-labelledby="preview-title">
+      <h2 id="preview-title">Camera</h2>
+      ${stream ? html`<${Video} className="preview-video" stream=${stream} muted mirror label="Camera preview" />` : html`<p class="muted">See how you look before you call.</p>`}
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+    </section>`;
+  }
+}
+
+class Contacts extends Component {
+  async find(event) {
+    event.preventDefault();
+    const handle = String(new FormData(event.currentTarget).get("handle") || "").trim();
+    if (handle) await this.props.app.findContact(handle);
+  }
+  group(event) {
+    event.preventDefault();
+    const handles = String(new FormData(event.currentTarget).get("handles") || "")
+      .split(/[,\s]+/)
+      .filter(Boolean);
+    if (handles.length) this.props.app.call(handles, "video");
+  }
+  render({ app, s }) {
+    const fav = (h) => s.favourites.some((f) => f.handle === h);
+    return html`<div class="columns">
+      <div>
+        <section class="card" aria-labelledby="find-title">
+          <h2 id="find-title">Call someone</h2>
+          <form class="inline" onSubmit=${(e) => this.find(e)} role="search">
+            <label class="grow">Handle<input name="handle" type="search" placeholder="name@example.com or +15551234567" required /></label>
+            <button class="primary" type="submit">Find</button>
+          </form>
+          ${s.error && html`<p class="error" role="alert">${s.error}</p>`}
+          ${s.contact && html`<ul class="people" aria-label="Found"><${Person} app=${app} contact=${s.contact} favourite=${fav(s.contact.handle)} reachable=${s.contact.reachable} /></ul>`}
+        </section>
+        <section class="card" aria-labelledby="fav-title">
+          <h2 id="fav-title">Favourites</h2>
+          ${s.favourites.length
+            ? html`<ul class="people">${s.favourites.map((f) => html`<${Person} key=${f.handle} app=${app} contact=${f} favourite=${true} />`)}</ul>`
+            : html`<p class="muted">Star someone to keep them here.</p>`}
+        </section>
+        <section class="card" aria-labelledby="group-title">
+          <h2 id="group-title">Group call</h2>
+          <form class="inline" onSubmit=${(e) => this.group(e)}>
+            <label class="grow">Handles, separated by commas<input name="handles" type="text" placeholder="ann@example.com, bob@example.com" required /></label>
+            <button class="primary" type="submit">Call all</button>
+          </form>
+        </section>
+      </div>
+      <${Preview} />
+    </div>`;
+  }
+}
+
+function when(ts) {
+  const d = new Date(ts * 1000);
+  const today = new Date();
+  return d.toDateString() === today.toDateString() ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleDateString();
+}
+
+function duration(seconds) {
+  if (!seconds) return "";
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  return `${m}:${String(s).padStart(2, "0")}`;
+}
+
+export function History({ app, s }) {
+  const me = s.session.user.handle;
+  if (!s.history.length) return html`<section class="card"><h2>History</h2><p class="muted">No calls yet.</p></section>`;
+  return html`<section class="card" aria-labelledby="history-title">
+    <h2 id="history-title">History</h2>
+    <ul class="history">
+      ${s.history.map((h) => {
+        const others = h.participants.filter((p) => p.user.handle !== me).map((p) => p.user);
+        const missed = h.state === "missed" && h.direction === "incoming";
+        const label = `${h.direction === "incoming" ? "Incoming" : "Outgoing"} ${h.media} call, ${h.state}`;
+        return html`<li key=${h.call_id} class=${missed ? "missed" : ""} data-state=${h.state} data-direction=${h.direction}>
+          <span class="avatar" aria-hidden="true">${initials(others[0]?.display_name)}</span>
+          <span class="who"><strong>${others.map((u) => u.display_name).join(", ") || "—"}</strong>
+            <span class="muted">${label}${h.duration ? ` · ${duration(h.duration)}` : ""}</span></span>
+          <time class="muted">${when(h.started_at)}</time>
+          ${others.length > 0 && html`<button class="icon-button" aria-label=${`Call ${others.map((u) => u.display_name).join(", ")} back`} onClick=${() => app.call(others.map((u) => u.handle), h.media, others)}><${Icon} name=${h.media === "audio" ? "phone" : "video"} /></button>`}
+        </li>`;
+      })}
+    </ul>
+  </section>`;
+}
+
+export function Devices({ app, s }) {
+  return html`<section class="card" aria-labelledby="devices-title">
+    <h2 id="devices-title">Your devices</h2>
+    <ul class="devices">
+      ${s.devices.map(
+        (d) => html`<li key=${d.id} data-device=${d.id}>
+          <span class=${`dot ${d.online ? "online" : ""}`} aria-hidden="true"></span>
+          <span class="who"><strong>${d.name}</strong><span class="muted">${d.kind} · ${d.online ? "online" : "offline"}${d.current ? " · this device" : ""}</span></span>
+          ${d.current
+            ? html`<button onClick=${() => app.signOut()}>Sign out</button>`
+            : html`<button class="danger" onClick=${() => app.revokeDevice(d.id)} aria-label=${`Sign out ${d.name}`}>Sign out</button>`}
+        </li>`,
+      )}
+    </ul>
+  </section>`;
+}
+
+export function Home({ app, s }) {
+  const tabs = [
+    ["contacts", "Contacts"],
+    ["history", "History"],
+    ["devices", "Devices"],
+  ];
+  const current = s.screen === "devices" ? "devices" : s.tab;
+  return html`<div class="home">
+    <header class="topbar">
+      <span class="brand small"><span class="logo" aria-hidden="true"></span>visavis</span>
+      <nav aria-label="Sections">
+        ${tabs.map(
+          ([id, label]) => html`<button class=${`tab ${current === id ? "on" : ""}`} aria-current=${current === id ? "page" : undefined}
+            onClick=${() => (id === "devices" ? app.go("devices") : app.go("home", id))}>
+            ${label}${id === "history" && s.missedUnseen > 0 && html` <span class="badge" aria-label=${`${s.missedUnseen} missed`}>${s.missedUnseen}</span>`}
+          </button>`,
+        )}
+      </nav>
+      <span class="me">
+        <span class=${`dot ${s.status === "online" ? "online" : ""}`} aria-hidden="true"></span>
+        <span class="me-name">${s.session.user.display_name}</span>
+        <button class="link" onClick=${() => app.signOut()}>Sign out</button>
+      </span>
+    </header>
+    ${s.status === "replaced" &&
+    html`<div class="banner" role="status">visavis is open in another tab. <button class="primary small" onClick=${() => app.useHere()}>Use here</button></div>`}
+    <main id="main">
+      ${current === "contacts" && html`<${Contacts} app=${app} s=${s} />`}
+      ${current === "history" && html`<${History} app=${app} s=${s} />`}
+      ${current === "devices" && html`<${Devices} app=${app} s=${s} />`}
+    </main>
+  </div>`;
+}

@@ -1,0 +1,46 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { DominantHold, layoutGrid, MAX_VISIBLE } from "../../../src/visavis/web/js/core/grid.js";
+
+const ids = (n) => Array.from({ length: n }, (_, i) => `p${i}`);
+const desktop = { width: 1440, height: 900 };
+const phone = { width: 390, height: 844 };
+
+test("every size from 2 to 31 others gets a grid that fits", () => {
+  for (let n = 2; n <= 31; n++) {
+    for (const viewport of [desktop, phone]) {
+      const g = layoutGrid(ids(n), "p1", viewport);
+      const max = viewport === phone ? MAX_VISIBLE.phone : MAX_VISIBLE.desktop;
+      assert.equal(g.visible.length, Math.min(n, max));
+      assert.equal(g.visible.length + g.offscreen.length, n);
+      assert.ok(g.columns * g.rows >= g.visible.length + (g.large ? 3 : 0) + (g.offscreen.length ? 1 : 0));
+    }
+  }
+});
+
+test("the dominant speaker grows in place; tiles keep their order", () => {
+  const a = layoutGrid(ids(5), "p1", desktop);
+  const b = layoutGrid(ids(5), "p3", desktop);
+  assert.equal(a.large, "p1");
+  assert.equal(b.large, "p3");
+  assert.deepEqual(a.visible, b.visible);
+});
+
+test("an off-screen dominant speaker takes the last visible place", () => {
+  const g = layoutGrid(ids(20), "p19", phone);
+  assert.ok(g.visible.includes("p19"));
+  assert.equal(g.visible.length, MAX_VISIBLE.phone);
+  assert.ok(g.offscreen.includes("p5"));
+});
+
+test("no large tile with two others", () => {
+  assert.equal(layoutGrid(ids(2), "p0", desktop).large, null);
+});
+
+test("DominantHold keeps a speaker on screen for the hold time", () => {
+  const hold = new DominantHold(1500);
+  assert.equal(hold.update("a", 0), "a");
+  assert.equal(hold.update("b", 500), "a");
+  assert.equal(hold.update("b", 1600), "b");
+  assert.equal(hold.update("a", 1700), "b");
+});
