@@ -15,10 +15,10 @@ of the nodes die at once; each of their rooms is moved as the monitor does (the 
 choice, excluding dead nodes, on a pool rebuilt from the live view).
 
 Prints: placement time per call (the real code's CPU time on this thread, p50/p99/max),
-rooms refused (no node could take them), balance (participants per node over capacity: mean, p99, max,
-coefficient of variation) sampled once a simulated minute before and after the failure,
-and the failure's rooms moved, time to re-place them all, refused moves and the worst
-node right after.
+rooms refused (no node could take them), balance (participants per node over capacity:
+mean, p99, max, coefficient of variation) sampled once a simulated minute before and after
+the failure, and the failure's rooms moved, time to re-place them all, refused moves and
+the worst node right after.
 """
 
 from __future__ import annotations
