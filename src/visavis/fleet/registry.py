@@ -18,9 +18,9 @@ Every multi-key change is one Lua script, so placements and per-node sets never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from visavis.fleet.placement import Pool
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker, RecordError, sign_record
@@ -58,6 +58,15 @@ return node
 """
 
 
+# KEYS: lease. ARGV: owner, ttl ms. 1 if the caller holds the lease (now renewed).
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 @dataclass
 class View:
     """The registry as read at one moment: live nodes, placed counts, the dead."""
@@ -89,6 +98,7 @@ class RedisRegistry:
         self._place = client.register_script(_PLACE)
         self._move = client.register_script(_MOVE)
         self._release = client.register_script(_RELEASE)
+        self._lease = client.register_script(_LEASE)
 
     def _node_key(self, kind: str, node_id: str) -> str:
         return f"{self.base}node:{kind}:{node_id}"
@@ -122,9 +132,18 @@ class RedisRegistry:
         value = await self.client.get(self._node_key(kind, node_id))
         return None if value is None else _text(value)
 
-    async def read(self, kind: NodeKind, checker: RecordChecker, *, now: float) -> View:
-        """Every node of ``kind`` with a valid record, with its placed-room count."""
-        ids = sorted(_text(m) for m in await self.client.smembers(f"{self.base}nodes:{kind}"))
+    async def read(
+        self, kind: NodeKind, checker: RecordChecker, *, now: float, limit: int | None = None
+    ) -> View:
+        """Every node of ``kind`` with a valid record, with its placed-room count; with
+        ``limit``, at most that many, chosen at random (a large fleet's sample)."""
+        key = f"{self.base}nodes:{kind}"
+        members: Iterable[bytes | str]
+        if limit is not None and await self.client.scard(key) > limit:
+            members = cast(list[bytes], await self.client.srandmember(key, limit))
+        else:
+            members = await self.client.smembers(key)
+        ids = sorted(_text(m) for m in members)
         view = View(read_at=now)
         if not ids:
             return view
@@ -189,13 +208,27 @@ class RedisRegistry:
         )
         return None if node is None else _text(node)
 
-    async def placed(self, node_ids: Sequence[str]) -> dict[str, int]:
-        """How many rooms are placed on each of these nodes now."""
+    async def placed(self, kind: NodeKind, node_ids: Sequence[str]) -> dict[str, int | None]:
+        """How many rooms are placed on each of these nodes now; None for a node whose
+        record is gone (dead since the view was read)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for node_id in node_ids:
                 pipe.scard(self._rooms_key(node_id))
-            counts = await pipe.execute()
-        return {n: int(c) for n, c in zip(node_ids, counts, strict=True)}
+                pipe.exists(self._node_key(kind, node_id))
+            replies = await pipe.execute()
+        return {
+            n: int(replies[2 * i]) if replies[2 * i + 1] else None
+            for i, n in enumerate(node_ids)
+        }
+
+    async def hold_lease(self, name: str, owner: str, *, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` (one holder at a time, until it
+        stops renewing for ``ttl`` seconds). A lease, not consensus: whatever its holder
+        does must stay safe if two ever overlap (room moves are compare-and-set)."""
+        held = await self._lease(
+            keys=[f"{self.base}lease:{name}"], args=[owner, max(1, int(ttl * 1000))]
+        )
+        return bool(held)
 
     async def room_node(self, room_id: str) -> str | None:
         value = await self.client.get(self._room_key(room_id))

@@ -2,10 +2,13 @@
 
 :class:`LocalFleet` is the embedded case (in-process bus): the one SFU of this process,
 or ``sfu.public_url``, is the whole fleet. :class:`RegistryFleet` works on the Redis
-registry: every signaling node runs its monitor, which every ``check_interval`` reads the
-registry and, for each node whose record is gone (dead: no heartbeat for ``ttl``) or that
-is draining, moves each of its rooms to another node by compare-and-set, so exactly one
-signaling node moves each room and tells its participants (``on_moved``).
+registry. One signaling node at a time holds the monitor lease; every ``check_interval``
+it reads the whole registry and, for each node whose record is gone (dead: no heartbeat
+for ``ttl``) or that is draining, moves each of its rooms to another node by
+compare-and-set, so each room moves once and its participants hear of it (``on_moved``).
+If the holder dies, another signaling node takes the lease within ``MONITOR_LEASE``
+seconds. Placement reads a random sample of at most ``view_size`` nodes (all of a small
+fleet) every ``view_refresh`` seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:  # the registry (and redis) load only in deployments that use 
 log = logging.getLogger(__name__)
 
 MoveReason = Literal["failover", "drain"]
+MONITOR_LEASE = 2.0  # seconds before another signaling node takes over the monitor
 
 
 class NoMediaNode(RuntimeError):
@@ -99,10 +103,12 @@ class RegistryFleet(Fleet):
         settings: FleetSettings,
         *,
         metrics: FleetMetrics,
+        owner: str = "signaling",
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.registry = registry
+        self.owner = owner
         self.settings = settings
         self.metrics = metrics
         self.clock = clock or SystemClock()
@@ -175,19 +181,22 @@ class RegistryFleet(Fleet):
         )
         if not candidates:
             return None
-        view.placed.update(await self.registry.placed([n.node_id for n in candidates]))
-        return best(candidates, view.placed, limits=self.limits, rng=self.rng)
+        now = await self.registry.placed("sfu", [n.node_id for n in candidates])
+        alive = [n for n in candidates if now[n.node_id] is not None]
+        view.placed.update({n: c for n, c in now.items() if c is not None})
+        return best(alive, view.placed, limits=self.limits, rng=self.rng)
 
     # -- registry views ------------------------------------------------------------
     async def _view(self, kind: NodeKind) -> View:
         view = self._views.get(kind)
         if view is None or self.clock.now() - view.read_at >= self.settings.view_refresh:
-            view = await self.refresh(kind)
+            view = await self.refresh(kind, limit=self.settings.view_size)
         return view
 
-    async def refresh(self, kind: NodeKind = "sfu") -> View:
-        """Read the registry now (and count records refused for the first time)."""
-        view = await self.registry.read(kind, self.checker, now=self.clock.now())
+    async def refresh(self, kind: NodeKind = "sfu", *, limit: int | None = None) -> View:
+        """Read the registry now, all of it or a sample of ``limit`` nodes (and count
+        records refused for the first time)."""
+        view = await self.registry.read(kind, self.checker, now=self.clock.now(), limit=limit)
         for node_id, reason in view.refused:
             raw = await self.registry.raw_record(kind, node_id) or ""
             key = (node_id, hashlib.sha256(raw.encode()).hexdigest())
@@ -213,11 +222,14 @@ class RegistryFleet(Fleet):
                 log.exception("fleet check failed; retrying")
 
     async def check(self) -> int:
-        """Move every room off dead and draining nodes; return how many this node moved."""
-        view = await self.refresh("sfu")
-        relays = await self.refresh("relay")
+        """Move every room off dead and draining nodes (if this node holds the monitor
+        lease); return how many this node moved."""
+        relays = await self.refresh("relay", limit=self.settings.view_size)
         self._relays = [u for n in healthy_relays(relays.nodes, region=self.settings.region)
                         for u in n.urls] or None
+        if not await self.registry.hold_lease("monitor", self.owner, ttl=MONITOR_LEASE):
+            return 0
+        view = await self.refresh("sfu")
         moved = 0
         leaving: list[tuple[str, MoveReason]] = [(i, "failover") for i in view.gone]
         leaving += [(n.node_id, "drain") for n in view.nodes if n.draining]

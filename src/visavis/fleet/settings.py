@@ -45,6 +45,12 @@ class FleetSettings(BaseModel):
         description="seconds signaling may place rooms from a cached registry view (0: always"
         " read it)",
     )
+    view_size: int = Field(
+        default=500,
+        gt=0,
+        description="nodes a signaling node reads to place rooms (a random sample of a larger"
+        " fleet; power-of-d choices needs no more)",
+    )
     max_clock_skew: float = Field(
         default=2.0, ge=0, description="seconds a record's timestamp may be ahead of ours"
     )

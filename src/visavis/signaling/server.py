@@ -118,6 +118,7 @@ class SignalingServer:
                 ),
                 self.settings.fleet,
                 metrics=FleetMetrics(self.metrics.registry),
+                owner=self.settings.node_id,
             )
         return LocalFleet(lambda: self.settings.sfu.public_url)
 
