@@ -22,7 +22,7 @@ class FleetSettings(BaseModel):
         description="region label: an SFU node announces it; signaling prefers nodes of its own",
     )
     capacity: int = Field(
-        default=200,
+        default=130,
         gt=0,
         description="participants this SFU node accepts (docs/scale.md derives the figure);"
         " a node at capacity takes no new rooms",
