@@ -164,3 +164,16 @@ def test_bandwidth_estimator() -> None:
     b.on_loss(0.4, 2.0)
     assert b.estimate(2.0) == pytest.approx(3e6 * 0.8)
     assert b.estimate(10.0) == pytest.approx(1e6 * 0.8)  # stale REMB
+
+
+def test_layer_selector_paused_forwards_nothing_and_wants_no_keyframe(fp: Any) -> None:
+    s = fp.Selector(target=1)
+    assert s.decide(1, keyframe=True) is Decision.SWITCH
+    s.set_target(-1)
+    s.reset()
+    assert not s.wants_keyframe
+    assert all(s.decide(layer, keyframe=k) is Decision.DROP for layer in (0, 1, 2) for k in (0, 1))
+    s.set_target(0)  # shown again: resumes on the next keyframe
+    assert s.wants_keyframe
+    assert s.decide(0, keyframe=False) is Decision.DROP
+    assert s.decide(0, keyframe=True) is Decision.SWITCH

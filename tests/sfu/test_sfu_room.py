@@ -156,3 +156,50 @@ def test_last_n_gives_high_layers_to_recent_speakers_and_visible_tiles() -> None
     assert targets == {"p0": 0, "p1": 2, "p2": 2}
     # Layers were learnt from the RID header extension.
     assert [layer.ssrc for layer in pubs[0].producers["v"].layers] == [1000, 1001, 1002]
+
+
+def test_layout_with_thumbnails_pauses_tiles_not_shown_and_resumes_on_a_keyframe() -> None:
+    room = make_room(last_n=1, initial_bandwidth=50_000_000)
+    pubs = [join(room, f"p{i}") for i in range(3)]
+    viewer = join(room, "viewer")
+    for p in pubs:
+        room.handle_offer(p, offer(True, 0, ssrc=1000 + pubs.index(p)), 0.0)
+    room.handle_offer(viewer, offer(False, 3), 0.0)
+    out: list[bytes] = viewer.transport.rtp  # type: ignore[attr-defined]
+    by_pub = {c.producer.participant.id: c for c in viewer.consumers.values()}
+
+    def send(step: int, key: bool) -> None:
+        for i, p in enumerate(pubs):
+            p.on_rtp(vp8(step, step * 3000, 1000 + i, key=key), step * 0.033)
+
+    send(1, key=True)
+    assert len(out) == 3
+    paused_at = by_pub["p2"].rewriter.last_sequence
+    # p0 large, p1 small, p2 not shown: p2 is paused and asks for no keyframe.
+    keyframes = room.stats.keyframe_requests
+    room.set_layout(viewer, ["p0"], ["p1"], 0.05)
+    assert (by_pub["p2"].selector.target, by_pub["p2"].selector.current) == (-1, None)
+    assert not by_pub["p2"].selector.wants_keyframe
+    assert by_pub["p1"].selector.target == 0
+    out.clear()
+    for step in range(2, 6):
+        send(step, key=False)
+    ssrcs = [RtpPacket.parse(d).ssrc for d in out]
+    assert by_pub["p2"].ssrc not in ssrcs and ssrcs.count(by_pub["p0"].ssrc) == 4
+    room.tick(1.0)  # the periodic allocation keeps it paused, requests nothing for it
+    assert by_pub["p2"].selector.target == -1
+    assert room.stats.keyframe_requests == keyframes
+    rtcp: list[bytes] = pubs[2].transport.rtcp  # type: ignore[attr-defined]
+    before = len(rtcp)
+    # Shown again: a keyframe is requested at once and the stream resumes on it, its
+    # sequence numbers continuing where they stopped.
+    room.set_layout(viewer, ["p0"], ["p1", "p2"], 1.1)
+    assert room.stats.keyframe_requests == keyframes + 1
+    assert [d[1] for d in rtcp[before:]] == [206]  # a PLI to p2
+    out.clear()
+    send(6, key=False)
+    assert by_pub["p2"].ssrc not in [RtpPacket.parse(d).ssrc for d in out]
+    send(7, key=True)
+    resumed = [RtpPacket.parse(d) for d in out if RtpPacket.parse(d).ssrc == by_pub["p2"].ssrc]
+    assert len(resumed) == 1
+    assert resumed[0].sequence_number == (paused_at + 1) & 0xFFFF

@@ -150,6 +150,20 @@ async def test_devices_token_lookup_revoke_and_listing(store: Store) -> None:
     assert [d.id for d in await store.list_devices("alice", include_revoked=True)] == ["d1", "d2"]
 
 
+async def test_device_identity_key_is_set_once(store: Store) -> None:
+    await _users(store, "alice")
+    for n in (1, 2):
+        await store.create_device(
+            device_id=f"d{n}", user_id="alice", name="x", kind="bot", token_hash=f"t{n}", now=1.0
+        )
+    assert await store.get_device_keys(["d1", "d2"]) == {}
+    assert await store.set_device_key("d1", "A" * 43, now=2.0) == "A" * 43
+    assert await store.set_device_key("d1", "B" * 43, now=3.0) == "A" * 43  # first one stays
+    assert await store.set_device_key("d2", "C" * 43, now=3.0) == "C" * 43
+    assert await store.get_device_keys(["d1", "d2", "d3"]) == {"d1": "A" * 43, "d2": "C" * 43}
+    assert await store.get_device_keys([]) == {}
+
+
 async def test_push_subscription_roundtrip(store: Store) -> None:
     await _users(store, "alice")
     await store.create_device(

@@ -508,7 +508,7 @@ static PyObject *Selector_get_current(Selector *self, void *c) {
 }
 
 static PyObject *Selector_get_wants_keyframe(Selector *self, void *c) {
-    return PyBool_FromLong(self->current != self->target);
+    return PyBool_FromLong(self->target >= 0 && self->current != self->target);
 }
 
 static PyMethodDef Selector_methods[] = {

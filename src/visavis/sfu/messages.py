@@ -13,7 +13,8 @@ Flow (the client always offers, the SFU always answers)::
                                              transceivers of each kind, then offer again)
                                       <-     participant_joined / participant_left
                                       <-     dominant_speaker {participant_id}
-    layout {visible}                  ->     (tiles shown: high layers for these)
+    layout {visible, thumbnails?}     ->     (tiles shown: high layers for visible,
+                                              the lowest for thumbnails, none for others)
     leave                             ->
                                       <-     error {code, message}  (then close on auth errors)
 """
@@ -44,10 +45,18 @@ class Offer(_Message):
 
 
 class Layout(_Message):
-    """Participants whose tiles this client shows (they get high simulcast layers)."""
+    """Participants whose tiles this client shows.
+
+    ``visible`` tiles get high simulcast layers. With ``thumbnails`` (even empty), the
+    client also says which tiles it shows small (they get the lowest layer) and that it
+    shows nobody else: their video is not forwarded to it until a later layout shows
+    them (then it resumes on a keyframe). Without ``thumbnails``, everyone not visible
+    gets the lowest layer.
+    """
 
     type: Literal["layout"] = "layout"
     visible: list[str] = Field(default_factory=list, max_length=64)
+    thumbnails: list[str] | None = Field(default=None, max_length=64)
 
 
 class Leave(_Message):

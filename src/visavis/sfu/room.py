@@ -240,7 +240,8 @@ class Participant:
         self.consumers_by_ssrc: dict[int, Consumer] = {}
         self.ext_ids: dict[str, dict[str, int]] = {"audio": {}, "video": {}}
         self.bwe = BandwidthEstimator(initial=room.settings.initial_bandwidth)
-        self.visible: set[str] = set()
+        self.visible: set[str] = set()  # tiles shown large (layout message)
+        self.thumbnails: set[str] | None = None  # tiles shown small; None: not said
         self.rtcp_tokens = float(room.settings.rtcp_burst)
         self.rtcp_refilled = now
         self.closed = False
@@ -252,7 +253,7 @@ class Participant:
     # -- TransportListener ------------------------------------------------------------
     def on_transport_connected(self, now: float) -> None:
         for consumer in self.consumers.values():
-            if consumer.producer.is_video:
+            if consumer.producer.is_video and consumer.selector.target >= 0:
                 self.room.request_keyframe(consumer.producer, consumer.selector.target, now)
 
     def on_rtp(self, data: bytes, now: float) -> None:
@@ -348,7 +349,7 @@ class Participant:
 
     def _on_keyframe_request(self, ssrc: int, now: float) -> None:
         consumer = self.consumers_by_ssrc.get(ssrc)
-        if consumer is None or not consumer.producer.is_video:
+        if consumer is None or not consumer.producer.is_video or consumer.selector.target < 0:
             return
         layer = consumer.selector.current
         self.room.request_keyframe(
@@ -641,15 +642,35 @@ class Room:
         for participant in self.participants.values():
             self._allocate(participant, now)
 
+    def set_layout(
+        self, subscriber: Participant, visible: list[str], thumbnails: list[str] | None, now: float
+    ) -> None:
+        """Apply a ``layout`` message now (not at the next report): a tile shown again
+        asks for its keyframe at once."""
+        subscriber.visible = set(visible)
+        subscriber.thumbnails = None if thumbnails is None else set(thumbnails)
+        self._allocate(subscriber, now)
+        for consumer in subscriber.consumers.values():
+            if consumer.producer.is_video and consumer.selector.wants_keyframe:
+                self.request_keyframe(consumer.producer, consumer.selector.target, now)
+
     def _allocate(self, subscriber: Participant, now: float) -> None:
-        """Choose each video consumer's layer from bandwidth, speakers and layout."""
+        """Choose each video consumer's layer from bandwidth, speakers and layout; pause
+        the tiles the subscriber does not show (when its layout names its thumbnails)."""
         budget = subscriber.bwe.estimate(now)
         videos = []
+        shown = (
+            None if subscriber.thumbnails is None else subscriber.visible | subscriber.thumbnails
+        )
         for consumer in subscriber.consumers.values():
-            if consumer.producer.is_video:
-                videos.append(consumer)
-            else:
+            if not consumer.producer.is_video:
                 budget -= 40_000
+            elif shown is not None and consumer.producer.participant.id not in shown:
+                if consumer.selector.target >= 0:  # pause: forward nothing until shown
+                    consumer.selector.set_target(-1)
+                    consumer.selector.reset()
+            else:
+                videos.append(consumer)
         recent = self.speaker.recent[: self.settings.last_n]
         everyone_high = len(self.participants) - 1 <= self.settings.last_n
 
@@ -663,7 +684,10 @@ class Room:
 
         videos.sort(key=priority)
         for consumer in videos:
-            high = everyone_high or priority(consumer)[0] < 2
+            thumbnail = subscriber.thumbnails is not None and (
+                consumer.producer.participant.id not in subscriber.visible
+            )
+            high = not thumbnail and (everyone_high or priority(consumer)[0] < 2)
             max_layer = len(consumer.producer.layers) - 1 if high else 0
             rates = consumer.producer.layer_bitrates(now)
             layer = choose_layer(rates, budget, max_layer)

@@ -229,7 +229,9 @@ class SfuServer:
                         if result.renegotiate is not None:
                             outbox.put_nowait(result.renegotiate)
                     elif isinstance(message, Layout):
-                        participant.visible = set(message.visible)
+                        participant.room.set_layout(
+                            participant, message.visible, message.thumbnails, time.monotonic()
+                        )
                     elif isinstance(message, Leave):
                         break
                     else:

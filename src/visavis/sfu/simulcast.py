@@ -1,7 +1,9 @@
 """Simulcast layer selection for one subscriber's view of one video source (sans-I/O).
 
 Theory of operation. The subscriber's wanted layer (``target``) comes from the
-bandwidth allocator and the layout/last-N policy. Packets of the current layer are
+bandwidth allocator and the layout/last-N policy; -1 pauses the stream (with
+:meth:`LayerSelector.reset`: nothing is forwarded until a layer is wanted again, then it
+resumes on a keyframe). Packets of the current layer are
 forwarded. A switch, up or down, happens only on a keyframe of the target layer (the
 decoder cannot start mid-stream); until then the current layer keeps flowing, and the
 shell asks the publisher for a keyframe (rate-limited). If nothing is being forwarded
@@ -28,8 +30,9 @@ class LayerSelector:
 
     @property
     def wants_keyframe(self) -> bool:
-        """True while waiting for a keyframe to reach the target layer."""
-        return self.current != self.target
+        """True while waiting for a keyframe to reach the target layer (never while
+        paused: target -1, which no layer matches)."""
+        return self.target >= 0 and self.current != self.target
 
     def set_target(self, layer: int) -> None:
         """Change the wanted layer; takes effect on its next keyframe."""

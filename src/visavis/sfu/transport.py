@@ -17,9 +17,8 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
-from aioice import stun
-
 from visavis.protocol.rtp.packet import is_rtcp
+from visavis.protocol.stun import Message as StunMessage
 from visavis.sfu import fastpath
 from visavis.sfu.dtls import DtlsIdentity, DtlsServer, DtlsState
 from visavis.sfu.ice_lite import answer_check
@@ -113,7 +112,7 @@ class WebRtcTransport:
         return self.remote_ufrag == ufrag
 
     # -- input ------------------------------------------------------------------------
-    def handle_stun(self, message: stun.Message, addr: Path, now: float) -> bool:
+    def handle_stun(self, message: StunMessage, addr: Path, now: float) -> bool:
         """Answer a binding request routed here by ufrag; True if addr is now known."""
         if self.remote_ufrag is None:
             self.stats.drop("stun_unauthenticated")

@@ -211,6 +211,32 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         await ctx.directory.devices_changed(auth[0].id)
         return Response(status_code=204)
 
+    @app.put("/api/devices/current/identity", status_code=204)
+    async def set_identity(body: m.DeviceKeyIn, auth: Auth) -> Response:
+        """Publish this device's identity public key, once: a device keeps its key."""
+        stored = await ctx.store.set_device_key(auth[1].id, body.public_key, now=ctx.clock.now())
+        if stored != body.public_key:
+            raise conflict("identity_set", "this device already has another identity key")
+        return Response(status_code=204)
+
+    @app.get("/api/users/{handle}/devices", response_model=list[m.DeviceKeyOut])
+    async def contact_devices(handle: str, auth: Auth) -> list[m.DeviceKeyOut]:
+        """A contact's devices with their identity public keys (for pinning)."""
+        try:
+            normalized = m.normalize_handle(handle)
+        except ValueError as exc:
+            raise SignalingError("invalid_handle", str(exc)) from exc
+        user = await ctx.directory.by_handle(normalized)
+        if user is None:
+            raise not_found("unknown_user", f"nobody has the handle {normalized}")
+        devices = await ctx.directory.devices(user.id)
+        keys = await ctx.store.get_device_keys([d.id for d in devices])
+        return [
+            m.DeviceKeyOut(device_id=d.id, name=d.name, public_key=keys[d.id])
+            for d in devices
+            if d.id in keys
+        ]
+
     @app.get("/api/push/key")
     async def push_key() -> dict[str, str | None]:
         """The VAPID applicationServerKey for pushManager.subscribe()."""

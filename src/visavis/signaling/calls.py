@@ -520,6 +520,25 @@ class CallService:
             ),
         )
 
+    async def e2ee(self, user: User, device: Device, msg: m.CallE2ee) -> None:
+        """Relay opaque end-to-end key material to devices in the call, as it is."""
+        call, participants = await self._require_in_call(user, device, msg.call_id)
+        peers = self._in_call_devices(participants, exclude=device.id)
+        if msg.to_device is not None:
+            if msg.to_device not in peers:
+                raise forbidden("not_in_call", "that device is not in this call")
+            peers = [msg.to_device]
+        if peers:
+            await self.hub.deliver(
+                peers,
+                m.CallE2eeEvent(
+                    call_id=call.id,
+                    from_user=user.handle,
+                    from_device=device.id,
+                    payload=msg.payload,
+                ),
+            )
+
     # -- settling and ending ---------------------------------------------------------
     async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:
         """Tell the devices in the call (as they are now) about someone's new state."""

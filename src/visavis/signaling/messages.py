@@ -21,6 +21,8 @@ from visavis.store.base import DeviceKind, MediaKind, ParticipantRole, Participa
 HANDLE_EMAIL = re.compile(r"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}$")
 HANDLE_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 MAX_SDP = 60_000
+MAX_E2EE_PAYLOAD = 4096
+IDENTITY_KEY = r"^[A-Za-z0-9_-]{43}$"  # an Ed25519 public key, base64url without padding
 
 
 def normalize_handle(value: str) -> str:
@@ -148,6 +150,19 @@ class CallSignal(CallRequest):
     candidate: IceCandidate | None = None
 
 
+class CallE2ee(CallRequest):
+    """End-to-end key material for other devices of this call (visavis.e2ee.keys).
+
+    The payload is signed and, for sender keys, encrypted by the sending device: the
+    server relays it and can drop it, but cannot read or forge it."""
+
+    type: Literal["call.e2ee"]
+    to_device: str | None = Field(
+        default=None, max_length=64, description="one device in the call; omit for all others"
+    )
+    payload: str = Field(min_length=1, max_length=MAX_E2EE_PAYLOAD)
+
+
 class CallHandoff(CallRequest):
     """Move this user's place in a live call to this device."""
 
@@ -166,6 +181,7 @@ ClientMessage = Annotated[
     | CallAdd
     | CallRingAgain
     | CallSignal
+    | CallE2ee
     | CallHandoff,
     Field(discriminator="type"),
 ]
@@ -257,6 +273,16 @@ class CallSignalEvent(Event):
     candidate: IceCandidate | None = None
 
 
+class CallE2eeEvent(Event):
+    """End-to-end key material from another device of the call (opaque to the server)."""
+
+    type: Literal["call.e2ee"] = "call.e2ee"
+    call_id: str
+    from_user: str
+    from_device: str
+    payload: str
+
+
 class CallRoom(Event):
     """This call goes through the SFU: join this room with this token."""
 
@@ -297,6 +323,7 @@ ServerEvent = Annotated[
     | CallRinging
     | CallParticipant
     | CallSignalEvent
+    | CallE2eeEvent
     | CallRoom
     | CallRoomMoved
     | CallEnded,
@@ -312,6 +339,7 @@ ServerMessage = Annotated[
     | CallRinging
     | CallParticipant
     | CallSignalEvent
+    | CallE2eeEvent
     | CallRoom
     | CallRoomMoved
     | CallEnded,
@@ -358,6 +386,18 @@ class DeviceOut(Model):
     created_at: float
     online: bool
     current: bool = False
+
+
+class DeviceKeyIn(Model):
+    """This device's identity public key; the private half never leaves the device."""
+
+    public_key: str = Field(pattern=IDENTITY_KEY)
+
+
+class DeviceKeyOut(Model):
+    device_id: str
+    name: str
+    public_key: str = Field(description="Ed25519, base64url: pin it at first sight")
 
 
 class LoginResponse(Model):

@@ -150,6 +150,15 @@ class Store(ABC):
         self, device_id: str, subscription: dict[str, Any] | None
     ) -> None: ...
 
+    @abstractmethod
+    async def set_device_key(self, device_id: str, public_key: str, *, now: float) -> str:
+        """Store a device's identity public key (end-to-end encryption) if it has none;
+        return the key stored for it: a device's first key is its key for good."""
+
+    @abstractmethod
+    async def get_device_keys(self, device_ids: Collection[str]) -> dict[str, str]:
+        """Identity public keys of these devices (devices without one are left out)."""
+
     # -- calls -------------------------------------------------------------------
     @abstractmethod
     async def create_call(self, call: Call, participants: Sequence[Participant]) -> None:

@@ -55,6 +55,14 @@ devices = sa.Table(
     sa.Column("push_subscription", sa.JSON(none_as_null=True), nullable=True),
 )
 
+device_keys = sa.Table(
+    "device_keys",
+    metadata,
+    sa.Column("device_id", sa.String(64), sa.ForeignKey("user_devices.id"), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)
+
 calls = sa.Table(
     "calls",
     metadata,

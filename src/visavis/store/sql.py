@@ -15,6 +15,7 @@ Races are decided by the database: ``update_call`` and ``update_participant`` ar
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -49,6 +50,7 @@ from visavis.store.schema import (
     call_record,
     calls,
     check_fields,
+    device_keys,
     device_record,
     devices,
     handle_key,
@@ -204,9 +206,7 @@ class SqlStore(Store):
         return None if row is None else device_record(row)
 
     async def get_device_by_token_hash(self, token_hash: str) -> Device | None:
-        row = await self._one(
-            sa.select(*_DEVICE_COLUMNS).where(devices.c.token_hash == token_hash)
-        )
+        row = await self._one(sa.select(*_DEVICE_COLUMNS).where(devices.c.token_hash == token_hash))
         return None if row is None else device_record(row)
 
     async def list_devices(self, user_id: str, *, include_revoked: bool = False) -> list[Device]:
@@ -229,6 +229,25 @@ class SqlStore(Store):
     ) -> None:
         query = devices.update().where(devices.c.id == device_id)
         await self._changed(query.values(push_subscription=subscription))
+
+    async def set_device_key(self, device_id: str, public_key: str, *, now: float) -> str:
+        with contextlib.suppress(IntegrityError):  # the first key stays
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    device_keys.insert().values(
+                        device_id=device_id, public_key=public_key, created_at=now
+                    )
+                )
+        keys = await self.get_device_keys([device_id])
+        return keys[device_id]
+
+    async def get_device_keys(self, device_ids: Collection[str]) -> dict[str, str]:
+        if not device_ids:
+            return {}
+        query: sa.Select[Any] = sa.select(device_keys.c.device_id, device_keys.c.public_key)
+        query = query.where(device_keys.c.device_id.in_(list(device_ids)))
+        rows: list[Any] = await self._all(query)
+        return {str(device): str(key) for device, key in rows}
 
     # -- calls -------------------------------------------------------------------
     async def create_call(self, call: Call, participants_: Sequence[Participant]) -> None:

@@ -88,7 +88,6 @@ _IN_ORDER = " ORDER BY position, user_id"
 _IN_JSON = "IN (SELECT value FROM json_each(?))"
 
 
-
 def _insert(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
@@ -376,6 +375,25 @@ class SqliteStore(Store):
         self._changed(
             "UPDATE user_devices SET push_subscription = ? WHERE id = ?", (encoded, device_id)
         )
+
+    async def set_device_key(self, device_id: str, public_key: str, *, now: float) -> str:
+        self.db.execute(
+            "INSERT INTO device_keys (device_id, public_key, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id) DO NOTHING",
+            (device_id, public_key, now),
+        )
+        return str(
+            self._one("SELECT public_key FROM device_keys WHERE device_id = ?", (device_id,))[0]
+        )
+
+    async def get_device_keys(self, device_ids: Collection[str]) -> dict[str, str]:
+        if not device_ids:
+            return {}
+        rows = self._all(
+            f"SELECT device_id, public_key FROM device_keys WHERE device_id {_IN_JSON}",
+            (json.dumps(list(device_ids)),),
+        )
+        return {row[0]: row[1] for row in rows}
 
     # -- calls -------------------------------------------------------------------
     async def create_call(self, call: Call, participants: Sequence[Participant]) -> None:

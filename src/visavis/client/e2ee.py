@@ -1,0 +1,173 @@
+"""End-to-end encryption for a group call of a :class:`~visavis.client.session.Session`.
+
+    identity = DeviceIdentity.load_or_create(Path("~/.visavis/identity.pem").expanduser())
+    await publish_identity(session, identity)
+    e2ee = GroupE2ee(session, call_id, identity, Pins(path))
+    await e2ee.start()
+    sfu = SfuSession(room.url, room.token, audio=..., video=..., keyring=e2ee.keyring)
+
+The class is the I/O shell of :class:`visavis.e2ee.keys.CallKeys`: it sends that state
+machine's messages as ``call.e2ee`` requests, feeds it the ``call.e2ee`` events of the
+call, tells it who left (``call.participant``), and looks up the identity key of each
+device that speaks, pinning it on first use. A changed pin or a bad signature is an
+alert: ``on_alert`` is called, the device leaves the call, and ``stopped`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from visavis.client.session import Session
+from visavis.e2ee.identity import DeviceIdentity, Pins, PinStatus, unb64, verification_code
+from visavis.e2ee.keys import Alert, CallKeys, Outgoing
+from visavis.e2ee.ratchet import Keyring
+from visavis.signaling import messages as m
+
+log = logging.getLogger("visavis.client.e2ee")
+
+
+async def publish_identity(session: Session, identity: DeviceIdentity) -> None:
+    """Give signaling this device's identity public key (never the private half)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.put(
+            f"{session.url}/api/devices/current/identity",
+            json={"public_key": identity.public_b64},
+            headers={"Authorization": f"Bearer {session.token}"},
+        )
+        r.raise_for_status()
+
+
+async def device_keys(session: Session, handle: str) -> dict[str, bytes]:
+    """A contact's device ids and identity public keys, as signaling hands them out."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(
+            f"{session.url}/api/users/{handle}/devices",
+            headers={"Authorization": f"Bearer {session.token}"},
+        )
+        r.raise_for_status()
+        return {d["device_id"]: unb64(d["public_key"]) for d in r.json()}
+
+
+class GroupE2ee:
+    """This device's end-to-end keys for one group call, kept in step over signaling."""
+
+    def __init__(
+        self,
+        session: Session,
+        call_id: str,
+        identity: DeviceIdentity,
+        pins: Pins | None = None,
+        *,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.call_id = call_id
+        self.identity = identity
+        self.pins = pins or Pins()
+        self.on_alert = on_alert
+        self.directory: dict[str, bytes] = {session.device_id: identity.public}
+        self.handles: dict[str, str] = {}
+        self.keys = CallKeys(call_id, session.device_id, identity, self.directory.get)
+        self._events = session.events()
+        self._task: asyncio.Task[None] | None = None
+        self._sending: asyncio.Lock = asyncio.Lock()
+        self.stopped = False
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.keys.keyring
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.keys.alerts
+
+    @property
+    def verification_code(self) -> str:
+        """Read aloud and compare: equal on every device unless a key was substituted."""
+        members = {d: k for d, k in self.directory.items() if d in self.keys.peers}
+        members[self.session.device_id] = self.identity.public
+        return verification_code(self.call_id, members)
+
+    async def start(self) -> None:
+        """Listen for the call's key messages and announce this device's call key."""
+        self._task = asyncio.create_task(self._run(), name=f"e2ee-{self.call_id}")
+        await self._send(self.keys.start())
+
+    async def close(self) -> None:
+        """End of call: stop listening and erase the keys."""
+        self._events.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.keys.end()
+
+    async def _run(self) -> None:
+        async for event in self._events:
+            if getattr(event, "call_id", None) != self.call_id or self.stopped:
+                continue
+            try:
+                if isinstance(event, m.CallE2eeEvent):
+                    await self._on_message(event)
+                elif isinstance(event, m.CallParticipant) and event.state in ("left", "handoff"):
+                    await self._on_left(event)
+            except Exception:  # one bad event never ends the call's encryption
+                log.exception("e2ee event for %s failed", self.call_id)
+            await self._check_alerts()
+
+    async def _on_message(self, event: m.CallE2eeEvent) -> None:
+        device = event.from_device
+        if device not in self.directory:
+            keys = await device_keys(self.session, event.from_user)
+            public = keys.get(device)
+            if public is None:
+                self.keys.refused["unknown_device"] += 1
+                return
+            status = self.pins.check(event.from_user, device, public)
+            if status is PinStatus.CHANGED:
+                self.keys.alerts.append(
+                    Alert(device, "identity_changed", f"{event.from_user}'s device key changed")
+                )
+                return
+            self.directory[device] = public
+            self.handles[device] = event.from_user
+        out = self.keys.peer_joined(device) if device not in self.keys.members else []
+        await self._send(out + self.keys.receive(device, event.payload))
+
+    async def _on_left(self, event: m.CallParticipant) -> None:
+        gone = [d for d, h in self.handles.items() if h == event.user.handle]
+        if event.state == "handoff" and event.device_id in gone:
+            gone.remove(event.device_id)
+        for device in gone:
+            self.handles.pop(device, None)
+            self.directory.pop(device, None)
+            await self._send(self.keys.peer_left(device))
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        async with self._sending:  # key messages leave in the order they were made
+            for message in outgoing:
+                fields: dict[str, Any] = {"call_id": self.call_id, "payload": message.payload}
+                if message.to_device is not None:
+                    fields["to_device"] = message.to_device
+                with contextlib.suppress(Exception):  # a dropped message is a refused one
+                    await self.session.request("call.e2ee", **fields)
+
+    async def _check_alerts(self) -> None:
+        if not self.keys.alerts or self.stopped:
+            return
+        self.stopped = True
+        for alert in self.keys.alerts:
+            log.warning("end-to-end encryption alert in %s: %s", self.call_id, alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        with contextlib.suppress(Exception):
+            await self.session.request("call.leave", call_id=self.call_id)
+
+
+__all__ = ["GroupE2ee", "device_keys", "publish_identity"]

@@ -1,0 +1,100 @@
+"""The browser's SFrame (src/visavis/web/e2ee/sframe.js, WebCrypto) passes the same RFC
+9605 Appendix C vectors as the Python codec, in Debian's Chromium, in a page and in a
+worker (where the media transforms run), and interoperates with the Python codec."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.browser import launch_chromium
+from visavis.protocol.sframe import Context, SendKey
+
+pytestmark = pytest.mark.browser
+WEB = Path(__file__).resolve().parents[2] / "src" / "visavis" / "web"
+VECTORS = Path(__file__).parent / "vectors" / "rfc9605-sframe.json"
+
+
+@contextlib.contextmanager
+def static_server() -> Iterator[str]:
+    """The web directory over HTTP on loopback (ES modules need an http origin)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None: ...
+
+    handler = functools.partial(Quiet, directory=str(WEB))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+PAGE_CHECK = """async (text) => {
+  const m = await import("/e2ee/sframe.js");
+  const r = await m.checkVectors(m.parseVectors(text));
+  return [r.passed, r.failures];
+}"""
+
+WORKER_CHECK = """async (text) => {
+  const src = `import * as m from "${location.origin}/e2ee/sframe.js";
+    onmessage = async (e) => {
+      const r = await m.checkVectors(m.parseVectors(e.data));
+      postMessage([r.passed, r.failures]);
+    };`;
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  const worker = new Worker(url, {type: "module"});
+  return await new Promise((resolve, reject) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => reject(new Error(e.message));
+    worker.postMessage(text);
+  });
+}"""
+
+INTEROP = """async ([sealedHex, keyHex]) => {
+  const m = await import("/e2ee/sframe.js");
+  const hex = (s) => Uint8Array.from(s.match(/../g), (b) => parseInt(b, 16));
+  const key = hex(keyHex);
+  const ctx = new m.Context();
+  await ctx.addKey(77n, key);
+  const got = await ctx.unprotect(hex(sealedHex), Uint8Array.of(0x78));
+  let replay = "";
+  try { await ctx.unprotect(hex(sealedHex), Uint8Array.of(0x78)); }
+  catch (e) { replay = e.reason; }
+  const sender = await m.SendKey.create(78n, key);
+  const out = await sender.protect(new TextEncoder().encode("from chromium"), Uint8Array.of(1));
+  return [new TextDecoder().decode(got.plaintext), replay,
+          Array.from(out, (b) => b.toString(16).padStart(2, "0")).join("")];
+}"""
+
+
+async def test_rfc_vectors_pass_in_chromium_page_and_worker() -> None:
+    text = VECTORS.read_text()
+    with static_server() as base:
+        async with async_playwright() as playwright:
+            browser = await launch_chromium(playwright)
+            try:
+                page = await browser.new_page()
+                await page.goto(base + "/e2ee/sframe.js")
+                assert await page.evaluate(PAGE_CHECK, text) == [297, []]
+                assert await page.evaluate(WORKER_CHECK, text) == [297, []]
+
+                key = bytes(range(32))
+                sealed = SendKey(77, key).protect(b"from python", b"\x78")
+                plain, replay, out = await page.evaluate(INTEROP, [sealed.hex(), key.hex()])
+                assert (plain, replay) == ("from python", "replay")
+                receiver = Context()
+                receiver.add_key(78, key)
+                assert receiver.unprotect(bytes.fromhex(out), b"\x01").plaintext == b"from chromium"
+            finally:
+                await browser.close()
