@@ -127,7 +127,18 @@ async def test_rooms_spread_fail_over_and_drain(
                 await admin.close()
 
 
+STARTED: list[float] = []
+
+
+def stage(name: str) -> None:
+    """Print how far the scenario got (pytest shows it when the test fails)."""
+    if not STARTED:
+        STARTED.append(time.monotonic())
+    print(f"{time.monotonic() - STARTED[0]:7.2f} s  {name}", flush=True)
+
+
 async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
+    stage("fleet started")
     view = await admin.view()
     assert sorted(n.node_id for n in view.nodes) == sorted(f.sfu)
 
@@ -153,6 +164,7 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
             nodes = [f.node_of(r.url) for r in rooms]
             assert sorted(nodes) == sorted(f.sfu), nodes  # one room on each node
 
+            stage("three rooms placed on three nodes")
             # -- a group call with media on one node ---------------------------------
             for s, w in ((bob, watchers[1]), (carol, watchers[2])):
                 await w.first(m.CallIncoming, call_id)
@@ -170,11 +182,13 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                     await session.join(20)
                     session.follow(device, call_id)
                 await wait_until(lambda: decoding_all(media, 0.0), 30)
+                stage("everyone decodes everyone")
 
                 # -- SIGKILL the node: everyone decodes everyone again within 5 s -------
                 f.sfu[first_node].process.kill()
                 killed = time.monotonic()
                 recovery = await wait_until(lambda: decoding_all(media, killed), 30)
+                stage(f"node killed: media back after {recovery:.2f} s")
                 assert all(s.moves == 1 for s in media)
                 second_node = f.node_of(media[0].url)
                 assert second_node != first_node
@@ -196,6 +210,7 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                 assert refused.value.code == "unauthorized"
                 assert "another node" in str(refused.value)
 
+                stage("token for another node refused")
                 # -- drain the node the room is on: it moves again, the node empties ---
                 started = time.monotonic()
                 result = f.cli("sfu", "drain", second_node, "--wait", "30")
@@ -214,6 +229,7 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                     assert time.monotonic() < deadline, "the drained node never emptied"
                     await asyncio.sleep(0.2)  # polling the node's heartbeat records
                 assert await admin.registry.rooms_on(second_node) == []
+                stage("drained node empty")
             finally:
                 for session in media:
                     await session.close()
