@@ -187,7 +187,13 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                 # -- SIGKILL the node: everyone decodes everyone again within 5 s -------
                 f.sfu[first_node].process.kill()
                 killed = time.monotonic()
-                recovery = await wait_until(lambda: decoding_all(media, killed), 30)
+                # Frames decoded from packets buffered before the kill do not count: only
+                # media from the new node, after every session moved there.
+                recovery = await wait_until(
+                    lambda: all(s.moves == 1 for s in media)
+                    and decoding_all(media, max(s.moved_at or 0.0 for s in media)),
+                    30,
+                )
                 stage(f"node killed: media back after {recovery:.2f} s")
                 assert all(s.moves == 1 for s in media)
                 second_node = f.node_of(media[0].url)
@@ -216,8 +222,11 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                 result = f.cli("sfu", "drain", second_node, "--wait", "30")
                 assert result.returncode == 0, result.stdout + result.stderr
                 assert "drained" in result.stdout
-                await wait_until(lambda: decoding_all(media, started) and all(
-                    s.moves == 2 for s in media), 30)
+                await wait_until(
+                    lambda: all(s.moves == 2 for s in media)
+                    and decoding_all(media, max(s.moved_at or 0.0 for s in media)),
+                    30,
+                )
                 assert {f.node_of(s.url) for s in media} == {third}
 
                 async def drained_empty() -> bool:
