@@ -98,7 +98,7 @@ async def main():
         "listening-port": port, "realm": REALM, "user": [USER + ":" + PASSWORD],
         "allowed-peer-ip": ["127.0.0.1"], "min-port": min_port, "max-port": min_port + 999,
         "no-software-attribute": True, "unauth-rate": 10000, "unauth-burst": 10000})
-    server = RelayServer(settings)
+    server = RelayServer.from_settings(settings)
     await server.start()
     await asyncio.Event().wait()
 if loop_kind == "uvloop":
@@ -118,6 +118,58 @@ def start_visavis(port: int, min_port: int, loop_kind: str) -> subprocess.Popen[
     )
 
 
+async def transact(sock: socket.socket, server: tuple[str, int], data: bytes, tid: bytes) -> Any:
+    """Send a STUN request and return its answer, retransmitting like a STUN client (RFC
+    8489 6.2.1: 0.5 s, doubling, 7 tries) so one lost datagram does not end the run;
+    datagrams that answer something else (a late duplicate) are skipped."""
+    from visavis.protocol.stun import parse_message
+
+    loop = asyncio.get_running_loop()
+    wait = 0.5
+    for _ in range(7):
+        sock.sendto(data, server)
+        deadline = loop.time() + wait
+        while (left := deadline - loop.time()) > 0:
+            try:
+                raw = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
+            except TimeoutError:
+                break
+            if len(raw) >= 20 and raw[0] < 0x40 and raw[8:20] == tid:
+                return parse_message(raw)
+        wait *= 2
+    raise TimeoutError(f"no answer from {server} after 7 tries")
+
+
+async def wait_until_serving(server_port: int, peer_port: int, proc: Any) -> None:
+    """Until the server answers a STUN Binding and the peer echoes (instead of a fixed
+    sleep: a loaded machine may take longer to start them)."""
+    from visavis.protocol.stun import MessageClass, Method, encode_message
+
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        for _ in range(20):
+            tid = os.urandom(12)
+            request = encode_message(Method.BINDING, MessageClass.REQUEST, tid, [])
+            try:
+                await transact(sock, ("127.0.0.1", server_port), request, tid)
+                break
+            except TimeoutError:
+                if proc.poll() is not None:
+                    raise RuntimeError("the server exited at start") from None
+        else:
+            raise TimeoutError("the server never answered STUN")
+        for _ in range(600):
+            sock.sendto(b"ping", ("127.0.0.1", peer_port))
+            try:
+                if await asyncio.wait_for(loop.sock_recv(sock, 64), 0.1) == b"ping":
+                    return
+            except TimeoutError:
+                continue
+        raise TimeoutError("turnutils_peer never echoed")
+
+
 async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]:
     """Allocate, bind a channel to the echo peer, ping every 20 ms; return RTTs (ms)."""
     from visavis.protocol.stun import (
@@ -132,7 +184,6 @@ async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]
         XorPeerAddress,
         encode_message,
         long_term_key,
-        parse_message,
     )
     from visavis.protocol.turn import encode_channel_data
 
@@ -156,8 +207,7 @@ async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]
                 data = encode_message(method, MessageClass.REQUEST, tid, full, key=key)
             else:
                 data = encode_message(method, MessageClass.REQUEST, tid, attrs)
-            sock.sendto(data, server)
-            msg = parse_message(await asyncio.wait_for(loop.sock_recv(sock, 4096), 3))
+            msg = await transact(sock, server, data, tid)
             err = msg.get(ErrorCodeAttr)
             if err is not None and err.code in (401, 438):
                 nonce_attr, realm_attr = msg.get(Nonce), msg.get(Realm)
@@ -234,7 +284,7 @@ async def run_one(server_name: str, load: tuple[str, int, int, int], loop_kind: 
         proc = start_visavis(port, min_port, loop_kind)
     peer = start_peer(peer_port)
     try:
-        await asyncio.sleep(1.5)
+        await wait_until_serving(port, peer_port, proc)
         cpu0 = cpu_seconds(proc.pid)
         started = time.monotonic()
         uclient = await asyncio.create_subprocess_exec(

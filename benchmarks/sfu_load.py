@@ -671,7 +671,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         VISAVIS_DATA_DIR="/tmp/visavis-bench",
         VISAVIS_SFU__PORT="0",
         VISAVIS_SFU__MEDIA_PORT="0",
-        VISAVIS_SFU__INITIAL_BANDWIDTH="10000000",
+        VISAVIS_SFU__INITIAL_BANDWIDTH="100000000",  # never the limit: the same layers as Janus
         VISAVIS_SFU__DEAD_TIMEOUT="60",
         VISAVIS_SFU__RTCP_RATE="1000",
         PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"),

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""The process libFuzzer runs in: ``_libfuzzer.py TARGET [libFuzzer flags...]``.
+"""The process libFuzzer runs in: ``FUZZ_TARGET=name _libfuzzer.py [libFuzzer flags...]``.
 
 Started by :mod:`fuzz.run`. It is also a script (libFuzzer re-executes its own command
-line for ``-merge=1``), so it puts the repository root on ``sys.path`` itself. The target's
+line for ``-merge=1``, hence the target in the environment), so it puts the repository
+root on ``sys.path`` itself. The target's
 modules, and the visavis modules they import, are imported under atheris's
 instrumentation so that libFuzzer sees their branch coverage.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 
 def main() -> None:
-    name = sys.argv.pop(1)
+    name = os.environ["FUZZ_TARGET"]
     with atheris.instrument_imports(include=["visavis", "aioice.stun", "fuzz.targets"]):
         from fuzz.targets import load
 

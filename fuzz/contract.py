@@ -2,12 +2,14 @@
 
 A parser given arbitrary input either returns, or raises one of its declared errors
 (``Target.expected``); any other exception is a crash. One input may take at most
-:data:`TIME_LIMIT` seconds; longer is a hang (libFuzzer's ``-timeout`` when fuzzing, a
-measured bound when replaying).
+:data:`TIME_LIMIT` seconds of this thread's CPU time; longer is a hang. CPU time, not wall
+time: on a machine shared by many processes a starved input would otherwise look hung
+(libFuzzer's own wall-clock ``-timeout`` is only a backstop for true infinite loops).
 """
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,21 +45,35 @@ class ContractViolation(AssertionError):
     """An input made the parser raise something other than its typed error."""
 
 
+class Hang(ContractViolation):
+    """An input took more than :data:`TIME_LIMIT` seconds of CPU time."""
+
+
 def check(target: Target, data: bytes) -> bool:
     """Run one input under the contract; True if accepted, False if rejected as expected.
 
     :raises ContractViolation: (chained to the original) on any other exception.
+    :raises Hang: when the input took longer than :data:`TIME_LIMIT` (CPU time).
     """
+    start = time.thread_time()
     try:
         target.one_input(data)
     except target.expected:
+        _check_time(target, data, start)
         return False
     except Exception as exc:
         where = "".join(traceback.format_exception(exc)[-3:])
         raise ContractViolation(
             f"{target.name}: {type(exc).__name__} escaped for input {data[:64]!r}\n{where}"
         ) from exc
+    _check_time(target, data, start)
     return True
+
+
+def _check_time(target: Target, data: bytes, start: float) -> None:
+    spent = time.thread_time() - start
+    if spent > TIME_LIMIT:
+        raise Hang(f"{target.name}: {spent:.2f} s of CPU for input {data[:64]!r}")
 
 
 def text_of(data: bytes) -> str:

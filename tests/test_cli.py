@@ -91,9 +91,9 @@ def test_serve_maps_no_client_media_stack(tmp_path: Path, role: str) -> None:
 
 def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
     """A broken dependency is a refusal to start, with the reason, not a missing part."""
-    shadow = tmp_path / "shadow" / "aioice"
+    shadow = tmp_path / "shadow" / "OpenSSL"  # the SFU's DTLS binding (pyOpenSSL)
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text('raise ImportError("aioice is broken here")\n')
+    (shadow / "__init__.py").write_text('raise ImportError("OpenSSL is broken here")\n')
     path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
         [*visavis_command(), "serve", "--role", "sfu"],
@@ -101,5 +101,34 @@ def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
         env=env_for(tmp_path, PYTHONPATH=path, **FREE_PORTS),
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "cannot start: the sfu part cannot be loaded: aioice is broken here" in done.stderr
+    assert "cannot start: the sfu part cannot be loaded: OpenSSL is broken here" in done.stderr
     assert "running (role" not in done.stdout + done.stderr
+
+
+def _threads(pid: int) -> list[str]:
+    return [p.read_text().strip() for p in Path(f"/proc/{pid}/task").glob("*/comm")]
+
+
+def test_serve_all_gives_each_media_part_its_own_loop_thread(tmp_path: Path) -> None:
+    """Role all: relay and SFU on threads (and loops) of their own, signaling on the main
+    one; a single-part role has no extra loop thread. Both answer on their threads."""
+    with serve(tmp_path / "all") as server:
+        names = _threads(server.pid)
+        assert "visavis-relay" in names and "visavis-sfu" in names, names
+        port = int(server.url("relay", "stun:").rsplit(":", 1)[1])
+        assert _stun_binding(port)
+        text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+        assert "visavis_relay_allocations" in text and "visavis_sfu" in text
+    with serve(tmp_path / "relay", "--role", "relay") as server:
+        names = _threads(server.pid)
+        assert "visavis-relay" not in names, names
+
+
+def _stun_binding(port: int) -> bool:
+    """A STUN Binding request answered with a success response (RFC 8489)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        tid = os.urandom(12)
+        sock.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + tid, ("127.0.0.1", port))
+        data = sock.recv(2048)
+    return data[:2] == b"\x01\x01" and data[8:20] == tid

@@ -23,4 +23,4 @@ def one_input(data: bytes) -> None:
         assert framer.buffered <= MAX_FRAME + 1  # its documented bound
 
 
-TARGET = Target("rfc4571", one_input, (FramingError,), max_len=12000)
+TARGET = Target("rfc4571", one_input, (FramingError,), max_len=4200)

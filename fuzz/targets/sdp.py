@@ -57,5 +57,5 @@ _TOKENS = (
     "\u0663",
 )
 TARGET = Target(
-    "sdp", one_input, (SdpError,), max_len=20000, dictionary=tuple(t.encode() for t in _TOKENS)
+    "sdp", one_input, (SdpError,), max_len=6000, dictionary=tuple(t.encode() for t in _TOKENS)
 )

@@ -32,4 +32,4 @@ def one_input(data: bytes) -> None:
     framer.take_rest()
 
 
-TARGET = Target("turn_stream", one_input, (FramingError,), max_len=8192)
+TARGET = Target("turn_stream", one_input, (FramingError,), max_len=3000)

@@ -151,17 +151,19 @@ async def _serve(settings: Settings) -> None:
     # the collector's full passes, which otherwise stall every call for ~0.3 s.
     gc.collect()
     gc.freeze()
+    # Handlers before the ready line, so a signal right after it is never lost.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)  # e.g. a renewed TLS certificate
+    loop.add_signal_handler(signal.SIGUSR1, node.drain)  # SFU fleet: drain this node
     console.print(f"[bold green]visavis {__version__}[/] running (role {settings.role})")
     console.print(f"  data directory: {settings.data_dir}")
     for name, urls in node.endpoints().items():
         for url in urls:
             console.print(f"  {name:<10} {url}")
     console.print("Press Ctrl-C to stop.")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, node.drain)  # SFU fleet: drain this node
     try:
         await stop.wait()
     finally:

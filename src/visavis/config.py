@@ -52,6 +52,21 @@ class SignalingSettings(BaseModel):
     max_participants: int = Field(default=32, ge=2, le=32)
     rate_limit_per_second: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=60, gt=0)
+    password_workers: int = Field(
+        default=1, ge=1, description="threads hashing passwords (argon2: ~0.3 s CPU each)"
+    )
+    password_queue: int = Field(
+        default=16, ge=0, description="sign-ins waiting for a hashing thread before 503"
+    )
+    login_failures_per_address: int = Field(
+        default=20, ge=1, description="failed sign-ins from one address before delays grow"
+    )
+    login_failures_per_handle: int = Field(
+        default=5, ge=1, description="failed sign-ins to one handle before delays grow"
+    )
+    signups_per_address: int = Field(
+        default=100, ge=1, description="sign-ups from one address before delays grow"
+    )
     turn_credential_ttl: int = Field(default=24 * 3600, gt=0)
     turn_urls: list[str] = Field(
         default_factory=list,

@@ -36,37 +36,46 @@ class Setting:
         return f"{spellings[0]} ({', '.join(spellings[1:])})"
 
 
-def _listeners(settings: Settings, part: str) -> list[tuple[Setting, Setting, list[str], int]]:
-    """(host setting, port setting, configured hosts, configured port) of a part."""
+@dataclass(frozen=True)
+class _Listener:
+    """One socket a part binds: where its address and port come from."""
+
+    host_setting: Setting
+    port_setting: Setting
+    hosts: tuple[str, ...]
+    port: int
+    kinds: tuple[int, ...]  # socket types bound there
+
+
+_UDP, _TCP = (socket.SOCK_DGRAM,), (socket.SOCK_STREAM,)
+
+
+def _listeners(settings: Settings, part: str) -> list[_Listener]:
     relay, sfu, sig = settings.relay, settings.sfu, settings.signaling
     if part == "relay":
-        hosts = list(relay.listening_ip)
-        ip = Setting("relay.listening_ip", "--listening-ip")
+        ip, hosts = Setting("relay.listening_ip", "--listening-ip"), tuple(relay.listening_ip)
+        plain = Setting("relay.listening_port", "--listening-port")
+        tls = Setting("relay.tls_listening_port", "--tls-listening-port")
         return [
-            (ip, Setting("relay.listening_port", "--listening-port"), hosts, relay.listening_port),
-            (
-                ip,
-                Setting("relay.tls_listening_port", "--tls-listening-port"),
-                hosts,
-                relay.tls_listening_port,
-            ),
+            _Listener(ip, plain, hosts, relay.listening_port, _UDP + _TCP),
+            _Listener(ip, tls, hosts, relay.tls_listening_port, _TCP),
         ]
     if part == "sfu":
         media_host = Setting("sfu.media_host") if sfu.media_host else Setting("sfu.host")
-        media = [sfu.media_host or sfu.host]
+        media = (sfu.media_host or sfu.host,)
         found = [
-            (Setting("sfu.host"), Setting("sfu.port"), [sfu.host], sfu.port),
-            (media_host, Setting("sfu.media_port"), media, sfu.media_port),
+            _Listener(Setting("sfu.host"), Setting("sfu.port"), (sfu.host,), sfu.port, _TCP),
+            _Listener(media_host, Setting("sfu.media_port"), media, sfu.media_port, _UDP),
         ]
         if sfu.tcp_port is not None:
-            found.append((media_host, Setting("sfu.tcp_port"), media, sfu.tcp_port))
+            found.append(_Listener(media_host, Setting("sfu.tcp_port"), media, sfu.tcp_port, _TCP))
         return found
     if part == "signaling":
-        return [(Setting("signaling.host", "--host"), Setting("signaling.port", "--port"),
-                 [sig.host], sig.port)]  # fmt: skip
+        host, port = Setting("signaling.host", "--host"), Setting("signaling.port", "--port")
+        return [_Listener(host, port, (sig.host,), sig.port, _TCP)]
     if part == "metrics" and settings.metrics_port is not None:
-        return [(Setting("metrics_port"), Setting("metrics_port", "--metrics-port"),
-                 ["127.0.0.1"], settings.metrics_port)]  # fmt: skip
+        port = Setting("metrics_port", "--metrics-port")
+        return [_Listener(port, port, ("127.0.0.1",), settings.metrics_port, _TCP)]
     return []
 
 
@@ -75,38 +84,50 @@ _PARTS = {"sfu": "SFU", "signaling": "signaling server", "metrics": "metrics end
 
 def explain(part: str, exc: OSError, settings: Settings) -> str:
     """A sentence for the operator: the part, the address, the cause and the setting."""
-    found = _ADDRESS.search(str(exc))
-    host, port = (found.group(1), int(found.group(2))) if found else (None, None)
-    code = exc.errno
-    if code is None and host is not None and port is not None:
-        code = _probe(host, port)  # uvloop's datagram bind error carries no errno
     candidates = _listeners(settings, part)
-    ports = [p for _, p, _, value in candidates if port is not None and value == port]
-    hosts = [h for h, _, values, _ in candidates if host is not None and host in values]
-    where = f" on {host}:{port}" if found else ""
+    code = exc.errno
+    host: str | None = None
+    port: int | None = None
+    found = _ADDRESS.search(str(exc))
+    if found:
+        host, port = found.group(1), int(found.group(2))
+        if code is None:  # uvloop's datagram bind error carries no errno
+            code = _probe(host, port, _UDP + _TCP)
+        by_port = [c for c in candidates if c.port == port]
+        by_host = [c for c in candidates if host in c.hosts]
+    else:
+        # A plain socket.bind error names no address: find the listener that fails the
+        # same way now.
+        by_port = by_host = []
+        for candidate in candidates:
+            for h in candidate.hosts:
+                got = _probe(h, candidate.port, candidate.kinds)
+                if got is not None and (code is None or got == code):
+                    code, host, port = got, h, candidate.port
+                    by_port = by_host = [*by_port, candidate]
+    where = f" on {host}:{port}" if host is not None else ""
     reason = os.strerror(code).lower() if code else str(exc)
+    everything = "its address settings"
+    ports = _names([c.port_setting for c in by_port or candidates]) or everything
+    hosts = _names([c.host_setting for c in by_host or candidates]) or everything
     if code == errno.EADDRINUSE:
-        advice = "another program holds that port (another visavis?): stop it, or change " + (
-            _names(ports) or _any(candidates)
-        )
+        advice = f"another program holds that port (another visavis?): stop it, or change {ports}"
     elif code == errno.EADDRNOTAVAIL:
-        advice = "that address is not one of this machine's: change " + (
-            _names(hosts) or _any(candidates, host=True)
-        )
+        advice = f"that address is not one of this machine's: change {hosts}"
     elif code == errno.EACCES:
         advice = (
             "ports below 1024 need root or CAP_NET_BIND_SERVICE (docs/operations.md, "
-            "'Running as a non-root user'), or change " + (_names(ports) or _any(candidates))
+            f"'Running as a non-root user'), or change {ports}"
         )
     else:
-        advice = f"check {_any(candidates, host=True)} and {_any(candidates)}"
+        advice = f"check {hosts} and {ports}"
     return f"the {_PARTS.get(part, part)} cannot listen{where} ({reason}): {advice}"
 
 
-def _probe(host: str, port: int) -> int | None:
-    """The errno a bind to (host, port) gets now, trying UDP then TCP (None: it works)."""
+def _probe(host: str, port: int, kinds: tuple[int, ...]) -> int | None:
+    """The errno a bind to (host, port) gets now with these socket types (None: works)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+    for kind in kinds:
         with socket.socket(family, kind) as sock:
             try:
                 sock.bind((host, port))
@@ -117,11 +138,6 @@ def _probe(host: str, port: int) -> int | None:
 
 def _names(settings: list[Setting]) -> str:
     return " or ".join(dict.fromkeys(str(s) for s in settings))
-
-
-def _any(candidates: list[tuple[Setting, Setting, list[str], int]], host: bool = False) -> str:
-    names = dict.fromkeys(str(h if host else p) for h, p, _, _ in candidates)
-    return " or ".join(names) or "its address settings"
 
 
 class ListenError(OSError):

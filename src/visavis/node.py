@@ -1,4 +1,8 @@
-"""One visavis process: the parts its role names, started in order, closed in reverse."""
+"""One visavis process: the parts its role names, started in order, closed in reverse.
+
+With role all, the relay and the SFU each run on a thread and event loop of their own and
+signaling on the main loop (docs/processes.md); a single-part role runs on the main loop.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from visavis.config import Settings
 from visavis.listen_errors import ListenError
+from visavis.loops import ThreadedService
 from visavis.service import Service
 
 log = logging.getLogger(__name__)
@@ -65,12 +70,9 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()
         try:
-            if self._wants("relay"):
-                self.relay = _server_class("relay")(settings, metrics_registry=self.registry)
-                await self._start(self.relay)
-            if self._wants("sfu"):
-                self.sfu = _server_class("sfu")(settings, metrics_registry=self.registry)
-                await self._start(self.sfu)
+            for part in ("relay", "sfu"):
+                if self._wants(part):
+                    setattr(self, part, await self._start_media(part))
             if self._wants("signaling"):
                 self.signaling = _server_class("signaling")(
                     settings,
@@ -89,6 +91,22 @@ class Node:
         except BaseException:
             await self.close()
             raise
+
+    async def _start_media(self, part: str) -> Any:
+        """The relay or the SFU, started; on a loop thread of its own when signaling shares
+        this process (role all), so HTTP and WebSocket work never delays a packet."""
+        cls = _server_class(part)
+        # A part that takes only its own settings slice builds itself from the whole.
+        cls = getattr(cls, "from_settings", cls)
+        if self.settings.role != "all":
+            server = cls(self.settings, metrics_registry=self.registry)
+            await self._start(server)
+            return server
+        threaded = ThreadedService(
+            part, lambda registry: cls(self.settings, metrics_registry=registry), self.registry
+        )
+        await self._start(threaded)
+        return threaded.inner
 
     async def _start(self, service: Service) -> None:
         try:
@@ -133,6 +151,13 @@ class Node:
             service = self.services.pop()
             with contextlib.suppress(Exception):
                 await service.close()
+
+    def reload(self) -> None:
+        """SIGHUP: each part that has something to reload (the relay's TLS certificate)."""
+        for service in self.services:
+            reload = getattr(service, "reload", None)
+            if reload is not None:
+                reload()
 
     def endpoints(self) -> dict[str, list[str]]:
         found = {s.name: s.endpoints() for s in self.services}

@@ -58,7 +58,7 @@ def loopback_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = loopback_settings(tmp_path)
-    relay = RelayServer(settings)
+    relay = RelayServer.from_settings(settings)
     await relay.start()
     signaling = SignalingServer(settings, ice_urls=relay.endpoints)
     try:

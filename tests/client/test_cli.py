@@ -25,12 +25,27 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subp
     )
 
 
-async def finish(proc: asyncio.subprocess.Process, within: float = 40) -> tuple[int, Any, str]:
+async def finish(proc: asyncio.subprocess.Process, within: float = 120) -> tuple[int, Any, str]:
+    # A budget, not a wait: the process ends as soon as its call does. Two CLI processes
+    # importing the media stack on a loaded 2-core machine took over 40 s.
     out, err = await asyncio.wait_for(proc.communicate(), within)
     text = out.decode().strip()
     summary = json.loads(text.splitlines()[-1]) if text else None
     assert proc.returncode is not None
     return proc.returncode, summary, err.decode()
+
+
+async def wait_for_line(proc: asyncio.subprocess.Process, text: str, within: float = 60) -> str:
+    """Read the process's stderr until a line contains ``text``; return what was read."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    async with asyncio.timeout(within):
+        while not seen or text not in seen[-1]:
+            line = await proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"exited before printing {text!r}: {''.join(seen)}")
+            seen.append(line.decode())
+    return "".join(seen)
 
 
 async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -> None:
@@ -41,12 +56,13 @@ async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -
     recording = tmp_path / "from-alice.mp4"
     answering = await run_cli("answer", "--user", "bob@example.com", "--wait", "20",
                               "--record", str(recording), *common)
-    await asyncio.sleep(2.0)  # the answerer signs in and waits
+    ready = await wait_for_line(answering, "waiting for a call")  # signed in, listening
     calling = await run_cli("call", "bob@example.com", "--user", "alice@example.com",
                             "--duration", "3", *common)
     (rc_call, call, err_call), (rc_answer, ans, err_answer) = await asyncio.gather(
         finish(calling), finish(answering)
     )
+    err_answer = ready + err_answer
     assert rc_call == 0, err_call
     assert rc_answer == 0, err_answer
     assert call["reason"] == "hangup" and ans["reason"] == "remote_hangup"

@@ -22,7 +22,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def sfu(tmp_path: Path) -> AsyncIterator[SfuServer]:
-    server = SfuServer(make_settings(tmp_path))
+    # A loaded CI machine can stall a client for seconds: do not declare it dead at 3 s.
+    server = SfuServer(make_settings(tmp_path, dead_timeout=30.0))
     await server.start()
     yield server
     await server.close()

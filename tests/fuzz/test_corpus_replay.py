@@ -8,11 +8,10 @@ limit; see docs/fuzzing.md.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from fuzz.contract import TIME_LIMIT, check
+from fuzz.contract import check
 from fuzz.targets import MODULES, load
 
 CASES = [
@@ -31,12 +30,7 @@ def test_every_target_has_a_corpus() -> None:
 
 @pytest.mark.parametrize(("name", "path"), CASES)
 def test_corpus_input_keeps_the_contract(name: str, path: Path) -> None:
-    target = load(name)
-    data = path.read_bytes()
-    start = time.perf_counter()
-    check(target, data)
-    elapsed = time.perf_counter() - start
-    assert elapsed < TIME_LIMIT, f"{name}/{path.name} took {elapsed:.3f} s (a hang)"
+    check(load(name), path.read_bytes())  # raises Hang past TIME_LIMIT seconds of CPU
 
 
 def test_seeds_are_accepted() -> None:

@@ -17,8 +17,9 @@ CREDENTIALS = "a=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 AA\r\n"
 
 
 def test_ice_lite_drops_a_binding_request_with_a_short_ice_attribute() -> None:
-    """aioice raised struct.error for an 8-byte ICE attribute of another length; the SFU's
-    media port logged an unhandled exception per such packet instead of dropping it."""
+    """aioice raised struct.error for an ICE-CONTROLLING attribute whose length runs past
+    the message; the SFU's media port logged an unhandled exception per such packet
+    instead of counting it as garbage."""
     data = (CORPUS_ROOT / "ice_lite" / "regress-aioice-struct-error").read_bytes()
     assert parse_request(data) is None
 

@@ -50,7 +50,7 @@ def make_settings(tmp_path: Path, **relay: Any) -> Settings:
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
-    server = RelayServer(make_settings(tmp_path))
+    server = RelayServer.from_settings(make_settings(tmp_path))
     await server.start()
     try:
         yield server
@@ -58,28 +58,45 @@ async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
         await server.close()
 
 
+async def _echoes(port: int, within: float) -> bool:
+    """Whether something echoes a datagram sent to 127.0.0.1:``port`` within ``within`` s
+    (asked again every 100 ms: the first datagrams may come before it listens)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        probe.setblocking(False)
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            probe.sendto(b"are you there", ("127.0.0.1", port))
+            try:
+                return await asyncio.wait_for(loop.sock_recv(probe, 64), 0.1) == b"are you there"
+            except TimeoutError:
+                continue
+    return False
+
+
 @pytest.fixture
 async def turn_peer() -> AsyncIterator[int]:
-    """A turnutils_peer echo server on loopback; yields its port."""
+    """A turnutils_peer echo server on loopback, answering; yields its port. The port is
+    free when picked but may be taken before turnutils_peer binds it (which then retries
+    forever): no echo means pick another."""
     if shutil.which("turnutils_peer") is None:
         pytest.skip("coturn's turnutils are not installed")
-    port = free_udp_port()
-    proc = await asyncio.create_subprocess_exec(
-        "turnutils_peer",
-        "-L",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(0.2)
-    try:
-        yield port
-    finally:
-        if proc.returncode is None:
-            proc.kill()  # a stateless echo server; it ignores SIGTERM
-            await proc.wait()
+    for _ in range(5):
+        port = free_udp_port()
+        proc = await asyncio.create_subprocess_exec(
+            "turnutils_peer", "-L", "127.0.0.1", "-p", str(port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            if await _echoes(port, within=10.0):
+                yield port
+                return
+        finally:
+            if proc.returncode is None:
+                proc.kill()  # a stateless echo server; it ignores SIGTERM
+                await proc.wait()
+    raise AssertionError("turnutils_peer never echoed on a free port in 5 tries")
 
 
 async def run_tool(*args: str, limit: float = 60.0) -> str:

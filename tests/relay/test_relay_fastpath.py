@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.relay.conftest import make_settings
 from tests.relay.relay_tools import recvfrom
 from tests.relay.test_relay_server import UdpClient
+from tests.waiting import until
 from visavis.protocol.stun import (
     ChannelNumber,
     Data,
@@ -116,6 +117,28 @@ class Setup:
         except TimeoutError:
             return None
 
+    def dropped(self) -> float:
+        """Every packet the relay has dropped so far, whatever the reason."""
+        total = 0.0
+        for family in self.registry.collect():
+            if family.name == "visavis_relay_dropped":
+                total += sum(sample.value for sample in family.samples)
+        return total
+
+    async def dropped_one_more(self, before: float) -> None:
+        """Wait until the relay has counted another drop: the packet was handled, and
+        not forwarded (forwarding and dropping happen in the same synchronous step), so
+        a "nothing arrives" check after this cannot pass merely because it was early."""
+        await until(lambda: self.dropped() > before, "the relay counts the drop")
+
+    @staticmethod
+    def nothing_queued(sock: socket.socket) -> bool:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return True
+        return False
+
     def metric(self, name: str, label: str) -> float:
         key, val = label.split("=")
         value = self.registry.get_sample_value(name, {key: val})
@@ -137,7 +160,8 @@ async def setup(
 ) -> AsyncIterator[Setup]:
     registry = CollectorRegistry()
     options = {"allow-loopback-peers": True, **relay_options}
-    server = RelayServer(make_settings(tmp_path, **options), metrics_registry=registry)
+    settings = make_settings(tmp_path, **options)
+    server = RelayServer.from_settings(settings, metrics_registry=registry)
     await server.start()
     s = Setup(server, registry)
     try:
@@ -183,10 +207,13 @@ async def test_fast_path_relays_both_ways_and_counts(setup: Setup) -> None:
     octets = "visavis_relay_bytes_relayed_total"
     assert setup.metric(octets, "direction=to_peer") == 20 * 6
     assert setup.metric(octets, "direction=to_client") == 20 * 6
-    # A truncated ChannelData (length beyond the datagram) goes to the core, which drops it.
+    # A truncated ChannelData (length beyond the datagram) goes to the core, which drops it:
+    # the next datagram from the same client is the first to reach the peer.
     setup.client.sock.sendto(b"\x40\x01\x00\x10abc", setup.client.server)
-    assert await setup.peer_recv(0.2) is None
-    assert calls["channel"] == 1
+    setup.to_peer(b"after the truncated one")
+    assert await setup.peer_recv() == b"after the truncated one"
+    # The core handled it in the same wake-up, before this test ran again.
+    assert calls["channel"] == 1 and setup.nothing_queued(setup.peer)
 
 
 async def test_peer_without_permission_is_dropped(setup: Setup) -> None:
@@ -195,8 +222,11 @@ async def test_peer_without_permission_is_dropped(setup: Setup) -> None:
     stranger = Setup.udp("127.0.0.2")  # no permission for this IP
     try:
         stranger.sendto(b"let me in", setup.relayed)
-        assert await setup.client_recv(0.3) is None
-        assert calls["peer"] == 1  # the core saw it and dropped it
+        # Queued on the relay socket before the permitted peer's datagram, so handled first.
+        setup.peer.sendto(b"permitted", setup.relayed)
+        assert await setup.client_recv() == encode_channel_data(CHANNEL, b"permitted")
+        assert calls["peer"] == 1  # the core saw it (in the same wake-up) and dropped it
+        assert setup.nothing_queued(setup.client.sock)
         text = generate_latest(setup.registry).decode()
         assert 'visavis_relay_dropped_total{reason="relay"} 1.0' in text
     finally:
@@ -215,7 +245,9 @@ async def test_peer_without_permission_is_dropped(setup: Setup) -> None:
         other.close()
     # ChannelData on a channel that was never bound: dropped by the core.
     setup.client.sock.sendto(encode_channel_data(0x4002, b"x"), setup.client.server)
-    assert await setup.peer_recv(0.2) is None
+    setup.to_peer(b"bound channel")
+    assert await setup.peer_recv() == b"bound channel"
+    assert setup.nothing_queued(setup.peer)
 
 
 @pytest.mark.parametrize("relay_options", [{"permission-lifetime": 1}])
@@ -223,11 +255,16 @@ async def test_permission_expiry_invalidates_fast_path(setup: Setup) -> None:
     await setup.allocate_and_bind()
     setup.to_peer(b"before")
     assert await setup.peer_recv() == b"before"
+    # Waiting out a 1 s lifetime on the wall clock the relay reads (not a readiness wait).
     await asyncio.sleep(1.3)  # permission expired (the route expires with it, no sweep needed)
+    before = setup.dropped()
     setup.to_peer(b"after")
-    assert await setup.peer_recv(0.3) is None
+    await setup.dropped_one_more(before)
+    assert setup.nothing_queued(setup.peer)
+    before = setup.dropped()
     setup.peer.sendto(b"late", setup.relayed)
-    assert await setup.client_recv(0.3) is None
+    await setup.dropped_one_more(before)
+    assert setup.nothing_queued(setup.client.sock)
     # A new permission rebuilds the route through the core's observer hook.
     await setup.permit()
     setup.to_peer(b"again")
@@ -239,10 +276,12 @@ async def test_permission_expiry_invalidates_fast_path(setup: Setup) -> None:
 @pytest.mark.parametrize("relay_options", [{"channel-lifetime": 1}])
 async def test_channel_expiry_invalidates_fast_path(setup: Setup) -> None:
     await setup.allocate_and_bind()
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(1.3)  # waiting out the 1 s channel lifetime (wall clock)
     await setup.permit()  # the permission lives on (and is refreshed); the channel does not
+    before = setup.dropped()
     setup.to_peer(b"on a dead channel")
-    assert await setup.peer_recv(0.3) is None
+    await setup.dropped_one_more(before)
+    assert setup.nothing_queued(setup.peer)
     setup.peer.sendto(b"hello", setup.relayed)
     raw = await setup.client_recv()
     assert raw is not None  # a Data indication now, not ChannelData
@@ -265,8 +304,10 @@ async def test_deleted_allocation_removes_routes_and_keeps_counts(setup: Setup) 
     assert not setup.server._udp[0].routes
     name = "visavis_relay_packets_relayed_total"
     assert setup.metric(name, "direction=to_peer") == 5
+    before = setup.dropped()
     setup.to_peer(b"gone")
-    assert await setup.peer_recv(0.2) is None
+    await setup.dropped_one_more(before)
+    assert setup.nothing_queued(setup.peer)
 
 
 @pytest.mark.parametrize("relay_options", [{"max-bps": 2000}])
@@ -275,9 +316,16 @@ async def test_bandwidth_cap_still_enforced(setup: Setup) -> None:
     assert len(setup.server.fast_table) == 0  # capped allocations stay on the core's path
     for _ in range(10):
         setup.to_peer(b"x" * 1000)
+    name = "visavis_relay_packets_relayed_total"
+
+    def handled() -> float:
+        return setup.metric(name, "direction=to_peer") + setup.dropped()
+
+    await until(lambda: handled() >= 10, "the relay forwards or drops all ten")
     got = 0
-    while await setup.peer_recv(0.2) is not None:
+    while not setup.nothing_queued(setup.peer):
         got += 1
+    assert got == setup.metric(name, "direction=to_peer")
     assert 1 <= got <= 3
     text = generate_latest(setup.registry).decode()
     assert 'visavis_relay_dropped_total{reason="relay"}' in text
@@ -308,12 +356,11 @@ async def test_send_queue_overflow_is_counted(
     impl.set_force_eagain(5)
     for i in range(5):  # all five wait in the listener's buffer: one drain, one batch
         setup.to_peer(b"o%d" % i)
-    received = 0
-    while await setup.peer_recv(0.3) is not None:
-        received += 1
-    assert received == 2
+    await until(lambda: setup.dropped() >= 3, "three sends overflow the queue")
+    assert [await setup.peer_recv() for _ in range(2)] == [b"o0", b"o1"]
     text = generate_latest(setup.registry).decode()
     assert 'visavis_relay_dropped_total{reason="send-queue-full"} 3.0' in text
+    assert setup.dropped() == 3  # so nothing else is on its way
 
 
 async def test_slow_path_send_queue(setup: Setup) -> None:

@@ -59,7 +59,7 @@ async def test_uclient_over_tls(tmp_path: Path, turn_peer: int) -> None:
     from tests.relay.tls_cert import write_self_signed
 
     cert, key = write_self_signed(tmp_path)
-    server = RelayServer(make_settings(tmp_path, cert=str(cert), pkey=str(key)))
+    server = RelayServer.from_settings(make_settings(tmp_path, cert=str(cert), pkey=str(key)))
     await server.start()
     try:
         assert any(e.startswith("turns:") for e in server.endpoints())

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from ipaddress import ip_address
 from pathlib import Path
 
-from tests.relay.conftest import make_settings
+from tests.relay.conftest import REST_SECRET, make_settings
 from tests.relay.relay_tools import StreamClient, error_code
 from tests.waiting import until
 from visavis.protocol.stun import (
@@ -50,11 +50,13 @@ async def one_port_relays(
     the client whose TCP allocation (on the first relay) holds it. Another program may
     take the port between our probe and the allocation: then pick another (a bounded
     retry, not a wait)."""
-    for attempt in range(5):
+    for _ in range(5):
         port = free_tcp_port()
         relays = [
+            # The relay's own settings slice and the secret: all it needs.
             RelayServer(
-                make_settings(tmp_path / f"{attempt}-{i}", **{"min-port": port, "max-port": port})
+                make_settings(tmp_path, **{"min-port": port, "max-port": port}).relay,
+                secret=REST_SECRET,
             )
             for i in range(count)
         ]

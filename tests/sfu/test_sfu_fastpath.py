@@ -80,6 +80,7 @@ class Step:
     now: float
     source: str = "pub"  # or "stray"
     targets: dict[int, int] = field(default_factory=dict)  # sink index -> new target
+    quiet_above: int | None = None  # set on the audio source (muted: voice only)
 
 
 def recorded_traffic(profile: int) -> list[Step]:
@@ -114,6 +115,10 @@ def recorded_traffic(profile: int) -> list[Step]:
             send(SSRC_LAYERS[2], b"", padding=200)  # padding-only packet
         if frame == 9:
             steps[-1].targets = {0: 0, 1: 2}  # simulcast switches, taken on keyframes
+        if frame == 15:
+            steps[-1].quiet_above = 50  # audio no longer among the loudest: voice only
+        if frame == 21:
+            steps[-1].quiet_above = -1
         if frame == 12:
             send(SSRC_NEW, vp8(True, frame))  # the low layer's SSRC changes (learnt)
             send(SSRC_LAYERS[1], vp8(False, frame), ext=b"\x40h\x10\x00")
@@ -202,6 +207,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
         for step in steps:
             for index, target in step.targets.items():
                 video_sinks[index].selector.set_target(target)
+            if step.quiet_above is not None:
+                audio.quiet_above = step.quiet_above
             (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
             assert select.select([sfu], [], [], 5)[0], "datagram did not arrive"
             forwarder.drain(step.now)
@@ -257,6 +264,9 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     assert {struct.unpack_from("!I", p, 8)[0] for p in py.received} == {SSRC_RTX, SSRC_NEW}
     assert [s[2] for s in py.state["sinks"][:3]] == [0, 2, 0]  # switched on keyframes
     assert len(py.levels) == 24 and {lv for lv, _ in py.levels} == {10, 90}
+    # Muted for frames 15-20: their quiet packets (level 90: frames 15, 18) went nowhere.
+    audio_packets = py.state["sinks"][3][0]
+    assert audio_packets == 24 - 2
 
 
 @needs_native

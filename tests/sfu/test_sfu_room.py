@@ -203,3 +203,55 @@ def test_layout_with_thumbnails_pauses_tiles_not_shown_and_resumes_on_a_keyframe
     resumed = [RtpPacket.parse(d) for d in out if RtpPacket.parse(d).ssrc == by_pub["p2"].ssrc]
     assert len(resumed) == 1
     assert resumed[0].sequence_number == (paused_at + 1) & 0xFFFF
+
+
+def audio_offer(publish: bool, slots: int, ssrc: int = 0) -> str:
+    common = ["a=ice-ufrag:u", "a=ice-pwd:p", "a=fingerprint:sha-256 AA:BB", "a=setup:actpass"]
+    lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"]
+    mlines = [("a", "sendonly", ssrc)] if publish else []
+    mlines += [(f"s{i}", "recvonly", 0) for i in range(slots)]
+    for mid, direction, source in mlines:
+        lines += [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            f"a=mid:{mid}",
+            f"a={direction}",
+            *common,
+            "a=rtpmap:111 opus/48000/2",
+            "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        ]
+        if source:
+            lines.append(f"a=ssrc:{source} cname:x")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_audio_of_all_but_the_loudest_goes_out_only_while_it_is_voice() -> None:
+    room = make_room(audio_last_n=2, audio_voice_level=50)
+    people = [join(room, f"p{i}") for i in range(5)]
+    for _ in range(2):  # the second round fills the slots of the first offers
+        for i, p in enumerate(people):
+            room.handle_offer(p, audio_offer(True, 4, ssrc=500 + i), 0.0)
+    assert len(people[0].consumers) == 4
+    levels = [5, 20, 80, 90, 100]  # p0 and p1 are the loudest two
+
+    def speak(step: int, level_of: list[int]) -> None:
+        for i, p in enumerate(people):
+            ext = {2: bytes((0x80 | level_of[i],))}
+            packet = RtpPacket(111, step, step * 960, 500 + i, extensions=ext, payload=b"\xfc" * 20)
+            p.on_rtp(packet.serialize(), step * 0.02)
+
+    for step in range(1, 50):
+        speak(step, levels)
+    room.tick(1.0)
+    muted = {p.id: p.producers["a"].layers[0].quiet_above for p in people}
+    assert muted == {"p0": -1, "p1": -1, "p2": 50, "p3": 50, "p4": 50}
+    listener: list[bytes] = people[0].transport.rtp  # type: ignore[attr-defined]
+    listener.clear()
+    speak(60, [5, 20, 30, 90, 100])  # p2 starts to speak: its packet goes out at once
+    senders = {RtpPacket.parse(d).ssrc for d in listener}
+    by_ssrc = {c.ssrc: c.producer.participant.id for c in people[0].consumers.values()}
+    assert sorted(by_ssrc[s] for s in senders) == ["p1", "p2"]
+    # A room no bigger than audio_last_n + 1 forwards everyone's audio whole.
+    room.remove(people[4])
+    room.remove(people[3])
+    room.tick(2.0)
+    assert {p.producers["a"].layers[0].quiet_above for p in people[:3]} == {-1}

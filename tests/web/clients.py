@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 PASSWORD = "correct horse battery"
 # Screens change on server events; on this shared 2-core machine under load a change can
@@ -30,6 +31,13 @@ def signup_rest(http_url: str, handle: str, name: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
+
+
+# What a failed wait reports: the call, its path and the last errors shown.
+DIAGNOSE = """(() => { const a = window.visavis, c = a.controller;
+  return {call: a.store.get().call, phases: a.phases, error: a.store.get().error,
+          ice: c?.pc?.iceConnectionState, signaling: c?.pc?.signalingState,
+          participants: c?.participants ? [...c.participants.keys()] : null}; })()"""
 
 
 @dataclass
@@ -49,9 +57,15 @@ class Device:
         return phase
 
     async def wait_phase(self, phase: str, within: float = 15.0) -> None:
-        await self.page.wait_for_function(
-            "p => window.visavis.store.get().call.phase === p", arg=phase, timeout=within * 1000
-        )
+        try:
+            await self.page.wait_for_function(
+                "p => window.visavis.store.get().call.phase === p",
+                arg=phase,
+                timeout=within * 1000,
+            )
+        except PlaywrightTimeout as exc:
+            seen = await self.page.evaluate(DIAGNOSE)
+            raise AssertionError(f"phase never became {phase}: {seen}") from exc
 
     async def frames_decoded(self) -> int:
         stats = await self.stats()
@@ -83,12 +97,21 @@ class Device:
 
 
 async def open_device(
-    browser: Browser, http_url: str, viewport: dict[str, int] | None = None
+    browser: Browser,
+    http_url: str,
+    viewport: dict[str, int] | None = None,
+    max_height: int | None = None,
 ) -> Device:
+    """A new device; ``max_height`` is its camera-quality setting (1080, 720, 360), as the
+    settings menu stores it (many 1080p encoders at once starve this 2-core machine)."""
     context = await browser.new_context(
         viewport=viewport or {"width": 1000, "height": 700},  # type: ignore[arg-type]
         permissions=["camera", "microphone"],
     )
+    if max_height is not None:
+        await context.add_init_script(
+            f"localStorage.setItem('visavis.media', JSON.stringify({{maxHeight: {max_height}}}))"
+        )
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -103,7 +126,7 @@ async def sign_in(device: Device, handle: str, device_name: str) -> None:
     await page.get_by_label("Name this device").fill(device_name)
     await page.get_by_role("button", name="Sign in", exact=True).last.click()
     await expect(page.get_by_role("heading", name="Call someone")).to_be_visible()
-    await page.wait_for_function("window.visavis.store.get().status === 'online'")
+    await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
 
 
 async def sign_up(device: Device, handle: str, name: str, device_name: str) -> None:
@@ -115,4 +138,4 @@ async def sign_up(device: Device, handle: str, name: str, device_name: str) -> N
     await page.get_by_label("Name this device").fill(device_name)
     await page.get_by_role("button", name="Create account").last.click()
     await expect(page.get_by_role("heading", name="Call someone")).to_be_visible()
-    await page.wait_for_function("window.visavis.store.get().status === 'online'")
+    await page.wait_for_function("() => window.visavis.store.get().status === 'online'")

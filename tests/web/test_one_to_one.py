@@ -14,13 +14,13 @@ from playwright.async_api import Browser, expect
 from tests.served import Served
 from tests.web.clients import Device, open_device, sign_in, sign_up, signup_rest
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def people(server: Served, browser: Browser) -> AsyncIterator[tuple[Device, Device, Device]]:
     """Alice (signed up through the form) and Bob on two devices."""
     signup_rest(server.http_url, BOB, "Bob")
@@ -71,6 +71,28 @@ async def test_call_rings_both_devices_answer_one_media_both_ways(
     # The connection-quality indicator reads getStats.
     await expect(alice.page.locator(".quality")).to_contain_text("connection")
 
+    # ICE restart (what a network change triggers): a visible "reconnecting" state, a
+    # fresh peer connection on both sides, and media flowing again.
+    old_pc = await alice.page.evaluate_handle("window.visavis.controller.pc")
+    await bob1.page.evaluate("window.visavis.phases = []; window.visavis.controller.restart()")
+    await alice.page.wait_for_function("pc => window.visavis.controller.pc !== pc", arg=old_pc)
+    await bob1.wait_phase("in_call")
+    await alice.wait_phase("in_call")
+    assert "reconnecting" in await bob1.page.evaluate("window.visavis.phases")
+    await alice.wait_frames(10)
+    await bob1.wait_frames(10)
+
+    # Screen sharing replaces the camera on the same sender; Bob keeps decoding.
+    await alice.page.get_by_role("button", name="Share screen").click()
+    sharing = (
+        "window.visavis.controller.pc.getSenders().some((s) => s.track?.label.startsWith('screen'))"
+    )
+    await alice.page.wait_for_function(f"() => {sharing}")
+    frames = await bob1.frames_decoded()
+    await bob1.wait_frames(frames + 10)
+    await alice.page.get_by_role("button", name="Stop sharing").click()
+    await alice.page.wait_for_function(f"() => !({sharing})")
+
     # Mute and camera off act on the local tracks.
     await alice.page.get_by_role("button", name="Mute").click()
     assert await alice.page.evaluate("!window.visavis.media.audio.enabled")
@@ -117,8 +139,8 @@ async def test_timeout_is_a_missed_call_in_history(people: tuple[Device, Device,
     alice, bob1, bob2 = people
     await alice.find_and_call(BOB)
     await ring_view(bob1)
-    # Nobody answers: the server's ring timeout (8 s here) ends it everywhere.
-    await expect(alice.page.locator(".call-status")).to_have_text("No answer", timeout=20_000)
+    # Nobody answers: the server's ring timeout (12 s here) ends it everywhere.
+    await expect(alice.page.locator(".call-status")).to_have_text("No answer", timeout=30_000)
     for device in (bob1, bob2):
         await expect(device.page.locator("#ring-status")).to_have_text("Missed call")
     await at_home(alice, bob1, bob2)
@@ -132,3 +154,39 @@ async def test_timeout_is_a_missed_call_in_history(people: tuple[Device, Device,
     await expect(entry).to_have_class("missed")
     await expect(badge).to_have_count(0)
     await bob2.go_home_tab("Contacts")
+
+
+async def test_handoff_moves_the_call_to_another_device(
+    people: tuple[Device, Device, Device],
+) -> None:
+    alice, bob1, bob2 = people
+    await alice.go_home_tab("History")
+    calls_before = await alice.page.locator(".history li").count()
+    await alice.go_home_tab("Contacts")
+    await alice.find_and_call(BOB)
+    await ring_view(bob1)
+    await bob1.page.get_by_role("button", name="Video", exact=True).click()
+    await alice.wait_phase("in_call")
+    await alice.wait_frames(5)
+
+    # Bob's other device offers to take the call (it polls history every 10 s).
+    move = bob2.page.get_by_role("button", name="Move call here")
+    await expect(move).to_be_visible(timeout=30_000)
+    old_pc = await alice.page.evaluate_handle("window.visavis.controller.pc")
+    await move.click()
+    await expect(bob1.page.locator(".call-status")).to_have_text("Moved to another device")
+    await bob2.wait_phase("in_call")
+    await alice.page.wait_for_function("pc => window.visavis.controller.pc !== pc", arg=old_pc)
+    await alice.wait_phase("in_call")
+    # Media continues, now between Alice and Bob's second device.
+    await alice.wait_frames(10)
+    await bob2.wait_frames(10)
+
+    await bob2.page.get_by_role("button", name="End").click()
+    await at_home(alice, bob1, bob2)
+    await alice.go_home_tab("History")
+    await expect(alice.page.locator(".history li")).to_have_count(calls_before + 1)
+    await expect(alice.page.locator(".history li").first).to_have_attribute(
+        "data-state", "answered"
+    )
+    await alice.go_home_tab("Contacts")

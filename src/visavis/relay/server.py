@@ -23,11 +23,11 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry
 
-from visavis.config import Settings
 from visavis.protocol.turn import (
     Bound,
     CapacityError,
@@ -45,7 +45,11 @@ from visavis.protocol.turn import (
 from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
+from visavis.relay.settings import RelaySettings
 from visavis.relay.tcp_relay import PeerPipe, StreamTransport, TcpRelay
+
+if TYPE_CHECKING:
+    from visavis.config import Settings
 
 log = logging.getLogger("visavis.relay")
 
@@ -56,6 +60,7 @@ BATCH = 64  # datagrams per wake-up and socket
 PEER_BATCH = BATCH if fastpath.NATIVE else 1
 MAX_SEND_QUEUE = 4096  # datagrams waiting for a writable socket, per socket
 SWEEP_INTERVAL = 1.0
+CERT_CHECK_INTERVAL = 10.0  # seconds between looks at the TLS files' mtimes
 MAX_STREAM_BUFFER = 1 << 20
 
 
@@ -198,7 +203,7 @@ class _StreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = self.transport = cast(StreamTransport, transport)  # any loop's, duck-typed
-        if len(self.relay.connections) >= self.relay.settings.relay.max_tcp_connections:
+        if len(self.relay.connections) >= self.relay.config.max_tcp_connections:
             self.relay.io_errors += 1
             stream.abort()
             return
@@ -293,6 +298,45 @@ class _StreamConnection(asyncio.Protocol):
         self.transport = None
 
 
+class TlsCertificate:
+    """The TLS listeners' certificate, reloadable in place.
+
+    Every TLS listener shares one :class:`ssl.SSLContext`; loading a chain into it again
+    changes what new handshakes present, while established connections keep the
+    certificate they were set up with (OpenSSL copies it into each connection). A new
+    pair is first loaded into a throwaway context, so a half-written renewal (new
+    certificate, old key) never reaches the live one.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(cert), str(key))
+        self._stamp = self._files()
+
+    def _files(self) -> tuple[tuple[int, int, int], ...]:
+        """(inode, size, mtime) of both files, following symlinks (certbot's live/)."""
+        stats = (os.stat(self.cert), os.stat(self.key))
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+    def changed(self) -> bool:
+        """Whether either file differs from what was last loaded (a missing file, as in
+        the middle of a renewal, is not a change yet)."""
+        try:
+            return self._files() != self._stamp
+        except OSError:
+            return False
+
+    def reload(self) -> None:
+        """Load the files again; raises (OSError, ssl.SSLError) and keeps the old pair."""
+        stamp = self._files()
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            str(self.cert), str(self.key)
+        )
+        self.context.load_cert_chain(str(self.cert), str(self.key))
+        self._stamp = stamp
+
+
 class _SocketAllocator:
     """Binds relay sockets in [min-port, max-port] on the relay addresses."""
 
@@ -300,7 +344,7 @@ class _SocketAllocator:
         self.relay = relay
         self.relay_ips = relay_ips
         self.public = public
-        cfg = relay.settings.relay
+        cfg = relay.config
         self.min_port = cfg.min_port
         self.max_port = cfg.max_port
         self.rng = random.Random(os.urandom(8))
@@ -424,9 +468,9 @@ class _SocketAllocator:
 class RelayServer:
     """STUN/TURN over UDP, TCP and TLS (a :class:`visavis.service.Service`).
 
-    :param settings: the process settings; ``settings.relay`` configures this server and
-        ``settings.ensure_shared_secret()`` is the REST secret unless ``static-auth-secret``
-        is set.
+    :param config: this server's settings (the ``[relay]`` section).
+    :param secret: the installation's shared secret, which checks REST credentials unless
+        ``static-auth-secret`` is set (needed when ``use-auth-secret`` is on).
     :param metrics_registry: where to register the metrics (a fresh registry when None).
     :param user_lookup: optional ``name -> password`` for long-term users kept elsewhere.
     """
@@ -435,12 +479,14 @@ class RelayServer:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RelaySettings,
         *,
+        secret: str | None = None,
         metrics_registry: CollectorRegistry | None = None,
         user_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
+        self.secret = secret
         self.registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
         self.user_lookup = user_lookup
         self.core: TurnServer | None = None
@@ -459,10 +505,29 @@ class RelayServer:
         self._servers: list[asyncio.Server] = []
         self._ports: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._cert_timer: asyncio.TimerHandle | None = None
+        self.tls: TlsCertificate | None = None
         self._collector = RelayCollector(lambda: self.core, self._extra_metrics)
         self._registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._public: dict[str, str] = {}  # listening/relay address -> external-ip
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        user_lookup: Callable[[str], str | None] | None = None,
+    ) -> RelayServer:
+        """The relay of a whole visavis configuration: its ``[relay]`` section and the
+        shared secret (generated into ``data_dir`` when unset)."""
+        return cls(
+            settings.relay,
+            secret=settings.ensure_shared_secret(),
+            metrics_registry=metrics_registry,
+            user_lookup=user_lookup,
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -547,14 +612,19 @@ class RelayServer:
 
     # ------------------------------------------------------------------ building
     def _build_core(self) -> TurnServer:
-        cfg = self.settings.relay
+        cfg = self.config
         secret: str | None = None
         if cfg.use_auth_secret:
             secret = (
                 cfg.static_auth_secret.get_secret_value()
                 if cfg.static_auth_secret is not None
-                else self.settings.ensure_shared_secret()
+                else self.secret
             )
+            if secret is None:
+                raise ValueError(
+                    "use-auth-secret needs a secret: set relay.static_auth_secret or "
+                    "shared_secret (VISAVIS_SHARED_SECRET)"
+                )
         users = dict(parse_user_entry(u) for u in cfg.user) if cfg.lt_cred_mech else {}
         credentials = CredentialStore(cfg.realm, users, rest_secret=secret, lookup=self.user_lookup)
         allowed = list(cfg.allowed_peer_ip)
@@ -592,7 +662,7 @@ class RelayServer:
         return TurnServer(turn_config, credentials, policy, allocator)
 
     def _relay_ips(self) -> dict[int, str]:
-        cfg = self.settings.relay
+        cfg = self.config
         out: dict[int, str] = {}
         for ip in cfg.relay_ip or cfg.listening_ip:
             version = ipaddress.ip_address(ip).version
@@ -611,6 +681,35 @@ class RelayServer:
         if conn is None:
             raise CapacityError("client connection is gone")
         handle.client_write = conn.write
+
+    # ------------------------------------------------------------------ RelayHost
+    def peer_arrived(self, five_tuple: FiveTuple, peer: Addr) -> int | None:
+        """RFC 6062 5.3: a peer connected to a TCP allocation (see :class:`RelayHost`)."""
+        core = self.core
+        got = core.peer_connected(five_tuple, peer, time.time()) if core else None
+        if got is None or core is None:
+            return None
+        cid, indication = got
+        control = self.connections.get(five_tuple)
+        if control is None:
+            core.tcp_connection_closed(cid)
+            return None
+        control.write(indication)
+        return cid
+
+    def pipe_opened(self, pipe: PeerPipe) -> None:
+        self.peer_pipes[pipe.connection_id] = pipe
+
+    def pipe_closed(self, pipe: PeerPipe) -> None:
+        self.peer_pipes.pop(pipe.connection_id, None)
+        if self.core is not None:
+            self.core.tcp_connection_closed(pipe.connection_id)
+
+    def pipe(self, connection_id: int) -> PeerPipe | None:
+        return self.peer_pipes.get(connection_id)
+
+    def io_error(self) -> None:
+        self.io_errors += 1
 
     def spawn(self, coro: Any) -> None:
         """Run a background task owned by this server (cancelled by :meth:`close`)."""
@@ -639,17 +738,20 @@ class RelayServer:
         self.core = self._build_core()
         self.core.observer = self.fast_table
         self.handle_peer_data = self.core.handle_peer_data
-        cfg = self.settings.relay
+        cfg = self.config
         try:
             for host in cfg.listening_ip:
                 port = self._ports.get("udp") or self._ports.get("tcp") or cfg.listening_port
                 await self._bind_plain(host, port)
                 if cfg.cert is not None and cfg.pkey is not None and not cfg.no_tls:
-                    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    ctx.load_cert_chain(str(cfg.cert), str(cfg.pkey))
+                    if self.tls is None:
+                        self.tls = TlsCertificate(cfg.cert, cfg.pkey)
                     tls_port = self._ports.get("tls", cfg.tls_listening_port)
                     srv = await self.loop.create_server(
-                        lambda: _StreamConnection(self, "tls"), host, tls_port, ssl=ctx
+                        lambda: _StreamConnection(self, "tls"),
+                        host,
+                        tls_port,
+                        ssl=self.tls.context,
                     )
                     self._servers.append(srv)
                     self._ports["tls"] = srv.sockets[0].getsockname()[1]
@@ -660,6 +762,8 @@ class RelayServer:
             self.registry.register(self._collector)
             self._registered = True
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if self.tls is not None:
+            self._cert_timer = self.loop.call_later(CERT_CHECK_INTERVAL, self._check_cert)
         log.info("relay listening: %s", ", ".join(self.endpoints()))
         for host in cfg.listening_ip:
             if self._advertised(host) in ("127.0.0.1", "::1") and host in ("0.0.0.0", "::"):
@@ -672,7 +776,7 @@ class RelayServer:
                 )
 
     async def _bind_plain(self, host: str, port: int) -> None:
-        cfg = self.settings.relay
+        cfg = self.config
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for attempt in range(20):
             udp: socket.socket | None = None
@@ -729,11 +833,39 @@ class RelayServer:
                     pipe.close()
         self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
+    def reload(self) -> None:
+        """What ``visavis serve`` does on SIGHUP: reload the TLS certificate."""
+        self.reload_tls("SIGHUP")
+
+    def reload_tls(self, reason: str) -> bool:
+        """Load ``cert``/``pkey`` again: new TLS handshakes get the new certificate, open
+        connections and their allocations stay as they are. Broken or mismatched files
+        are refused (logged) and the previous certificate stays in use."""
+        if self.tls is None:
+            return False
+        try:
+            self.tls.reload()
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                "relay: cannot reload the TLS certificate (%s): %s; still serving the previous one",
+                reason,
+                exc,
+            )
+            return False
+        log.info("relay: TLS certificate reloaded from %s (%s)", self.tls.cert, reason)
+        return True
+
+    def _check_cert(self) -> None:
+        if self.tls is not None and self.tls.changed():
+            self.reload_tls("file changed")
+        self._cert_timer = self.loop.call_later(CERT_CHECK_INTERVAL, self._check_cert)
+
     async def close(self) -> None:
         """Stop listening, delete every allocation, close every socket."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._cert_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._cert_timer = None
         for task in list(self._tasks):
             task.cancel()
         if self.core is not None:
@@ -774,7 +906,7 @@ class RelayServer:
         """ICE URLs of this relay, e.g. ``turn:127.0.0.1:3478?transport=udp``: the public
         address (``external-ip``) of each listening address that has one."""
         out: list[str] = []
-        for host in self.settings.relay.listening_ip:
+        for host in self.config.listening_ip:
             h = _url_host(self._advertised(host))
             if "udp" in self._ports:
                 out.append(f"stun:{h}:{self._ports['udp']}")

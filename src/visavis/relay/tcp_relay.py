@@ -12,16 +12,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 from visavis.protocol.turn import ConnectPeer, FiveTuple
 from visavis.protocol.turn.allocation import Addr
 
-if TYPE_CHECKING:
-    from visavis.relay.server import RelayServer
-
 CONNECT_TIMEOUT = 10.0
+
+
+class RelayHost(Protocol):
+    """What TCP allocations need from the relay server (:class:`RelayServer` is one):
+    the TURN core's RFC 6062 verbs, the table of peer connections by CONNECTION-ID, the
+    loop and task owner, and an error counter. Nothing else of the server is touched."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def peer_arrived(self, five_tuple: FiveTuple, peer: Addr) -> int | None:
+        """A peer connected to this allocation: its CONNECTION-ID, with the client told
+        (ConnectionAttempt); None if it may not (close it)."""
+        ...
+
+    def pipe_opened(self, pipe: PeerPipe) -> None: ...
+
+    def pipe_closed(self, pipe: PeerPipe) -> None: ...
+
+    def pipe(self, connection_id: int) -> PeerPipe | None: ...
+
+    def io_error(self) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
 class StreamTransport(Protocol):
@@ -51,7 +72,7 @@ class StreamTransport(Protocol):
 class PeerPipe(asyncio.Protocol):
     """The relay's TCP connection to a peer, identified by its CONNECTION-ID."""
 
-    def __init__(self, relay: RelayServer, connection_id: int) -> None:
+    def __init__(self, relay: RelayHost, connection_id: int) -> None:
         self.relay = relay
         self.connection_id = connection_id
         self.transport: StreamTransport | None = None
@@ -60,7 +81,7 @@ class PeerPipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(StreamTransport, transport)
         self.transport.pause_reading()  # until ConnectionBind
-        self.relay.peer_pipes[self.connection_id] = self
+        self.relay.pipe_opened(self)
 
     def data_received(self, data: bytes) -> None:
         partner = self.partner
@@ -76,9 +97,7 @@ class PeerPipe(asyncio.Protocol):
             self.partner.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.peer_pipes.pop(self.connection_id, None)
-        if self.relay.core is not None:
-            self.relay.core.tcp_connection_closed(self.connection_id)
+        self.relay.pipe_closed(self)
         partner, self.partner = self.partner, None
         if partner is not None and partner.transport is not None:
             partner.transport.close()
@@ -92,7 +111,7 @@ class PeerPipe(asyncio.Protocol):
 class TcpRelay:
     """The listening socket of a TCP allocation (the allocation's relay handle)."""
 
-    def __init__(self, relay: RelayServer, sock: socket.socket, five_tuple: FiveTuple) -> None:
+    def __init__(self, relay: RelayHost, sock: socket.socket, five_tuple: FiveTuple) -> None:
         self.relay = relay
         self.sock = sock
         self.five_tuple = five_tuple
@@ -105,21 +124,12 @@ class TcpRelay:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.relay.io_errors += 1
+            self.relay.io_error()
             return
-        core = self.relay.core
-        got = (
-            core.peer_connected(self.five_tuple, (addr[0], addr[1]), time.time()) if core else None
-        )
-        if got is None:
+        cid = self.relay.peer_arrived(self.five_tuple, (addr[0], addr[1]))
+        if cid is None:
             conn.close()
             return
-        cid, indication = got
-        control = self.relay.connections.get(self.five_tuple)
-        if control is None:
-            conn.close()
-            return
-        control.write(indication)
         conn.setblocking(False)
         self.pipes.add(cid)
         self.relay.spawn(self._adopt(conn, cid))
@@ -156,7 +166,7 @@ class TcpRelay:
             self.relay.loop.remove_reader(self.sock.fileno())
         self.sock.close()
         for cid in self.pipes:
-            pipe = self.relay.peer_pipes.get(cid)
+            pipe = self.relay.pipe(cid)
             if pipe is not None:
                 pipe.close()
         self.pipes.clear()

@@ -667,6 +667,7 @@ static PyTypeObject LinkType = {
 typedef struct {
     PyObject_HEAD
     int index, audio_level_id;
+    int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -714,6 +715,7 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->history, Py_NewRef(history));
     Py_XSETREF(self->sinks, Py_NewRef(sinks));
     Py_XSETREF(self->on_level, Py_NewRef(on_level));
+    self->quiet_above = -1;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -724,6 +726,8 @@ static PyMemberDef Source_members[] = {
     {"index", T_INT, offsetof(Source, index), READONLY, "simulcast layer index"},
     {"is_video", T_BOOL, offsetof(Source, is_video), READONLY, "video (else audio)"},
     {"audio_level_id", T_INT, offsetof(Source, audio_level_id), 0, "extension id, -1 none"},
+    {"quiet_above", T_INT, offsetof(Source, quiet_above), 0,
+     "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -1007,6 +1011,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             }
         }
     }
+    if (src->quiet_above >= 0 && (level < 0 || (level & 0x7F) > src->quiet_above)) return 0;
     const unsigned char *payload = d + offset;
     size_t plen = size - (size_t)offset;
     unsigned flags = 0x80 | (d[0] & 0x20);

@@ -142,6 +142,7 @@ class Source:
         self.history = history
         self.sinks = sinks
         self.on_level = on_level
+        self.quiet_above = -1  # muted audio: drop packets quieter than this (-dBov)
         self.base_seq = -1
         self.max_seq = 0
         self.cycles = 0
@@ -327,6 +328,8 @@ class Forwarder:
                 level = value[0]
                 if source.on_level is not None:
                     source.on_level(level & 0x7F, now)
+        if source.quiet_above >= 0 and (level < 0 or (level & 0x7F) > source.quiet_above):
+            return
         payload = data[offset:]
         flags = 0x80 | (data[0] & 0x20)
         marker = data[1] & 0x80

@@ -612,11 +612,33 @@ class Room:
         for participant in dead:
             self.stats.participants_removed_dead += 1
             self.remove(participant, "timeout")
+        self._select_audio(now)
         if now - self.last_report >= 1.0:
             elapsed = now - self.last_report
             self.last_report = now
             self._report(now, elapsed)
         return dead
+
+    def _select_audio(self, now: float) -> None:
+        """Forward less audio: in a room bigger than ``audio_last_n`` + 1, only the
+        loudest ``audio_last_n`` (smoothed RFC 6464 levels) are forwarded whole; the
+        others' packets go out only while their own level says voice (so speech onset is
+        not clipped) and silence or noise (DTX comfort noise included) is dropped."""
+        settings = self.settings
+        audio = [
+            (self.speaker.loudness(p.id, now), p.id, layer)
+            for p in self.participants.values()
+            for producer in p.producers.values()
+            if not producer.is_video and producer.audio_level_id is not None
+            for layer in producer.layers
+        ]
+        if len(self.participants) <= settings.audio_last_n + 1:
+            loud = {pid for _, pid, _ in audio}
+        else:
+            ranked = sorted(audio, key=lambda item: item[0], reverse=True)
+            loud = {pid for _, pid, _ in ranked[: settings.audio_last_n]}
+        for _, pid, layer in audio:
+            layer.quiet_above = -1 if pid in loud else settings.audio_voice_level
 
     def _report(self, now: float, elapsed: float) -> None:
         """Once a second: layer bitrates, receiver reports + REMB, layer allocation."""

@@ -40,6 +40,19 @@ class SfuSettings(BaseModel):
     last_n: int = Field(
         default=4, ge=1, description="recent speakers who get high simulcast layers"
     )
+    audio_last_n: int = Field(
+        default=3,
+        ge=1,
+        description="loudest participants whose audio is always forwarded; in bigger rooms"
+        " the others' audio is forwarded only while louder than audio_voice_level",
+    )
+    audio_voice_level: int = Field(
+        default=50,
+        ge=0,
+        le=127,
+        description="RFC 6464 level (-dBov) at or above which (0 is loudest) a muted"
+        " participant's packets still go out: speech onset is never clipped",
+    )
     max_participants: int = Field(default=32, ge=2)
     max_publish_bitrate: int = Field(
         default=3_000_000, gt=0, description="REMB sent to publishers (bits/s)"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -20,19 +21,27 @@ from starlette.websockets import WebSocketDisconnect
 from visavis.bus.base import Bus
 from visavis.clock import Clock
 from visavis.signaling import messages as m
-from visavis.signaling.auth import hash_password, hash_token, new_id, new_token, verify_password
+from visavis.signaling.auth import PasswordsBusy, PasswordWorkers, hash_token, new_id, new_token
 from visavis.signaling.calls import CallService
 from visavis.signaling.directory import Directory
-from visavis.signaling.errors import SignalingError, conflict, not_found, unauthorized
+from visavis.signaling.errors import (
+    SignalingError,
+    busy,
+    conflict,
+    not_found,
+    too_many,
+    unauthorized,
+)
 from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.signaling.ratelimit import TokenBucket
+from visavis.signaling.ratelimit import SignInThrottle, TokenBucket
 from visavis.signaling.web import WEB_DIR, web_client
 from visavis.store.base import Device, HandleTaken, Store, User
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HELLO_TIMEOUT = 10.0
 # WebSocket close codes (4000-4999 are the application's).
@@ -60,6 +69,12 @@ class SignalingContext:
     vapid_public_key: str | None = None
     web_dir: str | None = None
     ready_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+    passwords: PasswordWorkers = field(default_factory=PasswordWorkers)
+    throttle: SignInThrottle = field(
+        default_factory=lambda: SignInThrottle(
+            failures_per_address=20, failures_per_handle=5, signups_per_address=100
+        )
+    )
 
 
 def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
@@ -106,6 +121,35 @@ async def current_device(
 Auth = Annotated[tuple[User, Device], Depends(current_device)]
 
 
+def _source(request: Request) -> str:
+    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _throttled(ctx: SignalingContext, action: str, verdict: tuple[str, float] | None) -> None:
+    """Refuse a sign-in or sign-up that must still wait (429 with Retry-After)."""
+    if verdict is None:
+        return
+    scope, wait = verdict
+    ctx.metrics.auth_throttled.labels(action, scope).inc()
+    what = "failed sign-ins" if action == "login" else "sign-ups"
+    where = "from this address" if scope == "address" else "for this handle"
+    raise too_many(
+        "too_many_attempts",
+        f"too many {what} {where}: retry in {max(1, math.ceil(wait))} s",
+        retry_after=wait,
+    )
+
+
+async def _password(ctx: SignalingContext, work: Awaitable[T]) -> T:
+    """A password hash or check on the worker threads; 503 when they are all taken."""
+    try:
+        return await work
+    except PasswordsBusy as exc:
+        ctx.metrics.auth_busy.inc()
+        raise busy("auth_busy", "too many sign-ins in progress: retry in a second", 1.0) from exc
+
+
 def create_app(ctx: SignalingContext) -> FastAPI:
     app = FastAPI(
         title="visavis signaling",
@@ -118,7 +162,12 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     @app.exception_handler(SignalingError)
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.code).inc()
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        headers = None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return JSONResponse(
+            {"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -148,13 +197,18 @@ def create_app(ctx: SignalingContext) -> FastAPI:
 
     # -- accounts and devices ------------------------------------------------------
     @app.post("/api/signup", status_code=201, response_model=m.UserOut)
-    async def signup(body: m.SignupRequest) -> m.UserOut:
+    async def signup(body: m.SignupRequest, request: Request) -> m.UserOut:
+        address = _source(request)
+        now = ctx.clock.now()
+        _throttled(ctx, "signup", ctx.throttle.signup_wait(address, now))
+        ctx.throttle.signed_up(address, now)
+        password_hash = await _password(ctx, ctx.passwords.hash(body.password))
         try:
             user = await ctx.store.create_user(
                 user_id=new_id(),
                 handle=body.handle,
                 display_name=body.display_name or body.handle.split("@")[0],
-                password_hash=hash_password(body.password),
+                password_hash=password_hash,
                 now=ctx.clock.now(),
             )
         except HandleTaken as exc:
@@ -162,11 +216,16 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         return _user_out(user)
 
     @app.post("/api/login", response_model=m.LoginResponse)
-    async def login(body: m.LoginRequest) -> m.LoginResponse:
+    async def login(body: m.LoginRequest, request: Request) -> m.LoginResponse:
+        address = _source(request)
+        _throttled(ctx, "login", ctx.throttle.login_wait(address, body.handle, ctx.clock.now()))
         user = await ctx.store.get_user_by_handle(body.handle)
-        if not verify_password(user.password_hash if user else None, body.password) or not user:
+        known = user.password_hash if user else None
+        if not await _password(ctx, ctx.passwords.verify(known, body.password)) or not user:
             ctx.metrics.http_auth_failures.labels("password").inc()
+            ctx.throttle.login_failed(address, body.handle, ctx.clock.now())
             raise unauthorized("bad_credentials", "wrong handle or password")
+        ctx.throttle.login_succeeded(body.handle)
         token = new_token()
         device = await ctx.store.create_device(
             device_id=new_id(),

@@ -55,7 +55,7 @@ NOT_ANSWERED: tuple[CallState, ...] = ("ringing",)
 LIVE: tuple[CallState, ...] = ("ringing", "active")
 
 RoomJoin = Callable[[Call, User, str, Assignment], m.CallRoom]
-PushRing = Callable[[Sequence[Device], m.CallIncoming], Awaitable[None]]
+PushRing = Callable[[Sequence[Device], m.CallIncoming | m.CallStopRinging], Awaitable[None]]
 
 
 def _ringing(call_id: str, user_id: str, inviter: str, now: float, deadline: float) -> Participant:
@@ -243,11 +243,23 @@ class CallService:
             await self.hub.deliver(
                 in_call, m.CallRinging(call_id=call.id, user=info[callee.id], devices=len(devices))
             )
-            if self.push_ring is not None and devices:
-                online = await self.hub.bus.online([d.id for d in devices])
-                asleep = [d for d in devices if d.id not in online and d.push_subscription]
-                if asleep:
-                    await self.push_ring(asleep, ring)
+            await self._push_asleep(devices, ring)
+
+    async def _push_asleep(
+        self, devices: Sequence[Device], event: m.CallIncoming | m.CallStopRinging
+    ) -> None:
+        """Web Push ``event`` to those of ``devices`` with no live connection."""
+        if self.push_ring is None or not devices:
+            return
+        online = await self.hub.bus.online([d.id for d in devices])
+        asleep = [d for d in devices if d.id not in online and d.push_subscription]
+        if asleep:
+            await self.push_ring(asleep, event)
+
+    async def _stop_ringing(self, devices: Sequence[Device], event: m.CallStopRinging) -> None:
+        """Stop the ring on ``devices``; one woken by a push has its notification withdrawn."""
+        await self.hub.deliver([d.id for d in devices], event)
+        await self._push_asleep(devices, event)
 
     async def _is_in_other_call(self, user_id: str, call_id: str) -> bool:
         for other in await self.store.live_calls_for_user(user_id):
@@ -293,8 +305,8 @@ class CallService:
         ):
             self.metrics.calls_live.labels("ringing").dec()
             self.metrics.calls_live.labels("active").inc()
-        others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
-        await self.hub.deliver(
+        others = [d for d in await self._devices_of(user.id) if d.id != device.id]
+        await self._stop_ringing(
             others,
             m.CallStopRinging(call_id=call.id, reason="answered_elsewhere", device_id=device.id),
         )
@@ -317,8 +329,8 @@ class CallService:
             call.id, user.id, only_if_state=RINGING, state="declined", ring_deadline=None
         ):
             raise SignalingError("not_ringing", "this call is not ringing for you")
-        others = [d.id for d in await self._devices_of(user.id) if d.id != device.id]
-        await self.hub.deliver(
+        others = [d for d in await self._devices_of(user.id) if d.id != device.id]
+        await self._stop_ringing(
             others, m.CallStopRinging(call_id=call.id, reason="declined_elsewhere")
         )
         await self._tell_state(call.id, user.id, "declined")
@@ -594,9 +606,7 @@ class CallService:
                 )
                 devices = await self._devices_of(p.user_id)
                 stop = "cancelled" if reason == "cancelled" else "ended"
-                await self.hub.deliver(
-                    [d.id for d in devices], m.CallStopRinging(call_id=call_id, reason=stop)
-                )
+                await self._stop_ringing(devices, m.CallStopRinging(call_id=call_id, reason=stop))
             elif p.state == "joined":
                 await self.store.update_participant(
                     call_id, p.user_id, only_if_state=IN_CALL, state="left", left_at=now
@@ -644,8 +654,8 @@ class CallService:
                 continue
             count += 1
             devices = await self._devices_of(p.user_id)
-            await self.hub.deliver(
-                [d.id for d in devices], m.CallStopRinging(call_id=p.call_id, reason="timeout")
+            await self._stop_ringing(
+                devices, m.CallStopRinging(call_id=p.call_id, reason="timeout")
             )
             await self._tell_state(p.call_id, p.user_id, "missed")
             await self._settle(p.call_id)

@@ -39,3 +39,14 @@ class SignalingMetrics:
         self.http_auth_failures = Counter(
             "visavis_auth_failures_total", "Failed sign-ins and bad tokens", ["kind"], registry=r
         )
+        self.auth_throttled = Counter(
+            "visavis_auth_throttled_total",
+            "Sign-ins and sign-ups refused with a delay to wait, by action and scope",
+            ["action", "scope"],
+            registry=r,
+        )
+        self.auth_busy = Counter(
+            "visavis_auth_busy_total",
+            "Sign-ins and sign-ups refused because every password worker was busy",
+            registry=r,
+        )

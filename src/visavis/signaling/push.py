@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from visavis.signaling.messages import CallIncoming
+from visavis.signaling.messages import CallIncoming, CallStopRinging
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.store.base import Device
 
@@ -65,17 +65,25 @@ class WebPusher:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def ring(self, devices: Sequence[Device], ring: CallIncoming) -> None:
-        """Start pushing to each device; return without waiting for the push services."""
-        payload = json.dumps(
-            {
-                "type": "call.incoming",
-                "call_id": ring.call_id,
-                "caller": ring.caller.model_dump(),
-                "media": ring.media,
-                "ring_deadline": ring.ring_deadline,
-            }
-        )
+    async def ring(self, devices: Sequence[Device], ring: CallIncoming | CallStopRinging) -> None:
+        """Start pushing to each device; return without waiting for the push services.
+
+        A ring shows a notification (the web client's service worker); a stop withdraws
+        it (cancelled, answered or declined elsewhere, timed out)."""
+        if isinstance(ring, CallStopRinging):
+            payload = json.dumps(
+                {"type": "call.stop_ringing", "call_id": ring.call_id, "reason": ring.reason}
+            )
+        else:
+            payload = json.dumps(
+                {
+                    "type": "call.incoming",
+                    "call_id": ring.call_id,
+                    "caller": ring.caller.model_dump(),
+                    "media": ring.media,
+                    "ring_deadline": ring.ring_deadline,
+                }
+            )
         for device in devices:
             if device.push_subscription:
                 task = asyncio.create_task(self._send(device, payload))

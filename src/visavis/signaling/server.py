@@ -19,11 +19,13 @@ from visavis.fleet.metrics import FleetMetrics
 from visavis.fleet.service import Assignment, Fleet, LocalFleet, RegistryFleet
 from visavis.signaling import messages as m
 from visavis.signaling.app import SignalingContext, create_app
+from visavis.signaling.auth import PasswordWorkers
 from visavis.signaling.calls import CallService
 from visavis.signaling.directory import Directory
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.push import WebPusher, load_or_create_vapid_key, vapid_public_key_b64
+from visavis.signaling.ratelimit import SignInThrottle
 from visavis.store import open_store
 from visavis.store.base import Call, Store, User
 from visavis.tokens import sign_token
@@ -181,6 +183,12 @@ class SignalingServer:
             rate_per_second=cfg.rate_limit_per_second,
             rate_burst=cfg.rate_limit_burst,
             vapid_public_key=vapid_public_key_b64(vapid),
+            passwords=PasswordWorkers(cfg.password_workers, cfg.password_queue),
+            throttle=SignInThrottle(
+                failures_per_address=cfg.login_failures_per_address,
+                failures_per_handle=cfg.login_failures_per_handle,
+                signups_per_address=cfg.signups_per_address,
+            ),
         )
         app = create_app(self.ctx)
         config = uvicorn.Config(
@@ -230,6 +238,8 @@ class SignalingServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.ctx is not None:
+            self.ctx.passwords.close()
         if self._owns[1]:
             await self.bus.close()
         if self._owns[0]:

@@ -10,6 +10,7 @@ import { LocalMedia } from "./call/media.js";
 import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
+import { enablePush, ringHandled } from "./core/push.js";
 
 const SESSION_KEY = "visavis.session";
 const ENDED_LINGER = 2500;
@@ -46,12 +47,14 @@ export class App {
       ringingDevices: 0,
       muted: false,
       cameraOff: false,
+      sharing: false,
       quality: null,
       contact: null, // the last contact found
       favourites: [],
       history: [],
       missedUnseen: 0,
       devices: [],
+      elsewhere: null, // a call this user is in on another device (handoff)
       announcement: "", // for the live region
       error: "",
     });
@@ -61,6 +64,8 @@ export class App {
     this.ringtone = new Ringtone();
     this.timers = {};
     this.lastStats = null;
+    this.early = []; // events that arrived before our invite's result
+    this.phases = []; // every phase this tab went through (the call view's history; tests)
   }
 
   // -- small helpers -----------------------------------------------------------------
@@ -82,6 +87,7 @@ export class App {
     const { state, changed } = transition(this.state.call, event, Date.now());
     if (!changed) return false;
     this.store.set({ call: state });
+    if (this.phases.at(-1) !== state.phase) this.phases.push(state.phase);
     this._phaseChanged(state);
     return true;
   }
@@ -90,6 +96,7 @@ export class App {
     const ringing = call.phase === "ringing" && call.direction === "in";
     if (ringing) this.ringtone.start();
     else this.ringtone.stop();
+    if (!ringing && call.direction === "in" && call.callId) ringHandled(call.callId);
     if (call.phase === "in_call") this._startQuality();
     if (call.phase === "ended") {
       this._teardown();
@@ -159,6 +166,7 @@ export class App {
     this.hangUp();
     this.socket?.close();
     this.socket = null;
+    clearInterval(this.timers.poll);
     if (session) {
       // Signing out revokes this device's token on the server.
       await this.api.revokeDevice(session.device.id).catch(() => {});
@@ -190,6 +198,13 @@ export class App {
   }
 
   _welcome(welcome, resumed) {
+    clearInterval(this.timers.poll);
+    // Calls live on this user's other devices show up in history as ongoing: look again
+    // every 10 s while idle (and when the window gets focus) to offer "move call here".
+    this.timers.poll = setInterval(() => {
+      const phase = this.state.call.phase;
+      if ((phase === "idle" || phase === "ended") && document.visibilityState === "visible") this.refreshHistory();
+    }, 10000);
     this.iceServers = welcome.ice_servers;
     this.deviceId = welcome.device_id;
     this.refreshHistory();
@@ -203,6 +218,12 @@ export class App {
   // -- server events ------------------------------------------------------------------
   _event(event) {
     const call = this.state.call;
+    if (call.phase === "ringing" && call.direction === "out" && call.callId == null && event.call_id && event.type !== "call.incoming") {
+      // Our invite's result (with the call id) is still on its way: the server may send
+      // call.room or call.ringing first. Keep them until `placed`.
+      this.early.push(event);
+      return;
+    }
     const current = call.callId != null && event.call_id === call.callId;
     switch (event.type) {
       case "call.incoming":
@@ -342,6 +363,7 @@ export class App {
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
     const peer = peers?.[0] ?? { handle: handles[0], display_name: handles.length > 1 ? `${handles.length} people` : handles[0] };
     const group = handles.length > 1;
+    this.early = [];
     this.dispatch({ type: "invite", peer: group ? { handle: handles.join(", "), display_name: handles.map((h) => h.split("@")[0]).join(", ") } : peer, media, group });
     const local = await this._ensureMedia(media);
     let result;
@@ -354,10 +376,13 @@ export class App {
     }
     const callId = result.call_id;
     this.dispatch({ type: "placed", callId });
+    const early = this.early;
+    this.early = [];
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
       direct.prepareOffer();
     }
+    for (const event of early) if (event.call_id === callId) this._event(event);
     return callId;
   }
 
@@ -462,6 +487,19 @@ export class App {
     this.announce(this.media.cameraOff ? "Camera off" : "Camera on");
   }
 
+  async toggleScreenShare() {
+    if (!this.media) return;
+    this.media.onchange = () => this.store.set({ sharing: Boolean(this.media?.screen) });
+    try {
+      if (this.media.screen) await this.media.stopSharing();
+      else await this.media.shareScreen();
+    } catch (err) {
+      if (err?.name !== "NotAllowedError") this.fail(err);
+    }
+    this.store.set({ sharing: Boolean(this.media?.screen) });
+    this.announce(this.media?.screen ? "Sharing your screen" : "Stopped sharing");
+  }
+
   async switchCamera() {
     await this.media?.switchCamera().catch((err) => this.fail(err));
     this.store.set({ localStream: this.media?.stream ?? null });
@@ -479,7 +517,7 @@ export class App {
     this.media = null;
     clearInterval(this.timers.quality);
     this.lastStats = null;
-    this.store.set({ remoteStream: null, localStream: null, tiles: [], dominant: null, quality: null });
+    this.store.set({ remoteStream: null, localStream: null, tiles: [], dominant: null, quality: null, sharing: false });
   }
 
   _startQuality() {
@@ -505,9 +543,53 @@ export class App {
       const history = await this.api.history(50);
       const seen = Number(localStorage.getItem(this._seenKey()) || 0);
       const missedUnseen = history.filter((h) => h.direction === "incoming" && h.state === "missed" && h.started_at > seen).length;
-      this.store.set({ history, missedUnseen });
+      this.store.set({ history, missedUnseen, elsewhere: this._liveElsewhere(history) });
     } catch (err) {
       if (err.status === 401) this._forget();
+    }
+  }
+
+  /** A call this user is in on another device (history says ongoing, and I joined). */
+  _liveElsewhere(history) {
+    const me = this.state.session?.user.handle;
+    const phase = this.state.call.phase;
+    if (phase !== "idle" && phase !== "ended") return null;
+    return (
+      history.find((h) => h.state === "ongoing" && h.participants.some((p) => p.user.handle === me && p.state === "joined")) ?? null
+    );
+  }
+
+  /** Handoff: move the call this user is in on another device to this one. */
+  async moveCallHere() {
+    const entry = this.state.elsewhere;
+    if (!entry) return;
+    const me = this.state.session.user.handle;
+    const others = entry.participants.filter((p) => p.user.handle !== me).map((p) => p.user);
+    const group = others.length > 1;
+    const role = entry.direction === "outgoing" ? "caller" : "callee";
+    this.store.set({ elsewhere: null, error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
+    this.dispatch({
+      type: "take_over",
+      callId: entry.call_id,
+      direction: entry.direction === "outgoing" ? "out" : "in",
+      peer: group ? { handle: others.map((u) => u.handle).join(", "), display_name: others.map((u) => u.display_name).join(", ") } : others[0],
+      media: entry.media,
+      group,
+    });
+    const local = await this._ensureMedia(entry.media);
+    // A 1:1 call: this device offers to the other side as soon as the server agrees; a
+    // group call: the server sends call.room to this device.
+    const direct = group ? null : this._direct(entry.call_id, role, local);
+    try {
+      await this.socket.request({ type: "call.handoff", call_id: entry.call_id });
+    } catch (err) {
+      this.fail(err);
+      this.dispatch({ type: "ended", callId: entry.call_id, reason: "failed" });
+      return;
+    }
+    if (direct && this.controller === direct) {
+      direct.release();
+      direct.prepareOffer();
     }
   }
 
@@ -534,6 +616,17 @@ export class App {
       await this.api.revokeDevice(id);
       await this.refreshDevices();
       this.announce("Device signed out");
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** Ring this device with the app closed (Web Push through the service worker). */
+  async enablePush() {
+    try {
+      await enablePush(this.api);
+      this.store.set({ pushEnabled: true });
+      this.announce("This device will ring with visavis closed");
     } catch (err) {
       this.fail(err);
     }

@@ -47,6 +47,8 @@ export class GroupCall {
   }
 
   join() {
+    this.generation = (this.generation ?? 0) + 1;
+    this.chain = Promise.resolve();
     this.ws = new WebSocket(this.room.url);
     this.ws.onopen = () => this.ws.send(JSON.stringify({ type: "join", token: this.room.token }));
     this.ws.onmessage = (event) => this._message(JSON.parse(event.data));
@@ -79,9 +81,8 @@ export class GroupCall {
         break;
       case "error":
         console.warn("visavis sfu", msg.code, msg.message);
-        if (msg.code === "unauthorized" || msg.code === "room_full" || msg.code === "removed") {
-          this.onChange("failed", msg.message);
-        }
+        if (msg.code === "unauthorized" || msg.code === "room_full") this.onChange("failed", msg.message);
+        else if (msg.code === "removed") this._rejoin(); // e.g. no media in time: join again
         break;
       default:
         break;
@@ -108,10 +109,11 @@ export class GroupCall {
   }
 
   _negotiate(audio, video) {
+    const generation = this.generation;
     this.chain = this.chain
       .then(async () => {
         const pc = this.pc;
-        if (!pc || this.closed) return;
+        if (!pc || this.closed || generation !== this.generation) return;
         for (let i = 0; i < audio; i++) pc.addTransceiver("audio", { direction: "recvonly" });
         for (let i = 0; i < video; i++) pc.addTransceiver("video", { direction: "recvonly" });
         const offer = await pc.createOffer();
@@ -121,6 +123,7 @@ export class GroupCall {
         });
         this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp }));
         const answer = await answered;
+        if (!answer || generation !== this.generation) return; // rejoined meanwhile
         this.slots = new Map(answer.streams.map((s) => [s.mid, s]));
         await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
         this.onUpdate();
@@ -151,7 +154,16 @@ export class GroupCall {
   }
 
   async _rejoin() {
-    if (this.closed) return;
+    if (this.closed || this.rejoining) return;
+    this.rejoining = true;
+    try {
+      await this._rejoinOnce();
+    } finally {
+      this.rejoining = false;
+    }
+  }
+
+  async _rejoinOnce() {
     if (this.rejoins >= 3) {
       this.onChange("failed", "the group call's media path broke");
       return;
@@ -191,6 +203,24 @@ export class GroupCall {
     if (!this.closed) this._rejoin();
   }
 
+  /** Per remote participant: video frames decoded, audio samples received (getStats). */
+  async received() {
+    const out = {};
+    if (!this.pc) return out;
+    const report = await this.pc.getStats();
+    report.forEach((r) => {
+      if (r.type !== "inbound-rtp" || !r.mid) return;
+      const slot = this.slots.get(r.mid);
+      if (!slot) return;
+      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0 });
+      if (r.kind === "video") {
+        entry.video += r.framesDecoded ?? 0;
+        entry.width = Math.max(entry.width, r.frameWidth ?? 0);
+      } else entry.audio += r.totalSamplesReceived ?? 0;
+    });
+    return out;
+  }
+
   async stats() {
     if (!this.pc) return null;
     return summarize(await this.pc.getStats(), performance.now());
@@ -198,6 +228,8 @@ export class GroupCall {
 
   _teardown() {
     this.closed = true;
+    this.answerWaiter?.(null); // a negotiation waiting for this socket's answer gives up
+    this.answerWaiter = null;
     if (this.ws) {
       this.ws.onclose = null;
       if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "leave" }));

@@ -9,12 +9,15 @@ import { hooks } from "../core/hooks.js";
 
 const PREFS_KEY = "visavis.media";
 
-// The camera's best up to 1080p (the browser picks the closest the camera offers).
-export const CAMERA_CONSTRAINTS = {
-  width: { ideal: 1920, max: 1920 },
-  height: { ideal: 1080, max: 1080 },
-  frameRate: { ideal: 30, max: 30 },
-};
+// The camera's best up to 1080p (the browser picks the closest the camera offers); a
+// person may cap it per device (Settings → camera quality: 1080, 720 or 360 lines).
+export const QUALITIES = [1080, 720, 360];
+
+export function cameraConstraints(maxHeight = loadPrefs().maxHeight ?? 1080) {
+  const height = QUALITIES.includes(maxHeight) ? maxHeight : 1080;
+  const width = Math.round((height * 16) / 9);
+  return { width: { ideal: width, max: width }, height: { ideal: height, max: height }, frameRate: { ideal: 30, max: 30 } };
+}
 
 export function loadPrefs() {
   try {
@@ -50,7 +53,7 @@ export class LocalMedia {
     const prefs = loadPrefs();
     const wanted = {
       audio: audio && !this.audio ? (prefs.mic ? { deviceId: { ideal: prefs.mic } } : true) : false,
-      video: video && !this.video ? { ...CAMERA_CONSTRAINTS, ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
+      video: video && !this.video ? { ...cameraConstraints(prefs.maxHeight), ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
     };
     if (wanted.audio || wanted.video) {
       const got = await navigator.mediaDevices.getUserMedia(wanted);
@@ -65,7 +68,7 @@ export class LocalMedia {
   /** Recompute the outgoing tracks through the localTrack hooks; update every sender. */
   async refresh() {
     for (const kind of ["audio", "video"]) {
-      let track = this[kind];
+      let track = kind === "video" && this.screen ? this.screen : this[kind];
       for (const fn of hooks.localTrack) {
         try {
           track = (await fn(track, kind)) ?? track;
@@ -105,6 +108,25 @@ export class LocalMedia {
     if (this.video) this.video.enabled = !off;
   }
 
+  /** Share a screen or window instead of the camera (same sender: no renegotiation). */
+  async shareScreen() {
+    const got = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    const track = got.getVideoTracks()[0];
+    track.contentHint = "detail";
+    this.screen = track;
+    track.addEventListener("ended", () => this.stopSharing());
+    await this.refresh();
+    this.onchange?.();
+  }
+
+  async stopSharing() {
+    if (!this.screen) return;
+    this.screen.stop();
+    this.screen = null;
+    await this.refresh();
+    this.onchange?.();
+  }
+
   /** Next camera (front/back on phones, or the next one listed). */
   async switchCamera() {
     const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
@@ -112,7 +134,7 @@ export class LocalMedia {
     const index = cameras.findIndex((d) => d.deviceId === current);
     const next = cameras.length > 1 ? cameras[(index + 1) % cameras.length] : null;
     this.facing = this.facing === "user" ? "environment" : "user";
-    const constraints = next ? { ...CAMERA_CONSTRAINTS, deviceId: { exact: next.deviceId } } : { ...CAMERA_CONSTRAINTS, facingMode: this.facing };
+    const constraints = next ? { ...cameraConstraints(), deviceId: { exact: next.deviceId } } : { ...cameraConstraints(), facingMode: this.facing };
     const got = await navigator.mediaDevices.getUserMedia({ video: constraints });
     const old = this.video;
     if (old) {
@@ -127,6 +149,8 @@ export class LocalMedia {
   }
 
   stop() {
+    this.screen?.stop();
+    this.screen = null;
     for (const track of this.stream.getTracks()) {
       track.stop();
       this.stream.removeTrack(track);

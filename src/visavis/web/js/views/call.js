@@ -117,6 +117,8 @@ export class CallView extends Component {
           <${Icon} name=${s.cameraOff ? "videoOff" : "video"} /><span>${s.cameraOff ? "Camera on" : "Camera off"}</span>
         </button>
         <button class="round" onClick=${() => app.switchCamera()} data-action="switch-camera"><${Icon} name="switchCam" /><span>Switch camera</span></button>
+        ${live && navigator.mediaDevices?.getDisplayMedia && html`<button class=${`round ${s.sharing ? "off" : ""}`} aria-pressed=${s.sharing} onClick=${() => app.toggleScreenShare()} data-action="share">
+          <${Icon} name="screen" /><span>${s.sharing ? "Stop sharing" : "Share screen"}</span></button>`}
         ${live && html`<button class="round" onClick=${() => this.setState({ adding: true })} data-action="add"><${Icon} name="add" /><span>Add person</span></button>`}
         <button class="round end" onClick=${() => app.hangUp()} data-action="end" disabled=${call.phase === "ended"}><${Icon} name="end" /><span>${call.phase === "ringing" ? "Cancel" : "End"}</span></button>
       </nav>

@@ -1,6 +1,6 @@
 // Home: find people, favourites, call history (missed calls marked), camera preview.
 import { html, Component, Video, initials } from "../ui.js";
-import { LocalMedia } from "../call/media.js";
+import { LocalMedia, QUALITIES, loadPrefs, savePrefs } from "../call/media.js";
 import { Icon } from "./icons.js";
 
 function CallButtons({ app, contact }) {
@@ -50,7 +50,14 @@ class Preview extends Component {
       <h2 id="preview-title">Camera</h2>
       ${stream ? html`<${Video} className="preview-video" stream=${stream} muted mirror label="Camera preview" />` : html`<p class="muted">See how you look before you call.</p>`}
       ${error && html`<p class="error" role="alert">${error}</p>`}
-      <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+      <div class="inline">
+        <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+        <label class="select">Camera quality
+          <select onChange=${(e) => savePrefs({ maxHeight: Number(e.currentTarget.value) })}>
+            ${QUALITIES.map((q) => html`<option value=${q} selected=${(loadPrefs().maxHeight ?? 1080) === q}>up to ${q}p</option>`)}
+          </select>
+        </label>
+      </div>
     </section>`;
   }
 }
@@ -138,6 +145,12 @@ export function History({ app, s }) {
 export function Devices({ app, s }) {
   return html`<section class="card" aria-labelledby="devices-title">
     <h2 id="devices-title">Your devices</h2>
+    ${s.error && html`<p class="error" role="alert">${s.error}</p>`}
+    <p>
+      <button onClick=${() => app.enablePush()} disabled=${Boolean(s.pushEnabled)}>
+        ${s.pushEnabled ? "This device rings when visavis is closed" : "Ring this device when visavis is closed"}
+      </button>
+    </p>
     <ul class="devices">
       ${s.devices.map(
         (d) => html`<li key=${d.id} data-device=${d.id}>
@@ -178,6 +191,11 @@ export function Home({ app, s }) {
     </header>
     ${s.status === "replaced" &&
     html`<div class="banner" role="status">visavis is open in another tab. <button class="primary small" onClick=${() => app.useHere()}>Use here</button></div>`}
+    ${s.elsewhere &&
+    html`<div class="banner handoff" role="status">
+      <span>In a call on another device with ${s.elsewhere.participants.filter((p) => p.user.handle !== s.session.user.handle).map((p) => p.user.display_name).join(", ")}</span>
+      <button class="primary small" onClick=${() => app.moveCallHere()}>Move call here</button>
+    </div>`}
     <main id="main">
       ${current === "contacts" && html`<${Contacts} app=${app} s=${s} />`}
       ${current === "history" && html`<${History} app=${app} s=${s} />`}
