@@ -35,7 +35,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         data_dir=tmp_path,
         signaling={"port": 0},
         relay={"listening-port": 0, "tls-listening-port": 0},
-        sfu={"port": 0, "media_port": 0, "allowed_networks": ["127.0.0.0/8"]},
+        # dead_timeout: a loaded machine can stall a bot for seconds (see conftest.py).
+        sfu={"port": 0, "media_port": 0, "allowed_networks": ["127.0.0.0/8"], "dead_timeout": 30.0},
     )
     node = Node(settings)
     await node.start()

@@ -1,4 +1,5 @@
-"""Fixtures for the effects' browser tests: the web client's origin and Chromium."""
+"""Fixtures for the effects' browser tests: the real ``visavis serve`` (its web client's
+origin, with the product's Content-Security-Policy) and Chromium."""
 
 from __future__ import annotations
 
@@ -9,36 +10,33 @@ from typing import Any
 import pytest
 
 from tests.effects import harness
+from tests.served import Served, serve
+from visavis.signaling.web import CSP, WEB_DIR
 
 HAVE_CHROMIUM = Path(harness.CHROMIUM).exists()
-WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "visavis" / "web"
-CSP = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self' 'wasm-unsafe-eval'",
-        "style-src 'self'",
-        "img-src 'self' data: blob:",
-        "media-src 'self' blob:",
-        "connect-src 'self' ws: wss:",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-    ]
-)
+
+__all__ = ["CSP", "WEB_DIR"]
 
 
 @pytest.fixture(scope="session")
 def csp() -> str:
-    """The Content-Security-Policy the harness pages are served with (the client's)."""
+    """The Content-Security-Policy the harness pages are answered with: the client's."""
     return CSP
 
 
 @pytest.fixture(scope="session")
-def web_origin() -> Iterator[str]:
-    """Where src/visavis/web is served, with the client's Content-Security-Policy."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``visavis serve`` for the effects tests (its web client at /)."""
     if not (WEB_DIR / "vendor" / "@mediapipe" / "selfie_segmentation").is_dir():
         pytest.skip("src/visavis/web/vendor is missing: run scripts/setup")
-    with harness.static_origin(WEB_DIR, CSP) as origin:
-        yield origin
+    with serve(tmp_path_factory.mktemp("effects")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def web_origin(server: Served) -> str:
+    """Where the effects modules, the model and the worklets are fetched from."""
+    return server.http_url
 
 
 @pytest.fixture

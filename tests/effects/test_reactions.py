@@ -64,7 +64,8 @@ async def test_reactions_between_two_browsers(playwright: Any, web_origin: str, 
         assert 1 <= sent <= 3 and after["limited"] - before["limited"] == 8 - sent
         from_bob = "played().filter(([who]) => who === 'bob').length"
         await alice.evaluate(f"waitFor(() => {from_bob} === {sent})")
-        assert (await alice.evaluate("tileReaction('bob')"))["kind"] == "hearts"
+        played = await alice.evaluate("played()")
+        assert [kind for who, kind in played if who == "bob"] == ["hearts"] * sent
 
         # What travelled: sealed bytes, never the name or the JSON, in neither direction.
         payloads = await alice.evaluate("wire()") + await bob.evaluate("wire()")
@@ -92,6 +93,14 @@ async def test_reactions_between_two_browsers(playwright: Any, web_origin: str, 
         assert dropped["decrypt"] == 2
         assert dropped["size"] == 1
         assert dropped["unsealed"] == 1
+
+        # Group calls: per-sender keys (SFrame sender keys), rekeyed when someone leaves.
+        check = await alice.evaluate("senderKeyCheck()")
+        assert check["opened"] == '{"v":1,"kind":"rain","id":"0123456789abcdef"}'
+        assert check["asBob"] == "refused: key"  # bob's key has another generation
+        assert check["unknown"] == "refused: key"
+        assert check["afterRekey"] == "refused: key"
+        assert check["newKey"] == check["opened"]
         assert alice.harness_errors == [] and bob.harness_errors == []
     finally:
         await browser.close()

@@ -33,8 +33,8 @@ async def test_voices_follow_their_tiles(playwright: Any, web_origin: str, csp: 
 
         for headphones in (False, True):
             await page.evaluate(f"setHeadphones({str(headphones).lower()})")
-            ann = await page.evaluate("measure('ann')")
-            bob = await page.evaluate("measure('bob')")
+            levels = await page.evaluate("measure()")
+            ann, bob = levels["ann"], levels["bob"]
             print(f"headphones={headphones}: ann {side_db(ann):+.1f}, bob {side_db(bob):+.1f} dB")
             assert min(ann["left"], bob["right"]) > 0.01  # the voices are heard at all
             assert side_db(ann) >= MIN_SIDE_DB
@@ -42,13 +42,16 @@ async def test_voices_follow_their_tiles(playwright: Any, web_origin: str, csp: 
 
         await page.evaluate("swapTiles()")
         await page.evaluate("waitFor(() => positions().ann > 0.3 && positions().bob < -0.3)")
-        ann = await page.evaluate("measure('ann')")
-        assert side_db(ann) <= -MIN_SIDE_DB  # ann's tile is now on the right
+        levels = await page.evaluate("measure()")
+        assert side_db(levels["ann"]) <= -MIN_SIDE_DB  # ann's tile is now on the right
+        assert side_db(levels["bob"]) >= MIN_SIDE_DB
 
         await page.evaluate("setEnabled(false)")
-        ann = await page.evaluate("measure('ann')")
-        print(f"spatial off: ann {side_db(ann):+.1f} dB")
-        assert abs(side_db(ann)) < 0.5
+        levels = await page.evaluate("measure()")
+        print(
+            f"spatial off: ann {side_db(levels['ann']):+.1f}, bob {side_db(levels['bob']):+.1f} dB"
+        )
+        assert abs(side_db(levels["ann"])) < 0.5 and abs(side_db(levels["bob"])) < 0.5
         assert page.harness_errors == []
     finally:
         await browser.close()

@@ -27,7 +27,11 @@ BLUR_BACKGROUND_DROP = 10.0  # background high-frequency energy at least 10x low
 PORTRAIT_BACKGROUND_DROP = 3.0
 PERSON_KEPT = 0.8  # person's high-frequency energy at least 80 % of the camera's
 PERSON_MAX_DIFF = 8.0  # mean absolute difference in the person's region, 0..255
-MIN_FPS = 15.0  # at 640x480, on a 2-core machine shared with other jobs
+# At 640x480 the effect delivers the camera's 30 fps here when the machine is not crowded
+# (docs/effects.md); the test runs beside other jobs on 2 cores (load averages of 20-40
+# seen), so it asserts 10 fps: above what the effect gives without adapting (5 fps at
+# full effect resolution), so a broken adaptation still fails it.
+MIN_FPS = 10.0
 
 
 def high_frequency(frame: NDArray[np.uint8], box: tuple[int, int, int, int]) -> float:

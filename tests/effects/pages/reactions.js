@@ -4,6 +4,7 @@
 import {
   createReactionCipher,
   createReactions,
+  createSenderKeyCipher,
   reactionChannel,
   reactionShortcut,
 } from "/effects/reactions.js";
@@ -101,3 +102,30 @@ window.tileReaction = (id) => {
 /** Hand raw bytes (hex) to the receiver as if `fromId` had sent them. */
 window.inject = (bytesHex, fromId) =>
   reactions.receive(Uint8Array.from(bytesHex.match(/../g) ?? [], (h) => parseInt(h, 16)), fromId);
+
+/** Per-sender keys (group calls with SFrame sender keys): what opens and what is refused. */
+window.senderKeyCheck = async () => {
+  const random = () => crypto.getRandomValues(new Uint8Array(32));
+  const keys = { alice: { secret: random(), keyId: 1 }, bob: { secret: random(), keyId: 4 } };
+  const view = () => createSenderKeyCipher({ keyFor: (id) => keys[id] ?? null, callId: "c" });
+  const atAlice = view();
+  const atBob = view();
+  const plain = new TextEncoder().encode('{"v":1,"kind":"rain","id":"0123456789abcdef"}');
+  const sealed = await atAlice.seal(plain, "alice");
+  const outcome = async (fn) => {
+    try {
+      return new TextDecoder().decode(await fn());
+    } catch (error) {
+      return `refused: ${error.reason}`;
+    }
+  };
+  const result = {
+    opened: await outcome(() => atBob.open(sealed, "alice")),
+    asBob: await outcome(() => atBob.open(sealed, "bob")),
+    unknown: await outcome(() => atBob.open(sealed, "carol")),
+  };
+  keys.alice = { secret: random(), keyId: 2 }; // alice rekeyed (someone left)
+  result.afterRekey = await outcome(() => atBob.open(sealed, "alice"));
+  result.newKey = await outcome(async () => atBob.open(await atAlice.seal(plain, "alice"), "alice"));
+  return result;
+};

@@ -1,5 +1,6 @@
 // Harness for effects/spatial.js: two remote speakers (tones through a real peer
-// connection) on the left and right tiles of a grid; the mixer's stereo output measured.
+// connection, 440 and 660 Hz) on the left and right tiles of a grid; the mixer's stereo
+// output measured per speaker.
 import { createSpatialMixer } from "/effects/spatial.js";
 import { levels, loopback } from "./audio.js";
 import "./common.js";
@@ -7,7 +8,6 @@ import "./common.js";
 let ctx = null;
 let mixer = null;
 let out = null;
-const senders = {};
 
 window.run = async () => {
   ctx = new AudioContext({ sampleRate: 48000 });
@@ -18,7 +18,6 @@ window.run = async () => {
     osc.connect(new GainNode(ctx, { gain: 0.3 })).connect(dest);
     osc.start();
     tones[id] = dest.stream.getAudioTracks()[0];
-    senders[id] = tones[id];
   }
   const [ann, bob] = await loopback([tones.ann, tones.bob]);
   out = ctx.createGain();
@@ -33,13 +32,29 @@ window.run = async () => {
   return mixer.positions();
 };
 
-/** Mean level of the left and right output channels over `ms` with only `speaker` on. */
-window.measure = async (speaker, ms = 1500) => {
-  for (const [id, track] of Object.entries(senders)) track.enabled = id === speaker;
-  // The first 400 ms (20 windows) still carry the other speaker's sound in flight.
-  const windows = (await levels(ctx, out, 2, ms + 400)).slice(20);
+/** Per speaker, the mean level of the left and right output channels over `ms`. Both
+ *  speakers play all along; each is told apart by its tone (band-pass filters at 440 and
+ *  660 Hz on each channel), so no timing of who speaks when is involved. */
+window.measure = async (ms = 1500) => {
+  const split = ctx.createChannelSplitter(2);
+  const merge = ctx.createChannelMerger(4);
+  out.connect(split);
+  const bands = [440, 660];
+  for (let channel = 0; channel < 2; channel++) {
+    bands.forEach((frequency, i) => {
+      const band = new BiquadFilterNode(ctx, { type: "bandpass", frequency, Q: 30 });
+      split.connect(band, channel).connect(merge, 0, i * 2 + channel);
+    });
+  }
+  // The first 200 ms (10 windows) are the filters settling.
+  const windows = (await levels(ctx, merge, 4, ms + 200)).slice(10);
+  out.disconnect(split);
   const mean = (c) => Math.sqrt(windows.reduce((s, w) => s + w[c] * w[c], 0) / windows.length);
-  return { left: mean(0), right: mean(1), windows: windows.length };
+  return {
+    ann: { left: mean(0), right: mean(1) },
+    bob: { left: mean(2), right: mean(3) },
+    windows: windows.length,
+  };
 };
 
 window.setHeadphones = (on) => mixer.setHeadphones(on);

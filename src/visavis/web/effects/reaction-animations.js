@@ -222,42 +222,53 @@ const SCENES = {
       ctx.globalAlpha = fade;
       ctx.fillStyle = "rgba(0,0,0,0.45)";
       ctx.fillRect(0, 0, w, h);
-      ctx.lineWidth = 4;
-      ctx.shadowBlur = 12;
+      // A glow without shadowBlur (slow in software rendering): a wide faint beam under a
+      // thin bright one.
       for (const b of beams) {
         const x0 = b.fromLeft ? 0 : w;
         const angle = Math.sin(b.phase + t * b.speed) * 0.6 + (b.fromLeft ? -0.9 : -2.2);
+        const x1 = x0 + Math.cos(angle) * w * 2;
+        const y1 = h + Math.sin(angle) * w * 2;
         ctx.strokeStyle = b.color;
-        ctx.shadowColor = b.color;
-        ctx.beginPath();
-        ctx.moveTo(x0, h);
-        ctx.lineTo(x0 + Math.cos(angle) * w * 2, h + Math.sin(angle) * w * 2);
-        ctx.stroke();
+        for (const [width, alpha] of [[12, 0.25], [3, 1]]) {
+          ctx.lineWidth = width;
+          ctx.globalAlpha = fade * alpha;
+          ctx.beginPath();
+          ctx.moveTo(x0, h);
+          ctx.lineTo(x1, y1);
+          ctx.stroke();
+        }
       }
-      ctx.shadowBlur = 0;
     },
   },
 };
 
 export const ANIMATED_KINDS = Object.keys(SCENES);
+let overlays = 0;
 
 function reducedMotion() {
   return globalThis.matchMedia?.("(prefers-reduced-motion: reduce)").matches ?? false;
 }
 
 /**
- * Play `kind` over `tile` (an element; made position: relative if it is static). Several
- * reactions on one tile stack; each removes its own overlay when done. Resolves when done.
+ * Play `kind` over `tile`: an element that holds the participant's picture (made position:
+ * relative if it is static), or a <video> itself, whose overlay then goes into its parent
+ * at the video's box. Several reactions on one tile stack; each removes its own overlay
+ * when done. Resolves when done.
  */
 export function playReaction(tile, kind, { duration = null } = {}) {
   const scene = SCENES[kind];
   if (!scene) return Promise.reject(new Error(`unknown reaction: ${kind}`));
   const still = reducedMotion();
   const total = duration ?? (still ? REDUCED_MS : DURATION_MS);
-  if (getComputedStyle(tile).position === "static") tile.style.position = "relative";
+  const media = tile.tagName === "VIDEO" || tile.tagName === "CANVAS" || tile.tagName === "IMG";
+  const host = media ? tile.parentElement : tile;
+  if (getComputedStyle(host).position === "static") host.style.position = "relative";
   const canvas = document.createElement("canvas");
   canvas.className = "reaction-overlay";
   canvas.dataset.reaction = kind;
+  const overlayId = (tile.dataset.reactionOverlay ??= String(++overlays));
+  canvas.dataset.for = overlayId;
   canvas.setAttribute("aria-hidden", "true");
   Object.assign(canvas.style, {
     position: "absolute",
@@ -267,11 +278,20 @@ export function playReaction(tile, kind, { duration = null } = {}) {
     pointerEvents: "none",
     zIndex: "5",
   });
+  if (media) {
+    Object.assign(canvas.style, {
+      inset: "auto",
+      left: `${tile.offsetLeft}px`,
+      top: `${tile.offsetTop}px`,
+      width: `${tile.offsetWidth}px`,
+      height: `${tile.offsetHeight}px`,
+    });
+  }
   const rect = tile.getBoundingClientRect();
   const scale = Math.min(globalThis.devicePixelRatio || 1, 2);
   canvas.width = Math.max(1, Math.round(rect.width * scale));
   canvas.height = Math.max(1, Math.round(rect.height * scale));
-  tile.append(canvas);
+  host.append(canvas);
   tile.dataset.reaction = kind;
   const ctx = canvas.getContext("2d");
   ctx.scale(scale, scale);
@@ -291,7 +311,9 @@ export function playReaction(tile, kind, { duration = null } = {}) {
         return;
       }
       canvas.remove();
-      if (!tile.querySelector(".reaction-overlay")) delete tile.dataset.reaction;
+      if (!host.querySelector(`.reaction-overlay[data-for="${overlayId}"]`)) {
+        delete tile.dataset.reaction;
+      }
       resolve();
     };
     requestAnimationFrame(frame);

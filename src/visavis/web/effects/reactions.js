@@ -186,6 +186,33 @@ export async function createReactionCipher(secret, { callId = "", keyId = 0 } = 
 }
 
 /**
+ * Per-sender keys, for calls whose end-to-end encryption gives every sender its own key
+ * (SFrame sender keys): a reaction is sealed with a key derived from the sender's own
+ * current key and opened with the key of the participant it came from, so only holders
+ * of that sender's key (the call's members) can read it and none can forge another
+ * member's. `keyFor(participantId)` returns `{secret, keyId}` (raw bytes, 0..255) or null.
+ */
+export function createSenderKeyCipher({ keyFor, callId = "" }) {
+  const derived = new Map(); // participantId -> {secret, keyId, cipher}
+  async function cipherFor(participantId) {
+    const current = await keyFor(participantId);
+    if (!current) throw new ReactionError("key", `no key for ${participantId}`);
+    const known = derived.get(participantId);
+    if (known && known.secret === current.secret && known.keyId === current.keyId) {
+      return known.cipher;
+    }
+    const cipher = await createReactionCipher(current.secret, { callId, keyId: current.keyId });
+    derived.set(participantId, { ...current, cipher });
+    return cipher;
+  }
+  return {
+    seal: async (plain, selfId) => (await cipherFor(selfId)).seal(plain, selfId),
+    open: async (bytes, fromId) => (await cipherFor(fromId)).open(bytes, fromId),
+    forget: (participantId) => derived.delete(participantId),
+  };
+}
+
+/**
  * The reactions of one participant in one call. `send(bytes)` delivers to the others;
  * `onReaction(participantId, kind)` plays one (for this participant's own reactions too,
  * on their own tile, as FaceTime does). `cipher` from createReactionCipher, or null when the

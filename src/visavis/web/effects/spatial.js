@@ -14,6 +14,7 @@
 // (60 ms time constant) so a grid change does not click.
 
 const SPEAKER_WIDTH = 0.7;
+const TILE_SELECTOR = "[data-participant-id], [data-participant]";
 const GLIDE = 0.06;
 
 /** x in [-1, 1] of the centre of `element` across `container`. */
@@ -90,7 +91,7 @@ export function createSpatialMixer(
         positionZ: -1,
       });
       source.connect(gain);
-      const voice = { element, source, gain, stereo, hrtf, x: 0 };
+      const voice = { media, element, source, gain, stereo, hrtf, x: 0 };
       voices.set(participantId, voice);
       wire(voice);
       return voice;
@@ -106,6 +107,8 @@ export function createSpatialMixer(
       voice.element.srcObject = null;
     },
     has: (participantId) => voices.has(participantId),
+    /** What was added for `participantId` (to tell whether its track changed). */
+    media: (participantId) => voices.get(participantId)?.media ?? null,
     /** Place a voice at x in [-1, 1] (left edge to right edge of the grid). */
     place(participantId, x) {
       const voice = voices.get(participantId);
@@ -117,20 +120,21 @@ export function createSpatialMixer(
       return Object.fromEntries([...voices].map(([id, voice]) => [id, voice.x]));
     },
     /** Place every voice by its tile: elements matching `selector` inside `container`,
-     *  whose `data-participant-id` names the participant. */
-    placeTiles(container, selector = "[data-participant-id]") {
+     *  whose `data-participant-id` (or `data-participant`) names the participant. */
+    placeTiles(container, selector = TILE_SELECTOR) {
       for (const tile of container.querySelectorAll(selector)) {
-        this.place(tile.dataset.participantId, tileX(tile, container));
+        const id = tile.dataset.participantId ?? tile.dataset.participant;
+        if (id) this.place(id, tileX(tile, container));
       }
     },
     /** placeTiles now and whenever the grid resizes or its tiles change; returns stop(). */
-    followTiles(container, selector = "[data-participant-id]") {
+    followTiles(container, selector = TILE_SELECTOR) {
       const update = () => this.placeTiles(container, selector);
       const resize = new ResizeObserver(update);
       resize.observe(container);
       const mutations = new MutationObserver(update);
       mutations.observe(container, { childList: true, subtree: true, attributes: true,
-        attributeFilter: ["class", "style", "data-participant-id"] });
+        attributeFilter: ["class", "style", "data-participant-id", "data-participant"] });
       addEventListener("resize", update);
       update();
       return () => {

@@ -28,7 +28,7 @@ const LOOKS = {
 };
 
 /** The effect's own resolution, from best to cheapest: its spatial scale (a fraction of the
- *  camera's resolution) and, past the smallest scale, how often the person's mask is
+ *  camera's resolution, or of 640 pixels across for larger cameras) and, past the smallest scale, how often the person's mask is
  *  recomputed (every 2nd or 3rd frame reuses the last mask; the background is still blurred
  *  on every frame). The camera's frame rate is never lowered. */
 export const EFFECT_LEVELS = [
@@ -41,8 +41,16 @@ export const EFFECT_LEVELS = [
   { scale: 0.25, maskEvery: 3 },
 ];
 const START_LEVEL = 2; // 320×240 for a 640×480 camera: above the model's own 256×144 input
+const REFERENCE_WIDTH = 640;
 const ADAPT_EVERY = 30; // frames between resolution decisions
 const WARM_UP = 5; // frames left out of the cost average
+const GIVE_UP_MS = 1500; // one frame slower than this: the effect switches itself off
+
+/** Resolve after the tasks already queued on the main thread have had their turn. */
+function yieldToPage() {
+  if (globalThis.scheduler?.yield) return globalThis.scheduler.yield();
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 function canvas(width, height) {
   if (typeof OffscreenCanvas !== "undefined") return new OffscreenCanvas(width, height);
@@ -60,13 +68,15 @@ function resize(target, width, height) {
 /**
  * A video effect for one camera track. Options: `mode` ("off", "blur", "portrait"),
  * `backend` ("auto", "insertable-streams", "canvas"), `level` (start index into
- * EFFECT_LEVELS), `adapt` (false pins the resolution, for measurements).
+ * EFFECT_LEVELS), `adapt` (false pins the resolution, for measurements), `giveUpMs` (a
+ * frame slower than this turns the effect off; Infinity never does).
  */
 export function createVideoEffect({
   mode = "off",
   backend = "auto",
   level = START_LEVEL,
   adapt = true,
+  giveUpMs = GIVE_UP_MS,
 } = {}) {
   if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect mode: ${mode}`);
   const events = new EventTarget();
@@ -89,6 +99,8 @@ export function createVideoEffect({
     framesIn: 0,
     framesOut: 0,
     framesPassedThrough: 0,
+    recentMs: [], // the cost of the last 120 effect frames (ms), for benchmarks
+    gaveUp: false, // the device was far too slow: the effect turned itself off
     error: null,
   };
   let segmenter = null;
@@ -139,7 +151,8 @@ export function createVideoEffect({
   }
 
   function describe() {
-    const { scale, maskEvery } = EFFECT_LEVELS[level];
+    const { maskEvery } = EFFECT_LEVELS[level];
+    const scale = EFFECT_LEVELS[level].scale * Math.min(1, REFERENCE_WIDTH / (stats.width || 1));
     const size = `${Math.round(stats.width * scale)}×${Math.round(stats.height * scale)}`;
     return maskEvery > 1 ? `${size}, person mask every ${maskEvery} frames` : size;
   }
@@ -153,7 +166,19 @@ export function createVideoEffect({
 
   /** Lower (or raise back) the effect's resolution from the measured cost per frame. */
   function adaptTo(ms, frameRate) {
-    if (++samples <= WARM_UP) return; // the first frames pay for the model's warm-up
+    samples += 1;
+    if (samples > 1 && ms > giveUpMs) {
+      // A frame that takes seconds freezes the page (the model's GL readbacks wait for a
+      // busy GPU process): the call matters more than its background. Turn the effect off.
+      stats.mode = "off";
+      stats.gaveUp = true;
+      status(`background effects turned off: this device took ${Math.round(ms)} ms for one ` +
+        `frame`);
+      return;
+    }
+    if (samples <= WARM_UP) return; // the first frames pay for the model's warm-up
+    stats.recentMs.push(ms);
+    if (stats.recentMs.length > 120) stats.recentMs.shift();
     ewma = ewma === 0 ? ms : 0.9 * ewma + 0.1 * ms;
     stats.msPerFrame = ewma;
     if (!adapt || ++sinceAdapt < ADAPT_EVERY) return;
@@ -179,7 +204,10 @@ export function createVideoEffect({
    *  mask is available yet (the caller then sends the frame unchanged). */
   async function render(source, width, height, target) {
     const look = LOOKS[stats.mode];
-    const { scale, maskEvery } = EFFECT_LEVELS[level];
+    const { maskEvery } = EFFECT_LEVELS[level];
+    // Levels are fractions of 640 pixels across: a 1080p camera does not make the effect
+    // (segmentation input, background blur) nine times dearer than a VGA one.
+    const scale = EFFECT_LEVELS[level].scale * Math.min(1, REFERENCE_WIDTH / width);
     const w = Math.max(16, Math.round(width * scale));
     const h = Math.max(16, Math.round(height * scale));
     const t0 = performance.now();
@@ -262,6 +290,9 @@ export function createVideoEffect({
         await writer.write(out);
         countOut();
         adaptTo(performance.now() - t0, frameRate);
+        // The effect shares the page's main thread with the call (signaling messages, the
+        // UI): let queued tasks run between frames, however far behind the camera it is.
+        await yieldToPage();
       }
     })().catch((error) => {
       stats.error = String(error);

@@ -5,7 +5,7 @@
 // swap in a processed track. After an effect changes, call `refresh()`: every sender
 // registered with `attach` gets the new track through replaceTrack (no renegotiation).
 
-import { hooks } from "../core/hooks.js";
+import { hooks, settings } from "../core/hooks.js";
 
 const PREFS_KEY = "visavis.media";
 
@@ -52,7 +52,7 @@ export class LocalMedia {
   async start({ audio = true, video = true } = {}) {
     const prefs = loadPrefs();
     const wanted = {
-      audio: audio && !this.audio ? (prefs.mic ? { deviceId: { ideal: prefs.mic } } : true) : false,
+      audio: audio && !this.audio ? { ...settings.audioConstraints, ...(prefs.mic ? { deviceId: { ideal: prefs.mic } } : {}) } : false,
       video: video && !this.video ? { ...cameraConstraints(prefs.maxHeight), ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
     };
     if (wanted.audio || wanted.video) {

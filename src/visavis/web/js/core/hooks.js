@@ -25,6 +25,9 @@ export const settings = {
   // Chromium needs this at creation for createEncodedStreams(); off unless E2EE asks,
   // because with it on a sender whose streams nobody reads sends nothing.
   encodedInsertableStreams: false,
+  // Extra getUserMedia audio constraints (effects/: no browser noise suppression while
+  // our voice isolation is on); null for the browser's defaults.
+  audioConstraints: null,
 };
 
 export function on(name, fn) {

@@ -5,6 +5,7 @@ import { describe } from "../core/callstate.js";
 import { layoutGrid, DominantHold } from "../core/grid.js";
 import { LEVEL_LABELS } from "../call/quality.js";
 import { Icon } from "./icons.js";
+import { EffectsControls } from "../../effects/controls.js";
 
 const streams = new WeakMap();
 function streamOf(track) {
@@ -120,6 +121,7 @@ export class CallView extends Component {
         ${live && navigator.mediaDevices?.getDisplayMedia && html`<button class=${`round ${s.sharing ? "off" : ""}`} aria-pressed=${s.sharing} onClick=${() => app.toggleScreenShare()} data-action="share">
           <${Icon} name="screen" /><span>${s.sharing ? "Stop sharing" : "Share screen"}</span></button>`}
         ${live && html`<button class="round" onClick=${() => this.setState({ adding: true })} data-action="add"><${Icon} name="add" /><span>Add person</span></button>`}
+        <${EffectsControls} app=${app} group=${Boolean(call.group)} />
         <button class="round end" onClick=${() => app.hangUp()} data-action="end" disabled=${call.phase === "ended"}><${Icon} name="end" /><span>${call.phase === "ringing" ? "Cancel" : "End"}</span></button>
       </nav>
     </main>`;

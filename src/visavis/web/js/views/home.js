@@ -2,6 +2,7 @@
 import { html, Component, Video, initials } from "../ui.js";
 import { LocalMedia, QUALITIES, loadPrefs, savePrefs } from "../call/media.js";
 import { Icon } from "./icons.js";
+import { EffectsSettings } from "../../effects/controls.js";
 
 function CallButtons({ app, contact }) {
   const go = (media) => app.call([contact.handle], media, [{ handle: contact.handle, display_name: contact.display_name }]);
@@ -102,7 +103,7 @@ class Contacts extends Component {
           </form>
         </section>
       </div>
-      <${Preview} />
+      <div><${Preview} /><${EffectsSettings} app=${app} /></div>
     </div>`;
   }
 }

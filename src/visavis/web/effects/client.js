@@ -1,0 +1,277 @@
+// The effects inside the web client: installs them through js/core/hooks.js and holds the
+// person's choices. main.js calls installEffects(app) once; views render <EffectsControls>
+// (controls.js) in the call and <EffectsSettings> before one.
+//
+//   camera      localTrack hook: the camera track goes out through createVideoEffect when
+//               blur or portrait is on (the raw track when off: no cost)
+//   microphone  localTrack hook: through RNNoise when voice isolation is on (the default);
+//               the microphone is opened without the browser's own noise suppression then,
+//               and reopened with it when the person turns ours off (Chromium cannot change
+//               it on a live track)
+//   reactions   peerConnection hook: a negotiated data channel on every 1:1 connection;
+//               Alt+1…8 and the menu send, the sender's tile plays
+//   spatial     group calls with two or more others: remote voices through the mixer,
+//               placed by their tiles; the grid's <audio> elements are muted meanwhile
+
+import { on, settings } from "../js/core/hooks.js";
+import { createVideoEffect, VIDEO_MODES } from "./video.js";
+import { createVoiceIsolation, micConstraints, SAMPLE_RATE } from "./voice.js";
+import { createSpatialMixer } from "./spatial.js";
+import { createReactions, reactionChannel, reactionShortcut, REACTIONS } from "./reactions.js";
+import { playReaction } from "./reaction-animations.js";
+
+const PREFS_KEY = "visavis.effects";
+const DEFAULTS = { video: "off", voiceIsolation: true, spatial: true, headphones: false };
+const SELF = "self";
+const PEER = "peer";
+
+function loadPrefs() {
+  try {
+    return { ...DEFAULTS, ...JSON.parse(localStorage.getItem(PREFS_KEY) || "{}") };
+  } catch {
+    return { ...DEFAULTS };
+  }
+}
+
+export class Effects {
+  constructor(app) {
+    this.app = app;
+    this.prefs = loadPrefs();
+    this.video = null; // {raw, effect, out}
+    this.voice = null; // {raw, isolation}
+    this.reactions = null;
+    this.channel = null;
+    this.audioContext = null;
+    this.mixer = null;
+    this.stopFollowing = null;
+    this.note = ""; // what the video effect last said (lowered resolution, errors)
+    this.played = []; // the last reactions played here: {who, kind, on: the tile's class}
+    this.listeners = new Set();
+    settings.audioConstraints = micConstraints(this.prefs.voiceIsolation);
+  }
+
+  subscribe(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  changed() {
+    localStorage.setItem(PREFS_KEY, JSON.stringify(this.prefs));
+    for (const fn of this.listeners) fn(this);
+  }
+
+  // -- camera -------------------------------------------------------------------------
+  async videoTrack(track) {
+    if (!track || this.prefs.video === "off" || this.gaveUpOn === track) return track;
+    if (this.video?.raw !== track) {
+      this.video?.effect.close();
+      const effect = createVideoEffect({ mode: this.prefs.video });
+      effect.addEventListener("status", ({ detail }) => {
+        this.note = detail.note;
+        this.app.announce?.(detail.note);
+        this.changed();
+        // too slow here: send the raw camera for the rest of this call (the choice stays)
+        if (detail.gaveUp && this.video?.effect === effect) {
+          this.gaveUpOn = this.video.raw;
+          this.video = null;
+          this.app.media?.refresh().then(() => effect.close());
+        }
+      });
+      this.video = { raw: track, effect, out: effect.process(track) };
+    } else {
+      this.video.effect.setMode(this.prefs.video);
+    }
+    return this.video.out;
+  }
+
+  async setVideoMode(mode) {
+    if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect: ${mode}`);
+    this.prefs.video = mode;
+    this.video?.effect.setMode(mode);
+    this.changed();
+    await this.app.media?.refresh();
+    if (mode === "off" && this.video) {
+      // the raw camera goes out again: stop the pipeline and the model (no cost when off)
+      this.video.effect.close();
+      this.video = null;
+    }
+  }
+
+  // -- microphone ---------------------------------------------------------------------
+  /** The microphone's outgoing track. RNNoise loads in the background (a wasm module and
+   *  a worklet: seconds on a slow device), so the raw track goes out meanwhile and the
+   *  isolated one replaces it when ready: answering a call never waits for the model. */
+  audioTrack(track) {
+    if (!track || !this.prefs.voiceIsolation) return track;
+    if (this.voice?.raw === track) return this.voice.isolation?.track ?? track;
+    this.voice?.isolation?.close();
+    const voice = { raw: track, isolation: null };
+    this.voice = voice;
+    createVoiceIsolation(track).then(
+      (isolation) => {
+        if (this.voice !== voice || track.readyState === "ended") return isolation.close();
+        voice.isolation = isolation;
+        this.changed();
+        return this.app.media?.refresh();
+      },
+      (error) => {
+        this.note = `voice isolation unavailable: ${error.message ?? error}`;
+        this.changed();
+      },
+    );
+    return track;
+  }
+
+  async setVoiceIsolation(on) {
+    this.prefs.voiceIsolation = Boolean(on);
+    settings.audioConstraints = micConstraints(this.prefs.voiceIsolation);
+    this.changed();
+    const media = this.app.media;
+    const old = media?.audio;
+    if (old && old.getSettings().noiseSuppression !== !this.prefs.voiceIsolation) {
+      // Reopen the microphone with (or without) the browser's own suppression.
+      const deviceId = old.getSettings().deviceId;
+      const got = await navigator.mediaDevices.getUserMedia({
+        audio: { ...settings.audioConstraints, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) },
+      });
+      const fresh = got.getAudioTracks()[0];
+      fresh.enabled = !media.muted;
+      media.stream.removeTrack(old);
+      old.stop();
+      media.stream.addTrack(fresh);
+    }
+    if (!this.prefs.voiceIsolation) {
+      this.voice?.isolation?.close();
+      this.voice = null;
+    }
+    await media?.refresh();
+  }
+
+  // -- reactions ----------------------------------------------------------------------
+  directConnection(pc) {
+    const channel = reactionChannel(pc);
+    this.channel = channel;
+    this.reactions = createReactions({
+      selfId: SELF,
+      send: (bytes) => {
+        if (channel.readyState === "open") channel.send(bytes);
+      },
+      onReaction: (who, kind) => this.play(who, kind),
+    });
+    const reactions = this.reactions;
+    channel.addEventListener("message", ({ data }) => reactions.receive(data, PEER));
+    this.changed();
+  }
+
+  /** The element a participant's reaction plays over: the self view, the other person's
+   *  video (1:1) or their tile (group). */
+  tileOf(who) {
+    const root = document.querySelector("main.call") ?? document;
+    if (who === SELF) return root.querySelector(".self") ?? root.querySelector(".stage");
+    if (who === PEER) return root.querySelector(".remote") ?? root.querySelector(".stage");
+    return root.querySelector(`[data-participant="${CSS.escape(who)}"]`);
+  }
+
+  play(who, kind) {
+    const tile = this.tileOf(who);
+    const label = REACTIONS.find((r) => r.kind === kind)?.label ?? kind;
+    const name = who === SELF ? "You" : (this.app.state.call?.peer?.display_name ?? "They");
+    this.app.announce?.(`${name} sent ${label.toLowerCase()}`);
+    this.played.push({ who, kind, on: tile?.getAttribute("class") ?? null });
+    if (this.played.length > 20) this.played.shift();
+    if (tile) playReaction(tile, kind);
+  }
+
+  get canReact() {
+    return Boolean(this.reactions && this.channel?.readyState === "open");
+  }
+
+  react(kind) {
+    return this.canReact ? this.reactions.react(kind) : Promise.resolve(false);
+  }
+
+  onKey(event) {
+    const kind = reactionShortcut(event);
+    if (!kind || !this.canReact) return;
+    event.preventDefault();
+    this.react(kind);
+  }
+
+  // -- spatial audio ------------------------------------------------------------------
+  setSpatial(on) {
+    this.prefs.spatial = Boolean(on);
+    this.changed();
+    this.updateSpatial(this.app.state);
+  }
+
+  setHeadphones(on) {
+    this.prefs.headphones = Boolean(on);
+    this.mixer?.setHeadphones(this.prefs.headphones);
+    this.changed();
+  }
+
+  /** After every state change: group calls with 2+ others play through the mixer. */
+  updateSpatial(s) {
+    const tiles = s.call?.group ? s.tiles.filter((t) => t.audio) : [];
+    const active = this.prefs.spatial && tiles.length >= 2;
+    if (!active) {
+      if (this.mixer) this.stopSpatial();
+      return;
+    }
+    if (!this.mixer) {
+      this.audioContext = new AudioContext({ sampleRate: SAMPLE_RATE });
+      this.mixer = createSpatialMixer(this.audioContext, { headphones: this.prefs.headphones });
+    }
+    const ids = new Set(tiles.map((t) => t.participant_id));
+    for (const id of Object.keys(this.mixer.positions())) if (!ids.has(id)) this.mixer.remove(id);
+    for (const t of tiles) {
+      if (this.mixer.media(t.participant_id) !== t.audio) this.mixer.add(t.participant_id, t.audio);
+    }
+    const grid = document.querySelector("main.call .grid");
+    if (grid && this.grid !== grid) {
+      this.stopFollowing?.();
+      this.stopFollowing = this.mixer.followTiles(grid);
+      this.grid = grid;
+    }
+    this.muteGridAudio(true);
+  }
+
+  muteGridAudio(muted) {
+    for (const el of document.querySelectorAll("main.call .grid audio")) el.muted = muted;
+  }
+
+  stopSpatial() {
+    this.muteGridAudio(false);
+    this.stopFollowing?.();
+    this.stopFollowing = null;
+    this.grid = null;
+    this.mixer.close();
+    this.mixer = null;
+    this.audioContext.close();
+    this.audioContext = null;
+  }
+
+  get spatialActive() {
+    return Boolean(this.mixer);
+  }
+}
+
+/** Install the effects into `app` (once, from main.js). */
+export function installEffects(app) {
+  const effects = new Effects(app);
+  const style = document.createElement("link");
+  style.rel = "stylesheet";
+  style.href = new URL("effects.css", import.meta.url).href;
+  document.head.append(style);
+  on("localTrack", (track, kind) =>
+    kind === "video" ? effects.videoTrack(track) : effects.audioTrack(track),
+  );
+  on("peerConnection", (pc, info) => {
+    if (info.purpose === "direct") effects.directConnection(pc);
+  });
+  addEventListener("keydown", (event) => effects.onKey(event));
+  // after the views have rendered the change (they re-render asynchronously)
+  app.store.subscribe(() => setTimeout(() => effects.updateSpatial(app.state)));
+  app.effects = effects;
+  return effects;
+}
