@@ -104,7 +104,12 @@ async def run(kills: int) -> None:
                 moved_at.clear()
                 f.sfu[node].process.kill()
                 killed = time.monotonic()
-                done = await until(lambda: decoding(killed), 30)  # noqa: B023
+                # Only frames from the new node count (not ones buffered before the kill).
+                done = await until(
+                    lambda: all(s.moves == round_ + 1 for s in media)  # noqa: B023
+                    and decoding(max(s.moved_at or 0.0 for s in media)),
+                    30,
+                )
                 detection += [t - killed for t in moved_at.values()]
                 recovery.append(done - killed)
                 print(
