@@ -41,7 +41,11 @@ class _LazyGroup(click.Group):
     a server started with ``visavis serve`` must not load them.
     """
 
-    lazy = {"call": "visavis.client.cli:call", "answer": "visavis.client.cli:answer"}
+    lazy = {
+        "call": "visavis.client.cli:call",
+        "answer": "visavis.client.cli:answer",
+        "sfu": "visavis.fleet.cli:sfu",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -153,6 +157,7 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, node.reload)  # e.g. a renewed TLS certificate
+    loop.add_signal_handler(signal.SIGUSR1, node.drain)  # SFU fleet: drain this node
     console.print(f"[bold green]visavis {__version__}[/] running (role {settings.role})")
     console.print(f"  data directory: {settings.data_dir}")
     for name, urls in node.endpoints().items():

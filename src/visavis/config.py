@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from visavis.fleet.settings import FleetSettings
 from visavis.relay.settings import RelaySettings
 from visavis.sfu.settings import SfuSettings
 
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     signaling: SignalingSettings = Field(default_factory=SignalingSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     sfu: SfuSettings = Field(default_factory=SfuSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
 
     @classmethod
     def settings_customise_sources(

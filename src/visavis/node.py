@@ -77,7 +77,8 @@ class Node:
                 self.signaling = _server_class("signaling")(
                     settings,
                     ice_urls=self._ice_urls,
-                    sfu_url=self._sfu_url,
+                    # With Redis the SFU nodes register and signaling places rooms on them.
+                    sfu_url=None if self._fleet_registry else self._sfu_url,
                     metrics_registry=self.registry,
                 )
                 await self._start(self.signaling)
@@ -121,12 +122,26 @@ class Node:
             return [u for u in self.relay.endpoints() if u.startswith(("stun:", "turn:", "turns:"))]
         return []
 
+    @property
+    def _fleet_registry(self) -> bool:
+        from visavis.fleet.settings import uses_registry
+
+        return uses_registry(self.settings) and not self.settings.sfu.public_url
+
     def _sfu_url(self) -> str | None:
         if self.settings.sfu.public_url:
             return self.settings.sfu.public_url
         if self.sfu is not None:
             return str(self.sfu.control_url)
         return None
+
+    def drain(self) -> None:
+        """Drain this process's SFU node: no new rooms, its rooms move (SIGUSR1)."""
+        fleet = getattr(self.sfu, "fleet", None)
+        if fleet is not None:
+            fleet.drain()
+        else:
+            log.warning("drain: this process runs no SFU registered in a fleet")
 
     async def close(self) -> None:
         if self.metrics_server is not None:

@@ -10,6 +10,11 @@ The session follows the SFU control protocol (:mod:`visavis.sfu.messages`): it a
 offers, publishes with sendonly transceivers and receives on recvonly ones, adding more
 when the SFU asks (``renegotiate``). Every received track is read (and so decoded by
 aiortc); decoded frames are counted per remote participant and kind.
+
+Rooms can move: when the SFU node a room is on dies or drains, signaling sends every
+device in the call ``call.room_moved`` with a token for the new node. :meth:`move` leaves
+the old node and joins the new one with the same tracks; :meth:`follow` does that by
+itself for every move signaling announces on a :class:`~visavis.client.session.Session`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 import struct
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import (
     MediaStreamTrack,
@@ -40,6 +45,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from visavis.e2ee.ratchet import Keyring
 from visavis.e2ee.rtc import decrypt_receiver, encrypt_sender
+from visavis.signaling import messages as m
+
+if TYPE_CHECKING:
+    from visavis.client.session import Session
 
 
 class SfuSessionError(Exception):
@@ -80,17 +89,27 @@ class SfuSession:
         self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.negotiations = 0
+        self.moves = 0
+        self.moved_at: float | None = None
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._follower: asyncio.Task[None] | None = None
+        self._moving = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A new peer connection and room state (first join, and every move)."""
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=self.ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self.pc.on("track", self._on_track)
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.participants = {}
+        self.streams = {}
         self._lock = asyncio.Lock()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
         self._joined: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def join(self, limit: float = 10.0) -> None:
@@ -110,6 +129,11 @@ class SfuSession:
 
     async def close(self) -> None:
         """Leave the room and stop everything."""
+        if self._follower is not None:
+            self._follower.cancel()
+        await self._leave()
+
+    async def _leave(self) -> None:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.send(json.dumps({"type": "leave"}))
@@ -119,6 +143,31 @@ class SfuSession:
         for task in list(self._tasks):
             task.cancel()
         await self.pc.close()
+
+    async def move(self, url: str, token: str, limit: float = 10.0) -> None:
+        """Leave this room's node and join the room on ``url`` with ``token`` (the same
+        tracks, a new peer connection). Frame counters carry on."""
+        async with self._moving:
+            await self._leave()
+            self.url, self.token = url, token
+            self._fresh()
+            self.moves += 1
+            self.moved_at = time.monotonic()
+            await self.join(limit)
+
+    def follow(self, session: Session, call_id: str) -> None:
+        """Rejoin by itself whenever signaling moves this call's room (``call.room_moved``
+        on ``session``), until :meth:`close`."""
+        self._follower = asyncio.create_task(self._follow(session, call_id))
+
+    async def _follow(self, session: Session, call_id: str) -> None:
+        async with session.events() as events:
+            async for event in events:
+                if isinstance(event, m.CallRoomMoved) and event.call_id == call_id:
+                    try:
+                        await self.move(event.url, event.token)
+                    except Exception as exc:  # the next move (or the caller) decides
+                        self.errors.append({"code": "move_failed", "message": str(exc)})
 
     async def set_layout(self, visible: list[str]) -> None:
         """Tell the SFU which participants' tiles are shown (they get high layers)."""

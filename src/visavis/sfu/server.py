@@ -15,14 +15,15 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from visavis.config import Settings
+from visavis.fleet.settings import uses_registry
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
@@ -41,6 +42,9 @@ from visavis.sfu.tcp import IceTcpListener
 from visavis.sfu.transport import WebRtcTransport
 from visavis.sfu.udp import MediaEndpoint
 from visavis.tokens import TokenError, verify_token
+
+if TYPE_CHECKING:
+    from visavis.fleet.agent import FleetAgent, Load
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,13 @@ class SfuServer:
         self._control_port = 0
         self._media_port = 0
         self.registry.register(StatsCollector(self.stats, self._gauges))
+        self.fleet: FleetAgent | None = None  # heartbeat into the fleet registry (Redis bus)
+        self.joins_refused = Counter(
+            "visavis_sfu_joins_refused_total",
+            "Joins refused, by reason (wrong_node: the room is placed on another node)",
+            ["reason"],
+            registry=self.registry,
+        )
 
     # -- Service ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,8 +103,27 @@ class SfuServer:
         sockets = list(self._ws.sockets)
         self._control_port = sockets[0].getsockname()[1]
         self._tick_task = asyncio.create_task(self._ticker())
+        if uses_registry(self.settings):
+            from visavis.fleet.agent import FleetAgent  # loads redis: fleets only
+
+            self.fleet = FleetAgent(self.settings, "sfu", self._fleet_load)
+            await self.fleet.start()
+
+    def _fleet_load(self) -> Load:
+        from visavis.fleet.agent import Load
+
+        gauges = self._gauges()
+        return Load(
+            control_url=self.control_url,
+            media=tuple(self.endpoints()[1:]),
+            rooms=int(gauges["rooms"]),
+            participants=int(gauges["participants"]),
+            packets=self.stats.packets_forwarded,
+        )
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -292,6 +322,11 @@ class SfuServer:
         for key in ("room", "user", "device"):
             if not isinstance(claims.get(key), str) or not claims[key]:
                 raise AuthError(f"join token has no {key}")
+        node = claims.get("node")
+        if node is not None and node != self.settings.node_id:
+            # Signaling placed this room on another node: joining here would split the room.
+            self.joins_refused.labels("wrong_node").inc()
+            raise AuthError(f"join token is for a room placed on another node ({node})")
         return claims
 
     @staticmethod

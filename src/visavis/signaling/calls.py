@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from visavis.clock import Clock
+from visavis.fleet.service import Assignment, Fleet, LocalFleet, MoveReason, NoMediaNode
 from visavis.signaling import messages as m
 from visavis.signaling.auth import new_id
 from visavis.signaling.directory import Directory
@@ -53,7 +54,7 @@ NOT_HERE: tuple[ParticipantState, ...] = ("missed", "declined", "left", "cancell
 NOT_ANSWERED: tuple[CallState, ...] = ("ringing",)
 LIVE: tuple[CallState, ...] = ("ringing", "active")
 
-RoomJoin = Callable[[Call, User, str], m.CallRoom]
+RoomJoin = Callable[[Call, User, str, Assignment], m.CallRoom]
 PushRing = Callable[[Sequence[Device], m.CallIncoming | m.CallStopRinging], Awaitable[None]]
 
 
@@ -83,6 +84,7 @@ class CallService:
         max_participants: int,
         room_join: RoomJoin,
         push_ring: PushRing | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -93,6 +95,7 @@ class CallService:
         self.max_participants = max_participants
         self.room_join = room_join
         self.push_ring = push_ring
+        self.fleet = fleet or LocalFleet(lambda: None)
         self._deadlines: list[float] = []
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
@@ -101,7 +104,12 @@ class CallService:
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="ring-sweeper")
 
+    async def start_fleet(self) -> None:
+        """Watch the media plane: rooms of dead or draining SFU nodes move elsewhere."""
+        await self.fleet.start(self.room_moved)
+
     async def close(self) -> None:
+        await self.fleet.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +176,8 @@ class CallService:
         now = self.clock.now()
         call_id = new_id()
         group = len(callees) > 1
+        if group:  # place the room first: with no media server there is no group call
+            await self._assign(call_id)
         call = Call(
             id=call_id,
             initiator_user_id=user.id,
@@ -198,7 +208,7 @@ class CallService:
         self._schedule(deadline)
         await self._ring(call, participants, callees, now=now)
         if group:
-            await self.hub.deliver([device.id], self.room_join(call, user, device.id))
+            await self.hub.deliver([device.id], await self._room_join(call, user, device.id))
         return call_id
 
     async def _ring(
@@ -308,7 +318,7 @@ class CallService:
             ),
         )
         if call.topology == "sfu":
-            await self.hub.deliver([device.id], self.room_join(call, user, device.id))
+            await self.hub.deliver([device.id], await self._room_join(call, user, device.id))
 
     async def decline(self, user: User, device: Device, msg: m.CallDecline) -> None:
         call, participants = await self._load(msg.call_id)
@@ -383,7 +393,43 @@ class CallService:
         call, _ = await self._require_in_call(user, device, call_id)
         if call.topology != "sfu":
             raise SignalingError("not_group", "this 1:1 call is peer to peer: no room to join")
-        return self.room_join(call, user, device.id)
+        return await self._room_join(call, user, device.id)
+
+    # -- the room's media server (the fleet) -------------------------------------------
+    async def _assign(self, room_id: str) -> Assignment:
+        try:
+            return await self.fleet.assign(room_id)
+        except NoMediaNode as exc:
+            raise SignalingError("no_media_server", str(exc)) from exc
+
+    async def _room_join(self, call: Call, user: User, device_id: str) -> m.CallRoom:
+        """A join token for the node the call's room is placed on (placing it if new)."""
+        assignment = await self._assign(call.room_id or call.id)
+        return self.room_join(call, user, device_id, assignment)
+
+    async def room_moved(self, assignment: Assignment, reason: MoveReason) -> None:
+        """The room's node died or is draining and the room now lives on another: every
+        device in the call gets a token for the new node. Nothing else about the call
+        changes (no ring, no participant state, one call in history)."""
+        call = await self.store.get_call(assignment.room_id)  # rooms are named by call id
+        if call is None or call.state == "ended":
+            await self.fleet.release(assignment.room_id)
+            return
+        participants = await self.store.get_participants(call.id)
+        users = await self.directory.users([p.user_id for p in participants])
+        for p in participants:
+            if p.state == "joined" and p.device_id and p.user_id in users:
+                room = self.room_join(call, users[p.user_id], p.device_id, assignment)
+                await self.hub.deliver(
+                    [p.device_id],
+                    m.CallRoomMoved(
+                        call_id=call.id,
+                        room_id=room.room_id,
+                        url=room.url,
+                        token=room.token,
+                        reason=reason,
+                    ),
+                )
 
     async def add(self, user: User, device: Device, msg: m.CallAdd) -> None:
         call, participants = await self._require_in_call(user, device, msg.call_id)
@@ -438,7 +484,7 @@ class CallService:
         for p in participants:
             if p.state == "joined" and p.device_id and p.user_id in users:
                 await self.hub.deliver(
-                    [p.device_id], self.room_join(call, users[p.user_id], p.device_id)
+                    [p.device_id], await self._room_join(call, users[p.user_id], p.device_id)
                 )
         return call
 
@@ -463,7 +509,7 @@ class CallService:
             ),
         )
         if call.topology == "sfu":
-            await self.hub.deliver([device.id], self.room_join(call, user, device.id))
+            await self.hub.deliver([device.id], await self._room_join(call, user, device.id))
 
     # -- media signaling -------------------------------------------------------------
     async def signal(self, user: User, device: Device, msg: m.CallSignal) -> None:
@@ -544,6 +590,11 @@ class CallService:
             return
         self.metrics.calls_ended.labels(reason).inc()
         self.metrics.calls_live.labels(prior).dec()
+        if call.room_id is not None or call.topology == "sfu":
+            try:
+                await self.fleet.release(call.room_id or call_id)
+            except Exception:  # the placement expires on its own; the call ends regardless
+                log.exception("could not release the room of call %s", call_id)
         for p in await self.store.get_participants(call_id):
             if p.state == "ringing":
                 await self.store.update_participant(

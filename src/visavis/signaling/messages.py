@@ -293,6 +293,19 @@ class CallRoom(Event):
     token: str
 
 
+class CallRoomMoved(Event):
+    """The call's room moved to another media server (the one it was on died or is
+    draining): leave the old one and join this room with this token now. The call itself
+    goes on: nothing rings, nobody left, the call's state does not change."""
+
+    type: Literal["call.room_moved"] = "call.room_moved"
+    call_id: str
+    room_id: str
+    url: str
+    token: str
+    reason: Literal["failover", "drain"]
+
+
 EndReason = Literal["hangup", "declined", "no_answer", "cancelled", "handoff", "left"]
 
 
@@ -312,6 +325,7 @@ ServerEvent = Annotated[
     | CallSignalEvent
     | CallE2eeEvent
     | CallRoom
+    | CallRoomMoved
     | CallEnded,
     Field(discriminator="type"),
 ]
@@ -327,6 +341,7 @@ ServerMessage = Annotated[
     | CallSignalEvent
     | CallE2eeEvent
     | CallRoom
+    | CallRoomMoved
     | CallEnded,
     Field(discriminator="type"),
 ]

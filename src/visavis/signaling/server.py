@@ -15,6 +15,8 @@ from visavis.bus import open_bus
 from visavis.bus.base import Bus
 from visavis.clock import Clock, SystemClock
 from visavis.config import Settings
+from visavis.fleet.metrics import FleetMetrics
+from visavis.fleet.service import Assignment, Fleet, LocalFleet, RegistryFleet
 from visavis.signaling import messages as m
 from visavis.signaling.app import SignalingContext, create_app
 from visavis.signaling.auth import PasswordWorkers
@@ -78,6 +80,7 @@ class SignalingServer:
         clock: Clock | None = None,
         ice_urls: Callable[[], list[str]] | None = None,
         sfu_url: Callable[[], str | None] | None = None,
+        fleet: Fleet | None = None,
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
@@ -86,8 +89,9 @@ class SignalingServer:
         self.bus = bus or open_bus(settings.bus_url, prefix=settings.redis_prefix)
         self._owns = (store is None, bus is None)
         self._ice_urls = ice_urls or (lambda: list(settings.signaling.turn_urls))
-        self._sfu_url = sfu_url or (lambda: settings.sfu.public_url)
         self.metrics = SignalingMetrics(metrics_registry)
+        self._sfu_url = sfu_url
+        self.fleet = fleet  # chosen in start(), once the bus is open, unless given
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -101,18 +105,36 @@ class SignalingServer:
     def endpoints(self) -> list[str]:
         return [self.url, self.url.replace("http", "ws", 1) + "/ws"]
 
-    def _room_join(self, call: Call, user: User, device_id: str) -> m.CallRoom:
-        url = self._sfu_url()
-        if not url:
-            raise RuntimeError("group calls need an SFU: run one or set sfu.public_url")
-        room_id = call.room_id or call.id
+    def _default_fleet(self, sfu_url: Callable[[], str | None] | None) -> Fleet:
+        """A given SFU URL (one SFU), else the Redis registry when the bus is Redis, else
+        ``sfu.public_url``."""
+        from visavis.bus.redis import RedisBus  # only deployments with Redis load it
+        from visavis.fleet.registry import RedisRegistry
+
+        if sfu_url is not None:
+            return LocalFleet(sfu_url)
+        if isinstance(self.bus, RedisBus):
+            return RegistryFleet(
+                RedisRegistry(
+                    self.bus.client, self.bus.prefix, self.settings.ensure_shared_secret()
+                ),
+                self.settings.fleet,
+                metrics=FleetMetrics(self.metrics.registry),
+                owner=self.settings.node_id,
+            )
+        return LocalFleet(lambda: self.settings.sfu.public_url)
+
+    def _room_join(
+        self, call: Call, user: User, device_id: str, assignment: Assignment
+    ) -> m.CallRoom:
+        room_id = assignment.room_id
+        claims = {"room": room_id, "call": call.id, "user": user.handle, "device": device_id}
+        if assignment.node_id is not None:
+            claims["node"] = assignment.node_id  # the SFU refuses it on any other node
         token = sign_token(
-            self.settings.ensure_shared_secret(),
-            {"room": room_id, "call": call.id, "user": user.handle, "device": device_id},
-            now=self.clock.now(),
-            ttl=ROOM_TOKEN_TTL,
+            self.settings.ensure_shared_secret(), claims, now=self.clock.now(), ttl=ROOM_TOKEN_TTL
         )
-        return m.CallRoom(call_id=call.id, room_id=room_id, url=url, token=token)
+        return m.CallRoom(call_id=call.id, room_id=room_id, url=assignment.url, token=token)
 
     async def start(self) -> None:
         cfg = self.settings.signaling
@@ -120,6 +142,8 @@ class SignalingServer:
             await self.store.open()
         if self._owns[1]:
             await self.bus.open()
+        if self.fleet is None:
+            self.fleet = self._default_fleet(self._sfu_url)
         hub = Hub(
             bus=self.bus,
             clock=self.clock,
@@ -142,6 +166,7 @@ class SignalingServer:
             max_participants=cfg.max_participants,
             room_join=self._room_join,
             push_ring=self.pusher.ring,
+            fleet=self.fleet,
         )
         self.ctx = SignalingContext(
             store=self.store,
@@ -191,6 +216,7 @@ class SignalingServer:
         sockets = self._server.servers[0].sockets
         self.port = sockets[0].getsockname()[1]
         calls.start()
+        await calls.start_fleet()
         self._tasks.append(asyncio.create_task(self._heartbeat(hub), name="presence"))
 
     async def _heartbeat(self, hub: Hub) -> None:

@@ -251,6 +251,9 @@ export class App {
       case "call.room":
         if (current) this._room(event);
         break;
+      case "call.room_moved": // the room's SFU node died or is draining (docs/fleet.md)
+        if (current && this.controller instanceof GroupCall) this.controller.move(event);
+        break;
       case "call.ended":
         if (current) {
           this.dispatch({ type: "ended", callId: event.call_id, reason: event.reason });

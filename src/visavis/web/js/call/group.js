@@ -170,6 +170,12 @@ export class GroupCall {
     }
     this.rejoins += 1;
     this.onChange("media_lost");
+    // If the SFU node died, signaling moves the room within ~2.5 s (call.room_moved →
+    // move()); until then a fresh token still names the dead node, so do not burn the
+    // retries at once.
+    const moves = this.moves ?? 0;
+    await new Promise((resolve) => setTimeout(resolve, 1000 * this.rejoins));
+    if (this.closed || (this.moves ?? 0) !== moves) return; // moved meanwhile
     try {
       this.room = { ...this.room, ...(await this.refreshToken()) };
     } catch (err) {
@@ -178,6 +184,18 @@ export class GroupCall {
     }
     this._teardown();
     this.closed = false;
+    this.join();
+  }
+
+  /** The room moved to another SFU node (call.room_moved): join it there, same tracks. */
+  move(room) {
+    if (this.closed) return;
+    this.onChange("media_lost");
+    this._teardown();
+    this.room = { ...this.room, url: room.url, token: room.token };
+    this.closed = false;
+    this.rejoins = 0;
+    this.moves = (this.moves ?? 0) + 1;
     this.join();
   }
 

@@ -1,0 +1,261 @@
+"""Signaling's side of the fleet: place rooms, keep placements, move rooms off dead nodes.
+
+:class:`LocalFleet` is the embedded case (in-process bus): the one SFU of this process,
+or ``sfu.public_url``, is the whole fleet. :class:`RegistryFleet` works on the Redis
+registry. One signaling node at a time holds the monitor lease; every ``check_interval``
+it reads the whole registry and, for each node whose record is gone (dead: no heartbeat
+for ``ttl``) or that is draining, moves each of its rooms to another node by
+compare-and-set, so each room moves once and its participants hear of it (``on_moved``).
+If the holder dies, another signaling node takes the lease within ``MONITOR_LEASE``
+seconds. Placement reads a random sample of at most ``view_size`` nodes (all of a small
+fleet) every ``view_refresh`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from visavis.clock import Clock, SystemClock
+from visavis.fleet.metrics import FleetMetrics
+from visavis.fleet.placement import Limits, best, healthy_relays
+from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker
+from visavis.fleet.settings import FleetSettings
+
+if TYPE_CHECKING:  # the registry (and redis) load only in deployments that use them
+    from visavis.fleet.registry import RedisRegistry, View
+
+log = logging.getLogger(__name__)
+
+MoveReason = Literal["failover", "drain"]
+MONITOR_LEASE = 2.0  # seconds before another signaling node takes over the monitor
+
+
+class NoMediaNode(RuntimeError):
+    """No SFU node can take a new room (none registered, or all full or draining)."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where a room is: the node (None when unknown, e.g. a fixed ``sfu.public_url``)."""
+
+    room_id: str
+    node_id: str | None
+    url: str
+
+
+OnMoved = Callable[[Assignment, MoveReason], Awaitable[None]]
+
+
+class Fleet(ABC):
+    """What signaling needs from the media plane."""
+
+    async def start(self, on_moved: OnMoved) -> None:  # noqa: B027 - optional hook
+        """Begin watching for dead or draining nodes; ``on_moved`` hears of each move."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop watching."""
+
+    @abstractmethod
+    async def assign(self, room_id: str) -> Assignment:
+        """The node the room is on, placing it now if it is new (sticky afterwards).
+
+        :raises NoMediaNode: no node can take it."""
+
+    async def release(self, room_id: str) -> None:  # noqa: B027 - optional hook
+        """The room's call ended: forget its placement."""
+
+    def ice_urls(self) -> list[str] | None:
+        """ICE URLs of healthy relay nodes, or None to keep the configured ones."""
+        return None
+
+
+class LocalFleet(Fleet):
+    """One SFU: the one in this process (``url`` and ``node_id`` read when asked)."""
+
+    def __init__(
+        self, url: Callable[[], str | None], node_id: Callable[[], str | None] = lambda: None
+    ) -> None:
+        self._url = url
+        self._node_id = node_id
+
+    async def assign(self, room_id: str) -> Assignment:
+        url = self._url()
+        if not url:
+            raise NoMediaNode("group calls need an SFU: run one or set sfu.public_url")
+        return Assignment(room_id, self._node_id(), url)
+
+
+class RegistryFleet(Fleet):
+    """The fleet registered in Redis."""
+
+    def __init__(
+        self,
+        registry: RedisRegistry,
+        settings: FleetSettings,
+        *,
+        metrics: FleetMetrics,
+        owner: str = "signaling",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.registry = registry
+        self.owner = owner
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.limits = Limits(cpu_limit=settings.cpu_limit)
+        self.checker = RecordChecker(registry.secret, max_skew=settings.max_clock_skew)
+        self._views: dict[NodeKind, View] = {}
+        self._counted: dict[tuple[str, str], None] = {}
+        self._on_moved: OnMoved | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._relays: list[str] | None = None
+
+    # -- Fleet ---------------------------------------------------------------------
+    async def start(self, on_moved: OnMoved) -> None:
+        self._on_moved = on_moved
+        await self.refresh()
+        self._monitor = asyncio.create_task(self._watch(), name="fleet-monitor")
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+
+    async def assign(self, room_id: str) -> Assignment:
+        started = time.perf_counter()
+        node_id = await self.registry.room_node(room_id)
+        view = await self._view("sfu")
+        if node_id is not None:
+            node = view.node(node_id) or (await self.refresh()).node(node_id)
+            if node is not None:
+                return Assignment(room_id, node.node_id, node.control_url)
+            # Placed on a node that is gone: move it now rather than wait for the monitor.
+            moved = await self._move(room_id, node_id, "failover", notify=True)
+            if moved is not None:
+                return moved
+            raise NoMediaNode("the room's media server is gone and no other can take it")
+        target = await self._target(view)
+        if target is None:
+            self.metrics.placements.labels("no_node").inc()
+            raise NoMediaNode("no media server can take a new room (none, or all full)")
+        winner = await self.registry.place(room_id, target.node_id)
+        view.placed[winner] = view.placed.get(winner, 0) + (winner == target.node_id)
+        node = view.node(winner) or (await self.refresh()).node(winner)
+        self.metrics.placements.labels("placed").inc()
+        self.metrics.placement_seconds.observe(time.perf_counter() - started)
+        if node is None:  # placed by another signaling node on a node gone since
+            return await self.assign(room_id)
+        return Assignment(room_id, node.node_id, node.control_url)
+
+    async def release(self, room_id: str) -> None:
+        node_id = await self.registry.release(room_id)
+        view = self._views.get("sfu")
+        if node_id is not None and view is not None and view.placed.get(node_id):
+            view.placed[node_id] -= 1
+
+    def ice_urls(self) -> list[str] | None:
+        return self._relays
+
+    async def _target(self, view: View, exclude: tuple[str, ...] = ()) -> NodeRecord | None:
+        """Sample a few nodes from the view, re-read their placed counts (placements by
+        other signaling nodes since the view was read), take the least loaded."""
+        candidates = view.pool.candidates(
+            view.placed,
+            region=self.settings.region,
+            exclude=exclude,
+            limits=self.limits,
+            rng=self.rng,
+        )
+        if not candidates:
+            return None
+        now = await self.registry.placed("sfu", [n.node_id for n in candidates])
+        alive = [n for n in candidates if now[n.node_id] is not None]
+        view.placed.update({n: c for n, c in now.items() if c is not None})
+        return best(alive, view.placed, limits=self.limits, rng=self.rng)
+
+    # -- registry views ------------------------------------------------------------
+    async def _view(self, kind: NodeKind) -> View:
+        view = self._views.get(kind)
+        if view is None or self.clock.now() - view.read_at >= self.settings.view_refresh:
+            view = await self.refresh(kind, limit=self.settings.view_size)
+        return view
+
+    async def refresh(self, kind: NodeKind = "sfu", *, limit: int | None = None) -> View:
+        """Read the registry now, all of it or a sample of ``limit`` nodes (and count
+        records refused for the first time)."""
+        view = await self.registry.read(kind, self.checker, now=self.clock.now(), limit=limit)
+        for node_id, reason in view.refused:
+            raw = await self.registry.raw_record(kind, node_id) or ""
+            key = (node_id, hashlib.sha256(raw.encode()).hexdigest())
+            if key not in self._counted:
+                self._counted[key] = None
+                while len(self._counted) > 10_000:
+                    self._counted.pop(next(iter(self._counted)))
+                self.metrics.refused.labels(reason).inc()
+                log.warning("fleet: refused the %s record of %s: %s", kind, node_id, reason)
+        self._views[kind] = view
+        live = sum(1 for n in view.nodes if not n.draining)
+        self.metrics.nodes.labels(kind, "live").set(live)
+        self.metrics.nodes.labels(kind, "draining").set(len(view.nodes) - live)
+        return view
+
+    # -- failover and draining -----------------------------------------------------
+    async def _watch(self) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now() + self.settings.check_interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("fleet check failed; retrying")
+
+    async def check(self) -> int:
+        """Move every room off dead and draining nodes (if this node holds the monitor
+        lease); return how many this node moved."""
+        relays = await self.refresh("relay", limit=self.settings.view_size)
+        self._relays = [u for n in healthy_relays(relays.nodes, region=self.settings.region)
+                        for u in n.urls] or None
+        if not await self.registry.hold_lease("monitor", self.owner, ttl=MONITOR_LEASE):
+            return 0
+        view = await self.refresh("sfu")
+        moved = 0
+        leaving: list[tuple[str, MoveReason]] = [(i, "failover") for i in view.gone]
+        leaving += [(n.node_id, "drain") for n in view.nodes if n.draining]
+        for node_id, reason in leaving:
+            for room_id in await self.registry.rooms_on(node_id):
+                if await self._move(room_id, node_id, reason, notify=True) is not None:
+                    moved += 1
+        if view.gone:
+            await self.registry.forget("sfu", view.gone)
+        return moved
+
+    async def _move(
+        self, room_id: str, old: str, reason: MoveReason, *, notify: bool
+    ) -> Assignment | None:
+        view = self._views.get("sfu") or await self.refresh()
+        target = await self._target(view, exclude=(old,))
+        if target is None:
+            log.warning("fleet: no node can take room %s from %s", room_id, old)
+            return None
+        if not await self.registry.move(room_id, old, target.node_id):
+            return None  # another signaling node moved it (or the call ended)
+        view.placed[target.node_id] = view.placed.get(target.node_id, 0) + 1
+        self.metrics.moves.labels(reason).inc()
+        assignment = Assignment(room_id, target.node_id, target.control_url)
+        log.info("fleet: room %s moved from %s to %s (%s)", room_id, old, target.node_id, reason)
+        if notify and self._on_moved is not None:
+            await self._on_moved(assignment, reason)
+        return assignment
+

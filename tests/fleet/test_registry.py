@@ -1,0 +1,198 @@
+"""The registry on real Redis: heartbeats with a TTL, signed records (forged and replayed
+ones refused and counted), placement that agrees across signaling nodes, failover and
+draining moves, full nodes, and the SFU refusing a token for a room on another node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
+
+from tests.services import REDIS_URL, fresh_redis_prefix
+from visavis.config import Settings
+from visavis.fleet.agent import FleetAgent, Load
+from visavis.fleet.metrics import FleetMetrics
+from visavis.fleet.record import sign_record
+from visavis.fleet.registry import RedisRegistry
+from visavis.fleet.service import Assignment, MoveReason, NoMediaNode, RegistryFleet
+from visavis.sfu.server import SfuServer
+from visavis.tokens import sign_token
+
+pytestmark = [pytest.mark.redis]
+SECRET = "registry-test-secret"
+
+
+def settings(tmp_path: Path, prefix: str, node_id: str, **fleet: object) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        bus_url=REDIS_URL,
+        redis_prefix=prefix,
+        shared_secret=SECRET,
+        node_id=node_id,
+        # Every agent here measures this one test process's CPU: place by rooms only.
+        fleet={"heartbeat_interval": 0.2, "ttl": 0.8, "check_interval": 0.1,
+               "cpu_limit": 1000.0, **fleet},
+    )
+
+
+@asynccontextmanager
+async def redis_fleet(
+    tmp_path: Path, nodes: list[str], **fleet: object
+) -> AsyncIterator[tuple[RegistryFleet, dict[str, FleetAgent], list[tuple[Assignment, str]]]]:
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        agents = {
+            n: FleetAgent(
+                settings(tmp_path, prefix, n, **fleet),
+                "sfu",
+                lambda n=n: Load(control_url=f"ws://{n}/sfu"),  # type: ignore[misc]
+            )
+            for n in nodes
+        }
+        registry = RedisRegistry(client, prefix, SECRET)
+        signaling = RegistryFleet(
+            registry,
+            settings(tmp_path, prefix, "sig", **fleet).fleet,
+            metrics=FleetMetrics(CollectorRegistry()),
+        )
+        moves: list[tuple[Assignment, str]] = []
+
+        async def on_moved(a: Assignment, reason: MoveReason) -> None:
+            moves.append((a, reason))
+
+        try:
+            for agent in agents.values():
+                await agent.start()
+            await signaling.start(on_moved)
+            yield signaling, agents, moves
+        finally:
+            await signaling.close()
+            for agent in agents.values():
+                await agent.close()
+            await client.aclose()
+
+
+def refused(fleet: RegistryFleet, reason: str) -> float:
+    value = fleet.metrics.registry.get_sample_value(
+        "visavis_fleet_records_refused_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def eventually(predicate: object, limit: float = 10.0) -> float:
+    assert callable(predicate)
+    start = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - start < limit, "condition not reached"
+        await asyncio.sleep(0.02)  # polling Redis
+    return time.monotonic() - start
+
+
+async def test_a_silent_node_leaves_and_its_rooms_move(tmp_path: Path) -> None:
+    async with redis_fleet(tmp_path, ["a", "b"]) as (fleet, agents, moves):
+        rooms = [await fleet.assign(f"room{i}") for i in range(4)]
+        assert sorted(r.node_id or "" for r in rooms) == ["a", "a", "b", "b"]  # by load
+        assert (await fleet.assign("room0")) == rooms[0]  # sticky
+        # Node a stops heartbeating (as after SIGKILL: no clean withdrawal).
+        assert agents["a"]._task is not None
+        agents["a"]._task.cancel()
+        stopped = time.monotonic()
+
+        async def moved() -> bool:
+            return len(moves) == 2
+
+        await eventually(moved)
+        gone_after = time.monotonic() - stopped
+        assert gone_after < 0.8 + 0.1 + 1.0  # ttl + check interval + scheduling slack
+        assert {a.node_id for a, _ in moves} == {"b"}
+        assert {reason for _, reason in moves} == {"failover"}
+        assert {a.room_id for a, _ in moves} == {r.room_id for r in rooms if r.node_id == "a"}
+        assert await fleet.registry.rooms_on("a") == []
+        await fleet.release("room0")
+        assert await fleet.registry.room_node("room0") is None
+
+
+async def test_forged_and_replayed_records_are_refused_and_counted(tmp_path: Path) -> None:
+    # Slow heartbeats: this test makes the node's beats itself, so none races its writes.
+    async with redis_fleet(tmp_path, ["a"], heartbeat_interval=30, ttl=60) as (fleet, agents, _):
+        registry, agent = fleet.registry, agents["a"]
+        old = await registry.raw_record("sfu", "a")
+        assert old is not None
+        await fleet.refresh()  # accepts the current record
+        await agent.beat()
+        assert (await fleet.refresh()).node("a") is not None  # accepts the newer one
+        await registry.put_raw("sfu", "a", old, ttl=5)  # an attacker replays the old one
+        view = await fleet.refresh()
+        assert view.node("a") is None and ("a", "replayed") in view.refused
+        # Forged: a record for a node that does not exist, signed with the wrong key.
+        fake = agent.record().with_load(node_id="evil", control_url="ws://evil/sfu")
+        await registry.put_raw("sfu", "evil", sign_record("not-the-secret", fake, ttl=5), ttl=5)
+        # ...and a genuine record copied under another node's key.
+        await registry.put_raw("sfu", "copy", sign_record(SECRET, agent.record(), ttl=5), ttl=5)
+        for _ in range(3):  # counted once however often it is read
+            view = await fleet.refresh()
+        assert view.nodes == []
+        assert refused(fleet, "replayed") == 1 and refused(fleet, "forged") == 2
+        with pytest.raises(NoMediaNode):
+            await fleet.assign("r1")
+        # The real node's next heartbeat overwrites the replayed record: it is back.
+        await agent.beat()
+        assert (await fleet.refresh()).node("a") is not None
+        assert (await fleet.assign("r1")).node_id == "a"
+
+
+async def test_a_draining_node_takes_no_rooms_and_its_rooms_move(tmp_path: Path) -> None:
+    async with redis_fleet(tmp_path, ["a", "b"]) as (fleet, agents, moves):
+        first = await fleet.assign("r1")
+        agents[first.node_id or ""].drain()
+        other = "b" if first.node_id == "a" else "a"
+
+        async def moved() -> bool:
+            return len(moves) == 1
+
+        await eventually(moved)
+        assert moves[0][0].node_id == other and moves[0][1] == "drain"
+        for i in range(3):
+            assert (await fleet.assign(f"new{i}")).node_id == other
+
+
+async def test_full_nodes_take_no_new_rooms(tmp_path: Path) -> None:
+    async with redis_fleet(tmp_path, ["a", "b"], capacity=6) as (fleet, _, _):
+        placed = [await fleet.assign(f"r{i}") for i in range(4)]  # 2 rooms x 4 > 6 each
+        assert sorted(p.node_id or "" for p in placed) == ["a", "a", "b", "b"]
+        with pytest.raises(NoMediaNode):
+            await fleet.assign("r5")
+        await fleet.release("r0")
+        assert (await fleet.assign("r5")).node_id == placed[0].node_id
+
+
+async def test_the_sfu_refuses_a_token_for_a_room_on_another_node(tmp_path: Path) -> None:
+    config = Settings(
+        data_dir=tmp_path, shared_secret=SECRET, node_id="here",
+        sfu={"port": 0, "media_port": 0, "allowed_networks": ["127.0.0.0/8"]},
+    )
+    server = SfuServer(config)
+    await server.start()
+    try:
+        claims = {"room": "r", "call": "r", "user": "u@example.com", "device": "d"}
+        for node, expected in (("elsewhere", "unauthorized"), ("here", "joined")):
+            token = sign_token(SECRET, {**claims, "node": node}, now=time.time(), ttl=60)
+            async with connect(server.control_url) as ws:
+                await ws.send(json.dumps({"type": "join", "token": token}))
+                reply = json.loads(await ws.recv())
+            assert reply["type"] == ("error" if expected != "joined" else "joined"), reply
+            if expected != "joined":
+                assert reply["code"] == expected and "another node" in reply["message"]
+        assert server.registry.get_sample_value(
+            "visavis_sfu_joins_refused_total", {"reason": "wrong_node"}
+        ) == 1
+    finally:
+        await server.close()
