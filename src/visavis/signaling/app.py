@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from visavis.bus.base import Bus
@@ -36,7 +37,7 @@ from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.signaling.ratelimit import SignInThrottle, TokenBucket
+from visavis.signaling.ratelimit import ConcurrencyLimit, SignInThrottle, TokenBucket
 from visavis.signaling.web import WEB_DIR, web_client
 from visavis.store.base import Device, HandleTaken, Store, User
 
@@ -47,6 +48,9 @@ HELLO_TIMEOUT = 10.0
 # WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 7.4.1: the server is overloaded
+OVERLOADED = "overloaded"
+OVERLOADED_MESSAGE = "the server is at capacity: retry in a second"
 
 
 @dataclass
@@ -75,6 +79,37 @@ class SignalingContext:
             failures_per_address=20, failures_per_handle=5, signups_per_address=100
         )
     )
+    admission: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(64))
+
+
+class OverloadGuard:
+    """ASGI middleware: ``/api/`` requests beyond ``max_concurrent_requests`` get 503
+    ``overloaded`` with Retry-After at once (health checks, metrics and the web client's
+    files are never refused)."""
+
+    def __init__(self, app: ASGIApp, ctx: SignalingContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        admission = self.ctx.admission
+        if not admission.enter():
+            self.ctx.metrics.overloaded.labels("http", "limit").inc()
+            self.ctx.metrics.rejected.labels(OVERLOADED).inc()
+            response = JSONResponse(
+                {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.leave()
 
 
 def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
@@ -158,6 +193,19 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         "device WebSocket at /ws; see docs/protocol.md.",
     )
     app.state.ctx = ctx
+    app.add_middleware(OverloadGuard, ctx=ctx)
+
+    async def _pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+        ctx.metrics.overloaded.labels("http", "database_pool").inc()
+        ctx.metrics.rejected.labels(OVERLOADED).inc()
+        return JSONResponse(
+            {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for busy_error in ctx.store.busy_errors:
+        app.add_exception_handler(busy_error, _pool_exhausted)
 
     @app.exception_handler(SignalingError)
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
@@ -359,6 +407,11 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             session = await _handshake(websocket)
         except (TimeoutError, WebSocketDisconnect):
             return
+        except ctx.store.busy_errors:
+            ctx.metrics.overloaded.labels("hello", "database_pool").inc()
+            await _reject(websocket, OVERLOADED, OVERLOADED_MESSAGE)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER)
+            return
         if session is None:
             return
         user, device, conn = session
@@ -396,6 +449,20 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await _reject(websocket, "hello_required", "send {type: 'hello', token} first")
             await websocket.close(CLOSE_PROTOCOL)
             return None
+        if not ctx.admission.enter():
+            ctx.metrics.overloaded.labels("hello", "limit").inc()
+            await _reject(websocket, OVERLOADED, OVERLOADED_MESSAGE, hello.id)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER)
+            return None
+        try:
+            return await _start_session(websocket, hello)
+        finally:
+            ctx.admission.leave()
+
+    async def _start_session(
+        websocket: WebSocket, hello: m.Hello
+    ) -> tuple[User, Device, Connection] | None:
+        """Authenticate, welcome, attach and flush: the database work of a hello."""
         try:
             user, device = await authenticate(ctx, hello.token)
         except SignalingError as exc:
@@ -477,6 +544,10 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if isinstance(msg, m.Ack):
             await ctx.bus.mailbox_ack(device.id, min(msg.seq, conn.last_sent))
             return
+        if not ctx.admission.enter():
+            ctx.metrics.overloaded.labels("ws", "limit").inc()
+            await _reject(conn, OVERLOADED, OVERLOADED_MESSAGE, msg.id)
+            return
         try:
             # Each call.<verb> request is handled by CallService.<verb>.
             handler = getattr(ctx.calls, msg.type.removeprefix("call."))
@@ -484,10 +555,16 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         except SignalingError as exc:
             await _reject(conn, exc.code, exc.message, msg.id)
             return
+        except ctx.store.busy_errors:
+            ctx.metrics.overloaded.labels("ws", "database_pool").inc()
+            await _reject(conn, OVERLOADED, OVERLOADED_MESSAGE, msg.id)
+            return
         except Exception:
             log.exception("handler for %s failed", msg.type)
             await _reject(conn, "internal_error", "the server failed; try again", msg.id)
             return
+        finally:
+            ctx.admission.leave()
         await conn.send(m.Result(re=msg.id, call_id=outcome if isinstance(outcome, str) else None))
 
     # The browser client at / (last: every route above wins over a file name).
