@@ -58,6 +58,7 @@ def fleet(
     }
     specs = [(f"sfu-{chr(97 + i)}", "sfu") for i in range(sfu)]
     specs += [(f"sig-{i}", "signaling") for i in range(signaling)]
+
     def context(name: str, role: str) -> contextlib.AbstractContextManager[Served]:
         return serve(
             tmp_path / name,

@@ -153,3 +153,66 @@ async def test_link_from_unknown_node_refused(tmp_path: Path, case: str) -> None
         value = a.registry.get_sample_value("visavis_sfu_cascade_refused_total", {"reason": case})
         assert value == 1
         await until(lambda: "B" not in a.cascade.links, "the replayed link to close", 5)  # type: ignore[union-attr]
+
+
+@pytest.mark.browser
+async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
+    """Chromium publishes three simulcast layers on node A; an aiortc subscriber on node B
+    is switched between them by its own bandwidth, on B, as if Chromium were local."""
+    from tests.sfu.test_sfu_chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, page_server, poll
+
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian chromium is not installed")
+    async with two_nodes(tmp_path) as (a, b), playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        alice = SfuSession(
+            b.control_url, token("alice", "B", ["A"]), audio=ToneTrack(0.3), video=PatternTrack()
+        )
+        try:
+            await alice.join()
+            with page_server() as url:
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.evaluate(
+                    "([u, t]) => run(u, t)", [a.control_url, token("chrome", "A", [])]
+                )
+                chrome_id = await poll(
+                    lambda: page.evaluate("window.state.participant_id"), 20, "Chromium to join"
+                )
+                await alice.wait_for(lambda: alice.frames[chrome_id]["video"] >= 10, 30)
+
+                async def chrome_decodes_alice() -> bool:
+                    got = await page.evaluate("received()")
+                    return bool(got.get(alice.participant_id, {}).get("video", 0) >= 10)
+
+                await poll(chrome_decodes_alice, 30, "Chromium (on A) to decode alice (on B)")
+                # On B, Chromium is a remote participant whose three layers come over the link.
+                room = b.rooms["r1"]
+                remote = room.participants[chrome_id]
+                assert remote.remote
+                video = next(p for p in remote.producers.values() if p.is_video)
+                assert len(video.layers) == 3
+
+                async def layers_active() -> bool:
+                    return all(layer.received > 0 for layer in video.layers)
+
+                await poll(layers_active, 20, "all three layers to cross the link")
+                me = room.participants[alice.participant_id or ""]
+                consumer = next(c for c in me.consumers.values() if c.producer is video)
+
+                async def on_layer(layer: int) -> bool:
+                    me.bwe.on_remb(budget, time.monotonic())
+                    return consumer.selector.current == layer
+
+                for budget in (120_000, 20_000_000):
+                    target = 0 if budget < 1_000_000 else 2
+                    await poll(lambda: on_layer(target), 20, f"a switch to layer {target}")
+                    frames = alice.frames[chrome_id]["video"]
+                    await alice.wait_for(
+                        lambda: alice.frames[chrome_id]["video"] >= frames + 10, 10
+                    )
+                assert not (await page.evaluate("window.state.errors"))
+        finally:
+            await browser.close()
+            await alice.close()
