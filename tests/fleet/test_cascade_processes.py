@@ -21,8 +21,8 @@ from tests.fleet.cluster import SECRET, fleet
 from tests.fleet.test_fleet_processes import Watcher, decoding_all, login, wait_until
 from tests.services import fresh_postgres, fresh_redis_prefix
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
-from visavis.signaling import messages as m
 from visavis.sfu.cascade import sign_hello
+from visavis.signaling import messages as m
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

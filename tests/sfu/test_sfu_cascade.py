@@ -207,10 +207,10 @@ async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
 
                 for budget in (120_000, 20_000_000):
                     target = 0 if budget < 1_000_000 else 2
-                    await poll(lambda: on_layer(target), 20, f"a switch to layer {target}")
+                    await poll(lambda t=target: on_layer(t), 20, f"a switch to layer {target}")
                     frames = alice.frames[chrome_id]["video"]
                     await alice.wait_for(
-                        lambda: alice.frames[chrome_id]["video"] >= frames + 10, 10
+                        lambda n=frames: alice.frames[chrome_id]["video"] >= n + 10, 10
                     )
                 assert not (await page.evaluate("window.state.errors"))
         finally:
