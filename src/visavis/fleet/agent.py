@@ -76,7 +76,10 @@ class FleetAgent:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self.settings.bus_url)
+            # A stalled Redis fails the beat (retried) instead of hanging the node.
+            self._client = aioredis.Redis.from_url(
+                self.settings.bus_url, socket_timeout=max(1.0, self.fleet.ttl)
+            )
         self._registry = RedisRegistry(
             self._client, self.settings.redis_prefix, self.settings.ensure_shared_secret()
         )

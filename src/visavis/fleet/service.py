@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from visavis.clock import Clock, SystemClock
 from visavis.fleet.metrics import FleetMetrics
-from visavis.fleet.placement import Limits, best, healthy_relays, utilisation
+from visavis.fleet.placement import Limits, best, healthy_relays
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker
 from visavis.fleet.settings import FleetSettings
 
@@ -159,8 +159,10 @@ class RegistryFleet(Fleet):
         first = view.node(home.node_id)
         legs = await self.registry.legs(room_id)
         region = self.settings.region
+        # Full by what it reported (people really there, or its CPU), not by the
+        # estimate for rooms placed since its last heartbeat (this one, maybe).
         full = first is not None and (
-            utilisation(first, view.placed.get(first.node_id, 0), self.limits) >= 1.0
+            first.participants >= first.capacity or first.cpu >= self.limits.cpu_limit
         )
         if first is None or (first.region == region and not full):
             return replace(home, peers=tuple(sorted(set(legs.values()) - {home.node_id})))
