@@ -27,6 +27,7 @@ from visavis.fleet.settings import uses_registry
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
+    DominantSpeaker,
     Error,
     Join,
     Joined,
@@ -312,6 +313,8 @@ class SfuServer:
         )
         room.add(participant)
         outbox.put_nowait(joined)
+        if room.speaker.dominant is not None:  # changes are announced; a joiner needs the now
+            outbox.put_nowait(DominantSpeaker(participant_id=room.speaker.dominant))
         return participant
 
     def _verify(self, message: Join) -> dict[str, Any]:
