@@ -32,25 +32,3 @@ export async function until(check, limit, what, every = 50) {
 
 /** For the tests: `waitFor("expression", ms)` without eval (the CSP forbids it). */
 globalThis.waitFor = (check, limit = 10000) => until(check, limit, String(check));
-
-/** How late the page's main thread runs a 20 ms timer, over `ms`: {p95, max, ticks} in
- *  ms. A page whose main thread does the effect's work (or waits on its GL readbacks) runs
- *  it tens to thousands of ms late; an idle one a few ms. */
-export async function mainThreadLatency(ms) {
-  const late = [];
-  const end = performance.now() + ms;
-  let due = performance.now() + 20;
-  await new Promise((resolve) => {
-    const tick = () => {
-      const now = performance.now();
-      late.push(Math.max(0, now - due));
-      if (now >= end) return resolve();
-      due = now + 20;
-      setTimeout(tick, 20);
-    };
-    setTimeout(tick, 20);
-  });
-  late.sort((a, b) => a - b);
-  return { p95: late[Math.floor(late.length * 0.95)], max: late[late.length - 1], ticks: late.length };
-}
-globalThis.mainThreadLatency = mainThreadLatency;
