@@ -28,6 +28,7 @@ from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
     CascadeHello,
+    DominantSpeaker,
     Error,
     Join,
     Joined,
@@ -351,6 +352,8 @@ class SfuServer:
             self.cascade.room_peers(
                 room_id, [str(p) for p in peers] if isinstance(peers, list) else []
             )
+        if room.speaker.dominant is not None:  # changes are announced; a joiner needs the now
+            outbox.put_nowait(DominantSpeaker(participant_id=room.speaker.dominant))
         return participant
 
     def _verify(self, message: Join) -> dict[str, Any]:
