@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 async def until(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
@@ -29,3 +29,14 @@ def until_sync(condition: Callable[[], object], what: str, within: float = 10.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within} s: {what}")
         time.sleep(0.01)
+
+
+async def until_async(
+    condition: Callable[[], Awaitable[object]], what: str, within: float = 10.0
+) -> None:
+    """:func:`until` for a condition that must be awaited (an HTTP GET, a query)."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)

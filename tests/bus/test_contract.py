@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import until
 from visavis.bus import open_bus
 from visavis.bus.base import Bus, device_channel
 from visavis.bus.memory import MemoryBus
@@ -76,7 +77,7 @@ async def test_handlers_do_not_run_inside_publish(bus: Bus) -> None:
     await bus.subscribe("done", collector)
     await bus.publish("done", b"")
     await collector.wait_for(1)
-    await asyncio.sleep(0.01)
+    await until(lambda: "handler" in calls, "the handler ran", within=TIMEOUT)
     assert calls == ["after publish", "handler"]
 
 
@@ -94,7 +95,7 @@ async def test_failing_handler_does_not_stop_delivery(bus: Bus) -> None:
     for message in (b"a", b"boom", b"b"):
         await bus.publish("c", message)
     await collector.wait_for(3)
-    await asyncio.sleep(0.05)
+    await until(lambda: len(got) == 3, "the flaky handler got all three", within=TIMEOUT)
     assert got == [b"a", b"boom", b"b"]
 
 
@@ -108,7 +109,10 @@ async def test_unsubscribe_stops_delivery(bus: Bus) -> None:
     await subscription.unsubscribe()  # idempotent
     await bus.publish("c", b"2")
     await stays.wait_for(2)
-    await asyncio.sleep(0.05)
+    # A marker published after "2" and delivered: had "2" been queued for the removed
+    # handler, its delivery task (woken with the other's) would have run by now.
+    await bus.publish("c", b"marker")
+    await stays.wait_for(3)
     assert gone.messages == [b"1"]
 
 
@@ -192,7 +196,11 @@ async def test_mailbox_append_is_announced_on_device_channel(bus: Bus) -> None:
     await bus.mailbox_append("d1", {"a": 1}, ttl=30)
     await bus.mailbox_append("d1", {"a": 2}, ttl=30)
     assert await announced.wait_for(2) == [b"1", b"2"]
-    await asyncio.sleep(0.02)
+    # A marker announced after both: a stray announcement to d2 would be delivered first.
+    marker = Collector()
+    await bus.subscribe(device_channel("d3"), marker)
+    await bus.mailbox_append("d3", {"marker": True}, ttl=30)
+    await marker.wait_for(1)
     assert other_device.messages == []
 
 

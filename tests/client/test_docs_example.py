@@ -48,8 +48,11 @@ async def test_bot_example_answers_and_plays_a_file(stack: Stack, tmp_path: Path
     write_greeting(tmp_path / "greeting.mp4")
     (tmp_path / "bot.py").write_text(bot_source(stack.url))
     bot = await asyncio.create_subprocess_exec(
-        sys.executable, "bot.py", cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "bot.py",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -61,7 +64,9 @@ async def test_bot_example_answers_and_plays_a_file(stack: Stack, tmp_path: Path
         await call.wait_connected(15)
         await call.wait_frames(10, within=10)  # the bot's file, decoded here
         assert (call.received.width, call.received.height) == (160, 120)
-        await asyncio.sleep(1)
+        # Let the bot record: 15 more of its frames (about a second of its own clock, so a
+        # starved bot gets longer) arrive while it receives ours.
+        await call.wait_frames(call.received.video_frames + 15, within=30)
         await call.hangup()
         seen = b""
         while b"ended: remote_hangup" not in seen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.waiting import until
 from visavis.client.media import MediaSource
 from visavis.client.session import Connected, Disconnected
 from visavis.signaling import messages as m
@@ -41,11 +42,9 @@ async def test_ice_restart_keeps_the_call(stack: Stack) -> None:
     first_path = call.path
     await call.restart_ice()
     assert call.state == "reconnecting"
-    for _ in range(200):
-        if call.state == "connected" and theirs.state == "connected":
-            break
-        await asyncio.sleep(0.05)
-    assert call.state == theirs.state == "connected"
+    await until(
+        lambda: call.state == theirs.state == "connected", "both ends reconnected", within=10
+    )
     assert call.restarts == theirs.restarts == 1
     await asyncio.gather(call.wait_frames(before[0] + 10), theirs.wait_frames(before[1] + 10))
     assert call.path is not None and first_path is not None
@@ -59,8 +58,10 @@ async def test_revoked_token_is_final(stack: Stack) -> None:
     import httpx
 
     async with alice.events() as events, httpx.AsyncClient() as http:
-        r = await http.delete(f"{stack.url}/api/devices/{alice.device_id}",
-                              headers={"Authorization": f"Bearer {alice.token}"})
+        r = await http.delete(
+            f"{stack.url}/api/devices/{alice.device_id}",
+            headers={"Authorization": f"Bearer {alice.token}"},
+        )
         assert r.status_code == 204
         down = await events.next(Disconnected, within=5)
         while not down.final:

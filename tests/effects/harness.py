@@ -53,6 +53,29 @@ def camera_clip(directory: Path, frames: int = 30) -> Path:
     return out
 
 
+# How late a page's main thread runs a 20 ms timer over `ms`: {p95, max, ticks} in ms
+# (``page.evaluate(MAIN_THREAD_LATENCY, ms)``, in any page). A page whose main thread does
+# an effect's work, or waits on its GL readbacks, runs it tens to thousands of ms late.
+MAIN_THREAD_LATENCY = """async (ms) => {
+  const late = [];
+  const end = performance.now() + ms;
+  let due = performance.now() + 20;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      late.push(Math.max(0, now - due));
+      if (now >= end) return resolve();
+      due = now + 20;
+      setTimeout(tick, 20);
+    };
+    setTimeout(tick, 20);
+  });
+  late.sort((a, b) => a - b);
+  const p95 = late[Math.floor(late.length * 0.95)];
+  return {p95, max: late[late.length - 1], ticks: late.length};
+}"""
+
+
 def rgba(image: dict[str, Any]) -> NDArray[np.uint8]:
     """A frame returned by the pages' ``grab()`` as an HxWx4 array."""
     data = np.frombuffer(base64.b64decode(image["rgba"]), dtype=np.uint8)

@@ -21,6 +21,7 @@ from visavis.client.call import Call, CallStateChanged
 from visavis.client.errors import CallFailed, ClientError
 from visavis.client.media import MediaSource
 from visavis.client.session import Session
+from visavis.signaling import messages as m
 
 PASSWORD = "netlab password"
 
@@ -56,7 +57,7 @@ async def report(call: Call, args: argparse.Namespace, invited_at: float | None,
     await call.wait_connected(args.setup_timeout)
     await call.wait_frames(args.frames, within=args.setup_timeout)
     emit(event="media", call_id=call.id, at=time.time())
-    await asyncio.sleep(args.seconds)
+    await asyncio.sleep(args.seconds)  # the call's length: the window measured, not a wait
     stats = await call.stats()
     lat = sorted(call.received.latencies_ms)
     emit(
@@ -91,24 +92,26 @@ async def run(args: argparse.Namespace) -> None:
         media_timeout=args.media_timeout, turn_transport=args.turn_transport,
     )
     emit(event="ready", udp_ok=session.udp_ok, ice=[s.urls for s in session.rtc_ice_servers()])
+    # Subscribed once for every call: a call that rings while the callee is still ending
+    # the previous one waits here, so the caller needs no pause between calls.
     try:
-        for _ in range(args.calls):
-            source = MediaSource.test_pattern(width, height, args.fps)
-            timeline = Timeline(session) if args.timeline else None
-            on_frame = timeline.on_frame if timeline else None
-            if args.role == "caller":
-                invited_at = time.time()
-                call = await session.call(args.peer, source, on_frame=on_frame)
-                await report(call, args, invited_at, timeline)
-                await call.hangup()
-                await asyncio.sleep(args.pause)
-            else:
-                incoming = await session.next_incoming(within=args.wait)
-                call = await session.answer(incoming, source, on_frame=on_frame)
-                await report(call, args, None, timeline)
-                await call.wait_ended(within=30)
-            if timeline:
-                timeline.close()
+        async with session.events() as incoming_calls:
+            for _ in range(args.calls):
+                source = MediaSource.test_pattern(width, height, args.fps)
+                timeline = Timeline(session) if args.timeline else None
+                on_frame = timeline.on_frame if timeline else None
+                if args.role == "caller":
+                    invited_at = time.time()
+                    call = await session.call(args.peer, source, on_frame=on_frame)
+                    await report(call, args, invited_at, timeline)
+                    await call.hangup()
+                else:
+                    incoming = await incoming_calls.next(m.CallIncoming, args.wait)
+                    call = await session.answer(incoming, source, on_frame=on_frame)
+                    await report(call, args, None, timeline)
+                    await call.wait_ended(within=30)
+                if timeline:
+                    timeline.close()
     except (CallFailed, ClientError, TimeoutError) as exc:
         reason = getattr(exc, "reason", type(exc).__name__)
         emit(event="error", reason=reason, detail=str(exc))
@@ -126,7 +129,6 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--pause", type=float, default=0.3)
     parser.add_argument("--size", default="160x120")
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--setup-timeout", type=float, default=25.0)

@@ -20,12 +20,16 @@ class Collector(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
         self.transport: Any = None
+        self.lost = asyncio.Event()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.received.put_nowait((data, addr))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -60,6 +64,8 @@ async def test_aioice_turn_client(relay: RelayServer, transport: str, auth: str)
         back = [await asyncio.wait_for(client.received.get(), 5) for _ in range(20)]
         assert sorted(d for d, _ in back) == sorted(f"pong {i}".encode() for i in range(20))
     finally:
-        turn.close()
+        turn.close()  # deletes the allocation (Refresh 0), then connection_lost
         peer_transport.close()
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(client.lost.wait(), 10)
+    core = relay.core
+    assert core is not None and not core.allocations

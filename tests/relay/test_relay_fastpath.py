@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_address
 from pathlib import Path
@@ -32,6 +33,7 @@ from visavis.protocol.stun import (
     parse_message,
 )
 from visavis.protocol.turn import encode_channel_data
+from visavis.protocol.turn.allocation import Allocation
 from visavis.relay import _fastpath_py, fastpath
 from visavis.relay import server as server_mod
 from visavis.relay.server import RelayServer
@@ -98,6 +100,12 @@ class Setup:
         peer = XorPeerAddress(ip_address("127.0.0.1"), self.peer.getsockname()[1])
         msg = await self.client.request(Method.CREATE_PERMISSION, [peer])
         assert msg.cls == MessageClass.SUCCESS
+
+    def allocation(self) -> Allocation:
+        core = self.server.core
+        assert core is not None
+        (alloc,) = core.allocations.values()
+        return alloc
 
     def to_peer(self, payload: bytes) -> None:
         self.client.sock.sendto(encode_channel_data(CHANNEL, payload), self.client.server)
@@ -255,8 +263,9 @@ async def test_permission_expiry_invalidates_fast_path(setup: Setup) -> None:
     await setup.allocate_and_bind()
     setup.to_peer(b"before")
     assert await setup.peer_recv() == b"before"
-    # Waiting out a 1 s lifetime on the wall clock the relay reads (not a readiness wait).
-    await asyncio.sleep(1.3)  # permission expired (the route expires with it, no sweep needed)
+    expiry = max(setup.allocation().permissions.values())
+    # The route expires with the permission: wait until the relay's clock is past it.
+    await until(lambda: time.time() > expiry, "the permission's expiry", within=10)
     before = setup.dropped()
     setup.to_peer(b"after")
     await setup.dropped_one_more(before)
@@ -276,7 +285,8 @@ async def test_permission_expiry_invalidates_fast_path(setup: Setup) -> None:
 @pytest.mark.parametrize("relay_options", [{"channel-lifetime": 1}])
 async def test_channel_expiry_invalidates_fast_path(setup: Setup) -> None:
     await setup.allocate_and_bind()
-    await asyncio.sleep(1.3)  # waiting out the 1 s channel lifetime (wall clock)
+    expiry = max(ch.expiry for ch in setup.allocation().channels.values())
+    await until(lambda: time.time() > expiry, "the channel's expiry", within=10)
     await setup.permit()  # the permission lives on (and is refreshed); the channel does not
     before = setup.dropped()
     setup.to_peer(b"on a dead channel")

@@ -27,6 +27,7 @@ import pytest
 from aioice import stun
 
 from tests.sfu.conftest import make_settings
+from tests.waiting import until
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
 from visavis.sfu.tcp import FramingError, IceTcpConnection, Rfc4571Framer
@@ -160,8 +161,9 @@ async def test_tcp_check_binds_connection_and_bad_input_closes_only_it(
             Rfc4571Framer.frame(_check(other)) + Rfc4571Framer.frame(b"\xff garbage"),
             "garbage",
         )
-        await asyncio.sleep(0.05)
-        assert other.address is None and not other.addresses
+        await until(
+            lambda: other.address is None and not other.addresses, "the other path is dropped"
+        )
         # Silence: no check within auth_timeout.
         assert sfu.tcp is not None
         sfu.tcp.auth_timeout = 0.2
@@ -175,8 +177,10 @@ async def test_tcp_check_binds_connection_and_bad_input_closes_only_it(
         # The participant leaving closes its connections.
         sfu.endpoint.remove(transport)
         assert await _closed_by_peer(reader)
-        await asyncio.sleep(0.05)
-        assert transport.address is None and not sfu.tcp.connections
+        tcp = sfu.tcp
+        await until(
+            lambda: transport.address is None and not tcp.connections, "the connections closed"
+        )
         writer.close()
     finally:
         await sfu.close()
@@ -202,8 +206,9 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def udp_blocked(port: int, except_from: int) -> Iterator[None]:
-    """Drop UDP on ``lo`` to 127.0.0.1:port except from source port ``except_from``.
+def udp_blocked(port: int, except_from: int) -> Iterator[Callable[[], int]]:
+    """Drop UDP on ``lo`` to 127.0.0.1:port except from source port ``except_from``;
+    yield a function that counts the packets the rule has dropped.
 
     The rule carries a unique comment and is deleted by it on the way out, whatever
     happened in between.
@@ -216,8 +221,13 @@ def udp_blocked(port: int, except_from: int) -> Iterator[None]:
     added = _iptables("-I", *rule)
     if added.returncode != 0:
         pytest.skip(f"iptables cannot add a rule here: {added.stderr.strip()}")
+
+    def dropped() -> int:
+        listed = _iptables("-L", "INPUT", "-v", "-x", "-n").stdout.splitlines()
+        return sum(int(line.split()[0]) for line in listed if comment in line)
+
     try:
-        yield
+        yield dropped
     finally:
         for _ in range(10):  # bounded: delete every rule with our comment
             listed = _iptables("-S", "INPUT").stdout.splitlines()
@@ -262,12 +272,13 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
             return alice_transport.address if isinstance(alice_transport.address, tuple) else None
 
         alice_port = (await poll(alice_on_udp, 10, "alice's UDP path"))[1]
-        with udp_blocked(sfu.media_port, except_from=alice_port):
-            # The rule works: a datagram from any other socket never reaches the SFU.
+        with udp_blocked(sfu.media_port, except_from=alice_port) as firewall_drops:
+            # The rule works: a datagram from any other socket is dropped by the kernel
+            # (its counter says so) and never reaches the SFU.
             garbage = sfu.stats.dropped["garbage"]
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.sendto(b"\xff probe", ("127.0.0.1", sfu.media_port))
-            await asyncio.sleep(0.2)
+            await until(lambda: firewall_drops() >= 1, "the firewall rule drops the probe")
             assert sfu.stats.dropped["garbage"] == garbage
             async with playwright_api.async_playwright() as p:
                 browser = await p.chromium.launch(

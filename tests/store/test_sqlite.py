@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import until
 from visavis.store import sqlite as sqlite_module
 from visavis.store.base import Call, Participant
 from visavis.store.sql import SqlStore
@@ -32,10 +32,12 @@ async def test_files_are_interchangeable_with_sqlstore(tmp_path: Path) -> None:
     sub = {"endpoint": "https://push.example/x", "keys": {"p256dh": "k", "auth": "é"}}
     old = SqlStore(url)
     await old.open()
-    await old.create_user(user_id="alice", handle="Alice", display_name="A", password_hash="x",
-                          now=1)
-    await old.create_device(device_id="d1", user_id="alice", name="web", kind="browser",
-                            token_hash="t1", now=2.0)
+    await old.create_user(
+        user_id="alice", handle="Alice", display_name="A", password_hash="x", now=1
+    )
+    await old.create_device(
+        device_id="d1", user_id="alice", name="web", kind="browser", token_hash="t1", now=2.0
+    )
     await old.set_push_subscription("d1", sub)
     await old.create_call(_call("c1"), _parts("c1"))
     await old.close()
@@ -127,11 +129,8 @@ async def test_wal_is_checkpointed_off_the_loop(
         size = path.stat().st_size
         for i in range(300):
             await store.create_call(_call(f"c{i}"), _parts(f"c{i}"))
-        for _ in range(100):  # the checkpointer copies the WAL into the database file
-            if path.stat().st_size > size:
-                break
-            await asyncio.sleep(0.02)
-        assert path.stat().st_size > size
+        # The checkpointer copies the WAL into the database file.
+        await until(lambda: path.stat().st_size > size, "a checkpoint grows the database")
     finally:
         await store.close()
     wal = Path(f"{path}-wal")

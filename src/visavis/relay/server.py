@@ -7,7 +7,10 @@ which forwards ChannelData on bound channels with valid permissions itself and r
 everything else to the core. Sends go out with ``sendto`` straight away; one that would
 block is queued (bounded, overflow counted) and flushed by ``loop.add_writer``. TCP and
 TLS clients use ordinary asyncio protocols with a :class:`StreamFramer`. The clock is read
-once per batch and passed to the core; a one-second timer drives :meth:`TurnServer.sweep`.
+once per batch and passed to the core. One timer drives :meth:`TurnServer.sweep`, armed
+for the core's :meth:`TurnServer.next_deadline` and moved earlier whenever a call into the
+core brings that deadline closer, so an allocation, permission or channel lapses when it
+is due, not up to a polling period later, and an idle relay does not wake up at all.
 """
 
 from __future__ import annotations
@@ -59,9 +62,9 @@ BATCH = 64  # datagrams per wake-up and socket
 # would cost a failing recvfrom and an exception per packet (recvmmsg has no such cost).
 PEER_BATCH = BATCH if fastpath.NATIVE else 1
 MAX_SEND_QUEUE = 4096  # datagrams waiting for a writable socket, per socket
-SWEEP_INTERVAL = 1.0
 CERT_CHECK_INTERVAL = 10.0  # seconds between looks at the TLS files' mtimes
 MAX_STREAM_BUFFER = 1 << 20
+_NEVER = float("inf")
 
 
 UDP_BUFFER = 4 << 20  # bytes asked for each UDP listener's receive and send buffers
@@ -188,6 +191,7 @@ class _UdpListener:
                 send(sock, out, addr)
             elif isinstance(out, Forward):
                 send(out.handle.sock, out.data, out.peer)
+        relay.rearm()
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -250,6 +254,7 @@ class _StreamConnection(asyncio.Protocol):
                         self.relay.send(fwd.handle.sock, fwd.data, fwd.peer)
                     continue
                 out = core.handle_stun(frame, ft, now)
+                self.relay.rearm()
                 if isinstance(out, bytes):
                     self.write(out)
                 elif isinstance(out, Forward):
@@ -295,6 +300,7 @@ class _StreamConnection(asyncio.Protocol):
             self.relay.connections.pop(ft, None)
             if self.relay.core is not None:
                 self.relay.core.connection_closed(ft, time.time())
+                self.relay.rearm()
         self.transport = None
 
 
@@ -504,7 +510,8 @@ class RelayServer:
         self._udp: list[_UdpListener] = []
         self._servers: list[asyncio.Server] = []
         self._ports: dict[str, int] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the sweep, see rearm
+        self._armed_for = _NEVER  # the deadline (time.time() clock) _timer is set for
         self._cert_timer: asyncio.TimerHandle | None = None
         self.tls: TlsCertificate | None = None
         self._collector = RelayCollector(lambda: self.core, self._extra_metrics)
@@ -687,6 +694,7 @@ class RelayServer:
         """RFC 6062 5.3: a peer connected to a TCP allocation (see :class:`RelayHost`)."""
         core = self.core
         got = core.peer_connected(five_tuple, peer, time.time()) if core else None
+        self.rearm()
         if got is None or core is None:
             return None
         cid, indication = got
@@ -724,6 +732,7 @@ class RelayServer:
         if self.core is None:
             return
         response = self.core.connect_result(action.connection_id, ok, time.time())
+        self.rearm()
         if response is not None:
             control.write(response)
         elif ok:
@@ -733,7 +742,7 @@ class RelayServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind the listeners (port 0 picks free ports) and start the sweep timer."""
+        """Bind the listeners (port 0 picks free ports)."""
         self._loop = asyncio.get_running_loop()
         self.core = self._build_core()
         self.core.observer = self.fast_table
@@ -761,7 +770,6 @@ class RelayServer:
         if not self._registered:
             self.registry.register(self._collector)
             self._registered = True
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         if self.tls is not None:
             self._cert_timer = self.loop.call_later(CERT_CHECK_INTERVAL, self._check_cert)
         log.info("relay listening: %s", ", ".join(self.endpoints()))
@@ -824,14 +832,28 @@ class RelayServer:
                 self._ports["udp"] = bound_port
             return
 
+    def rearm(self) -> None:
+        """Move the sweep timer earlier if the core's deadline now comes sooner (called
+        after each call into the core that can add or shorten a deadline: a comparison)."""
+        core = self.core
+        if core is None:
+            return
+        due = core.next_deadline()
+        if due is not None and due < self._armed_for:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed_for = due
+            self._timer = self.loop.call_later(max(due - time.time(), 0.0), self._sweep)
+
     def _sweep(self) -> None:
+        self._timer, self._armed_for = None, _NEVER
         self.io_errors += fastpath.take_io_errors()
         if self.core is not None:
             for cid in self.core.sweep(time.time()):
                 pipe = self.peer_pipes.get(cid)
                 if pipe is not None:
                     pipe.close()
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+            self.rearm()
 
     def reload(self) -> None:
         """What ``visavis serve`` does on SIGHUP: reload the TLS certificate."""
@@ -866,6 +888,7 @@ class RelayServer:
             if timer is not None:
                 timer.cancel()
         self._timer = self._cert_timer = None
+        self._armed_for = _NEVER
         for task in list(self._tasks):
             task.cancel()
         if self.core is not None:

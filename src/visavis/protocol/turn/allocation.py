@@ -79,17 +79,19 @@ class Allocation:
         return expiry is not None and expiry >= now
 
     def expire(self, now: float) -> bool:
-        """Forget expired permissions and channels (RFC 8656 9, 12); True if any were."""
-        ips = [ip for ip, exp in self.permissions.items() if exp < now]
+        """Forget permissions and channels expired by ``now`` (RFC 8656 9, 12); True if any
+        were."""
+        ips = [ip for ip, exp in self.permissions.items() if exp <= now]
         for ip in ips:
             del self.permissions[ip]
-        chans = [ch for ch in self.channels.values() if ch.expiry < now]
+        chans = [ch for ch in self.channels.values() if ch.expiry <= now]
         for ch in chans:
             del self.channels[ch.number]
             self.channel_by_peer.pop(ch.peer, None)
         return bool(ips or chans)
 
     def next_deadline(self) -> float:
+        """The earliest of the allocation's, its permissions' and its channels' expiry."""
         times = [self.expiry, *self.permissions.values()]
         times.extend(ch.expiry for ch in self.channels.values())
         return min(times)

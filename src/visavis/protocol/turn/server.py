@@ -8,8 +8,15 @@ client sends it calls :meth:`TurnServer.handle_stun` (first byte 0-3) or
 :class:`FiveTuple` and ``now``; for every datagram a relay socket receives from a peer it
 calls :meth:`TurnServer.handle_peer_data`. The answers are bytes to send back to the
 client, a :class:`Forward` (send these bytes from this relay socket to that peer), or
-``None`` (drop; the reason is counted in :attr:`TurnServer.stats`). Once a second or so
-the shell calls :meth:`TurnServer.sweep` to expire allocations, permissions and channels.
+``None`` (drop; the reason is counted in :attr:`TurnServer.stats`).
+
+Timers: everything in the core that lapses (allocations, permissions, channels, port
+reservations, RFC 6062 connections waiting for their bind, idle rate-limit state) has a
+deadline, and :meth:`TurnServer.next_deadline` is the earliest of them. The shell arms one
+timer for it, calls :meth:`TurnServer.sweep` when it fires, and re-arms whenever a call
+into the core moved the deadline earlier (an O(1) comparison: the core keeps a lower bound
+that entry points lower and :meth:`sweep` recomputes exactly). Nonces need no timer: they
+are stateless (an HMAC over their issue time), so a stale one is simply refused.
 
 Relay sockets come from an injected :class:`RelayAllocator` (the shell binds a UDP socket
 in the configured port range; tests pass a fake). Requests are processed in this order
@@ -123,6 +130,7 @@ class RelayAllocator(Protocol):
 
 
 RESERVATION_LIFETIME = 30.0
+BIND_TIMEOUT = 30.0  # RFC 6062 5.3/5.4: a peer connection not bound by then is closed
 
 
 class AllocationObserver(Protocol):
@@ -214,7 +222,7 @@ class TcpPeerConnection:
     connection_id: int
     five_tuple: FiveTuple  # the allocation's control connection
     peer: Addr
-    expiry: float  # bind deadline (30 s), inf once bound
+    expiry: float  # bind deadline (BIND_TIMEOUT), inf once bound
     state: str = "connecting"  # connecting -> pending-bind -> bound
     request: Message | None = None
     identity: Identity | None = None
@@ -228,6 +236,9 @@ class _Reply(Exception):
 
     def __init__(self, data: Outcome) -> None:
         self.data = data
+
+
+_NEVER = float("inf")
 
 
 def _family(ip: IPAddress) -> int:
@@ -264,11 +275,14 @@ class TurnServer:
         self.allocations: dict[FiveTuple, Allocation] = {}
         self.per_account: Counter[str] = Counter()
         self.stats = TurnStats()
-        self._unauth: dict[str, TokenBucket] = {}
+        self._unauth: dict[str, TokenBucket] = {}  # unauthenticated traffic, per client IP
         # token -> (family, port, held socket, expiry)
         self.reservations: dict[bytes, tuple[int, int, Any, float]] = {}
         self.tcp_connections: dict[int, TcpPeerConnection] = {}
         self.observer: AllocationObserver | None = None
+        # lower bound on the earliest deadline (see next_deadline); inf = nothing timed
+        self._deadline = _NEVER
+        self._unauth_gc = _NEVER  # when idle rate-limit buckets are next dropped
         self._algorithms = PasswordAlgorithms(ADVERTISED_ALGORITHMS)
         self._requests: dict[int, Callable[[Message, FiveTuple, Identity, float], list[Attribute]]]
         self._requests = {
@@ -363,33 +377,59 @@ class TurnServer:
             self._delete(alloc)
 
     def sweep(self, now: float) -> list[int]:
-        """Expire allocations, permissions, channels and idle rate-limit state; return the
-        RFC 6062 connections to close (not bound within 30 s, or of a deleted allocation)."""
-        for alloc in [a for a in self.allocations.values() if a.expiry < now]:
+        """Expire what lapsed by ``now`` (allocations, permissions, channels, port
+        reservations, unbound RFC 6062 connections, idle rate-limit state) and recompute
+        :meth:`next_deadline`; return the RFC 6062 connections to close (not bound within
+        30 s, or of a deleted allocation).
+
+        Something whose expiry is ``now`` exactly is expired here (the hot paths still
+        accept it at that instant), so a timer that fires on the deadline finds work."""
+        for alloc in [a for a in self.allocations.values() if a.expiry <= now]:
             self._delete(alloc)
         observer = self.observer
+        deadline = _NEVER
         for alloc in self.allocations.values():
             if alloc.expire(now) and observer is not None:
                 observer.allocation_changed(alloc)
-        for token in [t for t, r in self.reservations.items() if r[3] < now]:
+            deadline = min(deadline, alloc.next_deadline())
+        for token in [t for t, r in self.reservations.items() if r[3] <= now]:
             self.allocator.release_reservation(self.reservations.pop(token)[2])
-        if self._unauth:
+        for _, _, _, expiry in self.reservations.values():
+            deadline = min(deadline, expiry)
+        if self._unauth_gc <= now:
             for ip in [ip for ip, b in self._unauth.items() if b.full(now)]:
                 del self._unauth[ip]
+            # A bucket left here is full within one refill time unless it is used again.
+            self._unauth_gc = now + self._refill_time() if self._unauth else _NEVER
+        deadline = min(deadline, self._unauth_gc)
         stale = [
             c.connection_id
             for c in self.tcp_connections.values()
-            if c.expiry < now or c.five_tuple not in self.allocations
+            if c.expiry <= now or c.five_tuple not in self.allocations
         ]
         for cid in stale:
             del self.tcp_connections[cid]
+        for conn in self.tcp_connections.values():
+            deadline = min(deadline, conn.expiry)
+        self._deadline = deadline
         return stale
 
     def next_deadline(self) -> float | None:
-        """The earliest time :meth:`sweep` has work, or None."""
-        if not self.allocations:
-            return None
-        return min(a.next_deadline() for a in self.allocations.values())
+        """When :meth:`sweep` should next run (None: nothing is timed).
+
+        Never later than the earliest deadline, possibly earlier: refreshes and deletions
+        do not raise it (that would cost a scan per request), so a sweep may find nothing
+        to do, and sets the exact value again."""
+        return None if self._deadline == _NEVER else self._deadline
+
+    def _due(self, when: float) -> None:
+        """Something lapses at ``when``: keep :meth:`next_deadline` no later than it."""
+        if when < self._deadline:
+            self._deadline = when
+
+    def _refill_time(self) -> float:
+        cfg = self.config
+        return cfg.unauth_burst / cfg.unauth_rate if cfg.unauth_rate > 0 else 60.0
 
     def close(self) -> None:
         """Delete every allocation (releasing relay sockets)."""
@@ -647,6 +687,7 @@ class TurnServer:
             alloc.bucket_in = TokenBucket(cfg.max_bps, cfg.max_bps, now)
             alloc.bucket_out = TokenBucket(cfg.max_bps, cfg.max_bps, now)
         self.allocations[ft] = alloc
+        self._due(alloc.expiry)
         self.per_account[ident.account] += 1
         self.stats.allocations_created += 1
         attrs: list[Attribute] = [
@@ -680,6 +721,7 @@ class TurnServer:
             token = self.random_bytes(8)
             expiry = now + RESERVATION_LIFETIME
             self.reservations[token] = (family, addr[1] + 1, held, expiry)
+            self._due(expiry)
             return addr, handle, token
         raise TurnError(508)
 
@@ -707,6 +749,7 @@ class TurnServer:
             self._delete(alloc)
         else:
             alloc.expiry = now + lifetime
+            self._due(alloc.expiry)
         return [Lifetime(lifetime)]
 
     def _check_peer(self, alloc: Allocation, attr: XorPeerAddress) -> Relay:
@@ -734,6 +777,7 @@ class TurnServer:
         expiry = now + self.config.permission_lifetime
         for peer in peers:
             alloc.permissions[str(peer.ip)] = expiry
+        self._due(expiry)
         if self.observer is not None:
             self.observer.allocation_changed(alloc)
         return []
@@ -774,6 +818,7 @@ class TurnServer:
         alloc.permissions[peer[0]] = max(
             alloc.permissions.get(peer[0], 0.0), now + self.config.permission_lifetime
         )
+        self._due(min(expiry, alloc.permissions[peer[0]]))
         if self.observer is not None:
             self.observer.allocation_changed(alloc)
         return []
@@ -821,9 +866,10 @@ class TurnServer:
             raise TurnError(446)
         cid = self._new_connection_id()
         self.tcp_connections[cid] = TcpPeerConnection(
-            cid, ft, peer, now + 30.0, "connecting", msg, ident
+            cid, ft, peer, now + BIND_TIMEOUT, "connecting", msg, ident
         )
         alloc.permissions[peer[0]] = now + self.config.permission_lifetime
+        self._due(min(now + BIND_TIMEOUT, alloc.permissions[peer[0]]))
         raise _Reply(ConnectPeer(cid, relay.handle, peer))
 
     def connect_result(self, connection_id: int, ok: bool, now: float) -> bytes | None:
@@ -839,7 +885,8 @@ class TurnServer:
             del self.tcp_connections[connection_id]
             return self._error(conn.request, 447, conn.identity)
         conn.state = "pending-bind"
-        conn.expiry = now + 30.0
+        conn.expiry = now + BIND_TIMEOUT
+        self._due(conn.expiry)
         self.stats.responses[0] += 1
         return self._sign(
             conn.request, MessageClass.SUCCESS, [ConnectionId(connection_id)], conn.identity
@@ -854,7 +901,10 @@ class TurnServer:
             self.stats.dropped["tcp-peer-refused"] += 1
             return None
         cid = self._new_connection_id()
-        self.tcp_connections[cid] = TcpPeerConnection(cid, ft, peer, now + 30.0, "pending-bind")
+        self.tcp_connections[cid] = TcpPeerConnection(
+            cid, ft, peer, now + BIND_TIMEOUT, "pending-bind"
+        )
+        self._due(now + BIND_TIMEOUT)
         indication = encode_message(
             Method.CONNECTION_ATTEMPT,
             MessageClass.INDICATION,
@@ -904,6 +954,8 @@ class TurnServer:
         s.dropped["relay"] += alloc.dropped
         for relay in alloc.relays.values():
             self.allocator.release(relay.handle)
+        if alloc.tcp:
+            self._due(0.0)  # its peer connections are closed by the next sweep: run it now
 
     def _unauth_ok(self, ip: str, now: float) -> bool:
         bucket = self._unauth.get(ip)
@@ -914,6 +966,9 @@ class TurnServer:
             bucket = self._unauth[ip] = TokenBucket(
                 self.config.unauth_rate, self.config.unauth_burst, now
             )
+            if self._unauth_gc == _NEVER:
+                self._unauth_gc = now + self._refill_time()
+                self._due(self._unauth_gc)
         if bucket.take(1, now):
             return True
         self.stats.dropped["rate-limited"] += 1

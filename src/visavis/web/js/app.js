@@ -274,7 +274,9 @@ export class App {
 
   _incoming(event) {
     const call = this.state.call;
-    if (call.callId === event.call_id) return; // rung again after a reconnect
+    // Rung again after a reconnect: already ringing. (A "ring again" after this device
+    // declined comes while the ended view lingers: that one rings.)
+    if (call.callId === event.call_id && call.phase !== "ended") return;
     if (call.phase === "idle" || call.phase === "ended") {
       this.dispatch({ type: "incoming", callId: event.call_id, peer: event.caller, media: event.media, group: event.group });
       this.store.set({ incoming: event });

@@ -145,12 +145,15 @@ export class GroupCall {
     return [...out.values()];
   }
 
-  /** Tell the SFU which participants' tiles are on screen (only when it changed). */
+  /** Tell the SFU which participants' tiles are on screen (only when it changed); with
+   * `thumbnails` named (none: every tile shown is a full one) it sends no video at all
+   * of the participants off screen. */
   setLayout(visible) {
     const key = [...visible].sort().join(",");
     if (key === this.visible || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
     this.visible = key;
-    this.ws.send(JSON.stringify({ type: "layout", visible: [...visible] }));
+    this.layout = { type: "layout", visible: [...visible], thumbnails: [] };
+    this.ws.send(JSON.stringify(this.layout));
   }
 
   async _rejoin() {
