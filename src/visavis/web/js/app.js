@@ -11,6 +11,7 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { E2eeClient } from "../e2ee/client.js";
 
 const SESSION_KEY = "visavis.session";
 const ENDED_LINGER = 2500;
@@ -80,6 +81,7 @@ export class App {
     this.lastStats = null;
     this.early = []; // events that arrived before our invite's result
     this.phases = []; // every phase this tab went through (the call view's history; tests)
+    this.e2ee = new E2eeClient(this); // end-to-end keys of every call (e2ee/client.js)
   }
 
   // -- small helpers -----------------------------------------------------------------
@@ -162,6 +164,7 @@ export class App {
 
   _signedIn(session) {
     this.api.token = session.token;
+    this.e2ee.signedIn(session, this.api);
     this.store.set({
       session,
       screen: "home",
@@ -258,6 +261,10 @@ export class App {
         break;
       case "call.participant":
         if (current) this._participant(event);
+        if (current) this.e2ee.event(event);
+        break;
+      case "call.e2ee":
+        if (current) this.e2ee.event(event);
         break;
       case "call.signal":
         if (current && this.controller instanceof DirectCall) {
@@ -332,7 +339,11 @@ export class App {
       refreshToken: () => this.api.refreshRoom(event.call_id),
     });
     this.controller = group;
-    this._ensureMedia(call.media === "audio" ? "audio" : "video").then(() => group.join());
+    const keys = this.e2ee.begin(event.call_id);
+    keys.start();
+    Promise.all([this._ensureMedia(call.media === "audio" ? "audio" : "video"), keys.keys]).then(() => {
+      if (this.controller === group) group.join();
+    });
   }
 
   _groupUpdate(group) {
@@ -400,9 +411,11 @@ export class App {
     this.dispatch({ type: "placed", callId });
     const early = this.early;
     this.early = [];
+    this.e2ee.begin(callId).start();
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
-      direct.prepareOffer();
+      // the DTLS certificate whose fingerprint this device signs must exist first
+      this.e2ee.ready.then(() => direct.prepareOffer());
     }
     for (const event of early) if (event.call_id === callId) this._event(event);
     return callId;
@@ -415,6 +428,7 @@ export class App {
       iceServers: this.iceServers,
       media,
       signal: (payload) => this.socket.send({ type: "call.signal", call_id: callId, ...payload }),
+      verify: (device, sdp) => this.e2ee.verifyDescription(callId, device, sdp),
       onChange: (what, detail) => this._mediaChange(direct, what, detail),
       onRemote: (stream) => {
         if (this.controller === direct) this.store.set({ remoteStream: stream });
@@ -432,9 +446,12 @@ export class App {
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
     this.dispatch({ type: "answer", callId: call.callId, media });
     const local = await this._ensureMedia(media);
+    const keys = this.e2ee.begin(call.callId);
+    await this.e2ee.ready?.catch(() => {});
     if (!incoming?.group) this._direct(call.callId, "callee", local);
     try {
       await this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
+      keys.start();
     } catch (err) {
       this.fail(err);
       this.dispatch({ type: "ended", callId: call.callId, reason: err.code === "answered_elsewhere" ? "answered_elsewhere" : "failed" });
@@ -532,7 +549,15 @@ export class App {
     if (this.controller instanceof GroupCall) this.controller.setLayout(visibleIds);
   }
 
+  /** A key or fingerprint substitution (e2ee/client.js): stop the call, say why. */
+  e2eeAlert(warning) {
+    this.hangUp();
+    this.store.set({ error: warning });
+    this.announce(warning);
+  }
+
   _teardown() {
+    this.e2ee.end();
     this.ringtone.stop();
     this.controller?.close();
     this.controller = null;
@@ -602,9 +627,12 @@ export class App {
     const local = await this._ensureMedia(entry.media);
     // A 1:1 call: this device offers to the other side as soon as the server agrees; a
     // group call: the server sends call.room to this device.
+    const keys = this.e2ee.begin(entry.call_id);
+    await this.e2ee.ready?.catch(() => {});
     const direct = group ? null : this._direct(entry.call_id, role, local);
     try {
       await this.socket.request({ type: "call.handoff", call_id: entry.call_id });
+      keys.start();
     } catch (err) {
       this.fail(err);
       this.dispatch({ type: "ended", callId: entry.call_id, reason: "failed" });

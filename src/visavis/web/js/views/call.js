@@ -6,6 +6,7 @@ import { layoutGrid, DominantHold } from "../core/grid.js";
 import { LEVEL_LABELS } from "../call/quality.js";
 import { Icon } from "./icons.js";
 import { EffectsControls } from "../../effects/controls.js";
+import { Security } from "../../e2ee/view.js";
 
 const streams = new WeakMap();
 function streamOf(track) {
@@ -114,6 +115,7 @@ export class CallView extends Component {
         </div>
         <${Quality} quality=${call.phase === "in_call" ? s.quality : null} />
       </header>
+      <${Security} app=${app} e2ee=${s.e2ee} error=${s.error} phase=${call.phase} />
       <div class="stage">
         ${call.group
           ? this.grid(s)
