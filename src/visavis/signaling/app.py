@@ -36,10 +36,11 @@ from visavis.signaling.errors import (
 from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
+from visavis.signaling.links import LinkService
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.ratelimit import ConcurrencyLimit, SignInThrottle, TokenBucket
 from visavis.signaling.web import WEB_DIR, web_client
-from visavis.store.base import Device, HandleTaken, Store, User
+from visavis.store.base import CallLink, Device, Guest, HandleTaken, Store, User
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +81,10 @@ class SignalingContext:
         )
     )
     admission: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(64))
+    links: LinkService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
 
 
 class OverloadGuard:
@@ -154,6 +159,25 @@ async def current_device(
 
 
 Auth = Annotated[tuple[User, Device], Depends(current_device)]
+
+
+async def current_guest(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> tuple[Guest, CallLink]:
+    """FastAPI dependency: a call link's guest from ``Authorization: Bearer`` (a guest
+    token opens /api/guest only; a device token is no guest token, nor the reverse)."""
+    ctx: SignalingContext = request.app.state.ctx
+    if not authorization or not authorization.lower().startswith("bearer "):
+        ctx.metrics.http_auth_failures.labels("missing").inc()
+        raise unauthorized("missing_token", "send 'Authorization: Bearer <guest token>'")
+    try:
+        return await ctx.links.guest(authorization[7:].strip())
+    except SignalingError:
+        ctx.metrics.http_auth_failures.labels("bad_token").inc()
+        raise
+
+
+GuestAuth = Annotated[tuple[Guest, CallLink], Depends(current_guest)]
 
 
 def _source(request: Request) -> str:
@@ -398,6 +422,51 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         user, device = auth
         return await ctx.calls.room(user, device, call_id)
 
+    # -- call links: the owner's side ----------------------------------------------
+    @app.post("/api/links", status_code=201, response_model=m.CallLinkOut)
+    async def create_link(body: m.CallLinkIn, auth: Auth) -> m.CallLinkOut:
+        """A new call link; its token is in this answer only."""
+        return await ctx.links.create(auth[0], body)
+
+    @app.get("/api/links", response_model=list[m.CallLinkOut])
+    async def list_links(auth: Auth) -> list[m.CallLinkOut]:
+        """This user's links still usable (neither revoked nor expired), newest first."""
+        return await ctx.links.usable(auth[0])
+
+    @app.delete("/api/links/{link_id}", status_code=204)
+    async def revoke_link(link_id: str, auth: Auth) -> Response:
+        await ctx.links.revoke(auth[0], link_id)
+        return Response(status_code=204)
+
+    # -- call links: the guest's side (no account) ------------------------------------
+    @app.get("/api/join/{token}", response_model=m.LinkInfoOut)
+    async def link_info(token: str) -> m.LinkInfoOut:
+        """Whose call a link opens (404 unknown, 410 revoked or expired)."""
+        return await ctx.links.info(token)
+
+    @app.post("/api/join/{token}", status_code=201, response_model=m.GuestJoinOut)
+    async def guest_arrives(token: str, body: m.GuestJoinIn, request: Request) -> m.GuestJoinOut:
+        """Wait in the link's lobby under this name; the answer's token opens /api/guest."""
+        address = _source(request)
+        now = ctx.clock.now()
+        _throttled(ctx, "signup", ctx.throttle.signup_wait(address, now))
+        ctx.throttle.signed_up(address, now)
+        return await ctx.links.arrive(token, body)
+
+    @app.get("/api/guest", response_model=m.GuestStatusOut)
+    async def guest_status(auth: GuestAuth) -> m.GuestStatusOut:
+        """A guest's lobby: poll it until admitted (then: the room to join) or refused."""
+        guest, link = auth
+        ice = ice_servers_for(
+            ctx.ice_urls, ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+        )
+        return await ctx.links.status(guest, link, ice)
+
+    @app.delete("/api/guest", status_code=204)
+    async def guest_leaves(auth: GuestAuth) -> Response:
+        await ctx.links.leave(*auth)
+        return Response(status_code=204)
+
     # -- the device WebSocket ------------------------------------------------------
 
     @app.websocket("/ws")
@@ -490,9 +559,13 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             )
         )
         await ctx.hub.attach(conn)
-        if not resumed:  # a fresh start, or events were lost: ring what still rings
-            await ctx.calls.rering(user, device)
-        await ctx.hub.flush(conn)
+        try:
+            if not resumed:  # a fresh start, or events were lost: ring what still rings
+                await ctx.calls.rering(user, device)
+            await ctx.hub.flush(conn)
+        except BaseException:
+            await ctx.hub.detach(conn)  # refused (overloaded) or gone: not left attached
+            raise
         return user, device, conn
 
     async def _handle_frame(
@@ -549,8 +622,10 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await _reject(conn, OVERLOADED, OVERLOADED_MESSAGE, msg.id)
             return
         try:
-            # Each call.<verb> request is handled by CallService.<verb>.
-            handler = getattr(ctx.calls, msg.type.removeprefix("call."))
+            # Each call.<verb> request is handled by CallService.<verb> (LinkService.<verb>
+            # for those about call links).
+            service = ctx.links if isinstance(msg, m.LINK_REQUESTS) else ctx.calls
+            handler = getattr(service, msg.type.removeprefix("call."))
             outcome = await handler(user, device, msg)
         except SignalingError as exc:
             await _reject(conn, exc.code, exc.message, msg.id)
