@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from visavis.bus.base import Bus
@@ -90,7 +90,8 @@ class SignalingContext:
 class OverloadGuard:
     """ASGI middleware: ``/api/`` requests beyond ``max_concurrent_requests`` get 503
     ``overloaded`` with Retry-After at once (health checks, metrics and the web client's
-    files are never refused)."""
+    files are never refused), and so does one that found no database connection free
+    in time (the store's ``busy_errors``), instead of a 500."""
 
     def __init__(self, app: ASGIApp, ctx: SignalingContext) -> None:
         self.app = app
@@ -102,19 +103,33 @@ class OverloadGuard:
             return
         admission = self.ctx.admission
         if not admission.enter():
-            self.ctx.metrics.overloaded.labels("http", "limit").inc()
-            self.ctx.metrics.rejected.labels(OVERLOADED).inc()
-            response = JSONResponse(
-                {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
-            await response(scope, receive, send)
+            await self._refuse("limit", scope, receive, send)
             return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watched)
+        except self.ctx.store.busy_errors:
+            if started:
+                raise
+            await self._refuse("database_pool", scope, receive, send)
         finally:
             admission.leave()
+
+    async def _refuse(self, reason: str, scope: Scope, receive: Receive, send: Send) -> None:
+        self.ctx.metrics.overloaded.labels("http", reason).inc()
+        self.ctx.metrics.rejected.labels(OVERLOADED).inc()
+        response = JSONResponse(
+            {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+        await response(scope, receive, send)
 
 
 def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
@@ -218,18 +233,6 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_middleware(OverloadGuard, ctx=ctx)
-
-    async def _pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
-        ctx.metrics.overloaded.labels("http", "database_pool").inc()
-        ctx.metrics.rejected.labels(OVERLOADED).inc()
-        return JSONResponse(
-            {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-
-    for busy_error in ctx.store.busy_errors:
-        app.add_exception_handler(busy_error, _pool_exhausted)
 
     @app.exception_handler(SignalingError)
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
