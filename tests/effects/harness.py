@@ -183,6 +183,20 @@ def microphone_clip(directory: Path, noise_volume: float = 0.08) -> Path:
     return out
 
 
+def speech_clip(directory: Path, name: str, text: str, before: float, after: float) -> Path:
+    """A 48 kHz mono WAV of espeak-ng saying ``text`` with ``before``/``after`` seconds of
+    silence around it (Chromium loops it as its microphone)."""
+    speech = directory / f"{name}-espeak.wav"
+    out = directory / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-s", "160", "-w", str(speech), text], check=True, timeout=60)
+    subprocess.run(
+        ["sox", str(speech), "-r", "48000", "-c", "1", "-b", "16", str(out),
+         "gain", "-n", "-3", "pad", f"{before}", f"{after}"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return out
+
+
 def float32(b64: str) -> NDArray[np.float32]:
     """A channel recorded by the pages' ``record()``."""
     return np.frombuffer(base64.b64decode(b64), dtype=np.float32)

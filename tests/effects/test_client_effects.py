@@ -171,6 +171,9 @@ async def test_effects_in_a_call(server: Served, call_browser: Any, tmp_path: Pa
         )
         await expect(panel.get_by_label("Voice isolation")).to_be_checked()
 
+        # Spatial audio is off in a 1:1 call (one voice belongs in the middle).
+        assert not await alice.page.evaluate("window.visavis.effects.spatialActive")
+
         # Nothing about the reactions passed through signaling.
         assert frames, "no signaling frames were seen at all"
         for payload in frames:

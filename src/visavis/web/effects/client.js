@@ -8,7 +8,9 @@
 //               the microphone is opened without the browser's own noise suppression then,
 //               and reopened with it when the person turns ours off (Chromium cannot change
 //               it on a live track)
-//   reactions   peerConnection hook: a negotiated data channel on every 1:1 connection;
+//   reactions   1:1: peerConnection hook, a negotiated data channel on every connection;
+//               group: sealed with the call's end-to-end keys (settings.messageCipher,
+//               from e2ee/) and relayed by signaling (call.reaction, callEvent hook);
 //               Alt+1…8 and the menu send, the sender's tile plays
 //   spatial     group calls with two or more others: remote voices through the mixer,
 //               placed by their tiles; the grid's <audio> elements are muted meanwhile
@@ -41,6 +43,7 @@ export class Effects {
     this.voice = null; // {raw, isolation}
     this.reactions = null;
     this.channel = null;
+    this.group = null; // {callId, selfId, cipher}: the group call whose reactions run
     this.audioContext = null;
     this.mixer = null;
     this.stopFollowing = null;
@@ -151,6 +154,7 @@ export class Effects {
   directConnection(pc) {
     const channel = reactionChannel(pc);
     this.channel = channel;
+    this.group = null;
     this.reactions = createReactions({
       selfId: SELF,
       send: (bytes) => {
@@ -161,6 +165,51 @@ export class Effects {
     const reactions = this.reactions;
     channel.addEventListener("message", ({ data }) => reactions.receive(data, PEER));
     this.changed();
+  }
+
+  /** Group calls: reactions sealed with the call's end-to-end keys, through signaling.
+   *  Runs while the call has an SFU participant id and e2ee/ has set a message cipher. */
+  updateGroupReactions(s) {
+    const group = s.call?.group ? this.app.controller : null;
+    const selfId = group?.participantId ?? null;
+    const cipher = settings.messageCipher;
+    const callId = s.call?.callId ?? null;
+    const g = this.group;
+    if (g && g.callId === callId && g.selfId === selfId && g.cipher === cipher) return;
+    if (!selfId || !cipher || !callId) {
+      if (g) {
+        this.group = null;
+        this.reactions = null;
+        this.changed();
+      }
+      return;
+    }
+    this.group = { callId, selfId, cipher };
+    this.channel = null;
+    this.reactions = createReactions({
+      selfId,
+      cipher,
+      send: (bytes) =>
+        this.app.socket
+          ?.request({ type: "call.reaction", call_id: callId, payload: base64url(bytes) })
+          .catch((error) => {
+            this.note = `reaction not sent: ${error.message ?? error}`;
+            this.changed();
+          }),
+      onReaction: (who, kind) => this.play(who === selfId ? SELF : who, kind),
+    });
+    this.changed();
+  }
+
+  callEvent(event) {
+    if (event.type !== "call.reaction" || !this.group || event.call_id !== this.group.callId) return;
+    let bytes;
+    try {
+      bytes = fromBase64url(event.payload);
+    } catch {
+      bytes = new Uint8Array(); // counted as malformed by receive()
+    }
+    this.reactions.receive(bytes, `${event.from_user}/${event.from_device}`);
   }
 
   /** The element a participant's reaction plays over: the self view, the other person's
@@ -175,7 +224,9 @@ export class Effects {
   play(who, kind) {
     const tile = this.tileOf(who);
     const label = REACTIONS.find((r) => r.kind === kind)?.label ?? kind;
-    const name = who === SELF ? "You" : (this.app.state.call?.peer?.display_name ?? "They");
+    const tileInfo = this.app.state.tiles?.find((t) => t.participant_id === who);
+    const name =
+      who === SELF ? "You" : (tileInfo?.user ?? this.app.state.call?.peer?.display_name ?? "They");
     this.app.announce?.(`${name} sent ${label.toLowerCase()}`);
     this.played.push({ who, kind, on: tile?.getAttribute("class") ?? null });
     if (this.played.length > 20) this.played.shift();
@@ -183,7 +234,7 @@ export class Effects {
   }
 
   get canReact() {
-    return Boolean(this.reactions && this.channel?.readyState === "open");
+    return Boolean(this.reactions && (this.group || this.channel?.readyState === "open"));
   }
 
   react(kind) {
@@ -256,6 +307,17 @@ export class Effects {
   }
 }
 
+function base64url(bytes) {
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function fromBase64url(text) {
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
 /** Install the effects into `app` (once, from main.js). */
 export function installEffects(app) {
   const effects = new Effects(app);
@@ -269,9 +331,15 @@ export function installEffects(app) {
   on("peerConnection", (pc, info) => {
     if (info.purpose === "direct") effects.directConnection(pc);
   });
+  on("callEvent", (event) => effects.callEvent(event));
   addEventListener("keydown", (event) => effects.onKey(event));
   // after the views have rendered the change (they re-render asynchronously)
-  app.store.subscribe(() => setTimeout(() => effects.updateSpatial(app.state)));
+  app.store.subscribe(() =>
+    setTimeout(() => {
+      effects.updateSpatial(app.state);
+      effects.updateGroupReactions(app.state);
+    }),
+  );
   app.effects = effects;
   return effects;
 }

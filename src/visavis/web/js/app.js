@@ -11,6 +11,7 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { run as runHook } from "./core/hooks.js";
 
 const SESSION_KEY = "visavis.session";
 const ENDED_LINGER = 2500;
@@ -261,6 +262,7 @@ export class App {
         }
         break;
       default:
+        if (current) runHook("callEvent", event); // e.g. call.reaction (effects/)
         break;
     }
   }

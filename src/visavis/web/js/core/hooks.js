@@ -10,6 +10,8 @@
 //   localTrack(track, kind) → track each local camera/microphone track before it goes out;
 //                                   return a replacement (e.g. a blurred canvas track) or
 //                                   the same track. See call/media.js, LocalMedia.refresh().
+//   callEvent(event)                a signaling event of the current call that the call code
+//                                   does not handle itself (e.g. call.reaction)
 //
 // `info` says what the connection is for: {purpose: "direct"|"group", callId, peer?}.
 
@@ -19,6 +21,7 @@ export const hooks = {
   sender: new Set(),
   receiver: new Set(),
   localTrack: new Set(),
+  callEvent: new Set(),
 };
 
 export const settings = {
@@ -28,6 +31,12 @@ export const settings = {
   // Extra getUserMedia audio constraints (effects/: no browser noise suppression while
   // our voice isolation is on); null for the browser's defaults.
   audioConstraints: null,
+  // End-to-end sealing of small messages (group reactions) with the call's current keys,
+  // set by e2ee/ while a group call has them, null otherwise:
+  //   {seal(bytes, selfParticipantId) → Promise<Uint8Array>,
+  //    open(bytes, fromParticipantId) → Promise<Uint8Array>}   (open throws if not genuine)
+  // Participant ids are the SFU's, "<handle>/<device id>".
+  messageCipher: null,
 };
 
 export function on(name, fn) {
