@@ -202,6 +202,18 @@ def float32(b64: str) -> NDArray[np.float32]:
     return np.frombuffer(base64.b64decode(b64), dtype=np.float32)
 
 
+def wav_levels(path: Path, ms: int = 20) -> NDArray[np.float64]:
+    """RMS (linear, full scale 1) of each ``ms`` window of a 16-bit mono WAV."""
+    import wave
+
+    with wave.open(str(path)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    n = rate * ms // 1000
+    frames = samples[: len(samples) // n * n].reshape(-1, n)
+    return np.asarray(np.sqrt(np.mean(frames**2, axis=1)))
+
+
 def frame_levels_db(samples: NDArray[np.float32], rate: int, ms: int = 20) -> NDArray[np.float64]:
     """RMS level of each ``ms`` window, in dB relative to full scale."""
     n = rate * ms // 1000

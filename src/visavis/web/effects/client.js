@@ -132,15 +132,17 @@ export class Effects {
     const media = this.app.media;
     const old = media?.audio;
     if (old && old.getSettings().noiseSuppression !== !this.prefs.voiceIsolation) {
-      // Reopen the microphone with (or without) the browser's own suppression.
+      // Reopen the microphone with (or without) the browser's own suppression. The old
+      // track goes first: while it lives, Chromium hands out the same capture, with the
+      // processing it was opened with (checked here: noiseSuppression stayed false).
       const deviceId = old.getSettings().deviceId;
+      media.stream.removeTrack(old);
+      old.stop();
       const got = await navigator.mediaDevices.getUserMedia({
         audio: { ...settings.audioConstraints, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) },
       });
       const fresh = got.getAudioTracks()[0];
       fresh.enabled = !media.muted;
-      media.stream.removeTrack(old);
-      old.stop();
       media.stream.addTrack(fresh);
     }
     if (!this.prefs.voiceIsolation) {
