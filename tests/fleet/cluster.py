@@ -39,9 +39,16 @@ class Fleet:
 
 @contextlib.contextmanager
 def fleet(
-    tmp_path: Path, database_url: str, prefix: str, *, signaling: int = 2, sfu: int = 3
+    tmp_path: Path,
+    database_url: str,
+    prefix: str,
+    *,
+    signaling: int = 2,
+    sfu: int = 3,
+    node_env: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[Fleet]:
-    """Start ``sfu`` SFU nodes and ``signaling`` signaling nodes at once; stop them after."""
+    """Start ``sfu`` SFU nodes (``sfu-a``, ``sfu-b``, ...) and ``signaling`` signaling
+    nodes (``sig-0``, ...) at once, each with its ``node_env`` extras; stop them after."""
     env = {
         "VISAVIS_BUS_URL": "redis://127.0.0.1:6379/0",
         "VISAVIS_REDIS_PREFIX": prefix,
@@ -51,9 +58,14 @@ def fleet(
     }
     specs = [(f"sfu-{chr(97 + i)}", "sfu") for i in range(sfu)]
     specs += [(f"sig-{i}", "signaling") for i in range(signaling)]
+
     def context(name: str, role: str) -> contextlib.AbstractContextManager[Served]:
         return serve(
-            tmp_path / name, "--role", role, env={**env, "VISAVIS_NODE_ID": name}, timeout=120
+            tmp_path / name,
+            "--role",
+            role,
+            env={**env, "VISAVIS_NODE_ID": name, **(node_env or {}).get(name, {})},
+            timeout=120,
         )
 
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(specs)) as pool:

@@ -38,8 +38,13 @@ def settings(tmp_path: Path, prefix: str, node_id: str, **fleet: object) -> Sett
         shared_secret=SECRET,
         node_id=node_id,
         # Every agent here measures this one test process's CPU: place by rooms only.
-        fleet={"heartbeat_interval": 0.2, "ttl": 0.8, "check_interval": 0.1,
-               "cpu_limit": 1000.0, **fleet},
+        fleet={
+            "heartbeat_interval": 0.2,
+            "ttl": 0.8,
+            "check_interval": 0.1,
+            "cpu_limit": 1000.0,
+            **fleet,
+        },
     )
 
 
@@ -48,7 +53,7 @@ async def redis_fleet(
     tmp_path: Path, nodes: list[str], **fleet: object
 ) -> AsyncIterator[tuple[RegistryFleet, dict[str, FleetAgent], list[tuple[Assignment, str]]]]:
     async with fresh_redis_prefix() as prefix:
-        client = aioredis.Redis.from_url(REDIS_URL)
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=10)
         agents = {
             n: FleetAgent(
                 settings(tmp_path, prefix, n, **fleet),
@@ -121,22 +126,31 @@ async def test_a_silent_node_leaves_and_its_rooms_move(tmp_path: Path) -> None:
 
 
 async def test_forged_and_replayed_records_are_refused_and_counted(tmp_path: Path) -> None:
-    # Slow heartbeats: this test makes the node's beats itself, so none races its writes.
-    async with redis_fleet(tmp_path, ["a"], heartbeat_interval=30, ttl=60) as (fleet, agents, _):
+    # Slow heartbeats and checks: this test makes the node's beats and signaling's reads
+    # itself, so none races its writes; every step is bounded (it hung twice in loaded
+    # batches: a Redis reply that never came is now an error, and the whole is capped).
+    async with (
+        asyncio.timeout(90),
+        redis_fleet(tmp_path, ["a"], heartbeat_interval=30, ttl=60, check_interval=30) as (
+            fleet,
+            agents,
+            _,
+        ),
+    ):
         registry, agent = fleet.registry, agents["a"]
         old = await registry.raw_record("sfu", "a")
         assert old is not None
         await fleet.refresh()  # accepts the current record
         await agent.beat()
         assert (await fleet.refresh()).node("a") is not None  # accepts the newer one
-        await registry.put_raw("sfu", "a", old, ttl=5)  # an attacker replays the old one
+        await registry.put_raw("sfu", "a", old, ttl=30)  # an attacker replays the old one
         view = await fleet.refresh()
         assert view.node("a") is None and ("a", "replayed") in view.refused
         # Forged: a record for a node that does not exist, signed with the wrong key.
         fake = agent.record().with_load(node_id="evil", control_url="ws://evil/sfu")
-        await registry.put_raw("sfu", "evil", sign_record("not-the-secret", fake, ttl=5), ttl=5)
+        await registry.put_raw("sfu", "evil", sign_record("not-the-secret", fake, ttl=30), ttl=30)
         # ...and a genuine record copied under another node's key.
-        await registry.put_raw("sfu", "copy", sign_record(SECRET, agent.record(), ttl=5), ttl=5)
+        await registry.put_raw("sfu", "copy", sign_record(SECRET, agent.record(), ttl=30), ttl=30)
         for _ in range(3):  # counted once however often it is read
             view = await fleet.refresh()
         assert view.nodes == []
@@ -176,7 +190,9 @@ async def test_full_nodes_take_no_new_rooms(tmp_path: Path) -> None:
 
 async def test_the_sfu_refuses_a_token_for_a_room_on_another_node(tmp_path: Path) -> None:
     config = Settings(
-        data_dir=tmp_path, shared_secret=SECRET, node_id="here",
+        data_dir=tmp_path,
+        shared_secret=SECRET,
+        node_id="here",
         sfu={"port": 0, "media_port": 0, "allowed_networks": ["127.0.0.0/8"]},
     )
     server = SfuServer(config)
@@ -191,8 +207,69 @@ async def test_the_sfu_refuses_a_token_for_a_room_on_another_node(tmp_path: Path
             assert reply["type"] == ("error" if expected != "joined" else "joined"), reply
             if expected != "joined":
                 assert reply["code"] == expected and "another node" in reply["message"]
-        assert server.registry.get_sample_value(
-            "visavis_sfu_joins_refused_total", {"reason": "wrong_node"}
-        ) == 1
+        assert (
+            server.registry.get_sample_value(
+                "visavis_sfu_joins_refused_total", {"reason": "wrong_node"}
+            )
+            == 1
+        )
     finally:
         await server.close()
+
+
+async def test_cascaded_rooms_get_a_leg_per_region_and_when_full(tmp_path: Path) -> None:
+    """A room's participants coming through a signaling node of another region join a
+    node of that region (a leg) and their token names the room's other nodes; a room
+    whose node reports itself full gets a second node; the call's end releases both."""
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        people = {"a": 0, "b": 0, "c": 0}
+        nodes = {"a": "eu", "b": "us", "c": "eu"}
+        agents = [
+            FleetAgent(
+                settings(tmp_path, prefix, n, region=r, capacity=10),
+                "sfu",
+                lambda n=n: Load(control_url=f"ws://{n}/sfu", participants=people[n]),  # type: ignore[misc]
+            )
+            for n, r in nodes.items()
+        ]
+        registry = RedisRegistry(client, prefix, SECRET)
+        fleets = {
+            r: RegistryFleet(
+                registry,
+                settings(tmp_path, prefix, f"sig-{r}", region=r).fleet,
+                metrics=FleetMetrics(CollectorRegistry()),
+            )
+            for r in ("eu", "us")
+        }
+        try:
+            for agent in agents:
+                await agent.start()
+            eu, us = fleets["eu"], fleets["us"]
+            first = await eu.assign("room")
+            assert first.node_id in ("a", "c") and first.peers == ()
+            leg = await us.assign("room")
+            assert (leg.node_id, leg.url, leg.peers) == ("b", "ws://b/sfu", (first.node_id,))
+            again = await eu.assign("room")  # eu participants now learn of the leg
+            assert (again.node_id, again.peers) == (first.node_id, ("b",))
+            assert (await us.assign("room")).node_id == "b"  # sticky
+            # The room's node fills up (by its own report): the next eu joiner overflows
+            # onto the other eu node, linked to both.
+            people[first.node_id or ""] = 10
+            for agent in agents:
+                await agent.beat()
+            await eu.refresh()
+            other = "c" if first.node_id == "a" else "a"
+            overflow = await eu.assign("room")
+            assert (overflow.node_id, overflow.peers) == (
+                other,
+                tuple(sorted((first.node_id or "", "b"))),
+            )
+            await eu.release("room")
+            assert await registry.room_node("room") is None
+            assert await registry.legs("room") == {}
+            assert [await registry.rooms_on(n) for n in nodes] == [[], [], []]
+        finally:
+            for agent in agents:
+                await agent.close()
+            await client.aclose()

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from visavis.config import Settings
-from visavis.fleet.record import NodeKind, NodeRecord, RecordError, verify_command
+from visavis.fleet.record import (
+    NodeKind,
+    NodeRecord,
+    RecordChecker,
+    RecordError,
+    verify_command,
+)
 from visavis.fleet.registry import RedisRegistry
 
 log = logging.getLogger(__name__)
@@ -64,10 +70,16 @@ class FleetAgent:
         self._registry: RedisRegistry | None = None
         self._task: asyncio.Task[None] | None = None
         self._last = (time.monotonic(), time.process_time(), 0)
+        self._checker = RecordChecker(
+            settings.ensure_shared_secret(), max_skew=settings.fleet.max_clock_skew
+        )
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self.settings.bus_url)
+            # A stalled Redis fails the beat (retried) instead of hanging the node.
+            self._client = aioredis.Redis.from_url(
+                self.settings.bus_url, socket_timeout=max(1.0, self.fleet.ttl)
+            )
         self._registry = RedisRegistry(
             self._client, self.settings.redis_prefix, self.settings.ensure_shared_secret()
         )
@@ -87,6 +99,12 @@ class FleetAgent:
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+    async def lookup(self, kind: NodeKind, node_id: str) -> NodeRecord | None:
+        """Another node's record, if it is live and genuine (cascade links trust nothing
+        else about a peer)."""
+        assert self._registry is not None
+        return await self._registry.record(kind, node_id, self._checker, now=time.time())
 
     def drain(self) -> None:
         """Take no new rooms from now on; signaling moves the live ones away."""

@@ -10,7 +10,10 @@ Keys, under the deployment's Redis prefix:
 * ``fleet:room:<room>``: the node a room is placed on (set once with NX: the first
   signaling node to place it wins, every other reads its choice), moved only by a
   compare-and-set from the node it was on;
-* ``fleet:rooms:<id>``: the rooms placed on a node (its size is the node's placed count);
+* ``fleet:room:<room>~<region>``: a *leg* of a cascaded room (its participants in
+  another region, or beyond its first node's capacity), placed, moved and released
+  like a room; ``fleet:legs:<room>`` lists a room's legs;
+* ``fleet:rooms:<id>``: the rooms (and legs) placed on a node (its size is the node's placed count);
 * ``fleet:drain:<id>``: an operator's signed order to drain the node.
 
 Every multi-key change is one Lua script, so placements and per-node sets never disagree.
@@ -168,6 +171,19 @@ class RedisRegistry:
             view.nodes.append(record)
         return view
 
+    async def record(
+        self, kind: NodeKind, node_id: str, checker: RecordChecker, *, now: float
+    ) -> NodeRecord | None:
+        """One node's record if it is there and valid (else None)."""
+        raw = await self.raw_record(kind, node_id)
+        if raw is None:
+            return None
+        try:
+            record = checker.check(raw, now=now)
+        except RecordError:
+            return None
+        return record if record.node_id == node_id and record.kind == kind else None
+
     async def forget(self, kind: NodeKind, node_ids: Sequence[str]) -> None:
         """Drop dead nodes that have no rooms left from the node set."""
         for node_id in node_ids:
@@ -229,6 +245,28 @@ class RedisRegistry:
             keys=[f"{self.base}lease:{name}"], args=[owner, max(1, int(ttl * 1000))]
         )
         return bool(held)
+
+    async def add_leg(self, room_id: str, leg: str) -> None:
+        key = f"{self.base}legs:{room_id}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, leg)
+            pipe.expire(key, ROOM_TTL)
+            await pipe.execute()
+
+    async def legs(self, room_id: str) -> dict[str, str]:
+        """The room's legs and the node each is on (legs released meanwhile left out)."""
+        keys = sorted(_text(m) for m in await self.client.smembers(f"{self.base}legs:{room_id}"))
+        if not keys:
+            return {}
+        nodes = await self.client.mget([self._room_key(k) for k in keys])
+        return {k: _text(n) for k, n in zip(keys, nodes, strict=True) if n is not None}
+
+    async def drop_legs(self, room_id: str) -> list[str]:
+        """Forget the room's legs (its call ended); the leg keys, to release each."""
+        key = f"{self.base}legs:{room_id}"
+        legs = sorted(_text(m) for m in await self.client.smembers(key))
+        await self.client.delete(key)
+        return legs
 
     async def room_node(self, room_id: str) -> str | None:
         value = await self.client.get(self._room_key(room_id))

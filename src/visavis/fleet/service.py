@@ -21,7 +21,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from visavis.clock import Clock, SystemClock
@@ -37,6 +37,18 @@ log = logging.getLogger(__name__)
 
 MoveReason = Literal["failover", "drain"]
 MONITOR_LEASE = 2.0  # seconds before another signaling node takes over the monitor
+LEG = "~"  # placement key of a cascaded room's leg: <room>~<region>
+
+
+def room_of(placement: str) -> str:
+    """The room a placement key (a room, or one of its legs) belongs to."""
+    return placement.split(LEG, 1)[0]
+
+
+def leg_region(placement: str) -> str | None:
+    """The region a leg serves (None for a room's first node)."""
+    _, sep, region = placement.partition(LEG)
+    return region if sep else None
 
 
 class NoMediaNode(RuntimeError):
@@ -45,11 +57,13 @@ class NoMediaNode(RuntimeError):
 
 @dataclass(frozen=True)
 class Assignment:
-    """Where a room is: the node (None when unknown, e.g. a fixed ``sfu.public_url``)."""
+    """Where a room is: the node (None when unknown, e.g. a fixed ``sfu.public_url``),
+    and the room's other nodes when it is cascaded (the join token names them)."""
 
     room_id: str
     node_id: str | None
     url: str
+    peers: tuple[str, ...] = ()
 
 
 OnMoved = Callable[[Assignment, MoveReason], Awaitable[None]]
@@ -135,6 +149,64 @@ class RegistryFleet(Fleet):
             self._monitor = None
 
     async def assign(self, room_id: str) -> Assignment:
+        """The room's node for a participant coming through this signaling node: the
+        room's first node, or (cascading) a leg in this node's region when the first
+        node is in another region, or when it is full."""
+        home = await self._home(room_id)
+        if not self.settings.cascade or home.node_id is None:
+            return home
+        view = await self._view("sfu")
+        first = view.node(home.node_id)
+        legs = await self.registry.legs(room_id)
+        region = self.settings.region
+        # Full by what it reported (people really there, or its CPU), not by the
+        # estimate for rooms placed since its last heartbeat (this one, maybe).
+        full = first is not None and (
+            first.participants >= first.capacity or first.cpu >= self.limits.cpu_limit
+        )
+        if first is None or (first.region == region and not full):
+            return replace(home, peers=tuple(sorted(set(legs.values()) - {home.node_id})))
+        leg = await self._leg(
+            room_id,
+            f"{room_id}{LEG}{region}",
+            legs.get(f"{room_id}{LEG}{region}"),
+            view,
+            home.node_id,
+            same_region=not full,
+        )
+        if leg is None:
+            return replace(home, peers=tuple(sorted(set(legs.values()) - {home.node_id})))
+        nodes = {home.node_id, *legs.values(), leg.node_id} - {leg.node_id}
+        return Assignment(
+            room_id, leg.node_id, leg.control_url, tuple(sorted(n for n in nodes if n))
+        )
+
+    async def _leg(
+        self,
+        room_id: str,
+        key: str,
+        current: str | None,
+        view: View,
+        first: str,
+        *,
+        same_region: bool,
+    ) -> NodeRecord | None:
+        """The node of the room's leg ``key``, placing it now if it has none (None: no
+        node can take it, and the participant joins the room's first node)."""
+        if current is not None:
+            node = view.node(current) or (await self.refresh()).node(current)
+            if node is not None:
+                return node
+            await self.registry.release(key)  # its node died: place the leg anew
+        target = await self._target(view, exclude=(first,))
+        if target is None or (same_region and target.region != self.settings.region):
+            return None
+        winner = await self.registry.place(key, target.node_id)
+        await self.registry.add_leg(room_id, key)
+        self.metrics.placements.labels("leg").inc()
+        return view.node(winner) or (await self.refresh()).node(winner)
+
+    async def _home(self, room_id: str) -> Assignment:
         started = time.perf_counter()
         node_id = await self.registry.room_node(room_id)
         view = await self._view("sfu")
@@ -161,20 +233,23 @@ class RegistryFleet(Fleet):
         return Assignment(room_id, node.node_id, node.control_url)
 
     async def release(self, room_id: str) -> None:
-        node_id = await self.registry.release(room_id)
         view = self._views.get("sfu")
-        if node_id is not None and view is not None and view.placed.get(node_id):
-            view.placed[node_id] -= 1
+        for key in [room_id, *await self.registry.drop_legs(room_id)]:
+            node_id = await self.registry.release(key)
+            if node_id is not None and view is not None and view.placed.get(node_id):
+                view.placed[node_id] -= 1
 
     def ice_urls(self) -> list[str] | None:
         return self._relays
 
-    async def _target(self, view: View, exclude: tuple[str, ...] = ()) -> NodeRecord | None:
+    async def _target(
+        self, view: View, exclude: tuple[str, ...] = (), region: str | None = None
+    ) -> NodeRecord | None:
         """Sample a few nodes from the view, re-read their placed counts (placements by
         other signaling nodes since the view was read), take the least loaded."""
         candidates = view.pool.candidates(
             view.placed,
-            region=self.settings.region,
+            region=region or self.settings.region,
             exclude=exclude,
             limits=self.limits,
             rng=self.rng,
@@ -225,8 +300,9 @@ class RegistryFleet(Fleet):
         """Move every room off dead and draining nodes (if this node holds the monitor
         lease); return how many this node moved."""
         relays = await self.refresh("relay", limit=self.settings.view_size)
-        self._relays = [u for n in healthy_relays(relays.nodes, region=self.settings.region)
-                        for u in n.urls] or None
+        self._relays = [
+            u for n in healthy_relays(relays.nodes, region=self.settings.region) for u in n.urls
+        ] or None
         if not await self.registry.hold_lease("monitor", self.owner, ttl=MONITOR_LEASE):
             return 0
         view = await self.refresh("sfu")
@@ -245,7 +321,7 @@ class RegistryFleet(Fleet):
         self, room_id: str, old: str, reason: MoveReason, *, notify: bool
     ) -> Assignment | None:
         view = self._views.get("sfu") or await self.refresh()
-        target = await self._target(view, exclude=(old,))
+        target = await self._target(view, exclude=(old,), region=leg_region(room_id))
         if target is None:
             log.warning("fleet: no node can take room %s from %s", room_id, old)
             return None
@@ -253,9 +329,13 @@ class RegistryFleet(Fleet):
             return None  # another signaling node moved it (or the call ended)
         view.placed[target.node_id] = view.placed.get(target.node_id, 0) + 1
         self.metrics.moves.labels(reason).inc()
-        assignment = Assignment(room_id, target.node_id, target.control_url)
+        assignment = Assignment(room_of(room_id), target.node_id, target.control_url)
+        if room_of(room_id) != room_id:  # a leg moved: name the room's other nodes
+            legs = await self.registry.legs(room_of(room_id))
+            first = await self.registry.room_node(room_of(room_id))
+            others = {first, *legs.values()} - {target.node_id, None}
+            assignment = replace(assignment, peers=tuple(sorted(n for n in others if n)))
         log.info("fleet: room %s moved from %s to %s (%s)", room_id, old, target.node_id, reason)
         if notify and self._on_moved is not None:
             await self._on_moved(assignment, reason)
         return assignment
-

@@ -51,6 +51,11 @@ class FleetSettings(BaseModel):
         description="nodes a signaling node reads to place rooms (a random sample of a larger"
         " fleet; power-of-d choices needs no more)",
     )
+    cascade: bool = Field(
+        default=True,
+        description="place a room's participants on a node of signaling's own region (or"
+        " on a second node when its node is full) and link the nodes (docs/fleet.md)",
+    )
     max_clock_skew: float = Field(
         default=2.0, ge=0, description="seconds a record's timestamp may be ahead of ours"
     )

@@ -65,8 +65,20 @@ class Leave(_Message):
     type: Literal["leave"] = "leave"
 
 
-ClientMessage = Annotated[Join | Offer | Layout | Leave, Field(discriminator="type")]
-client_message_adapter: TypeAdapter[Join | Offer | Layout | Leave] = TypeAdapter(ClientMessage)
+class CascadeHello(_Message):
+    """First message of a node-to-node link (another SFU node of the fleet, not a
+    client): its signed hello (:mod:`visavis.sfu.cascade`)."""
+
+    type: Literal["cascade"] = "cascade"
+    token: str = Field(max_length=4096)
+
+
+ClientMessage = Annotated[
+    Join | Offer | Layout | Leave | CascadeHello, Field(discriminator="type")
+]
+client_message_adapter: TypeAdapter[Join | Offer | Layout | Leave | CascadeHello] = TypeAdapter(
+    ClientMessage
+)
 
 
 class ParticipantInfo(_Message):

@@ -20,6 +20,7 @@ import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -60,6 +61,9 @@ from visavis.sfu.simulcast import choose_layer
 from visavis.sfu.speaker import SpeakerDetector
 from visavis.sfu.stats import SfuStats
 from visavis.sfu.transport import WebRtcTransport
+
+if TYPE_CHECKING:
+    from visavis.sfu.cascade import Bridge
 
 HISTORY_SIZE = 1024  # packets of history per video layer, for NACK answers
 
@@ -214,6 +218,8 @@ Notify = Callable[[BaseModel], None]
 
 class Participant:
     """A member of a room: its transport, what it publishes and what it receives."""
+
+    remote = False  # True: on another node, seen here through a cascade link
 
     def __init__(
         self,
@@ -411,6 +417,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speaker = SpeakerDetector()
         self.last_report = 0.0
+        self.links: dict[str, Bridge] = {}  # peer node -> the link sharing this room
         # Without a media socket (unit tests), every packet goes out through Python.
         self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
 
@@ -419,6 +426,13 @@ class Room:
         for other in self.participants.values():
             other.notify(ParticipantJoined(participant=participant.info()))
         self.participants[participant.id] = participant
+        if not participant.remote:
+            for bridge in self.links.values():
+                bridge.joined(participant)
+
+    def local(self) -> int:
+        """Participants connected to this node (not through a cascade link)."""
+        return sum(1 for p in self.participants.values() if not p.remote)
 
     def remove(self, participant: Participant, reason: str = "left") -> None:
         """Remove a participant; the others' media is untouched, their slots go idle."""
@@ -444,6 +458,9 @@ class Room:
             if participant.producers:
                 other.notify(self.renegotiation_for(other) or Renegotiate())
         participant.on_removed(reason)
+        if not participant.remote:
+            for bridge in self.links.values():
+                bridge.left(participant, reason)
 
     # -- negotiation --------------------------------------------------------------------
     def handle_offer(self, participant: Participant, sdp: str, now: float) -> OfferResult:
@@ -533,6 +550,10 @@ class Room:
             )
             for mid, c in participant.consumers.items()
         ]
+        if new_producers and not participant.remote:
+            for bridge in self.links.values():
+                for producer in new_producers:
+                    bridge.published(producer, now)
         if new_producers:
             for other in self.participants.values():
                 if other is not participant:
@@ -607,7 +628,7 @@ class Room:
         dead = [
             p
             for p in self.participants.values()
-            if now - p.transport.last_seen > self.settings.dead_timeout
+            if not p.remote and now - p.transport.last_seen > self.settings.dead_timeout
         ]
         for participant in dead:
             self.stats.participants_removed_dead += 1
@@ -654,7 +675,7 @@ class Room:
                         blocks.append(block)
                         if producer.is_video:
                             video_ssrcs.append(block.ssrc)
-            if blocks and participant.transport.connected:
+            if blocks and participant.transport.connected and not participant.remote:
                 data = RtcpRr(participant.rtcp_ssrc, tuple(blocks[:31])).serialize()
                 if video_ssrcs:
                     data += RtcpRemb(

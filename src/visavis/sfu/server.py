@@ -27,6 +27,8 @@ from visavis.fleet.settings import uses_registry
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
+    CascadeHello,
+    DominantSpeaker,
     Error,
     Join,
     Joined,
@@ -45,6 +47,7 @@ from visavis.tokens import TokenError, verify_token
 
 if TYPE_CHECKING:
     from visavis.fleet.agent import FleetAgent, Load
+    from visavis.sfu.cascade import Cascade
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,13 @@ class SfuServer:
             ["reason"],
             registry=self.registry,
         )
+        self.cascade: Cascade | None = None  # links to the other nodes of shared rooms
+        self.cascade_refused = Counter(
+            "visavis_sfu_cascade_refused_total",
+            "Node-to-node links refused, by reason (unknown_node: no valid registry record)",
+            ["reason"],
+            registry=self.registry,
+        )
 
     # -- Service ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,9 +115,20 @@ class SfuServer:
         self._tick_task = asyncio.create_task(self._ticker())
         if uses_registry(self.settings):
             from visavis.fleet.agent import FleetAgent  # loads redis: fleets only
+            from visavis.sfu.cascade import Cascade
 
-            self.fleet = FleetAgent(self.settings, "sfu", self._fleet_load)
-            await self.fleet.start()
+            fleet = self.fleet = FleetAgent(self.settings, "sfu", self._fleet_load)
+            await fleet.start()
+            self.cascade = Cascade(
+                node_id=self.settings.node_id,
+                secret=self._secret,
+                identity=self.identity,
+                stats=self.stats,
+                endpoint=self.endpoint,
+                rooms=lambda: self.rooms,
+                lookup=lambda node: fleet.lookup("sfu", node),
+                refused=lambda reason: self.cascade_refused.labels(reason).inc(),
+            )
 
     def _fleet_load(self) -> Load:
         from visavis.fleet.agent import Load
@@ -122,6 +143,8 @@ class SfuServer:
         )
 
     async def close(self) -> None:
+        if self.cascade is not None:
+            await self.cascade.close()
         if self.fleet is not None:
             await self.fleet.close()
         if self._tick_task is not None:
@@ -179,7 +202,7 @@ class SfuServer:
     def _gauges(self) -> dict[str, float]:
         return {
             "rooms": len(self.rooms),
-            "participants": sum(len(r.participants) for r in self.rooms.values()),
+            "participants": sum(r.local() for r in self.rooms.values()),
         }
 
     # -- rooms --------------------------------------------------------------------------
@@ -200,7 +223,9 @@ class SfuServer:
                     room.tick(now)
                 except Exception:  # one room's bug must not stop the others' timers
                     logger.exception("room %s tick failed", room_id)
-                if not room.participants:
+                if not room.local():  # only remote participants (or none) left
+                    if self.cascade is not None:
+                        self.cascade.room_closed(room_id)
                     del self.rooms[room_id]
 
     # -- control WebSocket ----------------------------------------------------------------
@@ -209,7 +234,15 @@ class SfuServer:
         sender = asyncio.create_task(self._send_loop(ws, outbox))
         participant: Participant | None = None
         try:
-            participant = await self._join(ws, outbox)
+            joined = await self._join(ws, outbox)
+            if isinstance(joined, CascadeHello):  # another node opening a link
+                sender.cancel()
+                if self.cascade is not None:
+                    await self.cascade.accept(ws, joined.token)
+                else:
+                    self.cascade_refused.labels("no_fleet").inc()
+                return
+            participant = joined
             if participant is None:
                 return
             async for raw in ws:
@@ -252,10 +285,12 @@ class SfuServer:
 
     async def _join(
         self, ws: ServerConnection, outbox: asyncio.Queue[BaseModel | None]
-    ) -> Participant | None:
+    ) -> Participant | CascadeHello | None:
         try:
             raw = await asyncio.wait_for(ws.recv(), self.sfu.join_timeout)
             message = client_message_adapter.validate_json(raw)
+            if isinstance(message, CascadeHello):
+                return message
             if not isinstance(message, Join):
                 raise ProtocolError("the first message must be join")
             claims = self._verify(message)
@@ -312,6 +347,13 @@ class SfuServer:
         )
         room.add(participant)
         outbox.put_nowait(joined)
+        if self.cascade is not None:
+            peers = claims.get("peers")
+            self.cascade.room_peers(
+                room_id, [str(p) for p in peers] if isinstance(peers, list) else []
+            )
+        if room.speaker.dominant is not None:  # changes are announced; a joiner needs the now
+            outbox.put_nowait(DominantSpeaker(participant_id=room.speaker.dominant))
         return participant
 
     def _verify(self, message: Join) -> dict[str, Any]:

@@ -31,6 +31,7 @@ DROP_REASONS = (
     "tcp_unauthenticated",  # first frame not an authenticated binding request, or none in time
     "tcp_refused",  # connection from outside allowed_networks, or too many unbound ones
     "tcp_backlog",  # outgoing packet dropped: the client's TCP send buffer is full
+    "cascade_bad_message",  # a node-to-node control message that does not parse
 )
 
 

@@ -98,6 +98,15 @@ class MediaEndpoint:
     def add(self, transport: WebRtcTransport) -> None:
         self.by_ufrag[transport.local_ufrag] = transport
 
+    def bind(self, transport: WebRtcTransport, addr: Address) -> None:
+        """Route media from ``addr`` to ``transport`` without an ICE check (a cascade
+        link: its peer's address comes from the peer's signed registry record)."""
+        transport.addresses.add(addr)
+        self.by_address[addr] = transport
+        key = fastpath.link_key(addr[0], addr[1])
+        if key is not None:
+            self.links[key] = transport.link
+
     def remove(self, transport: WebRtcTransport) -> None:
         """Forget a transport's routes; close its ICE-TCP connections."""
         self.by_ufrag.pop(transport.local_ufrag, None)

@@ -131,6 +131,8 @@ class SignalingServer:
         claims = {"room": room_id, "call": call.id, "user": user.handle, "device": device_id}
         if assignment.node_id is not None:
             claims["node"] = assignment.node_id  # the SFU refuses it on any other node
+        if assignment.peers:
+            claims["peers"] = list(assignment.peers)  # type: ignore[assignment]
         token = sign_token(
             self.settings.ensure_shared_secret(), claims, now=self.clock.now(), ttl=ROOM_TOKEN_TTL
         )

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DominantHold, layoutGrid, MAX_VISIBLE } from "../../../src/visavis/web/js/core/grid.js";
+import { DominantHold, fitCells, layoutGrid, MAX_VISIBLE } from "../../../src/visavis/web/js/core/grid.js";
 
 const ids = (n) => Array.from({ length: n }, (_, i) => `p${i}`);
 const desktop = { width: 1440, height: 900 };
@@ -43,4 +43,13 @@ test("DominantHold keeps a speaker on screen for the hold time", () => {
   assert.equal(hold.update("b", 500), "a");
   assert.equal(hold.update("b", 1600), "b");
   assert.equal(hold.update("a", 1700), "b");
+});
+
+test("a small window shows fewer tiles; the rest are off screen behind a +N tile", () => {
+  const small = { width: 340, height: 330 }; // two cells
+  const g = layoutGrid(ids(3), "p2", small);
+  assert.deepEqual(g.visible, ["p2"]); // the dominant speaker keeps the one place
+  assert.deepEqual(g.offscreen, ["p0", "p1"]);
+  assert.equal(layoutGrid(ids(2), null, small).offscreen.length, 0); // two fit
+  assert.ok(fitCells(desktop) > MAX_VISIBLE.desktop && fitCells(phone) > MAX_VISIBLE.phone);
 });

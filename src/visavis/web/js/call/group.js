@@ -135,7 +135,10 @@ export class GroupCall {
   remotes() {
     const out = new Map();
     for (const [id, p] of this.participants) {
-      if (id !== this.participantId) out.set(id, { participant_id: id, user: p.user, audio: null, video: null });
+      // A guest from a call link is `guest:<name>` (no handle contains ":").
+      const guest = p.user.startsWith("guest:");
+      const user = guest ? p.user.slice("guest:".length) : p.user;
+      if (id !== this.participantId) out.set(id, { participant_id: id, user, guest, audio: null, video: null });
     }
     for (const [mid, slot] of this.slots) {
       const entry = out.get(slot.participant_id);
@@ -145,12 +148,15 @@ export class GroupCall {
     return [...out.values()];
   }
 
-  /** Tell the SFU which participants' tiles are on screen (only when it changed). */
+  /** Tell the SFU which participants' tiles are on screen (only when it changed); with
+   * `thumbnails` named (none: every tile shown is a full one) it sends no video at all
+   * of the participants off screen. */
   setLayout(visible) {
     const key = [...visible].sort().join(",");
     if (key === this.visible || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
     this.visible = key;
-    this.ws.send(JSON.stringify({ type: "layout", visible: [...visible] }));
+    this.layout = { type: "layout", visible: [...visible], thumbnails: [] };
+    this.ws.send(JSON.stringify(this.layout));
   }
 
   async _rejoin() {

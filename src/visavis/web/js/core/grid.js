@@ -6,6 +6,18 @@
 
 export const MAX_VISIBLE = { phone: 6, desktop: 16 };
 export const DOMINANT_HOLD_MS = 1500;
+// A tile is at least this big, and the call's header and controls take about CHROME px
+// of the height: a small window shows fewer tiles (the rest are off screen, and the SFU
+// is told so it stops sending them).
+export const MIN_TILE = { width: 150, height: 110 };
+export const CHROME = 190;
+
+/** How many cells (tiles, and the "+N" one) fit in `viewport`. */
+export function fitCells(viewport) {
+  const columns = Math.floor(viewport.width / MIN_TILE.width);
+  const rows = Math.floor((viewport.height - CHROME) / MIN_TILE.height);
+  return Math.max(2, columns * rows);
+}
 
 /**
  * @param {string[]} ids          remote participants, in join order
@@ -15,19 +27,22 @@ export const DOMINANT_HOLD_MS = 1500;
  */
 export function layoutGrid(ids, dominant, viewport) {
   const phone = viewport.width < 700;
-  const max = phone ? MAX_VISIBLE.phone : MAX_VISIBLE.desktop;
+  const cap = phone ? MAX_VISIBLE.phone : MAX_VISIBLE.desktop;
+  const cells = fitCells(viewport);
+  // With some off screen, one cell is the "+N" tile.
+  const max = ids.length <= Math.min(cap, cells) ? ids.length : Math.max(1, Math.min(cap, cells - 1));
   let visible = ids.slice(0, max);
   if (dominant && ids.includes(dominant) && !visible.includes(dominant)) {
     visible = [...visible.slice(0, max - 1), dominant];
   }
   const offscreen = ids.filter((id) => !visible.includes(id));
   const large = visible.length >= 3 && dominant && visible.includes(dominant) ? dominant : null;
-  const cells = visible.length + (large ? 3 : 0) + (offscreen.length ? 1 : 0);
+  const used = visible.length + (large ? 3 : 0) + (offscreen.length ? 1 : 0);
   const landscape = viewport.width >= viewport.height;
-  let columns = Math.max(1, Math.ceil(Math.sqrt(cells)));
+  let columns = Math.max(1, Math.ceil(Math.sqrt(used)));
   if (!landscape) columns = Math.max(1, Math.min(columns, phone ? 2 : 3));
   if (large) columns = Math.max(columns, 2);
-  const rows = Math.max(1, Math.ceil(cells / columns));
+  const rows = Math.max(1, Math.ceil(used / columns));
   return { visible, offscreen, columns, rows, large };
 }
 
