@@ -9,8 +9,9 @@
 //               and reopened with it when the person turns ours off (Chromium cannot change
 //               it on a live track)
 //   reactions   1:1: peerConnection hook, a negotiated data channel on every connection;
-//               group: sealed with the call's end-to-end keys (settings.messageCipher,
-//               from e2ee/) and relayed by signaling (call.reaction, callEvent hook);
+//               group: sealed with the call's end-to-end keys (app.e2ee.seal/open, the
+//               sender's current SFrame key) and relayed by signaling (call.reaction,
+//               callEvent hook);
 //               Alt+1…8 and the menu send, the sender's tile plays
 //   spatial     group calls with two or more others: remote voices through the mixer,
 //               placed by their tiles; the grid's <audio> elements are muted meanwhile
@@ -19,7 +20,13 @@ import { on, settings } from "../js/core/hooks.js";
 import { createVideoEffect, VIDEO_MODES } from "./video.js";
 import { createVoiceIsolation, micConstraints, SAMPLE_RATE } from "./voice.js";
 import { createSpatialMixer } from "./spatial.js";
-import { createReactions, reactionChannel, reactionShortcut, REACTIONS } from "./reactions.js";
+import {
+  createReactions,
+  reactionChannel,
+  reactionShortcut,
+  ReactionError,
+  REACTIONS,
+} from "./reactions.js";
 import { playReaction } from "./reaction-animations.js";
 
 const PREFS_KEY = "visavis.effects";
@@ -43,7 +50,7 @@ export class Effects {
     this.voice = null; // {raw, isolation}
     this.reactions = null;
     this.channel = null;
-    this.group = null; // {callId, selfId, cipher}: the group call whose reactions run
+    this.group = null; // {callId, selfId}: the group call whose reactions run
     this.audioContext = null;
     this.mixer = null;
     this.stopFollowing = null;
@@ -170,15 +177,14 @@ export class Effects {
   }
 
   /** Group calls: reactions sealed with the call's end-to-end keys, through signaling.
-   *  Runs while the call has an SFU participant id and e2ee/ has set a message cipher. */
+   *  Runs while the call has an SFU participant id and the client its E2EE layer. */
   updateGroupReactions(s) {
     const group = s.call?.group ? this.app.controller : null;
     const selfId = group?.participantId ?? null;
-    const cipher = settings.messageCipher;
     const callId = s.call?.callId ?? null;
     const g = this.group;
-    if (g && g.callId === callId && g.selfId === selfId && g.cipher === cipher) return;
-    if (!selfId || !cipher || !callId) {
+    if (g && g.callId === callId && g.selfId === selfId) return;
+    if (!selfId || !callId || !this.app.e2ee) {
       if (g) {
         this.group = null;
         this.reactions = null;
@@ -186,20 +192,22 @@ export class Effects {
       }
       return;
     }
-    this.group = { callId, selfId, cipher };
+    this.group = { callId, selfId };
     this.channel = null;
     this.reactions = createReactions({
       selfId,
-      cipher,
+      cipher: e2eeCipher(this.app.e2ee),
       send: (bytes) =>
         this.app.socket
           ?.request({ type: "call.reaction", call_id: callId, payload: base64url(bytes) })
-          .catch((error) => {
-            this.note = `reaction not sent: ${error.message ?? error}`;
-            this.changed();
-          }),
+          .catch((error) => this.say(`reaction not sent: ${error.message ?? error}`)),
       onReaction: (who, kind) => this.play(who === selfId ? SELF : who, kind),
     });
+    this.changed();
+  }
+
+  say(note) {
+    this.note = note;
     this.changed();
   }
 
@@ -240,7 +248,12 @@ export class Effects {
   }
 
   react(kind) {
-    return this.canReact ? this.reactions.react(kind) : Promise.resolve(false);
+    if (!this.canReact) return Promise.resolve(false);
+    return this.reactions.react(kind).catch((error) => {
+      // e.g. the call's end-to-end keys are not there yet (a moment after joining)
+      this.say(`reaction not sent: ${error.message ?? error}`);
+      return false;
+    });
   }
 
   onKey(event) {
@@ -307,6 +320,28 @@ export class Effects {
   get spatialActive() {
     return Boolean(this.mixer);
   }
+}
+
+/** Reactions' cipher in group calls: the call's E2EE layer (web/README.md). It seals with
+ *  this device's current sender key and opens with the key of the device named in the
+ *  participant id ("<handle>/<device id>"), refusing a message that key did not seal. */
+function e2eeCipher(e2ee) {
+  return {
+    seal: (plain) => e2ee.seal(plain),
+    async open(bytes, participantId) {
+      try {
+        return await e2ee.open(participantId.slice(participantId.lastIndexOf("/") + 1), bytes);
+      } catch (error) {
+        const reason =
+          error.reason === "replay"
+            ? "duplicate"
+            : error.reason === "unknown_kid" || error.reason === "wrong_sender"
+              ? "key"
+              : "decrypt";
+        throw new ReactionError(reason, `${error.reason ?? ""} ${error.message}`);
+      }
+    },
+  };
 }
 
 function base64url(bytes) {

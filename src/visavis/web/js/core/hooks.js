@@ -31,12 +31,6 @@ export const settings = {
   // Extra getUserMedia audio constraints (effects/: no browser noise suppression while
   // our voice isolation is on); null for the browser's defaults.
   audioConstraints: null,
-  // End-to-end sealing of small messages (group reactions) with the call's current keys,
-  // set by e2ee/ while a group call has them, null otherwise:
-  //   {seal(bytes, selfParticipantId) → Promise<Uint8Array>,
-  //    open(bytes, fromParticipantId) → Promise<Uint8Array>}   (open throws if not genuine)
-  // Participant ids are the SFU's, "<handle>/<device id>".
-  messageCipher: null,
 };
 
 export function on(name, fn) {
