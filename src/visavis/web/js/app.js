@@ -753,6 +753,7 @@ export class App {
       return;
     }
     this.dispatch({ type: "placed", callId: result.call_id });
+    this.e2ee.withoutE2ee(result.call_id); // guests have no key channel yet (docs/e2ee.md)
     const early = this.early;
     this.early = [];
     for (const event of early) if (event.call_id === result.call_id) this._event(event);
