@@ -11,6 +11,7 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { run as runHook } from "./core/hooks.js";
 import { E2eeClient } from "../e2ee/client.js";
 
 const SESSION_KEY = "visavis.session";
@@ -288,6 +289,7 @@ export class App {
         }
         break;
       default:
+        if (current) runHook("callEvent", event); // e.g. call.reaction (effects/)
         break;
     }
   }
