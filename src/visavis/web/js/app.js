@@ -11,6 +11,7 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { run as runHook } from "./core/hooks.js";
 import { E2eeClient } from "../e2ee/client.js";
 
 const SESSION_KEY = "visavis.session";
@@ -335,6 +336,7 @@ export class App {
         }
         break;
       default:
+        if (current) runHook("callEvent", event); // e.g. call.reaction (effects/)
         break;
     }
   }
@@ -804,6 +806,7 @@ export class App {
       return;
     }
     this.dispatch({ type: "placed", callId: result.call_id });
+    this.e2ee.withoutE2ee(result.call_id); // guests have no key channel yet (docs/e2ee.md)
     const early = this.early;
     this.early = [];
     for (const event of early) if (event.call_id === result.call_id) this._event(event);
