@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from visavis.clock import Clock
@@ -35,6 +36,7 @@ from visavis.signaling.directory import Directory
 from visavis.signaling.errors import SignalingError, forbidden, not_found
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
+from visavis.signaling.ratelimit import TokenBucket
 from visavis.store.base import (
     Call,
     CallState,
@@ -71,6 +73,13 @@ def _ringing(call_id: str, user_id: str, inviter: str, now: float, deadline: flo
     )
 
 
+# Reactions relayed per device: a burst of 5, then one per 0.75 s (the client sends at most
+# 3 at once and one per 1.5 s); buckets of the devices that reacted last are kept.
+REACTION_RATE = 1 / 0.75
+REACTION_BURST = 5
+MAX_REACTION_BUCKETS = 10_000
+
+
 class CallService:
     def __init__(
         self,
@@ -97,6 +106,7 @@ class CallService:
         self.push_ring = push_ring
         self.fleet = fleet or LocalFleet(lambda: None)
         self._deadlines: list[float] = []
+        self._reaction_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -544,6 +554,31 @@ class CallService:
             await self.hub.deliver(
                 peers,
                 m.CallE2eeEvent(
+                    call_id=call.id,
+                    from_user=user.handle,
+                    from_device=device.id,
+                    payload=msg.payload,
+                ),
+            )
+
+    async def reaction(self, user: User, device: Device, msg: m.CallReaction) -> None:
+        """Relay a sealed reaction to every other device in the call, rate limited per
+        device (a little above what the client itself allows, docs/effects.md)."""
+        call, participants = await self._require_in_call(user, device, msg.call_id)
+        now = self.clock.now()
+        bucket = self._reaction_buckets.pop(device.id, None)
+        if bucket is None:
+            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
+        self._reaction_buckets[device.id] = bucket  # most recent last
+        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
+            self._reaction_buckets.popitem(last=False)
+        if not bucket.allow(now):
+            raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
+        peers = self._in_call_devices(participants, exclude=device.id)
+        if peers:
+            await self.hub.deliver(
+                peers,
+                m.CallReactionEvent(
                     call_id=call.id,
                     from_user=user.handle,
                     from_device=device.id,

@@ -246,8 +246,18 @@ export class E2eeClient {
     return this.cache.get(handle);
   }
 
+  /** A call opened from a call link: guests have no key channel yet (they have no
+   * device socket for `call.e2ee`), so such a call runs without SFrame and says so. */
+  withoutE2ee(callId) {
+    this.session?.end();
+    this.session = null;
+    this.plainCall = callId;
+    this.store({ callId, plain: true, code: "", warning: "", changed: null });
+  }
+
   /** This device takes part in `callId`: its key state (made once per call). */
   begin(callId) {
+    if (this.plainCall === callId) return { start() {}, keys: Promise.resolve(null) };
     if (this.session?.callId !== callId) {
       this.session?.end();
       this.cache.clear();
@@ -275,6 +285,7 @@ export class E2eeClient {
   end() {
     const s = this.session;
     this.session = null;
+    this.plainCall = null;
     this.cache.clear();
     this.publish();
     return s?.end();
@@ -289,9 +300,12 @@ export class E2eeClient {
 
   publish() {
     const s = this.session;
-    this.app.store?.set({
-      e2ee: s ? { callId: s.callId, code: s.code, warning: s.warning ?? "", changed: s.changed ?? null } : null,
-    });
+    if (!s && this.plainCall) return;
+    this.store(s ? { callId: s.callId, code: s.code, warning: s.warning ?? "", changed: s.changed ?? null } : null);
+  }
+
+  store(e2ee) {
+    this.app.store?.set({ e2ee });
   }
 
   // -- for other parts of the client (web/README.md) -----------------------------------
