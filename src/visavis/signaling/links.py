@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from visavis.clock import Clock
 from visavis.signaling import messages as m
 from visavis.signaling.auth import hash_token, new_id, new_token
-from visavis.signaling.calls import CallService
+from visavis.signaling.calls import CallService, caller_joined
 from visavis.signaling.errors import SignalingError, not_found, unauthorized
 from visavis.signaling.hub import Hub
-from visavis.store.base import Call, CallLink, Device, Guest, GuestState, Participant, Store, User
+from visavis.store.base import Call, CallLink, Device, Guest, GuestState, Store, User
 
 # Guests waiting in one link's lobby at once: more are told to come back later.
 MAX_WAITING = 32
@@ -131,16 +131,7 @@ class LinkService:
             created_at=now,
             answered_at=now,
         )
-        owner = Participant(
-            call_id=call_id,
-            user_id=user.id,
-            role="caller",
-            state="joined",
-            invited_at=now,
-            invited_by=user.id,
-            device_id=device.id,
-            joined_at=now,
-        )
+        owner = caller_joined(call_id, user.id, device.id, now)
         if not await self.store.set_link_call(link.id, call_id, previous=link.call_id):
             raise SignalingError("link_busy", "the link's call started meanwhile: open it again")
         await self.store.create_call(call, [owner])
