@@ -584,16 +584,11 @@ class CallService:
         if not bucket.allow(now):
             raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
         peers = self._in_call_devices(participants, exclude=device.id)
+        event = m.CallReactionEvent(
+            call_id=call.id, from_user=user.handle, from_device=device.id, payload=msg.payload
+        )
         if peers:
-            await self.hub.deliver(
-                peers,
-                m.CallReactionEvent(
-                    call_id=call.id,
-                    from_user=user.handle,
-                    from_device=device.id,
-                    payload=msg.payload,
-                ),
-            )
+            await self.hub.deliver(peers, event)
 
     # -- settling and ending ---------------------------------------------------------
     async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:
