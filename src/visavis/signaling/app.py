@@ -85,6 +85,7 @@ class SignalingContext:
 
     def __post_init__(self) -> None:
         self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
+        self.calls.is_guest_of = self.links.is_guest_of
 
 
 class OverloadGuard:
@@ -464,6 +465,17 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             ctx.ice_urls, ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
         )
         return await ctx.links.status(guest, link, ice)
+
+    @app.post("/api/guest/e2ee", status_code=204)
+    async def guest_e2ee_send(body: m.GuestE2eeIn, auth: GuestAuth) -> Response:
+        """An admitted guest's end-to-end key message for devices of its call (opaque)."""
+        await ctx.links.e2ee_send(auth[0], body)
+        return Response(status_code=204)
+
+    @app.get("/api/guest/e2ee", response_model=m.GuestE2eeOut)
+    async def guest_e2ee_read(auth: GuestAuth, after: int = 0) -> m.GuestE2eeOut:
+        """Key messages for this guest after sequence number ``after`` (poll it)."""
+        return await ctx.links.e2ee_read(auth[0], after)
 
     @app.delete("/api/guest", status_code=204)
     async def guest_leaves(auth: GuestAuth) -> Response:

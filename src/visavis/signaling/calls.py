@@ -121,6 +121,9 @@ class CallService:
         self.fleet = fleet or LocalFleet(lambda: None)
         self._deadlines: list[float] = []
         self._reaction_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # Set by the links service: is this id a guest admitted to that call? (guests get
+        # key messages addressed to them; docs/e2ee.md, "Guests")
+        self.is_guest_of: Callable[[str, str], Awaitable[bool]] | None = None
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -552,7 +555,8 @@ class CallService:
         call, participants = await self._require_in_call(user, device, msg.call_id)
         peers = self._in_call_devices(participants, exclude=device.id)
         if msg.to_device is not None:
-            if msg.to_device not in peers:
+            guest = self.is_guest_of is not None and await self.is_guest_of(msg.to_device, call.id)
+            if msg.to_device not in peers and not guest:
                 raise forbidden("not_in_call", "that device is not in this call")
             peers = [msg.to_device]
         if peers:
@@ -580,16 +584,11 @@ class CallService:
         if not bucket.allow(now):
             raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
         peers = self._in_call_devices(participants, exclude=device.id)
+        event = m.CallReactionEvent(
+            call_id=call.id, from_user=user.handle, from_device=device.id, payload=msg.payload
+        )
         if peers:
-            await self.hub.deliver(
-                peers,
-                m.CallReactionEvent(
-                    call_id=call.id,
-                    from_user=user.handle,
-                    from_device=device.id,
-                    payload=msg.payload,
-                ),
-            )
+            await self.hub.deliver(peers, event)
 
     # -- settling and ending ---------------------------------------------------------
     async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:

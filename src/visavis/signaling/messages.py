@@ -567,6 +567,23 @@ class GuestJoinOut(Model):
     guest: GuestInfo
 
 
+class GuestE2eeIn(Model):
+    """A guest's end-to-end key material for devices of its call (as ``call.e2ee``)."""
+
+    to_device: str | None = Field(
+        default=None, max_length=64, description="one device in the call; omit for all"
+    )
+    payload: str = Field(min_length=1, max_length=MAX_E2EE_PAYLOAD)
+
+
+class GuestE2eeOut(Model):
+    """``call.e2ee`` events for this guest after sequence number ``after``, oldest first;
+    ``last`` is the number to ask after next time."""
+
+    events: list[CallE2eeEvent]
+    last: int
+
+
 class GuestStatusOut(Model):
     """A guest's lobby: ``waiting`` until a participant admits (``admitted``, with a
     room to join through the SFU) or refuses them; ``ended`` once the call is over."""

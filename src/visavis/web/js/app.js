@@ -325,6 +325,7 @@ export class App {
         break;
       case "call.guest":
         this._guestEvent(event);
+        if (current) this.e2ee.event(event);
         break;
       case "call.room_moved": // the room's SFU node died or is draining (docs/fleet.md)
         if (current && this.controller instanceof GroupCall) this.controller.move(event);
@@ -806,7 +807,6 @@ export class App {
       return;
     }
     this.dispatch({ type: "placed", callId: result.call_id });
-    this.e2ee.withoutE2ee(result.call_id); // guests have no key channel yet (docs/e2ee.md)
     const early = this.early;
     this.early = [];
     for (const event of early) if (event.call_id === result.call_id) this._event(event);
@@ -881,6 +881,10 @@ export class App {
     this.dispatch({ type: "take_over", callId: room.call_id, direction: "in", peer: status.owner, media: status.media, group: true });
     this._setGuest({ phase: "in_call" });
     const media = await this._ensureMedia(status.media === "audio" ? "audio" : "video");
+    // an ephemeral identity and key messages over /api/guest/e2ee (e2ee/client.js)
+    const keys = this.e2ee.guestBegin(room.call_id, this.guestApi, this.state.guest.id);
+    keys.start();
+    await keys.keys;
     const group = new GroupCall({
       callId: room.call_id,
       room,
