@@ -273,3 +273,39 @@ async def test_cascaded_rooms_get_a_leg_per_region_and_when_full(tmp_path: Path)
             for agent in agents:
                 await agent.close()
             await client.aclose()
+
+
+async def test_relays_register_and_devices_get_healthy_ones_near_them(tmp_path: Path) -> None:
+    """Relay nodes heartbeat into the registry like SFU nodes; signaling hands out the
+    ICE URLs of live relays, its own region's first; a relay that stops is dropped."""
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=10)
+        relays = {
+            n: FleetAgent(
+                settings(tmp_path, prefix, n, region=r),
+                "relay",
+                lambda n=n: Load(urls=(f"stun:{n}:3478", f"turn:{n}:3478?transport=udp")),  # type: ignore[misc]
+            )
+            for n, r in (("r-eu", "eu"), ("r-us", "us"), ("r-us2", "us"))
+        }
+        signaling = RegistryFleet(
+            RedisRegistry(client, prefix, SECRET),
+            settings(tmp_path, prefix, "sig-us", region="us").fleet,
+            metrics=FleetMetrics(CollectorRegistry()),
+        )
+        try:
+            async with asyncio.timeout(60):
+                for agent in relays.values():
+                    await agent.start()
+                await signaling.check()
+                urls = signaling.ice_urls() or []
+                hosts = {u.split(":")[1] for u in urls}
+                assert hosts == {"r-us", "r-us2"}, urls  # the region's relays, none farther
+                await relays["r-us"].close()  # stops: its record goes at once
+                await relays["r-us2"].close()
+                await signaling.check()
+                assert {u.split(":")[1] for u in signaling.ice_urls() or []} == {"r-eu"}
+        finally:
+            for agent in relays.values():
+                await agent.close()
+            await client.aclose()
