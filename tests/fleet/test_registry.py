@@ -309,3 +309,35 @@ async def test_relays_register_and_devices_get_healthy_ones_near_them(tmp_path: 
             for agent in relays.values():
                 await agent.close()
             await client.aclose()
+
+
+async def test_participants_reports_move_a_room_before_the_ttl(tmp_path: Path) -> None:
+    """Reports of a lost node from enough of a room's participants move the room at once
+    (its node's record is still live: ttl 30 s); one report alone does not, and a report
+    about a node that is not the room's is refused. Both counted."""
+    async with (
+        asyncio.timeout(60),
+        redis_fleet(tmp_path, ["a", "b"], ttl=30, check_interval=30) as (fleet, _, moves),
+    ):
+        first = await fleet.assign("room")
+        other = "b" if first.node_id == "a" else "a"
+
+        def reports(outcome: str) -> float:
+            value = fleet.metrics.registry.get_sample_value(
+                "visavis_fleet_media_lost_reports_total", {"outcome": outcome}
+            )
+            return value or 0.0
+
+        await fleet.report_lost("room", f"ws://{other}/sfu", "dev1", quorum=2)
+        assert reports("refused") == 1 and moves == []
+        await fleet.report_lost("room", first.url, "dev1", quorum=2)
+        await fleet.report_lost("room", first.url, "dev1", quorum=2)  # the same device again
+        assert reports("counted") == 2 and moves == []
+        started = time.monotonic()
+        await fleet.report_lost("room", first.url, "dev2", quorum=2)
+        assert reports("acted") == 1
+        assert [(a.room_id, a.node_id, reason) for a, reason in moves] == [
+            ("room", other, "failover")
+        ]
+        assert time.monotonic() - started < 1.0
+        assert (await fleet.assign("room")).node_id == other

@@ -169,6 +169,15 @@ class CallHandoff(CallRequest):
     type: Literal["call.handoff"]
 
 
+class CallMediaLost(CallRequest):
+    """This device lost its connection to the call's media server (SFU): once enough of
+    the call's devices say so, signaling moves the room at once instead of waiting for
+    the server's registry record to expire (``docs/fleet.md``)."""
+
+    type: Literal["call.media_lost"]
+    url: str = Field(max_length=2048, description="the SFU control URL it lost")
+
+
 ClientMessage = Annotated[
     Hello
     | Ping
@@ -182,7 +191,8 @@ ClientMessage = Annotated[
     | CallRingAgain
     | CallSignal
     | CallE2ee
-    | CallHandoff,
+    | CallHandoff
+    | CallMediaLost,
     Field(discriminator="type"),
 ]
 client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
