@@ -122,6 +122,14 @@ def test_substituted_call_key_stops_the_call() -> None:
     assert [a.reason for a in alice.alerts] == ["announce_signature"]
     assert alice.stopped and alice.refused["bad_signature"] == 1
     assert not can_read(alice, bob)
+    # Alice tells bob why she stops (signed); a forged alert is refused, not obeyed.
+    (told,) = [alice.alert_message(alice.alerts[0])]
+    assert told.to_device == "bob"
+    forged = json.dumps(dict(json.loads(told.payload), reason="made_up"))
+    assert bob.receive("alice", forged) == [] and not bob.stopped
+    assert bob.refused["bad_signature"] == 1
+    assert bob.receive("alice", told.payload) == []
+    assert [(a.reason, a.detail) for a in bob.alerts] == [("peer_alert", "announce_signature")]
 
 
 def test_substituted_identity_key_changes_the_code_and_the_pin(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from visavis.store import HandleTaken, open_store
-from visavis.store.base import Call, Participant, ParticipantState, Store
+from visavis.store.base import Call, CallLink, Guest, Participant, ParticipantState, Store
 from visavis.store.sql import SqlStore
 from visavis.store.sqlite import SqliteStore
 
@@ -296,9 +296,7 @@ async def test_call_history_newest_first_with_participants(store: Store) -> None
 
 @pytest.mark.parametrize("make", [SqliteStore, SqlStore])
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
-async def test_in_memory_sqlite_shares_one_database(
-    make: Callable[[str], Store], url: str
-) -> None:
+async def test_in_memory_sqlite_shares_one_database(make: Callable[[str], Store], url: str) -> None:
     store, other = make(url), make(url)
     await store.open()
     await other.open()
@@ -339,3 +337,44 @@ async def test_get_users_many_ids(store: Store) -> None:
     await _users(store, "alice", "bob")
     wanted = {f"missing-{i}" for i in range(1500)} | {"alice", "bob"}
     assert set(await store.get_users(wanted)) == {"alice", "bob"}
+
+
+# -- call links and guests -----------------------------------------------------------
+
+
+async def test_call_links_revoke_live_call_and_guests(store: Store) -> None:
+    await _users(store, "alice")
+    link = CallLink("l1", "alice", "th1", "video", created_at=1.0, expires_at=100.0)
+    await store.create_link(link)
+    await store.create_link(CallLink("l2", "alice", "th2", "audio", 2.0, 100.0))
+    assert await store.get_link("l1") == link
+    assert await store.get_link_by_token_hash("th1") == link
+    assert await store.get_link_by_token_hash("nope") is None
+    assert [x.id for x in await store.list_links("alice")] == ["l2", "l1"]
+    # The live call is a compare-and-set: two owners' devices starting it race safely.
+    assert await store.set_link_call("l1", "c1", previous=None)
+    assert not await store.set_link_call("l1", "c2", previous=None)
+    assert await store.set_link_call("l1", "c2", previous="c1")
+    assert await store.revoke_link("l1", now=5.0)
+    assert not await store.revoke_link("l1", now=6.0)
+    assert await store.get_link("l1") == CallLink(
+        "l1", "alice", "th1", "video", 1.0, 100.0, revoked_at=5.0, call_id="c2"
+    )
+
+    guest = Guest("g1", "l2", "gh1", "Eve", "waiting", created_at=3.0)
+    await store.create_guest(guest)
+    await store.create_guest(Guest("g2", "l2", "gh2", "Fay", "waiting", created_at=4.0))
+    assert await store.get_guest("g1") == guest
+    assert await store.get_guest_by_token_hash("gh2") == Guest(
+        "g2", "l2", "gh2", "Fay", "waiting", 4.0
+    )
+    assert await store.update_guest(
+        "g1", only_if_state=("waiting",), state="admitted", call_id="c9"
+    )
+    assert not await store.update_guest("g1", only_if_state=("waiting",), state="refused")
+    assert [(g.id, g.state, g.call_id) for g in await store.list_guests("l2")] == [
+        ("g1", "admitted", "c9"),
+        ("g2", "waiting", None),
+    ]
+    with pytest.raises(ValueError):
+        await store.update_guest("g1", display_name="Mallory")

@@ -101,9 +101,11 @@ async def open_device(
     http_url: str,
     viewport: dict[str, int] | None = None,
     max_height: int | None = None,
+    path: str = "/",
 ) -> Device:
-    """A new device; ``max_height`` is its camera-quality setting (1080, 720, 360), as the
-    settings menu stores it (many 1080p encoders at once starve this 2-core machine)."""
+    """A new device opening ``path``; ``max_height`` is its camera-quality setting (1080,
+    720, 360), as the settings menu stores it (many 1080p encoders at once starve this
+    2-core machine)."""
     context = await browser.new_context(
         viewport=viewport or {"width": 1000, "height": 700},  # type: ignore[arg-type]
         permissions=["camera", "microphone"],
@@ -115,7 +117,7 @@ async def open_device(
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(http_url + "/")
+    await page.goto(http_url + path)
     return Device(context, page, errors)
 
 

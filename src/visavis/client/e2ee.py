@@ -162,6 +162,9 @@ class GroupE2ee:
         if not self.keys.alerts or self.stopped:
             return
         self.stopped = True
+        own = [a for a in self.keys.alerts if a.reason != "peer_alert"]
+        if own and own[0].device in self.keys.members:  # it learns why this device leaves
+            await self._send([self.keys.alert_message(own[0])])
         for alert in self.keys.alerts:
             log.warning("end-to-end encryption alert in %s: %s", self.call_id, alert)
             if self.on_alert is not None:

@@ -58,7 +58,9 @@ class Alert:
     """Something only an attacker explains: the call must stop and the user be told."""
 
     device: str
-    reason: str  # "announce_signature", "fingerprint_mismatch", "identity_changed"
+    # "announce_signature", "fingerprint_mismatch", "identity_changed", "no_identity",
+    # "peer_alert" (the other device stopped the call; detail: its reason)
+    reason: str
     detail: str
 
 
@@ -160,6 +162,9 @@ class CallKeys:
                 return self._on_announce(sender, message)
             if kind == "key":
                 self._on_key(sender, message)
+                return []
+            if kind == "alert":
+                self._on_alert(sender, message)
                 return []
             raise ValueError("unknown kind")
         except (ValueError, TypeError, KeyError):
@@ -267,6 +272,31 @@ class CallKeys:
         if len(plain) != 40:
             raise ValueError("bad key length")
         self.keyring.install(sender, SenderKey(int.from_bytes(plain[:8], "big"), plain[8:]))
+
+    def alert_message(self, alert: Alert) -> Outgoing:
+        """Tell the device an alert is about that this one stops the call, and why (signed:
+        signaling can drop it, which only ends the call as a leave would, not forge it)."""
+        to, reason = alert.device, alert.reason
+        sig = self.identity.sign(_signed("alert", self.call_id, self.device_id, to, reason))
+        body = {
+            "v": VERSION,
+            "kind": "alert",
+            "call": self.call_id,
+            "from": self.device_id,
+            "to": to,
+            "reason": reason,
+            "sig": b64(sig),
+        }
+        return Outgoing(to, json.dumps(body, separators=(",", ":")))
+
+    def _on_alert(self, sender: str, message: dict[str, Any]) -> None:
+        identity = self.directory(sender)
+        reason = str(message["reason"])[:64]
+        signed = _signed("alert", self.call_id, sender, self.device_id, reason)
+        if identity is None or not verify(identity, unb64(message["sig"]), signed):
+            self.refused["bad_signature"] += 1
+            return
+        self._alert(sender, "peer_alert", reason)
 
     def _alert(self, device: str, reason: str, detail: str) -> None:
         self.alerts.append(Alert(device, reason, detail))

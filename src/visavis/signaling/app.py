@@ -35,10 +35,11 @@ from visavis.signaling.errors import (
 from visavis.signaling.history import history_entry
 from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
+from visavis.signaling.links import LinkService
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.ratelimit import SignInThrottle, TokenBucket
 from visavis.signaling.web import WEB_DIR, web_client
-from visavis.store.base import Device, HandleTaken, Store, User
+from visavis.store.base import CallLink, Device, Guest, HandleTaken, Store, User
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +76,10 @@ class SignalingContext:
             failures_per_address=20, failures_per_handle=5, signups_per_address=100
         )
     )
+    links: LinkService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
 
 
 def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
@@ -119,6 +124,25 @@ async def current_device(
 
 
 Auth = Annotated[tuple[User, Device], Depends(current_device)]
+
+
+async def current_guest(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> tuple[Guest, CallLink]:
+    """FastAPI dependency: a call link's guest from ``Authorization: Bearer`` (a guest
+    token opens /api/guest only; a device token is no guest token, nor the reverse)."""
+    ctx: SignalingContext = request.app.state.ctx
+    if not authorization or not authorization.lower().startswith("bearer "):
+        ctx.metrics.http_auth_failures.labels("missing").inc()
+        raise unauthorized("missing_token", "send 'Authorization: Bearer <guest token>'")
+    try:
+        return await ctx.links.guest(authorization[7:].strip())
+    except SignalingError:
+        ctx.metrics.http_auth_failures.labels("bad_token").inc()
+        raise
+
+
+GuestAuth = Annotated[tuple[Guest, CallLink], Depends(current_guest)]
 
 
 def _source(request: Request) -> str:
@@ -350,6 +374,51 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         user, device = auth
         return await ctx.calls.room(user, device, call_id)
 
+    # -- call links: the owner's side ----------------------------------------------
+    @app.post("/api/links", status_code=201, response_model=m.CallLinkOut)
+    async def create_link(body: m.CallLinkIn, auth: Auth) -> m.CallLinkOut:
+        """A new call link; its token is in this answer only."""
+        return await ctx.links.create(auth[0], body)
+
+    @app.get("/api/links", response_model=list[m.CallLinkOut])
+    async def list_links(auth: Auth) -> list[m.CallLinkOut]:
+        """This user's links still usable (neither revoked nor expired), newest first."""
+        return await ctx.links.usable(auth[0])
+
+    @app.delete("/api/links/{link_id}", status_code=204)
+    async def revoke_link(link_id: str, auth: Auth) -> Response:
+        await ctx.links.revoke(auth[0], link_id)
+        return Response(status_code=204)
+
+    # -- call links: the guest's side (no account) ------------------------------------
+    @app.get("/api/join/{token}", response_model=m.LinkInfoOut)
+    async def link_info(token: str) -> m.LinkInfoOut:
+        """Whose call a link opens (404 unknown, 410 revoked or expired)."""
+        return await ctx.links.info(token)
+
+    @app.post("/api/join/{token}", status_code=201, response_model=m.GuestJoinOut)
+    async def guest_arrives(token: str, body: m.GuestJoinIn, request: Request) -> m.GuestJoinOut:
+        """Wait in the link's lobby under this name; the answer's token opens /api/guest."""
+        address = _source(request)
+        now = ctx.clock.now()
+        _throttled(ctx, "signup", ctx.throttle.signup_wait(address, now))
+        ctx.throttle.signed_up(address, now)
+        return await ctx.links.arrive(token, body)
+
+    @app.get("/api/guest", response_model=m.GuestStatusOut)
+    async def guest_status(auth: GuestAuth) -> m.GuestStatusOut:
+        """A guest's lobby: poll it until admitted (then: the room to join) or refused."""
+        guest, link = auth
+        ice = ice_servers_for(
+            ctx.ice_urls, ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+        )
+        return await ctx.links.status(guest, link, ice)
+
+    @app.delete("/api/guest", status_code=204)
+    async def guest_leaves(auth: GuestAuth) -> Response:
+        await ctx.links.leave(*auth)
+        return Response(status_code=204)
+
     # -- the device WebSocket ------------------------------------------------------
 
     @app.websocket("/ws")
@@ -478,8 +547,10 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await ctx.bus.mailbox_ack(device.id, min(msg.seq, conn.last_sent))
             return
         try:
-            # Each call.<verb> request is handled by CallService.<verb>.
-            handler = getattr(ctx.calls, msg.type.removeprefix("call."))
+            # Each call.<verb> request is handled by CallService.<verb> (LinkService.<verb>
+            # for those about call links).
+            service = ctx.links if isinstance(msg, m.LINK_REQUESTS) else ctx.calls
+            handler = getattr(service, msg.type.removeprefix("call."))
             outcome = await handler(user, device, msg)
         except SignalingError as exc:
             await _reject(conn, exc.code, exc.message, msg.id)

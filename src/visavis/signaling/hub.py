@@ -95,9 +95,7 @@ class Hub:
         if origin is not None:
             payload[ORIGIN_KEY] = origin
         ids = list(dict.fromkeys(device_ids))
-        await asyncio.gather(
-            *(self.bus.mailbox_append(d, payload, ttl=self.grace) for d in ids)
-        )
+        await asyncio.gather(*(self.bus.mailbox_append(d, payload, ttl=self.grace) for d in ids))
 
     async def revoke(self, device_id: str) -> None:
         """Close the device's connection on whichever node holds it."""

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from visavis.store.base import DeviceKind, MediaKind, ParticipantRole, ParticipantState
+from visavis.store.base import DeviceKind, GuestState, MediaKind, ParticipantRole, ParticipantState
 
 HANDLE_EMAIL = re.compile(r"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}$")
 HANDLE_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -178,6 +178,28 @@ class CallMediaLost(CallRequest):
     url: str = Field(max_length=2048, description="the SFU control URL it lost")
 
 
+class CallLinkJoin(Request):
+    """The link's owner opens its call: starts it (a group call through the SFU, with
+    only the owner in it) or rejoins the one going on; answered with its ``call_id``."""
+
+    type: Literal["call.link_join"]
+    link_id: str = Field(max_length=64)
+
+
+class CallAdmit(CallRequest):
+    """Let a guest waiting in the lobby of this call's link in."""
+
+    type: Literal["call.admit"]
+    guest_id: str = Field(max_length=64)
+
+
+class CallRefuse(CallRequest):
+    """Turn away a guest waiting in the lobby of this call's link."""
+
+    type: Literal["call.refuse"]
+    guest_id: str = Field(max_length=64)
+
+
 ClientMessage = Annotated[
     Hello
     | Ping
@@ -192,10 +214,14 @@ ClientMessage = Annotated[
     | CallSignal
     | CallE2ee
     | CallHandoff
-    | CallMediaLost,
+    | CallMediaLost
+    | CallLinkJoin
+    | CallAdmit
+    | CallRefuse,
     Field(discriminator="type"),
 ]
 client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+LINK_REQUESTS = (CallLinkJoin, CallAdmit, CallRefuse)
 
 
 # ---------------------------------------------------------------------- server → client
@@ -316,6 +342,27 @@ class CallRoomMoved(Event):
     reason: Literal["failover", "drain"]
 
 
+class GuestInfo(Model):
+    """Someone in a call through a link, without an account: in the SFU their participant
+    id is ``guest:<display name>/<guest id>`` (no handle contains ``:``)."""
+
+    id: str
+    display_name: str
+    guest: Literal[True] = True
+
+
+class CallGuest(Event):
+    """A guest of this user's call link: waiting in the lobby (admit or refuse them),
+    admitted, refused or gone. To the devices in the link's call, or to every device of
+    the link's owner while no call is going on."""
+
+    type: Literal["call.guest"] = "call.guest"
+    call_id: str | None = None
+    link_id: str
+    guest: GuestInfo
+    state: GuestState
+
+
 EndReason = Literal["hangup", "declined", "no_answer", "cancelled", "handoff", "left"]
 
 
@@ -336,7 +383,8 @@ ServerEvent = Annotated[
     | CallE2eeEvent
     | CallRoom
     | CallRoomMoved
-    | CallEnded,
+    | CallEnded
+    | CallGuest,
     Field(discriminator="type"),
 ]
 ServerMessage = Annotated[
@@ -352,7 +400,8 @@ ServerMessage = Annotated[
     | CallE2eeEvent
     | CallRoom
     | CallRoomMoved
-    | CallEnded,
+    | CallEnded
+    | CallGuest,
     Field(discriminator="type"),
 ]
 
@@ -451,6 +500,65 @@ class PushSubscription(Model):
 class IceServersOut(Model):
     ice_servers: list[IceServer]
     ttl: int
+
+
+class CallLinkIn(Model):
+    media: MediaKind = "video"
+    ttl_hours: int = Field(default=24, ge=1, le=24 * 30, description="the link expires after")
+
+
+class CallLinkOut(Model):
+    id: str
+    media: MediaKind
+    created_at: float
+    expires_at: float
+    revoked: bool
+    call_id: str | None = Field(description="the call going on through it, if any")
+    token: str | None = Field(
+        default=None,
+        description="only in the answer that creates it (the server keeps a hash): the "
+        "link is `/#join=<token>` on this server",
+    )
+
+
+class LinkInfoOut(Model):
+    """What a guest sees of a link before giving a name (no account needed)."""
+
+    owner: UserInfo
+    media: MediaKind
+    expires_at: float
+
+
+class GuestJoinIn(Model):
+    display_name: str = Field(min_length=1, max_length=60, pattern=r"^[^/:\x00-\x1f]+$")
+
+    @field_validator("display_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("say your name")
+        return value
+
+
+class GuestJoinOut(Model):
+    token: str = Field(
+        description="the guest's own token: `Authorization: Bearer` for "
+        "/api/guest, and nothing else"
+    )
+    guest: GuestInfo
+
+
+class GuestStatusOut(Model):
+    """A guest's lobby: ``waiting`` until a participant admits (``admitted``, with a
+    room to join through the SFU) or refuses them; ``ended`` once the call is over."""
+
+    guest: GuestInfo
+    state: GuestState | Literal["ended"]
+    owner: UserInfo
+    media: MediaKind
+    room: CallRoom | None = None
+    ice_servers: list[IceServer] = []
 
 
 class ErrorOut(Model):

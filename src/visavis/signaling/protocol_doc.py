@@ -63,6 +63,28 @@ With three or more people (at `call.invite`, or when `call.add` grows a 1:1 call
 goes through the SFU: each device in the call gets `call.room{url, room_id, token}` and
 joins the room there (see `docs/sfu.md`). A decline only takes that person out.
 
+## Call links and guests
+
+1. A signed-in user: `POST /api/links {media, ttl_hours}` → `{id, token, expires_at}`; the
+   link is `/#join=<token>` on this server (the token is in this answer only). `GET
+   /api/links` lists the usable ones; `DELETE /api/links/{id}` revokes one.
+2. The owner opens its call on a device: `call.link_join{link_id}` → `result{call_id}` and
+   `call.room` (a group call through the SFU, the owner alone at first).
+3. Someone without an account: `GET /api/join/<token>` (whose call) then `POST
+   /api/join/<token> {display_name}` → `{token, guest}`: a guest token that opens
+   `GET`/`DELETE /api/guest` and nothing else. The devices in the link's call (or all the
+   owner's devices while no call goes on) get `call.guest{state: waiting}`.
+4. A device in the call: `call.admit{call_id, guest_id}` (or `call.refuse`). The guest's
+   next `GET /api/guest` says `admitted` with a `room` (an SFU token for this call only;
+   there the guest is `guest:<name>/<guest id>`, and no handle contains `:`).
+5. The call ends as any group call does, when its last signed-in participant leaves;
+   `GET /api/guest` then says `ended`.
+
+Refusals: an unknown token is 404 `link_not_found`, a revoked link 410 `link_revoked`, an
+expired one 410 `link_expired` (guests still waiting on a revoked or expired link get the
+same answer from `/api/guest`); a guest token anywhere else is 401. Each is counted in
+`visavis_rejected_messages_total{reason}`.
+
 ## Messages
 """
 

@@ -25,6 +25,9 @@ ParticipantState = Literal["ringing", "joined", "declined", "missed", "left", "c
 PARTICIPANT_FIELDS = frozenset({"state", "device_id", "ring_deadline", "joined_at", "left_at"})
 # Call fields update_call may change.
 CALL_FIELDS = frozenset({"state", "topology", "room_id", "answered_at", "ended_at", "end_reason"})
+GuestState = Literal["waiting", "admitted", "refused", "left"]
+# Guest fields update_guest may change.
+GUEST_FIELDS = frozenset({"state", "call_id"})
 
 
 class StoreError(Exception):
@@ -83,6 +86,34 @@ class Participant:
     ring_deadline: float | None = None
     joined_at: float | None = None
     left_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallLink:
+    """A link to a call that people without an account open (FaceTime's links): its
+    token is secret (only its hash is stored); the call starts when its owner opens it."""
+
+    id: str
+    user_id: str
+    token_hash: str
+    media: MediaKind
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Guest:
+    """Someone who opened a call link: waits in the lobby until a participant admits them."""
+
+    id: str
+    link_id: str
+    token_hash: str
+    display_name: str
+    state: GuestState
+    created_at: float
+    call_id: str | None = None
 
 
 class Store(ABC):
@@ -207,3 +238,44 @@ class Store(ABC):
         self, user_id: str, *, limit: int = 50, before: float | None = None
     ) -> list[tuple[Call, list[Participant]]]:
         """Calls the user took part in, newest first (created_at < before when given)."""
+
+    # -- call links and their guests ---------------------------------------------
+    @abstractmethod
+    async def create_link(self, link: CallLink) -> None: ...
+
+    @abstractmethod
+    async def get_link(self, link_id: str) -> CallLink | None: ...
+
+    @abstractmethod
+    async def get_link_by_token_hash(self, token_hash: str) -> CallLink | None: ...
+
+    @abstractmethod
+    async def list_links(self, user_id: str) -> list[CallLink]:
+        """A user's links, revoked or not, newest first."""
+
+    @abstractmethod
+    async def revoke_link(self, link_id: str, *, now: float) -> bool:
+        """Mark a link revoked; False if unknown or already revoked."""
+
+    @abstractmethod
+    async def set_link_call(self, link_id: str, call_id: str, *, previous: str | None) -> bool:
+        """Compare-and-set the link's live call: only if it is still ``previous``."""
+
+    @abstractmethod
+    async def create_guest(self, guest: Guest) -> None: ...
+
+    @abstractmethod
+    async def get_guest(self, guest_id: str) -> Guest | None: ...
+
+    @abstractmethod
+    async def get_guest_by_token_hash(self, token_hash: str) -> Guest | None: ...
+
+    @abstractmethod
+    async def list_guests(self, link_id: str) -> list[Guest]:
+        """A link's guests, oldest first."""
+
+    @abstractmethod
+    async def update_guest(
+        self, guest_id: str, *, only_if_state: Collection[GuestState] | None = None, **changes: Any
+    ) -> bool:
+        """Change fields in :data:`GUEST_FIELDS`, compare-and-set like update_call."""

@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from visavis.store.base import Call, Device, Participant, User
+from visavis.store.base import Call, CallLink, Device, Guest, Participant, User
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant: the PostgreSQL advisory lock that serializes concurrent migrations.
@@ -97,6 +97,31 @@ participants = sa.Table(
     sa.Column("left_at", sa.Double(), nullable=True),
 )
 
+links = sa.Table(
+    "call_links",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("token_hash", sa.String(255), nullable=False, unique=True),
+    sa.Column("media", sa.String(10), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+    sa.Column("call_id", sa.String(64), nullable=True),
+)
+
+guests = sa.Table(
+    "link_guests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("link_id", sa.String(64), sa.ForeignKey("call_links.id"), nullable=False),
+    sa.Column("token_hash", sa.String(255), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("call_id", sa.String(64), nullable=True),
+)
+
 # Each record's columns in its dataclass field order (the order rows are selected in).
 USER_COLS = ("id", "handle", "display_name", "password_hash", "created_at")
 DEVICE_COLS = (
@@ -135,6 +160,18 @@ PARTICIPANT_COLS = (
     "left_at",
 )
 
+LINK_COLS = (
+    "id",
+    "user_id",
+    "token_hash",
+    "media",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "call_id",
+)
+GUEST_COLS = ("id", "link_id", "token_hash", "display_name", "state", "created_at", "call_id")
+
 
 def handle_key(handle: str) -> str:
     """The key that makes handles unique regardless of case (Unicode case folding)."""
@@ -159,6 +196,14 @@ def participant_record(row: Sequence[Any]) -> Participant:
     return Participant(*row)
 
 
+def link_record(row: Sequence[Any]) -> CallLink:
+    return CallLink(*row)
+
+
+def guest_record(row: Sequence[Any]) -> Guest:
+    return Guest(*row)
+
+
 # -- records -> rows -----------------------------------------------------------------------
 def user_values(user: User) -> tuple[Any, ...]:
     """USER_COLS followed by handle_key."""
@@ -178,6 +223,14 @@ def call_values(call: Call) -> tuple[Any, ...]:
 
 def participant_values(p: Participant) -> tuple[Any, ...]:
     return tuple(getattr(p, c) for c in PARTICIPANT_COLS)
+
+
+def link_values(link: CallLink) -> tuple[Any, ...]:
+    return tuple(getattr(link, c) for c in LINK_COLS)
+
+
+def guest_values(guest: Guest) -> tuple[Any, ...]:
+    return tuple(getattr(guest, c) for c in GUEST_COLS)
 
 
 def check_fields(changes: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:

@@ -29,11 +29,15 @@ from sqlalchemy.pool import StaticPool
 
 from visavis.store.base import (
     CALL_FIELDS,
+    GUEST_FIELDS,
     PARTICIPANT_FIELDS,
     Call,
+    CallLink,
     CallState,
     Device,
     DeviceKind,
+    Guest,
+    GuestState,
     HandleTaken,
     Participant,
     ParticipantState,
@@ -44,6 +48,8 @@ from visavis.store.base import (
 from visavis.store.schema import (
     CALL_COLS,
     DEVICE_COLS,
+    GUEST_COLS,
+    LINK_COLS,
     PARTICIPANT_COLS,
     SQLITE_BUSY_TIMEOUT,
     USER_COLS,
@@ -53,7 +59,11 @@ from visavis.store.schema import (
     device_keys,
     device_record,
     devices,
+    guest_record,
+    guests,
     handle_key,
+    link_record,
+    links,
     migration_lock,
     participant_record,
     participants,
@@ -68,6 +78,8 @@ _USER_COLUMNS = [users.c[c] for c in USER_COLS]
 _DEVICE_COLUMNS = [devices.c[c] for c in DEVICE_COLS]
 _CALL_COLUMNS = [calls.c[c] for c in CALL_COLS]
 _PARTICIPANT_COLUMNS = [participants.c[c] for c in PARTICIPANT_COLS]
+_LINK_COLUMNS = [links.c[c] for c in LINK_COLS]
+_GUEST_COLUMNS = [guests.c[c] for c in GUEST_COLS]
 
 
 def _as_dict(record: object, columns: Sequence[str]) -> dict[str, Any]:
@@ -372,6 +384,62 @@ class SqlStore(Store):
             for p in map(participant_record, prows):
                 by_call[p.call_id].append(p)
         return [(c, by_call[c.id]) for c in found]
+
+    # -- call links and their guests ---------------------------------------------
+    async def create_link(self, link: CallLink) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(links.insert().values(_as_dict(link, LINK_COLS)))
+
+    async def get_link(self, link_id: str) -> CallLink | None:
+        row = await self._one(sa.select(*_LINK_COLUMNS).where(links.c.id == link_id))
+        return None if row is None else link_record(row)
+
+    async def get_link_by_token_hash(self, token_hash: str) -> CallLink | None:
+        row = await self._one(sa.select(*_LINK_COLUMNS).where(links.c.token_hash == token_hash))
+        return None if row is None else link_record(row)
+
+    async def list_links(self, user_id: str) -> list[CallLink]:
+        query = sa.select(*_LINK_COLUMNS).where(links.c.user_id == user_id)
+        rows = await self._all(query.order_by(links.c.created_at.desc(), links.c.id.desc()))
+        return [link_record(row) for row in rows]
+
+    async def revoke_link(self, link_id: str, *, now: float) -> bool:
+        query = links.update().where(links.c.id == link_id, links.c.revoked_at.is_(None))
+        return await self._changed(query.values(revoked_at=now))
+
+    async def set_link_call(self, link_id: str, call_id: str, *, previous: str | None) -> bool:
+        same = links.c.call_id.is_(None) if previous is None else links.c.call_id == previous
+        query = links.update().where(links.c.id == link_id, same)
+        return await self._changed(query.values(call_id=call_id))
+
+    async def create_guest(self, guest: Guest) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(guests.insert().values(_as_dict(guest, GUEST_COLS)))
+
+    async def get_guest(self, guest_id: str) -> Guest | None:
+        row = await self._one(sa.select(*_GUEST_COLUMNS).where(guests.c.id == guest_id))
+        return None if row is None else guest_record(row)
+
+    async def get_guest_by_token_hash(self, token_hash: str) -> Guest | None:
+        query = sa.select(*_GUEST_COLUMNS).where(guests.c.token_hash == token_hash)
+        row = await self._one(query)
+        return None if row is None else guest_record(row)
+
+    async def list_guests(self, link_id: str) -> list[Guest]:
+        query = sa.select(*_GUEST_COLUMNS).where(guests.c.link_id == link_id)
+        rows = await self._all(query.order_by(guests.c.created_at, guests.c.id))
+        return [guest_record(row) for row in rows]
+
+    async def update_guest(
+        self, guest_id: str, *, only_if_state: Collection[GuestState] | None = None, **changes: Any
+    ) -> bool:
+        check_fields(changes, GUEST_FIELDS, "update_guest")
+        where = [guests.c.id == guest_id]
+        if only_if_state is not None:
+            where.append(guests.c.state.in_(list(only_if_state)))
+        if not changes:
+            return await self._exists(sa.select(guests.c.id).where(*where))
+        return await self._changed(guests.update().where(*where).values(**changes))
 
     # -- helpers -----------------------------------------------------------------
     async def _one(self, query: sa.Select[Any]) -> sa.Row[Any] | None:

@@ -45,11 +45,15 @@ from sqlalchemy.engine import make_url
 
 from visavis.store.base import (
     CALL_FIELDS,
+    GUEST_FIELDS,
     PARTICIPANT_FIELDS,
     Call,
+    CallLink,
     CallState,
     Device,
     DeviceKind,
+    Guest,
+    GuestState,
     HandleTaken,
     Participant,
     ParticipantState,
@@ -60,6 +64,8 @@ from visavis.store.base import (
 from visavis.store.schema import (
     CALL_COLS,
     DEVICE_COLS,
+    GUEST_COLS,
+    LINK_COLS,
     PARTICIPANT_COLS,
     SQLITE_BUSY_TIMEOUT,
     USER_COLS,
@@ -67,7 +73,11 @@ from visavis.store.schema import (
     call_values,
     check_fields,
     device_record,
+    guest_record,
+    guest_values,
     handle_key,
+    link_record,
+    link_values,
     migration_lock,
     participant_record,
     participant_values,
@@ -82,6 +92,8 @@ _USERS = f"SELECT {', '.join(USER_COLS)} FROM users"
 _DEVICES = f"SELECT {', '.join(DEVICE_COLS)} FROM user_devices"
 _CALLS = f"SELECT {', '.join(CALL_COLS)} FROM calls"
 _PARTICIPANTS = f"SELECT {', '.join(PARTICIPANT_COLS)} FROM call_participants"
+_LINKS = f"SELECT {', '.join(LINK_COLS)} FROM call_links"
+_GUESTS = f"SELECT {', '.join(GUEST_COLS)} FROM link_guests"
 _IN_ORDER = " ORDER BY position, user_id"
 # A list parameter as one JSON array: one statement text (prepared once) for any length,
 # and no limit on the number of SQL variables.
@@ -96,6 +108,8 @@ _INSERT_USER = _insert("users", (*USER_COLS, "handle_key"))
 _INSERT_DEVICE = _insert("user_devices", DEVICE_COLS)
 _INSERT_CALL = _insert("calls", CALL_COLS)
 _INSERT_PARTICIPANT = _insert("call_participants", (*PARTICIPANT_COLS, "position"))
+_INSERT_LINK = _insert("call_links", LINK_COLS)
+_INSERT_GUEST = _insert("link_guests", GUEST_COLS)
 # Insert or replace, placing the row last in invitation order (a re-invite moves it).
 _UPSERT_PARTICIPANT = (
     f"INSERT INTO call_participants ({', '.join(PARTICIPANT_COLS)}, position) "
@@ -109,7 +123,7 @@ CHECKPOINT_INTERVAL = 1.0
 # After a checkpoint the WAL file is reused from its start; beyond this it is truncated.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
-_KEYS = {"calls": ("id",), "call_participants": ("call_id", "user_id")}
+_KEYS = {"calls": ("id",), "call_participants": ("call_id", "user_id"), "link_guests": ("id",)}
 
 
 @lru_cache(maxsize=512)
@@ -494,3 +508,52 @@ class SqliteStore(Store):
         for p in map(participant_record, prows):
             by_call[p.call_id].append(p)
         return [(c, by_call[c.id]) for c in found]
+
+    # -- call links and their guests ---------------------------------------------
+    async def create_link(self, link: CallLink) -> None:
+        with self._transaction() as db:
+            db.execute(_INSERT_LINK, link_values(link))
+
+    async def get_link(self, link_id: str) -> CallLink | None:
+        row = self._one(f"{_LINKS} WHERE id = ?", (link_id,))
+        return None if row is None else link_record(row)
+
+    async def get_link_by_token_hash(self, token_hash: str) -> CallLink | None:
+        row = self._one(f"{_LINKS} WHERE token_hash = ?", (token_hash,))
+        return None if row is None else link_record(row)
+
+    async def list_links(self, user_id: str) -> list[CallLink]:
+        rows = self._all(
+            f"{_LINKS} WHERE user_id = ? ORDER BY created_at DESC, id DESC", (user_id,)
+        )
+        return [link_record(row) for row in rows]
+
+    async def revoke_link(self, link_id: str, *, now: float) -> bool:
+        sql = "UPDATE call_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        return self._changed(sql, (now, link_id))
+
+    async def set_link_call(self, link_id: str, call_id: str, *, previous: str | None) -> bool:
+        sql = "UPDATE call_links SET call_id = ? WHERE id = ? AND call_id IS ?"
+        return self._changed(sql, (call_id, link_id, previous))
+
+    async def create_guest(self, guest: Guest) -> None:
+        with self._transaction() as db:
+            db.execute(_INSERT_GUEST, guest_values(guest))
+
+    async def get_guest(self, guest_id: str) -> Guest | None:
+        row = self._one(f"{_GUESTS} WHERE id = ?", (guest_id,))
+        return None if row is None else guest_record(row)
+
+    async def get_guest_by_token_hash(self, token_hash: str) -> Guest | None:
+        row = self._one(f"{_GUESTS} WHERE token_hash = ?", (token_hash,))
+        return None if row is None else guest_record(row)
+
+    async def list_guests(self, link_id: str) -> list[Guest]:
+        rows = self._all(f"{_GUESTS} WHERE link_id = ? ORDER BY created_at, id", (link_id,))
+        return [guest_record(row) for row in rows]
+
+    async def update_guest(
+        self, guest_id: str, *, only_if_state: Collection[GuestState] | None = None, **changes: Any
+    ) -> bool:
+        check_fields(changes, GUEST_FIELDS, "update_guest")
+        return self._compare_and_set("link_guests", (guest_id,), only_if_state, changes)

@@ -15,11 +15,11 @@ export class FrameCrypto {
     this.nextId = 1;
     this.pending = new Map();
     this.worker.onmessage = (e) => {
-      const done = this.pending.get(e.data.id);
-      if (done) {
-        this.pending.delete(e.data.id);
-        done(e.data);
-      }
+      const waiter = this.pending.get(e.data.id);
+      if (!waiter) return;
+      this.pending.delete(e.data.id);
+      if (e.data.type === "error") waiter.reject(Object.assign(new Error(e.data.message), { reason: e.data.reason }));
+      else waiter.resolve(e.data);
     };
   }
 
@@ -30,8 +30,8 @@ export class FrameCrypto {
 
   request(msg) {
     const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.pending.set(id, resolve);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ ...msg, id });
     });
   }
@@ -63,6 +63,23 @@ export class FrameCrypto {
 
   removeKey(kid) {
     return this.request({ type: "removeKey", kid: String(kid) });
+  }
+
+  erase() {
+    return this.request({ type: "erase" });
+  }
+
+  /** Application bytes sealed with this device's current sender key (a data key
+   * derived from it): SFrame header ‖ AES-GCM. Rejects with reason "no_send_key". */
+  async seal(bytes) {
+    return (await this.request({ type: "seal", bytes: Uint8Array.from(bytes) })).bytes;
+  }
+
+  /** {bytes, kid} of a sealed message, or a rejection with `reason` (unknown_kid, auth,
+   * replay, truncated), counted in stats().dropped as data_<reason>. */
+  async open(bytes) {
+    const { bytes: plain, kid } = await this.request({ type: "open", bytes: Uint8Array.from(bytes) });
+    return { bytes: plain, kid: BigInt(kid) };
   }
 
   async stats() {

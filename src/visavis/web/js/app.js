@@ -11,9 +11,21 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { E2eeClient } from "../e2ee/client.js";
 
 const SESSION_KEY = "visavis.session";
 const ENDED_LINGER = 2500;
+// A call link is this server's `/#join=<token>` (docs/protocol.md, "Call links").
+const JOIN_PREFIX = "#join=";
+const GUEST_POLL_MS = 1000;
+
+const LINK_ERRORS = {
+  link_revoked: "This call link was turned off by the person who made it.",
+  link_expired: "This call link has expired. Ask for a new one.",
+  link_not_found: "This call link does not exist. Check it, or ask for a new one.",
+  bad_token: "This call link does not exist. Check it, or ask for a new one.",
+};
+const linkError = (err) => LINK_ERRORS[err?.code] ?? String(err?.message ?? err);
 
 function loadJson(key, fallback) {
   try {
@@ -55,6 +67,9 @@ export class App {
       missedUnseen: 0,
       devices: [],
       elsewhere: null, // a call this user is in on another device (handoff)
+      links: [], // this user's call links: [{id, url, expires_at, call_id}]
+      lobby: {}, // guests of this user's links, by id: {id, display_name, state, callId, linkId}
+      guest: null, // this page opened a call link without an account: {phase, owner, ...}
       announcement: "", // for the live region
       error: "",
     });
@@ -66,6 +81,7 @@ export class App {
     this.lastStats = null;
     this.early = []; // events that arrived before our invite's result
     this.phases = []; // every phase this tab went through (the call view's history; tests)
+    this.e2ee = new E2eeClient(this); // end-to-end keys of every call (e2ee/client.js)
   }
 
   // -- small helpers -----------------------------------------------------------------
@@ -108,11 +124,13 @@ export class App {
         }
       }, ENDED_LINGER);
       this.refreshHistory();
+      this.refreshLinks();
     }
   }
 
   // -- account ------------------------------------------------------------------------
   async start() {
+    if (location.hash.startsWith(JOIN_PREFIX)) return this.guestOpen(decodeURIComponent(location.hash.slice(JOIN_PREFIX.length)));
     const session = loadJson(SESSION_KEY, null);
     if (session?.token) {
       this._signedIn(session);
@@ -146,6 +164,7 @@ export class App {
 
   _signedIn(session) {
     this.api.token = session.token;
+    this.e2ee.signedIn(session, this.api);
     this.store.set({
       session,
       screen: "home",
@@ -208,6 +227,7 @@ export class App {
     this.iceServers = welcome.ice_servers;
     this.deviceId = welcome.device_id;
     this.refreshHistory();
+    this.refreshLinks();
     this.controller?.socketOnline?.();
     if (!resumed && this.state.call.phase === "ringing" && this.state.call.direction === "in") {
       // Events were lost: the server rings again for whatever still rings.
@@ -241,6 +261,10 @@ export class App {
         break;
       case "call.participant":
         if (current) this._participant(event);
+        if (current) this.e2ee.event(event);
+        break;
+      case "call.e2ee":
+        if (current) this.e2ee.event(event);
         break;
       case "call.signal":
         if (current && this.controller instanceof DirectCall) {
@@ -250,6 +274,9 @@ export class App {
         break;
       case "call.room":
         if (current) this._room(event);
+        break;
+      case "call.guest":
+        this._guestEvent(event);
         break;
       case "call.room_moved": // the room's SFU node died or is draining (docs/fleet.md)
         if (current && this.controller instanceof GroupCall) this.controller.move(event);
@@ -312,7 +339,11 @@ export class App {
       refreshToken: () => this.api.refreshRoom(event.call_id),
     });
     this.controller = group;
-    this._ensureMedia(call.media === "audio" ? "audio" : "video").then(() => group.join());
+    const keys = this.e2ee.begin(event.call_id);
+    keys.start();
+    Promise.all([this._ensureMedia(call.media === "audio" ? "audio" : "video"), keys.keys]).then(() => {
+      if (this.controller === group) group.join();
+    });
   }
 
   _groupUpdate(group) {
@@ -380,9 +411,11 @@ export class App {
     this.dispatch({ type: "placed", callId });
     const early = this.early;
     this.early = [];
+    this.e2ee.begin(callId).start();
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
-      direct.prepareOffer();
+      // the DTLS certificate whose fingerprint this device signs must exist first
+      this.e2ee.ready.then(() => direct.prepareOffer());
     }
     for (const event of early) if (event.call_id === callId) this._event(event);
     return callId;
@@ -395,6 +428,7 @@ export class App {
       iceServers: this.iceServers,
       media,
       signal: (payload) => this.socket.send({ type: "call.signal", call_id: callId, ...payload }),
+      verify: (device, sdp) => this.e2ee.verifyDescription(callId, device, sdp),
       onChange: (what, detail) => this._mediaChange(direct, what, detail),
       onRemote: (stream) => {
         if (this.controller === direct) this.store.set({ remoteStream: stream });
@@ -412,9 +446,12 @@ export class App {
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
     this.dispatch({ type: "answer", callId: call.callId, media });
     const local = await this._ensureMedia(media);
+    const keys = this.e2ee.begin(call.callId);
+    await this.e2ee.ready?.catch(() => {});
     if (!incoming?.group) this._direct(call.callId, "callee", local);
     try {
       await this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
+      keys.start();
     } catch (err) {
       this.fail(err);
       this.dispatch({ type: "ended", callId: call.callId, reason: err.code === "answered_elsewhere" ? "answered_elsewhere" : "failed" });
@@ -449,6 +486,7 @@ export class App {
 
   /** End the call: cancel if nobody answered yet, leave otherwise. */
   hangUp() {
+    if (this.state.guest) return this.guestLeave();
     const call = this.state.call;
     if (call.phase === "idle" || call.phase === "ended") return;
     if (call.phase === "ringing" && call.direction === "in") return this.decline();
@@ -511,7 +549,15 @@ export class App {
     if (this.controller instanceof GroupCall) this.controller.setLayout(visibleIds);
   }
 
+  /** A key or fingerprint substitution (e2ee/client.js): stop the call, say why. */
+  e2eeAlert(warning) {
+    this.hangUp();
+    this.store.set({ error: warning });
+    this.announce(warning);
+  }
+
   _teardown() {
+    this.e2ee.end();
     this.ringtone.stop();
     this.controller?.close();
     this.controller = null;
@@ -581,9 +627,12 @@ export class App {
     const local = await this._ensureMedia(entry.media);
     // A 1:1 call: this device offers to the other side as soon as the server agrees; a
     // group call: the server sends call.room to this device.
+    const keys = this.e2ee.begin(entry.call_id);
+    await this.e2ee.ready?.catch(() => {});
     const direct = group ? null : this._direct(entry.call_id, role, local);
     try {
       await this.socket.request({ type: "call.handoff", call_id: entry.call_id });
+      keys.start();
     } catch (err) {
       this.fail(err);
       this.dispatch({ type: "ended", callId: entry.call_id, reason: "failed" });
@@ -640,6 +689,172 @@ export class App {
     const next = list.some((f) => f.handle === handle) ? list.filter((f) => f.handle !== handle) : [...list, { handle, display_name: contact.display_name }];
     localStorage.setItem(`visavis.favourites.${this.state.session.user.handle}`, JSON.stringify(next));
     this.store.set({ favourites: next });
+  }
+
+  // -- call links: the owner's side ------------------------------------------------------
+  _linkTokensKey() {
+    return `visavis.links.${this.state.session?.user.handle}`;
+  }
+
+  /** This user's usable links; the URL is known where the link was made (the server
+   * keeps only a hash of its token). */
+  async refreshLinks() {
+    if (!this.api.token) return;
+    try {
+      const tokens = loadJson(this._linkTokensKey(), {});
+      const links = (await this.api.links()).map((l) => ({ ...l, url: tokens[l.id] ? `${location.origin}/${JOIN_PREFIX}${tokens[l.id]}` : null }));
+      this.store.set({ links });
+    } catch (err) {
+      if (err.status === 401) this._forget();
+    }
+  }
+
+  async createLink() {
+    try {
+      const link = await this.api.createLink("video");
+      const tokens = loadJson(this._linkTokensKey(), {});
+      localStorage.setItem(this._linkTokensKey(), JSON.stringify({ ...tokens, [link.id]: link.token }));
+      await this.refreshLinks();
+      this.announce("Call link made: share it with the people you want to call");
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  async revokeLink(id) {
+    try {
+      await this.api.revokeLink(id);
+      const tokens = loadJson(this._linkTokensKey(), {});
+      delete tokens[id];
+      localStorage.setItem(this._linkTokensKey(), JSON.stringify(tokens));
+      await this.refreshLinks();
+      this.announce("Call link turned off");
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** Open a link's call on this device (started by the first one to open it). */
+  async openLink(id) {
+    const phase = this.state.call.phase;
+    if (phase !== "idle" && phase !== "ended") return;
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
+    this.early = [];
+    this.dispatch({ type: "invite", peer: { handle: "", display_name: "Call link" }, media: "video", group: true });
+    await this._ensureMedia("video");
+    let result;
+    try {
+      result = await this.socket.request({ type: "call.link_join", link_id: id });
+    } catch (err) {
+      this.fail(err);
+      this.dispatch({ type: "ended", reason: "failed" });
+      return;
+    }
+    this.dispatch({ type: "placed", callId: result.call_id });
+    const early = this.early;
+    this.early = [];
+    for (const event of early) if (event.call_id === result.call_id) this._event(event);
+    this.refreshLinks();
+  }
+
+  _guestEvent(event) {
+    const g = event.guest;
+    this.store.set({ lobby: { ...this.state.lobby, [g.id]: { ...g, state: event.state, callId: event.call_id ?? null, linkId: event.link_id } } });
+    if (event.state === "waiting") this.announce(`${g.display_name} is waiting to join your call`);
+  }
+
+  /** Let a guest waiting in the lobby in (or not). */
+  admitGuest(id, admit = true) {
+    const callId = this.state.call.callId;
+    if (!callId) return Promise.resolve();
+    return this.socket.request({ type: admit ? "call.admit" : "call.refuse", call_id: callId, guest_id: id }).catch((err) => this.fail(err));
+  }
+
+  // -- call links: the guest's side (no account) ------------------------------------------
+  _setGuest(patch) {
+    this.store.set({ guest: { ...this.state.guest, ...patch } });
+  }
+
+  async guestOpen(token) {
+    this.guestApi = new Api();
+    this.store.set({ guest: { token, phase: "loading" } });
+    try {
+      const info = await this.guestApi.linkInfo(token);
+      this._setGuest({ phase: "form", owner: info.owner, media: info.media });
+    } catch (err) {
+      this._setGuest({ phase: "gone", error: linkError(err) });
+    }
+  }
+
+  async guestJoin(name) {
+    try {
+      const out = await this.guestApi.arrive(this.state.guest.token, name);
+      this.guestApi.token = out.token;
+      this._setGuest({ phase: "waiting", name: out.guest.display_name, id: out.guest.id, error: "" });
+      this.announce("Waiting for someone in the call to let you in");
+      this._guestPoll();
+    } catch (err) {
+      this._setGuest({ phase: err.status === 410 || err.status === 404 ? "gone" : "form", error: linkError(err) });
+    }
+  }
+
+  /** The lobby, and once in: whether the call goes on (polled; bounded by the page). */
+  _guestPoll() {
+    clearTimeout(this.timers.guest);
+    this.timers.guest = setTimeout(async () => {
+      let status;
+      try {
+        status = await this.guestApi.guestStatus();
+      } catch (err) {
+        if (err.status === 410 || err.status === 401) return this._guestOver("gone", linkError(err));
+        return this._guestPoll(); // the network blinked: ask again
+      }
+      if (status.state === "waiting") return this._guestPoll();
+      if (status.state === "admitted") {
+        if (!this.controller) await this._guestEnter(status);
+        return this._guestPoll();
+      }
+      this._guestOver(status.state === "refused" ? "refused" : "ended");
+    }, GUEST_POLL_MS);
+  }
+
+  async _guestEnter(status) {
+    const room = status.room;
+    this.iceServers = status.ice_servers;
+    this.store.set({ error: "", tiles: [], quality: null });
+    this.dispatch({ type: "take_over", callId: room.call_id, direction: "in", peer: status.owner, media: status.media, group: true });
+    this._setGuest({ phase: "in_call" });
+    const media = await this._ensureMedia(status.media === "audio" ? "audio" : "video");
+    const group = new GroupCall({
+      callId: room.call_id,
+      room,
+      iceServers: status.ice_servers,
+      media,
+      onUpdate: () => this._groupUpdate(group),
+      onChange: (what, detail) => this._mediaChange(group, what, detail),
+      refreshToken: async () => {
+        const fresh = await this.guestApi.guestStatus();
+        if (!fresh.room) throw new Error("The call has ended.");
+        return fresh.room;
+      },
+    });
+    this.controller = group;
+    group.join();
+  }
+
+  _guestOver(phase, error = "") {
+    clearTimeout(this.timers.guest);
+    const call = this.state.call;
+    if (call.phase !== "idle" && call.phase !== "ended") this.dispatch({ type: "ended", callId: call.callId, reason: "ended" });
+    this._setGuest({ phase, error });
+  }
+
+  guestLeave() {
+    this.guestApi?.guestLeave().catch(() => {});
+    const call = this.state.call;
+    if (call.phase !== "idle" && call.phase !== "ended") this.dispatch({ type: "ended", callId: call.callId, reason: "local_hangup" });
+    clearTimeout(this.timers.guest);
+    this._setGuest({ phase: "left" });
   }
 
   go(screen, tab) {

@@ -32,6 +32,9 @@ export class DirectCall {
    * @param {object[]} o.iceServers      from welcome
    * @param {LocalMedia} o.media
    * @param {(payload) => boolean} o.signal  send call.signal fields; false when offline
+   * @param {(device, sdp) => Promise<boolean>} [o.verify]  E2EE: does `sdp` carry the
+   *        DTLS fingerprint `device` signed? false: the description is not applied (the
+   *        E2EE client stops the call with a warning)
    * @param {(what: "connected"|"media_lost"|"failed", detail?) => void} o.onChange
    * @param {(stream: MediaStream) => void} o.onRemote
    */
@@ -190,6 +193,7 @@ export class DirectCall {
     const ufrag = iceUfrag(desc.sdp);
     const current = iceUfrag(pc?.remoteDescription?.sdp);
     if (ufrag && ufrag === current) return; // sent again after a signaling drop
+    if (this.verify && !(await this.verify(this.remoteDevice, desc.sdp))) return;
     if (desc.type === "answer") {
       if (!pc || pc.signalingState !== "have-local-offer") return; // stale
       await pc.setRemoteDescription({ type: "answer", sdp: desc.sdp });

@@ -135,7 +135,10 @@ export class GroupCall {
   remotes() {
     const out = new Map();
     for (const [id, p] of this.participants) {
-      if (id !== this.participantId) out.set(id, { participant_id: id, user: p.user, audio: null, video: null });
+      // A guest from a call link is `guest:<name>` (no handle contains ":").
+      const guest = p.user.startsWith("guest:");
+      const user = guest ? p.user.slice("guest:".length) : p.user;
+      if (id !== this.participantId) out.set(id, { participant_id: id, user, guest, audio: null, video: null });
     }
     for (const [mid, slot] of this.slots) {
       const entry = out.get(slot.participant_id);

@@ -65,6 +65,30 @@ export class Api {
   refreshRoom(callId) {
     return this.request("POST", `/api/calls/${encodeURIComponent(callId)}/room`);
   }
+  // -- call links (docs/protocol.md, "Call links and guests") --
+  createLink(media = "video") {
+    return this.request("POST", "/api/links", { media });
+  }
+  links() {
+    return this.request("GET", "/api/links");
+  }
+  revokeLink(id) {
+    return this.request("DELETE", `/api/links/${encodeURIComponent(id)}`);
+  }
+  /** No account: whose call a link opens, then wait in its lobby under a name. */
+  linkInfo(token) {
+    return this.request("GET", `/api/join/${encodeURIComponent(token)}`);
+  }
+  arrive(token, displayName) {
+    return this.request("POST", `/api/join/${encodeURIComponent(token)}`, { display_name: displayName });
+  }
+  /** With a guest token (this.token): the lobby, and the room once admitted. */
+  guestStatus() {
+    return this.request("GET", "/api/guest");
+  }
+  guestLeave() {
+    return this.request("DELETE", "/api/guest");
+  }
   pushKey() {
     return this.request("GET", "/api/push/key");
   }

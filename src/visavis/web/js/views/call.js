@@ -6,6 +6,7 @@ import { layoutGrid, DominantHold } from "../core/grid.js";
 import { LEVEL_LABELS } from "../call/quality.js";
 import { Icon } from "./icons.js";
 import { EffectsControls } from "../../effects/controls.js";
+import { Security } from "../../e2ee/view.js";
 
 const streams = new WeakMap();
 function streamOf(track) {
@@ -51,6 +52,21 @@ function Roster({ app, roster, me }) {
   </ul>`;
 }
 
+/** Guests of a call link waiting to come in: admit or refuse each. */
+function Lobby({ app, s }) {
+  const waiting = Object.values(s.lobby).filter((g) => g.state === "waiting" && g.callId === s.call.callId);
+  if (!waiting.length) return null;
+  return html`<ul class="lobby" aria-label="Waiting to join">
+    ${waiting.map(
+      (g) => html`<li key=${g.id}>
+        <span><strong>${g.display_name}</strong> (guest) is waiting to join</span>
+        <button class="small" onClick=${() => app.admitGuest(g.id, false)} aria-label=${`Refuse ${g.display_name}`}>Refuse</button>
+        <button class="primary small" onClick=${() => app.admitGuest(g.id)} aria-label=${`Admit ${g.display_name}`}>Admit</button>
+      </li>`,
+    )}
+  </ul>`;
+}
+
 export class CallView extends Component {
   constructor() {
     super();
@@ -78,7 +94,7 @@ export class CallView extends Component {
         const large = layout.large === id;
         return html`<figure key=${id} class=${`tile${large ? " large" : ""}${id === dominant ? " speaking" : ""}`} data-participant=${id}>
           ${t.video ? html`<${Video} stream=${streamOf(t.video)} muted label=${`${t.user}'s video`} />` : html`<div class="avatar" aria-hidden="true">${initials(t.user)}</div>`}
-          <figcaption>${t.user}</figcaption>
+          <figcaption>${t.user}${t.guest ? " (guest)" : ""}</figcaption>
         </figure>`;
       })}
       ${layout.offscreen.length > 0 && html`<div class="tile more" aria-label=${`${layout.offscreen.length} more`}>+${layout.offscreen.length}</div>`}
@@ -99,6 +115,7 @@ export class CallView extends Component {
         </div>
         <${Quality} quality=${call.phase === "in_call" ? s.quality : null} />
       </header>
+      <${Security} app=${app} e2ee=${s.e2ee} error=${s.error} phase=${call.phase} />
       <div class="stage">
         ${call.group
           ? this.grid(s)
@@ -108,7 +125,8 @@ export class CallView extends Component {
                 ${s.remoteStream && html`<${Video} className="hidden-audio" stream=${s.remoteStream} label="call audio" />`}</div>`}
         ${s.localStream && s.localStream.getVideoTracks().length > 0 && !s.cameraOff && html`<${Video} className="self" stream=${s.localStream} muted mirror label="Your camera" />`}
       </div>
-      ${call.group && html`<${Roster} app=${app} roster=${s.roster} me=${s.session.user.handle} />`}
+      ${call.group && s.session && html`<${Roster} app=${app} roster=${s.roster} me=${s.session.user.handle} />`}
+      ${s.session && html`<${Lobby} app=${app} s=${s} />`}
       ${this.state.adding && html`<${AddPerson} app=${app} onDone=${() => this.setState({ adding: false })} />`}
       <nav class="controls" aria-label="Call controls">
         <button class=${`round ${s.muted ? "off" : ""}`} aria-pressed=${s.muted} onClick=${() => app.toggleMute()} data-action="mute">
@@ -120,7 +138,7 @@ export class CallView extends Component {
         <button class="round" onClick=${() => app.switchCamera()} data-action="switch-camera"><${Icon} name="switchCam" /><span>Switch camera</span></button>
         ${live && navigator.mediaDevices?.getDisplayMedia && html`<button class=${`round ${s.sharing ? "off" : ""}`} aria-pressed=${s.sharing} onClick=${() => app.toggleScreenShare()} data-action="share">
           <${Icon} name="screen" /><span>${s.sharing ? "Stop sharing" : "Share screen"}</span></button>`}
-        ${live && html`<button class="round" onClick=${() => this.setState({ adding: true })} data-action="add"><${Icon} name="add" /><span>Add person</span></button>`}
+        ${live && s.session && html`<button class="round" onClick=${() => this.setState({ adding: true })} data-action="add"><${Icon} name="add" /><span>Add person</span></button>`}
         <${EffectsControls} app=${app} group=${Boolean(call.group)} />
         <button class="round end" onClick=${() => app.hangUp()} data-action="end" disabled=${call.phase === "ended"}><${Icon} name="end" /><span>${call.phase === "ringing" ? "Cancel" : "End"}</span></button>
       </nav>

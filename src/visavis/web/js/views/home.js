@@ -63,6 +63,37 @@ class Preview extends Component {
   }
 }
 
+/** Call links: made here, shared by hand; people without an account join through them. */
+function CallLinks({ app, s }) {
+  const waiting = Object.values(s.lobby).filter((g) => g.state === "waiting" && !g.callId);
+  return html`<section class="card" aria-labelledby="links-title">
+    <h2 id="links-title">Call links</h2>
+    <p class="muted">Anyone with a link can ask to join your call, without an account; you let them in.</p>
+    ${waiting.map(
+      (g) => html`<p class="banner lobby-notice" role="status" key=${g.id}>
+        <span><strong>${g.display_name}</strong> is waiting on your call link</span>
+        <button class="primary small" onClick=${() => app.openLink(g.linkId)}>Open the call</button>
+      </p>`,
+    )}
+    <ul class="links">
+      ${s.links.map(
+        (l) => html`<li key=${l.id} data-link=${l.id}>
+          ${l.url
+            ? html`<label class="grow">Call link<input type="text" readonly value=${l.url} onFocus=${(e) => e.currentTarget.select()} /></label>`
+            : html`<span class="grow muted">Made on another device</span>`}
+          <span class="muted">until ${new Date(l.expires_at * 1000).toLocaleString()}${l.call_id ? " · call going on" : ""}</span>
+          <span class="inline">
+            ${l.url && navigator.clipboard && html`<button class="small" onClick=${() => navigator.clipboard.writeText(l.url).then(() => app.announce("Link copied"))}>Copy</button>`}
+            <button class="primary small" onClick=${() => app.openLink(l.id)}>Open the call</button>
+            <button class="danger small" onClick=${() => app.revokeLink(l.id)} aria-label="Turn off this call link">Turn off</button>
+          </span>
+        </li>`,
+      )}
+    </ul>
+    <button onClick=${() => app.createLink()}>Make a call link</button>
+  </section>`;
+}
+
 class Contacts extends Component {
   async find(event) {
     event.preventDefault();
@@ -103,7 +134,7 @@ class Contacts extends Component {
           </form>
         </section>
       </div>
-      <div><${Preview} /><${EffectsSettings} app=${app} /></div>
+      <div><${CallLinks} app=${app} s=${s} /><${Preview} /><${EffectsSettings} app=${app} /></div>
     </div>`;
   }
 }

@@ -5,6 +5,7 @@ import { AuthView } from "./auth.js";
 import { Home } from "./home.js";
 import { RingView, WaitingBanner } from "./ring.js";
 import { CallView } from "./call.js";
+import { GuestView } from "./guest.js";
 
 export class Root extends Component {
   componentDidMount() {
@@ -17,7 +18,8 @@ export class Root extends Component {
     const s = app.store.get();
     const call = s.call;
     let body;
-    if (!s.session) body = html`<${AuthView} app=${app} error=${s.error} />`;
+    if (s.guest) body = inCallView(call) ? html`<${CallView} app=${app} s=${s} />` : html`<${GuestView} app=${app} s=${s} />`;
+    else if (!s.session) body = html`<${AuthView} app=${app} error=${s.error} />`;
     else if (inRingView(call)) body = html`<${RingView} app=${app} call=${call} />`;
     else if (inCallView(call)) body = html`<${CallView} app=${app} s=${s} />`;
     else body = html`<${Home} app=${app} s=${s} />`;

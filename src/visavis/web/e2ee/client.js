@@ -1,0 +1,325 @@
+// End-to-end encryption inside the web client: the I/O shell of keys.js CallKeys, as
+// visavis/client/e2ee.py is for the Python SDK. app.js makes one E2eeClient and tells it
+// about sign-in, each call it joins, the call's `call.e2ee` / `call.participant` events
+// and the end of the call. Every call, 1:1 or group, agrees keys:
+//
+//   group (SFU)  every sender and receiver of the group peer connection goes through the
+//                SFrame worker (createEncodedStreams on Chromium: the peerConfig hook
+//                turns encodedInsertableStreams on for group connections only;
+//                RTCRtpScriptTransform elsewhere)
+//   1:1 (P2P)    DTLS-SRTP is already end to end; each side signs its DTLS fingerprint
+//                (the certificate is made here, before any peer connection, and given to
+//                every connection of the device) and checks the other's before applying
+//                its description: a swapped SDP stops the call
+//   1:1 → group  the sender keys were exchanged during the 1:1 part: the group
+//                connection encrypts from its first frame
+//
+// Alerts (bad announce signature, fingerprint mismatch, changed identity key, no signed
+// fingerprint) stop the call with a warning; the call view shows the verification code.
+// Application data API for other parts of the client (effects' reactions), see
+// web/README.md: `app.e2ee.seal(bytes)` and `app.e2ee.open(senderDevice, bytes)`.
+
+import { on } from "../js/core/hooks.js";
+import { FrameCrypto } from "./index.js";
+import { CallKeys } from "./keys.js";
+import { DeviceIdentity, Pins, PIN_CHANGED, unb64, verificationCode } from "./identity.js";
+
+export const ANNOUNCE_WAIT = 15000;
+
+const ALERT_TEXT = {
+  announce_signature: (who) => `Security warning: ${who}'s call key was not signed by their device. Someone may be intercepting this call, so it was stopped.`,
+  fingerprint_mismatch: (who) => `Security warning: the connection to ${who} does not carry the key their device signed. Someone may be intercepting this call, so it was stopped.`,
+  identity_changed: (who) => `Security warning: ${who}'s device key changed since your last call. The call was stopped before it connected. If they did not reinstall or reset that device, someone may be impersonating them.`,
+  no_identity: (who) => `Security warning: ${who}'s device did not prove its identity, so the call was stopped.`,
+  peer_alert: (who) => `Security warning: ${who}'s device stopped the call because its end-to-end check of this call failed. Someone may be intercepting calls between you.`,
+};
+
+/** The `a=fingerprint:` value of an SDP ("sha-256 AB:CD:…"), or null. */
+export function sdpFingerprint(sdp) {
+  const match = /^a=fingerprint:(\S+) (\S+)/m.exec(sdp || "");
+  return match ? `${match[1].toLowerCase()} ${match[2].toUpperCase()}` : null;
+}
+
+class CallSession {
+  constructor(client, callId) {
+    this.client = client;
+    this.callId = callId;
+    this.frames = new FrameCrypto();
+    this.attached = new WeakSet();
+    this.directory = new Map();
+    this.handles = new Map(); // device → handle
+    this.waiters = new Set();
+    this.sending = Promise.resolve();
+    this.alerted = false;
+    this.code = "";
+    this.keys = (async () => {
+      await client.ready;
+      this.directory.set(client.deviceId, client.identity.public);
+      const keys = await CallKeys.create(callId, client.deviceId, client.identity, (d) => this.directory.get(d) ?? null, this.frames, client.fingerprint);
+      keys.onAlert = (alert) => this._alert(alert);
+      return keys;
+    })();
+    this.keys.catch((err) => console.error("visavis e2ee", err));
+    this.started = false;
+  }
+
+  /** We are in the call (invite placed, answer accepted, handoff done): announce. */
+  async start() {
+    if (this.started) return;
+    this.started = true;
+    const keys = await this.keys;
+    this._send(await keys.start());
+  }
+
+  _send(outgoing) {
+    const socket = this.client.app.socket;
+    this.sending = this.sending.then(async () => {
+      for (const o of outgoing) {
+        const msg = { type: "call.e2ee", call_id: this.callId, payload: o.payload };
+        if (o.toDevice) msg.to_device = o.toDevice;
+        await socket?.request(msg).catch(() => {}); // a dropped message is a refused one
+      }
+    });
+    return this.sending;
+  }
+
+  async onMessage(event) {
+    const keys = await this.keys;
+    const device = event.from_device;
+    if (!this.directory.has(device)) {
+      let found;
+      try {
+        found = await this.client.deviceKeys(event.from_user);
+      } catch {
+        found = {};
+      }
+      const pub = found[device];
+      if (!pub) {
+        keys.refused.unknown_device = (keys.refused.unknown_device ?? 0) + 1;
+        return;
+      }
+      if (this.directory.has(device)) {
+        // looked up meanwhile by a concurrent message
+      } else if (this.client.pins.check(event.from_user, device, pub) === PIN_CHANGED) {
+        this.changed = { handle: event.from_user, device, pub };
+        keys._alert(device, "identity_changed", `${event.from_user}'s device key changed`);
+        return;
+      } else {
+        this.directory.set(device, pub);
+        this.handles.set(device, event.from_user);
+      }
+    }
+    const out = keys.members.has(device) ? [] : await keys.peerJoined(device);
+    out.push(...(await keys.receive(device, event.payload)));
+    await this._send(out);
+    await this._refreshCode(keys);
+    for (const wake of this.waiters) wake();
+  }
+
+  async onLeft(event) {
+    const keys = await this.keys;
+    const gone = [...this.handles].filter(([d, h]) => h === event.user.handle && !(event.state === "handoff" && d === event.device_id)).map(([d]) => d);
+    for (const device of gone) {
+      this.handles.delete(device);
+      this.directory.delete(device);
+      await this._send(await keys.peerLeft(device));
+    }
+    if (gone.length) await this._refreshCode(keys);
+  }
+
+  async _refreshCode(keys) {
+    const members = { [this.client.deviceId]: this.client.identity.public };
+    for (const device of keys.peers.keys()) if (this.directory.has(device)) members[device] = this.directory.get(device);
+    this.code = keys.peers.size ? await verificationCode(this.callId, members) : "";
+    this.client.publish();
+  }
+
+  /** 1:1: true if `sdp` carries the DTLS fingerprint `device` signed (waits for its
+   * announce); otherwise the call is stopped with a warning. */
+  async verifyDescription(device, sdp) {
+    const keys = await this.keys;
+    const deadline = Date.now() + ANNOUNCE_WAIT;
+    while (!keys.peers.has(device) && !keys.stopped && Date.now() < deadline) {
+      await new Promise((resolve) => {
+        const wake = () => {
+          this.waiters.delete(wake);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(wake, deadline - Date.now());
+        this.waiters.add(wake);
+      });
+    }
+    if (keys.stopped) return false;
+    if (!keys.peers.has(device)) {
+      keys._alert(device, "no_identity", "no signed announce in time");
+      return false;
+    }
+    return keys.checkFingerprint(device, sdpFingerprint(sdp));
+  }
+
+  _alert(alert) {
+    if (this.alerted) return;
+    this.alerted = true;
+    this._stop(alert).catch((err) => console.error("visavis e2ee", err));
+  }
+
+  async _stop(alert) {
+    this.alert = alert;
+    const who = this.handles.get(alert.device) ?? this.changed?.handle ?? "the other person";
+    this.warning = (ALERT_TEXT[alert.reason] ?? ALERT_TEXT.announce_signature)(who);
+    console.warn("visavis e2ee alert", alert.reason, alert.device);
+    this.client.lastWarning = this.warning;
+    this.client.changed = alert.reason === "identity_changed" ? this.changed : null;
+    this.client.publish();
+    const keys = await this.keys;
+    if (alert.reason !== "peer_alert" && keys.members.has(alert.device)) {
+      // the device concerned learns why (before this device leaves the call)
+      await this._send([await keys.alertMessage(alert)]);
+    }
+    if (this.client.session === this) this.client.app.e2eeAlert?.(this.warning);
+  }
+
+  attach(endpoint, operation, kind) {
+    if (this.attached.has(endpoint)) return;
+    this.attached.add(endpoint);
+    this.frames.attach(endpoint, operation, kind);
+  }
+
+  async end() {
+    const keys = await this.keys.catch(() => null);
+    await keys?.end();
+    this.frames.close(); // the worker and every key it held are gone
+    for (const wake of this.waiters) wake();
+  }
+}
+
+export class E2eeClient {
+  constructor(app) {
+    this.app = app;
+    this.identity = null;
+    this.deviceId = null;
+    this.fingerprint = null;
+    this.certificate = null;
+    this.session = null;
+    this.changed = null; // {handle, device, pub} of the last changed device key
+    this.lastWarning = "";
+    this.pins = new Pins(globalThis.localStorage ?? null);
+    this.ready = null;
+    this.cache = new Map(); // handle → {device → public key}, per call
+    on("peerConfig", (config, info) => this._peerConfig(config, info));
+    on("sender", (sender, info) => this._for(info)?.attach(sender, "encrypt", info.kind));
+    on("receiver", (receiver, info) => this._for(info)?.attach(receiver, "decrypt", info.kind));
+  }
+
+  _for(info) {
+    const s = this.session;
+    return s && info.purpose === "group" && info.callId === s.callId ? s : null;
+  }
+
+  _peerConfig(config, info) {
+    if (this.certificate) config.certificates = [this.certificate];
+    const s = this._for(info);
+    if (s && s.frames.needsInsertableStreams) config.encodedInsertableStreams = true;
+  }
+
+  /** After sign-in: this device's identity (made once, kept in IndexedDB), published. */
+  signedIn(session, api) {
+    this.api = api;
+    this.deviceId = session.device.id;
+    this.ready = (async () => {
+      this.identity = await DeviceIdentity.loadOrCreate(session.device.id);
+      this.certificate = await RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" });
+      const fp = this.certificate.getFingerprints().find((f) => f.algorithm === "sha-256");
+      this.fingerprint = `sha-256 ${fp.value.toUpperCase()}`;
+      await api.request("PUT", "/api/devices/current/identity", { public_key: this.identity.publicB64 });
+    })();
+    this.ready.catch((err) => console.error("visavis e2ee identity", err));
+    return this.ready;
+  }
+
+  async deviceKeys(handle) {
+    if (!this.cache.has(handle)) {
+      const list = await this.api.request("GET", `/api/users/${encodeURIComponent(handle)}/devices`);
+      this.cache.set(handle, Object.fromEntries(list.map((d) => [d.device_id, unb64(d.public_key)])));
+    }
+    return this.cache.get(handle);
+  }
+
+  /** This device takes part in `callId`: its key state (made once per call). */
+  begin(callId) {
+    if (this.session?.callId !== callId) {
+      this.session?.end();
+      this.cache.clear();
+      this.session = new CallSession(this, callId);
+      this.publish();
+    }
+    return this.session;
+  }
+
+  /** A call.e2ee or call.participant event of the current call. */
+  event(event) {
+    const s = this.session;
+    if (!s || event.call_id !== s.callId) return;
+    if (event.type === "call.e2ee") s.onMessage(event).catch((err) => console.error("visavis e2ee", err));
+    else if (event.type === "call.participant" && (event.state === "left" || event.state === "handoff")) s.onLeft(event);
+  }
+
+  verifyDescription(callId, device, sdp) {
+    const s = this.session;
+    if (!s || s.callId !== callId) return Promise.resolve(false);
+    return s.verifyDescription(device, sdp);
+  }
+
+  /** The call is over: erase its keys. */
+  end() {
+    const s = this.session;
+    this.session = null;
+    this.cache.clear();
+    this.publish();
+    return s?.end();
+  }
+
+  /** Trust a contact's changed device key (after checking with them). */
+  acceptChanged(changed) {
+    this.pins.accept(changed.handle, changed.device, changed.pub);
+    this.changed = null;
+    this.publish();
+  }
+
+  publish() {
+    const s = this.session;
+    this.app.store?.set({
+      e2ee: s ? { callId: s.callId, code: s.code, warning: s.warning ?? "", changed: s.changed ?? null } : null,
+    });
+  }
+
+  // -- for other parts of the client (web/README.md) -----------------------------------
+  /** `bytes` sealed under this device's current sender key (a data key derived from it). */
+  seal(bytes) {
+    if (!this.session) return Promise.reject(new Error("no call"));
+    return this.session.frames.seal(bytes);
+  }
+
+  /** The plaintext of `bytes` sealed by `senderDevice` (rejects if another sender's key
+   * sealed it, or on auth / replay / unknown key: reason in `err.reason`). */
+  async open(senderDevice, bytes) {
+    const s = this.session;
+    if (!s) throw new Error("no call");
+    const { bytes: plain, kid } = await s.frames.open(bytes);
+    const keys = await s.keys;
+    const owner = keys.keyring.senderOf(kid);
+    if (senderDevice != null && owner !== senderDevice && !(owner == null && senderDevice === this.deviceId)) {
+      throw Object.assign(new Error("sealed by another sender"), { reason: "wrong_sender" });
+    }
+    return plain;
+  }
+
+  /** Counters for tests and the debug view. */
+  async stats() {
+    const s = this.session;
+    if (!s) return null;
+    const keys = await s.keys;
+    return { frames: await s.frames.stats(), refused: { ...keys.refused }, alerts: [...keys.alerts], code: s.code, peers: [...keys.peers.keys()] };
+  }
+}

@@ -1,0 +1,193 @@
+"""The web client's end-to-end encryption in Debian's Chromium, against one node wired
+as `visavis serve` wires it (signaling + relay + SFU in this process, so that the test
+can tap the SFU and modify signaling):
+
+- a browser and a Python SDK bot in one group call through the SFU, keys agreed over
+  `call.e2ee` by the browser's own key schedule (web/e2ee/keys.js) and the SDK's
+  (GroupE2ee): each decodes the other, and they show the same verification code;
+- a tap on everything the SFU forwards: no chunk of what the browser encoded (as the
+  bot decrypts it) passes through the SFU in clear, while its ciphertext does;
+- a signaling server modified to swap the DTLS fingerprint in a 1:1 call's SDP: both
+  browsers stop the call with a security warning before any media flows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright, expect
+
+from tests.browser import launch_chromium
+from tests.e2ee.test_group_sdk import PASSWORD, bots
+from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
+from tests.e2ee.test_sfu_tap import chunks
+from tests.web.clients import Device, open_device, sign_in
+from visavis.e2ee.frames import Codec, clear_length
+from visavis.node import Node
+from visavis.sfu.transport import WebRtcTransport
+from visavis.signaling import messages as m
+from visavis.signaling.calls import CallService
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="function")]
+
+STATS = "window.visavis.e2ee.stats()"
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+def url(node: Node) -> str:
+    assert node.signaling is not None
+    return str(node.signaling.url)
+
+
+async def signup(node: Node, handle: str) -> None:
+    """An account over REST (async: the server runs on this test's loop)."""
+    body = {"handle": handle, "password": PASSWORD, "display_name": handle[:3].title()}
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"{url(node)}/api/signup", json=body)).status_code == 201
+
+
+async def browser_user(browser: Browser, node: Node, handle: str) -> Device:
+    await signup(node, handle)
+    device = await open_device(browser, url(node), max_height=360)
+    await sign_in(device, handle, "laptop")
+    return device
+
+
+async def received(device: Device) -> dict[str, Any]:
+    got: dict[str, Any] = await device.page.evaluate(
+        "window.visavis.controller ? window.visavis.controller.received() : {}"
+    )
+    return got
+
+
+async def test_browser_and_bot_in_an_encrypted_group_call(
+    node: Node, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwarded: list[bytes] = []
+    send = WebRtcTransport.send_rtp
+
+    def tap(self: WebRtcTransport, plain: bytes) -> Any:
+        offset = 12 + 4 * (plain[0] & 0x0F)
+        if plain[0] & 0x10:
+            offset += 4 + 4 * int.from_bytes(plain[offset + 2 : offset + 4], "big")
+        forwarded.append(plain[offset:])
+        return send(self, plain)
+
+    monkeypatch.setattr(WebRtcTransport, "native_send", False)  # forwarded RTP via send_rtp
+    monkeypatch.setattr(WebRtcTransport, "send_rtp", tap)
+
+    (bot,) = await bots(node, tmp_path, ["bot"])
+    await signup(node, "ghost@example.com")  # rung, never answers: a group
+    ann = await browser_user(browser, node, "ann@example.com")
+    try:
+        call_id = (
+            await bot.session.request(
+                "call.invite", handles=["ann@example.com", "ghost@example.com"]
+            )
+        ).call_id
+        assert call_id is not None
+        await expect(ann.page.get_by_role("heading", name="Bot")).to_be_visible()
+        await ann.page.get_by_role("button", name="Video", exact=True).click()
+        await bot.enter(call_id, 0, loud=True)
+        assert bot.sfu is not None and bot.e2ee is not None
+
+        # What the bot decrypts from the browser: the browser's encoded frames.
+        plaintext: list[bytes] = []
+        decrypt = bot.e2ee.keyring.decrypt
+
+        def spy(codec: Codec, data: bytes) -> bytes | None:
+            frame = decrypt(codec, data)
+            if frame is not None:
+                plaintext.append(frame[clear_length(codec, frame) :])
+            return frame
+
+        monkeypatch.setattr(bot.e2ee.keyring, "decrypt", spy)
+
+        await ann.wait_phase("in_call", within=40)
+        ann_pid = await ann.page.evaluate("window.visavis.controller.participantId")
+        await bot.sfu.wait_for(
+            lambda: (
+                bot.sfu is not None
+                and bot.sfu.frames[ann_pid]["video"] >= 10
+                and bot.sfu.frames[ann_pid]["audio"] >= 10
+            ),
+            60,
+        )
+        await ann.page.wait_for_function(
+            """(pid) => window.visavis.controller.received().then((r) => {
+                 window.__got = r; return true; }) && window.__got?.[pid]?.video >= 10""",
+            arg=bot.sfu.participant_id,
+            timeout=60_000,
+            polling=500,
+        )
+        stats = await ann.page.evaluate(STATS)
+        assert stats["frames"]["encrypted"] > 20 and stats["frames"]["decrypted"] > 20
+        assert stats["alerts"] == [] and stats["refused"] == {}
+        # One verification code, the same in the browser's call view and in the SDK.
+        code = bot.e2ee.verification_code
+        assert re.fullmatch(r"\d{5}( \d{5}){3}", code)
+        await expect(ann.page.locator(f'[data-code="{code}"]')).to_be_visible()
+
+        # The tap: the browser's ciphertext crosses the SFU, its plaintext never does.
+        sealed = b"".join(forwarded)
+        secret = chunks(plaintext)
+        assert len(plaintext) > 20 and len(secret) > 20
+        assert [c for c in secret if c in sealed] == []
+        await ann.page.get_by_role("button", name="End").click()
+        await ann.wait_phase("idle")
+        assert ann.errors == []
+        assert await ann.page.evaluate("window.visavis.e2ee.session") is None  # erased
+    finally:
+        await ann.close()
+        await bot.close()
+
+
+async def test_swapped_dtls_fingerprint_stops_a_one_to_one_call(
+    node: Node, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay = CallService.signal
+
+    async def swap(self: CallService, user: Any, device: Any, msg: m.CallSignal) -> None:
+        if msg.description is not None:  # the server puts its own certificate in the SDP
+            sdp = re.sub(
+                r"a=fingerprint:sha-256 \S+",
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                msg.description.sdp,
+            )
+            msg = msg.model_copy(
+                update={"description": msg.description.model_copy(update={"sdp": sdp})}
+            )
+        await relay(self, user, device, msg)
+
+    monkeypatch.setattr(CallService, "signal", swap)
+    ann = await browser_user(browser, node, "ann@example.com")
+    ben = await browser_user(browser, node, "ben@example.com")
+    try:
+        await ann.find_and_call("ben@example.com")
+        await expect(ben.page.get_by_role("heading", name="Ann")).to_be_visible()
+        await ben.page.get_by_role("button", name="Video", exact=True).click()
+        for device in (ann, ben):
+            warning = device.page.get_by_role("alert").filter(has_text="Security warning")
+            await expect(warning).to_be_visible(timeout=30_000)
+            assert "stopped" in (await warning.text_content() or "")
+            await device.wait_phase("idle", within=30)
+            assert "connected" not in await device.page.evaluate("window.visavis.phases")
+            assert "in_call" not in await device.page.evaluate("window.visavis.phases")
+    finally:
+        await ann.close()
+        await ben.close()

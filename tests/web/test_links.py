@@ -1,0 +1,74 @@
+"""Call links in the browser, against the real `visavis serve`: Lia makes a link; Gus,
+who has no account, opens it in his own browser profile, gives his name and waits in the
+lobby; Lia opens the call and admits him; each decodes the other's video through the SFU
+and Lia sees him marked as a guest. When Lia ends the call, Gus's page says so; once Lia
+turns the link off, opening it again shows a clear page (not a form, not a stack trace).
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.served import Served
+from tests.web.clients import open_device, sign_in, signup_rest
+from tests.web.test_group import wait_decoding
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
+
+
+async def test_guest_joins_through_a_link_after_being_admitted_and_not_after_revocation(
+    server: Served, browser: Browser
+) -> None:
+    signup_rest(server.http_url, "lia@example.com", "Lia")
+    lia = await open_device(browser, server.http_url, max_height=360)
+    devices = [lia]
+    try:
+        await sign_in(lia, "lia@example.com", "Lia's laptop")
+        await lia.page.get_by_role("button", name="Make a call link").click()
+        field = lia.page.get_by_role("textbox", name="Call link")
+        await expect(field).to_be_visible()
+        url = await field.input_value()
+        assert url.startswith(f"{server.http_url}/#join="), url
+        path = url.removeprefix(server.http_url)
+
+        # Gus has no account: a fresh browser profile opening the link.
+        gus = await open_device(browser, server.http_url, max_height=360, path=path)
+        devices.append(gus)
+        await expect(gus.page.get_by_role("heading", name="Lia's call")).to_be_visible()
+        await gus.page.get_by_label("Your name").fill("Gus")
+        await gus.page.get_by_role("button", name="Ask to join").click()
+        await expect(gus.page.locator(".lobby-wait")).to_contain_text("let you in, Gus")
+
+        # Lia hears of him on her home screen, opens the call and lets him in.
+        notice = lia.page.locator(".lobby-notice")
+        await expect(notice).to_contain_text("Gus is waiting on your call link")
+        await notice.get_by_role("button", name="Open the call").click()
+        await lia.wait_phase("in_call", within=30)
+        await lia.page.get_by_role("button", name="Admit Gus").click()
+        await gus.wait_phase("in_call", within=30)
+        await wait_decoding(gus, 1)
+        await wait_decoding(lia, 1)
+        await expect(lia.page.locator(".tile figcaption")).to_have_text("Gus (guest)")
+        await expect(gus.page.locator(".tile figcaption")).to_have_text("lia@example.com")
+
+        # Lia ends the call: it is over for Gus too.
+        await lia.page.locator('[data-action="end"]').click()
+        await expect(gus.page.get_by_role("heading", name="The call has ended")).to_be_visible()
+        await lia.wait_phase("idle")
+
+        # Lia turns the link off: opening it again shows why it cannot be used.
+        await lia.page.get_by_role("button", name="Turn off this call link").click()
+        await expect(lia.page.get_by_role("textbox", name="Call link")).to_have_count(0)
+        late = await open_device(browser, server.http_url, path=path)
+        devices.append(late)
+        await expect(
+            late.page.get_by_role("heading", name="This call link cannot be used")
+        ).to_be_visible()
+        await expect(late.page.get_by_role("alert")).to_contain_text("turned off")
+        await expect(late.page.get_by_label("Your name")).to_have_count(0)
+        for device in devices:
+            assert device.errors == [], device.errors
+    finally:
+        for device in devices:
+            await device.close()
