@@ -410,7 +410,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         """A guest's lobby: poll it until admitted (then: the room to join) or refused."""
         guest, link = auth
         ice = ice_servers_for(
-            ctx.ice_urls, ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+            ctx.ice_urls(), ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
         )
         return await ctx.links.status(guest, link, ice)
 
