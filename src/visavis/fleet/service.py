@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from visavis.clock import Clock, SystemClock
 from visavis.fleet.metrics import FleetMetrics
-from visavis.fleet.placement import Limits, best, healthy_relays
+from visavis.fleet.placement import Limits, Rules, best, healthy_relays
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker
 from visavis.fleet.settings import FleetSettings
 
@@ -273,13 +273,8 @@ class RegistryFleet(Fleet):
     ) -> NodeRecord | None:
         """Sample a few nodes from the view, re-read their placed counts (placements by
         other signaling nodes since the view was read), take the least loaded."""
-        candidates = view.pool.candidates(
-            view.placed,
-            region=region or self.settings.region,
-            exclude=exclude,
-            limits=self.limits,
-            rng=self.rng,
-        )
+        rules = Rules(region or self.settings.region, exclude, self.limits)
+        candidates = view.pool.candidates(view.placed, rules, self.rng)
         if not candidates:
             return None
         now = await self.registry.placed("sfu", [n.node_id for n in candidates])
