@@ -272,6 +272,9 @@ class SfuSession:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A renegotiation cut short by the connection closing (a move, a dead node) is
+        # not an error anyone waits for: retrieve it so asyncio does not log it.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- receiving ----------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
