@@ -43,10 +43,15 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.services import REDIS_URL, fresh_postgres, fresh_redis_prefix
 
 from visavis.signaling.auth import hash_password, hash_token, new_id, new_token
 from visavis.store import open_store
+from visavis.store.base import User as StoreUser
+from visavis.store.schema import USER_COLS, user_values
+from visavis.store.schema import devices as devices_table
+from visavis.store.schema import users as users_table
 
 WAIT = 15.0  # seconds any one expected event or answer may take before it counts as lost
 
@@ -110,12 +115,17 @@ class Tally:
     timeouts: collections.Counter[str] = field(default_factory=collections.Counter)
     closed: int = 0
     connect_retries: int = 0
+    hello_overloaded: int = 0
     late_answers: int = 0
     ring_ms: list[float] = field(default_factory=list)
     rang_at: dict[tuple[str, str], float] = field(default_factory=dict)
     waiters: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = field(
         default_factory=dict
     )
+
+
+class Overloaded(Exception):
+    """A node answered the hello with ``overloaded`` (retry later)."""
 
 
 class Device:
@@ -131,28 +141,35 @@ class Device:
         self.reader: asyncio.Task[None] | None = None
 
     async def connect(self, url: str) -> None:
-        """Connect and say hello; a slow (loaded) server gets a few tries, each counted."""
-        for attempt in range(5):
+        """Connect and say hello. A node refusing the hello as ``overloaded`` (its
+        ``max_concurrent_requests``) is retried after a second, as its Retry-After says;
+        a slow (loaded) server gets a few tries; each retry is counted."""
+        for attempt in range(20):
             try:
                 await self._connect(url)
                 return
+            except Overloaded:
+                self.tally.hello_overloaded += 1
+                delay = 1.0
             except (
                 TimeoutError,
                 OSError,
                 websockets.InvalidHandshake,
                 websockets.ConnectionClosed,
             ):
-                if attempt == 4:
-                    raise
                 self.tally.connect_retries += 1
-                if self.ws is not None:
-                    await self.ws.close()
-                await asyncio.sleep(1 + attempt)
+                delay = 1.0 + min(attempt, 5)
+            if self.ws is not None:
+                await self.ws.close()
+            await asyncio.sleep(delay)  # back-off between attempts
+        raise RuntimeError(f"device {self.device_id} could not connect in 20 attempts")
 
     async def _connect(self, url: str) -> None:
         self.ws = await websockets.connect(url, max_size=2**20, ping_interval=None, open_timeout=60)
         await self.ws.send(json.dumps({"type": "hello", "token": self.token}))
         welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+        if welcome.get("type") == "error" and welcome.get("code") == "overloaded":
+            raise Overloaded
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"hello refused: {welcome}")
         self.last_seq = self.acked = welcome["head"]
@@ -227,40 +244,47 @@ class User:
 
 
 async def seed(db_url: str, users: int, tally: Tally) -> list[User]:
-    """Users s<i>@soak.test with two devices each, written straight to the database."""
+    """Users s<i>@soak.test with two devices each, written straight to the database in
+    bulk (a multi-row INSERT per 1,000 rows: seconds for 10,000 devices, where one
+    store call per row took 6-8 minutes on the loaded machine). The rows are the ones
+    the store itself writes (its schema and row helpers)."""
     store = open_store(db_url)
-    await store.open()
+    await store.open()  # migrates the fresh database
+    await store.close()
     password_hash = hash_password("soak-password")
     now = time.time()
-    sem = asyncio.Semaphore(32)
-
-    async def one(i: int) -> User:
-        async with sem:
-            user = await store.create_user(
-                user_id=new_id(),
-                handle=f"s{i}@soak.test",
-                display_name=f"s{i}",
-                password_hash=password_hash,
-                now=now,
-            )
-            devices = []
-            for node in (0, 1):
-                token, device_id = new_token(), new_id()
-                await store.create_device(
-                    device_id=device_id,
+    user_rows: list[dict[str, Any]] = []
+    device_rows: list[dict[str, Any]] = []
+    out: list[User] = []
+    for i in range(users):
+        user = StoreUser(new_id(), f"s{i}@soak.test", f"s{i}", password_hash, now)
+        user_rows.append(dict(zip((*USER_COLS, "handle_key"), user_values(user), strict=True)))
+        devices = []
+        for node in (0, 1):
+            token, device_id = new_token(), new_id()
+            device_rows.append(
+                dict(
+                    id=device_id,
                     user_id=user.id,
                     name=f"d{node}",
                     kind="bot",
                     token_hash=hash_token(token),
-                    now=now,
+                    created_at=now,
+                    revoked_at=None,
+                    push_subscription=None,
                 )
-                devices.append(Device(device_id, token, node, tally))
-            return User(user.handle, devices)
-
+            )
+            devices.append(Device(device_id, token, node, tally))
+        out.append(User(user.handle, devices))
+    engine = create_async_engine(db_url)
     try:
-        return list(await asyncio.gather(*(one(i) for i in range(users))))
+        async with engine.begin() as conn:
+            for table, rows in ((users_table, user_rows), (devices_table, device_rows)):
+                for start in range(0, len(rows), 1000):
+                    await conn.execute(table.insert().values(rows[start : start + 1000]))
     finally:
-        await store.close()
+        await engine.dispose()
+    return out
 
 
 class Soak:
@@ -403,17 +427,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ports.append(port)
             t0 = time.perf_counter()
             devices = [d for u in users for d in u.devices]
-            for start in range(0, len(devices), 25):
-                await asyncio.gather(
-                    *(
-                        d.connect(f"ws://127.0.0.1:{ports[d.node]}/ws")
-                        for d in devices[start : start + 25]
+            window = asyncio.Semaphore(args.connect_window)
+            connected = 0
+
+            async def connect(d: Device) -> None:
+                nonlocal connected
+                async with window:
+                    await d.connect(f"ws://127.0.0.1:{ports[d.node]}/ws")
+                connected += 1
+                if connected % 1000 == 0:
+                    print(
+                        f"  {connected} connected ({time.perf_counter() - t0:.0f} s, "
+                        f"{tally.hello_overloaded} hellos refused as overloaded, "
+                        f"{tally.connect_retries} retries)",
+                        flush=True,
                     )
-                )
-            print(
-                f"{len(devices)} devices connected in {time.perf_counter() - t0:.0f} s", flush=True
-            )
+
+            await asyncio.gather(*(connect(d) for d in devices))
+            connect_s = time.perf_counter() - t0
+            print(f"{len(devices)} devices connected in {connect_s:.0f} s", flush=True)
             result = await soak(args, users, tally, procs)
+            result["connect_s"] = round(connect_s, 1)
             print(json.dumps(result), flush=True)  # before the (slow) goodbyes
             for start in range(0, len(devices), 500):
                 await asyncio.gather(*(d.ws.close() for d in devices[start : start + 500]))
@@ -444,6 +478,7 @@ async def soak(
     driver = Soak(args, users, tally)
     cpu0 = [tree_cpu_s(p.pid) for p in procs]
     samples: list[tuple[float, list[float]]] = []
+    loads: list[float] = []
     started = time.perf_counter()
     interval = 1.0 / args.rate
     total = int(args.rate * args.duration)
@@ -453,10 +488,11 @@ async def soak(
         now = time.perf_counter()
         if now >= next_sample:
             samples.append((now - started, [tree_rss_mib(p.pid) for p in procs]))
+            loads.append(os.getloadavg()[0])
             rss = ", ".join(f"{r:.0f}" for r in samples[-1][1])
             print(
                 f"t={now - started:5.0f} s calls {driver.calls_completed}/{driver.calls_started}"
-                f" failed {driver.calls_failed} RSS MiB [{rss}]",
+                f" failed {driver.calls_failed} RSS MiB [{rss}] load {loads[-1]:.1f}",
                 flush=True,
             )
             next_sample += args.sample_every
@@ -470,7 +506,13 @@ async def soak(
         await asyncio.wait(tasks, timeout=4 * WAIT + args.hold + args.ring_time)
     elapsed = time.perf_counter() - started
     samples.append((elapsed, [tree_rss_mib(p.pid) for p in procs]))
-    await asyncio.sleep(1.0)  # events in flight after the last answer
+    # Events still in flight after the last answer: wait until every expected one is in
+    # (or WAIT passes: then they count as lost).
+    deadline = time.perf_counter() + WAIT
+    while time.perf_counter() < deadline:
+        if all(tally.events.get(k, 0) >= n for k, n in driver.expected.items()):
+            break
+        await asyncio.sleep(0.1)  # polling the tally the readers fill
     cpu = [tree_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
 
     lost = duplicated = 0
@@ -524,9 +566,15 @@ async def soak(
         "late_answers": tally.late_answers,
         "connections_closed_early": tally.closed,
         "connect_retries": tally.connect_retries,
+        "hellos_refused_overloaded": tally.hello_overloaded,
         "ring_p50_ms": round(statistics.median(tally.ring_ms), 1) if tally.ring_ms else None,
         "ring_p99_ms": round(percentile(tally.ring_ms, 0.99), 1) if tally.ring_ms else None,
         "nodes": per_node,
+        "load_avg_1m": {
+            "min": min(loads, default=0.0),
+            "median": round(statistics.median(loads), 1) if loads else None,
+            "max": max(loads, default=0.0),
+        },
         "mismatches": mismatches,
     }
 
@@ -540,6 +588,7 @@ def main() -> None:
     parser.add_argument("--ring-time", type=float, default=0.5, help="seconds before answering")
     parser.add_argument("--warmup", type=float, help="seconds before RSS counts [120]")
     parser.add_argument("--sample-every", type=float, default=10, help="RSS sampling period")
+    parser.add_argument("--connect-window", type=int, default=64, help="devices connecting at once")
     parser.add_argument("--quick", action="store_true", help="500 devices, 30 s, warm-up 10 s")
     args = parser.parse_args()
     defaults = (500, 30, 2, 10) if args.quick else (10_000, 600, 2, 120)

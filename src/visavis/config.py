@@ -64,6 +64,13 @@ class SignalingSettings(BaseModel):
     login_failures_per_handle: int = Field(
         default=5, ge=1, description="failed sign-ins to one handle before delays grow"
     )
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        description="API requests and WebSocket messages one process handles at once; more "
+        "are refused at once as overloaded (503 / error 'overloaded'), counted in "
+        "visavis_signaling_overloaded_total",
+    )
     signups_per_address: int = Field(
         default=100, ge=1, description="sign-ups from one address before delays grow"
     )
@@ -90,6 +97,21 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL (default: SQLite file in data_dir)"
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections each signaling process keeps open (max_connections "
+        "must cover every process's pool_size + max_overflow)",
+    )
+    database_max_overflow: int = Field(
+        default=10, ge=0, description="extra PostgreSQL connections opened during bursts"
+    )
+    database_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds a request waits for a free database connection before it is "
+        "refused as overloaded (503 / error 'overloaded')",
+    )
     bus_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
     redis_prefix: str = "visavis:"
     node_id: str = Field(default_factory=lambda: secrets.token_hex(4))
@@ -99,6 +121,14 @@ class Settings(BaseSettings):
         "join tokens); generated into data_dir when unset",
     )
     log_level: str = "info"
+    switch_interval_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="role all: Python's GIL switch interval (sys.setswitchinterval), the "
+        "longest the relay's and the SFU's threads wait for signaling's thread to let go "
+        "of the interpreter (docs/processes.md)",
+    )
     metrics_port: int | None = Field(
         default=None,
         description="serve Prometheus /metrics on this port (127.0.0.1); signaling also "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -69,6 +70,10 @@ class Node:
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.role == "all":
+            # Media threads share the GIL with signaling's: bound how long a packet's
+            # wake-up waits for it (Python's default, 5 ms, is the whole latency budget).
+            sys.setswitchinterval(settings.switch_interval_ms / 1000)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()
         try:

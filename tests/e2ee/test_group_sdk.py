@@ -10,13 +10,15 @@ test to substitute a call key is caught: the victim's device stops the call.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from visavis.client.e2ee import GroupE2ee, device_keys, publish_identity
+from visavis.client.e2ee import GroupE2ee, device_keys, enable_e2ee, publish_identity
+from visavis.client.media import MediaSource
 from visavis.client.session import Session
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.config import Settings
@@ -173,4 +175,65 @@ async def test_substituted_call_key_stops_the_call(
         assert not decodes(carol, bob, 1)
     finally:
         for bot in group:
+            await bot.close()
+
+
+async def one_to_one(node: Node, tmp_path: Path) -> tuple[Bot, Bot]:
+    """Two SDK devices with identities enabled for 1:1 calls (signed fingerprints)."""
+    pair = await bots(node, tmp_path, ["dora", "eric"])
+    for bot in pair:
+        await enable_e2ee(bot.session, bot.identity, bot.pins)
+    return pair[0], pair[1]
+
+
+async def test_sdk_one_to_one_signs_and_checks_dtls_fingerprints(
+    node: Node, tmp_path: Path
+) -> None:
+    dora, eric = await one_to_one(node, tmp_path)
+    try:
+        call = await dora.session.call(eric.session.handle, MediaSource.test_pattern())
+        incoming = await eric.events.next(m.CallIncoming, 30)
+        answered = await eric.session.answer(incoming, MediaSource.test_pattern())
+        await call.wait_connected(30)
+        await answered.wait_connected(30)
+        await call.wait_frames(5, 30)
+        assert call.e2ee is not None and answered.e2ee is not None
+        # Each checked the other's signed fingerprint: same code, no alert.
+        assert call.e2ee.keys.alerts == [] and answered.e2ee.keys.alerts == []
+        assert call.e2ee.verification_code == answered.e2ee.verification_code
+        await call.hangup()
+    finally:
+        for bot in (dora, eric):
+            await bot.close()
+
+
+async def test_sdk_one_to_one_swapped_fingerprint_stops_both(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay = CallService.signal
+
+    async def swap(self: CallService, user: Any, device: Any, msg: m.CallSignal) -> None:
+        if msg.description is not None:  # the server's own certificate in the SDP
+            sdp = re.sub(
+                r"a=fingerprint:sha-256 \S+",
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                msg.description.sdp,
+            )
+            description = msg.description.model_copy(update={"sdp": sdp})
+            msg = msg.model_copy(update={"description": description})
+        await relay(self, user, device, msg)
+
+    monkeypatch.setattr(CallService, "signal", swap)
+    dora, eric = await one_to_one(node, tmp_path)
+    try:
+        call = await dora.session.call(eric.session.handle, MediaSource.test_pattern())
+        incoming = await eric.events.next(m.CallIncoming, 30)
+        answered = await eric.session.answer(incoming, MediaSource.test_pattern())
+        # Eric sees an offer whose fingerprint dora did not sign: he stops, tells dora.
+        assert await answered.wait_ended(30) == "e2ee"
+        assert "fingerprint_mismatch" in answered.detail
+        assert await call.wait_ended(30) == "e2ee"
+        assert call.connected_at is None and answered.connected_at is None
+    finally:
+        for bot in (dora, eric):
             await bot.close()

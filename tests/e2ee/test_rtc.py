@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import queue
 
+import aiortc
 import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
@@ -39,3 +40,14 @@ async def test_receiver_queue_is_replaced_before_the_decoder_thread_takes_it() -
     source = inspect.getsource(aiortc.rtcrtpreceiver.RTCRtpReceiver)
     assert "self.__decoder_queue.put((codec, encoded_frame))" in source
     assert "self.__decoder_queue,\n" in source  # handed to decoder_worker at thread start
+
+
+async def test_peer_connection_certificate_list_is_where_direct_e2ee_puts_its_own() -> None:
+    """DirectE2ee gives every connection of a 1:1 call the certificate it signed."""
+    pc = aiortc.RTCPeerConnection()
+    try:
+        assert isinstance(pc._RTCPeerConnection__certificates, list)  # type: ignore[attr-defined]
+        source = inspect.getsource(aiortc.RTCPeerConnection)
+        assert "RTCDtlsTransport(iceTransport, self.__certificates)" in source
+    finally:
+        await pc.close()

@@ -183,9 +183,35 @@ def microphone_clip(directory: Path, noise_volume: float = 0.08) -> Path:
     return out
 
 
+def speech_clip(directory: Path, name: str, text: str, before: float, after: float) -> Path:
+    """A 48 kHz mono WAV of espeak-ng saying ``text`` with ``before``/``after`` seconds of
+    silence around it (Chromium loops it as its microphone)."""
+    speech = directory / f"{name}-espeak.wav"
+    out = directory / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-s", "160", "-w", str(speech), text], check=True, timeout=60)
+    subprocess.run(
+        ["sox", str(speech), "-r", "48000", "-c", "1", "-b", "16", str(out),
+         "gain", "-n", "-3", "pad", f"{before}", f"{after}"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return out
+
+
 def float32(b64: str) -> NDArray[np.float32]:
     """A channel recorded by the pages' ``record()``."""
     return np.frombuffer(base64.b64decode(b64), dtype=np.float32)
+
+
+def wav_levels(path: Path, ms: int = 20) -> NDArray[np.float64]:
+    """RMS (linear, full scale 1) of each ``ms`` window of a 16-bit mono WAV."""
+    import wave
+
+    with wave.open(str(path)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2") / 32768.0
+    n = rate * ms // 1000
+    frames = samples[: len(samples) // n * n].reshape(-1, n)
+    return np.asarray(np.sqrt(np.mean(frames**2, axis=1)))
 
 
 def frame_levels_db(samples: NDArray[np.float32], rate: int, ms: int = 20) -> NDArray[np.float64]:

@@ -112,7 +112,8 @@ async def open_device(
     )
     if max_height is not None:
         await context.add_init_script(
-            f"localStorage.setItem('visavis.media', JSON.stringify({{maxHeight: {max_height}}}))"
+            "localStorage.setItem('visavis.media', JSON.stringify({...JSON.parse("
+            f"localStorage.getItem('visavis.media') || '{{}}'), maxHeight: {max_height}}}))"
         )
     page = await context.new_page()
     errors: list[str] = []

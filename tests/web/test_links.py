@@ -1,7 +1,9 @@
 """Call links in the browser, against the real `visavis serve`: Lia makes a link; Gus,
 who has no account, opens it in his own browser profile, gives his name and waits in the
 lobby; Lia opens the call and admits him; each decodes the other's video through the SFU
-and Lia sees him marked as a guest. When Lia ends the call, Gus's page says so; once Lia
+and Lia sees him marked as a guest; the call is end-to-end encrypted with him too (an
+ephemeral identity, keys over /api/guest/e2ee, shown as unverified on both sides, one
+verification code). When Lia ends the call, Gus's page says so; once Lia
 turns the link off, opening it again shows a clear page (not a form, not a stack trace).
 """
 
@@ -11,7 +13,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.served import Served
-from tests.web.clients import open_device, sign_in, signup_rest
+from tests.waiting import until_async
+from tests.web.clients import Device, open_device, sign_in, signup_rest
 from tests.web.test_group import wait_decoding
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
@@ -47,8 +50,22 @@ async def test_guest_joins_through_a_link_after_being_admitted_and_not_after_rev
         await lia.wait_phase("in_call", within=30)
         await lia.page.get_by_role("button", name="Admit Gus").click()
         await gus.wait_phase("in_call", within=30)
+        # End to end encrypted with Gus too: an ephemeral identity, unverified on both sides.
+        for device in (gus, lia):
+
+            async def keyed(d: Device = device) -> bool:
+                got = await d.page.evaluate("window.visavis.e2ee.stats()")
+                return bool(got) and got["frames"]["decrypted"] >= 10 and got["code"] != ""
+
+            await until_async(keyed, "keys agreed with the guest, frames decrypted", 30)
+            e2ee = await device.page.evaluate("window.visavis.e2ee.stats()")
+            assert e2ee["alerts"] == [] and e2ee["refused"] == {}, e2ee
         await wait_decoding(gus, 1)
         await wait_decoding(lia, 1)
+        await expect(lia.page.locator(".unverified")).to_contain_text("Unverified guest: Gus")
+        await expect(gus.page.locator(".unverified")).to_contain_text("You joined as a guest")
+        codes = [await d.page.locator("[data-code]").get_attribute("data-code") for d in (gus, lia)]
+        assert codes[0] and codes[0] == codes[1]
         await expect(lia.page.locator(".tile figcaption")).to_have_text("Gus (guest)")
         await expect(gus.page.locator(".tile figcaption")).to_have_text("lia@example.com")
 

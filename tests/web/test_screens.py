@@ -108,6 +108,32 @@ async def test_every_screen_fits_and_passes_axe(screens_server: Served, browser:
         await sam.go_home_tab("History")
         await expect(sam.page.locator(".history li")).to_have_count(1)
         await check_screen(sam.page, "history")
+
+        # Call links: the guest's page, the lobby in the call, a link turned off.
+        await sam.go_home_tab("Contacts")
+        await sam.page.get_by_role("button", name="Make a call link").click()
+        url = await sam.page.get_by_role("textbox", name="Call link").input_value()
+        path = url.removeprefix(server.http_url)
+        guest = await open_device(browser, server.http_url, max_height=360, path=path)
+        devices.append(guest)
+        await expect(guest.page.get_by_label("Your name")).to_be_visible()
+        await check_screen(guest.page, "guest-join")
+        await guest.page.get_by_label("Your name").fill("Gia")
+        await guest.page.get_by_role("button", name="Ask to join").click()
+        await sam.page.locator(".lobby-notice").get_by_role("button", name="Open the call").click()
+        await expect(sam.page.get_by_role("button", name="Admit Gia")).to_be_visible()
+        await check_screen(sam.page, "call-lobby")
+        await sam.page.get_by_role("button", name="Refuse Gia").click()
+        await expect(guest.page.get_by_role("heading", name="Not let in")).to_be_visible()
+        await sam.page.get_by_role("button", name="End").click()
+        await sam.wait_phase("idle")
+        await sam.page.get_by_role("button", name="Turn off this call link").click()
+        await expect(sam.page.get_by_role("textbox", name="Call link")).to_have_count(0)
+        await guest.page.reload()
+        await expect(
+            guest.page.get_by_role("heading", name="This call link cannot be used")
+        ).to_be_visible()
+        await check_screen(guest.page, "guest-link-off")
         for device in devices:
             assert device.errors == [], device.errors
     finally:

@@ -52,6 +52,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
+from visavis.client.e2ee import DirectE2ee
 from visavis.client.errors import CallFailed, ClientError, NotConnected, RequestError
 from visavis.client.ice import host_addresses, set_relay_grace
 from visavis.client.latency import (
@@ -64,6 +65,7 @@ from visavis.client.latency import (
 )
 from visavis.client.media import MediaSource, TestPatternTrack, latency_ms, read_stamp
 from visavis.client.stats import CallStats, MediaCounters, Path, RateMeter, median
+from visavis.e2ee.identity import Pins
 from visavis.signaling import messages as m
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ FAILURE_REASONS: dict[str, str] = {
     "media_lost": "the media path broke and could not be restored",
     "signaling_error": "signaling refused a message of this call",
     "local_error": "this device could not set up media",
+    "e2ee": "the other device's identity or DTLS fingerprint did not check out (docs/e2ee.md)",
 }
 RESTART_LIMIT = 3
 SEND_ATTEMPTS = 4
@@ -216,6 +219,10 @@ class Call:
         self.last_media_at: float | None = None  # monotonic time of the last decoded frame
         self._probes: dict[Any, ReceiveProbe] = {}
         self._seen_candidates: set[str] = set()
+        # End-to-end checks when the session has an identity (client/e2ee.py enable_e2ee).
+        self.e2ee: DirectE2ee | None = None
+        if session.identity is not None:
+            self.e2ee = DirectE2ee(self, session.identity, session.pins or Pins())
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.peer} {self.state}>"
@@ -389,6 +396,8 @@ class Call:
                     self._spawn(self.restart_ice())
         elif isinstance(event, m.CallEnded):
             self._spawn(self._remote_end(event.reason))
+        elif isinstance(event, m.CallE2eeEvent) and self.e2ee is not None:
+            self._spawn(self._on_e2ee(event))
 
     def _device_reconnected(self) -> None:
         pc = self._pc
@@ -400,12 +409,23 @@ class Call:
         ):
             self._spawn(self.restart_ice())
 
+    async def _on_e2ee(self, event: m.CallE2eeEvent) -> None:
+        assert self.e2ee is not None
+        await self.e2ee.on_message(event)
+        alerts = self.e2ee.keys.alerts
+        if any(a.reason in ("peer_alert", "announce_signature") for a in alerts):
+            await self._fail("e2ee", f"end-to-end check failed: {alerts[0].reason}")
+
     def _start_outgoing(self) -> None:
+        if self.e2ee is not None:
+            self._spawn(self.e2ee.start())
         self._offer_ready = self._spawn(self._prepare_offer())
         self._spawn(self._process_signals())
         self._spawn(self._watch_media())
 
     def _start_incoming(self) -> None:
+        if self.e2ee is not None:
+            self._spawn(self.e2ee.start())
         self.answered_at = time.time()
         self._set_state("connecting")
         self._arm_setup_timer()
@@ -437,6 +457,8 @@ class Call:
     async def _new_pc(self, offering: bool) -> RTCPeerConnection:
         old = self._pc
         pc = RTCPeerConnection(self._configuration())
+        if self.e2ee is not None:
+            self.e2ee.prepare(pc)
         self._pc = pc
         self.path = None
         self._connected.clear()
@@ -597,6 +619,11 @@ class Call:
         current = ice_ufrag(pc.remoteDescription.sdp) if pc and pc.remoteDescription else None
         if renegotiating and ufrag is not None and ufrag == current:
             return  # sent again after a signaling drop: we have it already
+        if self.e2ee is not None and not await self.e2ee.verify(
+            self.remote_device, description.sdp
+        ):
+            await self._fail("e2ee", self.e2ee.warning)
+            return
         if description.type == "answer":
             if pc is None or pc.signalingState != "have-local-offer":
                 raise CallFailed("bad_sdp", "an answer arrived without an offer")
@@ -794,6 +821,8 @@ class Call:
         await self._discard()
 
     async def _discard(self) -> None:
+        if self.e2ee is not None:
+            self.e2ee.end()  # erase the call's keys
         if self._recorder is not None:
             with contextlib.suppress(Exception):
                 await self._recorder.stop()

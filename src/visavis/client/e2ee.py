@@ -18,18 +18,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+from aiortc import RTCCertificate, RTCPeerConnection
 
-from visavis.client.session import Session
 from visavis.e2ee.identity import DeviceIdentity, Pins, PinStatus, unb64, verification_code
 from visavis.e2ee.keys import Alert, CallKeys, Outgoing
 from visavis.e2ee.ratchet import Keyring
 from visavis.signaling import messages as m
 
+if TYPE_CHECKING:
+    from visavis.client.call import Call
+    from visavis.client.session import Session
+
 log = logging.getLogger("visavis.client.e2ee")
+ANNOUNCE_WAIT = 15.0  # seconds a 1:1 description waits for the peer's signed announce
+
+
+async def enable_e2ee(session: Session, identity: DeviceIdentity, pins: Pins | None = None) -> None:
+    """Publish ``identity`` and use it in this session's 1:1 calls (signed fingerprints)."""
+    await publish_identity(session, identity)
+    session.identity = identity
+    session.pins = pins or Pins()
 
 
 async def publish_identity(session: Session, identity: DeviceIdentity) -> None:
@@ -173,4 +187,112 @@ class GroupE2ee:
             await self.session.request("call.leave", call_id=self.call_id)
 
 
-__all__ = ["GroupE2ee", "device_keys", "publish_identity"]
+def sdp_fingerprint(sdp: str) -> str | None:
+    """The ``a=fingerprint:`` value of an SDP as announces carry it ("sha-256 AB:…")."""
+    match = re.search(r"^a=fingerprint:(\S+) (\S+)", sdp, re.MULTILINE)
+    return f"{match[1].lower()} {match[2].upper()}" if match else None
+
+
+class DirectE2ee:
+    """The signed DTLS fingerprint of a 1:1 call (docs/e2ee.md): the I/O shell of
+    :class:`CallKeys` for :class:`~visavis.client.call.Call`, as ``web/e2ee/client.js`` is
+    the browser's. One certificate serves every peer connection of the call (aiortc makes
+    one per connection; ICE restarts make new connections), its fingerprint is announced,
+    signed; a description is applied only if it carries the fingerprint the other device
+    signed. Sender keys are agreed too, so a call that grows into a group keeps its keys.
+    """
+
+    def __init__(self, call: Call, identity: DeviceIdentity, pins: Pins) -> None:
+        self.call = call
+        self.session = call.session
+        self.pins = pins
+        self.certificate = RTCCertificate.generateCertificate()
+        fp = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
+        self.fingerprint = f"sha-256 {fp.value.upper()}"
+        self.directory: dict[str, bytes] = {self.session.device_id: identity.public}
+        self.handles: dict[str, str] = {}
+        self.keys = CallKeys(
+            call.id,
+            self.session.device_id,
+            identity,
+            self.directory.get,
+            fingerprint=self.fingerprint,
+        )
+        self._changed = asyncio.Event()
+        self._sending = asyncio.Lock()
+        self.warning = ""
+
+    def prepare(self, pc: RTCPeerConnection) -> None:
+        """Give a new peer connection the call's certificate (the one whose fingerprint
+        this device signed). aiortc has no option for it: tests/e2ee/test_rtc.py guards
+        the private attribute."""
+        pc._RTCPeerConnection__certificates = [self.certificate]  # type: ignore[attr-defined]
+
+    async def start(self) -> None:
+        await self._send(self.keys.start())
+
+    async def on_message(self, event: m.CallE2eeEvent) -> None:
+        device = event.from_device
+        if device not in self.directory:
+            public = (await device_keys(self.session, event.from_user)).get(device)
+            if public is None:
+                self.keys.refused["unknown_device"] += 1
+                return
+            if self.pins.check(event.from_user, device, public) is PinStatus.CHANGED:
+                self.keys.alerts.append(
+                    Alert(device, "identity_changed", f"{event.from_user}'s device key changed")
+                )
+                self._changed.set()
+                return
+            self.directory[device] = public
+            self.handles[device] = event.from_user
+        out = self.keys.peer_joined(device) if device not in self.keys.members else []
+        await self._send(out + self.keys.receive(device, event.payload))
+        self._changed.set()
+
+    async def verify(self, device: str | None, sdp: str) -> bool:
+        """True if ``sdp`` carries the fingerprint ``device`` signed (waiting a bounded
+        time for its announce); otherwise ``warning`` says why and the device concerned
+        is told (a signed alert)."""
+        deadline = time.monotonic() + ANNOUNCE_WAIT
+        while device not in self.keys.peers and not self.keys.alerts:
+            remaining = deadline - time.monotonic()
+            if device is None or remaining <= 0:
+                break
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        if not self.keys.alerts:
+            if device is None or device not in self.keys.peers:
+                self.keys.alerts.append(Alert(device or "", "no_identity", "no signed announce"))
+            else:
+                self.keys.check_fingerprint(device, sdp_fingerprint(sdp) or "")
+        if not self.keys.alerts:
+            return True
+        alert = self.keys.alerts[0]
+        self.warning = f"end-to-end check failed: {alert.reason} ({alert.detail})"
+        log.warning("call %s: %s", self.call.id, self.warning)
+        if alert.reason != "peer_alert" and alert.device in self.keys.members:
+            await self._send([self.keys.alert_message(alert)])
+        return False
+
+    @property
+    def verification_code(self) -> str:
+        members = {d: k for d, k in self.directory.items() if d in self.keys.peers}
+        members[self.session.device_id] = self.directory[self.session.device_id]
+        return verification_code(self.call.id, members)
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        async with self._sending:
+            for message in outgoing:
+                fields: dict[str, Any] = {"call_id": self.call.id, "payload": message.payload}
+                if message.to_device is not None:
+                    fields["to_device"] = message.to_device
+                with contextlib.suppress(Exception):  # a dropped message is a refused one
+                    await self.session.request("call.e2ee", **fields)
+
+    def end(self) -> None:
+        self.keys.end()
+
+
+__all__ = ["DirectE2ee", "GroupE2ee", "device_keys", "enable_e2ee", "publish_identity"]

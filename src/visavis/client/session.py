@@ -46,6 +46,7 @@ from visavis.client.call import Call, CallStateChanged, FrameCallback
 from visavis.client.errors import AuthError, NotConnected, RequestError
 from visavis.client.ice import choose_ice_servers, probe_udp
 from visavis.client.media import MediaSource
+from visavis.e2ee.identity import DeviceIdentity, Pins
 from visavis.signaling import messages as m
 
 log = logging.getLogger("visavis.client")
@@ -176,6 +177,10 @@ class Session:
         self.reconnect = reconnect
         self.welcome: m.Welcome | None = None
         self.calls: dict[str, Call] = {}
+        # Set by visavis.client.e2ee.enable_e2ee: 1:1 calls then sign and check DTLS
+        # fingerprints with this device identity, pinning contacts' keys in ``pins``.
+        self.identity: DeviceIdentity | None = None
+        self.pins: Pins | None = None
         self.udp_ok: bool | None = None
         self._streams: set[EventStream] = set()
         self._ws: ClientConnection | None = None

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from visavis.bus.base import Bus
@@ -37,7 +38,7 @@ from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
 from visavis.signaling.links import LinkService
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.signaling.ratelimit import SignInThrottle, TokenBucket
+from visavis.signaling.ratelimit import ConcurrencyLimit, SignInThrottle, TokenBucket
 from visavis.signaling.web import WEB_DIR, web_client
 from visavis.store.base import CallLink, Device, Guest, HandleTaken, Store, User
 
@@ -48,6 +49,9 @@ HELLO_TIMEOUT = 10.0
 # WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 7.4.1: the server is overloaded
+OVERLOADED = "overloaded"
+OVERLOADED_MESSAGE = "the server is at capacity: retry in a second"
 
 
 @dataclass
@@ -76,10 +80,57 @@ class SignalingContext:
             failures_per_address=20, failures_per_handle=5, signups_per_address=100
         )
     )
+    admission: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(64))
     links: LinkService = field(init=False)
 
     def __post_init__(self) -> None:
         self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
+        self.calls.is_guest_of = self.links.is_guest_of
+
+
+class OverloadGuard:
+    """ASGI middleware: ``/api/`` requests beyond ``max_concurrent_requests`` get 503
+    ``overloaded`` with Retry-After at once (health checks, metrics and the web client's
+    files are never refused), and so does one that found no database connection free
+    in time (the store's ``busy_errors``), instead of a 500."""
+
+    def __init__(self, app: ASGIApp, ctx: SignalingContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        admission = self.ctx.admission
+        if not admission.enter():
+            await self._refuse("limit", scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except self.ctx.store.busy_errors:
+            if started:
+                raise
+            await self._refuse("database_pool", scope, receive, send)
+        finally:
+            admission.leave()
+
+    async def _refuse(self, reason: str, scope: Scope, receive: Receive, send: Send) -> None:
+        self.ctx.metrics.overloaded.labels("http", reason).inc()
+        self.ctx.metrics.rejected.labels(OVERLOADED).inc()
+        response = JSONResponse(
+            {"code": OVERLOADED, "message": OVERLOADED_MESSAGE},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+        await response(scope, receive, send)
 
 
 def _device_out(device: Device, online: set[str], current: str | None = None) -> m.DeviceOut:
@@ -182,6 +233,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         "device WebSocket at /ws; see docs/protocol.md.",
     )
     app.state.ctx = ctx
+    app.add_middleware(OverloadGuard, ctx=ctx)
 
     @app.exception_handler(SignalingError)
     async def _signaling_error(_: Request, exc: SignalingError) -> JSONResponse:
@@ -414,6 +466,17 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         )
         return await ctx.links.status(guest, link, ice)
 
+    @app.post("/api/guest/e2ee", status_code=204)
+    async def guest_e2ee_send(body: m.GuestE2eeIn, auth: GuestAuth) -> Response:
+        """An admitted guest's end-to-end key message for devices of its call (opaque)."""
+        await ctx.links.e2ee_send(auth[0], body)
+        return Response(status_code=204)
+
+    @app.get("/api/guest/e2ee", response_model=m.GuestE2eeOut)
+    async def guest_e2ee_read(auth: GuestAuth, after: int = 0) -> m.GuestE2eeOut:
+        """Key messages for this guest after sequence number ``after`` (poll it)."""
+        return await ctx.links.e2ee_read(auth[0], after)
+
     @app.delete("/api/guest", status_code=204)
     async def guest_leaves(auth: GuestAuth) -> Response:
         await ctx.links.leave(*auth)
@@ -427,6 +490,11 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         try:
             session = await _handshake(websocket)
         except (TimeoutError, WebSocketDisconnect):
+            return
+        except ctx.store.busy_errors:
+            ctx.metrics.overloaded.labels("hello", "database_pool").inc()
+            await _reject(websocket, OVERLOADED, OVERLOADED_MESSAGE)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER)
             return
         if session is None:
             return
@@ -465,6 +533,20 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             await _reject(websocket, "hello_required", "send {type: 'hello', token} first")
             await websocket.close(CLOSE_PROTOCOL)
             return None
+        if not ctx.admission.enter():
+            ctx.metrics.overloaded.labels("hello", "limit").inc()
+            await _reject(websocket, OVERLOADED, OVERLOADED_MESSAGE, hello.id)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER)
+            return None
+        try:
+            return await _start_session(websocket, hello)
+        finally:
+            ctx.admission.leave()
+
+    async def _start_session(
+        websocket: WebSocket, hello: m.Hello
+    ) -> tuple[User, Device, Connection] | None:
+        """Authenticate, welcome, attach and flush: the database work of a hello."""
         try:
             user, device = await authenticate(ctx, hello.token)
         except SignalingError as exc:
@@ -492,9 +574,13 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             )
         )
         await ctx.hub.attach(conn)
-        if not resumed:  # a fresh start, or events were lost: ring what still rings
-            await ctx.calls.rering(user, device)
-        await ctx.hub.flush(conn)
+        try:
+            if not resumed:  # a fresh start, or events were lost: ring what still rings
+                await ctx.calls.rering(user, device)
+            await ctx.hub.flush(conn)
+        except BaseException:
+            await ctx.hub.detach(conn)  # refused (overloaded) or gone: not left attached
+            raise
         return user, device, conn
 
     async def _handle_frame(
@@ -546,6 +632,10 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if isinstance(msg, m.Ack):
             await ctx.bus.mailbox_ack(device.id, min(msg.seq, conn.last_sent))
             return
+        if not ctx.admission.enter():
+            ctx.metrics.overloaded.labels("ws", "limit").inc()
+            await _reject(conn, OVERLOADED, OVERLOADED_MESSAGE, msg.id)
+            return
         try:
             # Each call.<verb> request is handled by CallService.<verb> (LinkService.<verb>
             # for those about call links).
@@ -555,10 +645,16 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         except SignalingError as exc:
             await _reject(conn, exc.code, exc.message, msg.id)
             return
+        except ctx.store.busy_errors:
+            ctx.metrics.overloaded.labels("ws", "database_pool").inc()
+            await _reject(conn, OVERLOADED, OVERLOADED_MESSAGE, msg.id)
+            return
         except Exception:
             log.exception("handler for %s failed", msg.type)
             await _reject(conn, "internal_error", "the server failed; try again", msg.id)
             return
+        finally:
+            ctx.admission.leave()
         await conn.send(m.Result(re=msg.id, call_id=outcome if isinstance(outcome, str) else None))
 
     # The browser client at / (last: every route above wins over a file name).

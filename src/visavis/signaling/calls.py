@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from visavis.clock import Clock
@@ -35,6 +36,7 @@ from visavis.signaling.directory import Directory
 from visavis.signaling.errors import SignalingError, forbidden, not_found
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
+from visavis.signaling.ratelimit import TokenBucket
 from visavis.store.base import (
     Call,
     CallState,
@@ -71,6 +73,27 @@ def _ringing(call_id: str, user_id: str, inviter: str, now: float, deadline: flo
     )
 
 
+# Reactions relayed per device: a burst of 5, then one per 0.75 s (the client sends at most
+# 3 at once and one per 1.5 s); buckets of the devices that reacted last are kept.
+REACTION_RATE = 1 / 0.75
+REACTION_BURST = 5
+MAX_REACTION_BUCKETS = 10_000
+
+
+def caller_joined(call_id: str, user_id: str, device_id: str, now: float) -> Participant:
+    """The one who starts a call, in it on ``device_id`` from the start."""
+    return Participant(
+        call_id=call_id,
+        user_id=user_id,
+        role="caller",
+        state="joined",
+        invited_at=now,
+        invited_by=user_id,
+        device_id=device_id,
+        joined_at=now,
+    )
+
+
 class CallService:
     def __init__(
         self,
@@ -97,6 +120,10 @@ class CallService:
         self.push_ring = push_ring
         self.fleet = fleet or LocalFleet(lambda: None)
         self._deadlines: list[float] = []
+        self._reaction_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # Set by the links service: is this id a guest admitted to that call? (guests get
+        # key messages addressed to them; docs/e2ee.md, "Guests")
+        self.is_guest_of: Callable[[str, str], Awaitable[bool]] | None = None
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -190,16 +217,7 @@ class CallService:
         )
         deadline = now + self.ring_timeout
         participants = [
-            Participant(
-                call_id=call_id,
-                user_id=user.id,
-                role="caller",
-                state="joined",
-                invited_at=now,
-                invited_by=user.id,
-                device_id=device.id,
-                joined_at=now,
-            ),
+            caller_joined(call_id, user.id, device.id, now),
             *(_ringing(call_id, c.id, user.id, now, deadline) for c in callees),
         ]
         await self.store.create_call(call, participants)
@@ -548,7 +566,8 @@ class CallService:
         call, participants = await self._require_in_call(user, device, msg.call_id)
         peers = self._in_call_devices(participants, exclude=device.id)
         if msg.to_device is not None:
-            if msg.to_device not in peers:
+            guest = self.is_guest_of is not None and await self.is_guest_of(msg.to_device, call.id)
+            if msg.to_device not in peers and not guest:
                 raise forbidden("not_in_call", "that device is not in this call")
             peers = [msg.to_device]
         if peers:
@@ -561,6 +580,26 @@ class CallService:
                     payload=msg.payload,
                 ),
             )
+
+    async def reaction(self, user: User, device: Device, msg: m.CallReaction) -> None:
+        """Relay a sealed reaction to every other device in the call, rate limited per
+        device (a little above what the client itself allows, docs/effects.md)."""
+        call, participants = await self._require_in_call(user, device, msg.call_id)
+        now = self.clock.now()
+        bucket = self._reaction_buckets.pop(device.id, None)
+        if bucket is None:
+            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
+        self._reaction_buckets[device.id] = bucket  # most recent last
+        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
+            self._reaction_buckets.popitem(last=False)
+        if not bucket.allow(now):
+            raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
+        peers = self._in_call_devices(participants, exclude=device.id)
+        event = m.CallReactionEvent(
+            call_id=call.id, from_user=user.handle, from_device=device.id, payload=msg.payload
+        )
+        if peers:
+            await self.hub.deliver(peers, event)
 
     # -- settling and ending ---------------------------------------------------------
     async def _tell_state(self, call_id: str, user_id: str, state: str) -> None:
@@ -648,6 +687,9 @@ class CallService:
                 waker.cancel()
             try:
                 await self.expire_rings()
+            except self.store.busy_errors:
+                # Overload, not a bug: the next sweep (within SWEEP_INTERVAL) catches up.
+                log.warning("ring sweep deferred: no database connection free in time")
             except Exception:
                 log.exception("ring sweep failed; retrying")
 

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from visavis.clock import Clock
 from visavis.signaling import messages as m
 from visavis.signaling.auth import hash_token, new_id, new_token
-from visavis.signaling.calls import CallService
-from visavis.signaling.errors import SignalingError, not_found, unauthorized
+from visavis.signaling.calls import CallService, caller_joined
+from visavis.signaling.errors import SignalingError, forbidden, not_found, unauthorized
 from visavis.signaling.hub import Hub
-from visavis.store.base import Call, CallLink, Device, Guest, GuestState, Participant, Store, User
+from visavis.store.base import Call, CallLink, Device, Guest, GuestState, Store, User
 
 # Guests waiting in one link's lobby at once: more are told to come back later.
 MAX_WAITING = 32
@@ -131,16 +131,7 @@ class LinkService:
             created_at=now,
             answered_at=now,
         )
-        owner = Participant(
-            call_id=call_id,
-            user_id=user.id,
-            role="caller",
-            state="joined",
-            invited_at=now,
-            invited_by=user.id,
-            device_id=device.id,
-            joined_at=now,
-        )
+        owner = caller_joined(call_id, user.id, device.id, now)
         if not await self.store.set_link_call(link.id, call_id, previous=link.call_id):
             raise SignalingError("link_busy", "the link's call started meanwhile: open it again")
         await self.store.create_call(call, [owner])
@@ -250,6 +241,46 @@ class LinkService:
         )
         room = await self.calls._room_join(call, pseudo, guest.id)
         return out.model_copy(update={"room": room, "ice_servers": list(ice_servers)})
+
+    # -- the guest's end-to-end key messages (docs/e2ee.md, "Guests") ----------------------
+    async def _guest_call(self, guest: Guest) -> Call:
+        call = await self.store.get_call(guest.call_id) if guest.call_id else None
+        if guest.state != "admitted" or call is None or call.state == "ended":
+            raise forbidden("not_in_call", "you are not in this call")
+        return call
+
+    async def e2ee_send(self, guest: Guest, body: m.GuestE2eeIn) -> None:
+        """Relay a guest's opaque key message to the devices of its call, as it is."""
+        call = await self._guest_call(guest)
+        peers = CallService._in_call_devices(await self.store.get_participants(call.id))
+        if body.to_device is not None:
+            if body.to_device not in peers:
+                raise forbidden("not_in_call", "that device is not in this call")
+            peers = [body.to_device]
+        event = m.CallE2eeEvent(
+            call_id=call.id,
+            from_user=GUEST_PREFIX + guest.display_name,
+            from_device=guest.id,
+            payload=body.payload,
+        )
+        await self.hub.deliver(peers, event)
+
+    async def e2ee_read(self, guest: Guest, after: int) -> m.GuestE2eeOut:
+        """The key messages devices of the call sent this guest (its mailbox)."""
+        await self._guest_call(guest)
+        await self.hub.bus.mailbox_ack(guest.id, after)
+        events = [
+            (seq, m.CallE2eeEvent.model_validate(data))
+            for seq, data in await self.hub.bus.mailbox_read(guest.id, after)
+            if data.get("type") == "call.e2ee"
+        ]
+        last = events[-1][0] if events else after
+        return m.GuestE2eeOut(events=[e for _, e in events], last=last)
+
+    async def is_guest_of(self, guest_id: str, call_id: str) -> bool:
+        """True if ``guest_id`` is a guest admitted to ``call_id`` (a key message target)."""
+        guest = await self.store.get_guest(guest_id)
+        return guest is not None and guest.state == "admitted" and guest.call_id == call_id
 
     async def leave(self, guest: Guest, link: CallLink) -> None:
         if await self.store.update_guest(

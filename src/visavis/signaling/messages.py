@@ -22,6 +22,7 @@ HANDLE_EMAIL = re.compile(r"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}$
 HANDLE_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 MAX_SDP = 60_000
 MAX_E2EE_PAYLOAD = 4096
+MAX_REACTION_PAYLOAD = 512
 IDENTITY_KEY = r"^[A-Za-z0-9_-]{43}$"  # an Ed25519 public key, base64url without padding
 
 
@@ -163,6 +164,20 @@ class CallE2ee(CallRequest):
     payload: str = Field(min_length=1, max_length=MAX_E2EE_PAYLOAD)
 
 
+class CallReaction(CallRequest):
+    """A reaction (hearts, fireworks...) for the other devices of this call, sealed by the
+    sending browser with its end-to-end keys (docs/effects.md, "Reactions"): the server
+    relays the ciphertext, rate limited per device, and can read none of it."""
+
+    type: Literal["call.reaction"]
+    payload: str = Field(
+        min_length=1,
+        max_length=MAX_REACTION_PAYLOAD,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the sealed reaction, base64url without padding",
+    )
+
+
 class CallHandoff(CallRequest):
     """Move this user's place in a live call to this device."""
 
@@ -213,6 +228,7 @@ ClientMessage = Annotated[
     | CallRingAgain
     | CallSignal
     | CallE2ee
+    | CallReaction
     | CallHandoff
     | CallMediaLost
     | CallLinkJoin
@@ -319,6 +335,16 @@ class CallE2eeEvent(Event):
     payload: str
 
 
+class CallReactionEvent(Event):
+    """A sealed reaction from another device of the call (opaque to the server)."""
+
+    type: Literal["call.reaction"] = "call.reaction"
+    call_id: str
+    from_user: str
+    from_device: str
+    payload: str
+
+
 class CallRoom(Event):
     """This call goes through the SFU: join this room with this token."""
 
@@ -381,6 +407,7 @@ ServerEvent = Annotated[
     | CallParticipant
     | CallSignalEvent
     | CallE2eeEvent
+    | CallReactionEvent
     | CallRoom
     | CallRoomMoved
     | CallEnded
@@ -398,6 +425,7 @@ ServerMessage = Annotated[
     | CallParticipant
     | CallSignalEvent
     | CallE2eeEvent
+    | CallReactionEvent
     | CallRoom
     | CallRoomMoved
     | CallEnded
@@ -547,6 +575,23 @@ class GuestJoinOut(Model):
         "/api/guest, and nothing else"
     )
     guest: GuestInfo
+
+
+class GuestE2eeIn(Model):
+    """A guest's end-to-end key material for devices of its call (as ``call.e2ee``)."""
+
+    to_device: str | None = Field(
+        default=None, max_length=64, description="one device in the call; omit for all"
+    )
+    payload: str = Field(min_length=1, max_length=MAX_E2EE_PAYLOAD)
+
+
+class GuestE2eeOut(Model):
+    """``call.e2ee`` events for this guest after sequence number ``after``, oldest first;
+    ``last`` is the number to ask after next time."""
+
+    events: list[CallE2eeEvent]
+    last: int
 
 
 class GuestStatusOut(Model):

@@ -45,6 +45,13 @@ class SignalingMetrics:
             ["action", "scope"],
             registry=r,
         )
+        self.overloaded = Counter(
+            "visavis_signaling_overloaded_total",
+            "Requests refused as overloaded: where (http, ws, hello) and why (limit: "
+            "max_concurrent_requests reached; database_pool: no connection free in time)",
+            ["where", "reason"],
+            registry=r,
+        )
         self.auth_busy = Counter(
             "visavis_auth_busy_total",
             "Sign-ins and sign-ups refused because every password worker was busy",

@@ -1,5 +1,6 @@
-"""Rate limits, time passed in: a token bucket per device connection, and the growing
-delays that throttle sign-ins and sign-ups per source address and per handle."""
+"""Rate limits, time passed in: a token bucket per device connection, the growing
+delays that throttle sign-ins and sign-ups per source address and per handle, and the
+limit on work in progress that refuses excess load at once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,31 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` units of work at once; one more is refused, not queued.
+
+    Under more load than the database can serve, queued requests would wait for a pool
+    connection until they time out (seconds later, as "internal errors"); refusing the
+    excess at once keeps the admitted requests fast and tells the others to retry.
+    """
+
+    __slots__ = ("active", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        """Take a slot if one is free; the caller must :meth:`leave` after."""
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 @dataclass(slots=True)

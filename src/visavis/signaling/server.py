@@ -25,7 +25,7 @@ from visavis.signaling.directory import Directory
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.push import WebPusher, load_or_create_vapid_key, vapid_public_key_b64
-from visavis.signaling.ratelimit import SignInThrottle
+from visavis.signaling.ratelimit import ConcurrencyLimit, SignInThrottle
 from visavis.store import open_store
 from visavis.store.base import Call, Store, User
 from visavis.tokens import sign_token
@@ -85,7 +85,12 @@ class SignalingServer:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.store = store or open_store(settings.effective_database_url)
+        self.store = store or open_store(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+        )
         self.bus = bus or open_bus(settings.bus_url, prefix=settings.redis_prefix)
         self._owns = (store is None, bus is None)
         self._ice_urls = ice_urls or (lambda: list(settings.signaling.turn_urls))
@@ -199,6 +204,7 @@ class SignalingServer:
                 failures_per_handle=cfg.login_failures_per_handle,
                 signups_per_address=cfg.signups_per_address,
             ),
+            admission=ConcurrencyLimit(cfg.max_concurrent_requests),
         )
         app = create_app(self.ctx)
         config = uvicorn.Config(

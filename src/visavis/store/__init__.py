@@ -46,11 +46,14 @@ __all__ = [
 SUPPORTED_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
-def open_store(url: str) -> Store:
+def open_store(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 5.0
+) -> Store:
     """An un-opened store for ``url``; ``await store.open()`` connects and migrates.
 
     Only async drivers work: ``sqlite+aiosqlite:///path/to/file`` or
-    ``postgresql+asyncpg://user@host/db``.
+    ``postgresql+asyncpg://user@host/db``. The pool settings apply to PostgreSQL (SQLite
+    is queried synchronously on one connection).
     """
     scheme = url.partition("://")[0]
     if scheme in ("sqlite", "postgresql", "postgres", "postgresql+psycopg2"):
@@ -72,4 +75,4 @@ def open_store(url: str) -> Store:
         return SqliteStore(url)
     from visavis.store.sql import SqlStore
 
-    return SqlStore(url)
+    return SqlStore(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)

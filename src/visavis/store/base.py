@@ -119,6 +119,10 @@ class Guest:
 class Store(ABC):
     """Accounts, devices, calls and their participants."""
 
+    #: Exceptions meaning "no database connection came free in time" (a pool exhausted
+    #: by load): callers refuse the request as overloaded instead of failing it.
+    busy_errors: tuple[type[Exception], ...] = ()
+
     # -- lifecycle ---------------------------------------------------------------
     @abstractmethod
     async def open(self) -> None:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -100,8 +101,19 @@ class SqlStore(Store):
     """:class:`Store` on PostgreSQL (``postgresql+asyncpg://...``) or SQLite
     (``sqlite+aiosqlite:///path``). Construct, then ``await open()``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 5.0
+    ) -> None:
         self.url = url
+        # PostgreSQL's connection pool (database_pool_size, _max_overflow, _pool_timeout):
+        # a request that finds every connection taken waits pool_timeout for one, then
+        # sqlalchemy.exc.TimeoutError, which signaling answers as overloaded.
+        self.pool: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": pool_timeout,
+        }
+        self.busy_errors = (PoolTimeout,)
         self._engine: AsyncEngine | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -121,6 +133,7 @@ class SqlStore(Store):
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
         else:
             kwargs["pool_pre_ping"] = True
+            kwargs.update(self.pool)
         engine = create_async_engine(url, **kwargs)
         if url.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", _on_sqlite_connect)

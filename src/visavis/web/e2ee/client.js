@@ -25,6 +25,8 @@ import { CallKeys } from "./keys.js";
 import { DeviceIdentity, Pins, PIN_CHANGED, unb64, verificationCode } from "./identity.js";
 
 export const ANNOUNCE_WAIT = 15000;
+const GUEST_POLL_MS = 1000;
+const GUEST_REANNOUNCE = 5; // polls
 
 const ALERT_TEXT = {
   announce_signature: (who) => `Security warning: ${who}'s call key was not signed by their device. Someone may be intercepting this call, so it was stopped.`,
@@ -49,6 +51,7 @@ class CallSession {
     this.directory = new Map();
     this.handles = new Map(); // device → handle
     this.waiters = new Set();
+    this.unverified = new Set(); // devices whose identity key nobody vouched for (guests)
     this.sending = Promise.resolve();
     this.alerted = false;
     this.code = "";
@@ -73,20 +76,46 @@ class CallSession {
 
   _send(outgoing) {
     const socket = this.client.app.socket;
+    const guestApi = this.client.guestApi;
     this.sending = this.sending.then(async () => {
       for (const o of outgoing) {
-        const msg = { type: "call.e2ee", call_id: this.callId, payload: o.payload };
-        if (o.toDevice) msg.to_device = o.toDevice;
-        await socket?.request(msg).catch(() => {}); // a dropped message is a refused one
+        const body = { payload: o.payload };
+        if (o.toDevice) body.to_device = o.toDevice;
+        // a dropped message is a refused one
+        if (guestApi) await guestApi.request("POST", "/api/guest/e2ee", body).catch(() => {});
+        else await socket?.request({ type: "call.e2ee", call_id: this.callId, ...body }).catch(() => {});
       }
     });
     return this.sending;
   }
 
+  /** A guest's identity key, or (on a guest's page) anyone's: from its announce's `ik`,
+   * unverified (no directory to ask, nothing pinned). */
+  _unverifiedKey(event) {
+    try {
+      const message = JSON.parse(event.payload);
+      if (message?.kind !== "announce" || typeof message.ik !== "string") return null;
+      const pub = unb64(message.ik);
+      return pub.length === 32 ? pub : null;
+    } catch {
+      return null;
+    }
+  }
+
   async onMessage(event) {
     const keys = await this.keys;
     const device = event.from_device;
-    if (!this.directory.has(device)) {
+    const unverified = this.client.guestApi || event.from_user.startsWith("guest:");
+    if (!this.directory.has(device) && unverified) {
+      const pub = this._unverifiedKey(event);
+      if (!pub) {
+        keys.refused.unknown_device = (keys.refused.unknown_device ?? 0) + 1;
+        return;
+      }
+      this.directory.set(device, pub);
+      this.handles.set(device, event.from_user);
+      this.unverified.add(device);
+    } else if (!this.directory.has(device)) {
       let found;
       try {
         found = await this.client.deviceKeys(event.from_user);
@@ -127,10 +156,22 @@ class CallSession {
     if (gone.length) await this._refreshCode(keys);
   }
 
+  /** A guest left: like a device leaving, every sender draws a fresh key. */
+  async onGuestLeft(device) {
+    const keys = await this.keys;
+    if (!this.unverified.has(device)) return;
+    this.unverified.delete(device);
+    this.handles.delete(device);
+    this.directory.delete(device);
+    await this._send(await keys.peerLeft(device));
+    await this._refreshCode(keys);
+  }
+
   async _refreshCode(keys) {
     const members = { [this.client.deviceId]: this.client.identity.public };
     for (const device of keys.peers.keys()) if (this.directory.has(device)) members[device] = this.directory.get(device);
     this.code = keys.peers.size ? await verificationCode(this.callId, members) : "";
+    this.guests = [...keys.peers.keys()].filter((d) => this.unverified.has(d)).map((d) => (this.handles.get(d) ?? "").replace(/^guest:/, ""));
     this.client.publish();
   }
 
@@ -246,6 +287,35 @@ export class E2eeClient {
     return this.cache.get(handle);
   }
 
+  /** A guest from a call link (no account, no device socket): an ephemeral identity for
+   * this call only, key messages through /api/guest/e2ee (sent, and polled every
+   * second), the announce repeated every few seconds so that members who join later
+   * answer it. Everyone shows the guest as unverified, and the guest everyone else. */
+  guestBegin(callId, guestApi, guestId) {
+    this.guestApi = guestApi;
+    this.deviceId = guestId;
+    this.ready = DeviceIdentity.generate().then((identity) => {
+      this.identity = identity;
+    });
+    const session = this.begin(callId);
+    let after = 0;
+    let ticks = 0;
+    const poll = async () => {
+      if (this.session !== session) return;
+      try {
+        const out = await guestApi.request("GET", `/api/guest/e2ee?after=${after}`);
+        after = out.last;
+        for (const event of out.events) this.event(event);
+        if (++ticks % GUEST_REANNOUNCE === 0) session._send(await (await session.keys).start());
+      } catch {
+        // the network blinked or the call is over: the guest page's own poll decides
+      }
+      if (this.session === session) this.guestTimer = setTimeout(poll, GUEST_POLL_MS);
+    };
+    this.guestTimer = setTimeout(poll, GUEST_POLL_MS);
+    return session;
+  }
+
   /** This device takes part in `callId`: its key state (made once per call). */
   begin(callId) {
     if (this.session?.callId !== callId) {
@@ -263,6 +333,7 @@ export class E2eeClient {
     if (!s || event.call_id !== s.callId) return;
     if (event.type === "call.e2ee") s.onMessage(event).catch((err) => console.error("visavis e2ee", err));
     else if (event.type === "call.participant" && (event.state === "left" || event.state === "handoff")) s.onLeft(event);
+    else if (event.type === "call.guest" && event.state === "left") s.onGuestLeft(event.guest.id);
   }
 
   verifyDescription(callId, device, sdp) {
@@ -275,6 +346,7 @@ export class E2eeClient {
   end() {
     const s = this.session;
     this.session = null;
+    clearTimeout(this.guestTimer);
     this.cache.clear();
     this.publish();
     return s?.end();
@@ -289,9 +361,12 @@ export class E2eeClient {
 
   publish() {
     const s = this.session;
-    this.app.store?.set({
-      e2ee: s ? { callId: s.callId, code: s.code, warning: s.warning ?? "", changed: s.changed ?? null } : null,
-    });
+    const guest = Boolean(this.guestApi);
+    this.store(s ? { callId: s.callId, code: s.code, warning: s.warning ?? "", changed: s.changed ?? null, guests: s.guests ?? [], guest } : null);
+  }
+
+  store(e2ee) {
+    this.app.store?.set({ e2ee });
   }
 
   // -- for other parts of the client (web/README.md) -----------------------------------

@@ -264,7 +264,9 @@ export class CallKeys {
   async _announce(to) {
     const fp = this.fingerprint ?? "";
     const sig = await this.identity.sign(signedBytes("announce", this.callId, this.deviceId, to ?? "", this.ephPublic, fp));
-    const body = { v: VERSION, kind: "announce", call: this.callId, from: this.deviceId, to, eph: b64(this.ephPublic), sig: b64(sig) };
+    // ik: the identity public key, for peers that cannot look it up (guests from call
+    // links and their hosts: such keys are shown as unverified)
+    const body = { v: VERSION, kind: "announce", call: this.callId, from: this.deviceId, to, eph: b64(this.ephPublic), ik: this.identity.publicB64, sig: b64(sig) };
     if (this.fingerprint) body.fp = this.fingerprint;
     return JSON.stringify(body);
   }

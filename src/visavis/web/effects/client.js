@@ -8,7 +8,10 @@
 //               the microphone is opened without the browser's own noise suppression then,
 //               and reopened with it when the person turns ours off (Chromium cannot change
 //               it on a live track)
-//   reactions   peerConnection hook: a negotiated data channel on every 1:1 connection;
+//   reactions   1:1: peerConnection hook, a negotiated data channel on every connection;
+//               group: sealed with the call's end-to-end keys (app.e2ee.seal/open, the
+//               sender's current SFrame key) and relayed by signaling (call.reaction,
+//               callEvent hook);
 //               Alt+1…8 and the menu send, the sender's tile plays
 //   spatial     group calls with two or more others: remote voices through the mixer,
 //               placed by their tiles; the grid's <audio> elements are muted meanwhile
@@ -17,7 +20,13 @@ import { on, settings } from "../js/core/hooks.js";
 import { createVideoEffect, VIDEO_MODES } from "./video.js";
 import { createVoiceIsolation, micConstraints, SAMPLE_RATE } from "./voice.js";
 import { createSpatialMixer } from "./spatial.js";
-import { createReactions, reactionChannel, reactionShortcut, REACTIONS } from "./reactions.js";
+import {
+  createReactions,
+  reactionChannel,
+  reactionShortcut,
+  ReactionError,
+  REACTIONS,
+} from "./reactions.js";
 import { playReaction } from "./reaction-animations.js";
 
 const PREFS_KEY = "visavis.effects";
@@ -41,6 +50,7 @@ export class Effects {
     this.voice = null; // {raw, isolation}
     this.reactions = null;
     this.channel = null;
+    this.group = null; // {callId, selfId}: the group call whose reactions run
     this.audioContext = null;
     this.mixer = null;
     this.stopFollowing = null;
@@ -129,15 +139,17 @@ export class Effects {
     const media = this.app.media;
     const old = media?.audio;
     if (old && old.getSettings().noiseSuppression !== !this.prefs.voiceIsolation) {
-      // Reopen the microphone with (or without) the browser's own suppression.
+      // Reopen the microphone with (or without) the browser's own suppression. The old
+      // track goes first: while it lives, Chromium hands out the same capture, with the
+      // processing it was opened with (checked here: noiseSuppression stayed false).
       const deviceId = old.getSettings().deviceId;
+      media.stream.removeTrack(old);
+      old.stop();
       const got = await navigator.mediaDevices.getUserMedia({
         audio: { ...settings.audioConstraints, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) },
       });
       const fresh = got.getAudioTracks()[0];
       fresh.enabled = !media.muted;
-      media.stream.removeTrack(old);
-      old.stop();
       media.stream.addTrack(fresh);
     }
     if (!this.prefs.voiceIsolation) {
@@ -151,6 +163,7 @@ export class Effects {
   directConnection(pc) {
     const channel = reactionChannel(pc);
     this.channel = channel;
+    this.group = null;
     this.reactions = createReactions({
       selfId: SELF,
       send: (bytes) => {
@@ -161,6 +174,52 @@ export class Effects {
     const reactions = this.reactions;
     channel.addEventListener("message", ({ data }) => reactions.receive(data, PEER));
     this.changed();
+  }
+
+  /** Group calls: reactions sealed with the call's end-to-end keys, through signaling.
+   *  Runs while the call has an SFU participant id and the client its E2EE layer. */
+  updateGroupReactions(s) {
+    const group = s.call?.group ? this.app.controller : null;
+    const selfId = group?.participantId ?? null;
+    const callId = s.call?.callId ?? null;
+    const g = this.group;
+    if (g && g.callId === callId && g.selfId === selfId) return;
+    if (!selfId || !callId || !this.app.e2ee) {
+      if (g) {
+        this.group = null;
+        this.reactions = null;
+        this.changed();
+      }
+      return;
+    }
+    this.group = { callId, selfId };
+    this.channel = null;
+    this.reactions = createReactions({
+      selfId,
+      cipher: e2eeCipher(this.app.e2ee),
+      send: (bytes) =>
+        this.app.socket
+          ?.request({ type: "call.reaction", call_id: callId, payload: base64url(bytes) })
+          .catch((error) => this.say(`reaction not sent: ${error.message ?? error}`)),
+      onReaction: (who, kind) => this.play(who === selfId ? SELF : who, kind),
+    });
+    this.changed();
+  }
+
+  say(note) {
+    this.note = note;
+    this.changed();
+  }
+
+  callEvent(event) {
+    if (event.type !== "call.reaction" || !this.group || event.call_id !== this.group.callId) return;
+    let bytes;
+    try {
+      bytes = fromBase64url(event.payload);
+    } catch {
+      bytes = new Uint8Array(); // counted as malformed by receive()
+    }
+    this.reactions.receive(bytes, `${event.from_user}/${event.from_device}`);
   }
 
   /** The element a participant's reaction plays over: the self view, the other person's
@@ -175,7 +234,9 @@ export class Effects {
   play(who, kind) {
     const tile = this.tileOf(who);
     const label = REACTIONS.find((r) => r.kind === kind)?.label ?? kind;
-    const name = who === SELF ? "You" : (this.app.state.call?.peer?.display_name ?? "They");
+    const tileInfo = this.app.state.tiles?.find((t) => t.participant_id === who);
+    const name =
+      who === SELF ? "You" : (tileInfo?.user ?? this.app.state.call?.peer?.display_name ?? "They");
     this.app.announce?.(`${name} sent ${label.toLowerCase()}`);
     this.played.push({ who, kind, on: tile?.getAttribute("class") ?? null });
     if (this.played.length > 20) this.played.shift();
@@ -183,11 +244,16 @@ export class Effects {
   }
 
   get canReact() {
-    return Boolean(this.reactions && this.channel?.readyState === "open");
+    return Boolean(this.reactions && (this.group || this.channel?.readyState === "open"));
   }
 
   react(kind) {
-    return this.canReact ? this.reactions.react(kind) : Promise.resolve(false);
+    if (!this.canReact) return Promise.resolve(false);
+    return this.reactions.react(kind).catch((error) => {
+      // e.g. the call's end-to-end keys are not there yet (a moment after joining)
+      this.say(`reaction not sent: ${error.message ?? error}`);
+      return false;
+    });
   }
 
   onKey(event) {
@@ -256,6 +322,39 @@ export class Effects {
   }
 }
 
+/** Reactions' cipher in group calls: the call's E2EE layer (web/README.md). It seals with
+ *  this device's current sender key and opens with the key of the device named in the
+ *  participant id ("<handle>/<device id>"), refusing a message that key did not seal. */
+function e2eeCipher(e2ee) {
+  return {
+    seal: (plain) => e2ee.seal(plain),
+    async open(bytes, participantId) {
+      try {
+        return await e2ee.open(participantId.slice(participantId.lastIndexOf("/") + 1), bytes);
+      } catch (error) {
+        const reason =
+          error.reason === "replay"
+            ? "duplicate"
+            : error.reason === "unknown_kid" || error.reason === "wrong_sender"
+              ? "key"
+              : "decrypt";
+        throw new ReactionError(reason, `${error.reason ?? ""} ${error.message}`);
+      }
+    },
+  };
+}
+
+function base64url(bytes) {
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function fromBase64url(text) {
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
 /** Install the effects into `app` (once, from main.js). */
 export function installEffects(app) {
   const effects = new Effects(app);
@@ -269,9 +368,15 @@ export function installEffects(app) {
   on("peerConnection", (pc, info) => {
     if (info.purpose === "direct") effects.directConnection(pc);
   });
+  on("callEvent", (event) => effects.callEvent(event));
   addEventListener("keydown", (event) => effects.onKey(event));
   // after the views have rendered the change (they re-render asynchronously)
-  app.store.subscribe(() => setTimeout(() => effects.updateSpatial(app.state)));
+  app.store.subscribe(() =>
+    setTimeout(() => {
+      effects.updateSpatial(app.state);
+      effects.updateGroupReactions(app.state);
+    }),
+  );
   app.effects = effects;
   return effects;
 }

@@ -36,14 +36,17 @@ export function createSpatialMixer(
 ) {
   const voices = new Map(); // participantId -> {element, source, gain, stereo, hrtf, x}
   const state = { enabled, headphones };
+  // Every voice meets here on its way out: what the listener hears (measured by the tests).
+  const output = new GainNode(context, { channelCount: 2, channelCountMode: "explicit" });
+  output.connect(destination);
 
   function wire(voice) {
     voice.gain.disconnect();
     voice.stereo.disconnect();
     voice.hrtf.disconnect();
-    if (!state.enabled) voice.gain.connect(destination);
-    else if (state.headphones) voice.gain.connect(voice.hrtf).connect(destination);
-    else voice.gain.connect(voice.stereo).connect(destination);
+    if (!state.enabled) voice.gain.connect(output);
+    else if (state.headphones) voice.gain.connect(voice.hrtf).connect(output);
+    else voice.gain.connect(voice.stereo).connect(output);
     aim(voice, false);
   }
 
@@ -69,6 +72,10 @@ export function createSpatialMixer(
 
   return {
     state,
+    /** The stereo mix of every voice (already connected to the destination). */
+    output,
+    /** A voice before it is placed (mono, as received), or null. */
+    input: (participantId) => voices.get(participantId)?.gain ?? null,
     /** Play `media` (a remote MediaStream or audio track) for `participantId`. */
     add(participantId, media) {
       this.remove(participantId);
@@ -153,6 +160,7 @@ export function createSpatialMixer(
     },
     close() {
       for (const id of [...voices.keys()]) this.remove(id);
+      output.disconnect();
     },
   };
 }

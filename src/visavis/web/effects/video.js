@@ -66,29 +66,18 @@ export function createVideoEffect({
 } = {}) {
   if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect mode: ${mode}`);
   const events = new EventTarget();
-  // The worker's figures, copied here as it reports them (several times a second).
+  // The worker's figures (video-worker.js), copied here as it reports them (several times
+  // a second); these are what is known before its first report.
   const stats = {
     mode,
     backend: null,
     modelReady: false,
-    fps: 0,
-    msPerFrame: 0,
-    segmentMs: 0,
-    composeMs: 0,
-    width: 0,
-    height: 0,
-    scale: EFFECT_LEVELS[level].scale,
-    maskEvery: EFFECT_LEVELS[level].maskEvery,
     level,
-    effectWidth: 0,
-    effectHeight: 0,
-    lowered: false,
-    note: "",
-    framesIn: 0,
+    ...EFFECT_LEVELS[level],
     framesOut: 0,
     framesPassedThrough: 0,
     recentMs: [],
-    gaveUp: false,
+    note: "",
     error: null,
   };
   const worker = new Worker(WORKER, { name: "visavis-video-effect" });

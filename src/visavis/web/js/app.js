@@ -11,6 +11,7 @@ import { DirectCall } from "./call/direct.js";
 import { GroupCall } from "./call/group.js";
 import { judge } from "./call/quality.js";
 import { enablePush, ringHandled } from "./core/push.js";
+import { run as runHook } from "./core/hooks.js";
 import { E2eeClient } from "../e2ee/client.js";
 
 const SESSION_KEY = "visavis.session";
@@ -81,6 +82,7 @@ export class App {
     this.lastStats = null;
     this.early = []; // events that arrived before our invite's result
     this.phases = []; // every phase this tab went through (the call view's history; tests)
+    this.tabHandled = new Set(); // calls another tab of this browser answered or declined
     this.e2ee = new E2eeClient(this); // end-to-end keys of every call (e2ee/client.js)
   }
 
@@ -170,6 +172,7 @@ export class App {
       screen: "home",
       favourites: loadJson(`visavis.favourites.${session.user.handle}`, []),
     });
+    this._tabsOpen(session);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.socket = new DeviceSocket(`${scheme}//${location.host}/ws`, session.token, {
       onWelcome: (welcome, resumed) => this._welcome(welcome, resumed),
@@ -229,14 +232,59 @@ export class App {
     this.refreshHistory();
     this.refreshLinks();
     this.controller?.socketOnline?.();
-    if (!resumed && this.state.call.phase === "ringing" && this.state.call.direction === "in") {
+    this.onOnline?.();
+    this.onOnline = null;
+    if (!resumed && !this.takingBack && this.state.call.phase === "ringing" && this.state.call.direction === "in") {
       // Events were lost: the server rings again for whatever still rings.
       this.dispatch({ type: "ended", callId: this.state.call.callId, reason: "ended" });
     }
   }
 
+  // -- several tabs of this browser (one device, one connection) -------------------------
+  // The server holds one connection per device: the newest tab takes it and the others
+  // are "replaced". The tab holding it passes rings on to the others (BroadcastChannel),
+  // so every open tab rings; answering in a replaced tab takes the connection back first,
+  // and whichever tab answers or declines tells the others to stop.
+  _tabsOpen(session) {
+    this.tabs?.close();
+    this.tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel(`visavis.tabs.${session.device.id}`) : null;
+    if (this.tabs) this.tabs.onmessage = (message) => this._fromTab(message.data);
+  }
+
+  _fromTab(msg) {
+    const call = this.state.call;
+    const ringingHere = call.phase === "ringing" && call.direction === "in" && call.callId === msg.callId;
+    if (msg.kind === "event" && this.state.status === "replaced") {
+      const event = msg.event;
+      // (A ring for a call another tab took is the server ringing that tab's fresh connection.)
+      if (event.type === "call.incoming") {
+        if (!this.tabHandled.has(event.call_id)) this._incoming(event);
+      } else if (call.callId === event.call_id && call.phase === "ringing") this.dispatch({ type: "ended", callId: event.call_id, reason: event.reason ?? "ended" });
+    } else if (msg.kind === "answered") {
+      this.tabHandled.add(msg.callId);
+      if (ringingHere) this.dispatch({ type: "stop_ringing", callId: msg.callId, reason: "answered_in_tab" });
+    } else if (msg.kind === "declined") {
+      this.tabHandled.add(msg.callId);
+      if (this.state.status === "online" && !msg.done) this.socket.request({ type: "call.decline", call_id: msg.callId }).catch(() => {});
+      if (ringingHere) this.dispatch({ type: "ended", callId: msg.callId, reason: "declined_in_tab" });
+    }
+  }
+
+  /** This replaced tab takes the device's connection back, and waits until it is up. */
+  async _takeBack() {
+    this.takingBack = true;
+    try {
+      const online = new Promise((resolve) => (this.onOnline = resolve));
+      this.useHere();
+      await online;
+    } finally {
+      this.takingBack = false;
+    }
+  }
+
   // -- server events ------------------------------------------------------------------
   _event(event) {
+    if (["call.incoming", "call.stop_ringing", "call.ended"].includes(event.type)) this.tabs?.postMessage({ kind: "event", event });
     const call = this.state.call;
     if (call.phase === "ringing" && call.direction === "out" && call.callId == null && event.call_id && event.type !== "call.incoming") {
       // Our invite's result (with the call id) is still on its way: the server may send
@@ -277,6 +325,7 @@ export class App {
         break;
       case "call.guest":
         this._guestEvent(event);
+        if (current) this.e2ee.event(event);
         break;
       case "call.room_moved": // the room's SFU node died or is draining (docs/fleet.md)
         if (current && this.controller instanceof GroupCall) this.controller.move(event);
@@ -288,6 +337,7 @@ export class App {
         }
         break;
       default:
+        if (current) runHook("callEvent", event); // e.g. call.reaction (effects/)
         break;
     }
   }
@@ -442,6 +492,8 @@ export class App {
   async answer(media = "video") {
     const call = this.state.call;
     if (call.phase !== "ringing" || call.direction !== "in") return;
+    this.tabs?.postMessage({ kind: "answered", callId: call.callId });
+    if (this.state.status === "replaced") await this._takeBack();
     const incoming = this.state.incoming;
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
     this.dispatch({ type: "answer", callId: call.callId, media });
@@ -461,7 +513,11 @@ export class App {
   decline() {
     const call = this.state.call;
     if (call.phase !== "ringing" || call.direction !== "in") return;
-    this.socket.request({ type: "call.decline", call_id: call.callId }).catch(() => {});
+    if (this.state.status === "replaced") this.tabs?.postMessage({ kind: "declined", callId: call.callId });
+    else {
+      this.socket.request({ type: "call.decline", call_id: call.callId }).catch(() => {});
+      this.tabs?.postMessage({ kind: "declined", callId: call.callId, done: true });
+    }
     this.dispatch({ type: "ended", callId: call.callId, reason: "local_decline" });
   }
 
@@ -825,6 +881,10 @@ export class App {
     this.dispatch({ type: "take_over", callId: room.call_id, direction: "in", peer: status.owner, media: status.media, group: true });
     this._setGuest({ phase: "in_call" });
     const media = await this._ensureMedia(status.media === "audio" ? "audio" : "video");
+    // an ephemeral identity and key messages over /api/guest/e2ee (e2ee/client.js)
+    const keys = this.e2ee.guestBegin(room.call_id, this.guestApi, this.state.guest.id);
+    keys.start();
+    await keys.keys;
     const group = new GroupCall({
       callId: room.call_id,
       room,

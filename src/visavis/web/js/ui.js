@@ -5,6 +5,19 @@ import htm from "../vendor/htm/dist/htm.module.js";
 export const html = htm.bind(h);
 export { h, render, Component, createRef };
 
+const PREFS_KEY = "visavis.media"; // call/media.js keeps the device choices here
+
+/** Play through the speaker chosen in settings (where the browser can: setSinkId). */
+function useSpeaker(el) {
+  let speaker = null;
+  try {
+    speaker = JSON.parse(localStorage.getItem(PREFS_KEY) || "{}").speaker ?? null;
+  } catch {
+    speaker = null;
+  }
+  if (speaker && el.setSinkId && el.sinkId !== speaker) el.setSinkId(speaker).catch(() => {});
+}
+
 /** A <video> showing a MediaStream (srcObject cannot be set as an attribute). */
 export class Video extends Component {
   constructor() {
@@ -21,6 +34,7 @@ export class Video extends Component {
     const el = this.ref.current;
     if (el && el.srcObject !== this.props.stream) {
       el.srcObject = this.props.stream ?? null;
+      if (!this.props.muted) useSpeaker(el);
       if (this.props.stream) el.play?.().catch(() => {});
     }
   }
@@ -47,6 +61,7 @@ export class Audio extends Component {
     if (el && el.__track !== track) {
       el.__track = track;
       el.srcObject = track ? new MediaStream([track]) : null;
+      useSpeaker(el);
       if (track) el.play?.().catch(() => {});
     }
   }

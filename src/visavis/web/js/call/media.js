@@ -51,12 +51,21 @@ export class LocalMedia {
   /** Open camera and/or microphone (the devices chosen in settings, remembered per device). */
   async start({ audio = true, video = true } = {}) {
     const prefs = loadPrefs();
-    const wanted = {
-      audio: audio && !this.audio ? { ...settings.audioConstraints, ...(prefs.mic ? { deviceId: { ideal: prefs.mic } } : {}) } : false,
-      video: video && !this.video ? { ...cameraConstraints(prefs.maxHeight), ...(prefs.camera ? { deviceId: { ideal: prefs.camera } } : { facingMode: this.facing }) } : false,
-    };
+    // The chosen devices exactly (Chromium treats an `ideal` microphone as a hint and
+    // takes the default); if one is gone (unplugged), the system's default instead.
+    const want = (chosen) => ({
+      audio: audio && !this.audio ? { ...settings.audioConstraints, ...(chosen && prefs.mic ? { deviceId: { exact: prefs.mic } } : {}) } : false,
+      video: video && !this.video ? { ...cameraConstraints(prefs.maxHeight), ...(chosen && prefs.camera ? { deviceId: { exact: prefs.camera } } : { facingMode: this.facing }) } : false,
+    });
+    const wanted = want(true);
     if (wanted.audio || wanted.video) {
-      const got = await navigator.mediaDevices.getUserMedia(wanted);
+      let got;
+      try {
+        got = await navigator.mediaDevices.getUserMedia(wanted);
+      } catch (err) {
+        if (err?.name !== "OverconstrainedError" && err?.name !== "NotFoundError") throw err;
+        got = await navigator.mediaDevices.getUserMedia(want(false));
+      }
       for (const track of got.getTracks()) this.stream.addTrack(track);
     }
     if (this.audio) this.audio.enabled = !this.muted;

@@ -23,6 +23,8 @@ export const END_REASONS = {
   handoff: "Moved to another device",
   answered_elsewhere: "Answered on another device",
   declined_elsewhere: "Declined on another device",
+  answered_in_tab: "Answered in another tab",
+  declined_in_tab: "Declined in another tab",
   timeout: "Missed call",
   ended: "Call ended",
   failed: "Call failed",

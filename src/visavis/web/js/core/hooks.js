@@ -10,6 +10,8 @@
 //   localTrack(track, kind) → track each local camera/microphone track before it goes out;
 //                                   return a replacement (e.g. a blurred canvas track) or
 //                                   the same track. See call/media.js, LocalMedia.refresh().
+//   callEvent(event)                a signaling event of the current call that the call code
+//                                   does not handle itself (e.g. call.reaction)
 //
 // `info` says what the connection is for: {purpose: "direct"|"group", callId, peer?}.
 
@@ -19,6 +21,7 @@ export const hooks = {
   sender: new Set(),
   receiver: new Set(),
   localTrack: new Set(),
+  callEvent: new Set(),
 };
 
 export const settings = {

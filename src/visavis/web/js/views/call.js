@@ -88,7 +88,7 @@ export class CallView extends Component {
     const layout = layoutGrid(ids, dominant, this.state.viewport);
     this.props.app.setLayout(layout.visible);
     const byId = new Map(s.tiles.map((t) => [t.participant_id, t]));
-    return html`<div class="grid" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
+    return html`<div class="grid" role="group" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
       ${layout.visible.map((id) => {
         const t = byId.get(id);
         const large = layout.large === id;
@@ -97,7 +97,7 @@ export class CallView extends Component {
           <figcaption>${t.user}${t.guest ? " (guest)" : ""}</figcaption>
         </figure>`;
       })}
-      ${layout.offscreen.length > 0 && html`<div class="tile more" aria-label=${`${layout.offscreen.length} more`}>+${layout.offscreen.length}</div>`}
+      ${layout.offscreen.length > 0 && html`<div class="tile more"><span aria-hidden="true">+${layout.offscreen.length}</span><span class="sr-only">${layout.offscreen.length} more people off screen</span></div>`}
       ${s.tiles.map((t) => t.audio && html`<${Audio} key=${`a-${t.participant_id}`} track=${t.audio} />`)}
     </div>`;
   }

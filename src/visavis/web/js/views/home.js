@@ -23,6 +23,46 @@ function Person({ app, contact, favourite, reachable }) {
   </li>`;
 }
 
+// Which camera, microphone and speaker this device uses (remembered in this browser).
+const KINDS = [
+  ["videoinput", "camera", "Camera"],
+  ["audioinput", "mic", "Microphone"],
+  ["audiooutput", "speaker", "Speaker"],
+];
+
+class DeviceChoice extends Component {
+  constructor() {
+    super();
+    this.state = { devices: [] };
+    this.onChange = () => this.load();
+  }
+  async load() {
+    const devices = (await navigator.mediaDevices?.enumerateDevices?.().catch(() => [])) ?? [];
+    this.setState({ devices });
+  }
+  componentDidMount() {
+    this.load();
+    navigator.mediaDevices?.addEventListener?.("devicechange", this.onChange);
+  }
+  componentWillUnmount() {
+    navigator.mediaDevices?.removeEventListener?.("devicechange", this.onChange);
+  }
+  render(_, { devices }) {
+    const prefs = loadPrefs();
+    const canChooseSpeaker = "setSinkId" in HTMLMediaElement.prototype;
+    return KINDS.map(([kind, key, label]) => {
+      const options = devices.filter((d) => d.kind === kind && d.deviceId);
+      if (!options.length || (kind === "audiooutput" && !canChooseSpeaker)) return null;
+      return html`<label class="select" key=${key}>${label}
+        <select data-choice=${key} onChange=${(e) => savePrefs({ [key]: e.currentTarget.value || null })}>
+          <option value="" selected=${!prefs[key]}>System default</option>
+          ${options.map((d, i) => html`<option value=${d.deviceId} selected=${prefs[key] === d.deviceId}>${d.label || `${label} ${i + 1}`}</option>`)}
+        </select>
+      </label>`;
+    });
+  }
+}
+
 class Preview extends Component {
   constructor() {
     super();
@@ -53,6 +93,7 @@ class Preview extends Component {
       ${error && html`<p class="error" role="alert">${error}</p>`}
       <div class="inline">
         <button onClick=${() => this.toggle()}>${stream ? "Stop preview" : "Preview camera"}</button>
+        <${DeviceChoice} />
         <label class="select">Camera quality
           <select onChange=${(e) => savePrefs({ maxHeight: Number(e.currentTarget.value) })}>
             ${QUALITIES.map((q) => html`<option value=${q} selected=${(loadPrefs().maxHeight ?? 1080) === q}>up to ${q}p</option>`)}
