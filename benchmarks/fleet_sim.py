@@ -30,7 +30,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from visavis.fleet.placement import Limits, Pool, best
+from visavis.fleet.placement import Limits, Pool, Rules, best
 from visavis.fleet.record import NodeRecord
 
 SIZES = [(3, 0.40), (4, 0.25), (5, 0.15), (6, 0.10), (7, 0.05), (8, 0.05)]
@@ -75,7 +75,7 @@ class Sim:
         assert self.pool is not None
         started = time.thread_time()
         candidates = self.pool.candidates(
-            self.placed, exclude=exclude, limits=self.limits, rng=self.rng
+            self.placed, Rules(exclude=exclude, limits=self.limits), self.rng
         )
         target = best(candidates, self.placed, limits=self.limits, rng=self.rng)
         self.place_times.append(time.thread_time() - started)

@@ -30,6 +30,7 @@ from tests.browser import launch_chromium
 from tests.e2ee.test_group_sdk import PASSWORD, bots
 from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
 from tests.e2ee.test_sfu_tap import chunks
+from tests.waiting import until_async
 from tests.web.clients import Device, open_device, sign_in
 from visavis.client.e2ee import enable_e2ee
 from visavis.client.media import MediaSource
@@ -134,13 +135,13 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
             ),
             60,
         )
-        await ann.page.wait_for_function(
-            """(pid) => window.visavis.controller.received().then((r) => {
-                 window.__got = r; return true; }) && window.__got?.[pid]?.video >= 10""",
-            arg=bot.sfu.participant_id,
-            timeout=60_000,
-            polling=500,
-        )
+        bot_pid = bot.sfu.participant_id
+
+        async def ann_decodes_bot() -> bool:
+            got = await received(ann)
+            return bool(got.get(bot_pid, {}).get("video", 0) >= 10)
+
+        await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
         stats = await ann.page.evaluate(STATS)
         assert stats["frames"]["encrypted"] > 20 and stats["frames"]["decrypted"] > 20
         assert stats["alerts"] == [] and stats["refused"] == {}
