@@ -6,7 +6,8 @@ Real processes, as in tests/fleet/test_fleet_processes.py: one signaling node an
 nodes (`visavis serve --role ...`) on PostgreSQL and Redis (fresh database and key prefix),
 three aiortc participants in one group call. Each round SIGKILLs the node the call is on,
 measures for every participant the time from the kill to ``call.room_moved`` (detection:
-registry TTL + the monitor's check) and to decoding video from every other participant
+the participants' ``call.media_lost`` reports, or else the registry TTL + the monitor's
+check) and to decoding video from every other participant
 again (recovery), then starts a replacement SFU node so the fleet keeps three.
 """
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import random
 import statistics
 import time
 from dataclasses import dataclass, field
 
-from visavis.fleet.placement import Limits, Pool, best
+from visavis.fleet.placement import Limits, Pool, Rules, best
 from visavis.fleet.record import NodeRecord
 
 SIZES = [(3, 0.40), (4, 0.25), (5, 0.15), (6, 0.10), (7, 0.05), (8, 0.05)]
@@ -75,7 +76,7 @@ class Sim:
         assert self.pool is not None
         started = time.thread_time()
         candidates = self.pool.candidates(
-            self.placed, exclude=exclude, limits=self.limits, rng=self.rng
+            self.placed, Rules(exclude=exclude, limits=self.limits), self.rng
         )
         target = best(candidates, self.placed, limits=self.limits, rng=self.rng)
         self.place_times.append(time.thread_time() - started)
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> None:
     rate = concurrent_rooms / mean_duration  # Little's law
     sizes, weights = zip(*SIZES, strict=True)
     print(
+        f"load average {os.getloadavg()[0]:.2f}; "
         f"{args.nodes} nodes x {args.capacity} participants, target load {args.load:.0%}: "
         f"{concurrent_rooms:,.0f} concurrent rooms, {rate:,.0f} arrivals/s, "
         f"{args.calls:,} calls"
@@ -192,7 +194,8 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"placement: {len(times):,} choices, p50 {1e6 * percentile(times, 0.5):.1f} µs, "
         f"p99 {1e6 * percentile(times, 0.99):.1f} µs, max {1e6 * max(times):.0f} µs; "
-        f"refused {sim.refused:,}; simulated {horizon:,.0f} s in {wall:.0f} s"
+        f"refused {sim.refused:,}; simulated {horizon:,.0f} s in {wall:.0f} s; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     for phase, rows in samples.items():
         if rows:

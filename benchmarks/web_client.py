@@ -47,18 +47,35 @@ AUTO_ANSWER = """() => window.visavis.store.subscribe((s) => {
   }
 })"""
 
-# In the caller's page: invite, then poll getStats every 5 ms until a frame is decoded.
+# In the caller's page: invite, then poll getStats every 5 ms until a frame is decoded;
+# on the way, when the callee answered, when its SDP answer was applied, when the first
+# RTP packet came (ms after the invite; each late by up to one getStats round).
 TIMED_CALL = """async (handle) => {
   const app = window.visavis;
   const t0 = performance.now();
+  const marks = {};
+  const mark = (key) => { if (marks[key] == null) marks[key] = performance.now() - t0; };
+  const unsubscribe = app.store.subscribe((s) => {
+    if (s.call.phase === "connecting") mark("answered");
+  });
   app.call([handle], "video");
   const deadline = t0 + 20000;
-  while (performance.now() < deadline) {
-    const s = await app.stats();
-    if (s && s.framesDecoded > 0) return performance.now() - t0;
-    await new Promise((r) => setTimeout(r, 5));
+  try {
+    while (performance.now() < deadline) {
+      const pc = app.controller?.pc;
+      if (pc?.remoteDescription) mark("sdp_answer");
+      const s = await app.stats();
+      if (s && s.packetsIn > 0) mark("first_rtp");
+      if (s && s.framesDecoded > 0) {
+        marks.first_frame = performance.now() - t0;
+        return marks;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return null;
+  } finally {
+    unsubscribe();
   }
-  return null;
 }"""
 
 
@@ -125,10 +142,13 @@ async def run(calls: int) -> dict[str, Any]:
                 await callee.evaluate(AUTO_ANSWER)
 
                 times: list[float] = []
+                steps: dict[str, list[float]] = {}
                 for _ in range(calls):
-                    elapsed = await page.evaluate(TIMED_CALL, "callee@example.com")
-                    if elapsed is not None:
-                        times.append(float(elapsed))
+                    marks = await page.evaluate(TIMED_CALL, "callee@example.com")
+                    if marks is not None:
+                        times.append(float(marks["first_frame"]))
+                        for key, value in marks.items():
+                            steps.setdefault(key, []).append(float(value))
                     await page.evaluate("window.visavis.hangUp()")
                     await page.wait_for_function(
                         "() => window.visavis.store.get().call.phase === 'idle'", timeout=15_000
@@ -142,6 +162,9 @@ async def run(calls: int) -> dict[str, Any]:
                     out["first_frame_p50_ms"] = round(statistics.median(times), 1)
                     out["first_frame_p99_ms"] = round(percentile(times, 0.99), 1)
                     out["first_frame_min_ms"] = round(min(times), 1)
+                for key in ("answered", "sdp_answer", "first_rtp"):
+                    if steps.get(key):
+                        out[f"p50_{key}_ms"] = round(statistics.median(steps[key]), 1)
             finally:
                 await browser.close()
     return out

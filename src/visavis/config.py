@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         "join tokens); generated into data_dir when unset",
     )
     log_level: str = "info"
+    switch_interval_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="role all: Python's GIL switch interval (sys.setswitchinterval), the "
+        "longest the relay's and the SFU's threads wait for signaling's thread to let go "
+        "of the interpreter (docs/processes.md)",
+    )
     metrics_port: int | None = Field(
         default=None,
         description="serve Prometheus /metrics on this port (127.0.0.1); signaling also "

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from visavis.config import Settings
+from visavis.fleet.settings import uses_registry
 from visavis.listen_errors import ListenError
 from visavis.loops import ThreadedService
 from visavis.service import Service
@@ -61,18 +63,25 @@ class Node:
         self.relay: Any | None = None
         self.sfu: Any | None = None
         self.signaling: Any | None = None
+        self.relay_agent: Any | None = None  # the relay's heartbeat into the fleet registry
 
     def _wants(self, part: str) -> bool:
         return self.settings.role in ("all", part)
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.role == "all":
+            # Media threads share the GIL with signaling's: bound how long a packet's
+            # wake-up waits for it (Python's default, 5 ms, is the whole latency budget).
+            sys.setswitchinterval(settings.switch_interval_ms / 1000)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()
         try:
             for part in ("relay", "sfu"):
                 if self._wants(part):
                     setattr(self, part, await self._start_media(part))
+            if self.relay is not None and uses_registry(settings):
+                await self._register_relay(self.relay)
             if self._wants("signaling"):
                 self.signaling = _server_class("signaling")(
                     settings,
@@ -115,6 +124,16 @@ class Node:
             raise ListenError(service.name, exc, self.settings) from exc
         self.services.append(service)
 
+    async def _register_relay(self, relay: Any) -> None:
+        """List the relay in the fleet registry (as SFU nodes are), with its ICE URLs:
+        signaling hands devices healthy relays of their region (docs/fleet.md)."""
+        from visavis.fleet.agent import FleetAgent, Load
+
+        self.relay_agent = FleetAgent(
+            self.settings, "relay", lambda: Load(urls=tuple(relay.endpoints()))
+        )
+        await self.relay_agent.start()
+
     def _ice_urls(self) -> list[str]:
         if self.settings.signaling.turn_urls:
             return list(self.settings.signaling.turn_urls)
@@ -124,8 +143,6 @@ class Node:
 
     @property
     def _fleet_registry(self) -> bool:
-        from visavis.fleet.settings import uses_registry
-
         return uses_registry(self.settings) and not self.settings.sfu.public_url
 
     def _sfu_url(self) -> str | None:
@@ -144,6 +161,10 @@ class Node:
             log.warning("drain: this process runs no SFU registered in a fleet")
 
     async def close(self) -> None:
+        if self.relay_agent is not None:
+            with contextlib.suppress(Exception):
+                await self.relay_agent.close()
+            self.relay_agent = None
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server = None

@@ -286,3 +286,17 @@ async def test_online_for_many_devices(bus: Bus) -> None:
         await bus.set_online(device_id, "node-a", ttl=30)
     assert await bus.online(ids) == live
     assert await bus.online([]) == set()
+
+
+async def test_batched_presence_and_heads_match_the_single_calls(bus: Bus) -> None:
+    """What the heartbeat uses: one batch for many devices, same answers as one by one."""
+    ids = [f"d{i}" for i in range(2500)]  # more than one Redis batch (1,000)
+    await bus.set_online_many(ids[:2000], "node-a", ttl=30)
+    assert await bus.online(ids) == set(ids[:2000])
+    await bus.mailbox_append("d7", {"a": 1}, ttl=30)
+    await bus.mailbox_append("d7", {"a": 2}, ttl=30)
+    await bus.mailbox_append("d2400", {"a": 1}, ttl=30)
+    heads = await bus.mailbox_heads(ids)
+    assert heads == {d: await bus.mailbox_head(d) for d in ids}
+    assert heads["d7"] == 2 and heads["d2400"] == 1 and heads["d0"] == 0
+    assert await bus.mailbox_heads([]) == {}

@@ -8,7 +8,10 @@ can tap the SFU and modify signaling):
 - a tap on everything the SFU forwards: no chunk of what the browser encoded (as the
   bot decrypts it) passes through the SFU in clear, while its ciphertext does;
 - a signaling server modified to swap the DTLS fingerprint in a 1:1 call's SDP: both
-  browsers stop the call with a security warning before any media flows.
+  browsers stop the call with a security warning before any media flows;
+- a browser and an SDK device in a 1:1 call check each other's signed fingerprints; a
+  device key that changed since the last call (as signaling hands it out) is caught
+  before the next call connects.
 """
 
 from __future__ import annotations
@@ -27,8 +30,12 @@ from tests.browser import launch_chromium
 from tests.e2ee.test_group_sdk import PASSWORD, bots
 from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
 from tests.e2ee.test_sfu_tap import chunks
+from tests.waiting import until_async
 from tests.web.clients import Device, open_device, sign_in
+from visavis.client.e2ee import enable_e2ee
+from visavis.client.media import MediaSource
 from visavis.e2ee.frames import Codec, clear_length
+from visavis.e2ee.identity import DeviceIdentity, b64
 from visavis.node import Node
 from visavis.sfu.transport import WebRtcTransport
 from visavis.signaling import messages as m
@@ -128,13 +135,13 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
             ),
             60,
         )
-        await ann.page.wait_for_function(
-            """(pid) => window.visavis.controller.received().then((r) => {
-                 window.__got = r; return true; }) && window.__got?.[pid]?.video >= 10""",
-            arg=bot.sfu.participant_id,
-            timeout=60_000,
-            polling=500,
-        )
+        bot_pid = bot.sfu.participant_id
+
+        async def ann_decodes_bot() -> bool:
+            got = await received(ann)
+            return bool(got.get(bot_pid, {}).get("video", 0) >= 10)
+
+        await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
         stats = await ann.page.evaluate(STATS)
         assert stats["frames"]["encrypted"] > 20 and stats["frames"]["decrypted"] > 20
         assert stats["alerts"] == [] and stats["refused"] == {}
@@ -191,3 +198,53 @@ async def test_swapped_dtls_fingerprint_stops_a_one_to_one_call(
     finally:
         await ann.close()
         await ben.close()
+
+
+async def test_browser_and_sdk_one_to_one_then_a_changed_device_key_is_caught(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    """A browser and an SDK device (enable_e2ee) in a 1:1 call check each other's signed
+    DTLS fingerprints and show one code; the browser pins the SDK device's key. Then
+    signaling hands out another key for that device (a substituted identity): the next
+    call stops before it connects, with the warning and a way to trust the new key."""
+    (bot,) = await bots(node, tmp_path, ["bot"])
+    await enable_e2ee(bot.session, bot.identity, bot.pins)
+    ann = await browser_user(browser, node, "ann@example.com")
+    try:
+        call = await bot.session.call("ann@example.com", MediaSource.test_pattern())
+        await expect(ann.page.get_by_role("heading", name="Bot")).to_be_visible()
+        await ann.page.get_by_role("button", name="Video", exact=True).click()
+        await call.wait_connected(40)
+        await ann.wait_phase("in_call", within=40)
+        await call.wait_frames(5, 30)
+        assert call.e2ee is not None and call.e2ee.keys.alerts == []
+        code = call.e2ee.verification_code
+        await expect(ann.page.locator(f'[data-code="{code}"]')).to_be_visible()
+        await call.hangup()
+        await ann.wait_phase("idle", within=30)
+
+        # The server now hands out a key that is not the one ann pinned for this device.
+        assert node.signaling is not None and node.signaling.ctx is not None
+        store = node.signaling.ctx.store
+        real = store.get_device_keys
+
+        async def substituted(device_ids: Any) -> dict[str, str]:
+            keys = await real(device_ids)
+            if bot.session.device_id in keys:
+                keys[bot.session.device_id] = b64(DeviceIdentity.generate().public)
+            return keys
+
+        store.get_device_keys = substituted  # type: ignore[method-assign]
+        again = await bot.session.call("ann@example.com", MediaSource.test_pattern())
+        await expect(ann.page.get_by_role("heading", name="Bot")).to_be_visible()
+        await ann.page.get_by_role("button", name="Video", exact=True).click()
+        warning = ann.page.get_by_role("alert").filter(has_text="device key changed")
+        await expect(warning).to_be_visible(timeout=30_000)
+        await expect(ann.page.get_by_role("button", name="trust the new key")).to_be_visible()
+        assert await again.wait_ended(30) != "hangup"
+        assert again.connected_at is None
+        phases = await ann.page.evaluate("window.visavis.phases")
+        assert phases.count("in_call") == 1  # the first call only
+    finally:
+        await ann.close()
+        await bot.close()

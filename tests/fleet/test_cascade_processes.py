@@ -3,23 +3,30 @@ eu and us), 2 SFU nodes (one per region) on PostgreSQL and Redis, aiortc partici
 (the Python SDK) on each side. Each participant joins the SFU node of its signaling
 node's region; everyone decodes everyone across the node-to-node link and hears the same
 dominant speaker; a link from a node the registry does not know is refused and counted.
+A relay node (``--role relay``) registers the same way: devices of its region are handed
+its URLs while it lives, and not once it is killed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aioice.ice
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.fleet.cluster import SECRET, fleet
 from tests.fleet.test_fleet_processes import Watcher, decoding_all, login, wait_until
+from tests.served import serve
 from tests.services import fresh_postgres, fresh_redis_prefix
+from visavis.client.session import Session
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.cascade import sign_hello
 from visavis.signaling import messages as m
@@ -32,6 +39,26 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def ice_urls(session: Session) -> set[str]:
+    """The STUN/TURN URLs signaling hands this device now."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(
+            f"{session.url}/api/ice-servers",
+            headers={"authorization": f"Bearer {session.token}"},
+        )
+    r.raise_for_status()
+    return {u for server in r.json()["ice_servers"] for u in server["urls"]}
+
+
+async def wait_until_async(predicate: Any, limit: float) -> float:
+    """Seconds until ``await predicate()`` held (re-asked every 100 ms)."""
+    start = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - start < limit, "condition not reached"
+        await asyncio.sleep(0.1)  # polling signaling's HTTP API
+    return time.monotonic() - start
 
 
 def metric(port: int, name: str, labels: str) -> float:
@@ -101,6 +128,28 @@ async def test_room_cascades_over_two_regions(
                     # The call's media kept flowing meanwhile.
                     since = time.monotonic()
                     await wait_until(lambda: decoding_all(media, since), 10)
+
+                    # -- relay nodes register too; devices get live ones of their region
+                    relay_env = {
+                        **f.env,
+                        "VISAVIS_NODE_ID": "relay-us",
+                        "VISAVIS_FLEET__REGION": "us",
+                    }
+                    with serve(tmp_path / "relay", "--role", "relay", env=relay_env) as relay:
+                        urls = relay.endpoints["relay"]
+                        assert any(u.startswith("turn:") for u in urls), urls
+
+                        # Dave (us) is told the relay's URLs, with credentials for it.
+                        async def listed() -> bool:
+                            return await ice_urls(dave) == set(urls)
+
+                        async def dropped() -> bool:
+                            return not await ice_urls(dave) & set(urls)
+
+                        await wait_until_async(listed, 10)
+                        relay.process.kill()  # SIGKILL: no clean withdrawal
+                        gone = await wait_until_async(dropped, 10)
+                        print(f"a dead relay left the ICE servers after {gone:.2f} s")
                 finally:
                     for s in media:
                         await s.close()

@@ -1,8 +1,9 @@
 """The media plane as a fleet, with the real processes: 2 signaling nodes and 3 SFU nodes
 (``visavis serve --role ...``) on PostgreSQL and Redis, aiortc participants.
 
-Group calls land on different SFU nodes; an SFU node killed with SIGKILL mid-call → every
-participant decodes everyone again within 5 s on another node, with no ring and no hang-up,
+Group calls land on different SFU nodes; an SFU node killed with SIGKILL mid-call → the
+participants report the lost node and the room moves at once; every participant decodes
+everyone again within 5 s on another node, with no ring and no hang-up,
 and history shows one call; a token for the room's old node is refused elsewhere; an
 operator drains the node the room moved to (``visavis sfu drain``) → the room moves again
 and the drained node empties.
@@ -199,6 +200,20 @@ async def _scenario(f: Fleet, admin: FleetAdmin) -> None:
                 assert second_node != first_node
                 assert {f.node_of(s.url) for s in media} == {second_node}
                 assert recovery < RECOVERY_LIMIT, f"media resumed after {recovery:.2f} s"
+                # The participants' reports of the lost node moved the room (before the
+                # node's record expired), not the registry TTL.
+                acted = 0.0
+                async with httpx.AsyncClient(timeout=10) as http:
+                    for node in f.signaling:
+                        text = (await http.get(f"{node.http_url}/metrics")).text
+                        acted += sum(
+                            float(line.rsplit(" ", 1)[1])
+                            for line in text.splitlines()
+                            if line.startswith(
+                                'visavis_fleet_media_lost_reports_total{outcome="acted"}'
+                            )
+                        )
+                assert acted == 1, acted
                 for w in watchers[:3]:
                     moved = w.of(m.CallRoomMoved)
                     assert [e.reason for e in moved] == ["failover"]  # type: ignore[attr-defined]

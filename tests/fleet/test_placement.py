@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from visavis.fleet.placement import Limits, choose, eligible, healthy_relays, utilisation
+from visavis.fleet.placement import Limits, Rules, choose, eligible, healthy_relays, utilisation
 from visavis.fleet.record import NodeRecord
 
 
@@ -42,8 +42,8 @@ def test_full_draining_and_excluded_nodes_take_no_rooms() -> None:
     relay = node("r").with_load(kind="relay")
     nodes = [full, placed_full, draining, hot, gone, relay]
     assert eligible(nodes, {"placed": 8}, exclude=("gone",)) == []
-    assert choose(nodes, {"placed": 8}, exclude=("gone",)) is None
-    assert choose(nodes, {"placed": 7}, exclude=("gone",)) == placed_full
+    assert choose(nodes, {"placed": 8}, Rules(exclude=("gone",))) is None
+    assert choose(nodes, {"placed": 7}, Rules(exclude=("gone",))) == placed_full
     # Rooms the node already reported are counted by their real people, not estimated.
     reported = node("r", rooms=7, participants=21)
     assert utilisation(reported, 7) == 21 / 30 and utilisation(reported, 8) == 25 / 30
@@ -51,8 +51,8 @@ def test_full_draining_and_excluded_nodes_take_no_rooms() -> None:
 
 def test_region_preferred_while_it_has_room() -> None:
     eu, us = node("eu", region="eu"), node("us", region="us")
-    assert choose([eu, us], {}, region="us") == us
-    assert choose([eu, us.with_load(participants=30)], {}, region="us") == eu
+    assert choose([eu, us], {}, Rules(region="us")) == us
+    assert choose([eu, us.with_load(participants=30)], {}, Rules(region="us")) == eu
 
 
 def test_power_of_choices_balances_a_large_fleet() -> None:

@@ -273,3 +273,71 @@ async def test_cascaded_rooms_get_a_leg_per_region_and_when_full(tmp_path: Path)
             for agent in agents:
                 await agent.close()
             await client.aclose()
+
+
+async def test_relays_register_and_devices_get_healthy_ones_near_them(tmp_path: Path) -> None:
+    """Relay nodes heartbeat into the registry like SFU nodes; signaling hands out the
+    ICE URLs of live relays, its own region's first; a relay that stops is dropped."""
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=10)
+        relays = {
+            n: FleetAgent(
+                settings(tmp_path, prefix, n, region=r),
+                "relay",
+                lambda n=n: Load(urls=(f"stun:{n}:3478", f"turn:{n}:3478?transport=udp")),  # type: ignore[misc]
+            )
+            for n, r in (("r-eu", "eu"), ("r-us", "us"), ("r-us2", "us"))
+        }
+        signaling = RegistryFleet(
+            RedisRegistry(client, prefix, SECRET),
+            settings(tmp_path, prefix, "sig-us", region="us").fleet,
+            metrics=FleetMetrics(CollectorRegistry()),
+        )
+        try:
+            async with asyncio.timeout(60):
+                for agent in relays.values():
+                    await agent.start()
+                await signaling.check()
+                urls = signaling.ice_urls() or []
+                hosts = {u.split(":")[1] for u in urls}
+                assert hosts == {"r-us", "r-us2"}, urls  # the region's relays, none farther
+                await relays["r-us"].close()  # stops: its record goes at once
+                await relays["r-us2"].close()
+                await signaling.check()
+                assert {u.split(":")[1] for u in signaling.ice_urls() or []} == {"r-eu"}
+        finally:
+            for agent in relays.values():
+                await agent.close()
+            await client.aclose()
+
+
+async def test_participants_reports_move_a_room_before_the_ttl(tmp_path: Path) -> None:
+    """Reports of a lost node from enough of a room's participants move the room at once
+    (its node's record is still live: ttl 30 s); one report alone does not, and a report
+    about a node that is not the room's is refused. Both counted."""
+    async with (
+        asyncio.timeout(60),
+        redis_fleet(tmp_path, ["a", "b"], ttl=30, check_interval=30) as (fleet, _, moves),
+    ):
+        first = await fleet.assign("room")
+        other = "b" if first.node_id == "a" else "a"
+
+        def reports(outcome: str) -> float:
+            value = fleet.metrics.registry.get_sample_value(
+                "visavis_fleet_media_lost_reports_total", {"outcome": outcome}
+            )
+            return value or 0.0
+
+        await fleet.report_lost("room", f"ws://{other}/sfu", "dev1", quorum=2)
+        assert reports("refused") == 1 and moves == []
+        await fleet.report_lost("room", first.url, "dev1", quorum=2)
+        await fleet.report_lost("room", first.url, "dev1", quorum=2)  # the same device again
+        assert reports("counted") == 2 and moves == []
+        started = time.monotonic()
+        await fleet.report_lost("room", first.url, "dev2", quorum=2)
+        assert reports("acted") == 1
+        assert [(a.room_id, a.node_id, reason) for a, reason in moves] == [
+            ("room", other, "failover")
+        ]
+        assert time.monotonic() - started < 1.0
+        assert (await fleet.assign("room")).node_id == other

@@ -1,6 +1,7 @@
 """Account screens against the real `visavis serve`: favourites kept across a reload, the
 device list (online or not) with revoking another device (that device is signed out at
-once and says so), and signing out (the token no longer opens anything)."""
+once and says so), signing out (the token no longer opens anything), and errors that
+say what to do."""
 
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ async def test_favourites_devices_revoke_and_sign_out(server: Served, browser: B
         await expect(page.get_by_label("Password")).to_be_visible()
         assert me_status(server.http_url, token) == 401
         assert await page.evaluate("localStorage.getItem('visavis.session')") is None
+
+        # Errors say what to do: a wrong password, a handle already taken.
+        await page.get_by_label("Handle (email or phone)").fill("vic@example.com")
+        await page.get_by_label("Password").fill("not the password")
+        await page.get_by_role("button", name="Sign in", exact=True).last.click()
+        await expect(page.get_by_role("alert")).to_contain_text("Wrong handle or password")
+        await page.get_by_role("tab", name="Create account").click()
+        await page.get_by_label("Handle (email or phone)").fill("wes@example.com")
+        await page.get_by_label("Password").fill("correct horse battery")
+        await page.get_by_role("button", name="Create account").last.click()
+        await expect(page.get_by_role("alert")).to_contain_text("That handle is taken")
         for device in devices:
             assert device.errors == [], device.errors
     finally:

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright, expect
-from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser import launch_chromium
 from tests.served import Served
@@ -85,26 +84,23 @@ async def received(device: Device) -> dict[str, Any]:
 
 
 async def wait_decoding(device: Device, others: int, frames: int = 5) -> dict[str, Any]:
-    """Until ``device`` decodes video (and receives audio) from ``others`` participants."""
-    try:
-        await device.page.wait_for_function(
-            """([others, frames]) => window.visavis.controller?.received().then((r) => {
-                window.__received = r;
-                const ok = Object.values(r).filter((p) => p.video >= frames && p.audio > 0);
-                return ok.length >= others;
-            })""",
-            arg=[others, frames],
-            timeout=45_000,
-            polling=500,
-        )
-    except PlaywrightTimeout as exc:
-        seen = await device.page.evaluate(
-            "({received: window.__received, slots: [...window.visavis.controller.slots.values()],"
-            " participants: [...window.visavis.controller.participants.keys()],"
-            " ice: window.visavis.controller.pc?.iceConnectionState})"
-        )
-        raise AssertionError(f"not decoding {others} others: {seen}") from exc
-    return await received(device)
+    """Until ``device`` decodes video (and receives audio) from ``others`` participants,
+    polled from here (a wait_for_function predicate returning a promise counts as true at
+    once)."""
+    deadline = time.monotonic() + 45
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = await received(device)
+        ok = [p for p in seen.values() if p["video"] >= frames and p["audio"] > 0]
+        if len(ok) >= others:
+            return seen
+        await device.page.wait_for_timeout(300)
+    state = await device.page.evaluate(
+        "({slots: [...window.visavis.controller.slots.values()],"
+        " participants: [...window.visavis.controller.participants.keys()],"
+        " ice: window.visavis.controller.pc?.iceConnectionState})"
+    )
+    raise AssertionError(f"not decoding {others} others: {seen} {state}")
 
 
 async def grid_shape(device: Device) -> tuple[int, int]:

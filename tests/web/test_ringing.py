@@ -7,14 +7,17 @@ connection back, and the other tab stops ringing ("Answered in another tab"). Me
 flows both ways, through the microphone and speaker Tom chose in settings. Then Uma calls
 Tom during that call: call waiting offers "End and answer" (Rae's call ends, Uma's
 begins); Rae calling back meanwhile is declined from the banner while Tom stays with Uma.
+Last, Tom answers a call "Audio only": his camera stays closed.
 """
 
 from __future__ import annotations
 
 import pytest
 from playwright.async_api import Browser, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.served import Served
+from tests.waiting import until_async
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
@@ -81,7 +84,15 @@ async def test_every_tab_rings_answer_in_one_then_call_waiting(
         await uma.find_and_call("tom@example.com")
         banner = tom.page.locator(".waiting")
         await expect(banner).to_contain_text("Uma is calling")
-        await banner.get_by_role("button", name="End and answer").click()
+        try:
+            await banner.get_by_role("button", name="End and answer").click()
+        except PlaywrightTimeout as exc:
+            seen = await tom.page.evaluate(
+                "(() => { const s = window.visavis.store.get();"
+                " return {waiting: s.waiting, call: s.call, status: s.status,"
+                " phases: window.visavis.phases}; })()"
+            )
+            raise AssertionError(f"could not click End and answer: {seen}") from exc
         await rae.wait_phase("idle")
         for device in (uma, tom):
             await device.wait_phase("in_call", within=30)
@@ -101,6 +112,26 @@ async def test_every_tab_rings_answer_in_one_then_call_waiting(
         assert await tom.phase() == "in_call"
 
         await tom.page.locator('[data-action="end"]').click()
+        for device in (tom, uma):
+            await device.wait_phase("idle")
+
+        # Answered audio only: Tom's camera stays closed, Uma hears him, sees no video.
+        await uma.find_and_call("tom@example.com")
+        await expect(tom.page.get_by_role("alertdialog")).to_be_visible()
+        await tom.page.get_by_role("button", name="Audio only").click()
+        for device in (uma, tom):
+            await device.wait_phase("in_call", within=30)
+        camera = "window.visavis.media.stream.getVideoTracks().length"
+        assert await tom.page.evaluate(camera) == 0
+        packets = "window.visavis.stats().then((s) => s ? s.packetsIn : 0)"
+        start = await uma.page.evaluate(packets)
+
+        async def hears_tom() -> bool:
+            return int(await uma.page.evaluate(packets)) > start + 50
+
+        await until_async(hears_tom, "Uma receives Tom's audio", 30)
+        assert await uma.frames_decoded() == 0
+        await uma.page.locator('[data-action="end"]').click()
         for device in (tom, uma):
             await device.wait_phase("idle")
         for device in (*devices, tab2):

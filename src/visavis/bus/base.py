@@ -71,6 +71,10 @@ class Bus(ABC):
     async def mailbox_head(self, device_id: str) -> int:
         """The device's last assigned sequence number (0 if none)."""
 
+    async def mailbox_heads(self, device_ids: Collection[str]) -> dict[str, int]:
+        """:meth:`mailbox_head` of many devices (a backend batches the round trips)."""
+        return {d: await self.mailbox_head(d) for d in device_ids}
+
     @abstractmethod
     async def mailbox_ack(self, device_id: str, upto: int) -> None:
         """Forget messages numbered ``upto`` or less (the device has them)."""
@@ -79,6 +83,13 @@ class Bus(ABC):
     @abstractmethod
     async def set_online(self, device_id: str, node_id: str, *, ttl: float) -> None:
         """Record that ``node_id`` holds the device's connection, for ``ttl`` seconds."""
+
+    async def set_online_many(
+        self, device_ids: Collection[str], node_id: str, *, ttl: float
+    ) -> None:
+        """:meth:`set_online` for many devices (a backend batches the round trips)."""
+        for device_id in device_ids:
+            await self.set_online(device_id, node_id, ttl=ttl)
 
     @abstractmethod
     async def set_offline(self, device_id: str, node_id: str) -> None:

@@ -281,6 +281,16 @@ class RedisBus(Bus):
         value = await self.client.get(self._counter(device_id))
         return 0 if value is None else int(value)
 
+    async def mailbox_heads(self, device_ids: Collection[str]) -> dict[str, int]:
+        ids = list(device_ids)
+        heads: dict[str, int] = {}
+        for start in range(0, len(ids), _MGET_CHUNK):
+            chunk = ids[start : start + _MGET_CHUNK]
+            values = await self.client.mget([self._counter(d) for d in chunk])
+            for device_id, value in zip(chunk, values, strict=True):
+                heads[device_id] = 0 if value is None else int(value)
+        return heads
+
     async def mailbox_ack(self, device_id: str, upto: int) -> None:
         await self.client.zremrangebyscore(self._box(device_id), "-inf", upto)
 
@@ -290,6 +300,16 @@ class RedisBus(Bus):
 
     async def set_online(self, device_id: str, node_id: str, *, ttl: float) -> None:
         await self.client.set(self._presence(device_id), node_id, px=_ms(ttl))
+
+    async def set_online_many(
+        self, device_ids: Collection[str], node_id: str, *, ttl: float
+    ) -> None:
+        ids, px = list(device_ids), _ms(ttl)
+        for start in range(0, len(ids), _MGET_CHUNK):  # one round trip per chunk
+            async with self.client.pipeline(transaction=False) as pipe:
+                for device_id in ids[start : start + _MGET_CHUNK]:
+                    pipe.set(self._presence(device_id), node_id, px=px)
+                await pipe.execute()
 
     async def set_offline(self, device_id: str, node_id: str) -> None:
         await self._compare_delete(keys=[self._presence(device_id)], args=[node_id])

@@ -95,6 +95,8 @@ class SfuSession:
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._follower: asyncio.Task[None] | None = None
+        self._signaling: tuple[Session, str] | None = None  # (session, call) to report to
+        self._leaving = False
         self._moving = asyncio.Lock()
         self._changed = asyncio.Event()
         self._fresh()
@@ -134,6 +136,7 @@ class SfuSession:
         await self._leave()
 
     async def _leave(self) -> None:
+        self._leaving = True
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.send(json.dumps({"type": "leave"}))
@@ -151,6 +154,7 @@ class SfuSession:
             await self._leave()
             self.url, self.token = url, token
             self._fresh()
+            self._leaving = False
             self.moves += 1
             self.moved_at = time.monotonic()
             await self.join(limit)
@@ -158,6 +162,7 @@ class SfuSession:
     def follow(self, session: Session, call_id: str) -> None:
         """Rejoin by itself whenever signaling moves this call's room (``call.room_moved``
         on ``session``), until :meth:`close`."""
+        self._signaling = (session, call_id)
         self._follower = asyncio.create_task(self._follow(session, call_id))
 
     async def _follow(self, session: Session, call_id: str) -> None:
@@ -223,10 +228,20 @@ class SfuSession:
         except Exception:  # connection lost: the session simply ends
             pass
         finally:
+            if not self._leaving and self._signaling is not None:
+                # The SFU went away under us: tell signaling (enough such reports move the
+                # room before the node's registry record expires).
+                session, call_id = self._signaling
+                self._spawn(self._report_lost(session, call_id, self.url))
             if not self._joined.done():
                 self._joined.set_exception(SfuSessionError("closed", "connection closed"))
             if self._answer is not None and not self._answer.done():
                 self._answer.set_exception(SfuSessionError("closed", "connection closed"))
+
+    @staticmethod
+    async def _report_lost(session: Session, call_id: str, url: str) -> None:
+        with contextlib.suppress(Exception):  # best effort: the registry TTL is the backstop
+            await session.request("call.media_lost", call_id=call_id, url=url)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -257,6 +272,9 @@ class SfuSession:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A renegotiation cut short by the connection closing (a move, a dead node) is
+        # not an error anyone waits for: retrieve it so asyncio does not log it.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- receiving ----------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:

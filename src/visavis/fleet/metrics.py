@@ -19,7 +19,8 @@ class FleetMetrics:
         )
         self.placements = Counter(
             "visavis_fleet_placements_total",
-            "Rooms placed on a node (placed) or refused for lack of one (no_node)",
+            "Rooms placed on a node (placed), cascade legs placed (leg), or refused for lack"
+            " of a node (no_node)",
             ["outcome"],
             registry=r,
         )
@@ -30,5 +31,12 @@ class FleetMetrics:
             "visavis_fleet_placement_seconds",
             "Time to place a new room (registry read included)",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+            registry=r,
+        )
+        self.reports = Counter(
+            "visavis_fleet_media_lost_reports_total",
+            "Participants' reports of a lost SFU: counted, acted on (the room moved), or"
+            " refused (not the room's node)",
+            ["outcome"],
             registry=r,
         )

@@ -33,6 +33,17 @@ class Limits:
     cpu_limit: float = 0.85
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How one placement chooses: the preferred region (None: any), nodes it must not use
+    (the node a room leaves), when a node is full, how many nodes it samples."""
+
+    region: str | None = None
+    exclude: Collection[str] = ()
+    limits: Limits = Limits()
+    choices: int = DEFAULT_CHOICES
+
+
 def demand(node: NodeRecord, placed: int) -> int:
     """Participants the node carries or is about to: those it reported, plus an estimate
     for each room placed on it beyond the rooms it reported (placed since its last
@@ -82,20 +93,17 @@ class Pool:
     def candidates(
         self,
         placed: Mapping[str, int],
-        *,
-        region: str | None = None,
-        exclude: Collection[str] = (),
-        limits: Limits = Limits(),
-        choices: int = DEFAULT_CHOICES,
+        rules: Rules = Rules(),
         rng: random.Random | None = None,
     ) -> list[NodeRecord]:
-        """Up to ``choices`` nodes that may take a room by the counts known (the region's
-        if any has room, else any region's). Signaling re-reads these few nodes' placed
-        counts before :func:`best` picks, so its choice is never staler than that read."""
+        """Up to ``rules.choices`` nodes that may take a room by the counts known (the
+        preferred region's if any has room, else any region's). Signaling re-reads these
+        few nodes' placed counts before :func:`best` picks, so its choice is never staler
+        than that read."""
         pick = rng or random.Random()
-        groups = [self.by_region.get(region, [])] if region is not None else []
+        groups = [self.by_region.get(rules.region, [])] if rules.region is not None else []
         for group in [*groups, self.nodes]:
-            found = _sample(group, placed, exclude, limits, choices, pick)
+            found = _sample(group, placed, rules, pick)
             if found:
                 return found
         return []
@@ -103,34 +111,24 @@ class Pool:
     def choose(
         self,
         placed: Mapping[str, int],
-        *,
-        region: str | None = None,
-        exclude: Collection[str] = (),
-        limits: Limits = Limits(),
-        choices: int = DEFAULT_CHOICES,
+        rules: Rules = Rules(),
         rng: random.Random | None = None,
     ) -> NodeRecord | None:
         """The node for a new room, or None when no node can take one."""
         pick = rng or random.Random()
-        found = self.candidates(
-            placed, region=region, exclude=exclude, limits=limits, choices=choices, rng=pick
-        )
-        return best(found, placed, limits=limits, rng=pick)
+        return best(self.candidates(placed, rules, pick), placed, limits=rules.limits, rng=pick)
 
 
 def _sample(
-    group: Sequence[NodeRecord],
-    placed: Mapping[str, int],
-    exclude: Collection[str],
-    limits: Limits,
-    choices: int,
-    rng: random.Random,
+    group: Sequence[NodeRecord], placed: Mapping[str, int], rules: Rules, rng: random.Random
 ) -> list[NodeRecord]:
+    choices = rules.choices
+
     def ok(n: NodeRecord) -> bool:
         return (
             not n.draining
-            and n.node_id not in exclude
-            and utilisation(n, placed.get(n.node_id, 0), limits) < 1.0
+            and n.node_id not in rules.exclude
+            and utilisation(n, placed.get(n.node_id, 0), rules.limits) < 1.0
         )
 
     if len(group) <= choices:
@@ -162,17 +160,11 @@ def best(
 def choose(
     nodes: Sequence[NodeRecord],
     placed: Mapping[str, int],
-    *,
-    region: str | None = None,
-    exclude: Collection[str] = (),
-    limits: Limits = Limits(),
-    choices: int = DEFAULT_CHOICES,
+    rules: Rules = Rules(),
     rng: random.Random | None = None,
 ) -> NodeRecord | None:
     """The node for a new room among ``nodes`` (see :class:`Pool` to choose repeatedly)."""
-    return Pool(nodes).choose(
-        placed, region=region, exclude=exclude, limits=limits, choices=choices, rng=rng
-    )
+    return Pool(nodes).choose(placed, rules, rng)
 
 
 def healthy_relays(

@@ -268,6 +268,17 @@ class RedisRegistry:
         await self.client.delete(key)
         return legs
 
+    async def report(self, placement: str, node_id: str, reporter: str, *, ttl: float) -> int:
+        """Record that ``reporter`` lost ``node_id`` for this placement; how many distinct
+        reporters did within ``ttl`` seconds (of the first report)."""
+        key = f"{self.base}reports:{placement}:{node_id}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, reporter)
+            pipe.expire(key, max(1, int(ttl)), nx=True)
+            pipe.scard(key)
+            *_, count = await pipe.execute()
+        return int(count)
+
     async def room_node(self, room_id: str) -> str | None:
         value = await self.client.get(self._room_key(room_id))
         return None if value is None else _text(value)

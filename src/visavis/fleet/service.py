@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from visavis.clock import Clock, SystemClock
 from visavis.fleet.metrics import FleetMetrics
-from visavis.fleet.placement import Limits, best, healthy_relays
+from visavis.fleet.placement import Limits, Rules, best, healthy_relays
 from visavis.fleet.record import NodeKind, NodeRecord, RecordChecker
 from visavis.fleet.settings import FleetSettings
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MoveReason = Literal["failover", "drain"]
 MONITOR_LEASE = 2.0  # seconds before another signaling node takes over the monitor
+REPORT_WINDOW = 10.0  # seconds participants' reports of a lost node count together
 LEG = "~"  # placement key of a cascaded room's leg: <room>~<region>
 
 
@@ -90,6 +91,11 @@ class Fleet(ABC):
     def ice_urls(self) -> list[str] | None:
         """ICE URLs of healthy relay nodes, or None to keep the configured ones."""
         return None
+
+    async def report_lost(  # noqa: B027 - optional hook
+        self, room_id: str, url: str, reporter: str, *, quorum: int
+    ) -> None:
+        """A participant of ``room_id`` lost the node at ``url`` (see RegistryFleet)."""
 
 
 class LocalFleet(Fleet):
@@ -242,18 +248,33 @@ class RegistryFleet(Fleet):
     def ice_urls(self) -> list[str] | None:
         return self._relays
 
+    async def report_lost(self, room_id: str, url: str, reporter: str, *, quorum: int) -> None:
+        """Count a participant's report that the room's node at ``url`` is lost; once
+        ``quorum`` distinct participants reported it within ``REPORT_WINDOW`` seconds,
+        move that placement (the room, or its leg) now, as if the node's record had
+        expired. Reports for a node that is not the room's are refused (counted)."""
+        view = await self._view("sfu")
+        placements = {room_id: await self.registry.room_node(room_id)}
+        placements.update(await self.registry.legs(room_id))
+        node = next((n for n in view.nodes if n.control_url == url), None)
+        key = next((k for k, n in placements.items() if node and n == node.node_id), None)
+        if node is None or key is None:
+            self.metrics.reports.labels("refused").inc()
+            return
+        count = await self.registry.report(key, node.node_id, reporter, ttl=REPORT_WINDOW)
+        if count < quorum:
+            self.metrics.reports.labels("counted").inc()
+            return
+        moved = await self._move(key, node.node_id, "failover", notify=True)
+        self.metrics.reports.labels("acted" if moved else "counted").inc()
+
     async def _target(
         self, view: View, exclude: tuple[str, ...] = (), region: str | None = None
     ) -> NodeRecord | None:
         """Sample a few nodes from the view, re-read their placed counts (placements by
         other signaling nodes since the view was read), take the least loaded."""
-        candidates = view.pool.candidates(
-            view.placed,
-            region=region or self.settings.region,
-            exclude=exclude,
-            limits=self.limits,
-            rng=self.rng,
-        )
+        rules = Rules(region or self.settings.region, exclude, self.limits)
+        candidates = view.pool.candidates(view.placed, rules, self.rng)
         if not candidates:
             return None
         now = await self.registry.placed("sfu", [n.node_id for n in candidates])

@@ -66,7 +66,7 @@ class SignalingContext:
     clock: Clock
     metrics: SignalingMetrics
     secret: str
-    ice_urls: list[str]
+    ice_urls: Callable[[], list[str]]  # asked per device: healthy relays change
     turn_ttl: int
     max_message_bytes: int
     rate_per_second: float
@@ -396,7 +396,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     async def ice_servers(auth: Auth) -> m.IceServersOut:
         return m.IceServersOut(
             ice_servers=ice_servers_for(
-                ctx.ice_urls, ctx.secret, auth[0].id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+                ctx.ice_urls(), ctx.secret, auth[0].id, now=ctx.clock.now(), ttl=ctx.turn_ttl
             ),
             ttl=ctx.turn_ttl,
         )
@@ -462,7 +462,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         """A guest's lobby: poll it until admitted (then: the room to join) or refused."""
         guest, link = auth
         ice = ice_servers_for(
-            ctx.ice_urls, ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+            ctx.ice_urls(), ctx.secret, "guest:" + guest.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
         )
         return await ctx.links.status(guest, link, ice)
 
@@ -569,7 +569,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
                 resumed=resumed,
                 head=head,
                 ice_servers=ice_servers_for(
-                    ctx.ice_urls, ctx.secret, user.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
+                    ctx.ice_urls(), ctx.secret, user.id, now=ctx.clock.now(), ttl=ctx.turn_ttl
                 ),
             )
         )

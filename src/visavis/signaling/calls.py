@@ -413,6 +413,17 @@ class CallService:
             raise SignalingError("not_group", "this 1:1 call is peer to peer: no room to join")
         return await self._room_join(call, user, device.id)
 
+    async def media_lost(self, user: User, device: Device, msg: m.CallMediaLost) -> None:
+        """A device lost the call's SFU. Reports from at least half the call's joined
+        devices (two at least, unless fewer are joined) move the room now: one device
+        alone cannot move a room away from a healthy node."""
+        call, participants = await self._require_in_call(user, device, msg.call_id)
+        if call.topology != "sfu":
+            raise SignalingError("not_group", "this 1:1 call is peer to peer: no media server")
+        joined = sum(1 for p in participants if p.state == "joined")
+        quorum = min(joined, max(2, (joined + 1) // 2))
+        await self.fleet.report_lost(call.room_id or call.id, msg.url, device.id, quorum=quorum)
+
     # -- the room's media server (the fleet) -------------------------------------------
     async def _assign(self, room_id: str) -> Assignment:
         try:

@@ -151,10 +151,19 @@ class Hub:
 
     async def heartbeat(self) -> None:
         """Keep this node's devices online on the bus, and flush their mailboxes: a
-        wake-up lost with a dropped pub/sub connection delays an event, never loses it."""
-        for device_id, conn in list(self.connections.items()):
-            await self.bus.set_online(device_id, self.node_id, ttl=self.presence_ttl)
-            await self.flush(conn)
+        wake-up lost with a dropped pub/sub connection delays an event, never loses it.
+
+        In batches: one round trip per thousand devices for presence and one for the
+        mailbox heads, then a flush only where the head is past what was sent. (Two round
+        trips per device made an idle node of 5,000 devices spend most of a starved core
+        on its heartbeat: found by the 10,000-device soak.)"""
+        conns = list(self.connections.items())
+        ids = [device_id for device_id, _ in conns]
+        await self.bus.set_online_many(ids, self.node_id, ttl=self.presence_ttl)
+        heads = await self.bus.mailbox_heads(ids)
+        for device_id, conn in conns:
+            if heads.get(device_id, 0) > conn.last_sent:
+                await self.flush(conn)
 
     async def close_all(self) -> None:
         for conn in list(self.connections.values()):

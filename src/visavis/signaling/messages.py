@@ -184,6 +184,15 @@ class CallHandoff(CallRequest):
     type: Literal["call.handoff"]
 
 
+class CallMediaLost(CallRequest):
+    """This device lost its connection to the call's media server (SFU): once enough of
+    the call's devices say so, signaling moves the room at once instead of waiting for
+    the server's registry record to expire (``docs/fleet.md``)."""
+
+    type: Literal["call.media_lost"]
+    url: str = Field(max_length=2048, description="the SFU control URL it lost")
+
+
 class CallLinkJoin(Request):
     """The link's owner opens its call: starts it (a group call through the SFU, with
     only the owner in it) or rejoins the one going on; answered with its ``call_id``."""
@@ -221,6 +230,7 @@ ClientMessage = Annotated[
     | CallE2ee
     | CallReaction
     | CallHandoff
+    | CallMediaLost
     | CallLinkJoin
     | CallAdmit
     | CallRefuse,

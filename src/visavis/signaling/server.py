@@ -129,6 +129,14 @@ class SignalingServer:
             )
         return LocalFleet(lambda: self.settings.sfu.public_url)
 
+    def _current_ice_urls(self) -> list[str]:
+        """``signaling.turn_urls`` when set (the operator's word); else healthy relays of
+        this node's region from the fleet registry, else this process's relay's URLs."""
+        if self.settings.signaling.turn_urls:
+            return list(self.settings.signaling.turn_urls)
+        registered = self.fleet.ice_urls() if self.fleet is not None else None
+        return registered or self._ice_urls()
+
     def _room_join(
         self, call: Call, user: User, device_id: str, assignment: Assignment
     ) -> m.CallRoom:
@@ -184,7 +192,7 @@ class SignalingServer:
             clock=self.clock,
             metrics=self.metrics,
             secret=self.settings.ensure_shared_secret(),
-            ice_urls=self._ice_urls(),
+            ice_urls=self._current_ice_urls,
             turn_ttl=cfg.turn_credential_ttl,
             max_message_bytes=cfg.max_message_bytes,
             rate_per_second=cfg.rate_limit_per_second,
