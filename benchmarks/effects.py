@@ -1,13 +1,14 @@
 """Cost of each browser effect per frame, in headless Debian Chromium (software GL).
 
 Run: ``.venv/bin/python benchmarks/effects.py`` (``--runs 3`` by default; ``--quick``:
-one run, fewer frames). It runs the real ``visavis serve`` (tests/served.py), as the
-tests do, and opens tests/effects/pages/bench.html on its origin with the astronaut clip
-as the fake camera:
+fewer frames per figure; the medians so far are printed after each run). It runs the
+real ``visavis serve`` (tests/served.py), as the tests do, and opens
+tests/effects/pages/bench.html on its origin with the astronaut clip as the fake camera:
 
 - blur and portrait at 640x480, at every effect level (effect resolution, mask rate)
-  with the adaptation pinned: median ms per frame (segmentation + compositing) and the
-  frames per second delivered;
+  with the adaptation pinned: median ms per frame (segmentation + compositing, in the
+  effect's worker: on this Chromium path the page's main thread does nothing per frame)
+  and the frames per second delivered;
 - voice isolation: RNNoise's ms of CPU per 10 ms of 48 kHz audio (offline rendering,
   minus the bare graph);
 - spatial audio: ms per 10 ms of audio per voice, stereo panning and HRTF (8 voices);
@@ -85,7 +86,7 @@ def report(runs: list[dict[str, Any]]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one run, fewer frames")
+    parser.add_argument("--quick", action="store_true", help="fewer frames per figure")
     args = parser.parse_args()
     from playwright.async_api import async_playwright
 
@@ -93,10 +94,11 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp) / "serve") as server:
         clip = harness.camera_clip(Path(tmp))
         async with async_playwright() as playwright:
-            for i in range(1 if args.quick else args.runs):
+            for i in range(args.runs):
                 print(f"run {i + 1} ...", flush=True)
                 runs.append(await one_run(playwright, server.http_url, clip, args.quick))
-    report(runs)
+                # the medians so far after each run: a crowded machine may not let all finish
+                report(runs)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import random
 import statistics
 import time
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> None:
     rate = concurrent_rooms / mean_duration  # Little's law
     sizes, weights = zip(*SIZES, strict=True)
     print(
+        f"load average {os.getloadavg()[0]:.2f}; "
         f"{args.nodes} nodes x {args.capacity} participants, target load {args.load:.0%}: "
         f"{concurrent_rooms:,.0f} concurrent rooms, {rate:,.0f} arrivals/s, "
         f"{args.calls:,} calls"
@@ -192,7 +194,8 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"placement: {len(times):,} choices, p50 {1e6 * percentile(times, 0.5):.1f} µs, "
         f"p99 {1e6 * percentile(times, 0.99):.1f} µs, max {1e6 * max(times):.0f} µs; "
-        f"refused {sim.refused:,}; simulated {horizon:,.0f} s in {wall:.0f} s"
+        f"refused {sim.refused:,}; simulated {horizon:,.0f} s in {wall:.0f} s; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     for phase, rows in samples.items():
         if rows:

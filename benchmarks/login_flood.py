@@ -157,6 +157,7 @@ async def load_worker(args: argparse.Namespace, pairs: list[dict[str, str]]) -> 
     callers = [await Device.connect(ws_url, p["caller"]) for p in pairs]
     callees = [await Device.connect(ws_url, p["callee"]) for p in pairs]
     statuses: dict[str, int] = {}
+    refusals: dict[str, int] = {}
     rings: list[float] = []
     failures = 0
     end = time.perf_counter() + args.seconds
@@ -186,7 +187,9 @@ async def load_worker(args: argparse.Namespace, pairs: list[dict[str, str]]) -> 
             )
             call_id = answer.get("call_id")
             if not call_id:
-                failures += 1
+                failures += 1  # refused: by code (e.g. "overloaded": the server shed it)
+                code = str(answer.get("code"))
+                refusals[code] = refusals.get(code, 0) + 1
                 return
             rings.append((await callee.ring(call_id) - sent) * 1000)
             await caller.ws.send(json.dumps({"type": "call.cancel", "call_id": call_id}))
@@ -226,6 +229,7 @@ async def load_worker(args: argparse.Namespace, pairs: list[dict[str, str]]) -> 
         "login_statuses": statuses,
         "setups_per_s": round((done[0] or 0) / wall, 1),
         "setup_failures": failures,
+        "setup_refusals": refusals,
         "ring_ms_p50": pct(rings, 0.5),
         "ring_ms_p99": pct(rings, 0.99),
     }

@@ -53,6 +53,7 @@ from visavis.store.schema import USER_COLS, user_values
 from visavis.store.schema import devices as devices_table
 from visavis.store.schema import users as users_table
 
+CONNECT_PATIENCE = 900.0  # seconds one device keeps retrying its connection
 WAIT = 15.0  # seconds any one expected event or answer may take before it counts as lost
 
 # Events each role receives in one call (see CallService: invite, answer, signal, leave).
@@ -142,15 +143,17 @@ class Device:
 
     async def connect(self, url: str) -> None:
         """Connect and say hello. A node refusing the hello as ``overloaded`` (its
-        ``max_concurrent_requests``) is retried after a second, as its Retry-After says;
-        a slow (loaded) server gets a few tries; each retry is counted."""
-        for attempt in range(20):
+        ``max_concurrent_requests``) or timing out is retried with exponential back-off
+        (1, 2, 4 ... 16 s, jittered: refused clients must not come back all at once);
+        each retry is counted. Gives up after CONNECT_PATIENCE seconds."""
+        give_up = time.monotonic() + CONNECT_PATIENCE
+        delay = 1.0
+        while True:
             try:
                 await self._connect(url)
                 return
             except Overloaded:
                 self.tally.hello_overloaded += 1
-                delay = 1.0
             except (
                 TimeoutError,
                 OSError,
@@ -158,11 +161,12 @@ class Device:
                 websockets.ConnectionClosed,
             ):
                 self.tally.connect_retries += 1
-                delay = 1.0 + min(attempt, 5)
             if self.ws is not None:
                 await self.ws.close()
-            await asyncio.sleep(delay)  # back-off between attempts
-        raise RuntimeError(f"device {self.device_id} could not connect in 20 attempts")
+            if time.monotonic() + delay > give_up:
+                raise RuntimeError(f"device {self.device_id} not connected in {CONNECT_PATIENCE} s")
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # back-off, jittered
+            delay = min(delay * 2, 16.0)
 
     async def _connect(self, url: str) -> None:
         self.ws = await websockets.connect(url, max_size=2**20, ping_interval=None, open_timeout=60)

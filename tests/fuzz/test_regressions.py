@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fuzz.contract import CORPUS_ROOT
+from fuzz.contract import CORPUS_ROOT, check
+from fuzz.targets import load
 
 from tests.signaling.harness import cluster
 from visavis.sfu.errors import SdpError
@@ -50,3 +51,17 @@ def test_sdp_port_of_non_ascii_digits_is_refused() -> None:
     """``str.isdigit`` accepts "²", which ``int`` refuses: ValueError escaped parse_offer."""
     with pytest.raises(SdpError):
         parse_offer("v=0\r\nm=audio \u00b29 UDP/TLS/RTP/SAVPF 111\r\n" + CREDENTIALS)
+
+
+def test_sdp_payload_type_of_non_ascii_digits_is_no_codec() -> None:
+    """A format token such as "9²7" on the m= line passed ``str.isdigit`` in
+    ``MediaSection.codec`` and ``int`` raised ValueError out of the SFU's offer handling
+    (found by the 10^6-input run). It is not a payload type: the codec search skips it."""
+    offer = parse_offer(
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 9\u00b27 111\r\na=mid:a\r\n"
+        "a=rtpmap:111 opus/48000/2\r\n" + CREDENTIALS
+    )
+    codec = offer.media[0].codec()
+    assert codec is not None and codec.pt == 111
+    data = (CORPUS_ROOT / "sdp" / "regress-superscript-format").read_bytes()
+    check(load("sdp"), data)  # the contract holds on the crashing input itself

@@ -69,7 +69,8 @@ class MediaSection:
     def codec(self) -> Codec | None:
         """The first offered codec the SFU forwards for this kind (Opus or VP8)."""
         wanted = CODEC_BY_KIND.get(self.kind)
-        for pt in (int(f) for f in self.formats if f.isdigit()):
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        for pt in (int(f) for f in self.formats if f.isascii() and f.isdigit()):
             codec = self.codecs.get(pt)
             if codec and codec.name.lower() == wanted:
                 return codec
