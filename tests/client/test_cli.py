@@ -52,7 +52,7 @@ async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -
     await signup(stack.url, "alice@example.com")
     await signup(stack.url, "bob@example.com")
     common = ["--server", stack.url, "--password", PASSWORD, "--host-address", "127.0.0.1",
-              "--size", "160x120", "--json"]
+              "--size", "160x120", "--json", "--identity-dir", str(tmp_path / "keys")]
     recording = tmp_path / "from-alice.mp4"
     answering = await run_cli("answer", "--user", "bob@example.com", "--wait", "20",
                               "--record", str(recording), *common)
@@ -66,6 +66,13 @@ async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -
     assert rc_call == 0, err_call
     assert rc_answer == 0, err_answer
     assert call["reason"] == "hangup" and ans["reason"] == "remote_hangup"
+    # Signed fingerprints were checked both ways: the same code, and each account's
+    # identity key is kept (private, 0600) for the next call.
+    assert call["verification_code"] and call["verification_code"] == ans["verification_code"]
+    assert "verification code " + call["verification_code"] in err_call
+    for handle in ("alice@example.com", "bob@example.com"):
+        key = tmp_path / "keys" / handle / "identity.pem"
+        assert key.stat().st_mode & 0o777 == 0o600
     for summary in (call, ans):
         assert summary["path_kind"] == "host"
         assert summary["frames_decoded"] >= 15
@@ -80,13 +87,14 @@ async def test_call_and_answer_from_the_terminal(stack: Stack, tmp_path: Path) -
     assert frames >= 10
 
 
-async def test_failed_call_says_why(stack: Stack) -> None:
+async def test_failed_call_says_why(stack: Stack, tmp_path: Path) -> None:
+    keys = {"VISAVIS_IDENTITY_DIR": str(tmp_path)}
     await signup(stack.url, "carol@example.com")
     await signup(stack.url, "dave@example.com")
     async with (await stack.device("dave@example.com")).events() as events:
         calling = await run_cli("call", "dave@example.com", "--user", "carol@example.com",
                                 "--server", stack.url, "--password", PASSWORD, "--json",
-                                "--host-address", "127.0.0.1")
+                                "--host-address", "127.0.0.1", env=keys)
         from visavis.signaling import messages as m
 
         incoming = await events.next(m.CallIncoming, within=20)
@@ -98,12 +106,12 @@ async def test_failed_call_says_why(stack: Stack) -> None:
     assert "call failed: declined: the callee declined" in err
 
     unknown = await run_cli("call", "nobody@example.com", "--user", "carol@example.com",
-                            "--server", stack.url, "--password", PASSWORD, "--json")
+                            "--server", stack.url, "--password", PASSWORD, "--json", env=keys)
     rc, summary, err = await finish(unknown)
     assert rc == 1 and "cannot call nobody@example.com" in summary["error"]
     assert "unknown_user" in err
 
     bad_password = await run_cli("call", "dave@example.com", "--user", "carol@example.com",
-                                 "--server", stack.url, "--password", "wrong-password")
+                                 "--server", stack.url, "--password", "wrong-password", env=keys)
     rc, _, err = await finish(bad_password)
     assert rc == 1 and "cannot sign in" in err and "bad_credentials" in err

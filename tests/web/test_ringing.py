@@ -93,9 +93,9 @@ async def test_every_tab_rings_answer_in_one_then_call_waiting(
                 " phases: window.visavis.phases}; })()"
             )
             raise AssertionError(f"could not click End and answer: {seen}") from exc
-        await rae.wait_phase("idle")
         for device in (uma, tom):
-            await device.wait_phase("in_call", within=30)
+            await device.wait_phase("in_call", within=45)
+        await rae.wait_phase("idle", within=30)  # her call ended when Tom's answer landed
         await uma.wait_frames(10)
         assert await tom.page.evaluate("window.visavis.store.get().call.peer.handle") == (
             "uma@example.com"

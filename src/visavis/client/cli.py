@@ -23,9 +23,12 @@ from typing import Any
 import click
 
 from visavis.client.call import FAILURE_REASONS, Call
+from visavis.client.e2ee import enable_e2ee
 from visavis.client.errors import AuthError, CallFailed, ClientError, RequestError
 from visavis.client.media import MediaSource
 from visavis.client.session import Session
+from visavis.config import default_data_dir
+from visavis.e2ee.identity import DeviceIdentity, Pins
 from visavis.signaling import messages as m
 
 EXIT_FAILED = 1
@@ -43,6 +46,11 @@ def _options(fn: Any) -> Any:
                      help="A device token instead of --user/--password (env VISAVIS_TOKEN)."),
         click.option("--signup", is_flag=True, help="Create the account first if it is new."),
         click.option("--device-name", default="visavis-cli", show_default=True),
+        click.option("--identity-dir", type=click.Path(path_type=Path),
+                     envvar="VISAVIS_IDENTITY_DIR",
+                     help="Where this device's end-to-end identity key and the pinned keys "
+                     "of contacts are kept (env VISAVIS_IDENTITY_DIR; default: "
+                     "$XDG_DATA_HOME/visavis/client)."),
         click.option("--media", "media_file", type=click.Path(path_type=Path),
                      help="Send this file (audio and video, looped) instead of a test pattern."),
         click.option("--size", default="320x240", show_default=True,
@@ -115,18 +123,33 @@ async def _session(opts: dict[str, Any]) -> Session:
     if opts["token"]:
         session = Session(opts["server"], opts["token"], **options)
         await session.connect()
+        await _end_to_end(session, opts["identity_dir"])
         return session
     if not opts["user"]:
         raise click.UsageError("give --user (or VISAVIS_USER) or --token")
     password = opts["password"] or click.prompt("password", hide_input=True, err=True)
-    return await Session.login(
+    session = await Session.login(
         opts["server"], opts["user"], password, device_name=opts["device_name"],
         signup=opts["signup"], **options,
     )
+    await _end_to_end(session, opts["identity_dir"])
+    return session
 
 
-async def _follow(call: Call, status: _Status, duration: float | None) -> None:
-    """Show the status line until the call ends (or ``duration`` connected seconds pass)."""
+async def _end_to_end(session: Session, identity_dir: Path | None) -> None:
+    """Sign and check DTLS fingerprints in every call, as the browser client does (it
+    refuses a peer without a signed fingerprint). The identity key stays on this machine;
+    contacts' keys are pinned on first use next to it, one pair of files per account."""
+    folder = (identity_dir or default_data_dir() / "client") / session.handle
+    await enable_e2ee(
+        session, DeviceIdentity.load_or_create(folder / "identity.pem"), Pins(folder / "pins.json")
+    )
+
+
+async def _follow(call: Call, status: _Status, duration: float | None) -> str | None:
+    """Show the status line until the call ends (or ``duration`` connected seconds pass);
+    returns the call's verification code (said once, when the call connects)."""
+    code: str | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -134,6 +157,9 @@ async def _follow(call: Call, status: _Status, duration: float | None) -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         while not call.ended and not stop.is_set():
+            if code is None and call.connected_at is not None and call.e2ee is not None:
+                code = call.e2ee.verification_code
+                status.say(f"end-to-end checked; verification code {code} (compare it aloud)")
             stats = await call.stats()
             status.show(f"{call.peer or 'call'}: {stats.status_line()}")
             if (
@@ -152,9 +178,12 @@ async def _follow(call: Call, status: _Status, duration: float | None) -> None:
         stats = await call.stats()
         status.show(f"{call.peer or 'call'}: {stats.status_line()}", force=True)
         await call.hangup()
+    return code
 
 
-async def _summary(call: Call | None, error: str | None = None) -> dict[str, Any]:
+async def _summary(
+    call: Call | None, code: str | None = None, error: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"ok": error is None and call is not None and call.reason in (
         "hangup", "remote_hangup")}
     if call is not None:
@@ -171,6 +200,7 @@ async def _summary(call: Call | None, error: str | None = None) -> dict[str, Any
             setup_seconds=(call.connected_at - call.started_at) if call.connected_at else None,
             first_frame_seconds=(call.received.first_video_at - call.started_at)
             if call.received.first_video_at else None,
+            verification_code=code,
             latency_ms=sorted(call.received.latencies_ms)[len(call.received.latencies_ms) // 2]
             if call.received.latencies_ms else None,
         )
@@ -214,9 +244,10 @@ async def _run_call(handle: str, opts: dict[str, Any], audio_only: bool) -> dict
             source.close()
             return {"ok": False, "error": f"cannot call {handle}: {exc.message} ({exc.code})"}
         status.say(f"calling {handle} (call {call.id})…")
+        code = None
         with contextlib.suppress(CallFailed):
-            await _follow(call, status, opts["duration"])
-        return await _summary(call)
+            code = await _follow(call, status, opts["duration"])
+        return await _summary(call, code)
     finally:
         await session.close()
 
@@ -254,9 +285,10 @@ async def _run_answer(
         except RequestError as exc:
             source.close()
             return {"ok": False, "error": f"cannot answer: {exc.message} ({exc.code})"}
+        code = None
         with contextlib.suppress(CallFailed):
-            await _follow(call, status, opts["duration"])
-        return await _summary(call)
+            code = await _follow(call, status, opts["duration"])
+        return await _summary(call, code)
     finally:
         await session.close()
 

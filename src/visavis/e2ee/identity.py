@@ -61,9 +61,18 @@ class DeviceIdentity:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a private name, then linked: a process starting at the same
+        # moment either sees no key or a complete one, and the first link wins.
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return cls.load_or_create(path)
+        finally:
+            partial.unlink()
         return identity
 
     @property

@@ -303,14 +303,15 @@ function plainFrame(plain) {
 export const REACTION_CHANNEL = { label: "visavis-reactions", id: 7 };
 
 /** The reactions data channel of a peer connection: negotiated (both sides call this before
- *  or while negotiating; nothing about it travels through signaling), unordered, no
- *  retransmits: a late reaction is worth less than none. */
+ *  or while negotiating; nothing about it travels through signaling), unordered, and
+ *  retransmitted for at most a second: a lost packet must not lose a reaction, but one
+ *  arriving seconds late is worth less than none. */
 export function reactionChannel(pc) {
   const channel = pc.createDataChannel(REACTION_CHANNEL.label, {
     negotiated: true,
     id: REACTION_CHANNEL.id,
     ordered: false,
-    maxRetransmits: 0,
+    maxPacketLifeTime: 1000,
   });
   channel.binaryType = "arraybuffer";
   return channel;
