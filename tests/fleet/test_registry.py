@@ -341,3 +341,23 @@ async def test_participants_reports_move_a_room_before_the_ttl(tmp_path: Path) -
         ]
         assert time.monotonic() - started < 1.0
         assert (await fleet.assign("room")).node_id == other
+
+
+async def test_a_node_reported_lost_takes_no_room_while_its_record_lives(tmp_path: Path) -> None:
+    """Once participants' reports moved a room off a node, no room goes back to it (not a
+    new room, not one moved off a draining node) although its record is still live and
+    it is now the least loaded: it died, its record just has not expired yet."""
+    async with (
+        asyncio.timeout(60),
+        redis_fleet(tmp_path, ["a", "b", "c"], ttl=30, check_interval=30) as (fleet, _, moves),
+    ):
+        lost = await fleet.assign("room")
+        await fleet.report_lost("room", lost.url, "dev1", quorum=2)
+        await fleet.report_lost("room", lost.url, "dev2", quorum=2)
+        [(moved, _)] = moves
+        assert moved.node_id != lost.node_id
+        placed = [(await fleet.assign(f"new{i}")).node_id for i in range(4)]
+        assert lost.node_id not in placed, placed
+        assert await fleet.registry.rooms_on(lost.node_id) == []
+        drained = await fleet._move("room", moved.node_id, "drain", notify=False)
+        assert drained is not None and drained.node_id not in (lost.node_id, moved.node_id)

@@ -69,6 +69,35 @@ async def test_guest_joins_through_a_link_after_being_admitted_and_not_after_rev
         await expect(lia.page.locator(".tile figcaption")).to_have_text("Gus (guest)")
         await expect(gus.page.locator(".tile figcaption")).to_have_text("lia@example.com")
 
+        # Lia adds Max; when he hangs up, Gus (who gets no call.participant events) hears
+        # it from the SFU and draws a fresh key, so Max cannot read what Gus sends next.
+        signup_rest(server.http_url, "max@example.com", "Max")
+        max_ = await open_device(browser, server.http_url, max_height=360)
+        devices.append(max_)
+        await sign_in(max_, "max@example.com", "Max's laptop")
+        await lia.page.get_by_role("button", name="Add person").click()
+        await lia.page.get_by_label("Add someone to this call").fill("max@example.com")
+        await lia.page.get_by_role("button", name="Ring", exact=True).click()
+        await expect(max_.page.get_by_role("alertdialog")).to_be_visible()
+        await max_.page.get_by_role("button", name="Video", exact=True).click()
+        await max_.wait_phase("in_call", within=45)
+
+        async def gus_peers(count: int) -> bool:
+            got = await gus.page.evaluate("window.visavis.e2ee.stats()")
+            assert got, await gus.page.evaluate("JSON.stringify(window.visavis.state.call)")
+            return len(got["peers"]) == count
+
+        await until_async(lambda: gus_peers(2), "Gus holds Lia's and Max's keys", 45)
+        await max_.page.locator('[data-action="end"]').click()
+        await until_async(lambda: gus_peers(1), "Gus dropped Max's key after he left", 30)
+        before = (await gus.page.evaluate("window.visavis.e2ee.stats()"))["frames"]["decrypted"]
+
+        async def still_decrypting() -> bool:
+            got = await gus.page.evaluate("window.visavis.e2ee.stats()")
+            return bool(got["frames"]["decrypted"] >= before + 10 and got["alerts"] == [])
+
+        await until_async(still_decrypting, "Gus decrypts Lia after the rekey", 30)
+
         # Lia ends the call: it is over for Gus too.
         await lia.page.locator('[data-action="end"]').click()
         await expect(gus.page.get_by_role("heading", name="The call has ended")).to_be_visible()

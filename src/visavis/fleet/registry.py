@@ -14,7 +14,10 @@ Keys, under the deployment's Redis prefix:
   another region, or beyond its first node's capacity), placed, moved and released
   like a room; ``fleet:legs:<room>`` lists a room's legs;
 * ``fleet:rooms:<id>``: the rooms (and legs) placed on a node (its size is the node's placed count);
-* ``fleet:drain:<id>``: an operator's signed order to drain the node.
+* ``fleet:drain:<id>``: an operator's signed order to drain the node;
+* ``fleet:lost:<kind>:<id>``: set when a quorum of a room's participants reported the
+  node lost; no placement goes there while it lives (``ttl``: until a dead node's own
+  record has expired), so rooms are not moved onto a node that just died.
 
 Every multi-key change is one Lua script, so placements and per-node sets never disagree.
 """
@@ -111,6 +114,9 @@ class RedisRegistry:
 
     def _room_key(self, room_id: str) -> str:
         return f"{self.base}room:{room_id}"
+
+    def _lost_key(self, kind: str, node_id: str) -> str:
+        return f"{self.base}lost:{kind}:{node_id}"
 
     # -- nodes ---------------------------------------------------------------------
     async def announce(self, record: NodeRecord, *, ttl: float) -> None:
@@ -226,16 +232,22 @@ class RedisRegistry:
 
     async def placed(self, kind: NodeKind, node_ids: Sequence[str]) -> dict[str, int | None]:
         """How many rooms are placed on each of these nodes now; None for a node whose
-        record is gone (dead since the view was read)."""
+        record is gone (dead since the view was read) or that was reported lost."""
         async with self.client.pipeline(transaction=False) as pipe:
             for node_id in node_ids:
                 pipe.scard(self._rooms_key(node_id))
                 pipe.exists(self._node_key(kind, node_id))
+                pipe.exists(self._lost_key(kind, node_id))
             replies = await pipe.execute()
         return {
-            n: int(replies[2 * i]) if replies[2 * i + 1] else None
+            n: int(replies[3 * i]) if replies[3 * i + 1] and not replies[3 * i + 2] else None
             for i, n in enumerate(node_ids)
         }
+
+    async def mark_lost(self, kind: NodeKind, node_id: str, *, ttl: float) -> None:
+        """Place nothing on the node for ``ttl`` seconds: its participants lost it, and its
+        record (still live until its TTL runs out) must not draw rooms back to it."""
+        await self.client.set(self._lost_key(kind, node_id), "1", px=max(1, int(ttl * 1000)))
 
     async def hold_lease(self, name: str, owner: str, *, ttl: float) -> bool:
         """Take or renew the lease ``name`` for ``owner`` (one holder at a time, until it

@@ -265,6 +265,9 @@ class RegistryFleet(Fleet):
         if count < quorum:
             self.metrics.reports.labels("counted").inc()
             return
+        # Its record lives on for up to ``ttl``: without the mark, this move, a drain or
+        # a new room could pick the dead node (the least loaded now) in the meantime.
+        await self.registry.mark_lost("sfu", node.node_id, ttl=self.settings.ttl)
         moved = await self._move(key, node.node_id, "failover", notify=True)
         self.metrics.reports.labels("acted" if moved else "counted").inc()
 

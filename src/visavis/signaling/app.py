@@ -86,6 +86,7 @@ class SignalingContext:
     def __post_init__(self) -> None:
         self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
         self.calls.is_guest_of = self.links.is_guest_of
+        self.calls.guests_in = self.links.guests_in
 
 
 class OverloadGuard:

@@ -124,6 +124,8 @@ class CallService:
         # Set by the links service: is this id a guest admitted to that call? (guests get
         # key messages addressed to them; docs/e2ee.md, "Guests")
         self.is_guest_of: Callable[[str, str], Awaitable[bool]] | None = None
+        # ... and how many admitted guests a call has: a member with a guest is a call.
+        self.guests_in: Callable[[Call], Awaitable[int]] | None = None
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -624,8 +626,13 @@ class CallService:
                 declined = any(p.state == "declined" for p in participants)
                 one_to_one = len(participants) == 2
                 await self._end(call, "declined" if declined and one_to_one else "no_answer")
-        elif (len(joined) < 2 and not ringing) or not joined:
+        elif not joined or (len(joined) < 2 and not ringing and not await self._guests(call)):
             await self._end(call, "hangup")
+
+    async def _guests(self, call: Call) -> int:
+        if self.guests_in is None or call.topology != "sfu":
+            return 0
+        return await self.guests_in(call)
 
     async def _end(self, call: Call, reason: m.EndReason) -> None:
         """End the call (once, whoever races) and release everyone still in or ringing."""

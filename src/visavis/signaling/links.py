@@ -282,6 +282,14 @@ class LinkService:
         guest = await self.store.get_guest(guest_id)
         return guest is not None and guest.state == "admitted" and guest.call_id == call_id
 
+    async def guests_in(self, call: Call) -> int:
+        """How many admitted guests are in ``call`` (a link call started by its owner)."""
+        for link in await self.store.list_links(call.initiator_user_id):
+            if link.call_id == call.id:
+                guests = await self.store.list_guests(link.id)
+                return sum(g.state == "admitted" and g.call_id == call.id for g in guests)
+        return 0
+
     async def leave(self, guest: Guest, link: CallLink) -> None:
         if await self.store.update_guest(
             guest.id, only_if_state=("waiting", "admitted"), state="left"

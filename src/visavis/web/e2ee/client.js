@@ -156,6 +156,19 @@ class CallSession {
     if (gone.length) await this._refreshCode(keys);
   }
 
+  /** A guest hears of leavers from the SFU only (it has no device socket for
+   * call.participant): a member device that left draws fresh keys from everyone left. A
+   * false report can only cost a rekey; keys still come from signed messages only. */
+  async onDeviceLeft(device) {
+    const keys = await this.keys;
+    if (!keys.members.has(device)) return;
+    this.handles.delete(device);
+    this.directory.delete(device);
+    this.unverified.delete(device);
+    await this._send(await keys.peerLeft(device));
+    await this._refreshCode(keys);
+  }
+
   /** A guest left: like a device leaving, every sender draws a fresh key. */
   async onGuestLeft(device) {
     const keys = await this.keys;

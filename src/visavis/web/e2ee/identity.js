@@ -7,6 +7,8 @@
 // Pins live in localStorage: (handle/device) → public key; a different key later is
 // "changed", shown before the call connects.
 
+import { concat } from "./sframe.js";
+
 const subtle = globalThis.crypto.subtle;
 const enc = new TextEncoder();
 
@@ -22,15 +24,7 @@ export function unb64(text) {
   return Uint8Array.from(s, (c) => c.charCodeAt(0));
 }
 
-export function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
+export { concat };
 
 export function equalBytes(a, b) {
   return a.length === b.length && a.every((v, i) => v === b[i]);

@@ -16,6 +16,7 @@
 // `sink` (the FrameCrypto worker: setSendKey / addKey / removeKey).
 
 import { b64, concat, unb64, verify } from "./identity.js";
+import { beBytes, beValue } from "./sframe.js";
 
 const subtle = globalThis.crypto.subtle;
 const enc = new TextEncoder();
@@ -29,21 +30,7 @@ export const KEEP_OLD = 2;
 
 const random = (n) => crypto.getRandomValues(new Uint8Array(n));
 
-export function beBytes(value, size) {
-  const out = new Uint8Array(size);
-  let v = BigInt(value);
-  for (let i = size - 1; i >= 0; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return out;
-}
-
-function beValue(bytes) {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
-}
+export { beBytes };
 
 /** Unambiguous bytes to sign: "visavis e2ee v1" then each part length-prefixed. */
 export function signedBytes(...parts) {

@@ -23,7 +23,8 @@ export const SUITES = {
 export const DEFAULT_SUITE = 4;
 const MAX = (1n << 64n) - 1n;
 
-function concat(...parts) {
+/** Byte helpers shared by the E2EE modules (identity.js and keys.js import them). */
+export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let pos = 0;
   for (const p of parts) {
@@ -33,16 +34,17 @@ function concat(...parts) {
   return out;
 }
 
-function beBytes(value, size) {
+export function beBytes(value, size) {
   const out = new Uint8Array(size);
+  let v = BigInt(value);
   for (let i = size - 1; i >= 0; i--) {
-    out[i] = Number(value & 0xffn);
-    value >>= 8n;
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
   }
   return out;
 }
 
-function beValue(bytes) {
+export function beValue(bytes) {
   let v = 0n;
   for (const b of bytes) v = (v << 8n) | BigInt(b);
   return v;

@@ -892,6 +892,7 @@ export class App {
       media,
       onUpdate: () => this._groupUpdate(group),
       onChange: (what, detail) => this._mediaChange(group, what, detail),
+      onLeft: (p) => keys.onDeviceLeft(p.device).catch((err) => console.error("visavis e2ee", err)),
       refreshToken: async () => {
         const fresh = await this.guestApi.guestStatus();
         if (!fresh.room) throw new Error("The call has ended.");

@@ -25,6 +25,8 @@ export class GroupCall {
    * @param {() => void} o.onUpdate          participants, streams or speaker changed
    * @param {(what: "connected"|"media_lost"|"failed", detail?) => void} o.onChange
    * @param {() => Promise<{url, token}>} o.refreshToken  a fresh join token (REST)
+   * @param {(p: {participant_id, user, device}) => void} [o.onLeft]  someone left the room
+   *   for good (reason "left"; not a replaced or timed-out connection that comes back)
    */
   constructor(o) {
     Object.assign(this, o);
@@ -72,10 +74,13 @@ export class GroupCall {
       case "participant_joined":
         this.participants.set(msg.participant.participant_id, msg.participant);
         break;
-      case "participant_left":
+      case "participant_left": {
+        const gone = this.participants.get(msg.participant_id);
+        if (gone && msg.reason === "left") this.onLeft?.(gone);
         this.participants.delete(msg.participant_id);
         if (this.dominant === msg.participant_id) this.dominant = null;
         break;
+      }
       case "dominant_speaker":
         this.dominant = msg.participant_id;
         break;
