@@ -202,8 +202,10 @@ async def test_effects_in_a_call(server: Served, call_browser: tuple[Any, Path])
         assert await bob.page.evaluate("window.visavis.effects.reactions.stats.received") == 1
 
         # Voice isolation: on by default, the browser's suppression off, RNNoise's track out.
+        # The predicates read `media.audio` with `?.` (no microphone yet reads as "not yet")
+        # and wait for the final state: a reopen (setVoiceIsolation) takes a moment.
         await alice.page.wait_for_function(
-            "() => window.visavis.media.audio.getSettings().noiseSuppression === false"
+            "() => window.visavis.media.audio?.getSettings().noiseSuppression === false"
             " && window.visavis.media.outgoing('audio')"
             " === window.visavis.effects.voice?.isolation?.track",
             timeout=60_000,
@@ -214,8 +216,9 @@ async def test_effects_in_a_call(server: Served, call_browser: tuple[Any, Path])
         received_on = await bob.page.evaluate(RECEIVED_LEVELS, RECEIVE_MS)
         await panel.get_by_label("Voice isolation").uncheck()
         await alice.page.wait_for_function(
-            "() => window.visavis.media.audio.getSettings().noiseSuppression === true"
-            " && window.visavis.media.outgoing('audio') === window.visavis.media.audio"
+            "() => window.visavis.media.audio?.getSettings().noiseSuppression === true"
+            " && window.visavis.media.outgoing('audio') === window.visavis.media.audio",
+            timeout=60_000,
         )
         received_off = await bob.page.evaluate(RECEIVED_LEVELS, RECEIVE_MS)
         sent = harness.wav_levels(microphone)
@@ -229,6 +232,27 @@ async def test_effects_in_a_call(server: Served, call_browser: tuple[Any, Path])
         )
         assert sent_floor - on_floor >= CALL_NOISE_FLOOR_DROP_DB
         assert on_speech - sent_speech >= -CALL_SPEECH_KEPT_DB
+
+        # Toggled again while the microphone is still reopening (a double click): the end
+        # state follows the last choice, its microphone opened to match, and the sender
+        # never goes without a track meanwhile.
+        await alice.page.evaluate(
+            "() => { const e = window.visavis.effects, m = window.visavis.media;"
+            " window.__sentNull = false;"
+            " for (const s of m.senders) { const r = s.replaceTrack.bind(s);"
+            "   s.replaceTrack = (t) => {"
+            "     if (t === null) window.__sentNull = true; return r(t); }; }"
+            " e.setVoiceIsolation(true); e.setVoiceIsolation(false); e.setVoiceIsolation(true); }"
+        )
+        await alice.page.wait_for_function(
+            "() => window.visavis.media.audio?.getSettings().noiseSuppression === false"
+            " && window.visavis.media.outgoing('audio')"
+            " === window.visavis.effects.voice?.isolation?.track"
+            " && [...window.visavis.media.senders].some((s) => s.track"
+            "    === window.visavis.effects.voice.isolation.track)",
+            timeout=60_000,
+        )
+        assert not await alice.page.evaluate("window.__sentNull")
 
         # Spatial audio is off in a 1:1 call (one voice belongs in the middle).
         assert not await alice.page.evaluate("window.visavis.effects.spatialActive")

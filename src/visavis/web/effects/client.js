@@ -132,24 +132,35 @@ export class Effects {
     return track;
   }
 
-  async setVoiceIsolation(on) {
+  setVoiceIsolation(on) {
     this.prefs.voiceIsolation = Boolean(on);
     settings.audioConstraints = micConstraints(this.prefs.voiceIsolation);
     this.changed();
+    // One microphone switch at a time: while one reopens the microphone there is no raw
+    // track, so a toggle meanwhile (a double click) would send nothing and could leave the
+    // microphone opened for the wrong choice. Each switch applies the latest choice.
+    const apply = () => this.applyVoiceIsolation();
+    this.voiceSwitch = (this.voiceSwitch ?? Promise.resolve()).then(apply, apply);
+    return this.voiceSwitch;
+  }
+
+  async applyVoiceIsolation() {
     const media = this.app.media;
     const old = media?.audio;
     if (old && old.getSettings().noiseSuppression !== !this.prefs.voiceIsolation) {
       // Reopen the microphone with (or without) the browser's own suppression. The old
       // track goes first: while it lives, Chromium hands out the same capture, with the
-      // processing it was opened with (checked here: noiseSuppression stayed false).
+      // processing it was opened with (checked here: noiseSuppression stayed false). It
+      // stays in the stream, stopped (silent), until the fresh one takes its place, so a
+      // refresh meanwhile never hands the senders null.
       const deviceId = old.getSettings().deviceId;
-      media.stream.removeTrack(old);
       old.stop();
       const got = await navigator.mediaDevices.getUserMedia({
         audio: { ...settings.audioConstraints, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) },
       });
       const fresh = got.getAudioTracks()[0];
       fresh.enabled = !media.muted;
+      media.stream.removeTrack(old);
       media.stream.addTrack(fresh);
     }
     if (!this.prefs.voiceIsolation) {
