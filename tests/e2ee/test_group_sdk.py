@@ -232,7 +232,9 @@ async def test_sdk_one_to_one_swapped_fingerprint_stops_both(
         # Eric sees an offer whose fingerprint dora did not sign: he stops, tells dora.
         assert await answered.wait_ended(30) == "e2ee"
         assert "fingerprint_mismatch" in answered.detail
+        # Dora is told it was a security stop (his signed alert), never a plain hang-up.
         assert await call.wait_ended(30) == "e2ee"
+        assert "fingerprint_mismatch" in call.detail
         assert call.connected_at is None and answered.connected_at is None
     finally:
         for bot in (dora, eric):

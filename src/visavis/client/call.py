@@ -89,6 +89,7 @@ FAILURE_REASONS: dict[str, str] = {
 }
 RESTART_LIMIT = 3
 SEND_ATTEMPTS = 4
+E2EE_DRAIN = 5.0  # seconds a peer's leave waits for its earlier key messages (an alert)
 PEER_GONE_CODES = frozenset({"no_peer", "not_in_call", "call_ended", "call_not_found"})
 
 CallState = Literal["ringing", "connecting", "connected", "reconnecting", "ended", "failed"]
@@ -203,6 +204,10 @@ class Call:
         self.media_timeouts = 0
         self._pc: RTCPeerConnection | None = None
         self._signals: asyncio.Queue[m.CallSignalEvent] = asyncio.Queue()
+        # Key messages, handled one at a time in arrival order (an alert after the
+        # announce that makes its signature checkable) by one task started on the first.
+        self._e2ee_events: asyncio.Queue[m.CallE2eeEvent] = asyncio.Queue()
+        self._e2ee_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._readers: list[asyncio.Task[None]] = []
         self._offer_ready: asyncio.Task[RTCPeerConnection] | None = None
@@ -397,7 +402,9 @@ class Call:
         elif isinstance(event, m.CallEnded):
             self._spawn(self._remote_end(event.reason))
         elif isinstance(event, m.CallE2eeEvent) and self.e2ee is not None:
-            self._spawn(self._on_e2ee(event))
+            self._e2ee_events.put_nowait(event)
+            if self._e2ee_task is None:
+                self._e2ee_task = self._spawn(self._process_e2ee())
 
     def _device_reconnected(self) -> None:
         pc = self._pc
@@ -409,12 +416,30 @@ class Call:
         ):
             self._spawn(self.restart_ice())
 
-    async def _on_e2ee(self, event: m.CallE2eeEvent) -> None:
+    async def _process_e2ee(self) -> None:
         assert self.e2ee is not None
-        await self.e2ee.on_message(event)
-        alerts = self.e2ee.keys.alerts
-        if any(a.reason in ("peer_alert", "announce_signature") for a in alerts):
-            await self._fail("e2ee", f"end-to-end check failed: {alerts[0].reason}")
+        while not self.ended:
+            event = await self._e2ee_events.get()
+            try:
+                await self.e2ee.on_message(event)
+            except Exception:  # one bad message never ends the call; the setup timer does
+                log.exception("call %s: key message from %s failed", self.id, event.from_device)
+            finally:
+                self._e2ee_events.task_done()
+            alerts = self.e2ee.keys.alerts
+            if any(a.reason in ("peer_alert", "announce_signature") for a in alerts):
+                await self._fail("e2ee", self.e2ee.failed())
+                return
+
+    async def _e2ee_stop(self) -> str:
+        """The peer is gone: handle the key messages it sent before leaving (its signed
+        alert travels ahead of its leave), then say whether an end-to-end check stopped
+        the call ("" if not), so that a security stop is never reported as a hang-up."""
+        if self.e2ee is None:
+            return ""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._e2ee_events.join(), E2EE_DRAIN)
+        return self.e2ee.failed()
 
     def _start_outgoing(self) -> None:
         if self.e2ee is not None:
@@ -580,8 +605,10 @@ class Call:
         except RequestError as exc:
             if exc.code in PEER_GONE_CODES:
                 await asyncio.sleep(0.5)  # let the call.ended that caused it arrive first
+                warning = await self._e2ee_stop()
                 if not self.ended:
-                    await self._fail("peer_left", f"signaling says {exc.code}")
+                    await self._fail(*(("e2ee", warning) if warning else
+                                       ("peer_left", f"signaling says {exc.code}")))
             elif not self.ended:
                 await self._fail("signaling_error", f"cannot send our description: {exc}")
         except ClientError as exc:
@@ -792,9 +819,12 @@ class Call:
             self._setup_timer = None
 
     async def _remote_end(self, reason: str) -> None:
+        warning = await self._e2ee_stop()
         if self.ended:
             return
-        if reason in ("declined", "no_answer", "cancelled"):
+        if warning:
+            await self._finish("failed", "e2ee", warning)
+        elif reason in ("declined", "no_answer", "cancelled"):
             await self._finish("failed", reason, FAILURE_REASONS[reason])
         elif self.connected_at is None and reason == "hangup":
             await self._finish("failed", "peer_left", FAILURE_REASONS["peer_left"])

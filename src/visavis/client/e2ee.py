@@ -267,14 +267,21 @@ class DirectE2ee:
                 self.keys.alerts.append(Alert(device or "", "no_identity", "no signed announce"))
             else:
                 self.keys.check_fingerprint(device, sdp_fingerprint(sdp) or "")
-        if not self.keys.alerts:
+        if not self.failed():
             return True
         alert = self.keys.alerts[0]
-        self.warning = f"end-to-end check failed: {alert.reason} ({alert.detail})"
-        log.warning("call %s: %s", self.call.id, self.warning)
         if alert.reason != "peer_alert" and alert.device in self.keys.members:
             await self._send([self.keys.alert_message(alert)])
         return False
+
+    def failed(self) -> str:
+        """Why the end-to-end checks stop this call ("" while they do not): ``warning``,
+        logged once, so the user learns it was a security stop and not a hang-up."""
+        if self.keys.alerts and not self.warning:
+            alert = self.keys.alerts[0]
+            self.warning = f"end-to-end check failed: {alert.reason} ({alert.detail})"
+            log.warning("call %s: %s", self.call.id, self.warning)
+        return self.warning
 
     @property
     def verification_code(self) -> str:
