@@ -160,7 +160,7 @@ class Session:
         turn_transport: Literal["auto", "udp", "tcp", "tls"] = "auto",
         ice_transport_policy: Literal["all", "relay"] = "all",
         setup_timeout: float = 20.0,
-        relay_grace: float = 1.0,
+        relay_grace: float = 2.0,
         reconnect: bool = True,
         marker_jitter_buffer: bool = True,
         media_timeout: float = 3.0,
