@@ -103,6 +103,16 @@ async def test_guest_waits_is_admitted_into_that_call_only_and_sees_it_end(tmp_p
         status = (await c.http.get(f"{c.url}/api/guest", headers=bearer(eve["token"]))).json()
         assert status["state"] == "ended" and status["room"] is None
 
+        # The owner's history shows who came in through the link (a refused or still
+        # waiting guest is not listed): on every device, and for this call alone.
+        refused_guest = (await arrive(c, link["token"], "Mal")).json()
+        assert refused_guest["guest"]["display_name"] == "Mal"
+        history = (await c.get(alice_phone, "/api/calls")).json()
+        entry = next(h for h in history if h["call_id"] == call_id)
+        assert entry["guests"] == [eve["guest"]]
+        one = (await c.get(alice_phone, f"/api/calls/{call_id}")).json()
+        assert one["guests"] == [eve["guest"]]
+
 
 async def test_refused_revoked_expired_and_forged_links(tmp_path: Path) -> None:
     async with cluster(tmp_path, sfu_url=SFU) as c:

@@ -378,3 +378,15 @@ async def test_call_links_revoke_live_call_and_guests(store: Store) -> None:
     ]
     with pytest.raises(ValueError):
         await store.update_guest("g1", display_name="Mallory")
+
+    # Call history lists the guests let into each call (admitted, or left since).
+    await store.create_guest(Guest("g3", "l2", "gh3", "Gil", "waiting", created_at=5.0))
+    await store.update_guest("g2", only_if_state=("waiting",), state="refused", call_id="c9")
+    await store.update_guest("g3", only_if_state=("waiting",), state="admitted", call_id="c9")
+    await store.update_guest("g3", state="left")
+    found = await store.call_guests(["c9", "c1"])
+    assert {k: [(g.id, g.state) for g in v] for k, v in found.items()} == {
+        "c9": [("g1", "admitted"), ("g3", "left")],
+        "c1": [],
+    }
+    assert await store.call_guests([]) == {}

@@ -102,6 +102,12 @@ async def test_guest_joins_through_a_link_after_being_admitted_and_not_after_rev
         await lia.page.locator('[data-action="end"]').click()
         await expect(gus.page.get_by_role("heading", name="The call has ended")).to_be_visible()
         await lia.wait_phase("idle")
+        # Her history names everyone who came in, Gus as a guest.
+        await lia.go_home_tab("History")
+        await expect(lia.page.locator(".history li").first.locator(".who strong")).to_have_text(
+            "Max, Gus (guest)"
+        )
+        await lia.go_home_tab("Contacts")
 
         # Lia turns the link off: opening it again shows why it cannot be used.
         await lia.page.get_by_role("button", name="Turn off this call link").click()

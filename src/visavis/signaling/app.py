@@ -409,7 +409,8 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         user = auth[0]
         rows = await ctx.store.call_history(user.id, limit=max(1, min(limit, 200)), before=before)
         users = await ctx.directory.users({p.user_id for _, ps in rows for p in ps})
-        return [history_entry(user.id, call, ps, users) for call, ps in rows]
+        guests = await ctx.store.call_guests([call.id for call, _ in rows])
+        return [history_entry(user.id, call, ps, users, guests[call.id]) for call, ps in rows]
 
     @app.get("/api/calls/{call_id}", response_model=m.HistoryEntry)
     async def get_call(call_id: str, auth: Auth) -> m.HistoryEntry:
@@ -419,7 +420,8 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if call is None or all(p.user_id != user.id for p in participants):
             raise not_found("call_not_found", "you took part in no call with this id")
         users = await ctx.directory.users({p.user_id for p in participants})
-        return history_entry(user.id, call, participants, users)
+        guests = await ctx.store.call_guests([call.id])
+        return history_entry(user.id, call, participants, users, guests[call.id])
 
     @app.post("/api/calls/{call_id}/room", response_model=m.CallRoom)
     async def refresh_room(call_id: str, auth: Auth) -> m.CallRoom:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from visavis.signaling import messages as m
-from visavis.store.base import Call, Participant, User
+from visavis.store.base import Call, Guest, Participant, User
 
 
 def _outcome(call: Call, mine: Participant | None, outgoing: bool) -> m.HistoryState:
@@ -30,9 +30,14 @@ def _outcome(call: Call, mine: Participant | None, outgoing: bool) -> m.HistoryS
 
 
 def history_entry(
-    user_id: str, call: Call, participants: Sequence[Participant], users: dict[str, User]
+    user_id: str,
+    call: Call,
+    participants: Sequence[Participant],
+    users: dict[str, User],
+    guests: Sequence[Guest] = (),
 ) -> m.HistoryEntry:
-    """Summarise one call for one of its participants."""
+    """Summarise one call for one of its participants (``guests``: those admitted into it
+    through a call link)."""
     outgoing = call.initiator_user_id == user_id
     mine = next((p for p in participants if p.user_id == user_id), None)
     start = call.answered_at if outgoing else (mine.joined_at if mine else None)
@@ -53,6 +58,7 @@ def history_entry(
             for p in participants
             if p.user_id in users
         ],
+        guests=[m.GuestInfo(id=g.id, display_name=g.display_name) for g in guests],
         started_at=call.created_at,
         duration=max(0.0, end - start) if start is not None and end is not None else 0.0,
     )

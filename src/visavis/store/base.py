@@ -28,6 +28,8 @@ CALL_FIELDS = frozenset({"state", "topology", "room_id", "answered_at", "ended_a
 GuestState = Literal["waiting", "admitted", "refused", "left"]
 # Guest fields update_guest may change.
 GUEST_FIELDS = frozenset({"state", "call_id"})
+# A guest in these states was let into its call (history lists them).
+JOINED_GUEST_STATES: tuple[GuestState, ...] = ("admitted", "left")
 
 
 class StoreError(Exception):
@@ -277,6 +279,11 @@ class Store(ABC):
     @abstractmethod
     async def list_guests(self, link_id: str) -> list[Guest]:
         """A link's guests, oldest first."""
+
+    @abstractmethod
+    async def call_guests(self, call_ids: Collection[str]) -> dict[str, list[Guest]]:
+        """The guests admitted into each of these calls (state admitted or left), oldest
+        first: what call history shows beside the signed-in participants."""
 
     @abstractmethod
     async def update_guest(

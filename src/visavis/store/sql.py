@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 from visavis.store.base import (
     CALL_FIELDS,
     GUEST_FIELDS,
+    JOINED_GUEST_STATES,
     PARTICIPANT_FIELDS,
     Call,
     CallLink,
@@ -442,6 +443,19 @@ class SqlStore(Store):
         query = sa.select(*_GUEST_COLUMNS).where(guests.c.link_id == link_id)
         rows = await self._all(query.order_by(guests.c.created_at, guests.c.id))
         return [guest_record(row) for row in rows]
+
+    async def call_guests(self, call_ids: Collection[str]) -> dict[str, list[Guest]]:
+        found: dict[str, list[Guest]] = {c: [] for c in call_ids}
+        if not found:
+            return found
+        query = sa.select(*_GUEST_COLUMNS).where(
+            guests.c.call_id.in_(list(found)), guests.c.state.in_(list(JOINED_GUEST_STATES))
+        )
+        for guest in map(
+            guest_record, await self._all(query.order_by(guests.c.created_at, guests.c.id))
+        ):
+            found[guest.call_id or ""].append(guest)
+        return found
 
     async def update_guest(
         self, guest_id: str, *, only_if_state: Collection[GuestState] | None = None, **changes: Any

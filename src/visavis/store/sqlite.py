@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 from visavis.store.base import (
     CALL_FIELDS,
     GUEST_FIELDS,
+    JOINED_GUEST_STATES,
     PARTICIPANT_FIELDS,
     Call,
     CallLink,
@@ -551,6 +552,18 @@ class SqliteStore(Store):
     async def list_guests(self, link_id: str) -> list[Guest]:
         rows = self._all(f"{_GUESTS} WHERE link_id = ? ORDER BY created_at, id", (link_id,))
         return [guest_record(row) for row in rows]
+
+    async def call_guests(self, call_ids: Collection[str]) -> dict[str, list[Guest]]:
+        found: dict[str, list[Guest]] = {c: [] for c in call_ids}
+        if not found:
+            return found
+        rows = self._all(
+            f"{_GUESTS} WHERE call_id {_IN_JSON} AND state IN (?, ?) ORDER BY created_at, id",
+            (json.dumps(list(found)), *JOINED_GUEST_STATES),
+        )
+        for guest in map(guest_record, rows):
+            found[guest.call_id or ""].append(guest)
+        return found
 
     async def update_guest(
         self, guest_id: str, *, only_if_state: Collection[GuestState] | None = None, **changes: Any

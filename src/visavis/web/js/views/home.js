@@ -201,11 +201,13 @@ export function History({ app, s }) {
     <ul class="history">
       ${s.history.map((h) => {
         const others = h.participants.filter((p) => p.user.handle !== me).map((p) => p.user);
+        // guests of a call link (no account: nobody to call back)
+        const names = [...others.map((u) => u.display_name), ...(h.guests ?? []).map((g) => `${g.display_name} (guest)`)];
         const missed = h.state === "missed" && h.direction === "incoming";
         const label = `${h.direction === "incoming" ? "Incoming" : "Outgoing"} ${h.media} call, ${h.state}`;
         return html`<li key=${h.call_id} class=${missed ? "missed" : ""} data-state=${h.state} data-direction=${h.direction}>
-          <span class="avatar" aria-hidden="true">${initials(others[0]?.display_name)}</span>
-          <span class="who"><strong>${others.map((u) => u.display_name).join(", ") || "—"}</strong>
+          <span class="avatar" aria-hidden="true">${initials(names[0])}</span>
+          <span class="who"><strong>${names.join(", ") || "—"}</strong>
             <span class="muted">${label}${h.duration ? ` · ${duration(h.duration)}` : ""}</span></span>
           <time class="muted">${when(h.started_at)}</time>
           ${others.length > 0 && html`<button class="icon-button" aria-label=${`Call ${others.map((u) => u.display_name).join(", ")} back`} onClick=${() => app.call(others.map((u) => u.handle), h.media, others)}><${Icon} name=${h.media === "audio" ? "phone" : "video"} /></button>`}
