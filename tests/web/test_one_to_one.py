@@ -82,7 +82,8 @@ async def test_call_rings_both_devices_answer_one_media_both_ways(
     await alice.wait_frames(10)
     await bob1.wait_frames(10)
 
-    # Screen sharing replaces the camera on the same sender; Bob keeps decoding.
+    # Screen sharing goes out on the call's screen slot (its own tile at Bob's, see
+    # test_screen_share.py); Bob keeps decoding.
     await alice.page.get_by_role("button", name="Share screen").click()
     sharing = (
         "window.visavis.controller.pc.getSenders().some((s) => s.track?.label.startsWith('screen'))"

@@ -102,6 +102,10 @@ async def test_every_screen_fits_and_passes_axe(screens_server: Served, browser:
         await sam.wait_phase("in_call", within=40)
         await sam.wait_frames(3, within=40)
         await check_screen(sam.page, "call")
+        # Tia shares her screen: a large tile of its own, her camera beside it.
+        await tia.page.get_by_role("button", name="Share screen").click()
+        await expect(sam.page.locator("video.remote.screen")).to_be_visible()
+        await check_screen(sam.page, "call-screen-share")
         await sam.page.get_by_role("button", name="End").click()
         await sam.wait_phase("idle")
 
@@ -120,6 +124,8 @@ async def test_every_screen_fits_and_passes_axe(screens_server: Served, browser:
         await check_screen(guest.page, "guest-join")
         await guest.page.get_by_label("Your name").fill("Gia")
         await guest.page.get_by_role("button", name="Ask to join").click()
+        await expect(guest.page.locator(".lobby-wait")).to_be_visible()
+        await check_screen(guest.page, "guest-waiting")
         await sam.page.locator(".lobby-notice").get_by_role("button", name="Open the call").click()
         await expect(sam.page.get_by_role("button", name="Admit Gia")).to_be_visible()
         await check_screen(sam.page, "call-lobby")

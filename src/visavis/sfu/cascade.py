@@ -213,6 +213,7 @@ class Bridge:
                 "pid": producer.participant.id,
                 "mid": producer.mid,
                 "kind": producer.kind,
+                "source": producer.source,
                 "clock_rate": producer.clock_rate,
                 "pt": producer.pt,
                 "ssrcs": ssrcs,
@@ -221,6 +222,21 @@ class Bridge:
         if producer.is_video:
             for layer in producer.layers:
                 self.room.request_keyframe(producer, layer.index, now)
+
+    def unpublished(self, producer: Producer) -> None:
+        """``producer`` stopped (a screen share ended): stop forwarding it to the peer."""
+        for layer in producer.layers:
+            consumer = self.subscriber.consumers.pop(f"{producer.id}#{layer.index}", None)
+            if consumer is not None:
+                self.link.consumers.pop(consumer.ssrc, None)
+        self.link.send(
+            {
+                "t": "unpublished",
+                "room": self.room.id,
+                "pid": producer.participant.id,
+                "mid": producer.mid,
+            }
+        )
 
     # -- what the peer sends ------------------------------------------------------------
     def on_joined(self, info: dict[str, Any], now: float) -> None:
@@ -265,6 +281,7 @@ class Bridge:
             ssrcs[0] if len(ssrcs) == 1 else None,
             None,
             LEVEL_ID if kind == "audio" else None,
+            "screen" if msg.get("source") == "screen" else None,
         )
         for layer, ssrc in zip(producer.layers, ssrcs, strict=True):
             layer.ssrc = ssrc
@@ -274,6 +291,16 @@ class Bridge:
         for other in self.room.participants.values():
             if other is not participant and not getattr(other, "remote", False):
                 other.notify(self.room.renegotiation_for(other) or _renegotiate())
+
+    def on_unpublished(self, pid: str, mid: str) -> None:
+        participant = self.remote.get(pid)
+        producer = participant.producers.get(mid) if participant is not None else None
+        if producer is None:
+            return
+        for layer in producer.layers:
+            if layer.ssrc is not None:
+                self.link.remote_ssrcs.pop(layer.ssrc, None)
+        self.room.unpublish(producer)
 
     def close(self) -> None:
         """Stop forwarding to the peer and remove its participants from the room."""
@@ -405,6 +432,8 @@ class PeerLink:
             bridge.on_left(str(msg["pid"]), str(msg.get("reason", "left")))
         elif kind == "producer":
             bridge.on_producer(msg, now)
+        elif kind == "unpublished":
+            bridge.on_unpublished(str(msg["pid"]), str(msg["mid"]))
         else:
             raise ValueError(f"unknown message {kind!r}")
 

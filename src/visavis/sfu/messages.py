@@ -5,7 +5,8 @@ Flow (the client always offers, the SFU always answers)::
     client                                   SFU
     join {token}                      ->
                                       <-     joined {participant_id, participants, audio, video}
-    offer {sdp}  (sendonly m-lines to publish, recvonly m-lines as receive slots)
+    offer {sdp, screen?}  (sendonly m-lines to publish, recvonly m-lines as receive slots;
+                           screen: the mids that carry a screen share)
                                       ->
                                       <-     answer {sdp, streams}
                                       <-     renegotiate {audio, video}   (more slots needed,
@@ -38,10 +39,17 @@ class Join(_Message):
 
 
 class Offer(_Message):
-    """An SDP offer (initial or renegotiation)."""
+    """An SDP offer (initial or renegotiation).
+
+    ``screen`` names the offer's sending video m-lines (by mid) that carry a screen share
+    rather than a camera: subscribers see them as ``source: "screen"`` in ``streams``. A
+    sending m-line the next offer no longer sends on (``inactive``) is unpublished: its
+    slot at every subscriber is freed (they are asked to renegotiate).
+    """
 
     type: Literal["offer"] = "offer"
     sdp: str = Field(max_length=200_000)
+    screen: list[str] = Field(default_factory=list, max_length=4)
 
 
 class Layout(_Message):
@@ -73,9 +81,7 @@ class CascadeHello(_Message):
     token: str = Field(max_length=4096)
 
 
-ClientMessage = Annotated[
-    Join | Offer | Layout | Leave | CascadeHello, Field(discriminator="type")
-]
+ClientMessage = Annotated[Join | Offer | Layout | Leave | CascadeHello, Field(discriminator="type")]
 client_message_adapter: TypeAdapter[Join | Offer | Layout | Leave | CascadeHello] = TypeAdapter(
     ClientMessage
 )
@@ -94,6 +100,10 @@ class StreamInfo(_Message):
     participant_id: str
     user: str
     kind: Literal["audio", "video"]
+    source: Literal["microphone", "camera", "screen"] = Field(
+        description="what the publisher captures: a screen share is its own track, beside "
+        "the camera"
+    )
 
 
 class Joined(_Message):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,7 @@ from visavis.sfu.messages import (
     Renegotiate,
     StreamInfo,
 )
-from visavis.sfu.sdp import AnswerParams, SendInfo, build_answer, parse_offer
+from visavis.sfu.sdp import AnswerParams, MediaSection, SendInfo, build_answer, parse_offer
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
 from visavis.sfu.speaker import SpeakerDetector
@@ -144,10 +144,13 @@ class Producer:
         ssrc: int | None,
         rtx_ssrc: int | None,
         audio_level_id: int | None,
+        source: str | None = None,
     ) -> None:
         self.participant = participant
         self.mid = mid
         self.kind = kind
+        # microphone, camera or screen (a screen share: its own track beside the camera)
+        self.source = source or ("camera" if kind == "video" else "microphone")
         self.is_video = kind == "video"
         self.clock_rate = clock_rate
         self.pt = pt
@@ -463,12 +466,29 @@ class Room:
                 bridge.left(participant, reason)
 
     # -- negotiation --------------------------------------------------------------------
-    def handle_offer(self, participant: Participant, sdp: str, now: float) -> OfferResult:
-        """Apply a client's offer: new producers, slot assignment; return the answer."""
+    def handle_offer(
+        self, participant: Participant, sdp: str, now: float, screen: Collection[str] = ()
+    ) -> OfferResult:
+        """Apply a client's offer: new producers (``screen``: the mids that carry a screen
+        share), producers no longer sent unpublished, slot assignment; return the answer."""
         offer = parse_offer(sdp)
+        sending_video = {
+            s.mid
+            for s in offer.media
+            if s.kind == "video"
+            and not s.rejected
+            and s.codec() is not None
+            and s.direction in ("sendrecv", "sendonly")
+        }
+        for mid in screen:
+            if mid not in sending_video:
+                raise SdpError(
+                    f"screen names mid {mid!r}, which is no video m-line this offer sends"
+                )
         transport = participant.transport
         if not transport.set_remote(offer.ice_ufrag, offer.fingerprints):
             raise SdpError("ICE restart is not supported: rejoin instead")
+        self._unpublish_stopped(participant, offer.media)
         new_producers: list[Producer] = []
         receive: set[str] = set()
         slots: dict[str, str] = {}
@@ -495,6 +515,7 @@ class Room:
                         section.media_ssrc,
                         section.rtx_ssrc,
                         section.extensions.get(URI_AUDIO_LEVEL),
+                        "screen" if section.mid in screen else None,
                     )
                     participant.producers[section.mid] = producer
                     for layer in producer.layers:
@@ -547,6 +568,7 @@ class Room:
                 participant_id=c.producer.participant.id,
                 user=c.producer.participant.user,
                 kind=c.producer.kind,
+                source=c.producer.source,
             )
             for mid, c in participant.consumers.items()
         ]
@@ -561,6 +583,41 @@ class Room:
         return OfferResult(
             Answer(sdp=sdp_answer, streams=streams), self.renegotiation_for(participant)
         )
+
+    def _unpublish_stopped(self, participant: Participant, media: list[MediaSection]) -> None:
+        """Producers whose m-line this offer no longer sends on (a screen share that
+        stopped: ``inactive``) are removed; each subscriber's slot is freed."""
+        sending = {
+            s.mid
+            for s in media
+            if not s.rejected and s.codec() is not None and s.direction in ("sendrecv", "sendonly")
+        }
+        for mid in [m for m in participant.producers if m not in sending]:
+            self.unpublish(participant.producers[mid])
+
+    def unpublish(self, producer: Producer) -> None:
+        """Stop forwarding ``producer``: its consumers go, the subscribers renegotiate
+        (their slot is answered ``inactive`` and becomes free for the next producer)."""
+        participant = producer.participant
+        if participant.producers.get(producer.mid) is not producer:
+            return
+        del participant.producers[producer.mid]
+        for ssrc in [s for s, entry in participant.ssrc_map.items() if entry[0] is producer]:
+            del participant.ssrc_map[ssrc]
+            participant.transport.link.sources.pop(ssrc, None)
+        subscribers: list[Participant] = []
+        for consumer in list(producer.consumers):
+            if isinstance(consumer.subscriber, Participant):
+                self._drop_consumer(consumer)
+                subscribers.append(consumer.subscriber)
+        if not participant.remote:
+            for bridge in self.links.values():
+                bridge.unpublished(producer)
+        producer.consumers.clear()  # the list the fast path's sources share
+        for subscriber in subscribers:
+            if subscriber.closed:
+                continue
+            subscriber.notify(self.renegotiation_for(subscriber) or Renegotiate())
 
     def _drop_consumer(self, consumer: Consumer) -> None:
         sub = consumer.subscriber

@@ -82,6 +82,13 @@ class SfuServer:
             ["reason"],
             registry=self.registry,
         )
+        self.control_refused = Counter(
+            "visavis_sfu_control_refused_total",
+            "Control messages of joined clients refused, by error code (bad_sdp, "
+            "protocol_error...)",
+            ["code"],
+            registry=self.registry,
+        )
         self.cascade: Cascade | None = None  # links to the other nodes of shared rooms
         self.cascade_refused = Counter(
             "visavis_sfu_cascade_refused_total",
@@ -251,12 +258,13 @@ class SfuServer:
                 try:
                     message = client_message_adapter.validate_json(raw)
                 except ValidationError as exc:
+                    self.control_refused.labels("protocol_error").inc()
                     outbox.put_nowait(Error(code="protocol_error", message=_brief(exc)))
                     continue
                 try:
                     if isinstance(message, Offer):
                         result = participant.room.handle_offer(
-                            participant, message.sdp, time.monotonic()
+                            participant, message.sdp, time.monotonic(), message.screen
                         )
                         outbox.put_nowait(result.answer)
                         if result.renegotiate is not None:
@@ -270,6 +278,7 @@ class SfuServer:
                     else:
                         raise ProtocolError("already joined")
                 except SfuError as exc:
+                    self.control_refused.labels(exc.code).inc()
                     outbox.put_nowait(Error(code=exc.code, message=exc.message))
         except ConnectionClosed:
             pass

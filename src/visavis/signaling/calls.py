@@ -544,8 +544,10 @@ class CallService:
 
     # -- media signaling -------------------------------------------------------------
     async def signal(self, user: User, device: Device, msg: m.CallSignal) -> None:
-        if (msg.description is None) == (msg.candidate is None):
-            raise SignalingError("invalid_signal", "send exactly one of description or candidate")
+        if sum(x is not None for x in (msg.description, msg.candidate, msg.screen)) != 1:
+            raise SignalingError(
+                "invalid_signal", "send exactly one of description, candidate or screen"
+            )
         call, participants = await self._require_in_call(user, device, msg.call_id)
         if call.topology != "p2p":
             raise SignalingError("use_sfu", "this is a group call: negotiate with the SFU")
@@ -560,6 +562,7 @@ class CallService:
                 from_device=device.id,
                 description=msg.description,
                 candidate=msg.candidate,
+                screen=msg.screen,
             ),
         )
 

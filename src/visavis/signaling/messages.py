@@ -143,12 +143,19 @@ class CallRingAgain(CallRequest):
     handle: Handle
 
 
+SCREEN_DOC = (
+    "this device started (true) or stopped (false) sending a screen share on the "
+    "offer's second video m-line (its screen slot)"
+)
+
+
 class CallSignal(CallRequest):
-    """SDP or an ICE candidate for the other device of a 1:1 call."""
+    """SDP, an ICE candidate or a screen-share change for the other device of a 1:1 call."""
 
     type: Literal["call.signal"]
     description: SessionDescription | None = None
     candidate: IceCandidate | None = None
+    screen: bool | None = Field(default=None, description=SCREEN_DOC)
 
 
 class CallE2ee(CallRequest):
@@ -323,6 +330,7 @@ class CallSignalEvent(Event):
     from_device: str
     description: SessionDescription | None = None
     candidate: IceCandidate | None = None
+    screen: bool | None = Field(default=None, description=SCREEN_DOC)
 
 
 class CallE2eeEvent(Event):
@@ -514,6 +522,10 @@ class HistoryEntry(Model):
     media: MediaKind
     state: HistoryState
     participants: list[HistoryParticipant]
+    guests: list[GuestInfo] = Field(
+        default_factory=list,
+        description="people without an account let into the call through a call link",
+    )
     started_at: float
     duration: float = Field(description="seconds connected; 0 when never answered")
 

@@ -50,6 +50,12 @@ Generated from `src/visavis/signaling/messages.py` by
 3. The caller's device sends `call.signal{description: offer}`; the answering device
    replies `call.signal{description: answer}`; both trickle `call.signal{candidate}`.
    Signals only ever reach the other device in the call.
+   Screen sharing: the browser client's offer has audio, the camera's video and a
+   second video m-line, its *screen slot* (sendrecv, sending nothing until a share);
+   either side puts a screen share there without renegotiating and says so with
+   `call.signal{screen: true}` (`false` when it stops), so the other side shows it as a
+   tile of its own. An offer without a screen slot (the Python SDK's) gets the share in
+   place of the camera.
 4. Either side: `call.leave` → the other gets `call.ended{reason: hangup}`.
 
 Other endings: `call.decline` (caller gets `call.ended{reason: declined}`), `call.cancel`

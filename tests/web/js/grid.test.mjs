@@ -53,3 +53,15 @@ test("a small window shows fewer tiles; the rest are off screen behind a +N tile
   assert.equal(layoutGrid(ids(2), null, small).offscreen.length, 0); // two fit
   assert.ok(fitCells(desktop) > MAX_VISIBLE.desktop && fitCells(phone) > MAX_VISIBLE.phone);
 });
+
+test("a shared screen is pinned: on screen and large, even beside one other tile", () => {
+  const g = layoutGrid(["s", "p0"], "p0", desktop, "s");
+  assert.equal(g.large, "s");
+  assert.ok(g.columns * g.rows >= g.visible.length + 3);
+  const many = layoutGrid([...ids(20), "s"], "p19", phone, "s");
+  assert.ok(many.visible.includes("s") && many.visible.includes("p19"));
+  assert.equal(many.large, "s");
+  assert.equal(many.visible.length, MAX_VISIBLE.phone);
+  assert.equal(layoutGrid(["s"], null, desktop, "s").large, null); // alone: no need
+  assert.equal(layoutGrid(ids(4), "p1", desktop, "gone").large, "p1"); // a stopped share
+});

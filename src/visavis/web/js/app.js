@@ -53,6 +53,7 @@ export class App {
       call: IDLE, // core/callstate.js
       waiting: null, // an incoming call during a call (call waiting)
       remoteStream: null,
+      remoteScreen: null, // 1:1: the other person's screen share (a MediaStream) while they share
       localStream: null,
       tiles: [], // group call: [{participant_id, user, video, audio}]
       dominant: null,
@@ -368,6 +369,7 @@ export class App {
     } else if (event.state === "handoff" && event.device_id && controller instanceof DirectCall) {
       // The other person moved to another device: their new device offers.
       controller.remoteDevice = event.device_id;
+      controller.peerMoved();
       this.dispatch({ type: "media_lost", callId: event.call_id });
     } else if ((event.state === "declined" || event.state === "missed") && this.state.call.phase === "ringing" && !this.state.call.group) {
       // 1:1: call.ended follows; nothing to do here.
@@ -378,6 +380,7 @@ export class App {
     const call = this.state.call;
     if (this.controller instanceof GroupCall) return;
     this.controller?.close();
+    this.store.set({ remoteScreen: null });
     this.dispatch({ type: "room", callId: event.call_id });
     const group = new GroupCall({
       callId: event.call_id,
@@ -443,7 +446,7 @@ export class App {
     handles = Array.isArray(handles) ? handles : [handles];
     const phase = this.state.call.phase;
     if (phase !== "idle" && phase !== "ended") return;
-    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, remoteScreen: null, ringingDevices: 0, quality: null });
     const peer = peers?.[0] ?? { handle: handles[0], display_name: handles.length > 1 ? `${handles.length} people` : handles[0] };
     const group = handles.length > 1;
     this.early = [];
@@ -483,6 +486,11 @@ export class App {
       onRemote: (stream) => {
         if (this.controller === direct) this.store.set({ remoteStream: stream });
       },
+      onScreen: (stream) => {
+        if (this.controller !== direct) return;
+        if (Boolean(stream) !== Boolean(this.state.remoteScreen)) this.announce(stream ? `${this.state.call.peer?.display_name ?? "They"} started sharing their screen` : "Screen sharing stopped");
+        this.store.set({ remoteScreen: stream });
+      },
     });
     this.controller = direct;
     return direct;
@@ -495,7 +503,7 @@ export class App {
     this.tabs?.postMessage({ kind: "answered", callId: call.callId });
     if (this.state.status === "replaced") await this._takeBack();
     const incoming = this.state.incoming;
-    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, remoteScreen: null, quality: null });
     this.dispatch({ type: "answer", callId: call.callId, media });
     const local = await this._ensureMedia(media);
     const keys = this.e2ee.begin(call.callId);
@@ -583,17 +591,25 @@ export class App {
     this.announce(this.media.cameraOff ? "Camera off" : "Camera on");
   }
 
+  /** Share a screen or window: a tile of its own for the others (1:1 through the screen
+   * slot, group as one more published track), or in place of the camera when the other
+   * side's offer has no screen slot. The browser's own "stop sharing" ends it too. */
   async toggleScreenShare() {
-    if (!this.media) return;
-    this.media.onchange = () => this.store.set({ sharing: Boolean(this.media?.screen) });
+    const media = this.media;
+    if (!media) return;
+    media.onchange = () => {
+      if (this.media !== media) return;
+      const sharing = Boolean(media.screen);
+      this.controller?.setScreen?.(sharing);
+      this.store.set({ sharing });
+      this.announce(sharing ? "Sharing your screen" : "Stopped sharing");
+    };
     try {
-      if (this.media.screen) await this.media.stopSharing();
-      else await this.media.shareScreen();
+      if (media.screen) await media.stopSharing();
+      else await media.shareScreen({ asCamera: !this.controller?.canShareTile?.() });
     } catch (err) {
       if (err?.name !== "NotAllowedError") this.fail(err);
     }
-    this.store.set({ sharing: Boolean(this.media?.screen) });
-    this.announce(this.media?.screen ? "Sharing your screen" : "Stopped sharing");
   }
 
   async switchCamera() {
@@ -621,7 +637,7 @@ export class App {
     this.media = null;
     clearInterval(this.timers.quality);
     this.lastStats = null;
-    this.store.set({ remoteStream: null, localStream: null, tiles: [], dominant: null, quality: null, sharing: false });
+    this.store.set({ remoteStream: null, remoteScreen: null, localStream: null, tiles: [], dominant: null, quality: null, sharing: false });
   }
 
   _startQuality() {
@@ -671,7 +687,7 @@ export class App {
     const others = entry.participants.filter((p) => p.user.handle !== me).map((p) => p.user);
     const group = others.length > 1;
     const role = entry.direction === "outgoing" ? "caller" : "callee";
-    this.store.set({ elsewhere: null, error: "", roster: {}, tiles: [], remoteStream: null, quality: null });
+    this.store.set({ elsewhere: null, error: "", roster: {}, tiles: [], remoteStream: null, remoteScreen: null, quality: null });
     this.dispatch({
       type: "take_over",
       callId: entry.call_id,
@@ -794,7 +810,7 @@ export class App {
   async openLink(id) {
     const phase = this.state.call.phase;
     if (phase !== "idle" && phase !== "ended") return;
-    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, ringingDevices: 0, quality: null });
+    this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, remoteScreen: null, ringingDevices: 0, quality: null });
     this.early = [];
     this.dispatch({ type: "invite", peer: { handle: "", display_name: "Call link" }, media: "video", group: true });
     await this._ensureMedia("video");

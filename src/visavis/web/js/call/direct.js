@@ -11,6 +11,12 @@
 // offer wins (the callee is the polite peer). Descriptions seen already (same ICE ufrag)
 // and candidates of a replaced description are ignored; signals that could not be sent
 // while the device socket was down are sent when it is back.
+//
+// Screen sharing (docs/protocol.md, "A 1:1 call"): the offer has audio, the camera and a
+// second video m-line, the screen slot (sendrecv, sending nothing until a share). Either
+// side shares by replaceTrack on its slot and says so with call.signal{screen}; the other
+// side shows the slot's track as a tile of its own while the peer says it shares. An
+// offer without a screen slot (the Python SDK's) leaves only the camera to share on.
 
 import { createPeerConnection, addSender, onRemoteTracks, useTransceiver } from "./peer.js";
 import { summarize } from "./quality.js";
@@ -22,6 +28,11 @@ export const SETUP_TIMEOUT = 20000;
 export function iceUfrag(sdp) {
   const match = /^a=ice-ufrag:(.+)$/m.exec(sdp || "");
   return match ? match[1].trim() : null;
+}
+
+/** The screen slot: the second video transceiver (m-line order), if the offer had one. */
+export function screenSlot(pc) {
+  return pc.getTransceivers().filter((t) => t.receiver.track.kind === "video")[1] ?? null;
 }
 
 export class DirectCall {
@@ -37,6 +48,8 @@ export class DirectCall {
    *        E2EE client stops the call with a warning)
    * @param {(what: "connected"|"media_lost"|"failed", detail?) => void} o.onChange
    * @param {(stream: MediaStream) => void} o.onRemote
+   * @param {(stream: MediaStream|null) => void} [o.onScreen]  the peer's screen share
+   *        (null: it stopped)
    */
   constructor(o) {
     Object.assign(this, o);
@@ -51,6 +64,8 @@ export class DirectCall {
     this.timers = {};
     this.queue = Promise.resolve();
     this.remoteStream = null;
+    this.remoteScreen = null; // the peer's screen slot (a MediaStream of its track)
+    this.peerSharing = false; // the peer said call.signal{screen: true}
     this.lastStats = null;
   }
 
@@ -96,8 +111,14 @@ export class DirectCall {
     this.pendingCandidates = [];
     const stream = new MediaStream();
     this.remoteStream = stream;
+    this.remoteScreen = null;
     onRemoteTracks(pc, this.info(), (event) => {
       if (pc !== this.pc) return;
+      if (event.transceiver === screenSlot(pc)) {
+        this.remoteScreen = new MediaStream([event.track]);
+        this._screenShown();
+        return;
+      }
       stream.addTrack(event.track);
       this.onRemote(stream);
     });
@@ -150,7 +171,32 @@ export class DirectCall {
   }
 
   _addLocal(pc) {
-    for (const kind of ["audio", "video"]) addSender(pc, this.media, kind, this.info());
+    for (const kind of ["audio", "video", "screen"]) addSender(pc, this.media, kind, this.info());
+  }
+
+  // -- screen sharing --------------------------------------------------------------------
+  /** Can a share go out as a tile of its own (the negotiated call has a screen slot)? */
+  canShareTile() {
+    const slot = this.pc && screenSlot(this.pc);
+    return Boolean(slot && /send/.test(slot.currentDirection ?? slot.direction));
+  }
+
+  /** This side started or stopped sharing (media.js already put it on the slot). */
+  setScreen(on) {
+    if (Boolean(this.sentScreen) === on || (on && !this.canShareTile())) return;
+    this.sentScreen = on;
+    this._send({ screen: on });
+  }
+
+  /** The other person moved to another device: tell that one about a share going on. */
+  peerMoved() {
+    this.peerSharing = false;
+    this._screenShown();
+    if (this.sentScreen) this._send({ screen: true });
+  }
+
+  _screenShown() {
+    this.onScreen?.(this.peerSharing && this.remoteScreen ? this.remoteScreen : null);
   }
 
   // -- the caller's first offer, and every restart ---------------------------------------
@@ -183,6 +229,10 @@ export class DirectCall {
   handleSignal(event) {
     return this._serial(async () => {
       if (this.closed) return;
+      if (event.screen != null) {
+        this.peerSharing = event.screen;
+        this._screenShown();
+      }
       if (event.description) await this._description(event.description);
       if (event.candidate) await this._candidate(event.candidate);
     });
@@ -204,8 +254,9 @@ export class DirectCall {
     if (pc) this.onChange("media_lost");
     const next = this._newPc();
     await next.setRemoteDescription({ type: "offer", sdp: desc.sdp });
+    const slot = screenSlot(next);
     for (const transceiver of next.getTransceivers()) {
-      const kind = transceiver.receiver.track.kind;
+      const kind = transceiver === slot ? "screen" : transceiver.receiver.track.kind;
       useTransceiver(transceiver, this.media, kind, this.info());
     }
     const answer = await next.createAnswer();
@@ -238,6 +289,18 @@ export class DirectCall {
   async stats() {
     if (!this.pc) return null;
     return summarize(await this.pc.getStats(), performance.now());
+  }
+
+  /** Video frames decoded from the peer's camera and from its screen slot (getStats). */
+  async received() {
+    const out = { camera: 0, screen: 0 };
+    const pc = this.pc;
+    if (!pc) return out;
+    const screenMid = screenSlot(pc)?.mid;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video") out[r.mid === screenMid ? "screen" : "camera"] += r.framesDecoded ?? 0;
+    });
+    return out;
   }
 
   close() {

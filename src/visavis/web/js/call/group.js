@@ -4,6 +4,9 @@
 // receive slots; the SFU's answer says which participant each slot carries. When it asks
 // (`renegotiate`), more slots are added and the offer goes again. Tiles shown on screen
 // are reported with `layout` so the others get low layers or nothing.
+// A screen share is one more sendonly transceiver (one encoding, SFrame like the camera),
+// named in the offer's `screen`; stopping makes it inactive, and the SFU unpublishes it.
+// The answer's `streams` say which slots carry someone's screen (`source`).
 
 import { createPeerConnection, addSender, onRemoteTracks } from "./peer.js";
 import { summarize } from "./quality.js";
@@ -14,6 +17,15 @@ export const SIMULCAST = [
   { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 700_000 },
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
 ];
+
+// A shared screen: one encoding (text stays sharp; the SFU forwards it as it comes).
+export const SCREEN_ENCODING = { maxBitrate: 2_500_000 };
+
+/** Does `sdp` send on the m-line `mid` (sendonly or sendrecv)? */
+export function sendsOn(sdp, mid) {
+  const section = sdp.split(/\r?\nm=/).find((m) => new RegExp(`^a=mid:${mid}\\r?$`, "m").test(m));
+  return Boolean(section && /^a=(sendonly|sendrecv)\r?$/m.test(section));
+}
 
 export class GroupCall {
   /**
@@ -86,6 +98,7 @@ export class GroupCall {
         break;
       case "error":
         console.warn("visavis sfu", msg.code, msg.message);
+        if (msg.code === "bad_sdp" || msg.code === "protocol_error") this.answerWaiter?.(null); // no answer will come
         if (msg.code === "unauthorized" || msg.code === "room_full") this.onChange("failed", msg.message);
         else if (msg.code === "removed") this._rejoin(); // e.g. no media in time: join again
         break;
@@ -111,6 +124,27 @@ export class GroupCall {
     });
     addSender(pc, this.media, "audio", this.info(), { direction: "sendonly" });
     addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: SIMULCAST.map((e) => ({ ...e })) });
+    this.screenTx = null;
+    if (this.media.outgoing("screen")) this._screenOn(pc);
+  }
+
+  _screenOn(pc) {
+    if (this.screenTx) this.screenTx.direction = "sendonly";
+    else this.screenTx = addSender(pc, this.media, "screen", this.info(), { direction: "sendonly", encodings: [{ ...SCREEN_ENCODING }] });
+  }
+
+  canShareTile() {
+    return true;
+  }
+
+  /** This device started or stopped sharing its screen (media.js put the track on the
+   * screen sender): publish or unpublish it. */
+  setScreen(on) {
+    const pc = this.pc;
+    if (!pc || this.closed || Boolean(this.screenTx && this.screenTx.direction === "sendonly") === on) return;
+    if (on) this._screenOn(pc);
+    else this.screenTx.direction = "inactive";
+    this._negotiate(0, 0);
   }
 
   _negotiate(audio, video) {
@@ -126,7 +160,10 @@ export class GroupCall {
         const answered = new Promise((resolve) => {
           this.answerWaiter = resolve;
         });
-        this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp }));
+        // what this very offer says (a share stopped meanwhile makes the next offer)
+        const mid = this.screenTx?.mid;
+        const screen = mid != null && sendsOn(offer.sdp, mid) ? [mid] : [];
+        this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp, screen }));
         const answer = await answered;
         if (!answer || generation !== this.generation) return; // rejoined meanwhile
         this.slots = new Map(answer.streams.map((s) => [s.mid, s]));
@@ -136,19 +173,20 @@ export class GroupCall {
       .catch((err) => console.error("visavis sfu negotiation", err));
   }
 
-  /** Per remote participant: {participant_id, user, audio, video} (MediaStreamTracks). */
+  /** Per remote participant: {participant_id, user, guest, audio, video, screen}
+   * (MediaStreamTracks; `screen` while they share). */
   remotes() {
     const out = new Map();
     for (const [id, p] of this.participants) {
       // A guest from a call link is `guest:<name>` (no handle contains ":").
       const guest = p.user.startsWith("guest:");
       const user = guest ? p.user.slice("guest:".length) : p.user;
-      if (id !== this.participantId) out.set(id, { participant_id: id, user, guest, audio: null, video: null });
+      if (id !== this.participantId) out.set(id, { participant_id: id, user, guest, audio: null, video: null, screen: null });
     }
     for (const [mid, slot] of this.slots) {
       const entry = out.get(slot.participant_id);
       const track = this.tracks.get(mid);
-      if (entry && track) entry[slot.kind] = track;
+      if (entry && track) entry[slot.source === "screen" ? "screen" : slot.kind] = track;
     }
     return [...out.values()];
   }
@@ -214,7 +252,8 @@ export class GroupCall {
     if (!this.closed) this._rejoin();
   }
 
-  /** Per remote participant: video frames decoded, audio samples received (getStats). */
+  /** Per remote participant: video frames decoded (camera, and `screen` for a share),
+   * audio samples received (getStats). */
   async received() {
     const out = {};
     if (!this.pc) return out;
@@ -223,8 +262,9 @@ export class GroupCall {
       if (r.type !== "inbound-rtp" || !r.mid) return;
       const slot = this.slots.get(r.mid);
       if (!slot) return;
-      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0 });
-      if (r.kind === "video") {
+      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0, screen: 0 });
+      if (r.kind === "video" && slot.source === "screen") entry.screen += r.framesDecoded ?? 0;
+      else if (r.kind === "video") {
         entry.video += r.framesDecoded ?? 0;
         entry.width = Math.max(entry.width, r.frameWidth ?? 0);
       } else entry.audio += r.totalSamplesReceived ?? 0;
@@ -249,6 +289,7 @@ export class GroupCall {
     for (const sender of this.pc?.getSenders() ?? []) this.media.detach(sender);
     this.pc?.close();
     this.pc = null;
+    this.screenTx = null;
     this.slots.clear();
     this.tracks.clear();
     this.participants.clear();

@@ -4,6 +4,9 @@
 // the raw track passed through the `localTrack` hooks (core/hooks.js), so effects can
 // swap in a processed track. After an effect changes, call `refresh()`: every sender
 // registered with `attach` gets the new track through replaceTrack (no renegotiation).
+// A screen share is a third kind, "screen" (no hooks: effects are for the camera): its
+// own sender beside the camera's, or, for a peer whose offer has no screen slot, in place
+// of the camera (`shareScreen({asCamera: true})`).
 
 import { hooks, settings } from "../core/hooks.js";
 
@@ -34,7 +37,9 @@ export function savePrefs(prefs) {
 export class LocalMedia {
   constructor() {
     this.stream = new MediaStream(); // raw capture, for the self view
-    this.out = { audio: null, video: null }; // what goes out, after the hooks
+    this.out = { audio: null, video: null, screen: null }; // what goes out, after the hooks
+    this.screen = null; // the screen share's track, while sharing
+    this.screenAsCamera = false; // the share goes out on the camera's sender
     this.senders = new Set();
     this.muted = false;
     this.cameraOff = false;
@@ -76,8 +81,9 @@ export class LocalMedia {
 
   /** Recompute the outgoing tracks through the localTrack hooks; update every sender. */
   async refresh() {
+    this.out.screen = this.screenAsCamera ? null : this.screen;
     for (const kind of ["audio", "video"]) {
-      let track = kind === "video" && this.screen ? this.screen : this[kind];
+      let track = kind === "video" && this.screen && this.screenAsCamera ? this.screen : this[kind];
       for (const fn of hooks.localTrack) {
         try {
           track = (await fn(track, kind)) ?? track;
@@ -117,12 +123,15 @@ export class LocalMedia {
     if (this.video) this.video.enabled = !off;
   }
 
-  /** Share a screen or window instead of the camera (same sender: no renegotiation). */
-  async shareScreen() {
+  /** Share a screen or window: on the "screen" senders (a tile of its own at the other
+   * side), or `asCamera` in place of the camera (same sender: no renegotiation). The
+   * browser's own "stop sharing" ends the track, which stops the share here too. */
+  async shareScreen({ asCamera = false } = {}) {
     const got = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
     const track = got.getVideoTracks()[0];
     track.contentHint = "detail";
     this.screen = track;
+    this.screenAsCamera = asCamera;
     track.addEventListener("ended", () => this.stopSharing());
     await this.refresh();
     this.onchange?.();
@@ -132,6 +141,7 @@ export class LocalMedia {
     if (!this.screen) return;
     this.screen.stop();
     this.screen = null;
+    this.screenAsCamera = false;
     await this.refresh();
     this.onchange?.();
   }
@@ -165,6 +175,6 @@ export class LocalMedia {
       this.stream.removeTrack(track);
     }
     this.senders.clear();
-    this.out = { audio: null, video: null };
+    this.out = { audio: null, video: null, screen: null };
   }
 }

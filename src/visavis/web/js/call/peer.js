@@ -14,18 +14,22 @@ export function createPeerConnection(iceServers, info) {
   return pc;
 }
 
+// What a LocalMedia kind ("audio", "video" or "screen") is on the wire.
+const trackKind = (kind) => (kind === "audio" ? "audio" : "video");
+
 /**
- * Send `kind` from `media` (call/media.js LocalMedia) on `pc`: a sendrecv or sendonly
- * transceiver whose sender follows media's outgoing track. `encodings` for simulcast.
+ * Send `kind` ("audio", "video" or "screen") from `media` (call/media.js LocalMedia) on
+ * `pc`: a sendrecv or sendonly transceiver whose sender follows media's outgoing track.
+ * `encodings` for simulcast. Hooks see the wire kind, and `source: "screen"` for a share.
  */
 export function addSender(pc, media, kind, info, { direction = "sendrecv", encodings, streams } = {}) {
   const track = media.outgoing(kind);
   const init = { direction };
   if (encodings) init.sendEncodings = encodings;
   if (streams) init.streams = streams;
-  const transceiver = pc.addTransceiver(track ?? kind, init);
+  const transceiver = pc.addTransceiver(track ?? trackKind(kind), init);
   media.attach(transceiver.sender, kind);
-  run("sender", transceiver.sender, { ...info, kind });
+  run("sender", transceiver.sender, { ...info, kind: trackKind(kind), ...(kind === "screen" ? { source: "screen" } : {}) });
   return transceiver;
 }
 
@@ -37,16 +41,13 @@ export function onRemoteTracks(pc, info, onTrack) {
   });
 }
 
-/** The answering side: send `kind` on a transceiver the remote offer created. */
+/** The answering side: send `kind` on a transceiver the remote offer created. A screen
+ * slot is sendrecv even while nothing is shared, so a share needs no renegotiation. */
 export function useTransceiver(transceiver, media, kind, info) {
   const track = media.outgoing(kind);
-  if (track) {
-    transceiver.sender.replaceTrack(track);
-    transceiver.direction = "sendrecv";
-  } else {
-    transceiver.direction = "recvonly";
-  }
+  if (track) transceiver.sender.replaceTrack(track);
+  transceiver.direction = track || kind === "screen" ? "sendrecv" : "recvonly";
   media.attach(transceiver.sender, kind);
-  run("sender", transceiver.sender, { ...info, kind });
+  run("sender", transceiver.sender, { ...info, kind: trackKind(kind), ...(kind === "screen" ? { source: "screen" } : {}) });
   return transceiver;
 }

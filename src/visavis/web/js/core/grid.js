@@ -20,23 +20,28 @@ export function fitCells(viewport) {
 }
 
 /**
- * @param {string[]} ids          remote participants, in join order
+ * @param {string[]} ids          tiles (remote participants, in join order)
  * @param {string|null} dominant  the SFU's dominant speaker
  * @param {{width:number, height:number}} viewport
+ * @param {string|null} [pinned]  a tile that is always on screen and large (a shared
+ *                                screen, FaceTime/Meet-style), even beside one other
  * @returns {{visible: string[], offscreen: string[], columns: number, rows: number, large: string|null}}
  */
-export function layoutGrid(ids, dominant, viewport) {
+export function layoutGrid(ids, dominant, viewport, pinned = null) {
   const phone = viewport.width < 700;
   const cap = phone ? MAX_VISIBLE.phone : MAX_VISIBLE.desktop;
   const cells = fitCells(viewport);
   // With some off screen, one cell is the "+N" tile.
   const max = ids.length <= Math.min(cap, cells) ? ids.length : Math.max(1, Math.min(cap, cells - 1));
+  if (pinned && !ids.includes(pinned)) pinned = null;
   let visible = ids.slice(0, max);
-  if (dominant && ids.includes(dominant) && !visible.includes(dominant)) {
-    visible = [...visible.slice(0, max - 1), dominant];
+  if (pinned && !visible.includes(pinned)) visible = [pinned, ...visible.slice(0, max - 1)];
+  if (dominant && ids.includes(dominant) && !visible.includes(dominant) && max > (pinned ? 1 : 0)) {
+    const last = visible.findLastIndex((id) => id !== pinned);
+    visible = [...visible.slice(0, last), ...visible.slice(last + 1), dominant];
   }
   const offscreen = ids.filter((id) => !visible.includes(id));
-  const large = visible.length >= 3 && dominant && visible.includes(dominant) ? dominant : null;
+  const large = pinned && visible.length >= 2 ? pinned : visible.length >= 3 && dominant && visible.includes(dominant) ? dominant : null;
   const used = visible.length + (large ? 3 : 0) + (offscreen.length ? 1 : 0);
   const landscape = viewport.width >= viewport.height;
   let columns = Math.max(1, Math.ceil(Math.sqrt(used)));

@@ -8,6 +8,7 @@ import { Icon } from "./icons.js";
 import { EffectsControls } from "../../effects/controls.js";
 import { Security } from "../../e2ee/view.js";
 
+const SCREEN_SUFFIX = ":screen"; // a screen tile's id: "<participant id>:screen"
 const streams = new WeakMap();
 function streamOf(track) {
   if (!track) return null;
@@ -85,16 +86,29 @@ export class CallView extends Component {
     const ids = s.tiles.map((t) => t.participant_id);
     if (this.hold.current && !ids.includes(this.hold.current)) this.hold.current = null;
     const dominant = this.hold.update(s.dominant && ids.includes(s.dominant) ? s.dominant : this.hold.current, performance.now());
-    const layout = layoutGrid(ids, dominant, this.state.viewport);
-    this.props.app.setLayout(layout.visible);
-    const byId = new Map(s.tiles.map((t) => [t.participant_id, t]));
+    // A shared screen is a tile of its own, first and large (the newest share if several);
+    // `data-screen-of`, not `data-participant`: effects/ places a participant's audio at
+    // their camera tile.
+    const screens = s.tiles.filter((t) => t.screen).map((t) => ({ ...t, id: `${t.participant_id}${SCREEN_SUFFIX}` }));
+    const tiles = [...screens, ...s.tiles.map((t) => ({ ...t, id: t.participant_id }))];
+    const layout = layoutGrid(tiles.map((t) => t.id), dominant, this.state.viewport, screens.at(-1)?.id ?? null);
+    // the SFU sends a participant's camera and screen when either tile is shown
+    this.props.app.setLayout([...new Set(layout.visible.map((id) => id.replace(SCREEN_SUFFIX, "")))]);
+    const byId = new Map(tiles.map((t) => [t.id, t]));
     return html`<div class="grid" role="group" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
       ${layout.visible.map((id) => {
         const t = byId.get(id);
         const large = layout.large === id;
+        const who = `${t.user}${t.guest ? " (guest)" : ""}`;
+        if (id.endsWith(SCREEN_SUFFIX)) {
+          return html`<figure key=${id} class=${`tile screen${large ? " large" : ""}`} data-screen-of=${t.participant_id}>
+            <${Video} stream=${streamOf(t.screen)} muted label=${`${t.user}'s screen`} />
+            <figcaption>${who}'s screen</figcaption>
+          </figure>`;
+        }
         return html`<figure key=${id} class=${`tile${large ? " large" : ""}${id === dominant ? " speaking" : ""}`} data-participant=${id}>
           ${t.video ? html`<${Video} stream=${streamOf(t.video)} muted label=${`${t.user}'s video`} />` : html`<div class="avatar" aria-hidden="true">${initials(t.user)}</div>`}
-          <figcaption>${t.user}${t.guest ? " (guest)" : ""}</figcaption>
+          <figcaption>${who}</figcaption>
         </figure>`;
       })}
       ${layout.offscreen.length > 0 && html`<div class="tile more"><span aria-hidden="true">+${layout.offscreen.length}</span><span class="sr-only">${layout.offscreen.length} more people off screen</span></div>`}
@@ -119,10 +133,13 @@ export class CallView extends Component {
       <div class="stage">
         ${call.group
           ? this.grid(s)
-          : hasRemoteVideo
-            ? html`<${Video} className="remote" stream=${s.remoteStream} label=${`${peer.display_name}'s video`} />`
-            : html`<div class="remote placeholder"><div class="avatar huge" aria-hidden="true">${initials(peer.display_name)}</div>
-                ${s.remoteStream && html`<${Video} className="hidden-audio" stream=${s.remoteStream} label="call audio" />`}</div>`}
+          : s.remoteScreen
+            ? html`<${Video} className="remote screen" stream=${s.remoteScreen} muted label=${`${peer.display_name}'s screen`} />
+                <${Video} className=${`remote-camera${hasRemoteVideo ? "" : " hidden-audio"}`} stream=${s.remoteStream} label=${`${peer.display_name}'s video`} />`
+            : hasRemoteVideo
+              ? html`<${Video} className="remote" stream=${s.remoteStream} label=${`${peer.display_name}'s video`} />`
+              : html`<div class="remote placeholder"><div class="avatar huge" aria-hidden="true">${initials(peer.display_name)}</div>
+                  ${s.remoteStream && html`<${Video} className="hidden-audio" stream=${s.remoteStream} label="call audio" />`}</div>`}
         ${s.localStream && s.localStream.getVideoTracks().length > 0 && !s.cameraOff && html`<${Video} className="self" stream=${s.localStream} muted mirror label="Your camera" />`}
       </div>
       ${call.group && s.session && html`<${Roster} app=${app} roster=${s.roster} me=${s.session.user.handle} />`}
