@@ -111,6 +111,12 @@ async def test_one_to_one_screen_share_is_a_tile_of_its_own(
         await tim.close()
 
 
+GROUP_STATE = """(() => { const c = window.visavis.controller;
+  return c && {slots: [...c.slots.entries()], tracks: [...c.tracks.keys()],
+    screen: c.screenTx ? [c.screenTx.mid, c.screenTx.direction, c.screenTx.currentDirection,
+                          c.screenTx.sender.track?.label] : null,
+    phase: window.visavis.store.get().call.phase, ice: c.pc?.iceConnectionState}; })()"""
+
 E2EE_SCREEN = """(() => {
   const app = window.visavis, c = app.controller, session = app.e2ee.session;
   const sender = c.screenTx?.sender;
@@ -129,6 +135,16 @@ async def test_group_screen_share_goes_through_the_sfu_encrypted_as_its_own_tile
         signup_rest(server.http_url, handle, name)
     devices = [await open_device(browser, server.http_url, max_height=360) for _ in people]
     ora, pip, quy = devices
+    console: list[str] = []
+    for name, device in zip(people.values(), devices, strict=True):
+        device.page.on(
+            "console",
+            lambda msg, name=name: (
+                console.append(f"{name} {msg.type}: {msg.text}")
+                if msg.type in ("warning", "error")
+                else None
+            ),
+        )
     try:
         for device, (handle, name) in zip(devices, people.items(), strict=True):
             await sign_in(device, handle, f"{name}'s laptop")
@@ -150,7 +166,12 @@ async def test_group_screen_share_goes_through_the_sfu_encrypted_as_its_own_tile
         )
         tile = f'.tile.screen.large[data-screen-of="{ora_id}"]'
         for device in (pip, quy):
-            await expect(device.page.locator(tile)).to_be_visible(timeout=45_000)
+            try:
+                await expect(device.page.locator(tile)).to_be_visible(timeout=45_000)
+            except AssertionError as exc:
+                seen = [await d.page.evaluate(GROUP_STATE) for d in devices]
+                log = server.log()[-3000:]
+                raise AssertionError(f"no screen tile: {seen} {console} {log}") from exc
             await expect(device.page.locator(tile).locator("figcaption")).to_have_text(
                 "ora@example.com's screen"  # the SFU names people by handle
             )

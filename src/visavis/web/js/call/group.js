@@ -98,7 +98,7 @@ export class GroupCall {
         break;
       case "error":
         console.warn("visavis sfu", msg.code, msg.message);
-        if (msg.code === "bad_sdp" || msg.code === "protocol_error") this.answerWaiter?.(null); // no answer will come
+        if (msg.code === "bad_sdp") this.answerWaiter?.(null); // our offer was refused: no answer will come
         if (msg.code === "unauthorized" || msg.code === "room_full") this.onChange("failed", msg.message);
         else if (msg.code === "removed") this._rejoin(); // e.g. no media in time: join again
         break;
