@@ -155,3 +155,77 @@ async def test_room_cascades_over_two_regions(
                         await s.close()
                     for w in watchers:
                         w.stop()
+
+
+async def test_a_dead_legs_devices_move_and_the_others_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room on sfu-a (eu) with a leg in us (sfu-b or sfu-c); the leg's node is killed
+    with SIGKILL. Only the two us participants move (their reports move the leg to the
+    other us node); the two eu participants stay on sfu-a and go on decoding each other
+    throughout; once the new leg links to sfu-a everyone decodes everyone again."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *a, **k: ["127.0.0.1"])
+    regions = {
+        "sfu-a": {"VISAVIS_FLEET__REGION": "eu"},
+        "sfu-b": {"VISAVIS_FLEET__REGION": "us"},
+        "sfu-c": {"VISAVIS_FLEET__REGION": "us"},
+        "sig-0": {"VISAVIS_FLEET__REGION": "eu"},
+        "sig-1": {"VISAVIS_FLEET__REGION": "us"},
+    }
+    async with fresh_postgres() as db, fresh_redis_prefix() as prefix:
+        with fleet(tmp_path, db, prefix, sfu=3, node_env=regions) as f:
+            handles = [f"{x}@example.com" for x in ("alice", "bob", "carol", "dave")]
+            async with login(f, handles) as devices:  # alice, carol: eu; bob, dave: us
+                watchers = [Watcher(s) for s in devices]
+                media: list[SfuSession] = []
+                try:
+                    call_id = (await devices[0].request(
+                        "call.invite", handles=handles[1:])).call_id
+                    assert call_id is not None
+                    for s, w in zip(devices[1:], watchers[1:], strict=True):
+                        await w.first(m.CallIncoming, call_id)
+                        await s.request("call.answer", call_id=call_id)
+                    joins = [await w.next_room(call_id) for w in watchers]
+                    nodes = [f.node_of(j.url) for j in joins]
+                    leg = nodes[1]
+                    assert nodes[0] == nodes[2] == "sfu-a" and nodes[3] == leg != "sfu-a"
+                    for i, (j, device) in enumerate(zip(joins, devices, strict=True)):
+                        session = SfuSession(
+                            j.url, j.token, audio=ToneTrack(0.0), video=PatternTrack(seed=i)
+                        )
+                        media.append(session)
+                        await session.join(20)
+                        session.follow(device, call_id)
+                    await wait_until(lambda: decoding_all(media, 0.0), 40)
+                    alice, bob, carol, dave = media
+
+                    f.sfu[leg].process.kill()
+                    killed = time.monotonic()
+                    gaps: list[float] = []  # alice's view of carol, same node, meanwhile
+
+                    def recovered() -> bool:
+                        last = alice.last_frame[carol.participant_id or ""].get("video", 0.0)
+                        gaps.append(time.monotonic() - last)
+                        return (
+                            bob.moves == dave.moves == 1
+                            and decoding_all(media, max(bob.moved_at or 0, dave.moved_at or 0))
+                        )
+
+                    took = await wait_until(recovered, 30)
+                    print(f"leg killed: everyone decodes everyone again after {took:.2f} s")
+                    new_leg = next(n for n in ("sfu-b", "sfu-c") if n != leg)
+                    assert [f.node_of(s.url) for s in media] == [
+                        "sfu-a", new_leg, "sfu-a", new_leg
+                    ]
+                    assert alice.moves == carol.moves == 0
+                    for w in (watchers[0], watchers[2]):
+                        assert not w.of(m.CallRoomMoved)
+                    # Alice went on receiving Carol's video (same node) throughout.
+                    assert max(gaps) < 2.0, max(gaps)
+                    assert took < 10.0, f"media resumed after {took:.2f} s"
+                    assert time.monotonic() - killed < 40
+                finally:
+                    for session in media:
+                        await session.close()
+                    for w in watchers:
+                        w.stop()
