@@ -458,7 +458,10 @@ async def test_a_legs_failover_concerns_only_the_devices_on_that_leg(tmp_path: P
                     await eu.bind("room", device, where.placement)
                 joined = ("d1", "d2", "d3", "d4")
                 await us.report_lost("room", leg.url, "d1", joined=joined)  # not on the leg
-                assert us.metrics.reports.labels("refused")._value.get() == 1
+                refused = us.metrics.registry.get_sample_value(
+                    "visavis_fleet_media_lost_reports_total", {"outcome": "refused"}
+                )
+                assert refused == 1
                 await us.report_lost("room", leg.url, "d3", joined=joined)
                 assert moves == []  # one of the leg's two devices: no quorum yet
                 await us.report_lost("room", leg.url, "d4", joined=joined)
