@@ -35,7 +35,9 @@ NODE_ENV = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
 
 STATE = """(() => { const c = window.visavis.controller;
   return c ? {url: c.room?.url, moves: c.moves ?? 0, id: c.participantId,
-              phase: window.visavis.store.get().call.phase} : null; })()"""
+              phase: window.visavis.store.get().call.phase, rejoins: c.rejoins,
+              generation: c.generation, reported: c.reported,
+              ice: c.pc?.iceConnectionState ?? null} : null; })()"""
 
 
 @dataclass
