@@ -88,7 +88,7 @@ class SfuSession:
         self.frames: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
-        self.video_width: dict[str, int] = {}  # participant -> width of its last frame
+        self.video_size: dict[str, tuple[int, int]] = {}  # participant -> last decoded w, h
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -177,13 +177,13 @@ class SfuSession:
 
     async def set_layout(self, visible: list[str], thumbnails: list[str] | None = None) -> None:
         """Tell the SFU which participants' tiles are shown (they get high layers); with
-        ``thumbnails``, which are shown small (the lowest layer) and that no other video
-        is wanted."""
+        ``thumbnails`` (even empty) also which are shown small (the lowest layer) and that
+        nobody else is shown (their video pauses until a later layout shows them)."""
         assert self._ws is not None
-        message: dict[str, Any] = {"type": "layout", "visible": visible}
+        layout: dict[str, Any] = {"type": "layout", "visible": visible}
         if thumbnails is not None:
-            message["thumbnails"] = thumbnails
-        await self._ws.send(json.dumps(message))
+            layout["thumbnails"] = thumbnails
+        await self._ws.send(json.dumps(layout))
 
     async def wait_for(self, predicate: Any, limit: float) -> None:
         """Wait until ``predicate()`` is true (re-checked on every event and frame)."""
@@ -300,12 +300,12 @@ class SfuSession:
             if info is None:
                 continue
             who, kind = info["participant_id"], info["kind"]
+            if isinstance(frame, VideoFrame):
+                self.video_size[who] = (frame.width, frame.height)
             now = time.monotonic()
             self.frames[who][kind] += 1
             self.first_frame[who].setdefault(kind, now)
             self.last_frame[who][kind] = now
-            if kind == "video":  # the simulcast layer the SFU sends shows in the size
-                self.video_width[who] = int(getattr(frame, "width", 0) or 0)
             self._changed.set()
 
 
