@@ -144,7 +144,8 @@ WATCH = """([moves, frames, others]) => {
     const c = window.visavis.controller;
     if (c && (c.moves ?? 0) >= moves) {
       seen.moved ??= Date.now();
-      if (["connected", "completed"].includes(c.pc?.iceConnectionState)) seen.connected ??= Date.now();
+      const ice = c.pc?.iceConnectionState;
+      if (ice === "connected" || ice === "completed") seen.connected ??= Date.now();
       const got = await c.received();
       if (Object.values(got).some((p) => p.video > 0)) seen.first ??= Date.now();
       if (Object.values(got).filter((p) => p.video >= frames).length >= others) {
