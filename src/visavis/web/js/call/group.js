@@ -195,19 +195,21 @@ export class GroupCall {
       // Alone, a live SFU may have nothing to send; before the first media packet the
       // connection is still being set up (ICE and negotiation judge that).
       if (!others || !mediaReceived(report)) stall.idle(now);
-      else if (stall.observe(now, bytesReceived(report))) this._lost();
+      else if (stall.observe(now, bytesReceived(report))) this._lost({ rejoin: false });
     }, WATCH_EVERY_MS);
   }
 
   /** This connection to the SFU is lost: report it once (enough reports move the room
-   * now), then rejoin (unless the room moves first). */
-  _lost() {
+   * now), then rejoin (unless the room moves first). A stall alone only reports: if the
+   * node hung, the others' reports move the room; if only this device's path broke, ICE
+   * fails and it rejoins then; and a busy machine's long pause costs no rejoin. */
+  _lost({ rejoin = true } = {}) {
     if (this.closed) return;
     if (this.reported !== this.generation) {
       this.reported = this.generation;
       Promise.resolve(this.reportLost?.(this.room.url)).catch(() => {}); // best effort: the registry TTL is the backstop
     }
-    this._rejoin();
+    if (rejoin) this._rejoin();
   }
 
   async _rejoin() {
