@@ -31,6 +31,8 @@ export class DirectCall {
    * @param {"caller"|"callee"} o.role  who placed the call (decides glare)
    * @param {object[]} o.iceServers      from welcome
    * @param {LocalMedia} o.media
+   * @param {Promise} [o.mediaReady]  resolves once `media` is open: an offer that
+   *        arrives earlier is answered after it (the callee opens its camera meanwhile)
    * @param {(payload) => boolean} o.signal  send call.signal fields; false when offline
    * @param {(device, sdp) => Promise<boolean>} [o.verify]  E2EE: does `sdp` carry the
    *        DTLS fingerprint `device` signed? false: the description is not applied (the
@@ -71,6 +73,7 @@ export class DirectCall {
   release() {
     if (this.released) return;
     this.released = true;
+    performance.mark("visavis:offer-released");
     const out = this.outbox;
     this.outbox = [];
     for (const payload of out) this._send(payload);
@@ -163,6 +166,7 @@ export class DirectCall {
     this._addLocal(pc);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
+    performance.mark("visavis:offer-ready");
     this._send({ description: { type: "offer", sdp: offer.sdp } });
   }
 
@@ -193,7 +197,10 @@ export class DirectCall {
     const ufrag = iceUfrag(desc.sdp);
     const current = iceUfrag(pc?.remoteDescription?.sdp);
     if (ufrag && ufrag === current) return; // sent again after a signaling drop
+    // (performance marks: where a call's setup time goes, benchmarks/web_client.py)
+    performance.mark(`visavis:${desc.type}-in`);
     if (this.verify && !(await this.verify(this.remoteDevice, desc.sdp))) return;
+    performance.mark(`visavis:${desc.type}-verified`);
     if (desc.type === "answer") {
       if (!pc || pc.signalingState !== "have-local-offer") return; // stale
       await pc.setRemoteDescription({ type: "answer", sdp: desc.sdp });
@@ -202,6 +209,8 @@ export class DirectCall {
     }
     if (pc && pc.signalingState === "have-local-offer" && this.role === "caller") return; // ours wins
     if (pc) this.onChange("media_lost");
+    if (this.mediaReady) await this.mediaReady;
+    if (this.closed) return;
     const next = this._newPc();
     await next.setRemoteDescription({ type: "offer", sdp: desc.sdp });
     for (const transceiver of next.getTransceivers()) {
@@ -210,6 +219,7 @@ export class DirectCall {
     }
     const answer = await next.createAnswer();
     await next.setLocalDescription(answer);
+    performance.mark("visavis:answer-out");
     this._send({ description: { type: "answer", sdp: answer.sdp } });
     this._armSetupTimer();
     await this._flushCandidates();
