@@ -455,9 +455,10 @@ export class App {
     this.early = [];
     this.dispatch({ type: "invite", peer: group ? { handle: handles.join(", "), display_name: handles.map((h) => h.split("@")[0]).join(", ") } : peer, media, group });
     performance.mark("visavis:invite");
-    // The camera opens while the invite goes out and the other side rings (the offer,
-    // prepared during the ring, waits for both).
-    const mediaReady = this._ensureMedia(media);
+    // The camera opens while the invite goes out and the other side rings; the offer is
+    // prepared meanwhile without waiting for it (addSender: a transceiver per kind whose
+    // track LocalMedia.refresh() sets once the device is open).
+    this._ensureMedia(media);
     const local = this.media;
     let result;
     try {
@@ -478,19 +479,19 @@ export class App {
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
       // the DTLS certificate whose fingerprint this device signs must exist first
-      Promise.all([this.e2ee.ready, mediaReady]).then(() => direct.prepareOffer());
+      this.e2ee.ready.then(() => direct.prepareOffer());
     }
     for (const event of early) if (event.call_id === callId) this._event(event);
     return callId;
   }
 
-  _direct(callId, role, media, mediaReady = null) {
+  _direct(callId, role, media, sends = null) {
     const direct = new DirectCall({
       callId,
       role,
       iceServers: this.iceServers,
       media,
-      mediaReady,
+      sends,
       signal: (payload) => this.socket.send({ type: "call.signal", call_id: callId, ...payload }),
       verify: (device, sdp) => this.e2ee.verifyDescription(callId, device, sdp),
       onChange: (what, detail) => this._mediaChange(direct, what, detail),
@@ -513,13 +514,14 @@ export class App {
     this.dispatch({ type: "answer", callId: call.callId, media });
     performance.mark("visavis:answer");
     // The camera opens while the answer travels and the caller's keys and offer come
-    // back; the offer is answered once both are there (DirectCall's mediaReady).
-    const mediaReady = this._ensureMedia(media);
+    // back: the offer is answered without waiting for it (its tracks join the senders
+    // when it is open, DirectCall's `sends`).
+    this._ensureMedia(media);
     const local = this.media;
     const keys = this.e2ee.begin(call.callId);
     if (incoming?.caller?.handle) this.e2ee.prefetch([incoming.caller.handle]);
     await this.e2ee.ready?.catch(() => {});
-    if (!incoming?.group) this._direct(call.callId, "callee", local, mediaReady);
+    if (!incoming?.group) this._direct(call.callId, "callee", local, media === "video" ? ["audio", "video"] : ["audio"]);
     try {
       const answering = this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
       // Signaling handles one device's messages in order, so the announce can follow the

@@ -31,8 +31,9 @@ export class DirectCall {
    * @param {"caller"|"callee"} o.role  who placed the call (decides glare)
    * @param {object[]} o.iceServers      from welcome
    * @param {LocalMedia} o.media
-   * @param {Promise} [o.mediaReady]  resolves once `media` is open: an offer that
-   *        arrives earlier is answered after it (the callee opens its camera meanwhile)
+   * @param {string[]} [o.sends]  kinds this side sends even if `media` is not open yet
+   *        (it opens while the call is set up; LocalMedia.refresh() then puts the
+   *        tracks on the senders, no renegotiation). Default: whatever is open.
    * @param {(payload) => boolean} o.signal  send call.signal fields; false when offline
    * @param {(device, sdp) => Promise<boolean>} [o.verify]  E2EE: does `sdp` carry the
    *        DTLS fingerprint `device` signed? false: the description is not applied (the
@@ -122,6 +123,7 @@ export class DirectCall {
     if (pc !== this.pc || this.closed) return;
     const state = pc.iceConnectionState;
     if (state === "connected" || state === "completed") {
+      performance.mark("visavis:ice-connected");
       clearTimeout(this.timers.disconnect);
       clearTimeout(this.timers.setup);
       this.connectedOnce = true;
@@ -209,13 +211,11 @@ export class DirectCall {
     }
     if (pc && pc.signalingState === "have-local-offer" && this.role === "caller") return; // ours wins
     if (pc) this.onChange("media_lost");
-    if (this.mediaReady) await this.mediaReady;
-    if (this.closed) return;
     const next = this._newPc();
     await next.setRemoteDescription({ type: "offer", sdp: desc.sdp });
     for (const transceiver of next.getTransceivers()) {
       const kind = transceiver.receiver.track.kind;
-      useTransceiver(transceiver, this.media, kind, this.info());
+      useTransceiver(transceiver, this.media, kind, this.info(), this.sends?.includes(kind));
     }
     const answer = await next.createAnswer();
     await next.setLocalDescription(answer);
