@@ -93,14 +93,22 @@ async def test_one_browser_among_31_synthetic_publishers(
     signup_rest(server.http_url, HOST, "Host")
     device = await open_device(own_browser, server.http_url, DESKTOP, max_height=360)
     crowd = Crowd(server.http_url, HOST)
+    started = time.monotonic()
+    phases: dict[str, float] = {}  # seconds since the start, printed (where CI time goes)
+
+    def phase(name: str) -> None:
+        phases[name] = round(time.monotonic() - started, 1)
+
     try:
         await sign_in(device, HOST, "crowd browser")
         await crowd.sign_in(accounts)
+        phase("signed_in")
         await crowd.call()
         page = device.page
         await page.locator("[data-action=answer-video]").click()
         await crowd.join()
         crowd.start()
+        phase("crowd_publishing")
         # Every participant in the grid, keys agreed with all 31, every tile decoding.
         await wait_until(
             page,
@@ -109,6 +117,7 @@ async def test_one_browser_among_31_synthetic_publishers(
             60,
             "participants in the room",
         )
+        phase("all_in_grid")
         await wait_until(
             page,
             "window.visavis.e2ee.stats().then((s) => s?.peers.length ?? 0)",
@@ -116,6 +125,7 @@ async def test_one_browser_among_31_synthetic_publishers(
             60,
             "end-to-end keys agreed",
         )
+        phase("keys_agreed")
         shown_decoding = """async () => {
           const got = await window.visavis.controller.received();
           const shown = [...document.querySelectorAll("figure.tile[data-participant] video")]
@@ -123,9 +133,12 @@ async def test_one_browser_among_31_synthetic_publishers(
           return shown.length > 0 && shown.every((p) => (got[p]?.video ?? 0) > 3);
         }"""
         await wait_until(page, shown_decoding, bool, 60, "every tile on screen decoding")
+        phase("tiles_decoding")
         e2ee_before = await page.evaluate("window.visavis.e2ee.stats()")
 
         figures = await measure(page, WINDOW_S)
+        phase("measured")
+        print("phases (s):", phases)
         print("32-person room:", {k: v for k, v in figures.items() if k != "decoded_growth"})
 
         assert figures["participants"] == 31
