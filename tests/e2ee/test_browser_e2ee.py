@@ -16,6 +16,8 @@ can tap the SFU and modify signaling):
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,16 +29,17 @@ import pytest_asyncio
 from playwright.async_api import Browser, async_playwright, expect
 
 from tests.browser import launch_chromium
-from tests.e2ee.test_group_sdk import PASSWORD, bots
+from tests.e2ee.test_group_sdk import PASSWORD, Bot, bots
 from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
 from tests.e2ee.test_sfu_tap import chunks
-from tests.waiting import until_async
+from tests.waiting import until, until_async
 from tests.web.clients import Device, open_device, sign_in
 from visavis.client.e2ee import enable_e2ee
 from visavis.client.media import MediaSource
 from visavis.e2ee.frames import Codec, clear_length
 from visavis.e2ee.identity import DeviceIdentity, b64
 from visavis.node import Node
+from visavis.sfu.room import Participant
 from visavis.sfu.transport import WebRtcTransport
 from visavis.signaling import messages as m
 from visavis.signaling.calls import CallService
@@ -44,6 +47,23 @@ from visavis.signaling.calls import CallService
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="function")]
 
 STATS = "window.visavis.e2ee.stats()"
+SENT_HEIGHTS = """(async () => {
+  const pc = window.visavis.controller?.pc;
+  const out = [];
+  if (pc) (await pc.getStats()).forEach((r) => {
+    if (r.type === "outbound-rtp" && r.kind === "video" && r.frameHeight) out.push(r.frameHeight);
+  });
+  return out;
+})()"""
+VIDEO_PACKETS = """(async () => {
+  const pc = window.visavis.controller?.pc;
+  if (!pc) return 0;
+  let n = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") n += r.packetsReceived ?? 0;
+  });
+  return n;
+})()"""
 
 
 @pytest_asyncio.fixture
@@ -101,6 +121,40 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
     (bot,) = await bots(node, tmp_path, ["bot"])
     await signup(node, "ghost@example.com")  # rung, never answers: a group
     ann = await browser_user(browser, node, "ann@example.com")
+
+    # The bot's sender key reaches the browser late: only once the browser has received
+    # the bot's video and dropped it as undecryptable (its first keyframe included). In a
+    # real call signaling can be slower than media the same way, and the tile must not
+    # stay black: Chromium's receiver asks for a keyframe (RTCP PLI, which the SFU passes
+    # on to the bot) every few hundred ms while packets arrive but nothing decodes.
+    relay = CallService.e2ee
+    held: list[asyncio.Task[None]] = []
+
+    async def video_dropped() -> bool:
+        packets = await ann.page.evaluate(VIDEO_PACKETS)
+        stats = await ann.page.evaluate(STATS)
+        dropped = stats["frames"]["dropped"].get("unknown_kid", 0) if stats else 0
+        return bool(packets > 0 and dropped >= 30)
+
+    async def deliver_late(self: CallService, user: Any, device: Any, msg: m.CallE2ee) -> None:
+        await until_async(video_dropped, "the browser drops the bot's video (no key yet)", 60)
+        await relay(self, user, device, msg)
+
+    async def late_key(self: CallService, user: Any, device: Any, msg: m.CallE2ee) -> None:
+        if device.id == bot.session.device_id and json.loads(msg.payload)["kind"] == "key":
+            held.append(asyncio.create_task(deliver_late(self, user, device, msg)))
+            return
+        await relay(self, user, device, msg)
+
+    monkeypatch.setattr(CallService, "e2ee", late_key)
+    asked: list[str] = []  # keyframe requests (PLI/FIR) the SFU got, by subscriber
+    on_keyframe_request = Participant._on_keyframe_request
+
+    def count(self: Participant, ssrc: int, now: float) -> None:
+        asked.append(self.user)
+        on_keyframe_request(self, ssrc, now)
+
+    monkeypatch.setattr(Participant, "_on_keyframe_request", count)
     try:
         call_id = (
             await bot.session.request(
@@ -141,7 +195,12 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
             got = await received(ann)
             return bool(got.get(bot_pid, {}).get("video", 0) >= 10)
 
-        await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
+        try:
+            await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
+        except AssertionError as exc:  # say which link of the chain broke
+            raise AssertionError(f"{exc}: {await diagnose(ann, bot, node, held, asked)}") from None
+        assert held and all(t.done() for t in held)  # the key was late
+        assert "ann@example.com" in asked  # and the browser asked for a keyframe
         stats = await ann.page.evaluate(STATS)
         assert stats["frames"]["encrypted"] > 20 and stats["frames"]["decrypted"] > 20
         assert stats["alerts"] == [] and stats["refused"] == {}
@@ -160,8 +219,36 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
         assert ann.errors == []
         assert await ann.page.evaluate("window.visavis.e2ee.session") is None  # erased
     finally:
+        for task in held:
+            task.cancel()
         await ann.close()
         await bot.close()
+
+
+async def diagnose(
+    device: Device, bot: Bot, node: Node, held: list[asyncio.Task[None]], asked: list[str]
+) -> dict[str, Any]:
+    """What the browser, the bot and the SFU know, for a failure message."""
+    assert bot.sfu is not None and bot.e2ee is not None and node.sfu is not None
+    consumers = {
+        p.user: {
+            mid: f"{c.producer.participant.user} {c.producer.kind} "
+            f"layer {c.selector.current} -> {c.selector.target}"
+            for mid, c in p.consumers.items()
+        }
+        for room in node.sfu.rooms.values()
+        for p in room.participants.values()
+    }
+    return {
+        "browser_e2ee": await device.page.evaluate(STATS),
+        "browser_received": await received(device),
+        "browser_video_packets": await device.page.evaluate(VIDEO_PACKETS),
+        "bot_keys": {"kid": bot.e2ee.keyring.current.kid, "peers": list(bot.e2ee.keys.peers)},
+        "bot_refused": dict(bot.e2ee.keys.refused),
+        "key_held": [t.done() for t in held],
+        "keyframe_requests": {u: asked.count(u) for u in set(asked)},
+        "sfu_consumers": consumers,
+    }
 
 
 async def test_swapped_dtls_fingerprint_stops_a_one_to_one_call(
@@ -248,3 +335,92 @@ async def test_browser_and_sdk_one_to_one_then_a_changed_device_key_is_caught(
     finally:
         await ann.close()
         await bot.close()
+
+
+async def test_browser_simulcast_layers_switch_encrypted_as_a_subscriber_layout_changes(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    """The browser publishes three SFrame-encrypted simulcast layers (at 640x360 Chromium
+    sends two of them, q and h); the bot, subscribed, changes its layout: a large
+    tile (the highest layer sent), a thumbnail (the lowest), not shown (nothing
+    forwarded), shown again (resumes on a keyframe). The SFU switches on the encrypted
+    keyframes (it reads only the clear VP8 tag) and the bot keeps decrypting and decoding,
+    at the resolution of the layer the layout asks for."""
+    (bot,) = await bots(node, tmp_path, ["bot"])
+    await signup(node, "ghost@example.com")  # rung, never answers: a group
+    ann = await browser_user(browser, node, "ann@example.com")
+    try:
+        call_id = (
+            await bot.session.request(
+                "call.invite", handles=["ann@example.com", "ghost@example.com"]
+            )
+        ).call_id
+        assert call_id is not None
+        await expect(ann.page.get_by_role("heading", name="Bot")).to_be_visible()
+        await ann.page.get_by_role("button", name="Video", exact=True).click()
+        await bot.enter(call_id, 0)
+        sfu = bot.sfu
+        assert sfu is not None and bot.e2ee is not None
+        await ann.wait_phase("in_call", within=40)
+        ann_pid = await ann.page.evaluate("window.visavis.controller.participantId")
+        await sfu.wait_for(lambda: sfu.frames[ann_pid]["video"] >= 10, 60)
+
+        assert node.sfu is not None
+        room = next(iter(node.sfu.rooms.values()))
+        video = next(p for p in room.participants[ann_pid].producers.values() if p.is_video)
+        assert [layer.rid for layer in video.layers] == ["q", "h", "f"]
+        consumer = next(
+            c
+            for c in room.participants[sfu.participant_id].consumers.values()
+            if c.producer is video
+        )
+
+        async def shows(visible: list[str], thumbnails: list[str], height: int) -> None:
+            """After this layout, at least 10 more frames decode, the last at ``height``."""
+            await sfu.set_layout(visible, thumbnails)
+            start = sfu.frames[ann_pid]["video"]
+            await sfu.wait_for(
+                lambda: (
+                    sfu.frames[ann_pid]["video"] >= start + 10
+                    and sfu.video_size.get(ann_pid, (0, 0))[1] == height
+                ),
+                60,
+            )
+
+        async def sent_heights() -> list[int]:
+            heights = await ann.page.evaluate(SENT_HEIGHTS)
+            return sorted(set(heights))
+
+        async def two_layers_sent() -> bool:
+            return len(await sent_heights()) >= 2
+
+        await until_async(two_layers_sent, "the browser sends two simulcast layers", 60)
+        low, high = (await sent_heights())[0], (await sent_heights())[-1]
+        await shows([ann_pid], [], high)  # large tile: the highest layer sent
+        await shows([], [ann_pid], low)  # thumbnail: the lowest
+        # Not shown: the SFU pauses the stream; the frame count stops growing.
+        await sfu.set_layout([], [])
+        await until(lambda: consumer.selector.target == -1, "the SFU paused the tile", 30)
+        await until_async(stalled(lambda: sfu.frames[ann_pid]["video"], 1.0), "no more frames", 30)
+        await shows([ann_pid], [], high)  # shown again: resumes on a keyframe
+        stats = bot.e2ee.keyring.stats
+        assert stats.decrypted > 50 and not stats.dropped.get("auth")
+        assert room.stats.keyframe_requests > 0
+    finally:
+        await ann.close()
+        await bot.close()
+
+
+def stalled(count: Any, quiet: float) -> Any:
+    """A condition: ``count()`` did not change for ``quiet`` seconds."""
+    last: list[Any] = [None, 0.0]
+
+    async def check() -> bool:
+        now = asyncio.get_running_loop().time()
+        value = count()
+        if value != last[0]:
+            last[0], last[1] = value, now
+            return False
+        return now - last[1] >= quiet
+
+    return check
