@@ -519,7 +519,10 @@ export class App {
     this._ensureMedia(media);
     const local = this.media;
     const keys = this.e2ee.begin(call.callId);
-    if (incoming?.caller?.handle) this.e2ee.prefetch([incoming.caller.handle]);
+    // (everyone named in the ring: the caller, and in a group the others invited)
+    const me = this.state.session?.user?.handle;
+    const others = [incoming?.caller?.handle, ...(incoming?.participants ?? []).map((p) => p.user?.handle)];
+    this.e2ee.prefetch([...new Set(others.filter((h) => h && h !== me))]);
     await this.e2ee.ready?.catch(() => {});
     if (!incoming?.group) this._direct(call.callId, "callee", local, media === "video" ? ["audio", "video"] : ["audio"]);
     try {
