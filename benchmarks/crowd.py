@@ -43,10 +43,11 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -69,6 +70,7 @@ LAYERS = (("q", 160, 90, 60_000), ("h", 320, 180, 150_000), ("f", 640, 360, 350_
 MAX_PAYLOAD = 1100  # bytes of VP8 per RTP packet (after the 1-byte payload descriptor)
 VIDEO_PT = 96
 
+T = TypeVar("T")
 Clip = dict[str, list[tuple[bytes, bool]]]  # rid → [(encoded frame, keyframe)]
 
 
@@ -251,12 +253,15 @@ class Crowd:
         """Connect every synthetic device (``accounts``: handle, device token, made by
         :func:`seed_accounts`) and publish its identity key."""
 
+        gate = asyncio.Semaphore(4)  # a few at a time: a starved server accepts slowly
+
         async def one(i: int, token: str) -> Member:
-            session = Session(self.url, token, host_addresses=["127.0.0.1"])
-            await session.connect(within=60)
-            identity = DeviceIdentity.generate()
-            await publish_identity(session, identity)
-            return Member(i, session, identity)
+            async with gate:
+                session = Session(self.url, token, host_addresses=["127.0.0.1"])
+                await session.connect(within=60)
+                identity = DeviceIdentity.generate()
+                await retrying(lambda: publish_identity(session, identity))
+                return Member(i, session, identity)
 
         self.members = list(
             await asyncio.gather(*(one(i, token) for i, (_, token) in enumerate(accounts)))
@@ -288,10 +293,17 @@ class Crowd:
 
         # The browser's identity keys, looked up once for all (as each device would look
         # them up itself: 31 lookups of the same answer at once only load the server).
-        host_keys = await device_keys(self.members[0].session, self.host) if self.encrypt else {}
+        session = self.members[0].session
+        host_keys = await retrying(lambda: device_keys(session, self.host)) if self.encrypt else {}
+
+        gate = asyncio.Semaphore(8)
 
         async def one(mb: Member) -> None:
-            room = await room_of(mb.session, self.call_id or "")
+            async with gate:
+                await enter(mb)
+
+        async def enter(mb: Member) -> None:
+            room = await retrying(lambda: room_of(mb.session, self.call_id or ""))
             if self.encrypt:
                 e2ee = BrowserOnlyE2ee(mb.session, self.call_id or "", mb.identity, Pins())
                 e2ee.partners = frozenset({self.host})
@@ -357,6 +369,21 @@ class Crowd:
                 await mb.e2ee.close()
             with contextlib.suppress(Exception):
                 await mb.session.close()
+
+
+async def retrying(make: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+    """``make()`` awaited, made again after a connect or read timeout (a server starved
+    of CPU by a loaded machine accepts slowly); at most ``attempts`` times."""
+    import httpx
+
+    for attempt in range(attempts):
+        try:
+            return await make()
+        except (httpx.ConnectTimeout, httpx.ReadTimeout, httpx.ConnectError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 async def room_of(session: Session, call_id: str) -> dict[str, Any]:
