@@ -86,6 +86,8 @@ async def wait_until(page: Any, script: str, check: Any, within: float, what: st
     raise AssertionError(f"{what}: last seen {value}")
 
 
+# Setting up 32 devices on a loaded 2-core machine takes minutes (229 s at load 51).
+@pytest.mark.timeout(600)
 async def test_one_browser_among_31_synthetic_publishers(
     crowd_server: tuple[Served, list[tuple[str, str]]], own_browser: Browser
 ) -> None:
@@ -122,7 +124,9 @@ async def test_one_browser_among_31_synthetic_publishers(
             page,
             "window.visavis.e2ee.stats().then((s) => s?.peers.length ?? 0)",
             lambda n: n == 31,
-            60,
+            # the page handles the 31 announces one after another, each a ratchet, a
+            # signature check and two messages out: at load average 80 that took > 60 s
+            180,
             "end-to-end keys agreed",
         )
         phase("keys_agreed")
@@ -132,7 +136,7 @@ async def test_one_browser_among_31_synthetic_publishers(
             .map((v) => v.closest("figure").dataset.participant);
           return shown.length > 0 && shown.every((p) => (got[p]?.video ?? 0) > 3);
         }"""
-        await wait_until(page, shown_decoding, bool, 60, "every tile on screen decoding")
+        await wait_until(page, shown_decoding, bool, 120, "every tile on screen decoding")
         phase("tiles_decoding")
         e2ee_before = await page.evaluate("window.visavis.e2ee.stats()")
 
