@@ -331,8 +331,10 @@ export class E2eeClient {
   /** A guest from a call link (no account, no device socket): an ephemeral identity for
    * this call only, key messages through /api/guest/e2ee (sent, and polled every
    * second), the announce repeated every few seconds so that members who join later
-   * answer it. Everyone shows the guest as unverified, and the guest everyone else. */
-  guestBegin(callId, guestApi, guestId) {
+   * answer it. Everyone shows the guest as unverified, and the guest everyone else.
+   * The same mailbox holds the call's other events for the guest (call.reaction):
+   * `onOther` gets them (one reader, since each read acknowledges the last). */
+  guestBegin(callId, guestApi, guestId, onOther = () => {}) {
     this.guestApi = guestApi;
     this.deviceId = guestId;
     this.ready = DeviceIdentity.generate().then((identity) => {
@@ -346,7 +348,10 @@ export class E2eeClient {
       try {
         const out = await guestApi.request("GET", `/api/guest/e2ee?after=${after}`);
         after = out.last;
-        for (const event of out.events) this.event(event);
+        for (const event of out.events) {
+          if (event.type === "call.e2ee") this.event(event);
+          else onOther(event);
+        }
         if (++ticks % GUEST_REANNOUNCE === 0) session._send(await (await session.keys).start());
       } catch {
         // the network blinked or the call is over: the guest page's own poll decides

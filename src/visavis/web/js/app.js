@@ -910,7 +910,10 @@ export class App {
     this._setGuest({ phase: "in_call" });
     const media = await this._ensureMedia(status.media === "audio" ? "audio" : "video");
     // an ephemeral identity and key messages over /api/guest/e2ee (e2ee/client.js)
-    const keys = this.e2ee.guestBegin(room.call_id, this.guestApi, this.state.guest.id);
+    // (and the call's reactions, from the same mailbox: effects/client.js)
+    const keys = this.e2ee.guestBegin(room.call_id, this.guestApi, this.state.guest.id, (event) => {
+      if (event.call_id === this.state.call.callId) runHook("callEvent", event);
+    });
     keys.start();
     await keys.keys;
     const group = new GroupCall({
