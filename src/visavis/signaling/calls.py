@@ -33,7 +33,7 @@ from visavis.fleet.service import Assignment, Fleet, LocalFleet, MoveReason, NoM
 from visavis.signaling import messages as m
 from visavis.signaling.auth import new_id
 from visavis.signaling.directory import Directory
-from visavis.signaling.errors import SignalingError, forbidden, not_found
+from visavis.signaling.errors import SignalingError, forbidden, not_found, too_many
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.ratelimit import TokenBucket
@@ -124,8 +124,9 @@ class CallService:
         # Set by the links service: is this id a guest admitted to that call? (guests get
         # key messages addressed to them; docs/e2ee.md, "Guests")
         self.is_guest_of: Callable[[str, str], Awaitable[bool]] | None = None
-        # ... and how many admitted guests a call has: a member with a guest is a call.
-        self.guests_in: Callable[[Call], Awaitable[int]] | None = None
+        # ... and the admitted guests of a call: a member with a guest is a call, and
+        # guests see the call's reactions (docs/effects.md, "Guests").
+        self.guests_of: Callable[[Call], Awaitable[list[str]]] | None = None
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -590,22 +591,35 @@ class CallService:
             )
 
     async def reaction(self, user: User, device: Device, msg: m.CallReaction) -> None:
-        """Relay a sealed reaction to every other device in the call, rate limited per
-        device (a little above what the client itself allows, docs/effects.md)."""
-        call, participants = await self._require_in_call(user, device, msg.call_id)
-        now = self.clock.now()
-        bucket = self._reaction_buckets.pop(device.id, None)
-        if bucket is None:
-            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
-        self._reaction_buckets[device.id] = bucket  # most recent last
-        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
-            self._reaction_buckets.popitem(last=False)
-        if not bucket.allow(now):
-            raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
-        peers = self._in_call_devices(participants, exclude=device.id)
+        """Relay a sealed reaction to everyone else in the call, rate limited per device
+        (a little above what the client itself allows, docs/effects.md)."""
+        call, _ = await self._require_in_call(user, device, msg.call_id)
+        self.reaction_allowed(device.id)
         event = m.CallReactionEvent(
             call_id=call.id, from_user=user.handle, from_device=device.id, payload=msg.payload
         )
+        await self.relay_reaction(call, event)
+
+    def reaction_allowed(self, sender: str) -> None:
+        """Take one of ``sender``'s reaction tokens (a device or a guest id), or refuse."""
+        now = self.clock.now()
+        bucket = self._reaction_buckets.pop(sender, None)
+        if bucket is None:
+            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
+        self._reaction_buckets[sender] = bucket  # most recent last
+        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
+            self._reaction_buckets.popitem(last=False)
+        if not bucket.allow(now):
+            raise too_many(
+                "reaction_rate_limited", "too many reactions: slow down", 1 / REACTION_RATE
+            )
+
+    async def relay_reaction(self, call: Call, event: m.CallReactionEvent) -> None:
+        """``event`` to every device in the call and every admitted guest (their
+        mailboxes, read with GET /api/guest/e2ee), except its sender."""
+        participants = await self.store.get_participants(call.id)
+        peers = self._in_call_devices(participants, exclude=event.from_device)
+        peers += [g for g in await self._guest_ids(call) if g != event.from_device]
         if peers:
             await self.hub.deliver(peers, event)
 
@@ -636,9 +650,12 @@ class CallService:
             await self._end(call, "hangup")
 
     async def _guests(self, call: Call) -> int:
-        if self.guests_in is None or call.topology != "sfu":
-            return 0
-        return await self.guests_in(call)
+        return len(await self._guest_ids(call))
+
+    async def _guest_ids(self, call: Call) -> list[str]:
+        if self.guests_of is None or call.topology != "sfu":
+            return []
+        return await self.guests_of(call)
 
     async def _end(self, call: Call, reason: m.EndReason) -> None:
         """End the call (once, whoever races) and release everyone still in or ringing."""
