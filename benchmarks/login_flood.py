@@ -1,7 +1,7 @@
 """Media latency under a login flood and 200 call setups/s, against the real `visavis serve`.
 
     .venv/bin/python benchmarks/login_flood.py --runs 3 --seconds 10 [--throttle off]
-        [--switch-interval-ms 5] [--signaling-nice 10]
+        [--switch-interval-ms 5] [--signaling-nice 0]
 
 The budget (issue 13): under a login flood from several clients plus 200 call setups/s,
 STUN answers and SFU forwarding keep p99 < 5 ms. The last lines say PASS or FAIL against
@@ -257,14 +257,6 @@ def tree_cpu(pid: int) -> dict[str, float]:
     return found
 
 
-def renice_threads(pid: int, by: int) -> None:
-    """Raise the niceness of every thread of ``pid`` (signaling's process, not its
-    children) by ``by``; threads it starts later inherit it."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        tid = int(task.name)
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + by)
-
-
 async def _phase(
     people: list[Synthetic], pid: int, stun_port: int, seconds: float, load: list[str] | None
 ) -> dict[str, Any]:
@@ -326,9 +318,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         env["VISAVIS_SIGNALING__LOGIN_FAILURES_PER_ADDRESS"] = "100000000"
     if args.switch_interval_ms is not None:
         env["VISAVIS_SWITCH_INTERVAL_MS"] = str(args.switch_interval_ms)
+    if args.signaling_nice is not None:
+        env["VISAVIS_SIGNALING_NICE"] = str(args.signaling_nice)
     with serve(data, env=env) as server:
-        if args.signaling_nice is not None:
-            renice_threads(server.pid, args.signaling_nice)
         stun_port = int(server.url("relay", "stun:").rsplit(":", 1)[1])
         n = 3
         people = [Synthetic(i, server.sfu_url, n - 1, loud=(i == 0)) for i in range(n)]
@@ -364,7 +356,8 @@ def main() -> None:
     parser.add_argument(
         "--signaling-nice",
         type=int,
-        help="raise the niceness of signaling's process (not of the media children) by this",
+        help="the server's signaling_nice setting: nice steps signaling runs below the "
+        "relay and the SFU (0: same priority)",
     )
     parser.add_argument("--worker", choices=["stun", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -388,7 +381,8 @@ def main() -> None:
     print(
         f"\nmedians of {len(runs)} runs (throttle {args.throttle}, switch interval "
         f"{args.switch_interval_ms or 'default'} ms, signaling nice "
-        f"+{args.signaling_nice or 0}; load average 1 min "
+        f"{'default' if args.signaling_nice is None else args.signaling_nice}; "
+        "load average 1 min "
         f"{min(loads):.1f}-{max(loads):.1f}):"
     )
     medians: dict[str, dict[str, float]] = {}

@@ -27,6 +27,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def nice(pid: int, tid: int | None = None) -> int:
+    """The niceness of a process (its main thread) or of one of its threads."""
+    path = f"/proc/{pid}/task/{tid or pid}/stat"
+    return int(Path(path).read_text().rsplit(")", 1)[1].split()[16])
+
+
 def stun_binding(port: int, timeout: float = 10.0) -> bool:
     """A STUN Binding request answered with a success response (RFC 8489)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -80,6 +86,12 @@ def test_a_killed_child_is_restarted_on_its_ports(tmp_path: Path) -> None:
             within=60,
         )
         assert f"the relay process (pid {old}) was killed by SIGKILL; restarting" in server.log()
+        # Signaling runs signaling_nice (10) steps below its children, and a child it
+        # restarts does not inherit that: it runs at the priority serve started with.
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert nice(server.pid) == min(base + 10, 19)
+        assert nice(children(server.pid)["visavis-relay"]) == base
+        assert nice(children(server.pid)["visavis-sfu"]) == base
         assert stun_binding(relay_port)  # the same port, answered by the new process
         text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
         assert metric(text, 'visavis_part_restarts_total{part="relay"}') == 1.0

@@ -137,6 +137,7 @@ async def _serve(settings: Settings) -> None:
         raise click.ClickException(f"cannot start: {exc}") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
+    node.lower_signaling_priority()  # role all: media children first under contention
     # Everything imported and built so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall every call for ~0.3 s.
     gc.collect()

@@ -69,6 +69,7 @@ class Node:
         self.signaling: Any | None = None
         self.relay_agent: Any | None = None  # the relay's heartbeat into the fleet registry
         self.run_dir: Path | None = None  # role all: the children's metrics sockets
+        self.spawner: Any | None = None  # role all: starts the children
 
     def _wants(self, part: str) -> bool:
         return self.settings.role in ("all", part)
@@ -122,12 +123,13 @@ class Node:
         that signaling's work never delays a packet; their real URLs come back before
         signaling starts. Each child registers itself in a fleet (Redis) as its role
         would."""
-        from visavis.supervisor import PartProcess, SupervisorMetrics
+        from visavis.supervisor import PartProcess, Spawner, SupervisorMetrics
 
         self.run_dir = Path(tempfile.mkdtemp(prefix="visavis-"))
+        self.spawner = Spawner()
         metrics = SupervisorMetrics(self.registry)
         children = [
-            PartProcess(part, self.settings, self.run_dir, self.registry, metrics)
+            PartProcess(part, self.settings, self.run_dir, self.registry, metrics, self.spawner)
             for part in ("relay", "sfu")
         ]
         results = await asyncio.gather(*(c.start() for c in children), return_exceptions=True)
@@ -199,9 +201,25 @@ class Node:
             service = self.services.pop()
             with contextlib.suppress(Exception):
                 await service.close()
+        if self.spawner is not None:
+            self.spawner.close()
+            self.spawner = None
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
+
+    def lower_signaling_priority(self) -> None:
+        """Role all: renice signaling's process (every thread but the spawner's) by
+        ``signaling_nice``, so that under CPU contention the kernel runs a woken relay or
+        SFU before signaling's work (docs/processes.md has the measurement). Only
+        ``visavis serve`` calls it: it changes the whole process."""
+        if self.spawner is None or self.settings.signaling_nice == 0:
+            return
+        self.spawner.lower_others(self.settings.signaling_nice)
+        log.info(
+            "signaling runs %d nice steps below the relay and the SFU (signaling_nice)",
+            self.settings.signaling_nice,
+        )
 
     def reload(self) -> None:
         """SIGHUP: each part that has something to reload (the relay's TLS certificate)."""

@@ -17,9 +17,12 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -137,6 +140,60 @@ class _ChildCollector:
             return ()
 
 
+class Spawner:
+    """Starts the children from two threads of its own, made before anything is niced.
+
+    A niced signaling (``signaling_nice``) must not pass its niceness on to a media child
+    it restarts: a process inherits the niceness of the thread that forks it, and cannot
+    lower it again without privileges. These threads keep the priority the process
+    started with; :meth:`lower_others` renices every other thread of the process.
+    """
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(2, "visavis-spawn")
+        both = threading.Barrier(2)
+
+        def enter() -> int:
+            both.wait(10)  # holds the first thread, so the pool makes the second
+            return threading.get_native_id()
+
+        self.tids = {f.result() for f in [self.pool.submit(enter) for _ in range(2)]}
+
+    def lower_others(self, by: int) -> None:
+        """Raise the niceness of every thread of this process but the spawner's by
+        ``by``; threads started later by those threads inherit it."""
+        for task in Path("/proc/self/task").iterdir():
+            tid = int(task.name)
+            if tid in self.tids:
+                continue
+            with contextlib.suppress(OSError):  # a thread that just ended
+                now = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, min(now + by, 19))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    """Wait, without a thread, for ``process`` to end (a pidfd turns readable)."""
+    loop = asyncio.get_running_loop()
+    fd = os.pidfd_open(process.pid)
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        if process.poll() is None:
+            await ended
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return process.wait()
+
+
 class PartProcess:
     """One media part in a child process, restarted when it dies (a
     :class:`~visavis.service.Service` for :class:`~visavis.node.Node`)."""
@@ -148,25 +205,30 @@ class PartProcess:
         run_dir: Path,
         registry: CollectorRegistry,
         metrics: SupervisorMetrics,
+        spawner: Spawner,
     ) -> None:
         self.name = name
         self.settings = settings
         self.metrics_socket = str(run_dir / f"{name}.sock")
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.ready: Ready | None = None
         self.restarts = 0
         self._registry = registry
         self._metrics = metrics
+        self._spawner = spawner
         self._collector = _ChildCollector(self)
         self._backoff = RestartBackoff()
         self._started_at = 0.0
+        self._exit: asyncio.Task[int] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
     def pid(self) -> int | None:
-        process = self.process
-        return process.pid if process is not None and process.returncode is None else None
+        """The current child's process id while it runs."""
+        if self.process is None or self._exit is None or self._exit.done():
+            return None
+        return self.process.pid
 
     @property
     def running(self) -> bool:
@@ -187,31 +249,38 @@ class PartProcess:
         self._metrics.parts.append(self)
         self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
 
+    def _popen(self) -> subprocess.Popen[bytes]:
+        """On a spawner thread: start the child, hand it its settings."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "visavis.child", self.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+            bufsize=0,
+        )
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its exit says why
+            process.stdin.write(hello_line(self.settings, self.name, self.metrics_socket))
+        return process
+
     async def _spawn(self) -> Ready:
+        loop = asyncio.get_running_loop()
         try:
-            process = self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "visavis.child",
-                self.name,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=child_environment(),
-            )
+            process = await loop.run_in_executor(self._spawner.pool, self._popen)
         except OSError as exc:
             raise PartFailed(f"cannot run a process for the {self.name}: {exc}") from exc
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(hello_line(self.settings, self.name, self.metrics_socket))
+        self.process = process
+        self._exit = asyncio.create_task(_exit_code(process))
+        assert process.stdout is not None
         try:
-            await process.stdin.drain()
-            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+            line = await asyncio.wait_for(
+                loop.run_in_executor(self._spawner.pool, process.stdout.readline), START_TIMEOUT
+            )
         except TimeoutError:
-            await self._stop(process)
+            await self._stop()
             raise PartFailed(f"the {self.name} did not start within {START_TIMEOUT:g} s") from None
-        except (ConnectionError, BrokenPipeError):
-            line = b""
         if not line:
-            code = await process.wait()
+            code = await self._exit
             raise PartFailed(
                 f"the {self.name} process {_describe_exit(code)} before it was ready "
                 "(its log is above)"
@@ -219,10 +288,10 @@ class PartProcess:
         try:
             report = parse_report(line)
         except WireError as exc:
-            await self._stop(process)
+            await self._stop()
             raise PartFailed(str(exc)) from exc
         if isinstance(report, str):
-            await self._stop(process)
+            await self._stop()
             raise PartFailed(report)
         self._started_at = time.monotonic()
         self._metrics.up.labels(self.name).set(1)
@@ -231,9 +300,9 @@ class PartProcess:
     async def _supervise(self) -> None:
         """Wait for the child to die; start a new one after a growing delay."""
         while True:
-            process = self.process
-            assert process is not None
-            code = await process.wait()
+            assert self.process is not None and self._exit is not None
+            pid = self.process.pid
+            code = await asyncio.shield(self._exit)
             if self._closing:
                 return
             self._metrics.up.labels(self.name).set(0)
@@ -241,7 +310,7 @@ class PartProcess:
             log.error(
                 "the %s process (pid %d) %s; restarting it in %.1f s",
                 self.name,
-                process.pid,
+                pid,
                 _describe_exit(code),
                 wait,
             )
@@ -262,10 +331,13 @@ class PartProcess:
 
     def _send(self, command: str) -> None:
         process = self.process
-        if process is None or process.returncode is not None or process.stdin is None:
+        if self.pid is None or process is None or process.stdin is None:
             log.warning("%s: the %s process is not running", command, self.name)
             return
-        process.stdin.write(command_line(command))
+        try:
+            process.stdin.write(command_line(command))
+        except OSError as exc:  # it died meanwhile: the supervisor restarts it
+            log.warning("%s: the %s process did not take it: %s", command, self.name, exc)
 
     def reload(self) -> None:
         """SIGHUP: the child reloads what it can (the relay's TLS certificate)."""
@@ -275,18 +347,23 @@ class PartProcess:
         """SIGUSR1: the SFU child drains its fleet node."""
         self._send("drain")
 
-    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+    async def _stop(self) -> None:
         """End of stdin asks the child to close; SIGKILL if it has not within the grace."""
+        process, exited = self.process, self._exit
+        if process is None or exited is None:
+            return
         if process.stdin is not None:
             with contextlib.suppress(OSError):
                 process.stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE)
+            await asyncio.wait_for(asyncio.shield(exited), STOP_GRACE)
         except TimeoutError:
             log.error("the %s process did not stop within %g s: killing it", self.name, STOP_GRACE)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            await exited
+        if process.stdout is not None:
+            process.stdout.close()
 
     async def close(self) -> None:
         self._closing = True
@@ -294,8 +371,7 @@ class PartProcess:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self.process is not None:
-            await self._stop(self.process)
+        await self._stop()
         with contextlib.suppress(KeyError):
             self._registry.unregister(self._collector)
         with contextlib.suppress(ValueError):
