@@ -16,6 +16,8 @@ can tap the SFU and modify signaling):
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +29,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, async_playwright, expect
 
 from tests.browser import launch_chromium
-from tests.e2ee.test_group_sdk import PASSWORD, bots
+from tests.e2ee.test_group_sdk import PASSWORD, Bot, bots
 from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
 from tests.e2ee.test_sfu_tap import chunks
 from tests.waiting import until_async
@@ -37,6 +39,7 @@ from visavis.client.media import MediaSource
 from visavis.e2ee.frames import Codec, clear_length
 from visavis.e2ee.identity import DeviceIdentity, b64
 from visavis.node import Node
+from visavis.sfu.room import Participant
 from visavis.sfu.transport import WebRtcTransport
 from visavis.signaling import messages as m
 from visavis.signaling.calls import CallService
@@ -44,6 +47,15 @@ from visavis.signaling.calls import CallService
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="function")]
 
 STATS = "window.visavis.e2ee.stats()"
+VIDEO_PACKETS = """(async () => {
+  const pc = window.visavis.controller?.pc;
+  if (!pc) return 0;
+  let n = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") n += r.packetsReceived ?? 0;
+  });
+  return n;
+})()"""
 
 
 @pytest_asyncio.fixture
@@ -101,6 +113,40 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
     (bot,) = await bots(node, tmp_path, ["bot"])
     await signup(node, "ghost@example.com")  # rung, never answers: a group
     ann = await browser_user(browser, node, "ann@example.com")
+
+    # The bot's sender key reaches the browser late: only once the browser has received
+    # the bot's video and dropped it as undecryptable (its first keyframe included). In a
+    # real call signaling can be slower than media the same way, and the tile must not
+    # stay black: Chromium's receiver asks for a keyframe (RTCP PLI, which the SFU passes
+    # on to the bot) every few hundred ms while packets arrive but nothing decodes.
+    relay = CallService.e2ee
+    held: list[asyncio.Task[None]] = []
+
+    async def video_dropped() -> bool:
+        packets = await ann.page.evaluate(VIDEO_PACKETS)
+        stats = await ann.page.evaluate(STATS)
+        dropped = stats["frames"]["dropped"].get("unknown_kid", 0) if stats else 0
+        return bool(packets > 0 and dropped >= 30)
+
+    async def deliver_late(self: CallService, user: Any, device: Any, msg: m.CallE2ee) -> None:
+        await until_async(video_dropped, "the browser drops the bot's video (no key yet)", 60)
+        await relay(self, user, device, msg)
+
+    async def late_key(self: CallService, user: Any, device: Any, msg: m.CallE2ee) -> None:
+        if device.id == bot.session.device_id and json.loads(msg.payload)["kind"] == "key":
+            held.append(asyncio.create_task(deliver_late(self, user, device, msg)))
+            return
+        await relay(self, user, device, msg)
+
+    monkeypatch.setattr(CallService, "e2ee", late_key)
+    asked: list[str] = []  # keyframe requests (PLI/FIR) the SFU got, by subscriber
+    on_keyframe_request = Participant._on_keyframe_request
+
+    def count(self: Participant, ssrc: int, now: float) -> None:
+        asked.append(self.user)
+        on_keyframe_request(self, ssrc, now)
+
+    monkeypatch.setattr(Participant, "_on_keyframe_request", count)
     try:
         call_id = (
             await bot.session.request(
@@ -141,7 +187,12 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
             got = await received(ann)
             return bool(got.get(bot_pid, {}).get("video", 0) >= 10)
 
-        await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
+        try:
+            await until_async(ann_decodes_bot, "the browser decodes the bot's video", 60)
+        except AssertionError as exc:  # say which link of the chain broke
+            raise AssertionError(f"{exc}: {await diagnose(ann, bot, node, held, asked)}") from None
+        assert held and all(t.done() for t in held)  # the key was late
+        assert "ann@example.com" in asked  # and the browser asked for a keyframe
         stats = await ann.page.evaluate(STATS)
         assert stats["frames"]["encrypted"] > 20 and stats["frames"]["decrypted"] > 20
         assert stats["alerts"] == [] and stats["refused"] == {}
@@ -160,8 +211,36 @@ async def test_browser_and_bot_in_an_encrypted_group_call(
         assert ann.errors == []
         assert await ann.page.evaluate("window.visavis.e2ee.session") is None  # erased
     finally:
+        for task in held:
+            task.cancel()
         await ann.close()
         await bot.close()
+
+
+async def diagnose(
+    device: Device, bot: Bot, node: Node, held: list[asyncio.Task[None]], asked: list[str]
+) -> dict[str, Any]:
+    """What the browser, the bot and the SFU know, for a failure message."""
+    assert bot.sfu is not None and bot.e2ee is not None and node.sfu is not None
+    consumers = {
+        p.user: {
+            mid: f"{c.producer.participant.user} {c.producer.kind} "
+            f"layer {c.selector.current} -> {c.selector.target}"
+            for mid, c in p.consumers.items()
+        }
+        for room in node.sfu.rooms.values()
+        for p in room.participants.values()
+    }
+    return {
+        "browser_e2ee": await device.page.evaluate(STATS),
+        "browser_received": await received(device),
+        "browser_video_packets": await device.page.evaluate(VIDEO_PACKETS),
+        "bot_keys": {"kid": bot.e2ee.keyring.current.kid, "peers": list(bot.e2ee.keys.peers)},
+        "bot_refused": dict(bot.e2ee.keys.refused),
+        "key_held": [t.done() for t in held],
+        "keyframe_requests": {u: asked.count(u) for u in set(asked)},
+        "sfu_consumers": consumers,
+    }
 
 
 async def test_swapped_dtls_fingerprint_stops_a_one_to_one_call(

@@ -53,6 +53,7 @@ class CallSession {
     this.waiters = new Set();
     this.unverified = new Set(); // devices whose identity key nobody vouched for (guests)
     this.sending = Promise.resolve();
+    this.inbox = Promise.resolve(); // events are handled one after another, in order
     this.alerted = false;
     this.code = "";
     this.keys = (async () => {
@@ -72,6 +73,14 @@ class CallSession {
     this.started = true;
     const keys = await this.keys;
     this._send(await keys.start());
+  }
+
+  /** Handle `fn` after every event that came before: a sender's key message must not
+   * overtake its announce while the announce waits for the sender's identity lookup (a
+   * key without its announce is refused, and a sender sends its key only once). */
+  queue(fn) {
+    this.inbox = this.inbox.then(fn).catch((err) => console.error("visavis e2ee", err));
+    return this.inbox;
   }
 
   _send(outgoing) {
@@ -159,14 +168,16 @@ class CallSession {
   /** A guest hears of leavers from the SFU only (it has no device socket for
    * call.participant): a member device that left draws fresh keys from everyone left. A
    * false report can only cost a rekey; keys still come from signed messages only. */
-  async onDeviceLeft(device) {
-    const keys = await this.keys;
-    if (!keys.members.has(device)) return;
-    this.handles.delete(device);
-    this.directory.delete(device);
-    this.unverified.delete(device);
-    await this._send(await keys.peerLeft(device));
-    await this._refreshCode(keys);
+  onDeviceLeft(device) {
+    return this.queue(async () => {
+      const keys = await this.keys;
+      if (!keys.members.has(device)) return;
+      this.handles.delete(device);
+      this.directory.delete(device);
+      this.unverified.delete(device);
+      await this._send(await keys.peerLeft(device));
+      await this._refreshCode(keys);
+    });
   }
 
   /** A guest left: like a device leaving, every sender draws a fresh key. */
@@ -344,9 +355,9 @@ export class E2eeClient {
   event(event) {
     const s = this.session;
     if (!s || event.call_id !== s.callId) return;
-    if (event.type === "call.e2ee") s.onMessage(event).catch((err) => console.error("visavis e2ee", err));
-    else if (event.type === "call.participant" && (event.state === "left" || event.state === "handoff")) s.onLeft(event);
-    else if (event.type === "call.guest" && event.state === "left") s.onGuestLeft(event.guest.id);
+    if (event.type === "call.e2ee") s.queue(() => s.onMessage(event));
+    else if (event.type === "call.participant" && (event.state === "left" || event.state === "handoff")) s.queue(() => s.onLeft(event));
+    else if (event.type === "call.guest" && event.state === "left") s.queue(() => s.onGuestLeft(event.guest.id));
   }
 
   verifyDescription(callId, device, sdp) {
