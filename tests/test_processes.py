@@ -111,6 +111,19 @@ def test_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
     until_sync(lambda: not any(alive(pid) for pid in kids.values()), "children gone", within=15)
 
 
+def test_sigterm_to_the_whole_group_is_a_quiet_stop(tmp_path: Path) -> None:
+    """systemd's default KillMode and a terminal signal every process of the group at
+    once: the children's exits then are part of the stop, not deaths to restart."""
+    with serve(tmp_path / "data", wrapper=("setsid",)) as server:
+        kids = children(server.pid)
+        assert len(kids) >= 2, kids
+        os.killpg(server.pid, signal.SIGTERM)
+        server.process.wait(30)
+    assert server.process.returncode == 0, server.log()
+    assert "restarting" not in server.log(), server.log()
+    until_sync(lambda: not any(alive(pid) for pid in kids.values()), "children gone", within=15)
+
+
 def test_the_children_die_with_a_killed_parent(tmp_path: Path) -> None:
     with serve(tmp_path / "data") as server:
         kids = children(server.pid)

@@ -190,6 +190,10 @@ class Node:
             log.warning("drain: this process runs no SFU registered in a fleet")
 
     async def close(self) -> None:
+        for service in self.services:  # children that exit from now on stay down
+            closing = getattr(service, "closing", None)
+            if closing is not None:
+                closing()
         if self.relay_agent is not None:
             with contextlib.suppress(Exception):
                 await self.relay_agent.close()

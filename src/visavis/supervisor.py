@@ -44,6 +44,7 @@ log = logging.getLogger("visavis.supervisor")
 
 START_TIMEOUT = 120.0  # seconds a child may take to import, bind and report (loaded CI)
 STOP_GRACE = 10.0  # seconds a child may take to close before SIGKILL
+CLEAN_EXIT_GRACE = 0.5  # seconds to see whether the parent is stopping too
 COLLECT_TIMEOUT = 2.0  # seconds a scrape waits for a child's metrics
 
 
@@ -303,6 +304,10 @@ class PartProcess:
             assert self.process is not None and self._exit is not None
             pid = self.process.pid
             code = await asyncio.shield(self._exit)
+            if code == 0 and not self._closing:
+                # A clean exit is mostly a SIGTERM to the whole group (systemd, a
+                # terminal): give the parent's own handler the moment it needs.
+                await asyncio.sleep(CLEAN_EXIT_GRACE)
             if self._closing:
                 return
             self._metrics.up.labels(self.name).set(0)
@@ -364,6 +369,10 @@ class PartProcess:
             await exited
         if process.stdout is not None:
             process.stdout.close()
+
+    def closing(self) -> None:
+        """The server is stopping: an exit from now on is no reason to restart."""
+        self._closing = True
 
     async def close(self) -> None:
         self._closing = True
