@@ -77,10 +77,15 @@ class Bot:
 
 async def bots(node: Node, tmp_path: Path, names: list[str]) -> list[Bot]:
     assert node.signaling is not None
+    return await bots_at(str(node.signaling.url), tmp_path, names)
+
+
+async def bots_at(url: str, tmp_path: Path, names: list[str]) -> list[Bot]:
+    """Signed-up SDK devices of signaling at ``url``, identity keys published."""
     out = []
     for name in names:
         session = await Session.login(
-            node.signaling.url,
+            url,
             f"{name}@example.com",
             PASSWORD,
             signup=True,

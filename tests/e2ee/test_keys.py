@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2ee.helpers import Transfer
+from visavis.client.e2ee import announced_identity
 from visavis.e2ee.frames import Codec
-from visavis.e2ee.identity import DeviceIdentity, Pins, PinStatus, b64, verification_code
+from visavis.e2ee.identity import DeviceIdentity, Pins, PinStatus, b64, unb64, verification_code
 from visavis.e2ee.keys import CallKeys
 from visavis.e2ee.ratchet import Keyring, fresh_key, ratchet
 
@@ -192,3 +193,29 @@ def test_ratchet_is_deterministic_and_one_way() -> None:
     nxt = ratchet(key)
     assert nxt.kid == key.kid + 1 and nxt.base_key != key.base_key
     assert ratchet(key) == nxt
+
+
+def test_announces_carry_the_identity_key_a_guest_is_known_by() -> None:
+    """A guest (call link) has no account to look its key up: its announce's `ik` is its
+    key, unverified, and the announce's signature must hold under it; Python announces
+    carry `ik` too so that guests can check them. Anything else yields no key."""
+    identity = DeviceIdentity.generate()
+    keys = CallKeys("call-1", "bot", identity, {"bot": identity.public}.get)
+    (announce,) = keys.start()
+    assert announced_identity(announce.payload) == identity.public
+    guest = DeviceIdentity.generate()
+    host = CallKeys("call-1", "host", DeviceIdentity.generate(), {"guest": guest.public}.get)
+    host.peer_joined("guest")
+    body = json.loads(CallKeys("call-1", "guest", guest, lambda d: None).start()[0].payload)
+    assert host.receive("guest", json.dumps(body)) and "guest" in host.peers
+    forged = {**body, "ik": b64(DeviceIdentity.generate().public)}  # ik outside the sig:
+    other = CallKeys("call-1", "o", DeviceIdentity.generate(), lambda d: unb64(forged["ik"]))
+    other.peer_joined("guest")
+    assert other.receive("guest", json.dumps(forged)) == [] and other.alerts  # a wrong ik fails
+    for bad in (
+        "{",
+        "[]",
+        json.dumps({"kind": "key", "ik": body["ik"]}),
+        json.dumps({**body, "ik": "AAAA"}),
+    ):
+        assert announced_identity(bad) is None

@@ -8,15 +8,23 @@
 
 The class is the I/O shell of :class:`visavis.e2ee.keys.CallKeys`: it sends that state
 machine's messages as ``call.e2ee`` requests, feeds it the ``call.e2ee`` events of the
-call, tells it who left (``call.participant``), and looks up the identity key of each
-device that speaks, pinning it on first use. A changed pin or a bad signature is an
-alert: ``on_alert`` is called, the device leaves the call, and ``stopped`` is set.
+call, tells it who left (``call.participant``, and ``call.guest`` for guests), and looks
+up the identity key of each device that speaks, pinning it on first use. A changed pin
+or a bad signature is an alert: ``on_alert`` is called, the device leaves the call, and
+``stopped`` is set.
+
+Guests from call links (``guest:<name>``, docs/e2ee.md "Guests") have no account, so
+nobody can look their key up: a guest's identity key is the one its announce carries
+(``ik``), unverified, never pinned; such devices are listed in ``guests``. A guest hears
+only key messages addressed to it, which is what this device sends in answer to its
+announce (which the guest repeats for members that join later).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
     from visavis.client.session import Session
 
 log = logging.getLogger("visavis.client.e2ee")
+GUEST_PREFIX = "guest:"  # how signaling names a call link's guest (no handle has a ":")
 ANNOUNCE_WAIT = 15.0  # seconds a 1:1 description waits for the peer's signed announce
 
 
@@ -68,6 +77,19 @@ async def device_keys(session: Session, handle: str) -> dict[str, bytes]:
         return {d["device_id"]: unb64(d["public_key"]) for d in r.json()}
 
 
+def announced_identity(payload: str) -> bytes | None:
+    """The identity public key an announce carries (``ik``), or None: the only key a
+    guest has (unverified; its announce's signature is then checked against it)."""
+    try:
+        message = json.loads(payload)
+        if not isinstance(message, dict) or message.get("kind") != "announce":
+            return None
+        public = unb64(str(message["ik"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return public if len(public) == 32 else None
+
+
 class GroupE2ee:
     """This device's end-to-end keys for one group call, kept in step over signaling."""
 
@@ -87,6 +109,7 @@ class GroupE2ee:
         self.on_alert = on_alert
         self.directory: dict[str, bytes] = {session.device_id: identity.public}
         self.handles: dict[str, str] = {}
+        self.guests: dict[str, str] = {}  # device -> name of guests (unverified identity)
         self.keys = CallKeys(call_id, session.device_id, identity, self.directory.get)
         self._events = session.events()
         self._task: asyncio.Task[None] | None = None
@@ -131,13 +154,23 @@ class GroupE2ee:
                     await self._on_message(event)
                 elif isinstance(event, m.CallParticipant) and event.state in ("left", "handoff"):
                     await self._on_left(event)
+                elif isinstance(event, m.CallGuest) and event.state == "left":
+                    await self._forget(event.guest.id)
             except Exception:  # one bad event never ends the call's encryption
                 log.exception("e2ee event for %s failed", self.call_id)
             await self._check_alerts()
 
     async def _on_message(self, event: m.CallE2eeEvent) -> None:
         device = event.from_device
-        if device not in self.directory:
+        if device not in self.directory and event.from_user.startswith(GUEST_PREFIX):
+            guest_key = announced_identity(event.payload)
+            if guest_key is None:  # a guest's first message must be its announce
+                self.keys.refused["unknown_device"] += 1
+                return
+            self.directory[device] = guest_key
+            self.handles[device] = event.from_user
+            self.guests[device] = event.from_user.removeprefix(GUEST_PREFIX)
+        elif device not in self.directory:
             keys = await device_keys(self.session, event.from_user)
             public = keys.get(device)
             if public is None:
@@ -159,8 +192,13 @@ class GroupE2ee:
         if event.state == "handoff" and event.device_id in gone:
             gone.remove(event.device_id)
         for device in gone:
-            self.handles.pop(device, None)
-            self.directory.pop(device, None)
+            await self._forget(device)
+
+    async def _forget(self, device: str) -> None:
+        """``device`` left the call (a guest: ``call.guest`` left): fresh key for the rest."""
+        self.handles.pop(device, None)
+        self.guests.pop(device, None)
+        if self.directory.pop(device, None) is not None:
             await self._send(self.keys.peer_left(device))
 
     async def _send(self, outgoing: list[Outgoing]) -> None:

@@ -88,6 +88,7 @@ class SfuSession:
         self.frames: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
+        self.video_size: dict[str, tuple[int, int]] = {}  # participant -> last decoded w, h
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -174,10 +175,15 @@ class SfuSession:
                     except Exception as exc:  # the next move (or the caller) decides
                         self.errors.append({"code": "move_failed", "message": str(exc)})
 
-    async def set_layout(self, visible: list[str]) -> None:
-        """Tell the SFU which participants' tiles are shown (they get high layers)."""
+    async def set_layout(self, visible: list[str], thumbnails: list[str] | None = None) -> None:
+        """Tell the SFU which participants' tiles are shown (they get high layers); with
+        ``thumbnails`` (even empty) also which are shown small (the lowest layer) and that
+        nobody else is shown (their video pauses until a later layout shows them)."""
         assert self._ws is not None
-        await self._ws.send(json.dumps({"type": "layout", "visible": visible}))
+        layout: dict[str, Any] = {"type": "layout", "visible": visible}
+        if thumbnails is not None:
+            layout["thumbnails"] = thumbnails
+        await self._ws.send(json.dumps(layout))
 
     async def wait_for(self, predicate: Any, limit: float) -> None:
         """Wait until ``predicate()`` is true (re-checked on every event and frame)."""
@@ -287,13 +293,15 @@ class SfuSession:
     async def _consume(self, transceiver: RTCRtpTransceiver, track: MediaStreamTrack) -> None:
         while True:
             try:
-                await track.recv()
+                frame = await track.recv()
             except MediaStreamError:
                 return
             info = self.streams.get(transceiver.mid or "")
             if info is None:
                 continue
             who, kind = info["participant_id"], info["kind"]
+            if isinstance(frame, VideoFrame):
+                self.video_size[who] = (frame.width, frame.height)
             now = time.monotonic()
             self.frames[who][kind] += 1
             self.first_frame[who].setdefault(kind, now)

@@ -199,6 +199,9 @@ class CallKeys:
             "from": self.device_id,
             "to": to,
             "eph": b64(self.eph_public),
+            # the identity public key, outside the signature: for peers that cannot look
+            # it up (guests from call links and their hosts; shown as unverified)
+            "ik": b64(self.identity.public),
             "sig": b64(sig),
         }
         if self.fingerprint:

@@ -56,6 +56,7 @@ class MediaSection:
     ssrcs: list[int] = field(default_factory=list)
     fid_groups: list[tuple[int, int]] = field(default_factory=list)
     rids: list[str] = field(default_factory=list)
+    bundle_only: bool = False
     msid: str | None = None
     ice_ufrag: str | None = None
     ice_pwd: str | None = None
@@ -64,7 +65,9 @@ class MediaSection:
 
     @property
     def rejected(self) -> bool:
-        return self.port == 0
+        # Port 0 with a=bundle-only is not a rejection (RFC 8843 s7.2): Firefox offers
+        # every m-line after the first that way under max-bundle.
+        return self.port == 0 and not self.bundle_only
 
     def codec(self) -> Codec | None:
         """The first offered codec the SFU forwards for this kind (Opus or VP8)."""
@@ -152,6 +155,8 @@ def parse_offer(text: str) -> Offer:
             continue
         elif name == "mid":
             current.mid = arg
+        elif name == "bundle-only":
+            current.bundle_only = True
         elif name in _DIRECTIONS:
             current.direction = name
         elif name == "setup":
