@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.served import FREE_PORTS, children, serve, visavis_command
@@ -63,9 +62,10 @@ def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
     metrics = free_port()
     args = ("--metrics-port", str(metrics), "--realm", "example.org", "--no-tls")
     with serve(tmp_path / "data", *args) as server:
-        text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
-        assert "visavis_ws_connections" in text  # signaling
-        assert "visavis_relay" in text  # relay, same registry
+        from tests.test_processes import scrape
+
+        # signaling's metrics, and the relay's child's in the same scrape
+        scrape(f"http://127.0.0.1:{metrics}", "visavis_ws_connections", "visavis_relay")
         assert server.url("relay", "turn:").endswith("?transport=udp")
         assert server.url("signaling", "http://127.0.0.1:")
         assert server.sfu_url
