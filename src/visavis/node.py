@@ -155,9 +155,18 @@ class Node:
         signaling hands devices healthy relays of their region (docs/fleet.md)."""
         from visavis.fleet.agent import FleetAgent, Load
 
-        self.relay_agent = FleetAgent(
-            self.settings, "relay", lambda: Load(urls=tuple(relay.endpoints()))
-        )
+        def load() -> Load:
+            core = relay.core
+            if core is None:
+                return Load(urls=tuple(relay.endpoints()))
+            to_peer, _, to_client, _ = core.totals()
+            return Load(
+                urls=tuple(relay.endpoints()),
+                allocations=len(core.allocations),
+                packets=to_peer + to_client,
+            )
+
+        self.relay_agent = FleetAgent(self.settings, "relay", load)
         await self.relay_agent.start()
 
     def _ice_urls(self) -> list[str]:
