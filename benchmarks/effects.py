@@ -7,8 +7,9 @@ tests/effects/pages/bench.html on its origin with the astronaut clip as the fake
 
 - blur and portrait at 640x480, at every effect level (effect resolution, mask rate)
   with the adaptation pinned: median ms per frame (segmentation + compositing, in the
-  effect's worker: on this Chromium path the page's main thread does nothing per frame)
-  and the frames per second delivered;
+  effect's worker: on this Chromium path the page's main thread does nothing per frame),
+  the model's share (segmentation alone, for the last mask made) and the frames per second
+  delivered;
 - voice isolation: RNNoise's ms of CPU per 10 ms of 48 kHz audio (offline rendering,
   minus the bare graph);
 - spatial audio: ms per 10 ms of audio per voice, stereo panning and HRTF (8 voices);
@@ -64,7 +65,10 @@ def report(runs: list[dict[str, Any]]) -> None:
         f"\nmedians of {len(runs)} run(s); load average {os.getloadavg()} on {os.cpu_count()} cores"
     )
     print("\nvideo effects at 640x480 (effect resolution pinned)")
-    print(f"{'mode':9} {'effect res':>10} {'mask every':>10} {'ms/frame':>9} {'fps':>6}")
+    print(
+        f"{'mode':9} {'effect res':>10} {'mask every':>10} {'ms/frame':>9} {'model ms':>9}"
+        f" {'fps':>6}"
+    )
     rows: dict[tuple[str, int, int, int], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         for row in run["video"]:
@@ -72,7 +76,8 @@ def report(runs: list[dict[str, Any]]) -> None:
     for (mode, w, h, every), group in rows.items():
         ms = med([r["msPerFrame"] for r in group])
         fps = med([r["fps"] for r in group])
-        print(f"{mode:9} {f'{w}x{h}':>10} {every:>10} {ms:>9.1f} {fps:>6.1f}")
+        model = med([r["segmentMs"] for r in group if r.get("segmentMs") is not None] or [0.0])
+        print(f"{mode:9} {f'{w}x{h}':>10} {every:>10} {ms:>9.1f} {model:>9.1f} {fps:>6.1f}")
     voice = med([run["voice"]["msPer10ms"] for run in runs])
     print(f"\nvoice isolation (RNNoise): {voice:.3f} ms per 10 ms of audio")
     stereo = med([run["spatial"]["stereo"] for run in runs])

@@ -338,7 +338,7 @@ async def test_browser_and_sdk_one_to_one_then_a_changed_device_key_is_caught(
 
 
 async def test_browser_simulcast_layers_switch_encrypted_as_a_subscriber_layout_changes(
-    node: Node, browser: Browser, tmp_path: Path
+    node: Node, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The browser publishes three SFrame-encrypted simulcast layers (at 640x360 Chromium
     sends two of them, q and h); the bot, subscribed, changes its layout: a large
@@ -369,40 +369,42 @@ async def test_browser_simulcast_layers_switch_encrypted_as_a_subscriber_layout_
         room = next(iter(node.sfu.rooms.values()))
         video = next(p for p in room.participants[ann_pid].producers.values() if p.is_video)
         assert [layer.rid for layer in video.layers] == ["q", "h", "f"]
-        consumer = next(
-            c
-            for c in room.participants[sfu.participant_id].consumers.values()
-            if c.producer is video
-        )
-
-        async def shows(visible: list[str], thumbnails: list[str], height: int) -> None:
-            """After this layout, at least 10 more frames decode, the last at ``height``."""
-            await sfu.set_layout(visible, thumbnails)
-            start = sfu.frames[ann_pid]["video"]
-            await sfu.wait_for(
-                lambda: (
-                    sfu.frames[ann_pid]["video"] >= start + 10
-                    and sfu.video_size.get(ann_pid, (0, 0))[1] == height
-                ),
-                60,
-            )
+        viewer = room.participants[sfu.participant_id]
+        consumer = next(c for c in viewer.consumers.values() if c.producer is video)
+        # The layout, not the bandwidth, is under test: aiortc's REMB drops on a delay
+        # spike (a loaded machine) and then grows only to 1.5x what it receives, which
+        # would keep the thumbnail's low layer after the tile grows again.
+        monkeypatch.setattr(viewer.bwe, "estimate", lambda now: 20_000_000.0)
 
         async def sent_heights() -> list[int]:
             heights = await ann.page.evaluate(SENT_HEIGHTS)
             return sorted(set(heights))
 
-        async def two_layers_sent() -> bool:
-            return len(await sent_heights()) >= 2
+        async def shows(visible: list[str], thumbnails: list[str], layer: str) -> None:
+            """After this layout, at least 10 more frames decode, the last one at the
+            height of the highest (or lowest) layer the browser sends now (Chromium may
+            scale its layers down under CPU load: compare with what it sends)."""
+            await sfu.set_layout(visible, thumbnails)
+            start = sfu.frames[ann_pid]["video"]
 
-        await until_async(two_layers_sent, "the browser sends two simulcast layers", 60)
-        low, high = (await sent_heights())[0], (await sent_heights())[-1]
-        await shows([ann_pid], [], high)  # large tile: the highest layer sent
-        await shows([], [ann_pid], low)  # thumbnail: the lowest
+            async def decoded() -> bool:
+                heights = await sent_heights()
+                want = heights[-1] if layer == "highest" else heights[0]
+                return (
+                    len(heights) >= 2
+                    and sfu.frames[ann_pid]["video"] >= start + 10
+                    and sfu.video_size.get(ann_pid, (0, 0))[1] == want
+                )
+
+            await until_async(decoded, f"the bot decodes the {layer} layer", 60)
+
+        await shows([ann_pid], [], "highest")  # large tile
+        await shows([], [ann_pid], "lowest")  # thumbnail
         # Not shown: the SFU pauses the stream; the frame count stops growing.
         await sfu.set_layout([], [])
         await until(lambda: consumer.selector.target == -1, "the SFU paused the tile", 30)
         await until_async(stalled(lambda: sfu.frames[ann_pid]["video"], 1.0), "no more frames", 30)
-        await shows([ann_pid], [], high)  # shown again: resumes on a keyframe
+        await shows([ann_pid], [], "highest")  # shown again: resumes on a keyframe
         stats = bot.e2ee.keyring.stats
         assert stats.decrypted > 50 and not stats.dropped.get("auth")
         assert room.stats.keyframe_requests > 0

@@ -86,7 +86,7 @@ class SignalingContext:
     def __post_init__(self) -> None:
         self.links = LinkService(store=self.store, hub=self.hub, clock=self.clock, calls=self.calls)
         self.calls.is_guest_of = self.links.is_guest_of
-        self.calls.guests_in = self.links.guests_in
+        self.calls.guests_of = self.links.guests_of
 
 
 class OverloadGuard:
@@ -475,8 +475,16 @@ def create_app(ctx: SignalingContext) -> FastAPI:
 
     @app.get("/api/guest/e2ee", response_model=m.GuestE2eeOut)
     async def guest_e2ee_read(auth: GuestAuth, after: int = 0) -> m.GuestE2eeOut:
-        """Key messages for this guest after sequence number ``after`` (poll it)."""
+        """Key messages and reactions for this guest after sequence number ``after``
+        (poll it)."""
         return await ctx.links.e2ee_read(auth[0], after)
+
+    @app.post("/api/guest/reaction", status_code=204)
+    async def guest_reaction(body: m.GuestReactionIn, auth: GuestAuth) -> Response:
+        """An admitted guest's sealed reaction for everyone else in its call (opaque; 429
+        ``reaction_rate_limited`` past a burst of 5, then one per 0.75 s)."""
+        await ctx.links.reaction(auth[0], body)
+        return Response(status_code=204)
 
     @app.delete("/api/guest", status_code=204)
     async def guest_leaves(auth: GuestAuth) -> Response:

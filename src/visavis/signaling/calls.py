@@ -33,7 +33,7 @@ from visavis.fleet.service import Assignment, Fleet, LocalFleet, MoveReason, NoM
 from visavis.signaling import messages as m
 from visavis.signaling.auth import new_id
 from visavis.signaling.directory import Directory
-from visavis.signaling.errors import SignalingError, forbidden, not_found
+from visavis.signaling.errors import SignalingError, forbidden, not_found, too_many
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
 from visavis.signaling.ratelimit import TokenBucket
@@ -124,8 +124,9 @@ class CallService:
         # Set by the links service: is this id a guest admitted to that call? (guests get
         # key messages addressed to them; docs/e2ee.md, "Guests")
         self.is_guest_of: Callable[[str, str], Awaitable[bool]] | None = None
-        # ... and how many admitted guests a call has: a member with a guest is a call.
-        self.guests_in: Callable[[Call], Awaitable[int]] | None = None
+        # ... and the admitted guests of a call: a member with a guest is a call, and
+        # guests see the call's reactions (docs/effects.md, "Guests").
+        self.guests_of: Callable[[Call], Awaitable[list[str]]] | None = None
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -422,9 +423,8 @@ class CallService:
         call, participants = await self._require_in_call(user, device, msg.call_id)
         if call.topology != "sfu":
             raise SignalingError("not_group", "this 1:1 call is peer to peer: no media server")
-        joined = sum(1 for p in participants if p.state == "joined")
-        quorum = min(joined, max(2, (joined + 1) // 2))
-        await self.fleet.report_lost(call.room_id or call.id, msg.url, device.id, quorum=quorum)
+        joined = [p.device_id for p in participants if p.state == "joined" and p.device_id]
+        await self.fleet.report_lost(call.room_id or call.id, msg.url, device.id, joined=joined)
 
     # -- the room's media server (the fleet) -------------------------------------------
     async def _assign(self, room_id: str) -> Assignment:
@@ -436,19 +436,26 @@ class CallService:
     async def _room_join(self, call: Call, user: User, device_id: str) -> m.CallRoom:
         """A join token for the node the call's room is placed on (placing it if new)."""
         assignment = await self._assign(call.room_id or call.id)
+        await self.fleet.bind(assignment.room_id, device_id, assignment.placement)
         return self.room_join(call, user, device_id, assignment)
 
     async def room_moved(self, assignment: Assignment, reason: MoveReason) -> None:
-        """The room's node died or is draining and the room now lives on another: every
-        device in the call gets a token for the new node. Nothing else about the call
-        changes (no ring, no participant state, one call in history)."""
+        """The room's node (or one of its legs' nodes) died or is draining and that
+        placement now lives on another: every device sent to it gets a token for the new
+        node. Nothing else about the call changes (no ring, no participant state, one
+        call in history)."""
         call = await self.store.get_call(assignment.room_id)  # rooms are named by call id
         if call is None or call.state == "ended":
             await self.fleet.release(assignment.room_id)
             return
         participants = await self.store.get_participants(call.id)
         users = await self.directory.users([p.user_id for p in participants])
+        # A cascaded room's leg moved: only the devices on that leg move (the others'
+        # nodes are alive and link to the new one). Devices never bound: all move.
+        bound = await self.fleet.bound(assignment.room_id)
         for p in participants:
+            if p.device_id and bound.get(p.device_id, assignment.placement) != assignment.placement:
+                continue
             if p.state == "joined" and p.device_id and p.user_id in users:
                 room = self.room_join(call, users[p.user_id], p.device_id, assignment)
                 await self.hub.deliver(
@@ -584,22 +591,35 @@ class CallService:
             )
 
     async def reaction(self, user: User, device: Device, msg: m.CallReaction) -> None:
-        """Relay a sealed reaction to every other device in the call, rate limited per
-        device (a little above what the client itself allows, docs/effects.md)."""
-        call, participants = await self._require_in_call(user, device, msg.call_id)
-        now = self.clock.now()
-        bucket = self._reaction_buckets.pop(device.id, None)
-        if bucket is None:
-            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
-        self._reaction_buckets[device.id] = bucket  # most recent last
-        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
-            self._reaction_buckets.popitem(last=False)
-        if not bucket.allow(now):
-            raise SignalingError("reaction_rate_limited", "too many reactions: slow down")
-        peers = self._in_call_devices(participants, exclude=device.id)
+        """Relay a sealed reaction to everyone else in the call, rate limited per device
+        (a little above what the client itself allows, docs/effects.md)."""
+        call, _ = await self._require_in_call(user, device, msg.call_id)
+        self.reaction_allowed(device.id)
         event = m.CallReactionEvent(
             call_id=call.id, from_user=user.handle, from_device=device.id, payload=msg.payload
         )
+        await self.relay_reaction(call, event)
+
+    def reaction_allowed(self, sender: str) -> None:
+        """Take one of ``sender``'s reaction tokens (a device or a guest id), or refuse."""
+        now = self.clock.now()
+        bucket = self._reaction_buckets.pop(sender, None)
+        if bucket is None:
+            bucket = TokenBucket(REACTION_RATE, REACTION_BURST, now)
+        self._reaction_buckets[sender] = bucket  # most recent last
+        while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
+            self._reaction_buckets.popitem(last=False)
+        if not bucket.allow(now):
+            raise too_many(
+                "reaction_rate_limited", "too many reactions: slow down", 1 / REACTION_RATE
+            )
+
+    async def relay_reaction(self, call: Call, event: m.CallReactionEvent) -> None:
+        """``event`` to every device in the call and every admitted guest (their
+        mailboxes, read with GET /api/guest/e2ee), except its sender."""
+        participants = await self.store.get_participants(call.id)
+        peers = self._in_call_devices(participants, exclude=event.from_device)
+        peers += [g for g in await self._guest_ids(call) if g != event.from_device]
         if peers:
             await self.hub.deliver(peers, event)
 
@@ -630,9 +650,12 @@ class CallService:
             await self._end(call, "hangup")
 
     async def _guests(self, call: Call) -> int:
-        if self.guests_in is None or call.topology != "sfu":
-            return 0
-        return await self.guests_in(call)
+        return len(await self._guest_ids(call))
+
+    async def _guest_ids(self, call: Call) -> list[str]:
+        if self.guests_of is None or call.topology != "sfu":
+            return []
+        return await self.guests_of(call)
 
     async def _end(self, call: Call, reason: m.EndReason) -> None:
         """End the call (once, whoever races) and release everyone still in or ringing."""

@@ -266,29 +266,46 @@ class LinkService:
         await self.hub.deliver(peers, event)
 
     async def e2ee_read(self, guest: Guest, after: int) -> m.GuestE2eeOut:
-        """The key messages devices of the call sent this guest (its mailbox)."""
+        """What the call sent this guest (its mailbox): key messages, and reactions from
+        everyone else in the call (both opaque; one reader, since reading acknowledges)."""
         await self._guest_call(guest)
         await self.hub.bus.mailbox_ack(guest.id, after)
-        events = [
-            (seq, m.CallE2eeEvent.model_validate(data))
-            for seq, data in await self.hub.bus.mailbox_read(guest.id, after)
-            if data.get("type") == "call.e2ee"
-        ]
+        events: list[tuple[int, m.CallE2eeEvent | m.CallReactionEvent]] = []
+        for seq, data in await self.hub.bus.mailbox_read(guest.id, after):
+            if data.get("type") == "call.e2ee":
+                events.append((seq, m.CallE2eeEvent.model_validate(data)))
+            elif data.get("type") == "call.reaction":
+                events.append((seq, m.CallReactionEvent.model_validate(data)))
         last = events[-1][0] if events else after
         return m.GuestE2eeOut(events=[e for _, e in events], last=last)
+
+    async def reaction(self, guest: Guest, body: m.GuestReactionIn) -> None:
+        """Relay a guest's sealed reaction to everyone else in its call (docs/effects.md):
+        only while admitted, only to its own call, rate limited like a device's."""
+        call = await self._guest_call(guest)
+        if body.call_id != call.id:
+            raise forbidden("not_in_call", "you are not in this call")
+        self.calls.reaction_allowed(guest.id)
+        event = m.CallReactionEvent(
+            call_id=call.id,
+            from_user=GUEST_PREFIX + guest.display_name,
+            from_device=guest.id,
+            payload=body.payload,
+        )
+        await self.calls.relay_reaction(call, event)
 
     async def is_guest_of(self, guest_id: str, call_id: str) -> bool:
         """True if ``guest_id`` is a guest admitted to ``call_id`` (a key message target)."""
         guest = await self.store.get_guest(guest_id)
         return guest is not None and guest.state == "admitted" and guest.call_id == call_id
 
-    async def guests_in(self, call: Call) -> int:
-        """How many admitted guests are in ``call`` (a link call started by its owner)."""
+    async def guests_of(self, call: Call) -> list[str]:
+        """The ids of the guests admitted to ``call`` (a link call started by its owner)."""
         for link in await self.store.list_links(call.initiator_user_id):
             if link.call_id == call.id:
                 guests = await self.store.list_guests(link.id)
-                return sum(g.state == "admitted" and g.call_id == call.id for g in guests)
-        return 0
+                return [g.id for g in guests if g.state == "admitted" and g.call_id == call.id]
+        return []
 
     async def leave(self, guest: Guest, link: CallLink) -> None:
         if await self.store.update_guest(

@@ -587,11 +587,24 @@ class GuestE2eeIn(Model):
 
 
 class GuestE2eeOut(Model):
-    """``call.e2ee`` events for this guest after sequence number ``after``, oldest first;
-    ``last`` is the number to ask after next time."""
+    """This guest's mailbox after sequence number ``after``, oldest first: ``call.e2ee``
+    key messages and ``call.reaction`` reactions; ``last`` is the number to ask after
+    next time (asking after it acknowledges everything up to it)."""
 
-    events: list[CallE2eeEvent]
+    events: list[Annotated[CallE2eeEvent | CallReactionEvent, Field(discriminator="type")]]
     last: int
+
+
+class GuestReactionIn(Model):
+    """A guest's sealed reaction for everyone else in its call (as ``call.reaction``)."""
+
+    call_id: str = Field(max_length=64, description="the guest's own call; any other is refused")
+    payload: str = Field(
+        min_length=1,
+        max_length=MAX_REACTION_PAYLOAD,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the sealed reaction, base64url without padding",
+    )
 
 
 class GuestStatusOut(Model):

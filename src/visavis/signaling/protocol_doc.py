@@ -72,12 +72,20 @@ joins the room there (see `docs/sfu.md`). A decline only takes that person out.
    `call.room` (a group call through the SFU, the owner alone at first).
 3. Someone without an account: `GET /api/join/<token>` (whose call) then `POST
    /api/join/<token> {display_name}` → `{token, guest}`: a guest token that opens
-   `GET`/`DELETE /api/guest` and nothing else. The devices in the link's call (or all the
+   `/api/guest` (and, once admitted, `/api/guest/e2ee` and `/api/guest/reaction`) and
+   nothing else. The devices in the link's call (or all the
    owner's devices while no call goes on) get `call.guest{state: waiting}`.
 4. A device in the call: `call.admit{call_id, guest_id}` (or `call.refuse`). The guest's
    next `GET /api/guest` says `admitted` with a `room` (an SFU token for this call only;
    there the guest is `guest:<name>/<guest id>`, and no handle contains `:`).
-5. The call ends as any group call does, when its last signed-in participant leaves;
+5. A guest has no device socket, so what devices send over it, a guest sends over REST:
+   its end-to-end key messages with `POST /api/guest/e2ee` (relayed as `call.e2ee`) and
+   its sealed reactions with `POST /api/guest/reaction {call_id, payload}` (relayed as
+   `call.reaction` to everyone else in the call, rate limited as a device's: 429
+   `reaction_rate_limited`). `call.e2ee` addressed to it and everyone's `call.reaction`
+   wait in its mailbox: `GET /api/guest/e2ee?after=N` (polled; `last` is the next `N`).
+   All of it only while admitted to a live call, and only its own (403 `not_in_call`).
+6. The call ends as any group call does, when its last signed-in participant leaves;
    `GET /api/guest` then says `ended`.
 
 Refusals: an unknown token is 404 `link_not_found`, a revoked link 410 `link_revoked`, an

@@ -11,7 +11,8 @@
 //   reactions   1:1: peerConnection hook, a negotiated data channel on every connection;
 //               group: sealed with the call's end-to-end keys (app.e2ee.seal/open, the
 //               sender's current SFrame key) and relayed by signaling (call.reaction,
-//               callEvent hook);
+//               callEvent hook; a call link's guest sends with POST /api/guest/reaction and
+//               receives from its mailbox poll);
 //               Alt+1…8 and the menu send, the sender's tile plays
 //   spatial     group calls with two or more others: remote voices through the mixer,
 //               placed by their tiles; the grid's <audio> elements are muted meanwhile
@@ -209,12 +210,20 @@ export class Effects {
       selfId,
       cipher: e2eeCipher(this.app.e2ee),
       send: (bytes) =>
-        this.app.socket
-          ?.request({ type: "call.reaction", call_id: callId, payload: base64url(bytes) })
-          .catch((error) => this.say(`reaction not sent: ${error.message ?? error}`)),
+        this.sendGroup(callId, base64url(bytes)).catch((error) =>
+          this.say(`reaction not sent: ${error.message ?? error}`),
+        ),
       onReaction: (who, kind) => this.play(who === selfId ? SELF : who, kind),
     });
     this.changed();
+  }
+
+  /** A device relays through its socket; a guest of a call link, which has none, through
+   *  POST /api/guest/reaction (and reads the others' from its mailbox, the e2ee poll). */
+  sendGroup(callId, payload) {
+    const guest = this.app.state.guest?.phase === "in_call" ? this.app.guestApi : null;
+    if (guest) return guest.request("POST", "/api/guest/reaction", { call_id: callId, payload });
+    return this.app.socket?.request({ type: "call.reaction", call_id: callId, payload }) ?? Promise.resolve();
   }
 
   say(note) {

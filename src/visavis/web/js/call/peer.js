@@ -37,11 +37,12 @@ export function onRemoteTracks(pc, info, onTrack) {
   });
 }
 
-/** The answering side: send `kind` on a transceiver the remote offer created. */
-export function useTransceiver(transceiver, media, kind, info) {
+/** The answering side: send `kind` on a transceiver the remote offer created (`send`:
+ * even though the device is not open yet; its track comes with LocalMedia.refresh()). */
+export function useTransceiver(transceiver, media, kind, info, send = false) {
   const track = media.outgoing(kind);
-  if (track) {
-    transceiver.sender.replaceTrack(track);
+  if (track || send) {
+    if (track) transceiver.sender.replaceTrack(track);
     transceiver.direction = "sendrecv";
   } else {
     transceiver.direction = "recvonly";
