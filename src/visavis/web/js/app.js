@@ -387,6 +387,7 @@ export class App {
       onUpdate: () => this._groupUpdate(group),
       onChange: (what, detail) => this._mediaChange(group, what, detail),
       refreshToken: () => this.api.refreshRoom(event.call_id),
+      reportLost: (url) => this.socket.request({ type: "call.media_lost", call_id: event.call_id, url }),
     });
     this.controller = group;
     const keys = this.e2ee.begin(event.call_id);
