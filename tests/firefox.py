@@ -76,6 +76,9 @@ PREFS: dict[str, bool | int | str] = {
     "toolkit.startup.max_resumed_crashes": -1,
 }
 
+#: WebDriver's codes for the modifier keys (W3C WebDriver, "keyboard actions").
+KEYS = {"SHIFT": "\ue008", "CONTROL": "\ue009", "ALT": "\ue00a", "META": "\ue03d"}
+
 LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
 # Bounds for a loaded 2-core machine: Firefox's cold start there takes 5-20 s.
 START_TIMEOUT = 60.0
@@ -184,6 +187,18 @@ class Tab:
             {"context": self.context, "actions": [{"type": "key", "id": "kb", "actions": keys}]},
         )
 
+    async def press(self, key: str, *modifiers: str) -> None:
+        """Press ``key`` (one character) while holding ``modifiers`` (WebDriver key codes,
+        e.g. ``ALT``)."""
+        held = [KEYS[m] for m in modifiers]
+        keys = [{"type": "keyDown", "value": k} for k in held]
+        keys += [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        keys += [{"type": "keyUp", "value": k} for k in reversed(held)]
+        await self.firefox.command(
+            "input.performActions",
+            {"context": self.context, "actions": [{"type": "key", "id": "kb", "actions": keys}]},
+        )
+
     async def _pointer_click(self, element: dict[str, Any]) -> None:
         origin = {"type": "element", "element": element}
         actions = [
@@ -209,12 +224,17 @@ class Tab:
         await self.firefox.command("browser.removeUserContext", {"userContext": self.user_context})
 
 
-# In-page element finders: visible elements by accessible name, as a person sees them.
+# In-page element finders: visible elements by accessible name (aria-label, else the text
+# that is not aria-hidden), as a person or a screen reader finds them.
 FINDERS = r"""() => {
   const visible = (el) =>
     el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
   const squash = (text) => (text || "").replace(/\s+/g, " ").trim();
-  const name = (el) => squash(el.getAttribute("aria-label") || el.textContent);
+  const text = (node) =>
+    node.nodeType === Node.TEXT_NODE ? node.data
+      : node.nodeType !== Node.ELEMENT_NODE || node.getAttribute("aria-hidden") === "true" ? ""
+      : [...node.childNodes].map(text).join(" ");
+  const name = (el) => squash(el.getAttribute("aria-label") || text(el));
   const labelOf = (el) => {
     const byId = el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`);
     return squash(el.getAttribute("aria-label") || (byId || el.closest("label"))?.textContent);

@@ -82,6 +82,22 @@ class Served:
         return "".join(self.output)
 
 
+def children(pid: int) -> dict[str, int]:
+    """The live child processes of ``pid`` by name (``/proc/PID/comm``): with role all,
+    ``visavis-relay`` and ``visavis-sfu``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        state, ppid = rest.split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[name] = int(stat.parent.name)
+    return found
+
+
 def _pump(stream: Iterator[str], sink: list[str], ready: threading.Event) -> None:
     for line in stream:
         sink.append(line)

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.served import FREE_PORTS, serve, visavis_command
+from tests.served import FREE_PORTS, children, serve, visavis_command
 
 VISAVIS = [sys.executable, "-m", "visavis.cli"]
 
@@ -63,9 +62,10 @@ def test_serve_runs_every_part_and_stops_on_sigterm(tmp_path: Path) -> None:
     metrics = free_port()
     args = ("--metrics-port", str(metrics), "--realm", "example.org", "--no-tls")
     with serve(tmp_path / "data", *args) as server:
-        text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
-        assert "visavis_ws_connections" in text  # signaling
-        assert "visavis_relay" in text  # relay, same registry
+        from tests.test_processes import scrape
+
+        # signaling's metrics, and the relay's child's in the same scrape
+        scrape(f"http://127.0.0.1:{metrics}", "visavis_ws_connections", "visavis_relay")
         assert server.url("relay", "turn:").endswith("?transport=udp")
         assert server.url("signaling", "http://127.0.0.1:")
         assert server.sfu_url
@@ -79,25 +79,30 @@ MEDIA_STACK = ("/av/", "/av.libs/", "/aiortc/")  # PyAV, its ffmpeg copies, aior
 
 @pytest.mark.parametrize("role", ["relay", "sfu", "signaling", "all"])
 def test_serve_maps_no_client_media_stack(tmp_path: Path, role: str) -> None:
-    """A server process imports what it runs: no aiortc, no PyAV/ffmpeg shared objects."""
+    """Each process of a server imports what it runs: no aiortc, no PyAV/ffmpeg shared
+    objects (role all: signaling's process and the relay's and the SFU's children)."""
     with serve(tmp_path / "data", "--role", role) as server:
-        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        pids = [server.pid, *children(server.pid).values()]
+        maps = {pid: Path(f"/proc/{pid}/maps").read_text() for pid in pids}
         assert server.endpoints, server.log()
-    loaded = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
-    assert any("/_fastpath" in so or "uvloop" in so for so in loaded), loaded  # maps are real
-    media = sorted(so for so in loaded if any(part in so for part in MEDIA_STACK))
-    assert not media, media
+    assert len(pids) == (3 if role == "all" else 1), pids
+    for pid, text in maps.items():
+        loaded = {line.split()[-1] for line in text.splitlines() if ".so" in line}
+        assert any("/_fastpath" in so or "uvloop" in so for so in loaded), loaded  # real maps
+        media = sorted(so for so in loaded if any(part in so for part in MEDIA_STACK))
+        assert not media, (pid, media)
 
 
-def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["sfu", "all"])  # all: the SFU's child process says why
+def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path, role: str) -> None:
     """A broken dependency is a refusal to start, with the reason, not a missing part."""
     shadow = tmp_path / "shadow" / "OpenSSL"  # the SFU's DTLS binding (pyOpenSSL)
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("OpenSSL is broken here")\n')
     path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [*visavis_command(), "serve", "--role", "sfu"],
-        capture_output=True, text=True, timeout=60,
+        [*visavis_command(), "serve", "--role", role],
+        capture_output=True, text=True, timeout=120,
         env=env_for(tmp_path, PYTHONPATH=path, **FREE_PORTS),
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
@@ -105,30 +110,7 @@ def test_serve_stops_when_a_part_cannot_be_imported(tmp_path: Path) -> None:
     assert "running (role" not in done.stdout + done.stderr
 
 
-def _threads(pid: int) -> list[str]:
-    return [p.read_text().strip() for p in Path(f"/proc/{pid}/task").glob("*/comm")]
-
-
-def test_serve_all_gives_each_media_part_its_own_loop_thread(tmp_path: Path) -> None:
-    """Role all: relay and SFU on threads (and loops) of their own, signaling on the main
-    one; a single-part role has no extra loop thread. Both answer on their threads."""
-    with serve(tmp_path / "all") as server:
-        names = _threads(server.pid)
-        assert "visavis-relay" in names and "visavis-sfu" in names, names
-        port = int(server.url("relay", "stun:").rsplit(":", 1)[1])
-        assert _stun_binding(port)
-        text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
-        assert "visavis_relay_allocations" in text and "visavis_sfu" in text
+def test_a_single_part_role_runs_in_one_process(tmp_path: Path) -> None:
+    """--role relay|sfu|signaling: the part in the process itself, no child processes."""
     with serve(tmp_path / "relay", "--role", "relay") as server:
-        names = _threads(server.pid)
-        assert "visavis-relay" not in names, names
-
-
-def _stun_binding(port: int) -> bool:
-    """A STUN Binding request answered with a success response (RFC 8489)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(10)
-        tid = os.urandom(12)
-        sock.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + tid, ("127.0.0.1", port))
-        data = sock.recv(2048)
-    return data[:2] == b"\x01\x01" and data[8:20] == tid
+        assert children(server.pid) == {}, children(server.pid)

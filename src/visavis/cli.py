@@ -9,7 +9,6 @@ import importlib
 import json
 import logging
 import signal
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from visavis import __version__
 from visavis.config import Settings, load_settings
+from visavis.loops import run
 from visavis.relay.cli_options import relay_options, relay_overrides
 
 console = Console(stderr=True)
@@ -123,30 +123,21 @@ def serve(config: Path | None, host: str | None, port: int | None, **flags: Any)
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with contextlib.suppress(KeyboardInterrupt):
-        _run(_serve(settings))
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed (it is, with uvicorn[standard]): fewer
-    microseconds per packet and per message on every part's hot path."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> None:
     from visavis.node import Node, PartUnavailable
+    from visavis.supervisor import PartFailed
 
     node = Node(settings)
     try:
         await node.start()
-    except PartUnavailable as exc:
+    except (PartUnavailable, PartFailed) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
+    node.lower_signaling_priority()  # role all: media children first under contention
     # Everything imported and built so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall every call for ~0.3 s.
     gc.collect()

@@ -125,9 +125,17 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         le=100,
-        description="role all: Python's GIL switch interval (sys.setswitchinterval), the "
-        "longest the relay's and the SFU's threads wait for signaling's thread to let go "
-        "of the interpreter (docs/processes.md)",
+        description="role all: Python's GIL switch interval (sys.setswitchinterval) in "
+        "signaling's process (the relay and the SFU run in processes of their own: "
+        "docs/processes.md)",
+    )
+    signaling_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="role all: nice steps signaling's process runs below its relay and SFU "
+        "child processes, so that a login flood cannot delay a packet (0: same priority; "
+        "docs/processes.md)",
     )
     metrics_port: int | None = Field(
         default=None,

@@ -1,15 +1,20 @@
 """One visavis process: the parts its role names, started in order, closed in reverse.
 
-With role all, the relay and the SFU each run on a thread and event loop of their own and
-signaling on the main loop (docs/processes.md); a single-part role runs on the main loop.
+With role all, the relay and the SFU each run in a child process of their own
+(:mod:`visavis.supervisor`) and signaling in this one (docs/processes.md); a single-part
+role runs its part in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -17,7 +22,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from visavis.config import Settings
 from visavis.fleet.settings import uses_registry
 from visavis.listen_errors import ListenError
-from visavis.loops import ThreadedService
 from visavis.service import Service
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,8 @@ class Node:
         self.sfu: Any | None = None
         self.signaling: Any | None = None
         self.relay_agent: Any | None = None  # the relay's heartbeat into the fleet registry
+        self.run_dir: Path | None = None  # role all: the children's metrics sockets
+        self.spawner: Any | None = None  # role all: starts the children
 
     def _wants(self, part: str) -> bool:
         return self.settings.role in ("all", part)
@@ -71,16 +77,18 @@ class Node:
     async def start(self) -> None:
         settings = self.settings
         if settings.role == "all":
-            # Media threads share the GIL with signaling's: bound how long a packet's
-            # wake-up waits for it (Python's default, 5 ms, is the whole latency budget).
+            # Signaling's loop shares the GIL with the hashing threads only now; the
+            # setting stays for configurations that set it (docs/processes.md).
             sys.setswitchinterval(settings.switch_interval_ms / 1000)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.ensure_shared_secret()
+        settings.ensure_shared_secret()  # before the children: they all get this one
         try:
+            if settings.role == "all":
+                await self._start_children()
             for part in ("relay", "sfu"):
-                if self._wants(part):
+                if settings.role == part:
                     setattr(self, part, await self._start_media(part))
-            if self.relay is not None and uses_registry(settings):
+            if settings.role == "relay" and uses_registry(settings):
                 await self._register_relay(self.relay)
             if self._wants("signaling"):
                 self.signaling = _server_class("signaling")(
@@ -102,20 +110,38 @@ class Node:
             raise
 
     async def _start_media(self, part: str) -> Any:
-        """The relay or the SFU, started; on a loop thread of its own when signaling shares
-        this process (role all), so HTTP and WebSocket work never delays a packet."""
+        """The relay or the SFU in this process (its role)."""
         cls = _server_class(part)
         # A part that takes only its own settings slice builds itself from the whole.
         cls = getattr(cls, "from_settings", cls)
-        if self.settings.role != "all":
-            server = cls(self.settings, metrics_registry=self.registry)
-            await self._start(server)
-            return server
-        threaded = ThreadedService(
-            part, lambda registry: cls(self.settings, metrics_registry=registry), self.registry
-        )
-        await self._start(threaded)
-        return threaded.inner
+        server = cls(self.settings, metrics_registry=self.registry)
+        await self._start(server)
+        return server
+
+    async def _start_children(self) -> None:
+        """Role all: the relay and the SFU in child processes (started side by side), so
+        that signaling's work never delays a packet; their real URLs come back before
+        signaling starts. Each child registers itself in a fleet (Redis) as its role
+        would."""
+        from visavis.supervisor import PartProcess, Spawner, SupervisorMetrics
+
+        self.run_dir = Path(tempfile.mkdtemp(prefix="visavis-"))
+        self.spawner = Spawner()
+        metrics = SupervisorMetrics(self.registry)
+        children = [
+            PartProcess(part, self.settings, self.run_dir, self.registry, metrics, self.spawner)
+            for part in ("relay", "sfu")
+        ]
+        results = await asyncio.gather(*(c.start() for c in children), return_exceptions=True)
+        failures = []
+        for child, result in zip(children, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(result)
+            else:
+                self.services.append(child)
+        self.relay, self.sfu = children
+        if failures:
+            raise failures[0]
 
     async def _start(self, service: Service) -> None:
         try:
@@ -129,9 +155,18 @@ class Node:
         signaling hands devices healthy relays of their region (docs/fleet.md)."""
         from visavis.fleet.agent import FleetAgent, Load
 
-        self.relay_agent = FleetAgent(
-            self.settings, "relay", lambda: Load(urls=tuple(relay.endpoints()))
-        )
+        def load() -> Load:
+            core = relay.core
+            if core is None:
+                return Load(urls=tuple(relay.endpoints()))
+            to_peer, _, to_client, _ = core.totals()
+            return Load(
+                urls=tuple(relay.endpoints()),
+                allocations=len(core.allocations),
+                packets=to_peer + to_client,
+            )
+
+        self.relay_agent = FleetAgent(self.settings, "relay", load)
         await self.relay_agent.start()
 
     def _ice_urls(self) -> list[str]:
@@ -148,12 +183,15 @@ class Node:
     def _sfu_url(self) -> str | None:
         if self.settings.sfu.public_url:
             return self.settings.sfu.public_url
-        if self.sfu is not None:
+        if self.sfu is not None and self.sfu.control_url:
             return str(self.sfu.control_url)
         return None
 
     def drain(self) -> None:
         """Drain this process's SFU node: no new rooms, its rooms move (SIGUSR1)."""
+        if self.settings.role == "all" and self.sfu is not None:
+            self.sfu.drain()  # the SFU's child process drains
+            return
         fleet = getattr(self.sfu, "fleet", None)
         if fleet is not None:
             fleet.drain()
@@ -161,6 +199,10 @@ class Node:
             log.warning("drain: this process runs no SFU registered in a fleet")
 
     async def close(self) -> None:
+        for service in self.services:  # children that exit from now on stay down
+            closing = getattr(service, "closing", None)
+            if closing is not None:
+                closing()
         if self.relay_agent is not None:
             with contextlib.suppress(Exception):
                 await self.relay_agent.close()
@@ -172,6 +214,25 @@ class Node:
             service = self.services.pop()
             with contextlib.suppress(Exception):
                 await service.close()
+        if self.spawner is not None:
+            self.spawner.close()
+            self.spawner = None
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    def lower_signaling_priority(self) -> None:
+        """Role all: renice signaling's process (every thread but the spawner's) by
+        ``signaling_nice``, so that under CPU contention the kernel runs a woken relay or
+        SFU before signaling's work (docs/processes.md has the measurement). Only
+        ``visavis serve`` calls it: it changes the whole process."""
+        if self.spawner is None or self.settings.signaling_nice == 0:
+            return
+        self.spawner.lower_others(self.settings.signaling_nice)
+        log.info(
+            "signaling runs %d nice steps below the relay and the SFU (signaling_nice)",
+            self.settings.signaling_nice,
+        )
 
     def reload(self) -> None:
         """SIGHUP: each part that has something to reload (the relay's TLS certificate)."""

@@ -155,3 +155,4 @@ async def test_room_cascades_over_two_regions(
                         await s.close()
                     for w in watchers:
                         w.stop()
+

@@ -75,3 +75,26 @@ def test_healthy_relays_prefer_the_region_then_low_cpu() -> None:
         node("r4", kind="relay", region="eu", draining=True),
     ]
     assert [n.node_id for n in healthy_relays(relays, region="eu")] == ["r3", "r1"]
+
+
+def test_relays_are_chosen_by_load_not_only_region() -> None:
+    """A relay's load is its packet rate against its capacity (or its CPU): a full relay
+    of the device's region is passed over for a farther one with room, and used only
+    when every relay is full; among equals, the fewest allocations first."""
+    def relay(node_id: str, region: str, **load: object) -> NodeRecord:
+        return node(node_id, kind="relay", region=region, capacity=100_000, **load)
+
+    relays = [
+        relay("busy", "us", pps=60_000.0),
+        relay("idle", "us", allocations=3),
+        relay("idle2", "us", allocations=1),
+        relay("full", "us", pps=100_000.0),
+        relay("hot", "us", cpu=0.9),  # CPU over the limit: full too
+        relay("far", "eu"),
+    ]
+    assert [n.node_id for n in healthy_relays(relays, region="us")] == ["idle2", "idle"]
+    assert [n.node_id for n in healthy_relays(relays, region="us", limit=4)] == [
+        "idle2", "idle", "busy", "far"
+    ]
+    everyone_full = [relay("full", "us", pps=150_000.0), relay("far", "eu", pps=120_000.0)]
+    assert [n.node_id for n in healthy_relays(everyone_full, region="us")] == ["full", "far"]

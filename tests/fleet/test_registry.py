@@ -28,6 +28,7 @@ from visavis.tokens import sign_token
 
 pytestmark = [pytest.mark.redis]
 SECRET = "registry-test-secret"
+JOINED = ("dev1", "dev2", "dev3")  # a call's joined devices: two reports make a quorum
 
 
 def settings(tmp_path: Path, prefix: str, node_id: str, **fleet: object) -> Settings:
@@ -311,6 +312,57 @@ async def test_relays_register_and_devices_get_healthy_ones_near_them(tmp_path: 
             await client.aclose()
 
 
+async def test_relays_report_their_load_and_a_full_one_is_passed_over(tmp_path: Path) -> None:
+    """A relay's record carries its allocations and packet rate (from its own counters);
+    signaling hands devices the relays of their region that have room, not one whose
+    packet rate reached its capacity."""
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=10)
+        allocations = {"r-a": 0, "r-b": 5, "r-c": 2}
+        rates = {"r-a": 0, "r-b": 0, "r-c": 0}  # packets relayed per second
+
+        def load(n: str) -> Load:
+            packets = int(rates[n] * time.monotonic())  # a counter growing at that rate
+            return Load(urls=(f"turn:{n}:3478?transport=udp",), allocations=allocations[n],
+                        packets=packets)
+
+        relays = {
+            n: FleetAgent(
+                settings(tmp_path, prefix, n, region="us", relay_capacity=1000),
+                "relay",
+                lambda n=n: load(n),  # type: ignore[misc]
+            )
+            for n in allocations
+        }
+        signaling = RegistryFleet(
+            RedisRegistry(client, prefix, SECRET),
+            settings(tmp_path, prefix, "sig-us", region="us").fleet,
+            metrics=FleetMetrics(CollectorRegistry()),
+        )
+        try:
+            async with asyncio.timeout(60):
+                for agent in relays.values():
+                    await agent.start()
+                await signaling.check()
+                hosts = [u.split(":")[1] for u in signaling.ice_urls() or []]
+                assert hosts == ["r-a", "r-c"], hosts  # idle; the fewest allocations first
+                # r-a relays 10,000 packets/s: over its capacity of 1,000/s.
+                rates["r-a"] = 10_000
+                await relays["r-a"].beat()
+                await relays["r-a"].beat()
+                view = await signaling.refresh("relay")
+                busy, other = view.node("r-a"), view.node("r-b")
+                assert busy is not None and busy.pps > 1000 and busy.capacity == 1000
+                assert other is not None and other.allocations == 5 and other.pps == 0
+                await signaling.check()
+                hosts = [u.split(":")[1] for u in signaling.ice_urls() or []]
+                assert hosts == ["r-c", "r-b"], hosts
+        finally:
+            for agent in relays.values():
+                await agent.close()
+            await client.aclose()
+
+
 async def test_participants_reports_move_a_room_before_the_ttl(tmp_path: Path) -> None:
     """Reports of a lost node from enough of a room's participants move the room at once
     (its node's record is still live: ttl 30 s); one report alone does not, and a report
@@ -328,13 +380,13 @@ async def test_participants_reports_move_a_room_before_the_ttl(tmp_path: Path) -
             )
             return value or 0.0
 
-        await fleet.report_lost("room", f"ws://{other}/sfu", "dev1", quorum=2)
+        await fleet.report_lost("room", f"ws://{other}/sfu", "dev1", joined=JOINED)
         assert reports("refused") == 1 and moves == []
-        await fleet.report_lost("room", first.url, "dev1", quorum=2)
-        await fleet.report_lost("room", first.url, "dev1", quorum=2)  # the same device again
+        await fleet.report_lost("room", first.url, "dev1", joined=JOINED)
+        await fleet.report_lost("room", first.url, "dev1", joined=JOINED)  # the same device again
         assert reports("counted") == 2 and moves == []
         started = time.monotonic()
-        await fleet.report_lost("room", first.url, "dev2", quorum=2)
+        await fleet.report_lost("room", first.url, "dev2", joined=JOINED)
         assert reports("acted") == 1
         assert [(a.room_id, a.node_id, reason) for a, reason in moves] == [
             ("room", other, "failover")
@@ -352,8 +404,8 @@ async def test_a_node_reported_lost_takes_no_room_while_its_record_lives(tmp_pat
         redis_fleet(tmp_path, ["a", "b", "c"], ttl=30, check_interval=30) as (fleet, _, moves),
     ):
         lost = await fleet.assign("room")
-        await fleet.report_lost("room", lost.url, "dev1", quorum=2)
-        await fleet.report_lost("room", lost.url, "dev2", quorum=2)
+        await fleet.report_lost("room", lost.url, "dev1", joined=JOINED)
+        await fleet.report_lost("room", lost.url, "dev2", joined=JOINED)
         [(moved, _)] = moves
         assert moved.node_id != lost.node_id
         placed = [(await fleet.assign(f"new{i}")).node_id for i in range(4)]
@@ -361,3 +413,71 @@ async def test_a_node_reported_lost_takes_no_room_while_its_record_lives(tmp_pat
         assert await fleet.registry.rooms_on(lost.node_id) == []
         drained = await fleet._move("room", moved.node_id, "drain", notify=False)
         assert drained is not None and drained.node_id not in (lost.node_id, moved.node_id)
+
+
+async def test_a_legs_failover_concerns_only_the_devices_on_that_leg(tmp_path: Path) -> None:
+    """A room on ``a`` (eu) with a leg in us: the leg's devices' reports move the leg
+    alone (to the other us node, linked to ``a``); a device of the first node cannot
+    report the leg's node, and its binding (what a move is sent to) stays put."""
+    async with fresh_redis_prefix() as prefix:
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=10)
+        nodes = {"a": "eu", "b": "us", "c": "us"}
+        agents = [
+            FleetAgent(
+                settings(tmp_path, prefix, n, region=r, ttl=30, check_interval=30),
+                "sfu",
+                lambda n=n: Load(control_url=f"ws://{n}/sfu"),  # type: ignore[misc]
+            )
+            for n, r in nodes.items()
+        ]
+        registry = RedisRegistry(client, prefix, SECRET)
+        moves: list[tuple[Assignment, str]] = []
+
+        async def on_moved(a: Assignment, reason: MoveReason) -> None:
+            moves.append((a, reason))
+
+        fleets = {
+            r: RegistryFleet(
+                registry,
+                settings(tmp_path, prefix, f"sig-{r}", region=r, ttl=30).fleet,
+                metrics=FleetMetrics(CollectorRegistry()),
+            )
+            for r in ("eu", "us")
+        }
+        try:
+            async with asyncio.timeout(60):
+                for agent in agents:
+                    await agent.start()
+                eu, us = fleets["eu"], fleets["us"]
+                await us.start(on_moved)
+                home = await eu.assign("room")
+                leg = await us.assign("room")
+                assert (home.node_id, home.placement) == ("a", "room")
+                assert leg.node_id in ("b", "c") and leg.placement == "room~us"
+                for device, where in (("d1", home), ("d2", home), ("d3", leg), ("d4", leg)):
+                    await eu.bind("room", device, where.placement)
+                joined = ("d1", "d2", "d3", "d4")
+                await us.report_lost("room", leg.url, "d1", joined=joined)  # not on the leg
+                refused = us.metrics.registry.get_sample_value(
+                    "visavis_fleet_media_lost_reports_total", {"outcome": "refused"}
+                )
+                assert refused == 1
+                await us.report_lost("room", leg.url, "d3", joined=joined)
+                assert moves == []  # one of the leg's two devices: no quorum yet
+                await us.report_lost("room", leg.url, "d4", joined=joined)
+                other = "c" if leg.node_id == "b" else "b"
+                assert [(a.node_id, a.placement, a.peers, r) for a, r in moves] == [
+                    (other, "room~us", ("a",), "failover")
+                ]
+                assert await registry.room_node("room") == "a"  # the first node stays
+                assert await registry.bound("room") == {
+                    "d1": "room", "d2": "room", "d3": "room~us", "d4": "room~us"
+                }
+                await eu.release("room")
+                assert await registry.bound("room") == {}
+        finally:
+            for f in fleets.values():
+                await f.close()
+            for agent in agents:
+                await agent.close()
+            await client.aclose()

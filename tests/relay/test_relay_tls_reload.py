@@ -158,7 +158,7 @@ async def test_a_changed_certificate_file_is_picked_up_without_dropping_allocati
         await relay.close()
 
 
-@pytest.mark.parametrize("role", ["relay", "all"])  # all: the relay on its own loop thread
+@pytest.mark.parametrize("role", ["relay", "all"])  # all: SIGHUP reaches the relay child
 async def test_sighup_reloads_the_certificate_of_visavis_serve(tmp_path: Path, role: str) -> None:
     """The real command: SIGHUP, then new handshakes get the new certificate while the
     allocation made before keeps relaying."""

@@ -132,6 +132,53 @@ async def test_room_cascaded_over_two_nodes(tmp_path: Path) -> None:
                 await s.close()
 
 
+async def test_a_lost_link_between_live_nodes_comes_back(tmp_path: Path) -> None:
+    """The link's control connection drops while both nodes live (a network blip, a
+    proxy restart): the dialing node dials again, the room's media crosses again, and
+    each side sees the other's participant again."""
+    async with two_nodes(tmp_path) as (a, b):
+        alice = SfuSession(a.control_url, token("alice", "A", []), video=PatternTrack(seed=1))
+        carol = SfuSession(
+            b.control_url, token("carol", "B", ["A"]), video=PatternTrack(seed=2)
+        )
+        try:
+            await alice.join()
+            await carol.join()  # B dials A (carol's token names A)
+            pair = (alice, carol)
+            await until(lambda: all(frames_video(s, o) for s, o in (pair, pair[::-1])),
+                        "media across the link", 30)
+            assert a.cascade is not None and b.cascade is not None
+            first = a.cascade.links["B"]
+            await first.ws.close()  # cut the link under both nodes
+            cut = time.monotonic()
+            await until(lambda: "B" not in a.cascade.links or a.cascade.links["B"] is not first,  # type: ignore[union-attr]
+                        "the cut seen", 10)
+
+            def relinked() -> bool:
+                link = a.cascade.links.get("B")  # type: ignore[union-attr]
+                return link is not None and link is not first
+
+            await until(relinked, "the link back", 20)
+            back = time.monotonic()
+
+            def flowing_again() -> bool:  # frames decoded since the new link, both ways
+                return (
+                    alice.last_frame[carol.participant_id or ""].get("video", 0.0) > back
+                    and carol.last_frame[alice.participant_id or ""].get("video", 0.0) > back
+                )
+
+            await until(flowing_again, "media across the new link", 20)
+            print(f"link back after {back - cut:.2f} s, media after {time.monotonic() - cut:.2f} s")
+            assert b.cascade.links_opened == 2
+        finally:
+            await alice.close()
+            await carol.close()
+
+
+def frames_video(session: SfuSession, other: SfuSession, minimum: int = 5) -> bool:
+    return session.frames[other.participant_id or ""]["video"] >= minimum
+
+
 @pytest.mark.parametrize("case", ["unknown_node", "forged", "wrong_node", "replayed"])
 async def test_link_from_unknown_node_refused(tmp_path: Path, case: str) -> None:
     async with two_nodes(tmp_path) as (a, _):

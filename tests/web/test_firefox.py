@@ -254,6 +254,93 @@ async def test_one_to_one_between_firefox_and_chromium_both_ways(
         await cole.close()
 
 
+async def test_effects_in_firefox_video_effect_through_the_canvas_path_and_reactions(
+    server: Served, firefox: Firefox, browser: Browser
+) -> None:
+    """Firefox has no MediaStreamTrackProcessor: the video effect runs through the canvas
+    captureStream path, and what goes out is that canvas's track; reactions go both
+    ways."""
+    signup_rest(server.http_url, "flo@example.com", "Flo Firefox")
+    signup_rest(server.http_url, "cid@example.com", "Cid Chromium")
+    flo = await ff_open(firefox, server)
+    cid = await open_device(browser, server.http_url, max_height=360)
+    try:
+        await ff_sign_in(flo, "flo@example.com", "flo firefox")
+        await sign_in(cid, "cid@example.com", "cid chromium")
+        await flo.fill("Handle", "cid@example.com")
+        await flo.click("Find")
+        await flo.click("Video call Cid Chromium")
+        await expect(cid.page.get_by_role("alertdialog")).to_be_visible()
+        await cid.page.get_by_role("button", name="Video", exact=True).click()
+        await ff_phase(flo, "in_call")
+        await cid.wait_phase("in_call", within=CALL_WAIT)
+        await grows(cid.frames_decoded, 10, "Chromium decoding Firefox")
+
+        # Voice isolation cannot start here: headless Firefox on a machine with no audio
+        # device never starts an AudioContext (resume() stays pending), so RNNoise's track
+        # never replaces the raw microphone, which keeps going out (docs/web.md).
+        assert await flo.eval(
+            "window.visavis.media.outgoing('audio') === window.visavis.media.audio"
+        )
+
+        # Blur from the call's Effects panel goes through the canvas captureStream path:
+        # its track is what is sent and the other side keeps decoding. (The blur itself
+        # is not asserted: in headless Firefox here MediaPipe's wasm gets no WebGL context
+        # in the worker, so frames pass through unblurred; docs/web.md.)
+        await flo.click("Effects")
+        await flo.click("Blur")
+        await flo.wait_for(
+            "window.visavis.effects.video?.effect.stats.framesOut > 30",
+            within=CALL_WAIT * 1.5,
+            what="frames out of the effect's canvas",
+        )
+        effect = await flo.eval("({...window.visavis.effects.video.effect.stats, recentMs: 0})")
+        assert effect["backend"] == "canvas", effect
+        print(f"Firefox blur: {effect}")
+        assert await flo.eval(
+            "[...window.visavis.media.senders].some((s) =>"
+            " s.track === window.visavis.effects.video.out)"
+        )
+        await grows(cid.frames_decoded, 30, "Chromium decoding Firefox's effect track")
+        await flo.click("Off")
+        await flo.wait_for(
+            "window.visavis.media.outgoing('video') === window.visavis.media.video",
+            what="the raw camera again",
+        )
+
+        # Reactions: Alt+1 (hearts) from Firefox, fireworks from Chromium's menu.
+        await flo.wait_for("window.visavis.effects.canReact", what="Firefox can react")
+        await cid.page.wait_for_function(
+            "() => window.visavis.effects.canReact", timeout=CALL_WAIT * 1000
+        )
+        await flo.press("1", "ALT")
+        await cid.page.wait_for_function(
+            "() => window.visavis.effects.played.some((p) => p.kind === 'hearts')",
+            timeout=CALL_WAIT * 1000,
+        )
+        assert {"who": "peer", "kind": "hearts", "on": "remote"} in await cid.page.evaluate(
+            "window.visavis.effects.played"
+        )
+        controls = cid.page.get_by_role("navigation", name="Call controls")
+        await controls.get_by_role("button", name="React").click()
+        await cid.page.get_by_role("menuitem", name="Fireworks").click()
+        await flo.wait_for(
+            "window.visavis.effects.played.some((p) => p.kind === 'fireworks')",
+            what="Firefox plays Chromium's fireworks",
+        )
+        played = await flo.eval("window.visavis.effects.played")
+        assert {"who": "peer", "kind": "fireworks", "on": "remote"} in played
+        assert {"who": "self", "kind": "hearts", "on": "self mirror"} in played
+
+        await flo.click("End")
+        await ff_phase(flo, "idle")
+        no_errors(flo, firefox)
+        assert cid.errors == [], cid.errors
+    finally:
+        await flo.close()
+        await cid.close()
+
+
 async def received(read: Callable[[], Awaitable[dict[str, Any]]], participant: str) -> int:
     """Video frames decoded of ``participant`` (only if its audio arrives too)."""
     entry = (await read()).get(participant) or {}

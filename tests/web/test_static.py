@@ -80,3 +80,29 @@ def test_every_import_resolves_to_a_served_file() -> None:
                 else (source.parent / target).resolve()
             )
             assert Path(resolved).is_file(), f"{source}: {target} does not exist"
+
+
+async def test_index_preloads_the_whole_static_module_graph(client: httpx.AsyncClient) -> None:
+    """The browser learns every module of the first paint from index.html, so it fetches
+    them at once rather than one import level per round trip."""
+    response = await client.get("/")
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="([^"]+)">', response.text))
+    reached: set[str] = set()
+    todo = ["/js/main.js"]
+    while todo:  # the static imports, followed independently of the server's code
+        current = todo.pop()
+        for match in IMPORT.finditer((WEB_DIR / current.lstrip("/")).read_text()):
+            if match.group(2):
+                continue  # import(): loaded later, on purpose not preloaded
+            target = (WEB_DIR / current.lstrip("/")).parent / match.group(1)
+            url = "/" + str(target.resolve().relative_to(WEB_DIR))
+            if url not in reached:
+                reached.add(url)
+                todo.append(url)
+    assert reached and reached <= preloaded, reached - preloaded
+    assert preloaded <= reached | {"/js/app.js"}, preloaded - reached
+    assert response.text.index("modulepreload") < response.text.index('<script type="module"')
+    etag = response.headers["etag"]
+    again = await client.get("/calls", headers={"if-none-match": etag})
+    assert again.status_code == 304
+    assert again.headers["content-security-policy"] == CSP

@@ -43,6 +43,7 @@ class Load:
     urls: tuple[str, ...] = ()
     rooms: int = 0
     participants: int = 0
+    allocations: int = 0  # relays: live TURN allocations
     packets: int = 0  # forwarded (or relayed) so far: the agent turns it into a rate
 
 
@@ -128,11 +129,13 @@ class FleetAgent:
             control_url=load.control_url,
             media=load.media,
             urls=load.urls,
-            capacity=self.fleet.capacity,
+            # SFU: participants; relay: packets/s (what fills each kind of node first).
+            capacity=self.fleet.relay_capacity if self.kind == "relay" else self.fleet.capacity,
             cpu=round((cpu - last_cpu) / span, 4),
             pps=round(max(0, packets - last_packets) / span, 1),
             rooms=load.rooms,
             participants=load.participants,
+            allocations=load.allocations,
             draining=self.draining,
         )
 

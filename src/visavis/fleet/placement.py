@@ -167,10 +167,32 @@ def choose(
     return Pool(nodes).choose(placed, rules, rng)
 
 
+def relay_load(node: NodeRecord, limits: Limits = Limits()) -> float:
+    """0 = idle, 1 = full: a relay's packet rate against its capacity (packets/s), or its
+    CPU against the limit (in tenths, as for SFU nodes)."""
+    cpu = math.floor(node.cpu / limits.cpu_limit * 10) / 10
+    return max(node.pps / node.capacity, cpu)
+
+
 def healthy_relays(
-    nodes: Sequence[NodeRecord], *, region: str | None = None, limit: int = 2
+    nodes: Sequence[NodeRecord],
+    *,
+    region: str | None = None,
+    limit: int = 2,
+    limits: Limits = Limits(),
 ) -> list[NodeRecord]:
-    """Relay nodes to hand to a device: its region's first, least loaded first."""
+    """Relay nodes to hand to a device: those not full first (a full one only when all
+    are: better than none), its region's first, then the least loaded, then the fewest
+    allocations (a relay's load shows only once its allocations carry media)."""
     relays = [n for n in nodes if n.kind == "relay" and not n.draining]
-    relays.sort(key=lambda n: (n.region != region, n.cpu, n.node_id))
+    loads = {n.node_id: relay_load(n, limits) for n in relays}
+    relays.sort(
+        key=lambda n: (
+            loads[n.node_id] >= 1.0,
+            n.region != region,
+            loads[n.node_id],
+            n.allocations,
+            n.node_id,
+        )
+    )
     return relays[:limit]

@@ -47,6 +47,7 @@ class NodeRecord:
     pps: float = 0.0
     rooms: int = 0
     participants: int = 0
+    allocations: int = 0  # relays: live TURN allocations
     draining: bool = False
 
     def with_load(self, **changes: Any) -> NodeRecord:
@@ -77,6 +78,7 @@ class NodeRecord:
                 pps=float(data.get("pps", 0.0)),
                 rooms=int(data.get("rooms", 0)),
                 participants=int(data.get("participants", 0)),
+                allocations=int(data.get("allocations", 0)),
                 draining=bool(data.get("draining", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -13,6 +13,8 @@ Keys, under the deployment's Redis prefix:
 * ``fleet:room:<room>~<region>``: a *leg* of a cascaded room (its participants in
   another region, or beyond its first node's capacity), placed, moved and released
   like a room; ``fleet:legs:<room>`` lists a room's legs;
+* ``fleet:at:<room>``: which placement of the room (the room itself or a leg) each
+  device was sent to, so that a leg's failover moves only the devices on that leg;
 * ``fleet:rooms:<id>``: the rooms (and legs) placed on a node (its size is the node's placed count);
 * ``fleet:drain:<id>``: an operator's signed order to drain the node;
 * ``fleet:lost:<kind>:<id>``: set when a quorum of a room's participants reported the
@@ -279,6 +281,22 @@ class RedisRegistry:
         legs = sorted(_text(m) for m in await self.client.smembers(key))
         await self.client.delete(key)
         return legs
+
+    async def bind(self, room_id: str, device_id: str, placement: str) -> None:
+        """``device_id`` was handed a token for ``placement`` of ``room_id``."""
+        key = f"{self.base}at:{room_id}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, device_id, placement)
+            pipe.expire(key, ROOM_TTL)
+            await pipe.execute()
+
+    async def bound(self, room_id: str) -> dict[str, str]:
+        """Device id -> the placement of ``room_id`` it was last sent to."""
+        raw = await self.client.hgetall(f"{self.base}at:{room_id}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def unbind(self, room_id: str) -> None:
+        await self.client.delete(f"{self.base}at:{room_id}")
 
     async def report(self, placement: str, node_id: str, reporter: str, *, ttl: float) -> int:
         """Record that ``reporter`` lost ``node_id`` for this placement; how many distinct

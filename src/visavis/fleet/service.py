@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -59,12 +59,19 @@ class NoMediaNode(RuntimeError):
 @dataclass(frozen=True)
 class Assignment:
     """Where a room is: the node (None when unknown, e.g. a fixed ``sfu.public_url``),
-    and the room's other nodes when it is cascaded (the join token names them)."""
+    and the room's other nodes when it is cascaded (the join token names them).
+    ``key`` is the placement the device is sent to: the room itself, or one of its legs
+    (``<room>~<region>``); None means the room."""
 
     room_id: str
     node_id: str | None
     url: str
     peers: tuple[str, ...] = ()
+    key: str | None = None
+
+    @property
+    def placement(self) -> str:
+        return self.key or self.room_id
 
 
 OnMoved = Callable[[Assignment, MoveReason], Awaitable[None]]
@@ -93,9 +100,17 @@ class Fleet(ABC):
         return None
 
     async def report_lost(  # noqa: B027 - optional hook
-        self, room_id: str, url: str, reporter: str, *, quorum: int
+        self, room_id: str, url: str, reporter: str, *, joined: Collection[str]
     ) -> None:
-        """A participant of ``room_id`` lost the node at ``url`` (see RegistryFleet)."""
+        """A participant of ``room_id`` (whose joined devices are ``joined``) lost the
+        node at ``url`` (see RegistryFleet)."""
+
+    async def bind(self, room_id: str, device_id: str, placement: str) -> None:  # noqa: B027
+        """``device_id`` was sent to ``placement`` (the room or one of its legs)."""
+
+    async def bound(self, room_id: str) -> dict[str, str]:
+        """Which placement of the room each device was last sent to (by ``bind``)."""
+        return {}
 
 
 class LocalFleet(Fleet):
@@ -184,7 +199,11 @@ class RegistryFleet(Fleet):
             return replace(home, peers=tuple(sorted(set(legs.values()) - {home.node_id})))
         nodes = {home.node_id, *legs.values(), leg.node_id} - {leg.node_id}
         return Assignment(
-            room_id, leg.node_id, leg.control_url, tuple(sorted(n for n in nodes if n))
+            room_id,
+            leg.node_id,
+            leg.control_url,
+            tuple(sorted(n for n in nodes if n)),
+            key=f"{room_id}{LEG}{region}",
         )
 
     async def _leg(
@@ -240,6 +259,7 @@ class RegistryFleet(Fleet):
 
     async def release(self, room_id: str) -> None:
         view = self._views.get("sfu")
+        await self.registry.unbind(room_id)
         for key in [room_id, *await self.registry.drop_legs(room_id)]:
             node_id = await self.registry.release(key)
             if node_id is not None and view is not None and view.placed.get(node_id):
@@ -248,19 +268,34 @@ class RegistryFleet(Fleet):
     def ice_urls(self) -> list[str] | None:
         return self._relays
 
-    async def report_lost(self, room_id: str, url: str, reporter: str, *, quorum: int) -> None:
+    async def bind(self, room_id: str, device_id: str, placement: str) -> None:
+        await self.registry.bind(room_id, device_id, placement)
+
+    async def bound(self, room_id: str) -> dict[str, str]:
+        return await self.registry.bound(room_id)
+
+    async def report_lost(
+        self, room_id: str, url: str, reporter: str, *, joined: Collection[str]
+    ) -> None:
         """Count a participant's report that the room's node at ``url`` is lost; once
-        ``quorum`` distinct participants reported it within ``REPORT_WINDOW`` seconds,
-        move that placement (the room, or its leg) now, as if the node's record had
-        expired. Reports for a node that is not the room's are refused (counted)."""
+        enough of the devices sent to that placement (the room, or one of its legs)
+        reported it within ``REPORT_WINDOW`` seconds, move that placement now, as if the
+        node's record had expired. Enough: half of them, and at least two (all of them
+        when fewer are there), so one device alone cannot move a room off a healthy
+        node. Reports for a node that is not the room's, or from a device that was not
+        sent to it, are refused (counted)."""
         view = await self._view("sfu")
         placements = {room_id: await self.registry.room_node(room_id)}
         placements.update(await self.registry.legs(room_id))
         node = next((n for n in view.nodes if n.control_url == url), None)
         key = next((k for k, n in placements.items() if node and n == node.node_id), None)
-        if node is None or key is None:
+        bound = await self.registry.bound(room_id)
+        # Devices with no binding (sent before it existed) may be on any placement.
+        there = {d for d in joined if bound.get(d, key) == key}
+        if node is None or key is None or reporter not in there:
             self.metrics.reports.labels("refused").inc()
             return
+        quorum = min(len(there), max(2, (len(there) + 1) // 2))
         count = await self.registry.report(key, node.node_id, reporter, ttl=REPORT_WINDOW)
         if count < quorum:
             self.metrics.reports.labels("counted").inc()
@@ -324,9 +359,8 @@ class RegistryFleet(Fleet):
         """Move every room off dead and draining nodes (if this node holds the monitor
         lease); return how many this node moved."""
         relays = await self.refresh("relay", limit=self.settings.view_size)
-        self._relays = [
-            u for n in healthy_relays(relays.nodes, region=self.settings.region) for u in n.urls
-        ] or None
+        near = healthy_relays(relays.nodes, region=self.settings.region, limits=self.limits)
+        self._relays = [u for n in near for u in n.urls] or None
         if not await self.registry.hold_lease("monitor", self.owner, ttl=MONITOR_LEASE):
             return 0
         view = await self.refresh("sfu")
@@ -353,12 +387,15 @@ class RegistryFleet(Fleet):
             return None  # another signaling node moved it (or the call ended)
         view.placed[target.node_id] = view.placed.get(target.node_id, 0) + 1
         self.metrics.moves.labels(reason).inc()
-        assignment = Assignment(room_of(room_id), target.node_id, target.control_url)
-        if room_of(room_id) != room_id:  # a leg moved: name the room's other nodes
-            legs = await self.registry.legs(room_of(room_id))
-            first = await self.registry.room_node(room_of(room_id))
-            others = {first, *legs.values()} - {target.node_id, None}
-            assignment = replace(assignment, peers=tuple(sorted(n for n in others if n)))
+        assignment = Assignment(
+            room_of(room_id), target.node_id, target.control_url, key=room_id
+        )
+        # Name the room's other nodes: the devices that move link them to the new node
+        # (the others stay where they are: a leg's or the first node's move is its own).
+        legs = await self.registry.legs(room_of(room_id))
+        first = await self.registry.room_node(room_of(room_id))
+        others = {first, *legs.values()} - {target.node_id, None}
+        assignment = replace(assignment, peers=tuple(sorted(n for n in others if n)))
         log.info("fleet: room %s moved from %s to %s (%s)", room_id, old, target.node_id, reason)
         if notify and self._on_moved is not None:
             await self._on_moved(assignment, reason)

@@ -27,6 +27,12 @@ class FleetSettings(BaseModel):
         description="participants this SFU node accepts (docs/scale.md derives the figure);"
         " a node at capacity takes no new rooms",
     )
+    relay_capacity: int = Field(
+        default=100_000,
+        gt=0,
+        description="packets/s a relay node relays at most (docs/scale.md: ~7.3 µs each,"
+        " so 0.7 of a core); a relay at it is handed to devices only when every relay is",
+    )
     cpu_limit: float = Field(
         default=0.85,
         gt=0,

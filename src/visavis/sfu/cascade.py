@@ -65,6 +65,7 @@ HELLO_TTL = 30.0  # seconds a hello is valid (clock skew between nodes included)
 LEVEL_ID = 1  # the link's RTP header extension id for the audio level
 REFUSALS = ("forged", "expired", "wrong_node", "replayed", "unknown_node", "malformed")
 KEY_BYTES = 30  # AES-128-CM key (16) + salt (14)
+GONE_AFTER = 10  # dials in a row to a peer with no registry record before giving it up
 
 Lookup = Callable[[str], Awaitable["NodeRecord | None"]]
 
@@ -500,17 +501,28 @@ class Cascade:
 
     # -- dialing --------------------------------------------------------------------------
     async def _dial(self, peer: str) -> None:
-        """Keep a link to ``peer`` while some room here shares it (retrying every second)."""
+        """Keep a link to ``peer`` while some room here shares it: dial again a second
+        after it drops or a dial fails (a lost link between two live nodes comes back by
+        itself). A peer gone from the registry for ``GONE_AFTER`` dials in a row is
+        dead: its rooms moved elsewhere, so stop wanting it."""
+        gone = 0
         try:
-            for _ in range(3600):
-                if not any(peer in w for w in self.wanted.values()):
-                    return
+            while any(peer in w for w in self.wanted.values()):
                 if peer in self.links:  # up (the peer dialed us): nothing to do for now
+                    gone = 0
                     await asyncio.sleep(1.0)
                     continue
                 try:
-                    await self._connect(peer)
-                except (OSError, WebSocketException, CascadeRefused, TimeoutError) as exc:
+                    await self._connect(peer)  # returns when the link drops
+                    gone = 0
+                except CascadeRefused as exc:
+                    gone = gone + 1 if exc.reason == "unknown_node" else 0
+                    log.warning("cascade: link to %s failed: %s", peer, exc)
+                    if gone >= GONE_AFTER:
+                        for peers in self.wanted.values():
+                            peers.discard(peer)
+                        return
+                except (OSError, WebSocketException, TimeoutError) as exc:
                     log.warning("cascade: link to %s failed: %s", peer, exc)
                 await asyncio.sleep(1.0)
         finally:

@@ -423,9 +423,8 @@ class CallService:
         call, participants = await self._require_in_call(user, device, msg.call_id)
         if call.topology != "sfu":
             raise SignalingError("not_group", "this 1:1 call is peer to peer: no media server")
-        joined = sum(1 for p in participants if p.state == "joined")
-        quorum = min(joined, max(2, (joined + 1) // 2))
-        await self.fleet.report_lost(call.room_id or call.id, msg.url, device.id, quorum=quorum)
+        joined = [p.device_id for p in participants if p.state == "joined" and p.device_id]
+        await self.fleet.report_lost(call.room_id or call.id, msg.url, device.id, joined=joined)
 
     # -- the room's media server (the fleet) -------------------------------------------
     async def _assign(self, room_id: str) -> Assignment:
@@ -437,19 +436,26 @@ class CallService:
     async def _room_join(self, call: Call, user: User, device_id: str) -> m.CallRoom:
         """A join token for the node the call's room is placed on (placing it if new)."""
         assignment = await self._assign(call.room_id or call.id)
+        await self.fleet.bind(assignment.room_id, device_id, assignment.placement)
         return self.room_join(call, user, device_id, assignment)
 
     async def room_moved(self, assignment: Assignment, reason: MoveReason) -> None:
-        """The room's node died or is draining and the room now lives on another: every
-        device in the call gets a token for the new node. Nothing else about the call
-        changes (no ring, no participant state, one call in history)."""
+        """The room's node (or one of its legs' nodes) died or is draining and that
+        placement now lives on another: every device sent to it gets a token for the new
+        node. Nothing else about the call changes (no ring, no participant state, one
+        call in history)."""
         call = await self.store.get_call(assignment.room_id)  # rooms are named by call id
         if call is None or call.state == "ended":
             await self.fleet.release(assignment.room_id)
             return
         participants = await self.store.get_participants(call.id)
         users = await self.directory.users([p.user_id for p in participants])
+        # A cascaded room's leg moved: only the devices on that leg move (the others'
+        # nodes are alive and link to the new one). Devices never bound: all move.
+        bound = await self.fleet.bound(assignment.room_id)
         for p in participants:
+            if p.device_id and bound.get(p.device_id, assignment.placement) != assignment.placement:
+                continue
             if p.state == "joined" and p.device_id and p.user_id in users:
                 room = self.room_join(call, users[p.user_id], p.device_id, assignment)
                 await self.hub.deliver(

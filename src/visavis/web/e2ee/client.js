@@ -46,7 +46,7 @@ class CallSession {
   constructor(client, callId) {
     this.client = client;
     this.callId = callId;
-    this.frames = new FrameCrypto();
+    this.frames = client.takeFrames();
     this.attached = new WeakSet();
     this.directory = new Map();
     this.handles = new Map(); // device → handle
@@ -128,6 +128,8 @@ class CallSession {
       let found;
       try {
         found = await this.client.deviceKeys(event.from_user);
+        // looked up before this device joined (prefetched while ringing): ask again
+        if (!found[device]) found = await this.client.deviceKeys(event.from_user, true);
       } catch {
         found = {};
       }
@@ -149,6 +151,7 @@ class CallSession {
     }
     const out = keys.members.has(device) ? [] : await keys.peerJoined(device);
     out.push(...(await keys.receive(device, event.payload)));
+    if (keys.peers.has(device)) performance.mark("visavis:peer-keys");
     await this._send(out);
     await this._refreshCode(keys);
     for (const wake of this.waiters) wake();
@@ -298,17 +301,31 @@ export class E2eeClient {
       const fp = this.certificate.getFingerprints().find((f) => f.algorithm === "sha-256");
       this.fingerprint = `sha-256 ${fp.value.toUpperCase()}`;
       await api.request("PUT", "/api/devices/current/identity", { public_key: this.identity.publicB64 });
+      this._warm();
     })();
     this.ready.catch((err) => console.error("visavis e2ee identity", err));
     return this.ready;
   }
 
-  async deviceKeys(handle) {
-    if (!this.cache.has(handle)) {
-      const list = await this.api.request("GET", `/api/users/${encodeURIComponent(handle)}/devices`);
-      this.cache.set(handle, Object.fromEntries(list.map((d) => [d.device_id, unb64(d.public_key)])));
+  /** A contact's devices and identity keys as signaling hands them out, looked up once
+   * per call (`fresh`: again); concurrent lookups share one request. */
+  deviceKeys(handle, fresh = false) {
+    let found = fresh ? null : this.cache.get(handle);
+    if (!found) {
+      found = this.api.request("GET", `/api/users/${encodeURIComponent(handle)}/devices`).then((list) => Object.fromEntries(list.map((d) => [d.device_id, unb64(d.public_key)])));
+      this.cache.set(handle, found);
+      found.catch(() => {
+        if (this.cache.get(handle) === found) this.cache.delete(handle);
+      });
     }
-    return this.cache.get(handle);
+    return found;
+  }
+
+  /** Look the identity keys of `handles` up ahead (while they ring): their announces
+   * then wait for no request. The same lookup as on arrival, only earlier; a device
+   * that appears later is looked up again (CallSession.onMessage). */
+  prefetch(handles) {
+    for (const handle of handles) this.deviceKeys(handle).catch(() => {});
   }
 
   /** A guest from a call link (no account, no device socket): an ephemeral identity for
@@ -345,6 +362,20 @@ export class E2eeClient {
     return session;
   }
 
+  /** The worker for the next call, started ahead: a module worker loads its imports one
+   * level per round trip, which would otherwise delay the first key (and so the callee's
+   * announce and the caller's check) of every call. It holds no key until a call takes
+   * it; each call's worker is terminated at its end (keys erased) and a fresh one warms. */
+  _warm() {
+    if (!this.spare && typeof Worker === "function") this.spare = new FrameCrypto();
+  }
+
+  takeFrames() {
+    const frames = this.spare ?? new FrameCrypto();
+    this.spare = null;
+    return frames;
+  }
+
   /** This device takes part in `callId`: its key state (made once per call). */
   begin(callId) {
     if (this.session?.callId !== callId) {
@@ -378,7 +409,9 @@ export class E2eeClient {
     clearTimeout(this.guestTimer);
     this.cache.clear();
     this.publish();
-    return s?.end();
+    const ended = s?.end();
+    if (this.identity && !this.guestApi) this._warm();
+    return ended;
   }
 
   /** Trust a contact's changed device key (after checking with them). */

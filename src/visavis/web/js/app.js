@@ -390,6 +390,7 @@ export class App {
       onUpdate: () => this._groupUpdate(group),
       onChange: (what, detail) => this._mediaChange(group, what, detail),
       refreshToken: () => this.api.refreshRoom(event.call_id),
+      reportLost: (url) => this.socket.request({ type: "call.media_lost", call_id: event.call_id, url }),
     });
     this.controller = group;
     const keys = this.e2ee.begin(event.call_id);
@@ -416,16 +417,22 @@ export class App {
     }
   }
 
-  async _ensureMedia(kind) {
+  /** Open camera and microphone (once: concurrent callers share the same opening, so a
+   * call.room that arrives while the answer's getUserMedia runs opens nothing twice). */
+  _ensureMedia(kind) {
     if (!this.media) this.media = new LocalMedia();
-    try {
-      await this.media.start({ audio: true, video: kind === "video" });
-    } catch (err) {
-      this.fail(new Error(`Cannot use the ${kind === "video" ? "camera or microphone" : "microphone"}: ${err.message}. Allow access in the browser and try again.`));
-      // A call without local media still receives.
-    }
-    this.store.set({ localStream: this.media.stream, muted: this.media.muted, cameraOff: this.media.cameraOff });
-    return this.media;
+    const media = this.media;
+    media.opening = (media.opening ?? Promise.resolve()).then(async () => {
+      try {
+        await media.start({ audio: true, video: kind === "video" });
+      } catch (err) {
+        this.fail(new Error(`Cannot use the ${kind === "video" ? "camera or microphone" : "microphone"}: ${err.message}. Allow access in the browser and try again.`));
+        // A call without local media still receives.
+      }
+      if (this.media === media) this.store.set({ localStream: media.stream, muted: media.muted, cameraOff: media.cameraOff });
+      return media;
+    });
+    return media.opening;
   }
 
   // -- calling ------------------------------------------------------------------------
@@ -451,7 +458,12 @@ export class App {
     const group = handles.length > 1;
     this.early = [];
     this.dispatch({ type: "invite", peer: group ? { handle: handles.join(", "), display_name: handles.map((h) => h.split("@")[0]).join(", ") } : peer, media, group });
-    const local = await this._ensureMedia(media);
+    performance.mark("visavis:invite");
+    // The camera opens while the invite goes out and the other side rings; the offer is
+    // prepared meanwhile without waiting for it (addSender: a transceiver per kind whose
+    // track LocalMedia.refresh() sets once the device is open).
+    this._ensureMedia(media);
+    const local = this.media;
     let result;
     try {
       result = await this.socket.request({ type: "call.invite", handles, media });
@@ -465,6 +477,9 @@ export class App {
     const early = this.early;
     this.early = [];
     this.e2ee.begin(callId).start();
+    // The callees' identity keys are needed as soon as they answer (their announce):
+    // ask for them now, while they ring, rather than then.
+    this.e2ee.prefetch(handles);
     if (!group && !(this.controller instanceof GroupCall)) {
       const direct = this._direct(callId, "caller", local);
       // the DTLS certificate whose fingerprint this device signs must exist first
@@ -474,12 +489,13 @@ export class App {
     return callId;
   }
 
-  _direct(callId, role, media) {
+  _direct(callId, role, media, sends = null) {
     const direct = new DirectCall({
       callId,
       role,
       iceServers: this.iceServers,
       media,
+      sends,
       signal: (payload) => this.socket.send({ type: "call.signal", call_id: callId, ...payload }),
       verify: (device, sdp) => this.e2ee.verifyDescription(callId, device, sdp),
       onChange: (what, detail) => this._mediaChange(direct, what, detail),
@@ -505,13 +521,26 @@ export class App {
     const incoming = this.state.incoming;
     this.store.set({ error: "", roster: {}, tiles: [], remoteStream: null, remoteScreen: null, quality: null });
     this.dispatch({ type: "answer", callId: call.callId, media });
-    const local = await this._ensureMedia(media);
+    performance.mark("visavis:answer");
+    // The camera opens while the answer travels and the caller's keys and offer come
+    // back: the offer is answered without waiting for it (its tracks join the senders
+    // when it is open, DirectCall's `sends`).
+    this._ensureMedia(media);
+    const local = this.media;
     const keys = this.e2ee.begin(call.callId);
+    // (everyone named in the ring: the caller, and in a group the others invited)
+    const me = this.state.session?.user?.handle;
+    const others = [incoming?.caller?.handle, ...(incoming?.participants ?? []).map((p) => p.user?.handle)];
+    this.e2ee.prefetch([...new Set(others.filter((h) => h && h !== me))]);
     await this.e2ee.ready?.catch(() => {});
-    if (!incoming?.group) this._direct(call.callId, "callee", local);
+    if (!incoming?.group) this._direct(call.callId, "callee", local, media === "video" ? ["audio", "video"] : ["audio"]);
     try {
-      await this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
+      const answering = this.socket.request({ type: "call.answer", call_id: call.callId, end_current: Boolean(incoming?.call_waiting) });
+      // Signaling handles one device's messages in order, so the announce can follow the
+      // answer without waiting for its result (if the answer fails, it is refused too).
       keys.start();
+      await answering;
+      performance.mark("visavis:answered");
     } catch (err) {
       this.fail(err);
       this.dispatch({ type: "ended", callId: call.callId, reason: err.code === "answered_elsewhere" ? "answered_elsewhere" : "failed" });

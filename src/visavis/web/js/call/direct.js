@@ -42,6 +42,9 @@ export class DirectCall {
    * @param {"caller"|"callee"} o.role  who placed the call (decides glare)
    * @param {object[]} o.iceServers      from welcome
    * @param {LocalMedia} o.media
+   * @param {string[]} [o.sends]  kinds this side sends even if `media` is not open yet
+   *        (it opens while the call is set up; LocalMedia.refresh() then puts the
+   *        tracks on the senders, no renegotiation). Default: whatever is open.
    * @param {(payload) => boolean} o.signal  send call.signal fields; false when offline
    * @param {(device, sdp) => Promise<boolean>} [o.verify]  E2EE: does `sdp` carry the
    *        DTLS fingerprint `device` signed? false: the description is not applied (the
@@ -86,6 +89,7 @@ export class DirectCall {
   release() {
     if (this.released) return;
     this.released = true;
+    performance.mark("visavis:offer-released");
     const out = this.outbox;
     this.outbox = [];
     for (const payload of out) this._send(payload);
@@ -140,6 +144,7 @@ export class DirectCall {
     if (pc !== this.pc || this.closed) return;
     const state = pc.iceConnectionState;
     if (state === "connected" || state === "completed") {
+      performance.mark("visavis:ice-connected");
       clearTimeout(this.timers.disconnect);
       clearTimeout(this.timers.setup);
       this.connectedOnce = true;
@@ -209,6 +214,7 @@ export class DirectCall {
     this._addLocal(pc);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
+    performance.mark("visavis:offer-ready");
     this._send({ description: { type: "offer", sdp: offer.sdp } });
   }
 
@@ -243,7 +249,10 @@ export class DirectCall {
     const ufrag = iceUfrag(desc.sdp);
     const current = iceUfrag(pc?.remoteDescription?.sdp);
     if (ufrag && ufrag === current) return; // sent again after a signaling drop
+    // (performance marks: where a call's setup time goes, benchmarks/web_client.py)
+    performance.mark(`visavis:${desc.type}-in`);
     if (this.verify && !(await this.verify(this.remoteDevice, desc.sdp))) return;
+    performance.mark(`visavis:${desc.type}-verified`);
     if (desc.type === "answer") {
       if (!pc || pc.signalingState !== "have-local-offer") return; // stale
       await pc.setRemoteDescription({ type: "answer", sdp: desc.sdp });
@@ -257,10 +266,11 @@ export class DirectCall {
     const slot = screenSlot(next);
     for (const transceiver of next.getTransceivers()) {
       const kind = transceiver === slot ? "screen" : transceiver.receiver.track.kind;
-      useTransceiver(transceiver, this.media, kind, this.info());
+      useTransceiver(transceiver, this.media, kind, this.info(), this.sends?.includes(kind));
     }
     const answer = await next.createAnswer();
     await next.setLocalDescription(answer);
+    performance.mark("visavis:answer-out");
     this._send({ description: { type: "answer", sdp: answer.sdp } });
     this._armSetupTimer();
     await this._flushCandidates();

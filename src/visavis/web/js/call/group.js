@@ -7,9 +7,21 @@
 // A screen share is one more sendonly transceiver (one encoding, SFrame like the camera),
 // named in the offer's `screen`; stopping makes it inactive, and the SFU unpublishes it.
 // The answer's `streams` say which slots carry someone's screen (`source`).
+//
+// Losing the SFU (its WebSocket closes, ICE fails, or nothing arrives for STALL_MS) is
+// reported to signaling (`call.media_lost`, as the Python SDK does): enough reports move
+// the room to another node at once (`call.room_moved` → move()), long before the dead
+// node's registry record expires (docs/fleet.md, "Participants' reports").
 
 import { createPeerConnection, addSender, onRemoteTracks } from "./peer.js";
 import { summarize } from "./quality.js";
+import { StallDetector, bytesReceived, mediaReceived } from "./medialoss.js";
+
+// Nothing received from the SFU for this long (it sends RTCP every second, media more
+// often) means the path or the node is gone. Long enough that a busy machine's hiccup
+// is not a loss; the control WebSocket's close catches a dead process at once anyway.
+export const STALL_MS = 4000;
+const WATCH_EVERY_MS = 1000;
 
 // Lowest layer first, as the SFU expects; the camera captures up to 1080p.
 export const SIMULCAST = [
@@ -37,6 +49,8 @@ export class GroupCall {
    * @param {() => void} o.onUpdate          participants, streams or speaker changed
    * @param {(what: "connected"|"media_lost"|"failed", detail?) => void} o.onChange
    * @param {() => Promise<{url, token}>} o.refreshToken  a fresh join token (REST)
+   * @param {(url: string) => Promise<unknown>} [o.reportLost]  tell signaling this
+   *   device lost the SFU at `url` (call.media_lost; guests have no way to)
    * @param {(p: {participant_id, user, device}) => void} [o.onLeft]  someone left the room
    *   for good (reason "left"; not a replaced or timed-out connection that comes back)
    */
@@ -54,6 +68,8 @@ export class GroupCall {
     this.answerWaiter = null;
     this.closed = false;
     this.rejoins = 0;
+    this.reported = 0; // the generation (connection) whose loss was reported
+    this.watch = null;
   }
 
   info() {
@@ -120,8 +136,9 @@ export class GroupCall {
       const state = pc.iceConnectionState;
       if (state === "connected" || state === "completed") this.onChange("connected");
       else if (state === "disconnected") this.onChange("media_lost");
-      else if (state === "failed") this._rejoin();
+      else if (state === "failed") this._lost();
     });
+    this._watchMedia(pc);
     addSender(pc, this.media, "audio", this.info(), { direction: "sendonly" });
     addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: SIMULCAST.map((e) => ({ ...e })) });
     this.screenTx = null;
@@ -202,6 +219,37 @@ export class GroupCall {
     this.ws.send(JSON.stringify(this.layout));
   }
 
+  /** Watch bytes received on this connection: a stall counts as losing the SFU. */
+  _watchMedia(pc) {
+    clearInterval(this.watch);
+    const stall = new StallDetector(STALL_MS);
+    const generation = this.generation;
+    this.watch = setInterval(async () => {
+      if (this.pc !== pc || this.closed) return;
+      const report = await pc.getStats().catch(() => null);
+      if (!report || this.pc !== pc || this.closed || generation !== this.generation) return;
+      const now = performance.now();
+      const others = [...this.participants.keys()].some((id) => id !== this.participantId);
+      // Alone, a live SFU may have nothing to send; before the first media packet the
+      // connection is still being set up (ICE and negotiation judge that).
+      if (!others || !mediaReceived(report)) stall.idle(now);
+      else if (stall.observe(now, bytesReceived(report))) this._lost({ rejoin: false });
+    }, WATCH_EVERY_MS);
+  }
+
+  /** This connection to the SFU is lost: report it once (enough reports move the room
+   * now), then rejoin (unless the room moves first). A stall alone only reports: if the
+   * node hung, the others' reports move the room; if only this device's path broke, ICE
+   * fails and it rejoins then; and a busy machine's long pause costs no rejoin. */
+  _lost({ rejoin = true } = {}) {
+    if (this.closed) return;
+    if (this.reported !== this.generation) {
+      this.reported = this.generation;
+      Promise.resolve(this.reportLost?.(this.room.url)).catch(() => {}); // best effort: the registry TTL is the backstop
+    }
+    if (rejoin) this._rejoin();
+  }
+
   async _rejoin() {
     if (this.closed || this.rejoining) return;
     this.rejoining = true;
@@ -249,7 +297,7 @@ export class GroupCall {
   }
 
   _socketClosed() {
-    if (!this.closed) this._rejoin();
+    if (!this.closed) this._lost();
   }
 
   /** Per remote participant: video frames decoded (camera, and `screen` for a share),
@@ -279,6 +327,8 @@ export class GroupCall {
 
   _teardown() {
     this.closed = true;
+    clearInterval(this.watch);
+    this.watch = null;
     this.answerWaiter?.(null); // a negotiation waiting for this socket's answer gives up
     this.answerWaiter = null;
     if (this.ws) {

@@ -71,6 +71,11 @@ export class LocalMedia {
         if (err?.name !== "OverconstrainedError" && err?.name !== "NotFoundError") throw err;
         got = await navigator.mediaDevices.getUserMedia(want(false));
       }
+      if (this.stopped) {
+        // the call ended while the devices opened: release them at once
+        for (const track of got.getTracks()) track.stop();
+        return this.stream;
+      }
       for (const track of got.getTracks()) this.stream.addTrack(track);
     }
     if (this.audio) this.audio.enabled = !this.muted;
@@ -168,6 +173,7 @@ export class LocalMedia {
   }
 
   stop() {
+    this.stopped = true;
     this.screen?.stop();
     this.screen = null;
     for (const track of this.stream.getTracks()) {

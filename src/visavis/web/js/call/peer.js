@@ -41,12 +41,14 @@ export function onRemoteTracks(pc, info, onTrack) {
   });
 }
 
-/** The answering side: send `kind` on a transceiver the remote offer created. A screen
- * slot is sendrecv even while nothing is shared, so a share needs no renegotiation. */
-export function useTransceiver(transceiver, media, kind, info) {
+/** The answering side: send `kind` on a transceiver the remote offer created (`send`:
+ * even though the device is not open yet; its track comes with LocalMedia.refresh()).
+ * A screen slot is sendrecv even while nothing is shared, so a share needs no
+ * renegotiation. */
+export function useTransceiver(transceiver, media, kind, info, send = false) {
   const track = media.outgoing(kind);
   if (track) transceiver.sender.replaceTrack(track);
-  transceiver.direction = track || kind === "screen" ? "sendrecv" : "recvonly";
+  transceiver.direction = track || send || kind === "screen" ? "sendrecv" : "recvonly";
   media.attach(transceiver.sender, kind);
   run("sender", transceiver.sender, { ...info, kind: trackKind(kind), ...(kind === "screen" ? { source: "screen" } : {}) });
   return transceiver;

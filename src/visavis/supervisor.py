@@ -1,0 +1,388 @@
+"""The relay and the SFU of ``visavis serve`` (role all) as supervised child processes.
+
+Each media part runs in an interpreter of its own (:mod:`visavis.child`), so that no
+Python work of signaling (HTTP, WebSockets, JSON, SQL, password hashing) ever holds the
+lock a packet's handler needs: docs/processes.md has the measurement that decided it.
+The parent (signaling) starts each child, hands it the settings on a pipe, waits for the
+line that says where it listens (signaling hands those URLs out), restarts it with a
+growing delay if it dies, passes SIGHUP's reload and SIGUSR1's drain on, shows its
+metrics in ``/metrics`` and stops it on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+import visavis
+from visavis.config import Settings
+from visavis.supervision import (
+    Ready,
+    RestartBackoff,
+    WireError,
+    command_line,
+    hello_line,
+    parse_report,
+)
+
+log = logging.getLogger("visavis.supervisor")
+
+START_TIMEOUT = 120.0  # seconds a child may take to import, bind and report (loaded CI)
+STOP_GRACE = 10.0  # seconds a child may take to close before SIGKILL
+CLEAN_EXIT_GRACE = 0.5  # seconds to see whether the parent is stopping too
+COLLECT_TIMEOUT = 2.0  # seconds a scrape waits for a child's metrics
+
+
+class PartFailed(RuntimeError):
+    """A media part could not start; ``str()`` is the reason its process gave."""
+
+
+def child_environment() -> dict[str, str]:
+    """The parent's environment, with this ``visavis`` package first on the path: the
+    child runs the same code even when the parent was started from a source tree."""
+    env = dict(os.environ)
+    root = str(Path(visavis.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class SupervisorMetrics:
+    """The parent's view of its children: up, restarts, CPU seconds per part."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.parts: list[PartProcess] = []
+        self.up = Gauge(
+            "visavis_part_up",
+            "1 while the part's child process of visavis serve runs and is ready",
+            ["part"],
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "visavis_part_restarts",
+            "Child processes of visavis serve started again after one died, by part",
+            ["part"],
+            registry=registry,
+        )
+        registry.register(_CpuCollector(self.parts))
+
+
+class _CpuCollector:
+    def __init__(self, parts: list[PartProcess]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "visavis_part_cpu_seconds",
+            "CPU (user + system) used by the part's current child process",
+            labels=["part"],
+        )
+        tick = os.sysconf("SC_CLK_TCK")
+        for part in self.parts:
+            pid = part.pid
+            if pid is None:
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            family.add_metric([part.name], (int(fields[11]) + int(fields[12])) / tick)
+        yield family
+
+
+def _read_unix(path: str, timeout: float) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+class _ChildCollector:
+    """A child's own metrics, read from its Unix socket at scrape time (it collects them
+    on its own loop); a child that is down or slow is left out of that scrape."""
+
+    def __init__(self, part: PartProcess) -> None:
+        self.part = part
+
+    def collect(self) -> Iterable[Metric]:
+        if not self.part.running:
+            return ()
+        try:
+            text = _read_unix(self.part.metrics_socket, COLLECT_TIMEOUT)
+            return list(text_string_to_metric_families(text))
+        except (OSError, ValueError) as exc:
+            log.warning("metrics of the %s left out of this scrape: %s", self.part.name, exc)
+            return ()
+
+
+class Spawner:
+    """Starts the children from two threads of its own, made before anything is niced.
+
+    A niced signaling (``signaling_nice``) must not pass its niceness on to a media child
+    it restarts: a process inherits the niceness of the thread that forks it, and cannot
+    lower it again without privileges. These threads keep the priority the process
+    started with; :meth:`lower_others` renices every other thread of the process.
+    """
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(2, "visavis-spawn")
+        both = threading.Barrier(2)
+
+        def enter() -> int:
+            both.wait(10)  # holds the first thread, so the pool makes the second
+            return threading.get_native_id()
+
+        self.tids = {f.result() for f in [self.pool.submit(enter) for _ in range(2)]}
+
+    def lower_others(self, by: int) -> None:
+        """Raise the niceness of every thread of this process but the spawner's by
+        ``by``; threads started later by those threads inherit it."""
+        for task in Path("/proc/self/task").iterdir():
+            tid = int(task.name)
+            if tid in self.tids:
+                continue
+            with contextlib.suppress(OSError):  # a thread that just ended
+                now = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, min(now + by, 19))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    """Wait, without a thread, for ``process`` to end (a pidfd turns readable)."""
+    loop = asyncio.get_running_loop()
+    fd = os.pidfd_open(process.pid)
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        if process.poll() is None:
+            await ended
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return process.wait()
+
+
+class PartProcess:
+    """One media part in a child process, restarted when it dies (a
+    :class:`~visavis.service.Service` for :class:`~visavis.node.Node`)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        run_dir: Path,
+        registry: CollectorRegistry,
+        metrics: SupervisorMetrics,
+        spawner: Spawner,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics_socket = str(run_dir / f"{name}.sock")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready: Ready | None = None
+        self.restarts = 0
+        self._registry = registry
+        self._metrics = metrics
+        self._spawner = spawner
+        self._collector = _ChildCollector(self)
+        self._backoff = RestartBackoff()
+        self._started_at = 0.0
+        self._exit: asyncio.Task[int] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id while it runs."""
+        if self.process is None or self._exit is None or self._exit.done():
+            return None
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.ready is not None
+
+    @property
+    def control_url(self) -> str | None:
+        """The SFU's control WebSocket URL, as the child reported it."""
+        return self.ready.sfu_url if self.ready is not None else None
+
+    def endpoints(self) -> list[str]:
+        """Where the part listens (the last report: a restart on fixed ports keeps them)."""
+        return list(self.ready.endpoints.get(self.name, [])) if self.ready is not None else []
+
+    async def start(self) -> None:
+        self.ready = await self._spawn()
+        self._registry.register(self._collector)
+        self._metrics.parts.append(self)
+        self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        """On a spawner thread: start the child, hand it its settings."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "visavis.child", self.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+            bufsize=0,
+        )
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its exit says why
+            process.stdin.write(hello_line(self.settings, self.name, self.metrics_socket))
+        return process
+
+    async def _spawn(self) -> Ready:
+        loop = asyncio.get_running_loop()
+        try:
+            process = await loop.run_in_executor(self._spawner.pool, self._popen)
+        except OSError as exc:
+            raise PartFailed(f"cannot run a process for the {self.name}: {exc}") from exc
+        self.process = process
+        self._exit = asyncio.create_task(_exit_code(process))
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(
+                loop.run_in_executor(self._spawner.pool, process.stdout.readline), START_TIMEOUT
+            )
+        except TimeoutError:
+            await self._stop()
+            raise PartFailed(f"the {self.name} did not start within {START_TIMEOUT:g} s") from None
+        if not line:
+            code = await self._exit
+            raise PartFailed(
+                f"the {self.name} process {_describe_exit(code)} before it was ready "
+                "(its log is above)"
+            )
+        try:
+            report = parse_report(line)
+        except WireError as exc:
+            await self._stop()
+            raise PartFailed(str(exc)) from exc
+        if isinstance(report, str):
+            await self._stop()
+            raise PartFailed(report)
+        self._started_at = time.monotonic()
+        self._metrics.up.labels(self.name).set(1)
+        return report
+
+    async def _supervise(self) -> None:
+        """Wait for the child to die; start a new one after a growing delay."""
+        while True:
+            assert self.process is not None and self._exit is not None
+            pid = self.process.pid
+            code = await asyncio.shield(self._exit)
+            if code == 0 and not self._closing:
+                # A clean exit is mostly a SIGTERM to the whole group (systemd, a
+                # terminal): give the parent's own handler the moment it needs.
+                await asyncio.sleep(CLEAN_EXIT_GRACE)
+            if self._closing:
+                return
+            self._metrics.up.labels(self.name).set(0)
+            wait = self._backoff.delay(self._started_at, time.monotonic())
+            log.error(
+                "the %s process (pid %d) %s; restarting it in %.1f s",
+                self.name,
+                pid,
+                _describe_exit(code),
+                wait,
+            )
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    self.ready = await self._spawn()
+                except PartFailed as exc:
+                    wait = self._backoff.failed_start()
+                    log.error("the %s cannot restart: %s; next try in %.1f s", self.name, exc, wait)
+                    continue
+                break
+            self.restarts += 1
+            self._metrics.restarts.labels(self.name).inc()
+            log.warning(
+                "the %s runs again (pid %s): %s", self.name, self.pid, " ".join(self.endpoints())
+            )
+
+    def _send(self, command: str) -> None:
+        process = self.process
+        if self.pid is None or process is None or process.stdin is None:
+            log.warning("%s: the %s process is not running", command, self.name)
+            return
+        try:
+            process.stdin.write(command_line(command))
+        except OSError as exc:  # it died meanwhile: the supervisor restarts it
+            log.warning("%s: the %s process did not take it: %s", command, self.name, exc)
+
+    def reload(self) -> None:
+        """SIGHUP: the child reloads what it can (the relay's TLS certificate)."""
+        self._send("reload")
+
+    def drain(self) -> None:
+        """SIGUSR1: the SFU child drains its fleet node."""
+        self._send("drain")
+
+    async def _stop(self) -> None:
+        """End of stdin asks the child to close; SIGKILL if it has not within the grace."""
+        process, exited = self.process, self._exit
+        if process is None or exited is None:
+            return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), STOP_GRACE)
+        except TimeoutError:
+            log.error("the %s process did not stop within %g s: killing it", self.name, STOP_GRACE)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await exited
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def closing(self) -> None:
+        """The server is stopping: an exit from now on is no reason to restart."""
+        self._closing = True
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self._stop()
+        with contextlib.suppress(KeyError):
+            self._registry.unregister(self._collector)
+        with contextlib.suppress(ValueError):
+            self._metrics.parts.remove(self)
+        self._metrics.up.labels(self.name).set(0)
