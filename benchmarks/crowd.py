@@ -494,13 +494,17 @@ async def measure(page: Any, seconds: float, generator_pid: int | None = None) -
     e2ee = await page.evaluate("window.visavis.e2ee.stats()")
     grew = {p: after["decoded"].get(p, 0) - before["decoded"].get(p, 0) for p in after["decoded"]}
     shown = set(after["shown"])
+    # A tile that entered or left the grid during the window (the dominant speaker is
+    # always shown) decoded while it was on screen: off screen means neither at the
+    # window's start nor at its end.
+    ever_shown = shown | set(before["shown"])
     gaps_sorted = sorted(gaps[1:]) or [0.0]
     return {
         "participants": after["participants"],
         "tiles_shown": len(shown),
         "shown_decoding": sum(1 for p in shown if grew.get(p, 0) > 0),
         "shown_fps_p50": round(statistics.median([grew.get(p, 0) / wall for p in shown] or [0]), 1),
-        "offscreen_decoding": sum(1 for p, n in grew.items() if p not in shown and n > 0),
+        "offscreen_decoding": sum(1 for p, n in grew.items() if p not in ever_shown and n > 0),
         "decoded_growth": grew,
         "shown": sorted(shown),
         "browser_cpu_cores": round(cpu / wall, 3),

@@ -58,8 +58,12 @@ def _server_class(part: str) -> Any:
 class Node:
     """Starts relay, SFU and signaling as the role asks, wiring their URLs together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, media_in_process: bool = False) -> None:
+        """``media_in_process`` (role all only): the relay and the SFU on this process's
+        loop instead of child processes, for tests that reach into the SFU (a tap on its
+        send path, its rooms); ``visavis serve`` never sets it (docs/processes.md)."""
         self.settings = settings
+        self.media_in_process = media_in_process and settings.role == "all"
         # One registry for every part: signaling's /metrics (or --metrics-port) shows all.
         self.registry = CollectorRegistry()
         self.metrics_server: Any | None = None
@@ -83,10 +87,10 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()  # before the children: they all get this one
         try:
-            if settings.role == "all":
+            if settings.role == "all" and not self.media_in_process:
                 await self._start_children()
             for part in ("relay", "sfu"):
-                if settings.role == part:
+                if settings.role == part or self.media_in_process:
                     setattr(self, part, await self._start_media(part))
             if settings.role == "relay" and uses_registry(settings):
                 await self._register_relay(self.relay)
@@ -189,7 +193,7 @@ class Node:
 
     def drain(self) -> None:
         """Drain this process's SFU node: no new rooms, its rooms move (SIGUSR1)."""
-        if self.settings.role == "all" and self.sfu is not None:
+        if self.spawner is not None and self.sfu is not None:
             self.sfu.drain()  # the SFU's child process drains
             return
         fleet = getattr(self.sfu, "fleet", None)

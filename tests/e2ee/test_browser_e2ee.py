@@ -29,8 +29,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, async_playwright, expect
 
 from tests.browser import launch_chromium
-from tests.e2ee.test_group_sdk import PASSWORD, Bot, bots
-from tests.e2ee.test_group_sdk import node as node  # the in-process node fixture
+from tests.e2ee.test_group_sdk import PASSWORD, Bot, bots, node_settings
 from tests.e2ee.test_sfu_tap import chunks
 from tests.waiting import until, until_async
 from tests.web.clients import Device, open_device, sign_in
@@ -64,6 +63,16 @@ VIDEO_PACKETS = """(async () => {
   });
   return n;
 })()"""
+
+
+@pytest_asyncio.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    """Role all with the relay and the SFU on the test's loop: these tests tap the SFU's
+    send path and read its rooms (the served tests are in test_served_e2ee.py)."""
+    node = Node(node_settings(tmp_path), media_in_process=True)
+    await node.start()
+    yield node
+    await node.close()
 
 
 @pytest_asyncio.fixture

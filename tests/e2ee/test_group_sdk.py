@@ -31,16 +31,19 @@ pytestmark = pytest.mark.interop
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    settings = Settings(
+def node_settings(tmp_path: Path) -> Settings:
+    return Settings(
         data_dir=tmp_path,
         signaling={"port": 0},
         relay={"listening-port": 0, "tls-listening-port": 0},
         # dead_timeout: a loaded machine can stall a bot for seconds (see conftest.py).
         sfu={"port": 0, "media_port": 0, "allowed_networks": ["127.0.0.0/8"], "dead_timeout": 30.0},
     )
-    node = Node(settings)
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    node = Node(node_settings(tmp_path))
     await node.start()
     yield node
     await node.close()
