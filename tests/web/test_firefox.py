@@ -277,10 +277,19 @@ async def test_effects_in_firefox_video_effect_through_the_canvas_path_and_react
         await grows(cid.frames_decoded, 10, "Chromium decoding Firefox")
 
         # Voice isolation cannot start here: headless Firefox on a machine with no audio
-        # device never starts an AudioContext (resume() stays pending), so RNNoise's track
-        # never replaces the raw microphone, which keeps going out (docs/web.md).
+        # device never starts an AudioContext (resume() stays pending). After a bounded
+        # wait the client says so and asks for the browser's own noise suppression back,
+        # so the raw microphone, which keeps going out, is not sent with neither.
+        await flo.wait_for(
+            "(window.visavis.effects.note || '').includes('voice isolation unavailable')",
+            within=CALL_WAIT,
+            what="voice isolation gives up and says so",
+        )
         assert await flo.eval(
             "window.visavis.media.outgoing('audio') === window.visavis.media.audio"
+        )
+        assert await flo.eval(
+            "window.visavis.media.audio.getConstraints().noiseSuppression === true"
         )
 
         # Blur from the call's Effects panel goes through the canvas captureStream path:

@@ -127,6 +127,11 @@ export class Effects {
       },
       (error) => {
         this.note = `voice isolation unavailable: ${error.message ?? error}`;
+        // The microphone was opened without the browser's own suppression (ours was to
+        // replace it): ask for it back, so the raw track does not go out with neither.
+        if (this.voice === voice && track.readyState !== "ended") {
+          track.applyConstraints({ ...track.getConstraints(), noiseSuppression: true }).catch(() => {});
+        }
         this.changed();
       },
     );

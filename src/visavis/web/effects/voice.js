@@ -14,6 +14,8 @@
 
 const VENDOR = new URL("../vendor/@sapphi-red/web-noise-suppressor/dist/", import.meta.url);
 export const SAMPLE_RATE = 48000;
+/** How long an AudioContext may take to start before voice isolation gives up. */
+const RESUME_WAIT_MS = 10000;
 
 /** getUserMedia audio constraints for a microphone whose noise we suppress (or not). */
 export function micConstraints(voiceIsolation = true) {
@@ -77,7 +79,18 @@ export async function createVoiceIsolation(track, { enabled = true, context = nu
   }
 
   await setEnabled(enabled);
-  if (ctx.state === "suspended") await ctx.resume().catch(() => {});
+  if (ctx.state === "suspended") {
+    // A context that never runs (no audio device, as in headless Firefox here) would send
+    // silence: give up after a bounded wait, so the caller keeps the microphone instead.
+    const waited = new Promise((resolve) => setTimeout(resolve, RESUME_WAIT_MS));
+    await Promise.race([ctx.resume().catch(() => {}), waited]);
+    if (ctx.state !== "running") {
+      source.disconnect();
+      rnnoise.destroy();
+      if (ownContext) ctx.close().catch(() => {});
+      throw new Error("the audio engine did not start");
+    }
+  }
   const output = destination.stream.getAudioTracks()[0];
   return {
     track: output,
