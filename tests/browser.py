@@ -9,7 +9,8 @@ in ``extra_args`` for specific media.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,3 +35,16 @@ async def launch_chromium(
     return await playwright.chromium.launch(
         executable_path=CHROMIUM, headless=headless, args=[*CHROMIUM_ARGS, *extra_args]
     )
+
+
+@contextlib.asynccontextmanager
+async def chromium(*extra_args: str) -> AsyncIterator[Any]:
+    """Playwright and a headless Debian Chromium (``launch_chromium``), closed on exit."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await launch_chromium(playwright, extra_args)
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.browser import launch_chromium
+from tests.browser import chromium
 from tests.e2ee.test_group_sdk import PASSWORD, Bot, bots, node_settings
 from tests.e2ee.test_sfu_tap import chunks
 from tests.waiting import until, until_async
@@ -77,12 +77,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 def url(node: Node) -> str:

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.browser import launch_chromium
 from tests.fleet.cluster import Fleet
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
@@ -70,16 +69,6 @@ async def state(device: Device) -> dict[str, Any]:
 async def decoding_others(device: Device, frames: int) -> bool:
     seen = await received(device)
     return sum(1 for p in seen.values() if p["video"] >= frames) >= len(PEOPLE) - 1
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @contextlib.asynccontextmanager

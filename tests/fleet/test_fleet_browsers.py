@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.browsers import chromium, group_call, kill_room_node, reports_acted, state
+from tests.browser import chromium
+from tests.fleet.browsers import group_call, kill_room_node, reports_acted, state
 from tests.fleet.cluster import fleet
 from tests.services import fresh_postgres, fresh_redis_prefix
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from benchmarks.crowd import Crowd, measure, seed_accounts
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-from tests.browser import launch_chromium
+from tests.browser import chromium
 from tests.served import Served, serve
 from tests.web.clients import open_device, sign_in, signup_rest
 
@@ -66,12 +66,8 @@ def crowd_server(
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def own_browser() -> AsyncIterator[Browser]:
     """A Chromium of its own, so that its CPU is this page's alone."""
-    async with async_playwright() as playwright:
-        chromium = await launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def wait_until(page: Any, script: str, check: Any, within: float, what: str) -> Any:

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.browser import launch_chromium
+from tests.browser import chromium
 from tests.served import Served
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
@@ -59,12 +59,8 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def talking_browser(voice: Path) -> AsyncIterator[Browser]:
     """One Chromium whose fake microphone talks: whoever is unmuted speaks."""
-    async with async_playwright() as playwright:
-        chromium = await launch_chromium(playwright, [f"--use-file-for-fake-audio-capture={voice}"])
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium(f"--use-file-for-fake-audio-capture={voice}") as launched:
+        yield launched
 
 
 SPEAKERS = """window.visavis.controller.pc.getStats().then((r) => ({

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.browser import launch_chromium
+from tests.browser import chromium
 from tests.served import Served
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
@@ -52,12 +52,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def hd_browser(clip: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await launch_chromium(playwright, [f"--use-file-for-fake-video-capture={clip}"])
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium(f"--use-file-for-fake-video-capture={clip}") as launched:
+        yield launched
 
 
 async def widest(device: Device) -> tuple[int, int]:
