@@ -35,9 +35,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
 HOST = "host@example.com"
 DESKTOP = {"width": 1440, "height": 900}
-# Budgets (docs/web.md "The 32-person room"): measured on this 2-core machine, with room
-# for a loaded run. CPU is CPU time (not wall time), so load from others barely moves it.
-CPU_BUDGET_CORES = 1.2
+# Budgets (docs/web.md "The 32-person room"): measured on this 2-core machine. CPU is
+# CPU time, but a loaded machine starves Chromium (fewer frames decoded, less CPU): the
+# budget comes from quiet runs (1.15-1.46 cores), not loaded ones (0.48-0.75).
+CPU_BUDGET_CORES = 1.6
 RAF_P50_BUDGET_MS = 100.0
 CLICK_BUDGET_MS = 1000.0
 WINDOW_S = 6.0
