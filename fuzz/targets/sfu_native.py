@@ -120,6 +120,16 @@ def _socket(name: str) -> socket.socket:
             return sock
 
 
+_ENDPOINT: list[MediaEndpoint] = []
+
+
+def _endpoint() -> MediaEndpoint:
+    """The Python half of the demux, with empty tables (nothing in it changes)."""
+    if not _ENDPOINT:
+        _ENDPOINT.append(MediaEndpoint(SfuStats()))
+    return _ENDPOINT[0]
+
+
 @dataclass
 class Outcome:
     sent: list[list[bytes]] = field(default_factory=lambda: [[], []])
@@ -138,9 +148,10 @@ class World:
         profile = CM if config & 1 else GCM
         self.out = Outcome()
         self.stats = SfuStats()
-        self.endpoint = MediaEndpoint(SfuStats())  # the Python half, tables empty
         self.sfu, self.pub, self.stray = _socket("sfu"), _socket("pub"), _socket("stray")
         self.subs = [_socket("sub0"), _socket("sub1")]
+        self.sfu_addr = self.sfu.getsockname()
+        self.peers = {self.pub.getsockname(), self.stray.getsockname()}
         self.link = fp.Link("publisher")
         self.link.rx = fp.Session(bytes(range(1, 1 + KEY_LENGTH[profile])), profile, False)
         links = {fp.link_key(*self.pub.getsockname()): self.link}
@@ -186,9 +197,9 @@ class World:
 
     def on_slow(self, raw: Any, received: Any, outgoing: Any, now: float) -> None:
         for data, addr in raw or ():
-            assert addr == self.pub.getsockname() or addr == self.stray.getsockname()
+            assert addr in self.peers
             self.out.raw.append(data)
-            self.endpoint.datagram_received(data, addr)
+            _endpoint().datagram_received(data, addr)
         for link, plain in received or ():
             assert link is self.link and len(plain) >= 12
             self.out.received.append(plain)
@@ -240,7 +251,7 @@ class World:
         now = 1000.0
         for step in steps:
             if step.kind == "send":
-                (self.stray if step.stray else self.pub).sendto(step.data, self.sfu.getsockname())
+                (self.stray if step.stray else self.pub).sendto(step.data, self.sfu_addr)
                 self.pending += 1
                 if self.pending >= 64:
                     self.drain(now)
