@@ -48,11 +48,25 @@ def _libasan() -> str:
     return str(Path(path).resolve())
 
 
+def _atheris_libfuzzer() -> str:
+    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    found = sorted(Path(atheris.__file__).parent.glob("core_with_libfuzzer*.so"))
+    if not found:
+        raise SystemExit("atheris without its libFuzzer core: cannot fuzz the C build")
+    return str(found[0])
+
+
 def environment(extension: Path) -> dict[str, str]:
     """What the fuzzing child needs to run the sanitized build."""
     return {
-        "LD_PRELOAD": _libasan(),
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:quarantine_size_mb=64",
+        # libasan.so defines libFuzzer's coverage hooks as weak stubs: preloaded alone
+        # it would take atheris's Python coverage (none at all). atheris's libFuzzer goes
+        # first, then ASan (before libc, which is what its malloc needs).
+        "LD_PRELOAD": f"{_atheris_libfuzzer()} {_libasan()}",
+        "ASAN_OPTIONS": (
+            "detect_leaks=0:abort_on_error=1:quarantine_size_mb=64:verify_asan_link_order=0"
+        ),
         "UBSAN_OPTIONS": "halt_on_error=1:abort_on_error=1:print_stacktrace=1",
         "PYTHONMALLOC": "malloc",
         "FUZZ_FASTPATH": str(extension),

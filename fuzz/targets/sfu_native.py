@@ -56,6 +56,10 @@ SSRCS = (*LAYER_SSRCS, AUDIO_SSRC, NEW_SSRC)
 GCM, CM = fastpath.PROFILE_AEAD_AES_128_GCM, fastpath.PROFILE_AES128_CM_SHA1_80
 KEY_LENGTH = {GCM: 28, CM: 30}
 MAX_STEPS = 48
+# pylibsrtp (the twin's SRTP) works in a 1,500-byte buffer: a valid packet longer than
+# this, or one whose forwarded copy would not fit once protected, fails there and not in
+# libsrtp2; such inputs are checked on the native path alone.
+TWIN_LIMIT = 1300
 WAIT = 10.0  # seconds for loopback datagrams to arrive (microseconds unless starved)
 
 
@@ -64,6 +68,7 @@ class Step:
     kind: str  # "send", "forward", "target", "mute", "drain", "time"
     data: bytes = b""
     stray: bool = False  # sent from the unknown address
+    valid: bool = False  # SRTP the publisher's key made (a plaintext to forward, for "forward")
     index: int = 0  # which source (forward) or video sink (target)
     value: int = 0
 
@@ -84,11 +89,11 @@ def _steps(data: bytes, client: Any) -> Iterator[Step]:
         elif kind in (1, 2):
             try:
                 protect = client.protect if kind == 1 else client.protect_rtcp
-                yield Step("send", protect(payload))
+                yield Step("send", protect(payload), valid=True)
             except (fastpath.SrtpError, ValueError):
                 yield Step("send", payload)
         elif kind == 4:
-            yield Step("forward", payload, index=arg % 4)
+            yield Step("forward", payload, valid=True, index=arg % 4)
         elif kind == 5:
             value = payload[0] if payload else 0
             if arg % 4 == 3:
@@ -130,6 +135,21 @@ def _endpoint() -> MediaEndpoint:
     return _ENDPOINT[0]
 
 
+_FORWARDERS: dict[ModuleType, Any] = {}
+
+
+def _forwarder(fp: ModuleType, *args: Any) -> Any:
+    """One Forwarder per implementation, initialised afresh for each input: the native
+    one keeps its buffers across ``__init__`` (about 800 KB, too slow to allocate per
+    input), as it keeps them across drains in the SFU."""
+    forwarder = _FORWARDERS.get(fp)
+    if forwarder is None:
+        forwarder = _FORWARDERS[fp] = fp.Forwarder(*args)
+    else:
+        type(forwarder).__init__(forwarder, *args)
+    return forwarder
+
+
 @dataclass
 class Outcome:
     sent: list[list[bytes]] = field(default_factory=lambda: [[], []])
@@ -155,7 +175,7 @@ class World:
         self.link = fp.Link("publisher")
         self.link.rx = fp.Session(bytes(range(1, 1 + KEY_LENGTH[profile])), profile, False)
         links = {fp.link_key(*self.pub.getsockname()): self.link}
-        self.forwarder = fp.Forwarder(self.sfu, links, self.stats, self.on_slow)
+        self.forwarder = _forwarder(fp, self.sfu, links, self.stats, self.on_slow)
         video: list[Any] = []
         audio: list[Any] = []
         self.layers = [fp.Source(i, True, -1, [None] * 16, video, None) for i in range(3)]
@@ -316,7 +336,7 @@ def one_input(data: bytes) -> None:
     steps = list(_steps(data, client))
     native_world = World(fastpath.fp, config)
     native = native_world.run(steps)
-    if fastpath.NATIVE:
+    if fastpath.NATIVE and not any(s.valid and len(s.data) > TWIN_LIMIT for s in steps):
         twin_world = World(_fastpath_py, config)
         twin = twin_world.run(steps)
         if native_world.split or twin_world.split:

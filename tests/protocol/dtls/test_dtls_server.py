@@ -85,7 +85,9 @@ def test_no_common_srtp_profile_fails(identity: DtlsIdentity) -> None:
 def test_garbage_while_connecting_is_no_answer(identity: DtlsIdentity) -> None:
     client = Client()
     server = DtlsServer(identity, [("sha-256", client.fingerprint)])
-    assert server.receive(b"\x17\xfe\xfd" + bytes(8) + b"\x00\x05" + bytes(5)) == []
+    # A record whose length runs past the datagram: OpenSSL discards it, nothing to say.
+    assert server.receive(b"\x16\xfe\xfd" + bytes(8) + b"\x01\x00" + bytes(5)) == []
+    assert server.state is DtlsState.CONNECTING
     handshake(client, server)
     assert server.state is DtlsState.CONNECTED
 
