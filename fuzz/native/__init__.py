@@ -3,12 +3,15 @@ bad read or write in ``_fastpath.c`` stops the run instead of passing unnoticed.
 
 ``python -m fuzz.native`` builds ``fuzz/.work/asan/_fastpath*.so`` from the worktree's
 ``src/visavis/sfu/_fastpath.c`` (gcc, as setup.py builds the shipped one, plus the
-sanitizers); ``fuzz.run --asan`` builds it when stale and starts libFuzzer with
-:func:`environment`: the ASan runtime preloaded (it must come first in a process that is
-not itself instrumented), ``PYTHONMALLOC=malloc`` (so bytes objects are heap blocks with
-redzones, not pymalloc arenas), reports that abort (libFuzzer records an abort as a
-crash), and ``FUZZ_FASTPATH`` naming the build, which ``fuzz/_libfuzzer.py`` imports as
-``visavis.sfu._fastpath`` before anything else can import the shipped one.
+sanitizers and gcc's ``trace-cmp`` hooks) and ``covshim.so``;
+``fuzz.run --asan`` builds them when stale and starts libFuzzer with :func:`environment`:
+the ASan runtime preloaded (before libc: its malloc must win), after ``covshim.so`` (see
+``covshim.c``: libasan's weak coverage stubs would otherwise hide atheris's libFuzzer,
+which then sees no coverage at all, Python's included), ``PYTHONMALLOC=malloc`` (so
+bytes objects are heap blocks with redzones, not pymalloc arenas), reports that abort
+(libFuzzer records an abort as a crash), and ``FUZZ_FASTPATH`` naming the build, which
+``fuzz/_libfuzzer.py`` imports as ``visavis.sfu._fastpath`` before anything else can
+import the shipped one.
 """
 
 from __future__ import annotations
@@ -20,24 +23,33 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-SOURCE = ROOT.parent / "src" / "visavis" / "sfu" / "_fastpath.c"
-OUTPUT = ROOT / ".work" / "asan" / f"_fastpath{sysconfig.get_config_var('EXT_SUFFIX')}"
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE.parents[1] / "src" / "visavis" / "sfu" / "_fastpath.c"
+WORK = HERE.parent / ".work" / "asan"
+OUTPUT = WORK / f"_fastpath{sysconfig.get_config_var('EXT_SUFFIX')}"
+SHIM = WORK / "covshim.so"
 FLAGS = [
     "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
     "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+    "-fsanitize-coverage=trace-cmp",  # (trace-pc: libFuzzer refuses it, edges need clang)
     "-Wall", "-Wno-missing-braces",
 ]  # fmt: skip
 
 
+def _stale(output: Path, source: Path) -> bool:
+    return not output.exists() or output.stat().st_mtime < source.stat().st_mtime
+
+
 def build(force: bool = False) -> Path:
-    """Compile the sanitized extension unless it is newer than its source."""
-    if not force and OUTPUT.exists() and OUTPUT.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return OUTPUT
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    include = sysconfig.get_paths()["include"]
-    cmd = ["gcc", *FLAGS, f"-I{include}", str(SOURCE), "-lsrtp2", "-o", str(OUTPUT)]
-    subprocess.run(cmd, check=True)
+    """Compile the sanitized extension and the shim unless newer than their sources."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    if force or _stale(SHIM, HERE / "covshim.c"):
+        cmd = ["gcc", "-shared", "-fPIC", "-O2", str(HERE / "covshim.c"), "-ldl", "-o", str(SHIM)]
+        subprocess.run(cmd, check=True)
+    if force or _stale(OUTPUT, SOURCE):
+        include = sysconfig.get_paths()["include"]
+        cmd = ["gcc", *FLAGS, f"-I{include}", str(SOURCE), "-lsrtp2", "-o", str(OUTPUT)]
+        subprocess.run(cmd, check=True)
     return OUTPUT
 
 
@@ -60,10 +72,8 @@ def _atheris_libfuzzer() -> str:
 def environment(extension: Path) -> dict[str, str]:
     """What the fuzzing child needs to run the sanitized build."""
     return {
-        # libasan.so defines libFuzzer's coverage hooks as weak stubs: preloaded alone
-        # it would take atheris's Python coverage (none at all). atheris's libFuzzer goes
-        # first, then ASan (before libc, which is what its malloc needs).
-        "LD_PRELOAD": f"{_atheris_libfuzzer()} {_libasan()}",
+        "LD_PRELOAD": f"{SHIM}:{_libasan()}",
+        "FUZZ_LIBFUZZER": _atheris_libfuzzer(),
         "ASAN_OPTIONS": (
             "detect_leaks=0:abort_on_error=1:quarantine_size_mb=64:verify_asan_link_order=0"
         ),
