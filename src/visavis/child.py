@@ -192,8 +192,12 @@ async def _report_load(node: Node, control: BinaryIO) -> None:
             rooms, participants, (now[1] - last[1]) / span, max(0, now[2] - last[2]) / span
         )
         last = now
-        with contextlib.suppress(BlockingIOError):
+        try:
             control.write(load_line(load))
+        except BlockingIOError:
+            continue
+        except OSError:  # the parent closed the channel: it is stopping us
+            return
 
 
 async def _serve_metrics(node: Node, path: str) -> asyncio.AbstractServer:

@@ -233,6 +233,7 @@ class PartProcess:
         self._metrics = metrics
         self._spawner = spawner
         self._reports: asyncio.Task[None] | None = None
+        self._channel: asyncio.ReadTransport | None = None  # the child's report pipe
         self._backoff = RestartBackoff()
         self._started_at = 0.0
         self._exit: asyncio.Task[int] | None = None
@@ -291,16 +292,20 @@ class PartProcess:
             raise PartFailed(f"cannot run a process for the {self.name}: {exc}") from exc
         self.process = process
         self._exit = asyncio.create_task(_exit_code(process))
-        assert process.stdout is not None
+        # The reports are read on the loop (no thread waits for a child to get ready:
+        # all of them start at once, however many workers).
+        reader = asyncio.StreamReader()
+        self._channel, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), process.stdout
+        )
         try:
-            line = await asyncio.wait_for(
-                loop.run_in_executor(self._spawner.pool, process.stdout.readline), START_TIMEOUT
-            )
+            line = await asyncio.wait_for(reader.readline(), START_TIMEOUT)
         except TimeoutError:
             await self._stop()
             raise PartFailed(f"the {self.name} did not start within {START_TIMEOUT:g} s") from None
         if not line:
             code = await self._exit
+            self._channel.close()
             raise PartFailed(
                 f"the {self.name} process {_describe_exit(code)} before it was ready "
                 "(its log is above)"
@@ -318,27 +323,19 @@ class PartProcess:
             raise PartFailed(f"the {self.name} reported its load before it was ready")
         self._started_at = time.monotonic()
         self._metrics.up.labels(self.name).set(1)
-        self._reports = asyncio.create_task(self._read_reports(process))
+        self._reports = asyncio.create_task(self._read_reports(reader))
         return report
 
-    async def _read_reports(self, process: subprocess.Popen[bytes]) -> None:
+    async def _read_reports(self, reader: asyncio.StreamReader) -> None:
         """The child's reports after ready (an SFU worker's load) until it exits."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), process.stdout
-        )
-        try:
-            while line := await reader.readline():
-                try:
-                    report = parse_report(line)
-                except WireError as exc:
-                    log.warning("the %s: %s", self.name, exc)
-                    continue
-                if isinstance(report, WorkerLoad):
-                    self.load = report
-        finally:
-            transport.close()
+        while line := await reader.readline():
+            try:
+                report = parse_report(line)
+            except WireError as exc:
+                log.warning("the %s: %s", self.name, exc)
+                continue
+            if isinstance(report, WorkerLoad):
+                self.load = report
 
     def _tell(self, up: bool) -> None:
         for listener in list(self.listeners):
@@ -411,6 +408,8 @@ class PartProcess:
             return
         if self._reports is not None:
             self._reports.cancel()
+        if self._channel is not None:
+            self._channel.close()
         if process.stdin is not None:
             with contextlib.suppress(OSError):
                 process.stdin.close()
