@@ -1,6 +1,6 @@
 """The SFU's DTLS-SRTP: the handshake is the sans-I/O :mod:`visavis.protocol.dtls`
 (OpenSSL memory BIOs, fingerprint check, RFC 5764 key export); this module turns the
-keys it exports into the fast path's SRTP sessions (native libsrtp2 or pylibsrtp)."""
+keys it exports into the fast path's SRTP sessions (native _srtp.c or pylibsrtp)."""
 
 from __future__ import annotations
 
