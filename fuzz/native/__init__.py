@@ -2,7 +2,7 @@
 bad read or write in ``_fastpath.c`` stops the run instead of passing unnoticed.
 
 ``python -m fuzz.native`` builds ``fuzz/.work/asan/_fastpath*.so`` from the worktree's
-``src/visavis/sfu/_fastpath.c`` (gcc, as setup.py builds the shipped one, plus the
+``src/visavis/sfu/_fastpath.c`` and ``_srtp.c`` (gcc, as setup.py builds the shipped one, plus the
 sanitizers and gcc's ``trace-cmp`` hooks) and ``covshim.so``;
 ``fuzz.run --asan`` builds them when stale and starts libFuzzer with :func:`environment`:
 the ASan runtime preloaded (before libc: its malloc must win), after ``covshim.so`` (see
@@ -24,7 +24,9 @@ import sysconfig
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parents[1] / "src" / "visavis" / "sfu" / "_fastpath.c"
+SFU = HERE.parents[1] / "src" / "visavis" / "sfu"
+SOURCES = [SFU / "_fastpath.c", SFU / "_srtp.c"]  # setup.py's visavis.sfu._fastpath
+LIBRARIES = ["-lcrypto"]
 WORK = HERE.parent / ".work" / "asan"
 OUTPUT = WORK / f"_fastpath{sysconfig.get_config_var('EXT_SUFFIX')}"
 SHIM = WORK / "covshim.so"
@@ -46,9 +48,9 @@ def build(force: bool = False) -> Path:
     if force or _stale(SHIM, HERE / "covshim.c"):
         cmd = ["gcc", "-shared", "-fPIC", "-O2", str(HERE / "covshim.c"), "-ldl", "-o", str(SHIM)]
         subprocess.run(cmd, check=True)
-    if force or _stale(OUTPUT, SOURCE):
+    if force or any(_stale(OUTPUT, source) for source in [*SOURCES, SFU / "_srtp.h"]):
         include = sysconfig.get_paths()["include"]
-        cmd = ["gcc", *FLAGS, f"-I{include}", str(SOURCE), "-lsrtp2", "-o", str(OUTPUT)]
+        cmd = ["gcc", *FLAGS, f"-I{include}", *map(str, SOURCES), *LIBRARIES, "-o", str(OUTPUT)]
         subprocess.run(cmd, check=True)
     return OUTPUT
 
@@ -92,7 +94,3 @@ def load(path: str) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     loader.exec_module(module)
-
-
-if __name__ == "__main__":
-    print(build(force=True))
