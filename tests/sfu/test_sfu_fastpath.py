@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from visavis.protocol.rtp import keyframes
 from visavis.sfu import _fastpath_py
 from visavis.sfu.stats import SfuStats
 
@@ -72,6 +73,40 @@ def vp8(key: bool, n: int) -> bytes:
     return bytes((0x10, 0x00 if key else 0x01, 0x9D, 0x01, 0x2A)) + bytes((n % 256,)) * 40
 
 
+def vp9(key: bool, n: int) -> bytes:
+    """I, L, B, E (+V on keyframes, P on the others); picture id, layer byte, TL0PICIDX."""
+    first = 0x80 | 0x20 | 0x08 | 0x04 | (0x02 if key else 0x40)
+    return bytes((first, n % 128, 0x00, n % 256)) + bytes((n % 256,)) * 40
+
+
+def h264(key: bool, n: int) -> bytes:
+    """Keyframes: STAP-A of SPS and PPS; others: one non-IDR slice."""
+    if key:
+        return b"\x78\x00\x04\x67\x42\xe0\x1f\x00\x02\x68\xce" + bytes((n % 256,)) * 30
+    return b"\x41\x9a" + bytes((n % 256,)) * 40
+
+
+def av1(key: bool, n: int) -> bytes:
+    """Aggregation header W=1 (+N on keyframes), then one OBU element."""
+    return bytes((0x10 | (0x08 if key else 0),)) + bytes((n % 256,)) * 40
+
+
+DD_ID = 6
+
+
+def dependency_descriptor(key: bool, n: int) -> bytes:
+    """Start and end of frame, template 0, frame n; keyframes attach a one-template
+    structure (what WebRTC senders do): one-byte extension element with id DD_ID."""
+    value = bytes((0xC0, n >> 8 & 0xFF, n & 0xFF))
+    if key:
+        value += bytes((0x80, 0x00, 0x03, 0x00, 0x00))  # structure: offset 0, 1 DT, L1T1
+    return bytes(((DD_ID << 4) | (len(value) - 1),)) + value
+
+
+PAYLOADS = {"vp8": vp8, "vp9": vp9, "h264": h264, "av1": av1, "av1-dd": av1}
+CODEC_IDS = {"vp8": 0, "vp9": 1, "h264": 2, "av1": 3, "av1-dd": 3}
+
+
 @dataclass
 class Step:
     """One datagram to send to the SFU (from ``source``) and what to do before it."""
@@ -83,7 +118,7 @@ class Step:
     quiet_above: int | None = None  # set on the audio source (muted: voice only)
 
 
-def recorded_traffic(profile: int) -> list[Step]:
+def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
     """The publisher's datagrams, SRTP-protected once (the same bytes for both runs)."""
     tx = pylibsrtp.Session(
         pylibsrtp.Policy(
@@ -103,15 +138,21 @@ def recorded_traffic(profile: int) -> list[Step]:
         clock = 48000 if ssrc == SSRC_AUDIO else 90000
         steps.append(Step(tx.protect(rtp(ssrc, seq, int(now * clock), payload, **kw)), now))
 
+    video = PAYLOADS[codec]
+
+    def dd(key: bool, frame: int) -> bytes:
+        return dependency_descriptor(key, frame) if codec == "av1-dd" else b""
+
     for frame in range(24):
         key = frame % 8 == 0
         for layer, ssrc in enumerate(SSRC_LAYERS):
             if layer == 0 or frame % 2 == 0 or key:
-                send(ssrc, vp8(key, frame), marker=True, ext=b"\x40" + bytes((ord("qhf"[layer]),)))
+                rid = b"\x40" + bytes((ord("qhf"[layer]),))
+                send(ssrc, video(key, frame), marker=True, ext=rid + dd(key, frame))
         level = 10 if frame % 3 else 90
         send(SSRC_AUDIO, bytes(30), pt=111, ext=bytes((0x10, 0x80 | level)))
         if frame == 5:
-            send(SSRC_RTX, vp8(False, frame))  # publisher RTX: an SSRC with no source
+            send(SSRC_RTX, video(False, frame))  # publisher RTX: an SSRC with no source
             send(SSRC_LAYERS[2], b"", padding=200)  # padding-only packet
         if frame == 9:
             steps[-1].targets = {0: 0, 1: 2}  # simulcast switches, taken on keyframes
@@ -120,9 +161,9 @@ def recorded_traffic(profile: int) -> list[Step]:
         if frame == 21:
             steps[-1].quiet_above = -1
         if frame == 12:
-            send(SSRC_NEW, vp8(True, frame))  # the low layer's SSRC changes (learnt)
-            send(SSRC_LAYERS[1], vp8(False, frame), ext=b"\x40h\x10\x00")
-            send(SSRC_LAYERS[0], vp8(False, frame), csrcs=2)
+            send(SSRC_NEW, video(True, frame), ext=dd(True, frame))  # SSRC changes (learnt)
+            send(SSRC_LAYERS[1], video(False, frame), ext=b"\x40h\x10\x00" + dd(False, frame))
+            send(SSRC_LAYERS[0], video(False, frame), csrcs=2)
         if frame == 14:
             steps.append(Step(b"\x80\x60" + bytes(60), now))  # fails SRTP auth
             steps.append(Step(tx.protect_rtcp(struct.pack("!BBHI", 0x80, 201, 1, 1)), now))
@@ -149,7 +190,7 @@ def udp() -> socket.socket:
     return s
 
 
-def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
+def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> Outcome:
     out = Outcome()
     sfu, pub, stray = udp(), udp(), udp()
     subs = [udp() for _ in range(2)]
@@ -178,6 +219,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
     audio = fp.Source(0, False, 1, None, audio_sinks, lambda lv, t: out.levels.append((lv, t)))
     for ssrc, layer in zip(SSRC_LAYERS, layers, strict=True):
         pub_link.sources[ssrc] = layer
+        layer.codec = CODEC_IDS[codec]
+        layer.dd_id = DD_ID if codec == "av1-dd" else -1
     pub_link.sources[SSRC_AUDIO] = audio
     sub_links = []
     for i in range(3):
@@ -244,11 +287,12 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
 
 
 @needs_native
+@pytest.mark.parametrize("codec", list(PAYLOADS))
 @pytest.mark.parametrize("profile", [GCM, CM], ids=["aes-gcm", "aes-cm-hmac"])
-def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
-    steps = recorded_traffic(profile)
-    py = run(_fastpath_py, steps, profile)
-    nat = run(native, steps, profile)
+def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> None:
+    steps = recorded_traffic(profile, codec)
+    py = run(_fastpath_py, steps, profile, codec)
+    nat = run(native, steps, profile, codec)
     assert nat.state == py.state
     assert nat.sent == py.sent
     assert nat.raw == py.raw
@@ -275,12 +319,15 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     head=st.binary(min_size=12, max_size=40),
     body=st.binary(max_size=80),
     level_id=st.integers(-1, 15),
+    codec=st.integers(0, 4),
+    dd_id=st.integers(-1, 15),
 )
 def test_arbitrary_plain_packets_same_outcome_no_crash(
-    head: bytes, body: bytes, level_id: int
+    head: bytes, body: bytes, level_id: int, codec: int, dd_id: int
 ) -> None:
     """Whatever a (decrypted) packet's header claims (CSRC count, extension length,
-    padding, keyframe bits), both paths agree, count malformed ones and never crash."""
+    padding, keyframe bits of any codec, a dependency descriptor), both paths agree,
+    count malformed ones and never crash."""
     results = []
     for fp in (_fastpath_py, native):
         stats = SfuStats()
@@ -303,6 +350,7 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
             levels.append(level)
 
         source = fp.Source(0, True, level_id, [None] * 8, sinks, on_level)
+        source.codec, source.dd_id = codec, dd_id
         forwarder.forward(source, head + body, 1.0)
         results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded))
     assert results[0] == results[1]
@@ -317,3 +365,17 @@ def test_session_rejects_bad_keys_and_bad_packets() -> None:
             rx.unprotect(b"\x80\x60" + bytes(40))
         with pytest.raises(fp.SrtpError):
             rx.unprotect_rtcp(b"\x80\xc9" + bytes(40))
+
+
+@needs_native
+@settings(max_examples=500, deadline=None)
+@given(
+    codec=st.integers(0, 4),
+    payload=st.binary(max_size=24),
+    dd=st.none() | st.binary(max_size=8),
+)
+def test_native_keyframe_test_is_the_python_one(
+    codec: int, payload: bytes, dd: bytes | None
+) -> None:
+    """The C table of keyframe tests answers as visavis.protocol.rtp.keyframes does."""
+    assert native.is_keyframe(codec, payload, dd) == keyframes.is_keyframe(codec, payload, dd)

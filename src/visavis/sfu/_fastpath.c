@@ -5,7 +5,8 @@
  *
  *   recvmmsg -> the link of the source address (a dict of int keys) -> SRTP unprotect
  *   (libsrtp2) -> the source of the SSRC (a dict per link) -> reception statistics,
- *   NACK history, audio level -> per sink: simulcast decision (Selector), sequence and
+ *   NACK history, audio level -> per sink: simulcast decision (Selector, on keyframes
+ *   found per codec: is_keyframe), sequence and
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extension (abs-send-time or audio level) -> SRTP protect -> sendmmsg.
  *
@@ -153,6 +154,65 @@ static int is_vp8_keyframe(const unsigned char *p, size_t n) {
     }
     if (n <= pos) return 0;
     return !(p[pos] & 0x01);
+}
+
+/* VP9 keyframe start (RFC 9628 s4.2), as visavis.protocol.rtp.vp9.is_vp9_keyframe:
+ * B (start of a layer frame), P = 0 (not inter-picture predicted), SID 0. */
+static int is_vp9_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    unsigned sid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    return (first & 0x08) && !(first & 0x40) && sid == 0;
+}
+
+/* H.264 (RFC 6184): a packet holding an SPS (7) or the start of an IDR slice (5), as
+ * visavis.protocol.rtp.h264.is_h264_keyframe. */
+static inline int h264_key_type(unsigned t) { return t == 5 || t == 7; }
+
+static int is_h264_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned nal = p[0] & 0x1F;
+    if (nal >= 1 && nal <= 23) return h264_key_type(nal);
+    if (nal == 24) { /* STAP-A */
+        size_t pos = 1;
+        while (pos + 2 < n) {
+            size_t size = (size_t)u16(p + pos);
+            if (size == 0 || pos + 2 + size > n) break;
+            if (h264_key_type(p[pos + 2] & 0x1F)) return 1;
+            pos += 2 + size;
+        }
+        return 0;
+    }
+    if (nal == 28 && n >= 2 && (p[1] & 0x80)) return h264_key_type(p[1] & 0x1F); /* FU-A */
+    return 0;
+}
+
+enum { CODEC_VP8 = 0, CODEC_VP9 = 1, CODEC_H264 = 2, CODEC_AV1 = 3 };
+
+/* As visavis.protocol.rtp.keyframes.is_keyframe: the dependency descriptor when the
+ * packet has one (dd != NULL: start of frame and template structure present), else the
+ * codec's payload header (AV1: the aggregation header's N bit). */
+static int is_keyframe(int codec, const unsigned char *p, size_t n, const unsigned char *dd,
+                       size_t ddlen) {
+    if (dd != NULL) return ddlen > 3 && (dd[0] & 0x80) && (dd[3] & 0x80);
+    switch (codec) {
+    case CODEC_VP8: return is_vp8_keyframe(p, n);
+    case CODEC_VP9: return is_vp9_keyframe(p, n);
+    case CODEC_H264: return is_h264_keyframe(p, n);
+    case CODEC_AV1: return n >= 1 && (p[0] & 0x08);
+    default: return 0;
+    }
 }
 
 /* ------------------------------------------------------------------ Session */
@@ -668,6 +728,8 @@ typedef struct {
     PyObject_HEAD
     int index, audio_level_id;
     int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
+    int codec;       /* video: CODEC_* (how keyframes are found) */
+    int dd_id;       /* dependency descriptor extension id, -1: none */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -716,6 +778,8 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->sinks, Py_NewRef(sinks));
     Py_XSETREF(self->on_level, Py_NewRef(on_level));
     self->quiet_above = -1;
+    self->codec = CODEC_VP8;
+    self->dd_id = -1;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -728,6 +792,8 @@ static PyMemberDef Source_members[] = {
     {"audio_level_id", T_INT, offsetof(Source, audio_level_id), 0, "extension id, -1 none"},
     {"quiet_above", T_INT, offsetof(Source, quiet_above), 0,
      "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
+    {"codec", T_INT, offsetof(Source, codec), 0, "video codec: 0 VP8, 1 VP9, 2 H.264, 3 AV1"},
+    {"dd_id", T_INT, offsetof(Source, dd_id), 0, "dependency descriptor extension id, -1 none"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -1027,7 +1093,12 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (src->is_video) {
             Selector *sel = sink->selector;
             if (!(index == sel->current && sel->current == sel->target)) {
-                if (keyframe < 0) keyframe = is_vp8_keyframe(payload, plen);
+                if (keyframe < 0) {
+                    size_t ddlen = 0;
+                    const unsigned char *dd =
+                        src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
+                    keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
+                }
                 int dec = sel_decide(sel, index, keyframe);
                 if (dec == DROP) continue;
                 if (dec == SWITCH) {
@@ -1360,9 +1431,27 @@ static PyObject *py_is_vp8_keyframe(PyObject *mod, PyObject *arg) {
     return PyBool_FromLong(k);
 }
 
+static PyObject *py_is_keyframe(PyObject *mod, PyObject *args) {
+    int codec;
+    Py_buffer b, dd = {0};
+    PyObject *ddobj = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*|O", &codec, &b, &ddobj)) return NULL;
+    if (ddobj != Py_None && PyObject_GetBuffer(ddobj, &dd, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    int k = is_keyframe(codec, b.buf, (size_t)b.len, ddobj != Py_None ? dd.buf : NULL,
+                        ddobj != Py_None ? (size_t)dd.len : 0);
+    if (ddobj != Py_None) PyBuffer_Release(&dd);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(k);
+}
+
 static PyMethodDef methods[] = {
     {"link_key", link_key, METH_VARARGS, "link_key(host, port) -> dict key, None if not IPv4"},
     {"is_vp8_keyframe", py_is_vp8_keyframe, METH_O, "the native VP8 keyframe test"},
+    {"is_keyframe", py_is_keyframe, METH_VARARGS,
+     "is_keyframe(codec, payload, dependency_descriptor=None): the native keyframe test"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastpath",

@@ -19,6 +19,7 @@ from typing import Any
 import pylibsrtp
 
 from visavis.protocol.rtp.extensions import abs_send_time, find_extension
+from visavis.protocol.rtp.keyframes import is_keyframe
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe
 from visavis.sfu.seq import SequenceRewriter as Rewriter
 from visavis.sfu.simulcast import Decision
@@ -36,6 +37,7 @@ __all__ = [
     "Sink",
     "Source",
     "SrtpError",
+    "is_keyframe",
     "is_vp8_keyframe",
     "link_key",
 ]
@@ -143,6 +145,8 @@ class Source:
         self.sinks = sinks
         self.on_level = on_level
         self.quiet_above = -1  # muted audio: drop packets quieter than this (-dBov)
+        self.codec = 0  # video: a keyframes.VideoCodec (how keyframes are found)
+        self.dd_id = -1  # dependency descriptor extension id, -1: none
         self.base_seq = -1
         self.max_seq = 0
         self.cycles = 0
@@ -342,7 +346,8 @@ class Forwarder:
                 selector = sink.selector
                 if not (index == selector.current == selector.target):
                     if keyframe is None:
-                        keyframe = is_vp8_keyframe(payload)
+                        dd = find_extension(data, source.dd_id) if source.dd_id >= 0 else None
+                        keyframe = is_keyframe(source.codec, payload, dd)
                     decision = selector.decide(index, keyframe)
                     if decision is Decision.DROP:
                         continue

@@ -113,6 +113,11 @@ class Joined(_Message):
     participants: list[ParticipantInfo]
     audio: int = Field(description="remote audio tracks available now (receive slots to offer)")
     video: int = Field(description="remote video tracks available now")
+    video_codec: Literal["vp8", "vp9", "h264", "av1"] = Field(
+        default="vp8",
+        description="the room's one video codec: offer it (an offer without it is refused"
+        " with `unsupported_codec`)",
+    )
 
 
 class Answer(_Message):
