@@ -100,7 +100,7 @@ def test_changed_clear_bytes_or_moved_payload_bytes_are_rejected(codec: Codec) -
     sender, receiver = pair()
     frame = AV1_FRAME if codec is Codec.AV1 else H264_FRAME
     data = encrypt_frame(sender, codec, frame)
-    header_byte = data.index(b"\x34\x08" if codec is Codec.AV1 else IDR[:3])
+    header_byte = data.index(b"\x36\x08" if codec is Codec.AV1 else IDR[:3])  # as written
     altered = bytearray(data)
     altered[header_byte + 1] ^= 0x01  # the OBU extension byte / the slice header
     with pytest.raises(AuthenticationError):

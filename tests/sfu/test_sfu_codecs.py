@@ -27,11 +27,11 @@ import pytest
 from tests.browser import chromium
 from tests.sfu.conftest import SECRET
 from tests.waiting import until_async
+from visavis.client.sfu_session import PatternTrack, SfuSession, SfuSessionError, ToneTrack
+from visavis.e2ee.ratchet import Keyring
 from visavis.sfu.room import Participant
 from visavis.sfu.server import SfuServer
 from visavis.tokens import sign_token
-
-pytestmark = [pytest.mark.browser]
 
 HERE = Path(__file__).parent
 WEB = Path(__file__).parents[2] / "src" / "visavis" / "web"
@@ -97,6 +97,7 @@ async def start_pages(browser: Any, url: str, sfu: SfuServer, codec: str, n: int
     return pages
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("codec", ["vp9", "av1", "h264"])
 async def test_codec_room_with_e2ee_decodes_on_every_side(sfu: SfuServer, codec: str) -> None:
     pytest.importorskip("playwright.async_api")
@@ -159,3 +160,54 @@ async def test_codec_room_with_e2ee_decodes_on_every_side(sfu: SfuServer, codec:
                     return await decoded() >= frames + 10
 
                 await until_async(more, f"decoding after the switch to layer {layer}", 30)
+
+
+@pytest.mark.interop
+async def test_sdk_h264_room_with_e2ee(sfu: SfuServer) -> None:
+    """Two Python SDK participants (aiortc encodes H.264) in an H.264 room with SFrame:
+    the unit layout survives aiortc's packetizer and the SFU, and each decodes the other."""
+    keyrings = [Keyring(), Keyring()]
+    keyrings[0].install("b", keyrings[1].current)
+    keyrings[1].install("a", keyrings[0].current)
+    clients = [
+        SfuSession(
+            sfu.control_url,
+            codec_token(name, "h264", "room-sdk"),
+            audio=ToneTrack(0.3),
+            video=PatternTrack(seed=i),
+            keyring=keyrings[i],
+        )
+        for i, name in enumerate(["a", "b"])
+    ]
+    try:
+        for client in clients:
+            await client.join()
+            assert client.video_codec == "h264"
+        for me, other in ((clients[0], clients[1]), (clients[1], clients[0])):
+            frames = me.frames[other.participant_id or ""]
+            await me.wait_for(lambda frames=frames: frames["video"] >= 10, 60)
+        room = sfu.rooms["room-sdk"]
+        for participant in room.participants.values():
+            for producer in participant.producers.values():
+                if producer.is_video:
+                    assert producer.layers[0].codec == 2  # keyframes by H.264 NAL types
+        for keyring in keyrings:
+            assert keyring.stats.encrypted > 0 and keyring.stats.decrypted > 0
+            assert not keyring.stats.dropped.get("auth"), keyring.stats.dropped
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.mark.interop
+async def test_sdk_cannot_join_an_av1_room_and_is_told_why(sfu: SfuServer) -> None:
+    client = SfuSession(
+        sfu.control_url, codec_token("a", "av1", "room-av1-sdk"), video=PatternTrack(seed=1)
+    )
+    try:
+        with pytest.raises(SfuSessionError) as caught:
+            await client.join()
+        assert caught.value.code == "unsupported_codec"
+        assert "this room's video codec is AV1" in str(caught.value)
+    finally:
+        await client.close()
