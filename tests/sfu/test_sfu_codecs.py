@@ -185,7 +185,11 @@ async def test_sdk_h264_room_with_e2ee(sfu: SfuServer) -> None:
             assert client.video_codec == "h264"
         for me, other in ((clients[0], clients[1]), (clients[1], clients[0])):
             frames = me.frames[other.participant_id or ""]
-            await me.wait_for(lambda frames=frames: frames["video"] >= 10, 60)
+
+            def decoded(frames: dict[str, int] = frames) -> bool:
+                return frames["video"] >= 10
+
+            await me.wait_for(decoded, 60)
         room = sfu.rooms["room-sdk"]
         for participant in room.participants.values():
             for producer in participant.producers.values():
