@@ -149,11 +149,11 @@ async def test_codec_room_with_e2ee_decodes_on_every_side(sfu: SfuServer, codec:
                 return int(got.get(ids[0], {}).get("video", 0))
 
             for layer, budget in ((0, 100_000.0), (1, 20_000_000.0)):
-                await until_async(
-                    lambda layer=layer, budget=budget: on_layer(layer, budget),
-                    f"a switch to layer {layer} ({codec})",
-                    40,
-                )
+
+                async def switched(layer: int = layer, budget: float = budget) -> bool:
+                    return await on_layer(layer, budget)
+
+                await until_async(switched, f"a switch to layer {layer} ({codec})", 40)
                 frames = await decoded()
 
                 async def more(frames: int = frames) -> bool:
