@@ -33,7 +33,9 @@ VIDEO_CODECS = [
 ]
 
 
-def video_section(mid: str, direction: str, codecs: list[tuple[str, str, str | None]]) -> list[str]:
+def video_section(
+    mid: str, direction: str, codecs: list[tuple[str, str, str | None]], rids: bool = True
+) -> list[str]:
     lines = [
         f"m=video 9 UDP/TLS/RTP/SAVPF {' '.join(pt for pt, _, _ in codecs)}",
         f"a=mid:{mid}",
@@ -52,14 +54,18 @@ def video_section(mid: str, direction: str, codecs: list[tuple[str, str, str | N
         if fmtp:
             lines.append(f"a=fmtp:{pt} {fmtp}")
         lines += [f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli"]
-    if direction == "sendonly":
+    if direction == "sendonly" and rids:
         lines += ["a=rid:q send", "a=rid:h send", "a=simulcast:send q;h"]
+    elif direction == "sendonly":
+        lines.append("a=ssrc:4242 cname:x")
     return lines
 
 
-def chromium_offer(codecs: list[tuple[str, str, str | None]] = VIDEO_CODECS) -> str:
+def chromium_offer(
+    codecs: list[tuple[str, str, str | None]] = VIDEO_CODECS, rids: bool = True
+) -> str:
     lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=extmap-allow-mixed"]
-    lines += video_section("0", "sendonly", codecs) + video_section("1", "recvonly", codecs)
+    lines += video_section("0", "sendonly", codecs, rids) + video_section("1", "recvonly", codecs)
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -157,3 +163,21 @@ def test_h264_room_switches_layers_on_h264_keyframes() -> None:
     assert len(sent) == 3 and consumer.selector.current == 1
     alice.on_rtp(h264(2, 6000, True, b"q"), 0.8)
     assert len(sent) == 4 and consumer.selector.current == 0
+
+
+def test_vp9_svc_thumbnails_get_the_lowest_spatial_layer_and_ask_for_a_keyframe_back() -> None:
+    room = make_room()
+    room.video_codec = VideoCodec.VP9
+    alice, bob = join(room, "alice"), join(room, "bob")
+    room.handle_offer(alice, chromium_offer(rids=False), 0.0)  # one stream: may be SVC
+    room.handle_offer(bob, chromium_offer(), 0.0)
+    producer = alice.producers["0"]
+    assert producer.svc and not bob.producers["0"].svc  # bob sends simulcast
+    consumer = bob.consumers["1"]
+    assert (consumer.spatial, consumer.spatial_target) == (7, 7)
+    producer.layers[0].last_packet = 1.0  # the stream is being received
+    room.set_layout(bob, [], ["alice"], 1.0)  # alice shown small
+    assert consumer.spatial_target == 0 and not consumer.wants_keyframe
+    consumer.spatial = 0  # as the fast path does at the next picture start
+    room.set_layout(bob, ["alice"], [], 2.0)  # shown large: every layer, from a keyframe
+    assert consumer.spatial_target == 7 and consumer.wants_keyframe

@@ -103,8 +103,14 @@ def dependency_descriptor(key: bool, n: int) -> bytes:
     return bytes(((DD_ID << 4) | (len(value) - 1),)) + value
 
 
-PAYLOADS = {"vp8": vp8, "vp9": vp9, "h264": h264, "av1": av1, "av1-dd": av1}
-CODEC_IDS = {"vp8": 0, "vp9": 1, "h264": 2, "av1": 3, "av1-dd": 3}
+def vp9_svc(key: bool, n: int, sid: int) -> bytes:
+    """One spatial layer's packet of an L3 picture (B and E: one packet per layer)."""
+    first = 0x80 | 0x20 | 0x08 | 0x04 | (0x02 if key and sid == 0 else 0) | (0 if key else 0x40)
+    return bytes((first, n % 128, (sid << 1) | (1 if sid else 0), n % 256)) + bytes((sid,)) * 30
+
+
+PAYLOADS = {"vp8": vp8, "vp9": vp9, "h264": h264, "av1": av1, "av1-dd": av1, "vp9-svc": vp9}
+CODEC_IDS = {"vp8": 0, "vp9": 1, "h264": 2, "av1": 3, "av1-dd": 3, "vp9-svc": 1}
 
 
 @dataclass
@@ -115,6 +121,7 @@ class Step:
     now: float
     source: str = "pub"  # or "stray"
     targets: dict[int, int] = field(default_factory=dict)  # sink index -> new target
+    spatial: dict[int, int] = field(default_factory=dict)  # sink index -> spatial target
     quiet_above: int | None = None  # set on the audio source (muted: voice only)
 
 
@@ -148,7 +155,11 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
         for layer, ssrc in enumerate(SSRC_LAYERS):
             if layer == 0 or frame % 2 == 0 or key:
                 rid = b"\x40" + bytes((ord("qhf"[layer]),))
-                send(ssrc, video(key, frame), marker=True, ext=rid + dd(key, frame))
+                if codec == "vp9-svc":  # three spatial layers in each stream
+                    for sid in range(3):
+                        send(ssrc, vp9_svc(key, frame, sid), marker=sid == 2, ext=rid)
+                else:
+                    send(ssrc, video(key, frame), marker=True, ext=rid + dd(key, frame))
         level = 10 if frame % 3 else 90
         send(SSRC_AUDIO, bytes(30), pt=111, ext=bytes((0x10, 0x80 | level)))
         if frame == 5:
@@ -156,6 +167,10 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
             send(SSRC_LAYERS[2], b"", padding=200)  # padding-only packet
         if frame == 9:
             steps[-1].targets = {0: 0, 1: 2}  # simulcast switches, taken on keyframes
+        if frame == 3:
+            steps[-1].spatial = {0: 0, 2: 1}  # VP9 SVC: fewer spatial layers, at once
+        if frame == 11:
+            steps[-1].spatial = {0: 7}  # all again: at the next keyframe (16)
         if frame == 15:
             steps[-1].quiet_above = 50  # audio no longer among the loudest: voice only
         if frame == 21:
@@ -250,6 +265,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
         for step in steps:
             for index, target in step.targets.items():
                 video_sinks[index].selector.set_target(target)
+            for index, target in step.spatial.items():
+                video_sinks[index].spatial_target = target
             if step.quiet_above is not None:
                 audio.quiet_above = step.quiet_above
             (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
@@ -268,6 +285,7 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
                 (s.packets, s.octets, s.selector.current, s.selector.target)
                 for s in video_sinks + audio_sinks
             ],
+            "spatial": [(s.spatial, s.spatial_target) for s in video_sinks],
             "lookup": [
                 [s.rewriter.lookup((s.rewriter.last_sequence - k) & 0xFFFF) for k in range(40)]
                 for s in video_sinks + audio_sinks
@@ -307,6 +325,14 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
     assert len(py.raw) == 4  # RTCP, STUN, the stray address, DTLS
     assert {struct.unpack_from("!I", p, 8)[0] for p in py.received} == {SSRC_RTX, SSRC_NEW}
     assert [s[2] for s in py.state["sinks"][:3]] == [0, 2, 0]  # switched on keyframes
+    if codec == "vp9-svc":
+        # sink 2 (no UDP path: its plain packets are in `outgoing`) was limited to
+        # spatial layer 1: SID 2 stops, and SID 1 packets end the picture (marker)
+        assert py.state["spatial"] == [(7, 7), (7, 7), (1, 1)]
+        video = [p for p in py.outgoing if p[1] & 0x7F == 102]
+        sids = [(p[20 + 2] >> 1) & 7 for p in video]  # 12 + abs-send-time (8), layer byte
+        assert 2 in sids[:6] and 2 not in sids[-30:] and 1 in sids[-30:]
+        assert all(p[1] & 0x80 for p, sid in zip(video[-30:], sids[-30:], strict=True) if sid == 1)
     assert len(py.levels) == 24 and {lv for lv, _ in py.levels} == {10, 90}
     # Muted for frames 15-20: their quiet packets (level 90: frames 15, 18) went nowhere.
     audio_packets = py.state["sinks"][3][0]

@@ -176,6 +176,27 @@ static int is_vp9_keyframe(const unsigned char *p, size_t n) {
     return (first & 0x08) && !(first & 0x40) && sid == 0;
 }
 
+/* The VP9 descriptor's fields for spatial-layer selection: 1 (and *sid, *flags: bit 0 B,
+ * bit 1 E, bit 2 P) or 0 if truncated, as visavis.protocol.rtp.vp9.parse_vp9_descriptor. */
+static int vp9_layer(const unsigned char *p, size_t n, int *sid, int *flags) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    *sid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        *sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    *flags = ((first & 0x08) ? 1 : 0) | ((first & 0x04) ? 2 : 0) | ((first & 0x40) ? 4 : 0);
+    return 1;
+}
+
 /* H.264 (RFC 6184): a packet holding an SPS (7) or the start of an IDR slice (5), as
  * visavis.protocol.rtp.h264.is_h264_keyframe. */
 static inline int h264_key_type(unsigned t) { return t == 5 || t == 7; }
@@ -343,6 +364,7 @@ typedef struct {
     int first, count, cap; /* ring of the last `cap` segments */
     int pending;
     long pending_tag;
+    int skip_pending; /* packets were dropped: the next one continues the output seq */
 } Rewriter;
 
 static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
@@ -366,6 +388,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     self->cap = history;
     self->pending = 1;
     self->pending_tag = -1;
+    self->skip_pending = 0;
     return 0;
 }
 
@@ -373,11 +396,53 @@ static inline Segment *rw_last(Rewriter *r) {
     return &r->segs[(r->first + r->count - 1) % r->cap];
 }
 
+/* A new segment (the oldest is forgotten when the ring is full). */
+static Segment *rw_push(Rewriter *r) {
+    Segment *s;
+    if (r->count < r->cap) {
+        s = &r->segs[(r->first + r->count) % r->cap];
+        r->count++;
+    } else {
+        s = &r->segs[r->first];
+        r->first = (r->first + 1) % r->cap;
+    }
+    return s;
+}
+
+/* Packet `seq` of the current source is not forwarded (a spatial layer above the
+ * subscriber's): the next forwarded packet continues the output sequence without a gap
+ * (a new segment with the same tag and timestamp offset), as seq.py's skip(). */
+static void rw_skip(Rewriter *r, unsigned seq) {
+    if (r->pending || r->count == 0 || seq_delta(seq, r->highest_in) <= 0) return;
+    r->highest_in = seq;
+    r->skip_pending = 1;
+}
+
 /* 1 with the output seq and ts set, or 0 to drop. */
 static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsigned *out_seq,
                       uint32_t *out_ts) {
+    if (r->skip_pending && !r->pending && seq_delta(seq, r->highest_in) > 0) {
+        r->skip_pending = 0;
+        Segment last = *rw_last(r);
+        Segment *s = rw_push(r);
+        unsigned os = (r->last_out_seq + 1) & 0xFFFF;
+        s->tag = last.tag;
+        s->in_start = seq;
+        s->out_start = os;
+        s->seq_offset = (os - seq) & 0xFFFF;
+        s->ts_offset = last.ts_offset;
+        r->highest_in = seq;
+        r->last_out_seq = os;
+        r->last_out_ts = ts + last.ts_offset;
+        r->last_out_time = now;
+        r->has_time = 1;
+        *out_seq = os;
+        *out_ts = ts + last.ts_offset;
+        return 1;
+    }
     if (r->pending) {
         r->pending = 0;
+        r->skip_pending = 0;
         long long gap = 1;
         if (r->has_time) {
             double g = nearbyint((now - r->last_out_time) * (double)r->clock_rate);
@@ -386,14 +451,7 @@ static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsign
         unsigned os = (r->last_out_seq + 1) & 0xFFFF;
         uint32_t ot = (uint32_t)(((unsigned long long)r->last_out_ts + (unsigned long long)gap) &
                                  0xFFFFFFFFULL);
-        Segment *s;
-        if (r->count < r->cap) {
-            s = &r->segs[(r->first + r->count) % r->cap];
-            r->count++;
-        } else {
-            s = &r->segs[r->first];
-            r->first = (r->first + 1) % r->cap;
-        }
+        Segment *s = rw_push(r);
         s->tag = r->pending_tag;
         s->in_start = seq;
         s->out_start = os;
@@ -433,6 +491,13 @@ static PyObject *Rewriter_switch(Rewriter *self, PyObject *tag) {
     }
     self->pending = 1;
     self->pending_tag = t;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Rewriter_skip(Rewriter *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    rw_skip(self, (unsigned)(seq & 0xFFFF));
     Py_RETURN_NONE;
 }
 
@@ -481,6 +546,7 @@ static PyObject *Rewriter_get_last_timestamp(Rewriter *self, void *c) {
 
 static PyMethodDef Rewriter_methods[] = {
     {"switch", (PyCFunction)Rewriter_switch, METH_O, "the next packet comes from source tag"},
+    {"skip", (PyCFunction)Rewriter_skip, METH_O, "packet seq is not forwarded: close the gap"},
     {"rewrite", (PyCFunction)Rewriter_rewrite, METH_VARARGS, "(seq, ts, now) -> mapped or None"},
     {"timestamp_offset", (PyCFunction)Rewriter_timestamp_offset, METH_NOARGS,
      "current segment's timestamp offset"},
@@ -826,6 +892,7 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
+    int spatial, spatial_target; /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -866,6 +933,7 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->abs_send_time_id = abs_id;
     self->audio_level_id = level_id;
     self->packets = self->octets = 0;
+    self->spatial = self->spatial_target = 7;
     return 0;
 }
 
@@ -879,6 +947,9 @@ static PyMemberDef Sink_members[] = {
     {"selector", T_OBJECT_EX, offsetof(Sink, selector), READONLY, "simulcast selector"},
     {"packets", T_LONGLONG, offsetof(Sink, packets), 0, "packets forwarded"},
     {"octets", T_LONGLONG, offsetof(Sink, octets), 0, "payload bytes forwarded"},
+    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
+    {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
+     "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1083,6 +1154,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
+    int vp9_state = 0, vp9_sid = 0, vp9_flags = 0; /* 0: not parsed yet, 1: parsed, -1: bad */
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1105,6 +1177,22 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
                     sink->rewriter->pending = 1;
                     sink->rewriter->pending_tag = index;
                 }
+            }
+        }
+        unsigned mark = marker;
+        if (src->codec == CODEC_VP9 && (sink->spatial < 7 || sink->spatial_target < 7)) {
+            /* VP9 SVC: forward spatial layers up to the subscriber's, lower it at a picture
+             * start, raise it at a keyframe; the last forwarded layer ends the picture. */
+            if (vp9_state == 0) vp9_state = vp9_layer(payload, plen, &vp9_sid, &vp9_flags) ? 1 : -1;
+            if (vp9_state > 0) {
+                if ((vp9_flags & 1) && vp9_sid == 0 &&
+                    (sink->spatial_target < sink->spatial || !(vp9_flags & 4)))
+                    sink->spatial = sink->spatial_target;
+                if (vp9_sid > sink->spatial) {
+                    rw_skip(sink->rewriter, seq);
+                    continue;
+                }
+                if ((vp9_flags & 2) && vp9_sid == sink->spatial) mark = 0x80;
             }
         }
         unsigned os;
@@ -1134,7 +1222,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             hlen = 20;
         }
         out[0] = (unsigned char)fl;
-        out[1] = (unsigned char)(marker | (unsigned)sink->pt);
+        out[1] = (unsigned char)(mark | (unsigned)sink->pt);
         put16(out + 2, os);
         put32(out + 4, ot);
         put32(out + 8, (uint32_t)sink->ssrc);

@@ -10,6 +10,7 @@ Python classes of :mod:`visavis.sfu.seq` and :mod:`visavis.sfu.simulcast`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -18,9 +19,11 @@ from typing import Any
 
 import pylibsrtp
 
+from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.extensions import abs_send_time, find_extension
-from visavis.protocol.rtp.keyframes import is_keyframe
+from visavis.protocol.rtp.keyframes import VideoCodec, is_keyframe
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe
+from visavis.protocol.rtp.vp9 import Vp9Descriptor, parse_vp9_descriptor
 from visavis.sfu.seq import SequenceRewriter as Rewriter
 from visavis.sfu.simulcast import Decision
 from visavis.sfu.simulcast import LayerSelector as Selector
@@ -53,6 +56,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 Addr = tuple[str, int]
+VP9 = VideoCodec.VP9
 _TALLY = ("packets_in", "forwarded", "bytes", "srtp_auth", "malformed", "send_failed", "garbage")
 
 
@@ -177,6 +181,8 @@ class Sink:
         self.selector = selector
         self.packets = 0
         self.octets = 0
+        self.spatial = 7  # VP9 SVC: highest spatial layer forwarded (7: all)
+        self.spatial_target = 7  # wanted: up on a keyframe, down at a picture start
 
 
 def link_key(host: str, port: int) -> object | None:
@@ -338,6 +344,8 @@ class Forwarder:
         flags = 0x80 | (data[0] & 0x20)
         marker = data[1] & 0x80
         keyframe: bool | None = None
+        vp9: Vp9Descriptor | None = None  # parsed once, for VP9 SVC sinks
+        vp9_parsed = False
         index = source.index
         abs_value = abs_send_time(now)
         sock = self.sock
@@ -353,6 +361,24 @@ class Forwarder:
                         continue
                     if decision is Decision.SWITCH:
                         sink.rewriter.switch(index)
+            mark = marker
+            if source.codec == VP9 and (sink.spatial < 7 or sink.spatial_target < 7):
+                if not vp9_parsed:
+                    vp9_parsed = True
+                    with contextlib.suppress(RtpError):
+                        vp9 = parse_vp9_descriptor(payload)
+                if vp9 is not None:
+                    if (
+                        vp9.start
+                        and vp9.spatial == 0
+                        and (sink.spatial_target < sink.spatial or not vp9.predicted)
+                    ):
+                        sink.spatial = sink.spatial_target
+                    if vp9.spatial > sink.spatial:
+                        sink.rewriter.skip(seq)
+                        continue
+                    if vp9.end and vp9.spatial == sink.spatial:
+                        mark = 0x80
             mapped = sink.rewriter.rewrite(seq, ts, now)
             if mapped is None:
                 continue
@@ -365,7 +391,7 @@ class Forwarder:
                 fl |= 0x10
             else:
                 ext = b""
-            packet = _HEADER.pack(fl, marker | sink.pt, mapped[0], mapped[1], sink.ssrc)
+            packet = _HEADER.pack(fl, mark | sink.pt, mapped[0], mapped[1], sink.ssrc)
             packet += ext + payload
             link = sink.link
             if sock is not None and link.destination is not None:

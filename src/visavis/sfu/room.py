@@ -175,6 +175,8 @@ class Producer:
         self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
+        # One VP9 stream: it may carry spatial layers (SVC), which consumers select.
+        self.svc = self.is_video and not rids and participant.room.video_codec is VideoCodec.VP9
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -230,6 +232,13 @@ class Consumer(fastpath.Sink):
 
     def send_info(self) -> SendInfo:
         return SendInfo(self.ssrc, self.rtx_ssrc, self.producer.participant.id, self.track_id)
+
+    @property
+    def wants_keyframe(self) -> bool:
+        """Waiting for a keyframe: a simulcast switch, or more VP9 spatial layers."""
+        if self.selector.target < 0:  # paused
+            return False
+        return bool(self.selector.wants_keyframe or self.spatial < self.spatial_target)
 
 
 Notify = Callable[[BaseModel], None]
@@ -715,7 +724,7 @@ class Room:
                 participant.notify(message)
         for participant in self.participants.values():
             for consumer in participant.consumers.values():
-                if consumer.producer.is_video and consumer.selector.wants_keyframe:
+                if consumer.producer.is_video and consumer.wants_keyframe:
                     self.request_keyframe(consumer.producer, consumer.selector.target, now)
         dead = [
             p
@@ -786,7 +795,7 @@ class Room:
         subscriber.thumbnails = None if thumbnails is None else set(thumbnails)
         self._allocate(subscriber, now)
         for consumer in subscriber.consumers.values():
-            if consumer.producer.is_video and consumer.selector.wants_keyframe:
+            if consumer.producer.is_video and consumer.wants_keyframe:
                 self.request_keyframe(consumer.producer, consumer.selector.target, now)
 
     def _allocate(self, subscriber: Participant, now: float) -> None:
@@ -829,4 +838,6 @@ class Room:
             if layer is None:
                 continue
             consumer.selector.set_target(layer)
+            if consumer.producer.svc:  # all spatial layers, or the lowest (thumbnail, no room)
+                consumer.spatial_target = 7 if high and (rates[layer] or 0.0) <= budget else 0
             budget -= rates[layer] or 0.0
