@@ -81,7 +81,9 @@ async def sender_codecs(page: Any) -> list[str]:
     )
 
 
-async def start_pages(browser: Any, url: str, sfu: SfuServer, codec: str, n: int) -> list[Any]:
+async def start_pages(
+    browser: Any, url: str, sfu: SfuServer, codec: str, n: int, layers: int = 2
+) -> list[Any]:
     key = list(secrets.token_bytes(16))
     kids = list(range(1, n + 1))
     pages = []
@@ -90,8 +92,15 @@ async def start_pages(browser: Any, url: str, sfu: SfuServer, codec: str, n: int
         await page.goto(url)
         await page.wait_for_function("typeof window.run === 'function'")
         await page.evaluate(
-            "([u, t, kid, kids, key]) => run(u, t, kid, kids, key, 2)",
-            [sfu.control_url, codec_token(f"user{kid}", codec, f"room-{codec}"), kid, kids, key],
+            "([u, t, kid, kids, key, layers]) => run(u, t, kid, kids, key, layers)",
+            [
+                sfu.control_url,
+                codec_token(f"user{kid}", codec, f"room-{codec}-{layers}"),
+                kid,
+                kids,
+                key,
+                layers,
+            ],
         )
         pages.append(page)
     return pages
@@ -109,7 +118,7 @@ async def test_codec_room_with_e2ee_decodes_on_every_side(sfu: SfuServer, codec:
                 pytest.skip("this Chromium build has no H.264 encoder (docs/sfu.md, Codecs)")
             pages = await start_pages(browser, url, sfu, codec, 3)
             ids = [await p.evaluate("window.state.participant_id") for p in pages]
-            room = sfu.rooms[f"room-{codec}"]
+            room = sfu.rooms[f"room-{codec}-2"]
             assert room.video_codec.name.lower() == codec
 
             async def everyone_decodes() -> bool:
@@ -215,3 +224,50 @@ async def test_sdk_cannot_join_an_av1_room_and_is_told_why(sfu: SfuServer) -> No
         assert "this room's video codec is AV1" in str(caught.value)
     finally:
         await client.close()
+
+
+@pytest.mark.browser
+async def test_vp9_svc_thumbnail_gets_the_lowest_spatial_layer(sfu: SfuServer) -> None:
+    """Chromium sends one VP9 stream with spatial layers (L3T3_KEY), encrypted; a
+    subscriber that shows it as a thumbnail gets only the lowest layer (decoded smaller),
+    then all of them again when it shows it large."""
+    pytest.importorskip("playwright.async_api")
+    async with chromium(*ARGS) as browser:
+        with page_server() as url:
+            pages = await start_pages(browser, url, sfu, "vp9", 2, layers=0)
+            ids = [await p.evaluate("window.state.participant_id") for p in pages]
+            room = sfu.rooms["room-vp9-0"]
+            publisher = room.participants[ids[0]]
+            video = next(p for p in publisher.producers.values() if p.is_video)
+            assert video.svc and len(video.layers) == 1
+
+            async def width() -> int:
+                errors = await pages[1].evaluate("window.state.errors")
+                assert not errors, errors
+                got = await pages[1].evaluate("received()")
+                entry = got.get(ids[0], {})
+                return int(entry.get("width", 0)) if entry.get("video", 0) >= 10 else 0
+
+            async def full() -> bool:
+                return await width() >= 640
+
+            await until_async(full, "the subscriber to decode all three layers (640 wide)", 90)
+            await pages[1].evaluate("([id]) => layout([], [id])", [ids[0]])
+
+            async def thumbnail() -> bool:
+                # the last decoded frame's width: the lowest layer is a half or a quarter
+                # (Chromium drops the lowest of three layers below 240x135)
+                return 0 < await width() <= 320
+
+            await until_async(thumbnail, "only the lowest spatial layer (<= 320 wide)", 40)
+            subscriber = room.participants[ids[1]]
+            consumer = next(c for c in subscriber.consumers.values() if c.producer is video)
+            assert (consumer.spatial, consumer.spatial_target) == (0, 0)
+            await pages[1].evaluate("([id]) => layout([id], [])", [ids[0]])
+
+            async def large_again() -> bool:
+                return bool(consumer.spatial == 7)
+
+            await until_async(large_again, "all spatial layers again, from a keyframe", 40)
+            stats = await pages[1].evaluate("e2eeStats()")
+            assert not stats["dropped"].get("auth"), stats
