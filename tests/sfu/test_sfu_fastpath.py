@@ -8,6 +8,7 @@ levels, and malformed, unauthenticated, RTCP, STUN and stray datagrams."""
 
 from __future__ import annotations
 
+import itertools
 import select
 import socket
 import struct
@@ -109,8 +110,23 @@ def vp9_svc(key: bool, n: int, sid: int) -> bytes:
     return bytes((first, n % 128, (sid << 1) | (1 if sid else 0), n % 256)) + bytes((sid,)) * 30
 
 
-PAYLOADS = {"vp8": vp8, "vp9": vp9, "h264": h264, "av1": av1, "av1-dd": av1, "vp9-svc": vp9}
-CODEC_IDS = {"vp8": 0, "vp9": 1, "h264": 2, "av1": 3, "av1-dd": 3, "vp9-svc": 1}
+def vp8_tl(key: bool, n: int) -> bytes:
+    """VP8 with three temporal layers (TID 0, 2, 1, 2, ...): X, S; T; TID byte; tag."""
+    tid = (0, 2, 1, 2)[n % 4]
+    head = bytes((0x90, 0x20, (tid << 6) | (0x20 if tid else 0)))
+    return head + bytes((0x00 if key else 0x01, 0x9D, 0x01, 0x2A)) + bytes((n % 256,)) * 40
+
+
+PAYLOADS = {
+    "vp8": vp8,
+    "vp8-tl": vp8_tl,
+    "vp9": vp9,
+    "vp9-svc": vp9,
+    "h264": h264,
+    "av1": av1,
+    "av1-dd": av1,
+}
+CODEC_IDS = {"vp8": 0, "vp8-tl": 0, "vp9": 1, "vp9-svc": 1, "h264": 2, "av1": 3, "av1-dd": 3}
 
 
 @dataclass
@@ -122,6 +138,7 @@ class Step:
     source: str = "pub"  # or "stray"
     targets: dict[int, int] = field(default_factory=dict)  # sink index -> new target
     spatial: dict[int, int] = field(default_factory=dict)  # sink index -> spatial target
+    temporal: dict[int, int] = field(default_factory=dict)  # sink index -> temporal target
     quiet_above: int | None = None  # set on the audio source (muted: voice only)
 
 
@@ -171,6 +188,10 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
             steps[-1].spatial = {0: 0, 2: 1}  # VP9 SVC: fewer spatial layers, at once
         if frame == 11:
             steps[-1].spatial = {0: 7}  # all again: at the next keyframe (16)
+        if frame == 4:
+            steps[-1].temporal = {2: 0}  # the base frame rate only, at once
+        if frame == 13:
+            steps[-1].temporal = {2: 7}  # all again: at the next keyframe (16)
         if frame == 15:
             steps[-1].quiet_above = 50  # audio no longer among the loudest: voice only
         if frame == 21:
@@ -267,6 +288,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
                 video_sinks[index].selector.set_target(target)
             for index, target in step.spatial.items():
                 video_sinks[index].spatial_target = target
+            for index, target in step.temporal.items():
+                video_sinks[index].temporal_target = target
             if step.quiet_above is not None:
                 audio.quiet_above = step.quiet_above
             (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
@@ -286,6 +309,7 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
                 for s in video_sinks + audio_sinks
             ],
             "spatial": [(s.spatial, s.spatial_target) for s in video_sinks],
+            "temporal": [(s.temporal, s.temporal_target) for s in video_sinks],
             "lookup": [
                 [s.rewriter.lookup((s.rewriter.last_sequence - k) & 0xFFFF) for k in range(40)]
                 for s in video_sinks + audio_sinks
@@ -333,6 +357,17 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
         sids = [(p[20 + 2] >> 1) & 7 for p in video]  # 12 + abs-send-time (8), layer byte
         assert 2 in sids[:6] and 2 not in sids[-30:] and 1 in sids[-30:]
         assert all(p[1] & 0x80 for p, sid in zip(video[-30:], sids[-30:], strict=True) if sid == 1)
+    if codec == "vp8-tl":
+        # sink 2 (plain packets in `outgoing`) got only TID 0 from frame 5 to the
+        # keyframe at 16, then every layer again; its sequence has no gap
+        assert py.state["temporal"] == [(7, 7), (7, 7), (7, 7)]
+        video = [p for p in py.outgoing if p[1] & 0x7F == 102]
+        tids = [p[20 + 2] >> 6 for p in video]
+        assert tids[:5] == [0, 2, 1, 2, 0]  # frames 0-4
+        assert tids[-8:] == [0, 2, 1, 2, 0, 2, 1, 2]  # frames 16-23
+        assert len(tids) > 14 and set(tids[5:-8]) == {0}  # frames 8 and 12 only
+        seqs = [int.from_bytes(p[2:4], "big") for p in video]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no hole
     assert len(py.levels) == 24 and {lv for lv, _ in py.levels} == {10, 90}
     # Muted for frames 15-20: their quiet packets (level 90: frames 15, 18) went nowhere.
     audio_packets = py.state["sinks"][3][0]

@@ -176,9 +176,14 @@ static int is_vp9_keyframe(const unsigned char *p, size_t n) {
     return (first & 0x08) && !(first & 0x40) && sid == 0;
 }
 
-/* The VP9 descriptor's fields for spatial-layer selection: 1 (and *sid, *flags: bit 0 B,
- * bit 1 E, bit 2 P) or 0 if truncated, as visavis.protocol.rtp.vp9.parse_vp9_descriptor. */
-static int vp9_layer(const unsigned char *p, size_t n, int *sid, int *flags) {
+/* Where a VP8/VP9 packet sits in the layer structure, as
+ * visavis.protocol.rtp.keyframes.layer_info: spatial and temporal ids, start of a picture,
+ * end of a layer frame (VP9 E), keyframe start. */
+typedef struct {
+    int sid, tid, start, end, intra;
+} LayerInfo;
+
+static int vp9_info(const unsigned char *p, size_t n, LayerInfo *li) {
     if (n < 1) return 0;
     unsigned first = p[0];
     size_t pos = 1;
@@ -186,14 +191,38 @@ static int vp9_layer(const unsigned char *p, size_t n, int *sid, int *flags) {
         if (n <= pos) return 0;
         pos += (p[pos] & 0x80) ? 2 : 1;
     }
-    *sid = 0;
+    li->sid = li->tid = 0;
     if (first & 0x20) {
         if (n <= pos) return 0;
-        *sid = (p[pos] >> 1) & 0x07;
+        li->tid = p[pos] >> 5;
+        li->sid = (p[pos] >> 1) & 0x07;
         pos += 1;
     }
     if (n < pos) return 0;
-    *flags = ((first & 0x08) ? 1 : 0) | ((first & 0x04) ? 2 : 0) | ((first & 0x40) ? 4 : 0);
+    li->start = (first & 0x08) && li->sid == 0;
+    li->end = (first & 0x04) != 0;
+    li->intra = li->start && !(first & 0x40);
+    return 1;
+}
+
+static int vp8_info(const unsigned char *p, size_t n, LayerInfo *li) {
+    if (n < 1) return 0;
+    li->sid = li->tid = 0;
+    li->end = 0;
+    li->start = (p[0] & 0x10) && !(p[0] & 0x07);
+    li->intra = is_vp8_keyframe(p, n);
+    if (!(p[0] & 0x80)) return 1;
+    if (n < 2) return 0;
+    unsigned ext = p[1];
+    size_t pos = 2;
+    if (ext & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    if (ext & 0x40) pos += 1;
+    if (!(ext & 0x20)) return 1;
+    if (n <= pos) return 0;
+    li->tid = p[pos] >> 6;
     return 1;
 }
 
@@ -892,7 +921,8 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
-    int spatial, spatial_target; /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int spatial, spatial_target;   /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int temporal, temporal_target; /* VP8/VP9: highest temporal layer forwarded / wanted */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -934,6 +964,7 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->audio_level_id = level_id;
     self->packets = self->octets = 0;
     self->spatial = self->spatial_target = 7;
+    self->temporal = self->temporal_target = 7;
     return 0;
 }
 
@@ -950,6 +981,9 @@ static PyMemberDef Sink_members[] = {
     {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
     {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
      "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9: highest temporal layer forwarded"},
+    {"temporal_target", T_INT, offsetof(Sink, temporal_target), 0,
+     "VP8/VP9: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1154,7 +1188,8 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
-    int vp9_state = 0, vp9_sid = 0, vp9_flags = 0; /* 0: not parsed yet, 1: parsed, -1: bad */
+    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 truncated */
+    LayerInfo li = {0, 0, 0, 0, 0};
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1180,19 +1215,29 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             }
         }
         unsigned mark = marker;
-        if (src->codec == CODEC_VP9 && (sink->spatial < 7 || sink->spatial_target < 7)) {
-            /* VP9 SVC: forward spatial layers up to the subscriber's, lower it at a picture
-             * start, raise it at a keyframe; the last forwarded layer ends the picture. */
-            if (vp9_state == 0) vp9_state = vp9_layer(payload, plen, &vp9_sid, &vp9_flags) ? 1 : -1;
-            if (vp9_state > 0) {
-                if ((vp9_flags & 1) && vp9_sid == 0 &&
-                    (sink->spatial_target < sink->spatial || !(vp9_flags & 4)))
-                    sink->spatial = sink->spatial_target;
-                if (vp9_sid > sink->spatial) {
+        if ((src->codec == CODEC_VP8 || src->codec == CODEC_VP9) &&
+            (sink->spatial < 7 || sink->spatial_target < 7 || sink->temporal < 7 ||
+             sink->temporal_target < 7)) {
+            /* Layer limits (VP9 SVC spatial layers, VP8/VP9 temporal layers): they go down
+             * at a picture start, up at a keyframe; packets above them are not forwarded
+             * (the rewriter closes the gap); the last forwarded spatial layer ends the
+             * picture. */
+            if (li_state == 0)
+                li_state = (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload, plen, &li)
+                               ? 1
+                               : -1;
+            if (li_state > 0) {
+                if (li.start) {
+                    if (sink->spatial_target < sink->spatial || li.intra)
+                        sink->spatial = sink->spatial_target;
+                    if (sink->temporal_target < sink->temporal || li.intra)
+                        sink->temporal = sink->temporal_target;
+                }
+                if (li.sid > sink->spatial || li.tid > sink->temporal) {
                     rw_skip(sink->rewriter, seq);
                     continue;
                 }
-                if ((vp9_flags & 2) && vp9_sid == sink->spatial) mark = 0x80;
+                if (li.end && li.sid == sink->spatial) mark = 0x80;
             }
         }
         unsigned os;

@@ -10,7 +10,6 @@ Python classes of :mod:`visavis.sfu.seq` and :mod:`visavis.sfu.simulcast`.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import time
@@ -19,11 +18,9 @@ from typing import Any
 
 import pylibsrtp
 
-from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.extensions import abs_send_time, find_extension
-from visavis.protocol.rtp.keyframes import VideoCodec, is_keyframe
+from visavis.protocol.rtp.keyframes import LayerInfo, VideoCodec, is_keyframe, layer_info
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe
-from visavis.protocol.rtp.vp9 import Vp9Descriptor, parse_vp9_descriptor
 from visavis.sfu.seq import SequenceRewriter as Rewriter
 from visavis.sfu.simulcast import Decision
 from visavis.sfu.simulcast import LayerSelector as Selector
@@ -56,7 +53,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 Addr = tuple[str, int]
-VP9 = VideoCodec.VP9
+_LAYERED = (VideoCodec.VP8, VideoCodec.VP9)  # codecs whose packets say their layers
 _TALLY = ("packets_in", "forwarded", "bytes", "srtp_auth", "malformed", "send_failed", "garbage")
 
 
@@ -183,6 +180,8 @@ class Sink:
         self.octets = 0
         self.spatial = 7  # VP9 SVC: highest spatial layer forwarded (7: all)
         self.spatial_target = 7  # wanted: up on a keyframe, down at a picture start
+        self.temporal = 7  # VP8/VP9: highest temporal layer forwarded (7: all)
+        self.temporal_target = 7
 
 
 def link_key(host: str, port: int) -> object | None:
@@ -344,8 +343,8 @@ class Forwarder:
         flags = 0x80 | (data[0] & 0x20)
         marker = data[1] & 0x80
         keyframe: bool | None = None
-        vp9: Vp9Descriptor | None = None  # parsed once, for VP9 SVC sinks
-        vp9_parsed = False
+        info: LayerInfo | None = None  # parsed once, for sinks with layer limits
+        info_parsed = False
         index = source.index
         abs_value = abs_send_time(now)
         sock = self.sock
@@ -362,22 +361,25 @@ class Forwarder:
                     if decision is Decision.SWITCH:
                         sink.rewriter.switch(index)
             mark = marker
-            if source.codec == VP9 and (sink.spatial < 7 or sink.spatial_target < 7):
-                if not vp9_parsed:
-                    vp9_parsed = True
-                    with contextlib.suppress(RtpError):
-                        vp9 = parse_vp9_descriptor(payload)
-                if vp9 is not None:
-                    if (
-                        vp9.start
-                        and vp9.spatial == 0
-                        and (sink.spatial_target < sink.spatial or not vp9.predicted)
-                    ):
-                        sink.spatial = sink.spatial_target
-                    if vp9.spatial > sink.spatial:
+            if source.codec in _LAYERED and (
+                sink.spatial < 7
+                or sink.spatial_target < 7
+                or sink.temporal < 7
+                or sink.temporal_target < 7
+            ):
+                if not info_parsed:
+                    info_parsed = True
+                    info = layer_info(source.codec, payload)
+                if info is not None:
+                    if info.start:
+                        if sink.spatial_target < sink.spatial or info.intra:
+                            sink.spatial = sink.spatial_target
+                        if sink.temporal_target < sink.temporal or info.intra:
+                            sink.temporal = sink.temporal_target
+                    if info.spatial > sink.spatial or info.temporal > sink.temporal:
                         sink.rewriter.skip(seq)
                         continue
-                    if vp9.end and vp9.spatial == sink.spatial:
+                    if info.end and info.spatial == sink.spatial:
                         mark = 0x80
             mapped = sink.rewriter.rewrite(seq, ts, now)
             if mapped is None:

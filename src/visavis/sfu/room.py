@@ -175,8 +175,11 @@ class Producer:
         self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
-        # One VP9 stream: it may carry spatial layers (SVC), which consumers select.
-        self.svc = self.is_video and not rids and participant.room.video_codec is VideoCodec.VP9
+        codec = participant.room.video_codec
+        # One VP9 stream: it may carry spatial layers (SVC), which consumers select; VP8
+        # and VP9 packets say their temporal layer, which thumbnails drop.
+        self.svc = self.is_video and not rids and codec is VideoCodec.VP9
+        self.temporal_layers = self.is_video and codec in (VideoCodec.VP8, VideoCodec.VP9)
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -235,10 +238,14 @@ class Consumer(fastpath.Sink):
 
     @property
     def wants_keyframe(self) -> bool:
-        """Waiting for a keyframe: a simulcast switch, or more VP9 spatial layers."""
+        """Waiting for a keyframe: a simulcast switch, more spatial or temporal layers."""
         if self.selector.target < 0:  # paused
             return False
-        return bool(self.selector.wants_keyframe or self.spatial < self.spatial_target)
+        return bool(
+            self.selector.wants_keyframe
+            or self.spatial < self.spatial_target
+            or self.temporal < self.temporal_target
+        )
 
 
 Notify = Callable[[BaseModel], None]
@@ -840,4 +847,6 @@ class Room:
             consumer.selector.set_target(layer)
             if consumer.producer.svc:  # all spatial layers, or the lowest (thumbnail, no room)
                 consumer.spatial_target = 7 if high and (rates[layer] or 0.0) <= budget else 0
+            if consumer.producer.temporal_layers:  # a thumbnail: the base frame rate only
+                consumer.temporal_target = 0 if thumbnail else 7
             budget -= rates[layer] or 0.0

@@ -17,7 +17,8 @@ from visavis.protocol.rtp.av1 import (
 )
 from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.h264 import is_h264_keyframe, nal_types
-from visavis.protocol.rtp.keyframes import VideoCodec, is_keyframe
+from visavis.protocol.rtp.keyframes import LayerInfo, VideoCodec, is_keyframe, layer_info
+from visavis.protocol.rtp.vp8 import vp8_temporal_id
 from visavis.protocol.rtp.vp9 import is_vp9_keyframe, parse_vp9_descriptor
 
 # -- VP9 (RFC 9628 s4.2) -------------------------------------------------------------
@@ -203,3 +204,31 @@ def test_codec_names() -> None:
     assert VideoCodec.from_name("av1") is VideoCodec.AV1
     with pytest.raises(ValueError):
         VideoCodec.from_name("hevc")
+
+
+@pytest.mark.parametrize(
+    ("payload", "tid"),
+    [
+        (b"\x10\x00", 0),  # no X: no temporal index
+        (b"\x90\x20\x80\x00", 2),  # X, T: TID byte 10......
+        (b"\x90\xe0\x81\x23\x05\x40\x00", 1),  # I (15-bit), L, T
+        (b"\x90\x10\x40\x00", 0),  # K only: no temporal index
+        (b"\x90\x20", None),  # truncated before the TID byte
+        (b"\x90", None),
+        (b"", None),
+    ],
+)
+def test_vp8_temporal_id(payload: bytes, tid: int | None) -> None:
+    assert vp8_temporal_id(payload) == tid
+
+
+def test_layer_info() -> None:
+    key = layer_info(VideoCodec.VP8, b"\x90\x20\x00\x00\x9d\x01\x2a")
+    assert key == LayerInfo(0, 0, True, False, True)
+    assert layer_info(VideoCodec.VP8, b"\x80\x20\xc0\x01") == LayerInfo(0, 3, False, False, False)
+    upper = bytes((PIC | LAY | BEG | END, 0x05, (1 << 5) | (2 << 1) | 1, 0x07))
+    assert layer_info(VideoCodec.VP9, upper) == LayerInfo(2, 1, False, True, False)
+    base = bytes((PIC | LAY | BEG | SS, 0x05, 0x00, 0x07))
+    assert layer_info(VideoCodec.VP9, base) == LayerInfo(0, 0, True, False, True)
+    assert layer_info(VideoCodec.VP9, b"\xa0\x05") is None
+    assert layer_info(VideoCodec.H264, b"\x65") is None

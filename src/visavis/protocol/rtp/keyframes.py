@@ -10,11 +10,13 @@ outside the payload; otherwise by the codec's payload header.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from visavis.protocol.rtp.av1 import dd_starts_keyframe, is_av1_keyframe
+from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.h264 import is_h264_keyframe
-from visavis.protocol.rtp.vp8 import is_vp8_keyframe
-from visavis.protocol.rtp.vp9 import is_vp9_keyframe
+from visavis.protocol.rtp.vp8 import is_vp8_keyframe, vp8_temporal_id
+from visavis.protocol.rtp.vp9 import is_vp9_keyframe, parse_vp9_descriptor
 
 
 class VideoCodec(enum.IntEnum):
@@ -54,3 +56,32 @@ def is_keyframe(codec: int, payload: bytes, dependency_descriptor: bytes | None 
         return dd_starts_keyframe(dependency_descriptor)
     check = _BY_CODEC.get(codec)  # type: ignore[call-overload]
     return check(payload) if check is not None else False
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """Where a VP8/VP9 packet sits in the layer structure (what an SFU drops by)."""
+
+    spatial: int
+    temporal: int
+    start: bool  # starts a picture (VP9: B of spatial layer 0; VP8: S, partition 0)
+    end: bool  # ends a layer frame (VP9's E; never set for VP8)
+    intra: bool  # a keyframe starts here: every layer limit may go up
+
+
+def layer_info(codec: int, payload: bytes) -> LayerInfo | None:
+    """The layers of a VP8 or VP9 packet; None for other codecs or a truncated
+    descriptor (such packets are forwarded as they are). The fast path has the same."""
+    if codec == VideoCodec.VP9:
+        try:
+            d = parse_vp9_descriptor(payload)
+        except RtpError:
+            return None
+        return LayerInfo(d.spatial, d.temporal, d.start and d.spatial == 0, d.end, d.keyframe)
+    if codec == VideoCodec.VP8:
+        tid = vp8_temporal_id(payload)
+        if tid is None:
+            return None
+        start = bool(payload[0] & 0x10) and not payload[0] & 0x07
+        return LayerInfo(0, tid, start, False, is_vp8_keyframe(payload))
+    return None
