@@ -382,13 +382,15 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
     level_id=st.integers(-1, 15),
     codec=st.integers(0, 4),
     dd_id=st.integers(-1, 15),
+    limits=st.tuples(st.integers(0, 7), st.integers(0, 7)),
 )
 def test_arbitrary_plain_packets_same_outcome_no_crash(
-    head: bytes, body: bytes, level_id: int, codec: int, dd_id: int
+    head: bytes, body: bytes, level_id: int, codec: int, dd_id: int, limits: tuple[int, int]
 ) -> None:
     """Whatever a (decrypted) packet's header claims (CSRC count, extension length,
-    padding, keyframe bits of any codec, a dependency descriptor), both paths agree,
-    count malformed ones and never crash."""
+    padding, keyframe bits of any codec, a dependency descriptor, VP8/VP9 layer indices
+    under spatial and temporal limits), both paths agree, count malformed ones and never
+    crash."""
     results = []
     for fp in (_fastpath_py, native):
         stats = SfuStats()
@@ -412,8 +414,11 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
 
         source = fp.Source(0, True, level_id, [None] * 8, sinks, on_level)
         source.codec, source.dd_id = codec, dd_id
+        sinks[0].spatial_target, sinks[0].temporal_target = limits
+        sinks[0].spatial, sinks[0].temporal = 7 - limits[0], 7 - limits[1]
         forwarder.forward(source, head + body, 1.0)
-        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded))
+        limited = (sinks[0].spatial, sinks[0].temporal)
+        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded, limited))
     assert results[0] == results[1]
 
 
