@@ -4,7 +4,8 @@ Flow (the client always offers, the SFU always answers)::
 
     client                                   SFU
     join {token}                      ->
-                                      <-     joined {participant_id, participants, audio, video}
+                                      <-     joined {participant_id, participants, audio, video,
+                                                     video_codec}  (offer only that codec)
     offer {sdp, screen?}  (sendonly m-lines to publish, recvonly m-lines as receive slots;
                            screen: the mids that carry a screen share)
                                       ->
