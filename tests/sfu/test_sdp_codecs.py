@@ -178,7 +178,8 @@ def test_vp9_svc_thumbnails_get_the_lowest_spatial_layer_and_ask_for_a_keyframe_
     producer.layers[0].last_packet = 1.0  # the stream is being received
     room.set_layout(bob, [], ["alice"], 1.0)  # alice shown small
     assert (consumer.spatial_target, consumer.temporal_target) == (0, 0)
-    assert not consumer.wants_keyframe
+    consumer.selector.decide(0, True)  # the stream flows (a keyframe was forwarded)
+    assert not consumer.wants_keyframe  # going down needs none
     consumer.spatial = consumer.temporal = 0  # as the fast path does at the next picture
     room.set_layout(bob, ["alice"], [], 2.0)  # shown large: every layer, from a keyframe
     assert (consumer.spatial_target, consumer.temporal_target) == (7, 7)
