@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { codecPreferences, isRoomCodec } from "../../../src/visavis/web/js/call/codecs.js";
+import { codecPreferences, isRoomCodec, withScalability } from "../../../src/visavis/web/js/call/codecs.js";
 
 // What Chromium's RTCRtpSender.getCapabilities("video") lists (abridged).
 const caps = {
@@ -30,4 +30,12 @@ test("a browser without the room's codec gets null (the call then fails with a m
   assert.equal(codecPreferences(noH264, "h264"), null);
   assert.equal(codecPreferences(null, "vp8"), null);
   assert.equal(isRoomCodec({ mimeType: "video/VP9" }, "vp9"), true); // no profile-id: profile 0
+});
+
+test("VP9 and AV1 simulcast encodings name a scalability mode; VP8 and H.264 are left alone", () => {
+  const encodings = [{ rid: "q", scaleResolutionDownBy: 4 }, { rid: "f" }];
+  assert.deepEqual(withScalability(encodings, "vp9").map((e) => e.scalabilityMode), ["L1T3", "L1T3"]);
+  assert.deepEqual(withScalability(encodings, "av1")[0], { rid: "q", scaleResolutionDownBy: 4, scalabilityMode: "L1T3" });
+  assert.equal(withScalability(encodings, "vp8"), encodings);
+  assert.equal(withScalability(encodings, "h264"), encodings);
 });

@@ -50,3 +50,13 @@ export function preferRoomCodec(pc, name) {
   }
   return null;
 }
+
+/** Simulcast `encodings` for the room's codec: VP9 and AV1 are sent as simulcast (one
+ * stream per rid, which the SFU switches between) only when each encoding names its
+ * scalability mode; without one Chromium turns several VP9 encodings into one SVC stream
+ * on the first rid. L1T3: one spatial layer, three temporal ones (thumbnails get the
+ * base frame rate). */
+export function withScalability(encodings, name) {
+  if (name !== "vp9" && name !== "av1") return encodings;
+  return encodings.map((e) => ({ ...e, scalabilityMode: "L1T3" }));
+}

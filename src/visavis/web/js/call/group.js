@@ -16,7 +16,7 @@
 import { createPeerConnection, addSender, onRemoteTracks } from "./peer.js";
 import { summarize } from "./quality.js";
 import { StallDetector, bytesReceived, mediaReceived } from "./medialoss.js";
-import { preferRoomCodec } from "./codecs.js";
+import { preferRoomCodec, withScalability } from "./codecs.js";
 
 // Nothing received from the SFU for this long (it sends RTCP every second, media more
 // often) means the path or the node is gone. Long enough that a busy machine's hiccup
@@ -142,7 +142,7 @@ export class GroupCall {
     });
     this._watchMedia(pc);
     addSender(pc, this.media, "audio", this.info(), { direction: "sendonly" });
-    addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: SIMULCAST.map((e) => ({ ...e })) });
+    addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: withScalability(SIMULCAST.map((e) => ({ ...e })), this.videoCodec) });
     this.screenTx = null;
     if (this.media.outgoing("screen")) this._screenOn(pc);
   }
