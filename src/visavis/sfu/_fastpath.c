@@ -4,9 +4,9 @@
  * subscriber, without a Python object per packet:
  *
  *   recvmmsg -> the link of the source address (a dict of int keys) -> SRTP unprotect
- *   (libsrtp2) -> the source of the SSRC (a dict per link) -> reception statistics,
+ *   (_srtp.c on OpenSSL) -> the source of the SSRC (a dict per link) -> reception stats,
  *   NACK history, audio level -> per sink: simulcast decision (Selector, on keyframes
- *   found per codec: is_keyframe), sequence and
+ *   found per codec: is_keyframe), layer limits (VP9 spatial, VP8/VP9 temporal), sequence and
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extension (abs-send-time or audio level) -> SRTP protect -> sendmmsg.
  *
@@ -36,17 +36,18 @@
 #include <math.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <srtp2/srtp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 
+#include "_srtp.h"
+
 #define VLEN 64         /* datagrams per recvmmsg */
 #define RECVSZ 4096     /* larger datagrams are truncated: dropped as garbage */
 #define OUTN 128        /* datagrams per sendmmsg */
-#define OUTSZ (RECVSZ + 64 + SRTP_MAX_TRAILER_LEN)
+#define OUTSZ (RECVSZ + 64 + VV_SRTP_MAX_TRAILER)
 #define MAXHIST 64      /* rewriter segments remembered at most */
 
 static PyObject *SrtpError;
@@ -268,11 +269,11 @@ static int is_keyframe(int codec, const unsigned char *p, size_t n, const unsign
 /* ------------------------------------------------------------------ Session */
 typedef struct {
     PyObject_HEAD
-    srtp_t srtp;
+    vv_srtp_t *srtp;
 } Session;
 
 static void Session_dealloc(Session *self) {
-    if (self->srtp != NULL) srtp_dealloc(self->srtp);
+    vv_srtp_free(self->srtp); /* wipes the keys */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -282,43 +283,32 @@ static int Session_init(Session *self, PyObject *args, PyObject *kwds) {
     int profile, outbound;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ip", kwlist, &key, &profile, &outbound))
         return -1;
-    srtp_policy_t policy;
-    memset(&policy, 0, sizeof policy);
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok) {
+    /* `outbound` only named libsrtp2's template direction: no effect on the bytes */
+    int want = vv_srtp_key_length(profile);
+    if (want < 0) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "unsupported SRTP profile");
         return -1;
     }
-    int want = policy.rtp.cipher_key_len;
     if (key.len != want) {
         PyBuffer_Release(&key);
         PyErr_Format(PyExc_ValueError, "SRTP master key+salt must be %d bytes", want);
         return -1;
     }
-    policy.key = (unsigned char *)key.buf;
-    policy.ssrc.type = outbound ? ssrc_any_outbound : ssrc_any_inbound;
-    policy.window_size = 1024;
-    policy.allow_repeat_tx = 1; /* NACK answers resend a sequence number already sent */
-    if (self->srtp != NULL) {
-        srtp_dealloc(self->srtp);
-        self->srtp = NULL;
-    }
-    srtp_err_status_t rc = srtp_create(&self->srtp, &policy);
+    vv_srtp_free(self->srtp);
+    int rc;
+    self->srtp = vv_srtp_create(profile, (const unsigned char *)key.buf, &rc);
     PyBuffer_Release(&key);
-    if (rc != srtp_err_status_ok) {
-        self->srtp = NULL;
-        PyErr_Format(SrtpError, "srtp_create failed (%d)", (int)rc);
+    if (self->srtp == NULL) {
+        PyErr_Format(SrtpError, "SRTP session set-up failed (%d)", rc);
         return -1;
     }
     return 0;
 }
 
-typedef srtp_err_status_t (*srtp_fn)(srtp_t, void *, int *);
+typedef int (*srtp_fn)(vv_srtp_t *, unsigned char *, int *);
 
-static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn, int extra) {
+static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn) {
     Py_buffer in;
     if (self->srtp == NULL) {
         PyErr_SetString(SrtpError, "session not initialised");
@@ -330,30 +320,29 @@ static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn, int ext
         PyErr_SetString(SrtpError, "packet too large");
         return NULL;
     }
-    unsigned char buf[RECVSZ + 64 + SRTP_MAX_TRAILER_LEN + 8];
+    unsigned char buf[RECVSZ + 64 + VV_SRTP_MAX_TRAILER];
     memcpy(buf, in.buf, (size_t)in.len);
     int len = (int)in.len;
     PyBuffer_Release(&in);
-    (void)extra; /* the buffer has room for the RTCP trailer (SRTP_MAX_TRAILER_LEN + 4) */
-    srtp_err_status_t rc = fn(self->srtp, buf, &len);
-    if (rc != srtp_err_status_ok) {
-        PyErr_Format(SrtpError, "SRTP operation failed (%d)", (int)rc);
+    int rc = fn(self->srtp, buf, &len);
+    if (rc != VV_SRTP_OK) {
+        PyErr_Format(SrtpError, "SRTP operation failed (%d)", rc);
         return NULL;
     }
     return PyBytes_FromStringAndSize((const char *)buf, len);
 }
 
 static PyObject *Session_protect(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_protect, 0);
+    return session_apply(s, a, vv_srtp_protect);
 }
 static PyObject *Session_unprotect(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_unprotect, 0);
+    return session_apply(s, a, vv_srtp_unprotect);
 }
 static PyObject *Session_protect_rtcp(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_protect_rtcp, 4);
+    return session_apply(s, a, vv_srtp_protect_rtcp);
 }
 static PyObject *Session_unprotect_rtcp(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_unprotect_rtcp, 0);
+    return session_apply(s, a, vv_srtp_unprotect_rtcp);
 }
 
 static PyMethodDef Session_methods[] = {
@@ -367,7 +356,7 @@ static PyTypeObject SessionType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "visavis.sfu._fastpath.Session",
     .tp_basicsize = sizeof(Session),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Session(key, profile, outbound): one direction of SRTP (libsrtp2).",
+    .tp_doc = "Session(key, profile, outbound): one direction of SRTP (_srtp.c, OpenSSL).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Session_init,
     .tp_dealloc = (destructor)Session_dealloc,
@@ -1279,7 +1268,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         int len = (int)(hlen + plen);
         if (native) {
             if (link->tx != Py_None) {
-                if (srtp_protect(((Session *)link->tx)->srtp, out, &len) == srtp_err_status_ok) {
+                if (vv_srtp_protect(((Session *)link->tx)->srtp, out, &len) == VV_SRTP_OK) {
                     f->oiovs[f->nout].iov_len = (size_t)len;
                     f->oaddrs[f->nout] = link->dest;
                     f->nout++;
@@ -1464,8 +1453,8 @@ static PyObject *Forwarder_drain(Forwarder *self, PyObject *const *args, Py_ssiz
                 }
                 if (link != NULL && link->rx != Py_None) {
                     int plen = (int)len;
-                    if (srtp_unprotect(((Session *)link->rx)->srtp, p, &plen) !=
-                        srtp_err_status_ok) {
+                    if (vv_srtp_unprotect(((Session *)link->rx)->srtp, p, &plen) !=
+                        VV_SRTP_OK) {
                         self->tally.srtp_auth++;
                         continue;
                     }
@@ -1580,21 +1569,36 @@ static PyObject *py_is_keyframe(PyObject *mod, PyObject *args) {
     return PyBool_FromLong(k);
 }
 
+static PyObject *py_srtp_kdf(PyObject *mod, PyObject *args) {
+    Py_buffer key, salt;
+    int label, length;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &key, &salt, &label, &length)) return NULL;
+    unsigned char out[64];
+    int rc = key.len == 16 && salt.len <= 14 && length >= 0 && length <= 64
+                 ? vv_srtp_kdf(key.buf, salt.buf, (int)salt.len, label, out, length)
+                 : VV_SRTP_BAD_PARAM;
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&salt);
+    if (rc != VV_SRTP_OK) {
+        PyErr_SetString(PyExc_ValueError, "srtp_kdf(key[16], salt[<=14], label, length<=64)");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)out, length);
+}
+
 static PyMethodDef methods[] = {
     {"link_key", link_key, METH_VARARGS, "link_key(host, port) -> dict key, None if not IPv4"},
     {"is_vp8_keyframe", py_is_vp8_keyframe, METH_O, "the native VP8 keyframe test"},
     {"is_keyframe", py_is_keyframe, METH_VARARGS,
      "is_keyframe(codec, payload, dependency_descriptor=None): the native keyframe test"},
+    {"srtp_kdf", py_srtp_kdf, METH_VARARGS,
+     "srtp_kdf(master_key, master_salt, label, length): the RFC 3711 AES-CM PRF (tests)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastpath",
                                        "Native forwarding path of the SFU.", -1, methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (srtp_init() != srtp_err_status_ok) {
-        PyErr_SetString(PyExc_ImportError, "srtp_init failed");
-        return NULL;
-    }
     PyTypeObject *types[] = {&SessionType, &RewriterType, &SelectorType, &LinkType,
                              &SourceType,  &SinkType,     &ForwarderType};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
@@ -1619,9 +1623,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyModule_AddObject(m, names[i], Py_NewRef((PyObject *)types[i])) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "NATIVE", 1) < 0 ||
-        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_80", srtp_profile_aes128_cm_sha1_80) <
-            0 ||
-        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", srtp_profile_aead_aes_128_gcm) < 0)
+        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_80",
+                                VV_SRTP_PROFILE_AES128_CM_SHA1_80) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", VV_SRTP_PROFILE_AEAD_AES_128_GCM) <
+            0)
         goto fail;
     return m;
 fail:

@@ -4,7 +4,7 @@ Same interface and the same bytes out (``tests/sfu/test_sfu_fastpath.py`` feeds 
 the same recorded traffic and compares every datagram): :class:`Forwarder` reads the
 media socket (``drain``), decrypts RTP from known links, forwards packets of known
 sources to their sinks and hands the rest to ``on_slow(raw, received, outgoing, now)``.
-SRTP is pylibsrtp here and Debian's libsrtp2 in C; the rewriter and selector are the
+SRTP is pylibsrtp here and ``_srtp.c`` (OpenSSL) in C; the rewriter and selector are the
 Python classes of :mod:`visavis.sfu.seq` and :mod:`visavis.sfu.simulcast`.
 """
 

@@ -208,6 +208,10 @@ class SfuServer:
             found.append((self.announced_address, self._tcp_port, "tcp"))
         return found
 
+    def occupancy(self) -> tuple[int, int]:
+        """Rooms and local participants now (the load a worker reports to its parent)."""
+        return len(self.rooms), sum(r.local() for r in self.rooms.values())
+
     def _gauges(self) -> dict[str, float]:
         return {
             "rooms": len(self.rooms),

@@ -14,6 +14,19 @@ class SfuSettings(BaseModel):
     operators open. Both may be 0 (any free port) in tests.
     """
 
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="SFU worker processes (0: one per core this process may use); each "
+        "has its own ports: worker i listens on port, media_port and tcp_port + i * "
+        "worker_port_step (docs/processes.md)",
+    )
+    worker_port_step: int = Field(
+        default=3,
+        ge=1,
+        description="how far apart the workers' ports are: worker i adds i * this to each"
+        " fixed port (3: 3479-3481, 3482-3484, ...)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=3479, description="control WebSocket port (ws://host:port/sfu)")
     public_url: str | None = Field(
