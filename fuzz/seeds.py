@@ -258,7 +258,25 @@ def _sfu_native() -> list[bytes]:
             _step(6),
         )
     )
-    return [media(0, False), media(1, True), garbage]
+    codecs = []  # VP9 (descriptor B bit), H.264 (IDR NAL), AV1 (aggregation header N bit)
+    for codec, key, delta in ((1, 0x08, 0x48), (2, 0x65, 0x41), (3, 0x08, 0x00)):
+        script = bytes((codec % 2 | 2 << 1,)) + _step(5 | 4 << 3, bytes((codec,)))
+        script += _step(5 | 8 << 3, b"\x06") + _step(5 | 16 << 3, b"\x01")  # dd id 5, T1
+        for frame in range(4):
+            for layer in range(3):
+                first = key if frame == 0 else delta
+                packet = RtpPacket(
+                    96,
+                    10 * layer + frame,
+                    3000 * frame,
+                    0,
+                    marker=True,
+                    payload=bytes((first,)) + bytes(30),
+                )
+                script += _step(1 | layer << 3, packet.serialize())
+            script += _step(6)
+        codecs.append(script)
+    return [media(0, False), media(1, True), garbage, *codecs]
 
 
 def _stream(frames: list[bytes], chunk: int) -> bytes:

@@ -63,9 +63,10 @@ def _libasan() -> str:
 
 
 def _atheris_libfuzzer() -> str:
-    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    found = sorted(Path(atheris.__file__).parent.glob("core_with_libfuzzer*.so"))
+    spec = importlib.util.find_spec("atheris")  # not imported: this is the parent process
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("atheris is not installed (pip install -e '.[fuzz]')")
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("core_with_libfuzzer*.so"))
     if not found:
         raise SystemExit("atheris without its libFuzzer core: cannot fuzz the C build")
     return str(found[0])

@@ -13,7 +13,10 @@ layer targets; then come steps of ``op, length (2 bytes), payload``, where ``op 
 3. a raw datagram from an address no check authenticated;
 4. a decrypted packet handed to ``Forwarder.forward`` (as Python does for an SSRC it
    learnt);
-5. a layer target (``op >> 3``: which subscriber) or, for subscriber 3, audio muted;
+5. a control change, by ``op >> 3`` (``which = arg % 4``, ``what = arg // 4``): 0 a
+   subscriber's layer target (which 0-2) or audio muted (which 3), 1 the video codec
+   (VP8, VP9, H.264, AV1: how the C finds keyframes and layers), 2 the dependency
+   descriptor's extension id, 3 and 4 a subscriber's spatial and temporal layer target;
 6. drain now (datagrams otherwise pile up and one ``recvmmsg`` reads them together);
 7. time passes.
 
@@ -95,11 +98,17 @@ def _steps(data: bytes, client: Any) -> Iterator[Step]:
         elif kind == 4:
             yield Step("forward", payload, valid=True, index=arg % 4)
         elif kind == 5:
-            value = payload[0] if payload else 0
-            if arg % 4 == 3:
+            value, which, what = (payload[0] if payload else 0), arg % 4, arg // 4
+            if what == 1:
+                yield Step("codec", value=value % 4)
+            elif what == 2:
+                yield Step("dd", value=value % 16 - 1)  # -1: none
+            elif what in (3, 4):
+                yield Step("spatial" if what == 3 else "temporal", index=which % 3, value=value % 8)
+            elif which == 3:
                 yield Step("mute", value=value - 128)  # negative: not muted
             else:
-                yield Step("target", index=arg % 4, value=value % 4)
+                yield Step("target", index=which, value=value % 4)
         elif kind == 6:
             yield Step("drain")
         else:
@@ -281,6 +290,11 @@ class World:
                 self.sinks[step.index].selector.set_target(step.value)
             elif step.kind == "mute":
                 self.audio.quiet_above = step.value
+            elif step.kind in ("codec", "dd"):
+                for layer in self.layers:
+                    setattr(layer, "codec" if step.kind == "codec" else "dd_id", step.value)
+            elif step.kind in ("spatial", "temporal"):
+                setattr(self.sinks[step.index], f"{step.kind}_target", step.value)
             elif step.kind == "drain":
                 self.drain(now)
             else:
@@ -300,6 +314,8 @@ class World:
                     k.selector.target,
                     k.rewriter.last_sequence,
                     k.rewriter.last_timestamp,
+                    k.spatial,
+                    k.temporal,
                 )
                 for k in self.sinks
             ],
