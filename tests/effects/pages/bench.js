@@ -20,7 +20,7 @@ window.video = async (frames) => {
   const rows = [];
   for (const mode of ["blur", "portrait"]) {
     for (let level = 0; level < EFFECT_LEVELS.length; level++) {
-      const effect = createVideoEffect({ mode, level, adapt: false, giveUpMs: Infinity });
+      const effect = createVideoEffect({ mode, level, adapt: false, giveUpMs: Infinity, startMs: Infinity });
       const out = effect.process(camera.clone());
       await effect.ready();
       await until(() => effect.stats.recentMs.length >= frames, 120000, "frames");
