@@ -175,7 +175,7 @@ class Guest:
         (unless ``e2ee=False``, which every other participant would refuse to decode),
         then publish ``audio``/``video`` and receive everyone through the SFU. ICE
         servers: those signaling gave the guest, unless ``ice_servers`` says otherwise."""
-        status = self.status if self.status is not None else await self.lobby()
+        status = await self.lobby()  # a fresh SFU token (they are short-lived)
         room = status.room
         if status.state != "admitted" or room is None:
             raise GuestError("not_admitted", "wait until someone in the call lets you in")

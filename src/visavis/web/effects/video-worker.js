@@ -116,7 +116,12 @@ function switchedOn() {
  *  would fail, so find out before loading 6 MB of wasm. */
 function requireWebGL() {
   const probe = new OffscreenCanvas(1, 1);
-  const gl = probe.getContext("webgl2") ?? probe.getContext("webgl");
+  let gl = null;
+  try {
+    gl = probe.getContext("webgl2") ?? probe.getContext("webgl");
+  } catch {
+    // some browsers throw rather than answer null: the same answer
+  }
   if (!gl) throw new Error("this browser gives it no WebGL");
   gl.getExtension("WEBGL_lose_context")?.loseContext();
 }
