@@ -181,13 +181,16 @@ async def test_lowers_its_resolution_rather_than_the_frame_rate_and_says_so(
 async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_through(
     playwright: Any, web_origin: str, tmp_path: Path, csp: str
 ) -> None:
-    """No WebGL (what headless Firefox here gives a worker; Chromium with --disable-webgl):
+    """No WebGL (what headless Firefox here gives a worker; Chromium with no GPU and no
+    software rasterizer):
     the effect gives up at once, on both frame paths, and says why. A model download that
     never completes: it gives up after ``startMs`` with the camera's frames passing
     through meanwhile."""
     clip = harness.camera_clip(tmp_path)
     camera = f"--use-file-for-fake-video-capture={clip}"
-    no_webgl = await harness.launch(playwright, camera, "--disable-webgl", "--disable-webgl2")
+    # --disable-gpu (always) with no software rasterizer: no WebGL anywhere (--disable-webgl
+    # alone still gives a worker's OffscreenCanvas one here).
+    no_webgl = await harness.launch(playwright, camera, "--disable-software-rasterizer")
     try:
         context = await no_webgl.new_context()
         for backend in ("insertable-streams", "canvas"):
@@ -217,8 +220,12 @@ async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_throug
     try:
         context = await browser.new_context()
         held: list[Any] = []  # the runtime's and the model's requests, never answered
+
+        async def hold(route: Any) -> None:
+            held.append(route)
+
         for pattern in ("**/selfie_segmentation*.wasm", "**/selfie_segmentation*.tflite"):
-            await context.route(pattern, held.append)
+            await context.route(pattern, hold)
         page = await harness.open_harness(context, web_origin, "video.html", csp)
         await page.evaluate("begin('blur', {startMs: 3000})")
         await page.evaluate("waitFor(() => stats().gaveUp, 30000)")
