@@ -5,7 +5,8 @@
  *
  *   recvmmsg -> the link of the source address (a dict of int keys) -> SRTP unprotect
  *   (_srtp.c on OpenSSL) -> the source of the SSRC (a dict per link) -> reception stats,
- *   NACK history, audio level -> per sink: simulcast decision (Selector), sequence and
+ *   NACK history, audio level -> per sink: simulcast decision (Selector, on keyframes
+ *   found per codec: is_keyframe), layer limits (VP9 spatial, VP8/VP9 temporal), sequence and
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extension (abs-send-time or audio level) -> SRTP protect -> sendmmsg.
  *
@@ -156,6 +157,115 @@ static int is_vp8_keyframe(const unsigned char *p, size_t n) {
     return !(p[pos] & 0x01);
 }
 
+/* VP9 keyframe start (RFC 9628 s4.2), as visavis.protocol.rtp.vp9.is_vp9_keyframe:
+ * B (start of a layer frame), P = 0 (not inter-picture predicted), SID 0. */
+static int is_vp9_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    unsigned sid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    return (first & 0x08) && !(first & 0x40) && sid == 0;
+}
+
+/* Where a VP8/VP9 packet sits in the layer structure, as
+ * visavis.protocol.rtp.keyframes.layer_info: spatial and temporal ids, start of a picture,
+ * end of a layer frame (VP9 E), keyframe start. */
+typedef struct {
+    int sid, tid, start, end, intra;
+} LayerInfo;
+
+static int vp9_info(const unsigned char *p, size_t n, LayerInfo *li) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    li->sid = li->tid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        li->tid = p[pos] >> 5;
+        li->sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    li->start = (first & 0x08) && li->sid == 0;
+    li->end = (first & 0x04) != 0;
+    li->intra = li->start && !(first & 0x40);
+    return 1;
+}
+
+static int vp8_info(const unsigned char *p, size_t n, LayerInfo *li) {
+    if (n < 1) return 0;
+    li->sid = li->tid = 0;
+    li->end = 0;
+    li->start = (p[0] & 0x10) && !(p[0] & 0x07);
+    li->intra = is_vp8_keyframe(p, n);
+    if (!(p[0] & 0x80)) return 1;
+    if (n < 2) return 0;
+    unsigned ext = p[1];
+    size_t pos = 2;
+    if (ext & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    if (ext & 0x40) pos += 1;
+    if (!(ext & 0x20)) return 1;
+    if (n <= pos) return 0;
+    li->tid = p[pos] >> 6;
+    return 1;
+}
+
+/* H.264 (RFC 6184): a packet holding an SPS (7) or the start of an IDR slice (5), as
+ * visavis.protocol.rtp.h264.is_h264_keyframe. */
+static inline int h264_key_type(unsigned t) { return t == 5 || t == 7; }
+
+static int is_h264_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned nal = p[0] & 0x1F;
+    if (nal >= 1 && nal <= 23) return h264_key_type(nal);
+    if (nal == 24) { /* STAP-A */
+        size_t pos = 1;
+        while (pos + 2 < n) {
+            size_t size = (size_t)u16(p + pos);
+            if (size == 0 || pos + 2 + size > n) break;
+            if (h264_key_type(p[pos + 2] & 0x1F)) return 1;
+            pos += 2 + size;
+        }
+        return 0;
+    }
+    if (nal == 28 && n >= 2 && (p[1] & 0x80)) return h264_key_type(p[1] & 0x1F); /* FU-A */
+    return 0;
+}
+
+enum { CODEC_VP8 = 0, CODEC_VP9 = 1, CODEC_H264 = 2, CODEC_AV1 = 3 };
+
+/* As visavis.protocol.rtp.keyframes.is_keyframe: the dependency descriptor when the
+ * packet has one (dd != NULL: start of frame and template structure present), else the
+ * codec's payload header (AV1: the aggregation header's N bit). */
+static int is_keyframe(int codec, const unsigned char *p, size_t n, const unsigned char *dd,
+                       size_t ddlen) {
+    if (dd != NULL) return ddlen > 3 && (dd[0] & 0x80) && (dd[3] & 0x80);
+    switch (codec) {
+    case CODEC_VP8: return is_vp8_keyframe(p, n);
+    case CODEC_VP9: return is_vp9_keyframe(p, n);
+    case CODEC_H264: return is_h264_keyframe(p, n);
+    case CODEC_AV1: return n >= 1 && (p[0] & 0x08);
+    default: return 0;
+    }
+}
+
 /* ------------------------------------------------------------------ Session */
 typedef struct {
     PyObject_HEAD
@@ -272,6 +382,7 @@ typedef struct {
     int first, count, cap; /* ring of the last `cap` segments */
     int pending;
     long pending_tag;
+    int skip_pending; /* packets were dropped: the next one continues the output seq */
 } Rewriter;
 
 static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
@@ -295,6 +406,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     self->cap = history;
     self->pending = 1;
     self->pending_tag = -1;
+    self->skip_pending = 0;
     return 0;
 }
 
@@ -302,11 +414,53 @@ static inline Segment *rw_last(Rewriter *r) {
     return &r->segs[(r->first + r->count - 1) % r->cap];
 }
 
+/* A new segment (the oldest is forgotten when the ring is full). */
+static Segment *rw_push(Rewriter *r) {
+    Segment *s;
+    if (r->count < r->cap) {
+        s = &r->segs[(r->first + r->count) % r->cap];
+        r->count++;
+    } else {
+        s = &r->segs[r->first];
+        r->first = (r->first + 1) % r->cap;
+    }
+    return s;
+}
+
+/* Packet `seq` of the current source is not forwarded (a spatial layer above the
+ * subscriber's): the next forwarded packet continues the output sequence without a gap
+ * (a new segment with the same tag and timestamp offset), as seq.py's skip(). */
+static void rw_skip(Rewriter *r, unsigned seq) {
+    if (r->pending || r->count == 0 || seq_delta(seq, r->highest_in) <= 0) return;
+    r->highest_in = seq;
+    r->skip_pending = 1;
+}
+
 /* 1 with the output seq and ts set, or 0 to drop. */
 static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsigned *out_seq,
                       uint32_t *out_ts) {
+    if (r->skip_pending && !r->pending && seq_delta(seq, r->highest_in) > 0) {
+        r->skip_pending = 0;
+        Segment last = *rw_last(r);
+        Segment *s = rw_push(r);
+        unsigned os = (r->last_out_seq + 1) & 0xFFFF;
+        s->tag = last.tag;
+        s->in_start = seq;
+        s->out_start = os;
+        s->seq_offset = (os - seq) & 0xFFFF;
+        s->ts_offset = last.ts_offset;
+        r->highest_in = seq;
+        r->last_out_seq = os;
+        r->last_out_ts = ts + last.ts_offset;
+        r->last_out_time = now;
+        r->has_time = 1;
+        *out_seq = os;
+        *out_ts = ts + last.ts_offset;
+        return 1;
+    }
     if (r->pending) {
         r->pending = 0;
+        r->skip_pending = 0;
         long long gap = 1;
         if (r->has_time) {
             double g = nearbyint((now - r->last_out_time) * (double)r->clock_rate);
@@ -315,14 +469,7 @@ static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsign
         unsigned os = (r->last_out_seq + 1) & 0xFFFF;
         uint32_t ot = (uint32_t)(((unsigned long long)r->last_out_ts + (unsigned long long)gap) &
                                  0xFFFFFFFFULL);
-        Segment *s;
-        if (r->count < r->cap) {
-            s = &r->segs[(r->first + r->count) % r->cap];
-            r->count++;
-        } else {
-            s = &r->segs[r->first];
-            r->first = (r->first + 1) % r->cap;
-        }
+        Segment *s = rw_push(r);
         s->tag = r->pending_tag;
         s->in_start = seq;
         s->out_start = os;
@@ -362,6 +509,13 @@ static PyObject *Rewriter_switch(Rewriter *self, PyObject *tag) {
     }
     self->pending = 1;
     self->pending_tag = t;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Rewriter_skip(Rewriter *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    rw_skip(self, (unsigned)(seq & 0xFFFF));
     Py_RETURN_NONE;
 }
 
@@ -410,6 +564,7 @@ static PyObject *Rewriter_get_last_timestamp(Rewriter *self, void *c) {
 
 static PyMethodDef Rewriter_methods[] = {
     {"switch", (PyCFunction)Rewriter_switch, METH_O, "the next packet comes from source tag"},
+    {"skip", (PyCFunction)Rewriter_skip, METH_O, "packet seq is not forwarded: close the gap"},
     {"rewrite", (PyCFunction)Rewriter_rewrite, METH_VARARGS, "(seq, ts, now) -> mapped or None"},
     {"timestamp_offset", (PyCFunction)Rewriter_timestamp_offset, METH_NOARGS,
      "current segment's timestamp offset"},
@@ -657,6 +812,8 @@ typedef struct {
     PyObject_HEAD
     int index, audio_level_id;
     int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
+    int codec;       /* video: CODEC_* (how keyframes are found) */
+    int dd_id;       /* dependency descriptor extension id, -1: none */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -705,6 +862,8 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->sinks, Py_NewRef(sinks));
     Py_XSETREF(self->on_level, Py_NewRef(on_level));
     self->quiet_above = -1;
+    self->codec = CODEC_VP8;
+    self->dd_id = -1;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -717,6 +876,8 @@ static PyMemberDef Source_members[] = {
     {"audio_level_id", T_INT, offsetof(Source, audio_level_id), 0, "extension id, -1 none"},
     {"quiet_above", T_INT, offsetof(Source, quiet_above), 0,
      "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
+    {"codec", T_INT, offsetof(Source, codec), 0, "video codec: 0 VP8, 1 VP9, 2 H.264, 3 AV1"},
+    {"dd_id", T_INT, offsetof(Source, dd_id), 0, "dependency descriptor extension id, -1 none"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -749,6 +910,8 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
+    int spatial, spatial_target;   /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int temporal, temporal_target; /* VP8/VP9: highest temporal layer forwarded / wanted */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -789,6 +952,8 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->abs_send_time_id = abs_id;
     self->audio_level_id = level_id;
     self->packets = self->octets = 0;
+    self->spatial = self->spatial_target = 7;
+    self->temporal = self->temporal_target = 7;
     return 0;
 }
 
@@ -802,6 +967,12 @@ static PyMemberDef Sink_members[] = {
     {"selector", T_OBJECT_EX, offsetof(Sink, selector), READONLY, "simulcast selector"},
     {"packets", T_LONGLONG, offsetof(Sink, packets), 0, "packets forwarded"},
     {"octets", T_LONGLONG, offsetof(Sink, octets), 0, "payload bytes forwarded"},
+    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
+    {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
+     "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9: highest temporal layer forwarded"},
+    {"temporal_target", T_INT, offsetof(Sink, temporal_target), 0,
+     "VP8/VP9: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1006,6 +1177,8 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
+    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 truncated */
+    LayerInfo li = {0, 0, 0, 0, 0};
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1016,13 +1189,44 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (src->is_video) {
             Selector *sel = sink->selector;
             if (!(index == sel->current && sel->current == sel->target)) {
-                if (keyframe < 0) keyframe = is_vp8_keyframe(payload, plen);
+                if (keyframe < 0) {
+                    size_t ddlen = 0;
+                    const unsigned char *dd =
+                        src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
+                    keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
+                }
                 int dec = sel_decide(sel, index, keyframe);
                 if (dec == DROP) continue;
                 if (dec == SWITCH) {
                     sink->rewriter->pending = 1;
                     sink->rewriter->pending_tag = index;
                 }
+            }
+        }
+        unsigned mark = marker;
+        if ((src->codec == CODEC_VP8 || src->codec == CODEC_VP9) &&
+            (sink->spatial < 7 || sink->spatial_target < 7 || sink->temporal < 7 ||
+             sink->temporal_target < 7)) {
+            /* Layer limits (VP9 SVC spatial layers, VP8/VP9 temporal layers): they go down
+             * at a picture start, up at a keyframe; packets above them are not forwarded
+             * (the rewriter closes the gap); the last forwarded spatial layer ends the
+             * picture. */
+            if (li_state == 0)
+                li_state = (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload, plen, &li)
+                               ? 1
+                               : -1;
+            if (li_state > 0) {
+                if (li.start) {
+                    if (sink->spatial_target < sink->spatial || li.intra)
+                        sink->spatial = sink->spatial_target;
+                    if (sink->temporal_target < sink->temporal || li.intra)
+                        sink->temporal = sink->temporal_target;
+                }
+                if (li.sid > sink->spatial || li.tid > sink->temporal) {
+                    rw_skip(sink->rewriter, seq);
+                    continue;
+                }
+                if (li.end && li.sid == sink->spatial) mark = 0x80;
             }
         }
         unsigned os;
@@ -1052,7 +1256,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             hlen = 20;
         }
         out[0] = (unsigned char)fl;
-        out[1] = (unsigned char)(marker | (unsigned)sink->pt);
+        out[1] = (unsigned char)(mark | (unsigned)sink->pt);
         put16(out + 2, os);
         put32(out + 4, ot);
         put32(out + 8, (uint32_t)sink->ssrc);
@@ -1349,6 +1553,22 @@ static PyObject *py_is_vp8_keyframe(PyObject *mod, PyObject *arg) {
     return PyBool_FromLong(k);
 }
 
+static PyObject *py_is_keyframe(PyObject *mod, PyObject *args) {
+    int codec;
+    Py_buffer b, dd = {0};
+    PyObject *ddobj = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*|O", &codec, &b, &ddobj)) return NULL;
+    if (ddobj != Py_None && PyObject_GetBuffer(ddobj, &dd, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    int k = is_keyframe(codec, b.buf, (size_t)b.len, ddobj != Py_None ? dd.buf : NULL,
+                        ddobj != Py_None ? (size_t)dd.len : 0);
+    if (ddobj != Py_None) PyBuffer_Release(&dd);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(k);
+}
+
 static PyObject *py_srtp_kdf(PyObject *mod, PyObject *args) {
     Py_buffer key, salt;
     int label, length;
@@ -1369,6 +1589,8 @@ static PyObject *py_srtp_kdf(PyObject *mod, PyObject *args) {
 static PyMethodDef methods[] = {
     {"link_key", link_key, METH_VARARGS, "link_key(host, port) -> dict key, None if not IPv4"},
     {"is_vp8_keyframe", py_is_vp8_keyframe, METH_O, "the native VP8 keyframe test"},
+    {"is_keyframe", py_is_keyframe, METH_VARARGS,
+     "is_keyframe(codec, payload, dependency_descriptor=None): the native keyframe test"},
     {"srtp_kdf", py_srtp_kdf, METH_VARARGS,
      "srtp_kdf(master_key, master_salt, label, length): the RFC 3711 AES-CM PRF (tests)"},
     {NULL, NULL, 0, NULL}};
