@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -65,6 +65,11 @@ class SfuSettings(BaseModel):
         le=127,
         description="RFC 6464 level (-dBov) at or above which (0 is loudest) a muted"
         " participant's packets still go out: speech onset is never clipped",
+    )
+    video_codec: Literal["vp8", "vp9", "h264", "av1"] = Field(
+        default="vp8",
+        description="video codec of new rooms (a join token's `codec` claim overrides it for"
+        " the room it creates); one per room, and a client that cannot send it is refused",
     )
     max_participants: int = Field(default=32, ge=2)
     max_publish_bitrate: int = Field(
