@@ -4,7 +4,8 @@ sockets: every datagram out, every packet handed to Python, every counter and ev
 piece of state left behind must be identical. The traffic has simulcast switches (on
 keyframes only), RTX and an unknown SSRC (handed to Python decrypted), padding, an SSRC
 change learnt by Python, a subscriber without a UDP path (handed to Python), audio
-levels, and malformed, unauthenticated, RTCP, STUN and stray datagrams."""
+levels, transport-wide sequence numbers (wrapping) with their send-time records, and
+malformed, unauthenticated, RTCP, STUN and stray datagrams."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from visavis.protocol.rtp.extensions import find_extension
 from visavis.sfu import _fastpath_py
 from visavis.sfu.stats import SfuStats
 
@@ -43,6 +45,7 @@ def sub_key(profile: int, i: int) -> bytes:
 
 
 SSRC_AUDIO, SSRC_RTX, SSRC_NEW = 2000, 1100, 1003
+TWCC_ID = 9  # transport-wide-cc on subscribers 0 (wraps from 65530) and 2
 SSRC_LAYERS = (1000, 1001, 1002)
 
 
@@ -203,6 +206,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
             fp.Sink(link, 0x22220000 + i, 111, -1, 5 if i else -1, rewriter, fp.Selector())
         )
     assert not sub_links[2].set_destination("::1", 5)  # not IPv4: stays with Python
+    sub_links[0].twcc_id = sub_links[2].twcc_id = TWCC_ID
+    sub_links[0].twcc_seq = 65530
     try:
         for step in steps:
             for index, target in step.targets.items():
@@ -235,6 +240,10 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
                 for s in [*layers, audio]
             ],
             "history": [list(layer.history) for layer in layers],
+            "twcc": [
+                (link.twcc_id, link.twcc_seq, [link.sent(s & 0xFFFF) for s in range(65500, 66000)])
+                for link in sub_links
+            ],
             "last_seen": pub_link.last_seen,
         }
     finally:
@@ -255,6 +264,15 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     assert nat.received == py.received
     assert nat.outgoing == py.outgoing
     assert nat.levels == py.levels
+    # Transport-wide sequence numbers: every packet to the TWCC links, consecutive, each
+    # remembered with its send time and size; none on the other link.
+    stamps = [find_extension(p, TWCC_ID) for p in py.outgoing]
+    assert [struct.unpack("!H", v)[0] for v in stamps if v] == list(range(len(py.outgoing)))
+    twcc = py.state["twcc"]
+    assert twcc[2][1] == len(py.outgoing) and twcc[1][:2] == (-1, 0)
+    assert 0 < twcc[0][1] < 1000 and twcc[0][2][30] is not None  # from 65530, wrapped
+    assert twcc[2][2][36][1] == len(py.outgoing[0])  # seq 0 (index 36 of 65500..): its size
+    assert all(sent is None for sent in twcc[1][2])
     # ... and the outcome is the forwarding we mean, not an empty agreement:
     stats = py.state["stats"]
     dropped = py.state["dropped"]
@@ -275,9 +293,10 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     head=st.binary(min_size=12, max_size=40),
     body=st.binary(max_size=80),
     level_id=st.integers(-1, 15),
+    twcc_id=st.sampled_from([-1, 4, 14]),
 )
 def test_arbitrary_plain_packets_same_outcome_no_crash(
-    head: bytes, body: bytes, level_id: int
+    head: bytes, body: bytes, level_id: int, twcc_id: int
 ) -> None:
     """Whatever a (decrypted) packet's header claims (CSRC count, extension length,
     padding, keyframe bits), both paths agree, count malformed ones and never crash."""
@@ -293,6 +312,7 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
 
         forwarder = fp.Forwarder(None, {}, stats, on_slow)
         link = fp.Link("sub")
+        link.twcc_id = twcc_id
         sinks = [
             fp.Sink(link, 5, 96, 2, -1, fp.Rewriter(90000), fp.Selector(target=0)),
             fp.Sink(link, 6, 97, -1, 3, fp.Rewriter(90000), fp.Selector(target=1)),
@@ -304,7 +324,8 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
 
         source = fp.Source(0, True, level_id, [None] * 8, sinks, on_level)
         forwarder.forward(source, head + body, 1.0)
-        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded))
+        sent = [link.sent(s) for s in range(4)]
+        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded, sent))
     assert results[0] == results[1]
 
 

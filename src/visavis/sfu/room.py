@@ -31,6 +31,7 @@ from visavis.protocol.rtp.extensions import (
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
+    URI_TRANSPORT_CC,
     find_extension,
 )
 from visavis.protocol.rtp.rtcp import (
@@ -41,11 +42,13 @@ from visavis.protocol.rtp.rtcp import (
     RtcpRemb,
     RtcpRr,
     RtcpSr,
+    RtcpTwcc,
     parse_compound,
 )
 from visavis.sfu import fastpath, forward
 from visavis.sfu.bwe import BandwidthEstimator
 from visavis.sfu.errors import SdpError
+from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 from visavis.sfu.messages import (
     Answer,
     DominantSpeaker,
@@ -106,6 +109,7 @@ class Layer(fastpath.Source):
         self.received_prior = 0
         self.last_sr_ntp = 0
         self.last_sr_at = 0.0
+        self.losses = forward.LossTracker()  # holes to NACK to the publisher (video)
 
     def report_block(self, now: float) -> ReportBlock | None:
         if self.ssrc is None or self.base_seq < 0:
@@ -249,6 +253,11 @@ class Participant:
         self.consumers_by_ssrc: dict[int, Consumer] = {}
         self.ext_ids: dict[str, dict[str, int]] = {"audio": {}, "video": {}}
         self.bwe = BandwidthEstimator(initial=room.settings.initial_bandwidth)
+        # With transport-wide CC negotiated (its slots): the SFU's own delay-based
+        # estimate from the subscriber's TWCC feedback, and probing to climb back up.
+        self.gcc: DelayBasedBwe | None = None
+        self.prober = Prober()
+        self.desired_rate = 0.0  # bits/s its slots would take with no bandwidth limit
         self.visible: set[str] = set()  # tiles shown large (layout message)
         self.thumbnails: set[str] | None = None  # tiles shown small; None: not said
         self.rtcp_tokens = float(room.settings.rtcp_burst)
@@ -275,10 +284,16 @@ class Participant:
             if entry is None:
                 self.room.stats.drop("unknown_ssrc")
                 return
-        _, layer, is_rtx = entry
-        if is_rtx:
-            self.room.stats.drop("publisher_rtx")
-            return
+        producer, layer, is_rtx = entry
+        if is_rtx:  # a repair the SFU asked for (NACK), or padding (the publisher probing)
+            original = (
+                None if layer.ssrc is None else forward.unwrap_rtx(data, layer.ssrc, producer.pt)
+            )
+            if original is None:
+                self.room.stats.drop("publisher_rtx")
+                return
+            self.room.stats.publisher_repairs += 1
+            data = original
         self.room.forwarder.forward(layer, data, now)
 
     def _bind_ssrc(self, ssrc: int, producer: Producer, layer: Layer, is_rtx: bool) -> None:
@@ -346,6 +361,8 @@ class Participant:
                         break
             elif isinstance(packet, RtcpRemb):
                 self.bwe.on_remb(packet.bitrate, now)
+            elif isinstance(packet, RtcpTwcc):
+                self._on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
                 consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
@@ -355,6 +372,31 @@ class Participant:
             elif isinstance(packet, RtcpFir):
                 for ssrc, _ in packet.entries:
                     self._on_keyframe_request(ssrc, now)
+
+    def _on_transport_feedback(self, feedback: RtcpTwcc, now: float) -> None:
+        """TWCC feedback: match each report to the send time and size the fast path
+        remembered for that transport-wide sequence number, run the delay-based
+        estimator, and re-allocate layers at once when it signals overuse."""
+        gcc = self.gcc
+        if gcc is None:
+            return
+        self.room.stats.twcc_feedback += 1
+        link = self.transport.link
+        results: list[PacketResult] = []
+        for seq, arrival in feedback.arrivals():
+            if arrival is None:
+                continue
+            sent = link.sent(seq)
+            if sent is None:
+                continue
+            result = PacketResult(sent[0], arrival / 1e6, sent[1])
+            results.append(result)
+            self.prober.on_acked(result)
+        was = gcc.usage
+        self.bwe.on_delay_based(gcc.on_feedback(results, now), now)
+        if gcc.usage is Usage.OVERUSE and was is not Usage.OVERUSE:
+            self.room.stats.congestion_signals += 1
+            self.room._allocate(self, now)
 
     def _on_keyframe_request(self, ssrc: int, now: float) -> None:
         consumer = self.consumers_by_ssrc.get(ssrc)
@@ -420,6 +462,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speaker = SpeakerDetector()
         self.last_report = 0.0
+        self.last_tick = -1.0
         self.links: dict[str, Bridge] = {}  # peer node -> the link sharing this room
         # Without a media socket (unit tests), every packet goes out through Python.
         self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
@@ -527,6 +570,7 @@ class Room:
             elif section.direction == "recvonly":
                 slots[section.mid] = section.kind
         participant.slots = slots
+        self._negotiate_transport_cc(participant, offer.media)
         # Slots no longer offered lose their consumer.
         for mid in [m for m in participant.consumers if m not in slots]:
             self._drop_consumer(participant.consumers[mid])
@@ -583,6 +627,24 @@ class Room:
         return OfferResult(
             Answer(sdp=sdp_answer, streams=streams), self.renegotiation_for(participant)
         )
+
+    def _negotiate_transport_cc(self, participant: Participant, media: list[MediaSection]) -> None:
+        """Transport-wide CC is answered on the slots (recvonly m-lines) whose codec
+        offers ``transport-cc`` feedback with the extension (``sdp.build_answer``): every
+        packet to this participant then carries a transport-wide sequence number and its
+        feedback drives :attr:`Participant.gcc`. Publishing m-lines keep REMB."""
+        ids = [
+            s.extensions[URI_TRANSPORT_CC]
+            for s in media
+            if s.twcc_answered and URI_TRANSPORT_CC in s.extensions
+        ]
+        link = participant.transport.link
+        if not ids or not 1 <= ids[0] <= 14:
+            link.twcc_id = -1
+            return
+        link.twcc_id = ids[0]
+        if participant.gcc is None:
+            participant.gcc = DelayBasedBwe(self.settings.initial_bandwidth)
 
     def _unpublish_stopped(self, participant: Participant, media: list[MediaSection]) -> None:
         """Producers whose m-line this offer no longer sends on (a screen share that
@@ -691,11 +753,48 @@ class Room:
             self.stats.participants_removed_dead += 1
             self.remove(participant, "timeout")
         self._select_audio(now)
+        elapsed_tick = self.settings.tick_interval if self.last_tick < 0 else now - self.last_tick
+        self.last_tick = now
+        for participant in self.participants.values():
+            if participant.remote:
+                continue
+            self._nack_publisher(participant, now)
+            if participant.gcc is not None and participant.transport.connected:
+                self._probe(participant, min(elapsed_tick, 0.5), now)
         if now - self.last_report >= 1.0:
             elapsed = now - self.last_report
             self.last_report = now
             self._report(now, elapsed)
         return dead
+
+    def _nack_publisher(self, publisher: Participant, now: float) -> None:
+        """Ask the publisher again for the video packets that did not arrive."""
+        for producer in publisher.producers.values():
+            if not producer.is_video:
+                continue
+            for layer in producer.layers:
+                if layer.ssrc is None or layer.history is None or layer.base_seq < 0:
+                    continue
+                lost = layer.losses.due(layer.history, layer.cycles + layer.max_seq, now)
+                if lost:
+                    self.stats.nacks_sent += len(lost)
+                    publisher.transport.send_rtcp(
+                        RtcpNack(publisher.rtcp_ssrc, layer.ssrc, tuple(lost)).serialize()
+                    )
+
+    def _probe(self, subscriber: Participant, elapsed: float, now: float) -> None:
+        """Probe a TWCC subscriber's downlink when its layers want more than the
+        estimate; a probe that got through lifts the estimate (then re-allocate)."""
+        gcc, prober = subscriber.gcc, subscriber.prober
+        assert gcc is not None
+        if prober.finish(gcc, now) is not None:
+            subscriber.bwe.on_delay_based(gcc.estimate, now)
+            self._allocate(subscriber, now)
+        if not prober.active:
+            prober.wanted(subscriber.desired_rate, gcc, now)
+        budget = prober.budget(gcc.acked.rate() or 0.0, elapsed, now)
+        if budget > 0:
+            forward.send_probe(self, subscriber, budget, now)
 
     def _select_audio(self, now: float) -> None:
         """Forward less audio: in a room bigger than ``audio_last_n`` + 1, only the
@@ -758,6 +857,7 @@ class Room:
         """Choose each video consumer's layer from bandwidth, speakers and layout; pause
         the tiles the subscriber does not show (when its layout names its thumbnails)."""
         budget = subscriber.bwe.estimate(now)
+        desired = 0.0
         videos = []
         shown = (
             None if subscriber.thumbnails is None else subscriber.visible | subscriber.thumbnails
@@ -765,6 +865,7 @@ class Room:
         for consumer in subscriber.consumers.values():
             if not consumer.producer.is_video:
                 budget -= 40_000
+                desired += 40_000
             elif shown is not None and consumer.producer.participant.id not in shown:
                 if consumer.selector.target >= 0:  # pause: forward nothing until shown
                     consumer.selector.set_target(-1)
@@ -790,8 +891,12 @@ class Room:
             high = not thumbnail and (everyone_high or priority(consumer)[0] < 2)
             max_layer = len(consumer.producer.layers) - 1 if high else 0
             rates = consumer.producer.layer_bitrates(now)
+            wanted = choose_layer(rates, float("inf"), max_layer)
+            if wanted is not None:
+                desired += rates[wanted] or 0.0
             layer = choose_layer(rates, budget, max_layer)
             if layer is None:
                 continue
             consumer.selector.set_target(layer)
             budget -= rates[layer] or 0.0
+        subscriber.desired_rate = desired

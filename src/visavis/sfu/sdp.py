@@ -6,6 +6,10 @@ rtcp-mux (RFC 5761). Only Opus audio and VP8 video (with RTX, RFC 4588) are acce
 the SFU rewrites payload types per subscriber, so every room member must share one
 codec per kind. Simulcast (RFC 8853) is accepted on receive with ``a=rid`` /
 ``a=simulcast:send``; rid order in the offer is taken as lowest layer first.
+Transport-wide congestion control (the transport-cc extension and ``rtcp-fb
+transport-cc``) is answered only on receive slots (``recvonly`` m-lines): the SFU
+stamps what it sends and estimates each subscriber's downlink from the feedback;
+publishing m-lines keep REMB.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from visavis.protocol.rtp.extensions import (
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
+    URI_TRANSPORT_CC,
 )
 from visavis.sfu.errors import SdpError
 
@@ -78,6 +83,19 @@ class MediaSection:
             if codec and codec.name.lower() == wanted:
                 return codec
         return None
+
+    @property
+    def twcc_answered(self) -> bool:
+        """Transport-wide CC is answered here: a receive slot whose codec offers
+        ``transport-cc`` feedback, with the extension offered."""
+        codec = self.codec()
+        return (
+            self.direction == "recvonly"
+            and not self.rejected
+            and codec is not None
+            and "transport-cc" in codec.feedback
+            and URI_TRANSPORT_CC in self.extensions
+        )
 
     def rtx_for(self, pt: int) -> int | None:
         """The RTX payload type whose ``apt`` is ``pt``, if offered."""
@@ -312,10 +330,14 @@ def _answer_section(
     for uri in ACCEPTED_EXTENSIONS[section.kind]:
         if uri in section.extensions:
             lines.append(f"a=extmap:{section.extensions[uri]} {uri}")
+    if section.twcc_answered:
+        lines.append(f"a=extmap:{section.extensions[URI_TRANSPORT_CC]} {URI_TRANSPORT_CC}")
     channels = f"/{codec.channels}" if codec.channels else ""
     lines.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")
     if codec.fmtp:
         lines.append(f"a=fmtp:{codec.pt} {codec.fmtp}")
+    if section.twcc_answered:
+        lines.append(f"a=rtcp-fb:{codec.pt} transport-cc")
     if section.kind == "video":
         for fb in ("nack", "nack pli", "ccm fir", "goog-remb"):
             lines.append(f"a=rtcp-fb:{codec.pt} {fb}")
