@@ -138,7 +138,11 @@ def test_a_building_queue_lowers_the_layer_and_a_probe_raises_it_again() -> None
 
 
 def rtx_offer(ssrc: int, rtx_ssrc: int) -> str:
-    return offer(True, 0, ssrc=ssrc).replace(
+    """A publisher that takes NACKs and answers them with RTX on ``rtx_ssrc``."""
+    sdp = offer(True, 0, ssrc=ssrc).replace(
+        "a=fmtp:97 apt=96", "a=fmtp:97 apt=96\r\na=rtcp-fb:96 nack"
+    )
+    return sdp.replace(
         f"a=ssrc:{ssrc} cname:x",
         f"a=ssrc-group:FID {ssrc} {rtx_ssrc}\r\na=ssrc:{ssrc} cname:x\r\na=ssrc:{rtx_ssrc} cname:x",
     )

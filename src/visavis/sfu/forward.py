@@ -178,12 +178,17 @@ class LossTracker:
         self.scanned = -1  # extended sequence number scanned up to
         self.pending: dict[int, list[float]] = {}  # seq -> [first seen missing, NACKs sent]
 
-    def due(self, history: list[bytes | None], extended_max: int, now: float) -> list[int]:
-        """Sequence numbers to NACK now (new holes and unanswered ones, ``RETRIES`` times
-        at most, for ``MAX_AGE`` seconds at most)."""
+    def due(
+        self, history: list[bytes | None], first: int, extended_max: int, now: float
+    ) -> list[int]:
+        """Sequence numbers to NACK now (new holes since ``first``, the first sequence
+        number received, and unanswered ones: ``RETRIES`` times at most, for ``MAX_AGE``
+        seconds at most)."""
         size = len(history)
-        if self.scanned < 0 or not 0 <= extended_max - self.scanned <= MAX_SCAN:
-            self.scanned = extended_max  # first packet, or a jump: start over
+        if self.scanned < 0:
+            self.scanned = first
+        if not 0 <= extended_max - self.scanned <= MAX_SCAN:
+            self.scanned = extended_max  # a jump (stream reset): start over
             self.pending.clear()
         for ext in range(self.scanned + 1, extended_max):
             self.pending[ext & 0xFFFF] = [now, 0]

@@ -160,6 +160,7 @@ class Producer:
         self.pt = pt
         self.rtx_pt = rtx_pt
         self.audio_level_id = audio_level_id
+        self.nack = True  # the publisher takes generic NACKs (its codec offers "nack")
         self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
@@ -560,6 +561,7 @@ class Room:
                         section.extensions.get(URI_AUDIO_LEVEL),
                         "screen" if section.mid in screen else None,
                     )
+                    producer.nack = "nack" in codec.feedback
                     participant.producers[section.mid] = producer
                     for layer in producer.layers:
                         if layer.ssrc is not None:
@@ -770,12 +772,14 @@ class Room:
     def _nack_publisher(self, publisher: Participant, now: float) -> None:
         """Ask the publisher again for the video packets that did not arrive."""
         for producer in publisher.producers.values():
-            if not producer.is_video:
+            if not producer.is_video or not producer.nack:
                 continue
             for layer in producer.layers:
                 if layer.ssrc is None or layer.history is None or layer.base_seq < 0:
                     continue
-                lost = layer.losses.due(layer.history, layer.cycles + layer.max_seq, now)
+                lost = layer.losses.due(
+                    layer.history, layer.base_seq, layer.cycles + layer.max_seq, now
+                )
                 if lost:
                     self.stats.nacks_sent += len(lost)
                     publisher.transport.send_rtcp(
