@@ -1,9 +1,14 @@
 """Transport-wide CC feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01
-s3.1) against packets laid out by hand, bit by bit."""
+s3.1) against packets laid out by hand, bit by bit; any feedback round-trips, and
+arbitrary bytes parse or are refused with RtcpError, nothing else."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from visavis.protocol.rtp.errors import RtcpError
 from visavis.protocol.rtp.rtcp import RtcpTwcc, parse_compound
@@ -99,3 +104,29 @@ def test_build_from_arrival_times_round_trips() -> None:
 def test_bad_feedback_is_refused(data: bytes, message: str) -> None:
     with pytest.raises(RtcpError, match=message):
         RtcpTwcc.parse(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    deltas=st.lists(st.one_of(st.none(), st.integers(-0x8000, 0x7FFF)), min_size=1, max_size=400),
+    base=st.integers(0, 0xFFFF),
+    reference=st.integers(-(1 << 23), (1 << 23) - 1),
+    count=st.integers(0, 255),
+)
+def test_any_feedback_round_trips(
+    deltas: list[int | None], base: int, reference: int, count: int
+) -> None:
+    fb = RtcpTwcc(1, 2, base, reference, count, tuple(deltas))
+    assert RtcpTwcc.parse(fb.serialize()) == fb
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=st.binary(max_size=120))
+def test_arbitrary_bodies_parse_or_are_refused(body: bytes) -> None:
+    body = body[: len(body) // 4 * 4]
+    data = bytes([0x8F, 205]) + struct.pack("!H", len(body) // 4) + body
+    try:
+        fb = RtcpTwcc.parse(data)
+    except RtcpError:
+        return
+    assert len(fb.arrivals()) == fb.status_count
