@@ -635,13 +635,9 @@ class Room:
         offers ``transport-cc`` feedback with the extension (``sdp.build_answer``): every
         packet to this participant then carries a transport-wide sequence number and its
         feedback drives :attr:`Participant.gcc`. Publishing m-lines keep REMB."""
-        ids = [
-            s.extensions[URI_TRANSPORT_CC]
-            for s in media
-            if s.twcc_answered and URI_TRANSPORT_CC in s.extensions
-        ]
+        ids = [s.extensions[URI_TRANSPORT_CC] for s in media if s.twcc_answered]
         link = participant.transport.link
-        if not ids or not 1 <= ids[0] <= 14:
+        if not ids:
             link.twcc_id = -1
             return
         link.twcc_id = ids[0]

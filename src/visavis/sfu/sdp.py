@@ -87,14 +87,15 @@ class MediaSection:
     @property
     def twcc_answered(self) -> bool:
         """Transport-wide CC is answered here: a receive slot whose codec offers
-        ``transport-cc`` feedback, with the extension offered."""
+        ``transport-cc`` feedback, with the extension offered under a one-byte id (1-14:
+        the fast path writes the one-byte form)."""
         codec = self.codec()
         return (
             self.direction == "recvonly"
             and not self.rejected
             and codec is not None
             and "transport-cc" in codec.feedback
-            and URI_TRANSPORT_CC in self.extensions
+            and 1 <= self.extensions.get(URI_TRANSPORT_CC, 0) <= 14
         )
 
     def rtx_for(self, pt: int) -> int | None:
