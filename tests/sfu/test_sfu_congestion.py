@@ -1,8 +1,9 @@
 """Congestion control and loss repair at room level, with fake transports (no sockets):
-transport-wide CC negotiated on receive slots only, every packet to such a subscriber
-stamped; its TWCC feedback drives the delay-based estimate and so the simulcast layer
-(down on a building queue, back up after a probe); publishers get NACKs for holes in
-their sequence numbers and their RTX repairs are forwarded as the original packets."""
+transport-wide CC negotiated where offered; every packet to a subscriber stamped and its
+TWCC feedback driving the delay-based estimate and so the simulcast layer (down on a
+building queue, back up after a probe); publishers get TWCC feedback for what arrived,
+NACKs for holes in their sequence numbers, and their RTX repairs are forwarded as the
+original packets."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import struct
 from tests.sfu.test_sfu_room import join, make_room, offer, vp8
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.extensions import URI_TRANSPORT_CC, find_extension
-from visavis.protocol.rtp.rtcp import RtcpNack, parse_compound
+from visavis.protocol.rtp.rtcp import RtcpNack, RtcpTwcc, parse_compound
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu.gcc import Usage
 from visavis.sfu.room import Participant
@@ -32,12 +33,16 @@ def sections(sdp: str) -> list[str]:
     return sdp.split("m=")[1:]
 
 
-def test_transport_cc_is_answered_on_slots_only_and_every_packet_is_stamped() -> None:
+def test_transport_cc_is_answered_and_every_packet_to_a_subscriber_is_stamped() -> None:
     room = make_room()
     pub, sub = join(room, "pub"), join(room, "sub")
     answer = room.handle_offer(pub, twcc_offer(True, 0, ssrc=1111), 0.0).answer.sdp
-    assert URI_TRANSPORT_CC not in answer and "transport-cc" not in answer  # publishers: REMB
-    assert pub.gcc is None and pub.transport.link.twcc_id == -1
+    (sending,) = sections(answer)
+    assert f"a=extmap:{TWCC} {URI_TRANSPORT_CC}" in sending and "transport-cc" in sending
+    assert pub.gcc is None and pub.transport.link.twcc_id == -1  # it receives nothing
+    assert pub.transport.link.rx_twcc_id == TWCC  # its arrivals are noted for feedback
+    assert URI_TRANSPORT_CC not in room.handle_offer(pub, offer(True, 0, ssrc=1111), 0.1).answer.sdp
+    assert pub.transport.link.rx_twcc_id == -1  # not offered: not answered
     answer = room.handle_offer(sub, twcc_offer(False, 1), 0.0).answer.sdp
     (slot,) = sections(answer)
     assert f"a=extmap:{TWCC} {URI_TRANSPORT_CC}" in slot and "a=rtcp-fb:100 transport-cc" in slot
@@ -195,3 +200,41 @@ def test_holes_are_nacked_to_the_publisher_and_rtx_repairs_forwarded() -> None:
     room.tick(1.5)
     assert nacked() == [(107, 108)]
     assert room.stats.nacks_sent == 3 + 2 + 2
+
+
+def test_publishers_get_feedback_for_what_arrived() -> None:
+    room = make_room()
+    pub = join(room, "pub")
+    room.handle_offer(pub, twcc_offer(True, 0, ssrc=1111), 0.0)
+    link = pub.transport.link
+    rtcp: list[bytes] = pub.transport.rtcp  # type: ignore[attr-defined]
+
+    def arrive(tseq: int, at: float) -> None:
+        packet = vp8(
+            int(at * 100), int(at * 90000), 1111, key=False, ext={TWCC: struct.pack("!H", tseq)}
+        )
+        link.twcc_received(packet, at)  # what the fast path does for each packet it reads
+        pub.on_rtp(packet, at)
+
+    for tseq, at in ((65534, 1.0), (65535, 1.01), (1, 1.02), (0, 1.03), (3, 1.04)):
+        arrive(tseq, at)  # 0 and 1 swapped, 2 lost, the sequence wraps
+    room.tick(1.1)
+
+    def feedback() -> list[RtcpTwcc]:
+        found = [p for d in rtcp for p in parse_compound(d) if isinstance(p, RtcpTwcc)]
+        rtcp.clear()
+        return found
+
+    (fb,) = feedback()
+    assert (fb.sender_ssrc, fb.media_ssrc, fb.base_sequence) == (pub.rtcp_ssrc, 1111, 65534)
+    first = fb.arrivals()[0][1]
+    assert first is not None
+    relative = {seq: None if at is None else at - first for seq, at in fb.arrivals()}
+    assert relative == {65534: 0, 65535: 10_000, 0: 30_000, 1: 20_000, 2: None, 3: 40_000}
+    room.tick(1.2)
+    assert feedback() == []  # nothing new
+    arrive(4, 1.25)
+    room.tick(1.3)
+    (fb,) = feedback()
+    assert fb.base_sequence == 4 and fb.status_count == 1
+    assert room.stats.twcc_feedback_sent == 2

@@ -46,6 +46,7 @@ def sub_key(profile: int, i: int) -> bytes:
 
 SSRC_AUDIO, SSRC_RTX, SSRC_NEW = 2000, 1100, 1003
 TWCC_ID = 9  # transport-wide-cc on subscribers 0 (wraps from 65530) and 2
+RX_TWCC_ID = 2  # the publisher stamps its video (from 65533: wraps) with this id
 SSRC_LAYERS = (1000, 1001, 1002)
 
 
@@ -97,13 +98,19 @@ def recorded_traffic(profile: int) -> list[Step]:
     now = 100.0
     seqs = {s: 1000 * (i + 1) for i, s in enumerate((*SSRC_LAYERS, SSRC_AUDIO, SSRC_RTX))}
     seqs[SSRC_NEW] = 65530  # wraps
+    transport_seq = 65533
 
     def send(ssrc: int, payload: bytes, **kw: Any) -> None:
-        nonlocal now
+        nonlocal now, transport_seq
         now += 0.003
         seq = seqs[ssrc]
         seqs[ssrc] = (seq + 1) & 0xFFFF
         clock = 48000 if ssrc == SSRC_AUDIO else 90000
+        if ssrc in SSRC_LAYERS and "ext" in kw:  # transport-wide seq after the RID
+            lost = transport_seq % 7 == 3  # one in seven lost
+            stamp = (transport_seq + 1) & 0xFFFF if lost else transport_seq
+            kw["ext"] = kw["ext"] + bytes(((RX_TWCC_ID << 4) | 1,)) + struct.pack("!H", stamp)
+            transport_seq = (stamp + 1) & 0xFFFF
         steps.append(Step(tx.protect(rtp(ssrc, seq, int(now * clock), payload, **kw)), now))
 
     for frame in range(24):
@@ -160,6 +167,7 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
     links: dict[Any, Any] = {}
     pub_link = fp.Link("publisher")
     pub_link.rx = fp.Session(pub_key(profile), profile, False)
+    pub_link.rx_twcc_id = RX_TWCC_ID
     links[fp.link_key(*pub.getsockname())] = pub_link
 
     def on_slow(raw: Any, received: Any, outgoing: Any, now: float) -> None:
@@ -240,6 +248,11 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
                 for s in [*layers, audio]
             ],
             "history": [list(layer.history) for layer in layers],
+            "rx_twcc": (
+                pub_link.rx_twcc_base,
+                pub_link.rx_twcc_max,
+                pub_link.arrivals(pub_link.rx_twcc_base, pub_link.rx_twcc_max),
+            ),
             "twcc": [
                 (link.twcc_id, link.twcc_seq, [link.sent(s & 0xFFFF) for s in range(65500, 66000)])
                 for link in sub_links
@@ -273,6 +286,11 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     assert 0 < twcc[0][1] < 1000 and twcc[0][2][30] is not None  # from 65530, wrapped
     assert twcc[2][2][36][1] == len(py.outgoing[0])  # seq 0 (index 36 of 65500..): its size
     assert all(sent is None for sent in twcc[1][2])
+    # The publisher's transport-wide seqs: noted on arrival, extended past the wrap.
+    base, top, arrived = py.state["rx_twcc"]
+    assert base == 65533 and top > 65536 and len(arrived) == top - base + 1
+    assert arrived.count(None) == len([e for e in range(base, top + 1) if e % 0x10000 % 7 == 3])
+    assert arrived.count(None) > 0
     # ... and the outcome is the forwarding we mean, not an empty agreement:
     stats = py.state["stats"]
     dropped = py.state["dropped"]

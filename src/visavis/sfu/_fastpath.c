@@ -558,7 +558,33 @@ typedef struct {
         int seq; /* -1: empty */
         unsigned size;
     } *sent; /* ring of TWCC_RING, allocated when twcc_id is first set */
+    int rx_twcc_id;         /* the id the client stamps its packets with, -1: none */
+    long long rx_twcc_max;  /* highest extended transport-wide seq received, -1: none */
+    long long rx_twcc_base; /* the first one received */
+    struct {
+        double time;
+        long long seq; /* extended; -1: empty */
+    } *arrived; /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
 } Link;
+
+/* Remember when the client's packet `d` (decrypted RTP) with a transport-wide sequence
+ * number arrived (as _fastpath_py.Link.twcc_received). */
+static void link_note(Link *l, const unsigned char *d, size_t n, double now) {
+    size_t vlen = 0;
+    const unsigned char *v = find_extension(d, n, l->rx_twcc_id, &vlen);
+    if (v == NULL || vlen != 2 || l->arrived == NULL) return;
+    unsigned seq = u16(v);
+    long long ext = seq;
+    if (l->rx_twcc_max < 0) {
+        l->rx_twcc_max = l->rx_twcc_base = ext;
+    } else {
+        ext = l->rx_twcc_max + seq_delta(seq, (unsigned)(l->rx_twcc_max & 0xFFFF));
+        if (ext < 0) return;
+        if (ext > l->rx_twcc_max) l->rx_twcc_max = ext;
+    }
+    l->arrived[ext % TWCC_RING].time = now;
+    l->arrived[ext % TWCC_RING].seq = ext;
+}
 
 /* Take the link's next transport-wide sequence number for a packet of `size` bytes
  * sent at `now`, remembering both (as _fastpath_py.Link.twcc_stamp). */
@@ -593,6 +619,7 @@ static void Link_dealloc(Link *self) {
     PyObject_GC_UnTrack(self);
     Link_clear(self);
     PyMem_Free(self->sent);
+    PyMem_Free(self->arrived);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -610,7 +637,63 @@ static int Link_init(Link *self, PyObject *args, PyObject *kwds) {
     self->last_seen = 0;
     self->twcc_id = -1;
     self->twcc_seq = 0;
+    self->rx_twcc_id = -1;
+    self->rx_twcc_max = self->rx_twcc_base = -1;
     return 0;
+}
+
+static PyObject *Link_get_rx_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->rx_twcc_id); }
+static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+    long id = v == NULL ? -1 : PyLong_AsLong(v);
+    if (id == -1 && PyErr_Occurred()) return -1;
+    if (id > 255 || id < -1 || id == 0) {
+        PyErr_SetString(PyExc_ValueError, "rx_twcc_id must be 1-255 or -1");
+        return -1;
+    }
+    if (id >= 0 && s->arrived == NULL) {
+        s->arrived = PyMem_Calloc(TWCC_RING, sizeof *s->arrived);
+        if (s->arrived == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int i = 0; i < TWCC_RING; i++) s->arrived[i].seq = -1;
+    }
+    s->rx_twcc_id = (int)id;
+    return 0;
+}
+
+static PyObject *Link_twcc_received(Link *self, PyObject *args) {
+    Py_buffer b;
+    double now;
+    if (!PyArg_ParseTuple(args, "y*d", &b, &now)) return NULL;
+    if (self->rx_twcc_id >= 0 && b.len >= 12) link_note(self, b.buf, (size_t)b.len, now);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Link_arrivals(Link *self, PyObject *args) {
+    long long first, last;
+    if (!PyArg_ParseTuple(args, "LL", &first, &last)) return NULL;
+    if (last < first || last - first >= TWCC_RING) {
+        PyErr_SetString(PyExc_ValueError, "arrivals(first, last): at most TWCC_RING, in order");
+        return NULL;
+    }
+    PyObject *out = PyList_New((Py_ssize_t)(last - first + 1));
+    if (out == NULL) return NULL;
+    for (long long e = first; e <= last; e++) {
+        PyObject *item;
+        if (self->arrived != NULL && e >= 0 && self->arrived[e % TWCC_RING].seq == e) {
+            item = PyFloat_FromDouble(self->arrived[e % TWCC_RING].time);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        } else {
+            item = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)(e - first), item);
+    }
+    return out;
 }
 
 static PyObject *Link_get_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->twcc_id); }
@@ -706,6 +789,10 @@ static PyMethodDef Link_methods[] = {
     {"twcc_stamp", (PyCFunction)Link_twcc_stamp, METH_VARARGS,
      "(size, now) -> the next transport-wide seq, remembered with its send time and size"},
     {"sent", (PyCFunction)Link_sent, METH_O, "transport-wide seq -> (send time, size) or None"},
+    {"twcc_received", (PyCFunction)Link_twcc_received, METH_VARARGS,
+     "(plain RTP, now): note its transport-wide seq's arrival (packets Python received)"},
+    {"arrivals", (PyCFunction)Link_arrivals, METH_VARARGS,
+     "(first, last) extended seqs -> [arrival time or None]"},
     {NULL}};
 
 static PyGetSetDef Link_getset[] = {
@@ -716,12 +803,18 @@ static PyGetSetDef Link_getset[] = {
      "transport-wide-cc extension id written on every packet, -1: none", NULL},
     {"twcc_seq", (getter)Link_get_twcc_seq, (setter)Link_set_twcc_seq,
      "the next transport-wide sequence number", NULL},
+    {"rx_twcc_id", (getter)Link_get_rx_twcc_id, (setter)Link_set_rx_twcc_id,
+     "transport-wide-cc id of the client's packets (their arrival is noted), -1: none", NULL},
     {NULL}};
 
 static PyMemberDef Link_members[] = {
     {"owner", T_OBJECT_EX, offsetof(Link, owner), READONLY, "the Python transport"},
     {"sources", T_OBJECT_EX, offsetof(Link, sources), READONLY, "SSRC -> Source"},
     {"last_seen", T_DOUBLE, offsetof(Link, last_seen), 0, "time of the last valid packet"},
+    {"rx_twcc_max", T_LONGLONG, offsetof(Link, rx_twcc_max), READONLY,
+     "highest extended transport-wide seq received, -1: none"},
+    {"rx_twcc_base", T_LONGLONG, offsetof(Link, rx_twcc_base), READONLY,
+     "the first extended transport-wide seq received, -1: none"},
     {NULL}};
 
 static PyTypeObject LinkType = {
@@ -1359,6 +1452,7 @@ static PyObject *Forwarder_drain(Forwarder *self, PyObject *const *args, Py_ssiz
                         self->tally.malformed++;
                         continue;
                     }
+                    if (link->rx_twcc_id >= 0) link_note(link, p, (size_t)plen, now);
                     PyObject *k = PyLong_FromUnsignedLong(u32(p + 8));
                     if (k == NULL) {
                         ok = 0;

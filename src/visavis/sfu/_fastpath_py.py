@@ -102,11 +102,12 @@ class Session:
 class Link:
     """One transport's SRTP sessions, UDP destination and sources by SSRC; with
     transport-wide CC, its next transport-wide sequence number and the send time and
-    size of the last ``TWCC_RING`` packets."""
+    size of the last ``TWCC_RING`` packets, and the arrival time of the client's last
+    ``TWCC_RING`` transport-wide sequence numbers (extended: no wrap)."""
 
     __slots__ = (
-        "_sent", "_twcc_id", "_twcc_seq", "destination", "last_seen", "owner", "rx", "sources",
-        "tx",
+        "_arrived", "_rx_twcc_id", "_sent", "_twcc_id", "_twcc_seq", "destination", "last_seen",
+        "owner", "rx", "rx_twcc_base", "rx_twcc_max", "sources", "tx",
     )  # fmt: skip
 
     def __init__(self, owner: Any) -> None:
@@ -119,6 +120,53 @@ class Link:
         self._twcc_id = -1
         self._twcc_seq = 0
         self._sent: list[tuple[int, float, int] | None] | None = None
+        self._rx_twcc_id = -1
+        self.rx_twcc_max = -1  # highest extended transport-wide seq received
+        self.rx_twcc_base = -1  # the first one
+        self._arrived: list[tuple[int, float] | None] | None = None
+
+    @property
+    def rx_twcc_id(self) -> int:
+        """The transport-wide-cc id of the client's packets (arrivals noted), -1: none."""
+        return self._rx_twcc_id
+
+    @rx_twcc_id.setter
+    def rx_twcc_id(self, value: int) -> None:
+        if value > 255 or value < -1 or value == 0:
+            raise ValueError("rx_twcc_id must be 1-255 or -1")
+        if value >= 0 and self._arrived is None:
+            self._arrived = [None] * TWCC_RING
+        self._rx_twcc_id = value
+
+    def twcc_received(self, plain: bytes, now: float) -> None:
+        """Note when the client's packet ``plain`` (decrypted RTP) arrived, by its
+        transport-wide sequence number (the fast path does this for what it reads)."""
+        if self._rx_twcc_id < 0 or len(plain) < 12 or self._arrived is None:
+            return
+        value = find_extension(plain, self._rx_twcc_id)
+        if value is None or len(value) != 2:
+            return
+        seq = _U16.unpack(value)[0]
+        if self.rx_twcc_max < 0:
+            ext = self.rx_twcc_max = self.rx_twcc_base = seq
+        else:
+            delta = (seq - self.rx_twcc_max) & 0xFFFF
+            ext = self.rx_twcc_max + (delta - 0x10000 if delta >= 0x8000 else delta)
+            if ext < 0:
+                return
+            self.rx_twcc_max = max(self.rx_twcc_max, ext)
+        self._arrived[ext % TWCC_RING] = (ext, now)
+
+    def arrivals(self, first: int, last: int) -> list[float | None]:
+        """Arrival times of extended transport-wide ``first`` .. ``last`` (None: not
+        received, or forgotten)."""
+        if last < first or last - first >= TWCC_RING:
+            raise ValueError("arrivals(first, last): at most TWCC_RING, in order")
+        out: list[float | None] = []
+        for ext in range(first, last + 1):
+            entry = self._arrived[ext % TWCC_RING] if self._arrived and ext >= 0 else None
+            out.append(entry[1] if entry is not None and entry[0] == ext else None)
+        return out
 
     @property
     def twcc_id(self) -> int:
@@ -298,6 +346,8 @@ class Forwarder:
                     if len(plain) < 12:
                         tally["malformed"] += 1
                         continue
+                    if link.rx_twcc_id >= 0:
+                        link.twcc_received(plain, now)
                     source = link.sources.get(_U32.unpack_from(plain, 8)[0])
                     if source is not None:
                         self._forward(source, plain, now)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from visavis.protocol.rtp.errors import RtpError
+from visavis.protocol.rtp.errors import RtcpError, RtpError
 from visavis.protocol.rtp.extensions import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -45,6 +45,7 @@ from visavis.protocol.rtp.rtcp import (
     RtcpTwcc,
     parse_compound,
 )
+from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu import fastpath, forward
 from visavis.sfu.bwe import BandwidthEstimator
 from visavis.sfu.errors import SdpError
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from visavis.sfu.cascade import Bridge
 
 HISTORY_SIZE = 1024  # packets of history per video layer, for NACK answers
+FEEDBACK_MAX = 200  # packets reported per TWCC feedback to a publisher
 
 
 def _random_ssrc() -> int:
@@ -259,6 +261,8 @@ class Participant:
         self.gcc: DelayBasedBwe | None = None
         self.prober = Prober()
         self.desired_rate = 0.0  # bits/s its slots would take with no bandwidth limit
+        self.twcc_reported = -1  # publishing: last transport-wide seq put in our feedback
+        self.twcc_feedback_count = 0
         self.visible: set[str] = set()  # tiles shown large (layout message)
         self.thumbnails: set[str] | None = None  # tiles shown small; None: not said
         self.rtcp_tokens = float(room.settings.rtcp_burst)
@@ -631,17 +635,17 @@ class Room:
         )
 
     def _negotiate_transport_cc(self, participant: Participant, media: list[MediaSection]) -> None:
-        """Transport-wide CC is answered on the slots (recvonly m-lines) whose codec
-        offers ``transport-cc`` feedback with the extension (``sdp.build_answer``): every
-        packet to this participant then carries a transport-wide sequence number and its
-        feedback drives :attr:`Participant.gcc`. Publishing m-lines keep REMB."""
-        ids = [s.extensions[URI_TRANSPORT_CC] for s in media if s.twcc_answered]
+        """Transport-wide CC, where the answer has it (``sdp.build_answer``): on receive
+        slots every packet to this participant carries a transport-wide sequence number
+        and its feedback drives :attr:`Participant.gcc`; on publishing m-lines the fast
+        path notes when each of its packets arrived and each tick sends it feedback."""
+        answered = [s for s in media if s.twcc_answered]
+        slots = [s.extensions[URI_TRANSPORT_CC] for s in answered if s.direction == "recvonly"]
+        sends = [s.extensions[URI_TRANSPORT_CC] for s in answered if s.direction != "recvonly"]
         link = participant.transport.link
-        if not ids:
-            link.twcc_id = -1
-            return
-        link.twcc_id = ids[0]
-        if participant.gcc is None:
+        link.rx_twcc_id = sends[0] if sends else -1
+        link.twcc_id = slots[0] if slots else -1
+        if slots and participant.gcc is None:
             participant.gcc = DelayBasedBwe(self.settings.initial_bandwidth)
 
     def _unpublish_stopped(self, participant: Participant, media: list[MediaSection]) -> None:
@@ -757,6 +761,7 @@ class Room:
             if participant.remote:
                 continue
             self._nack_publisher(participant, now)
+            self._transport_feedback(participant, now)
             if participant.gcc is not None and participant.transport.connected:
                 self._probe(participant, min(elapsed_tick, 0.5), now)
         if now - self.last_report >= 1.0:
@@ -781,6 +786,33 @@ class Room:
                     publisher.transport.send_rtcp(
                         RtcpNack(publisher.rtcp_ssrc, layer.ssrc, tuple(lost)).serialize()
                     )
+
+    def _transport_feedback(self, publisher: Participant, now: float) -> None:
+        """TWCC feedback to a publisher for what arrived since the last (at most
+        ``FEEDBACK_MAX`` packets each): its send-side estimator works on it."""
+        link = publisher.transport.link
+        top = link.rx_twcc_max
+        if link.rx_twcc_id < 0 or top < 0 or not publisher.transport.connected:
+            return
+        start = publisher.twcc_reported + 1 if publisher.twcc_reported >= 0 else link.rx_twcc_base
+        start = max(start, top - 4 * FEEDBACK_MAX)  # after a long stall: the recent ones
+        media = next((x.ssrc for p in publisher.producers.values() for x in p.layers if x.ssrc), 0)
+        while start <= top:
+            last = min(top, start + FEEDBACK_MAX - 1)
+            arrivals = [None if t is None else int(t * 1e6) for t in link.arrivals(start, last)]
+            publisher.twcc_feedback_count = (publisher.twcc_feedback_count + 1) & 0xFF
+            try:
+                feedback = build_twcc(
+                    publisher.rtcp_ssrc, media, start & 0xFFFF, arrivals,
+                    publisher.twcc_feedback_count,
+                )  # fmt: skip
+            except RtcpError:  # nothing arrived in the range, or a gap of over 8 s
+                start = last + 1
+                continue
+            publisher.transport.send_rtcp(feedback.serialize())
+            self.stats.twcc_feedback_sent += 1
+            start = last + 1
+        publisher.twcc_reported = top
 
     def _probe(self, subscriber: Participant, elapsed: float, now: float) -> None:
         """Probe a TWCC subscriber's downlink when its layers want more than the

@@ -7,9 +7,10 @@ the SFU rewrites payload types per subscriber, so every room member must share o
 codec per kind. Simulcast (RFC 8853) is accepted on receive with ``a=rid`` /
 ``a=simulcast:send``; rid order in the offer is taken as lowest layer first.
 Transport-wide congestion control (the transport-cc extension and ``rtcp-fb
-transport-cc``) is answered only on receive slots (``recvonly`` m-lines): the SFU
-stamps what it sends and estimates each subscriber's downlink from the feedback;
-publishing m-lines keep REMB.
+transport-cc``) is answered where offered: on receive slots the SFU stamps what it sends
+and estimates the subscriber's downlink from its feedback; on publishing m-lines it
+notes when each packet arrived and sends the publisher TWCC feedback (REMB still caps
+the publisher).
 """
 
 from __future__ import annotations
@@ -86,12 +87,12 @@ class MediaSection:
 
     @property
     def twcc_answered(self) -> bool:
-        """Transport-wide CC is answered here: a receive slot whose codec offers
+        """Transport-wide CC is answered here: a live m-line whose codec offers
         ``transport-cc`` feedback, with the extension offered under a one-byte id (1-14:
         the fast path writes the one-byte form)."""
         codec = self.codec()
         return (
-            self.direction == "recvonly"
+            self.direction != "inactive"
             and not self.rejected
             and codec is not None
             and "transport-cc" in codec.feedback

@@ -49,6 +49,7 @@ class SfuStats:
     nacks_sent: int = 0  # sequence numbers NACKed to publishers (each retry counts)
     publisher_repairs: int = 0  # publisher RTX packets unwrapped and forwarded
     twcc_feedback: int = 0  # transport-wide CC feedback packets from subscribers
+    twcc_feedback_sent: int = 0  # transport-wide CC feedback packets to publishers
     congestion_signals: int = 0  # delay-based overuse detected on a subscriber's downlink
     probe_packets: int = 0  # RTX packets sent to probe a subscriber's downlink
     participants_removed_dead: int = 0
