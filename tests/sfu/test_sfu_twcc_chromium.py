@@ -4,7 +4,8 @@ Two network namespaces joined by a veth pair: the SFU (``python -m visavis.sfu``
 own process) and a publishing Chromium (fake camera, three simulcast layers) in one; a
 subscribing Chromium in the other. The link from the SFU to the subscriber is shaped
 with a token bucket (``tc qdisc ... tbf`` on the SFU's end of the veth), not by a
-function call: the SFU only learns of it from the subscriber's TWCC feedback. The
+function call: the SFU only learns of it from the subscriber's TWCC feedback (and the
+publisher's own estimate runs on the TWCC feedback the SFU sends it). The
 subscriber's decoded frame height drops while throttled and climbs back once the
 shaping is removed (the SFU probes with RTX and finds the room)."""
 
@@ -215,6 +216,7 @@ async def test_chromium_layer_follows_a_throttled_link(
             assert rates["f"] > 1.5 * rates["h"] > 0, rates
             before = await sfu.stats()
             assert before["twcc_feedback"] > 10, before  # the subscriber sends TWCC
+            assert before["twcc_feedback_sent"] > 10, before  # the publisher gets it
             # Throttle below the top layer (but above the middle one plus audio).
             limit = int((rates["h"] + rates["f"]) / 2)
             link.throttle(limit)
