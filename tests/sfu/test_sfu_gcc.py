@@ -43,7 +43,7 @@ def test_steady_path_grows_but_not_past_what_gets_through() -> None:
     path.run(30.0, lambda t: 0.02)
     acked = bwe.acked.rate()
     assert acked is not None and 950_000 < acked < 1_000_000
-    assert bwe.estimate <= 1.5 * acked + 10_000
+    assert bwe.estimate <= 1.5 * acked * 1.01 + 10_000  # the window holds 50 or 51 packets
     assert bwe.estimate > 1.4 * acked  # it got there
 
 
@@ -88,7 +88,7 @@ def test_probe_lifts_the_estimate_only_when_the_path_carries_it() -> None:
     assert not prober.wanted(200_000, bwe, path.t)  # the estimate covers it
     assert prober.wanted(2_000_000, bwe, path.t)  # layers that want more: probe
     assert prober.target == min(2_000_000 * 1.2, bwe.estimate * 2)
-    assert prober.budget(240_000, 0.1, path.t) > 0
+    assert prober.budget(0.1, path.t) == int((prober.target - prober.media_rate) * 0.1 / 8) > 0
     start = path.t
     # The probe's packets (media + probe: 1200-byte packets every 2 ms) all get through.
     t = start

@@ -313,6 +313,7 @@ class Prober:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.target = 0.0
+        self.media_rate = 0.0
         self.started = -1e9
         self.ended = -1e9
         self.active = False
@@ -328,16 +329,18 @@ class Prober:
             return False
         self.active = True
         self.target = min(desired * 1.2, bwe.estimate * 2)
+        self.media_rate = bwe.acked.rate() or 0.0  # what flows anyway (not the probe)
         self.started = now
         self._acked = []
         self.probes += 1
         return True
 
-    def budget(self, media_rate: float, elapsed: float, now: float) -> int:
-        """Probe bytes to send now (0 when not probing), to reach the target rate."""
+    def budget(self, elapsed: float, now: float) -> int:
+        """Probe bytes to send now (0 when not probing): what the media rate at the start
+        lacks of the target over ``elapsed`` seconds."""
         if not self.active or now - self.started > self.duration:
             return 0
-        return max(0, int((self.target - media_rate) * elapsed / 8))
+        return max(0, int((self.target - self.media_rate) * elapsed / 8))
 
     def on_acked(self, packet: PacketResult) -> None:
         if self.active and packet.send_time >= self.started:

@@ -824,7 +824,7 @@ class Room:
             self._allocate(subscriber, now)
         if not prober.active:
             prober.wanted(subscriber.desired_rate, gcc, now)
-        budget = prober.budget(gcc.acked.rate() or 0.0, elapsed, now)
+        budget = prober.budget(elapsed, now)
         if budget > 0:
             forward.send_probe(self, subscriber, budget, now)
 
