@@ -111,7 +111,7 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                         layer.ssrc is not None and layer.received > 0 for layer in video.layers
                     )
 
-                await poll(layers_active, 20, "all three simulcast layers to arrive")
+                await poll(layers_active, 45, "all three simulcast layers to arrive")
                 # The aiortc clients decode Chromium.
                 for c in clients:
                     await c.wait_for(lambda c=c: c.frames[chrome_id]["video"] >= 10, 20)
