@@ -7,6 +7,10 @@ live worker (``call.room_moved``) and decode everyone again, while the other wor
 goes on untouched; a token for one worker is refused by the other; the process tree and
 ``/metrics`` show both workers, the SFU's own series summed over them.
 
+With a fleet registry (Redis), ``visavis serve --role sfu`` runs a worker per core by
+default, each registered as a fleet node of its own (signaling places, fails over and
+cascades them as any node: tests/fleet/).
+
 Below it, the placement and failover rules of :class:`visavis.workers.WorkerFleet` on
 stand-in workers (logic only: the processes are above).
 """
@@ -25,9 +29,12 @@ import pytest
 
 from tests.fleet.test_fleet_processes import Watcher, decoding_all, wait_until
 from tests.served import serve
+from tests.services import REDIS_URL, fresh_redis_prefix
 from tests.test_processes import metric, scrape, sfu_workers
 from visavis.client.session import Session
 from visavis.client.sfu_session import PatternTrack, SfuSession, SfuSessionError, ToneTrack
+from visavis.config import Settings
+from visavis.fleet.admin import FleetAdmin
 from visavis.fleet.service import Assignment, MoveReason, NoMediaNode
 from visavis.signaling import messages as m
 from visavis.supervision import WorkerLoad
@@ -128,6 +135,34 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_is_replaced(
             for s in sessions:
                 await s.close()
     assert server.process.returncode == 0, server.log()
+
+
+@pytest.mark.redis
+async def test_role_sfu_in_a_fleet_runs_a_worker_per_core_each_a_node(tmp_path: Path) -> None:
+    secret = "fleet-secret"
+    async with fresh_redis_prefix() as prefix:
+        env = {
+            "VISAVIS_BUS_URL": REDIS_URL, "VISAVIS_REDIS_PREFIX": prefix,
+            "VISAVIS_SHARED_SECRET": secret, "VISAVIS_NODE_ID": "box",
+        }  # fmt: skip
+        with serve(tmp_path / "sfu", "--role", "sfu", env=env, timeout=120) as server:
+            cores = len(os.sched_getaffinity(server.pid))
+            expected = ["box"] if cores == 1 else [f"box-{i}" for i in range(cores)]
+            assert len(sfu_workers(server.pid)) == (cores if cores > 1 else 0)
+            admin = FleetAdmin(
+                Settings(data_dir=tmp_path / "admin", bus_url=REDIS_URL, redis_prefix=prefix,
+                         shared_secret=secret)
+            )  # fmt: skip
+            try:
+                nodes = (await admin.view()).nodes
+                assert sorted(n.node_id for n in nodes) == expected, nodes
+                assert len({n.control_url for n in nodes}) == cores  # a control URL each
+                assert len({m for n in nodes for m in n.media}) == 2 * cores  # UDP, ICE-TCP
+                assert sorted(n.control_url for n in nodes) == sorted(
+                    u for u in server.endpoints["sfu"] if u.startswith("ws://")
+                )
+            finally:
+                await admin.close()
 
 
 def _up(url: str, part: str) -> bool:

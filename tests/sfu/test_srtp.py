@@ -243,3 +243,21 @@ def test_bad_keys_and_profiles() -> None:
         native.Session(bytes(28), CM, True)
     with pytest.raises(ValueError):
         native.Session(bytes(30), 2, True)  # AES-CM with a 32-bit tag: never negotiated
+
+
+@PROFILES
+@settings(max_examples=200, deadline=None)
+@given(packets=st.lists(st.binary(max_size=120), max_size=12))
+def test_arbitrary_bytes_same_outcome_no_crash(profile: int, packets: list[bytes]) -> None:
+    """Whatever the bytes claim (CSRC count, extension length, SSRC, sequence), both
+    implementations protect them to the same bytes or both refuse; and both refuse the
+    same garbage on every unprotect path (the C parser stays within the packet)."""
+    key = key_for(profile, 13)
+    tx, rx = Pair(profile, key, True), Pair(profile, key, False)
+    for data in packets:
+        for method in ("protect", "protect_rtcp"):
+            protected = tx(method, data)
+            if protected != "refused":
+                rx("un" + method, protected)
+        rx("unprotect", data)
+        rx("unprotect_rtcp", data)
