@@ -65,5 +65,5 @@ def test_a_slot_no_longer_offered_is_forgotten() -> None:
     room.handle_offer(sub, offer(False, 1), 0.0)
     room.remove(pub)
     assert set(sub.freed) == {"s0"}
-    room.handle_offer(sub, offer(False, 0), 1.0)
+    room.handle_offer(sub, offer(True, 0, ssrc=3333), 1.0)  # it only publishes now
     assert not sub.freed
