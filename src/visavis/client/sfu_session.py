@@ -78,6 +78,7 @@ class SfuSession:
         self.video = video
         self.ice_servers = ice_servers or []
         self.keyring = keyring  # end-to-end encryption (SFrame) of every frame when set
+        self.video_codec = "vp8"  # the room's (from joined): the only video codec offered
         self.participant_id: str | None = None
         self.room_id: str | None = None
         self.participants: dict[str, dict[str, Any]] = {}
@@ -122,6 +123,7 @@ class SfuSession:
         self._reader = asyncio.create_task(self._read())
         joined = await asyncio.wait_for(self._joined, limit)
         self.participant_id = joined["participant_id"]
+        self.video_codec = joined.get("video_codec", "vp8")  # the room's one video codec
         self.room_id = joined["room_id"]
         for info in joined["participants"]:
             self.participants[info["participant_id"]] = info
@@ -213,14 +215,16 @@ class SfuSession:
             self._changed.set()
 
     def _e2ee(self, transceiver: RTCRtpTransceiver) -> None:
-        """Attach SFrame to a new transceiver; only VP8 and Opus are offered then."""
+        """Offer only the room's video codec (aiortc: VP8 or H.264) on a new
+        transceiver, and attach SFrame to it when end-to-end encryption is on."""
+        if transceiver.kind == "video":
+            mime = f"video/{self.video_codec}"
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            wanted = [c for c in caps if c.mimeType.lower() in (mime, "video/rtx")]
+            if len(wanted) > 1:
+                transceiver.setCodecPreferences(wanted)
         if self.keyring is None:
             return
-        if transceiver.kind == "video":
-            caps = RTCRtpSender.getCapabilities("video").codecs
-            transceiver.setCodecPreferences(
-                [c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")]
-            )
         if transceiver.direction == "sendonly":
             encrypt_sender(transceiver.sender, self.keyring)
         else:

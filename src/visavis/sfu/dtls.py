@@ -162,6 +162,6 @@ class DtlsServer:
 
 
 def _session(key: bytes, outbound: bool, profile: _Profile) -> fastpath.Session:
-    """An SRTP session of the fast path (native libsrtp2 or pylibsrtp): window 1024,
+    """An SRTP session of the fast path (native _srtp.c or pylibsrtp): window 1024,
     repeated sequence numbers allowed on send (NACK answers resend one already sent)."""
     return fastpath.Session(key, profile.libsrtp, outbound)
