@@ -27,6 +27,7 @@ import math
 import struct
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import (
@@ -90,6 +91,9 @@ class SfuSession:
         self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.video_size: dict[str, tuple[int, int]] = {}  # participant -> last decoded w, h
+        # Called with the participant id when one leaves the room for good (reason "left",
+        # not a timeout): a call link's guest learns of leavers only here.
+        self.on_participant_left: Callable[[str], None] | None = None
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -267,6 +271,8 @@ class SfuSession:
             self.participants[info["participant_id"]] = info
         elif kind == "participant_left":
             self.participants.pop(message["participant_id"], None)
+            if message.get("reason", "left") == "left" and self.on_participant_left is not None:
+                self.on_participant_left(message["participant_id"])
         elif kind == "dominant_speaker":
             self.dominant_speaker = message["participant_id"]
         elif kind == "error":

@@ -76,28 +76,32 @@ class Session:
         except pylibsrtp.Error as exc:
             raise SrtpError(str(exc)) from exc
 
+    # pylibsrtp works in a fixed 1,500-byte buffer and raises ValueError for a longer
+    # packet: an SRTP failure like any other here (the native Session takes up to
+    # RECVSZ + 64 bytes), or one large datagram would escape the drain and lose the batch.
+
     def protect(self, data: bytes) -> bytes:
         try:
             return self._session.protect(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def unprotect(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def protect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.protect_rtcp(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect_rtcp(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
 

@@ -14,6 +14,8 @@ dependency descriptor extension (answered on the m-lines the SFU receives, with
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 from visavis.protocol.rtp.av1 import URI_DEPENDENCY_DESCRIPTOR
@@ -284,6 +286,22 @@ def _parse_rtpmap(section: MediaSection, arg: str) -> None:
     )
 
 
+# RFC 8830: an msid identifier is 1 to 64 token characters (RFC 4566; we also keep "@",
+# "/" and ":", which handles and participant ids hold and browsers accept).
+_MSID_ID = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/:]{1,64}")
+
+
+def msid_id(text: str) -> str:
+    """``text`` as an msid identifier: itself when it is one, else a digest of it. A
+    participant id is ``<handle>/<device>``, and a guest's ``guest:<name>/<id>`` holds
+    the name as typed (spaces, any script, up to 60 characters): written as it is, a
+    space split the ``a=msid`` line and Chromium refused the whole answer, so a browser
+    received nobody while such a guest was in the room."""
+    if _MSID_ID.fullmatch(text):
+        return text
+    return "p-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 @dataclass
 class SendInfo:
     """What the SFU sends on one slot (a subscriber's m-line)."""
@@ -399,14 +417,15 @@ def _answer_section(
         lines += [f"a=rid:{rid} recv" for rid in section.rids]
         lines.append("a=simulcast:recv " + ";".join(section.rids))
     if can_send and send is not None:
-        lines.append(f"a=msid:{send.stream_id} {send.track_id}")
+        msid = f"{msid_id(send.stream_id)} {msid_id(send.track_id)}"
+        lines.append(f"a=msid:{msid}")
         if send.rtx_ssrc is not None and rtx is not None:
             lines.append(f"a=ssrc-group:FID {send.ssrc} {send.rtx_ssrc}")
         lines.append(f"a=ssrc:{send.ssrc} cname:{params.cname}")
-        lines.append(f"a=ssrc:{send.ssrc} msid:{send.stream_id} {send.track_id}")
+        lines.append(f"a=ssrc:{send.ssrc} msid:{msid}")
         if send.rtx_ssrc is not None and rtx is not None:
             lines.append(f"a=ssrc:{send.rtx_ssrc} cname:{params.cname}")
-            lines.append(f"a=ssrc:{send.rtx_ssrc} msid:{send.stream_id} {send.track_id}")
+            lines.append(f"a=ssrc:{send.rtx_ssrc} msid:{msid}")
     lines += [
         f"a=ice-ufrag:{params.ice_ufrag}",
         f"a=ice-pwd:{params.ice_pwd}",
