@@ -211,27 +211,33 @@ class Consumer(fastpath.Sink):
         pt: int,
         rtx_pt: int | None,
         ext_ids: dict[str, int],
+        slot: FreedSlot | None = None,
+        now: float = 0.0,
     ) -> None:
         abs_id = ext_ids.get(URI_ABS_SEND_TIME) if producer.is_video else None
         level_id = ext_ids.get(URI_AUDIO_LEVEL) if not producer.is_video else None
+        if slot is None:
+            ssrc, seq, ts = _random_ssrc(), secrets.randbits(16), secrets.randbits(32)
+        else:  # the slot's stream goes on: same SSRC, the next sequence number and time
+            elapsed = now - slot.last_time if 0 <= now - slot.last_time < 3600 else 0.0
+            ssrc, seq = slot.ssrc, slot.next_seq
+            ts = (slot.last_ts + round(elapsed * producer.clock_rate)) & 0xFFFFFFFF
         super().__init__(
             subscriber.transport.link,
-            _random_ssrc(),
+            ssrc,
             pt,
             -1 if abs_id is None else abs_id,
             -1 if level_id is None else level_id,
-            fastpath.Rewriter(
-                producer.clock_rate,
-                initial_seq=secrets.randbits(16),
-                initial_ts=secrets.randbits(32),
-            ),
+            fastpath.Rewriter(producer.clock_rate, initial_seq=seq, initial_ts=ts),
             fastpath.Selector(target=len(producer.layers) - 1),
         )
         self.subscriber = subscriber
         self.transport = subscriber.transport
         self.producer = producer
         self.mid = mid
-        self.rtx_ssrc = _random_ssrc() if rtx_pt is not None else None
+        self.rtx_ssrc: int | None = None
+        if rtx_pt is not None:
+            self.rtx_ssrc = slot.rtx_ssrc if slot is not None and slot.rtx_ssrc else _random_ssrc()
         self.rtx_pt = rtx_pt
         if not producer.is_video:
             self.rewriter.switch(0)
@@ -253,6 +259,34 @@ class Consumer(fastpath.Sink):
             or self.spatial < self.spatial_target
             or self.temporal < self.temporal_target
         )
+
+    def freed(self) -> FreedSlot:
+        """What this slot sent last, for the next producer it carries."""
+        return FreedSlot(
+            self.ssrc,
+            self.rtx_ssrc,
+            (self.rewriter.last_sequence + 1) & 0xFFFF,
+            self.rewriter.last_timestamp,
+            max(layer.last_packet for layer in self.producer.layers),
+        )
+
+
+@dataclass(slots=True)
+class FreedSlot:
+    """A receive slot whose producer went (left, unpublished, or its node's link dropped).
+
+    The next producer the slot carries continues the same outgoing stream: the same SSRC,
+    the next sequence number, timestamps that follow on in time. A receiver keys streams
+    by SSRC and may never learn a new one for a slot it already receives on (aiortc
+    registers a receiver's SSRCs once), and a jump in sequence numbers can look like
+    late packets to its jitter buffer; a continued stream is simply a new keyframe.
+    """
+
+    ssrc: int
+    rtx_ssrc: int | None
+    next_seq: int
+    last_ts: int
+    last_time: float  # when its producer last sent (monotonic seconds)
 
 
 Notify = Callable[[BaseModel], None]
@@ -286,6 +320,7 @@ class Participant:
         self.slots: dict[str, str] = {}  # mid -> kind, receive slots of the last offer
         self.consumers: dict[str, Consumer] = {}  # mid -> consumer
         self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.freed: dict[str, FreedSlot] = {}  # mid -> idle slot's last stream
         self.ext_ids: dict[str, dict[str, int]] = {"audio": {}, "video": {}}
         self.bwe = BandwidthEstimator(initial=room.settings.initial_bandwidth)
         # With transport-wide CC negotiated (its slots): the SFU's own delay-based
@@ -535,6 +570,8 @@ class Room:
                 sub = consumer.subscriber
                 sub.consumers.pop(consumer.mid, None)
                 sub.consumers_by_ssrc.pop(consumer.ssrc, None)
+                if isinstance(sub, Participant):
+                    sub.freed[consumer.mid] = consumer.freed()
             producer.consumers.clear()  # the list the fast path's sources share
         for consumer in participant.consumers.values():
             if consumer in consumer.producer.consumers:
@@ -623,6 +660,8 @@ class Room:
         # Slots no longer offered lose their consumer.
         for mid in [m for m in participant.consumers if m not in slots]:
             self._drop_consumer(participant.consumers[mid])
+        for mid in [m for m in participant.freed if m not in slots]:
+            del participant.freed[mid]
         # Assign unconsumed remote producers to free slots, in m-line order.
         consumed = {c.producer for c in participant.consumers.values()}
         waiting = [
@@ -645,7 +684,16 @@ class Room:
             codec = codec_of(section)
             assert codec is not None
             rtx_pt = section.rtx_for(codec.pt) if kind == "video" else None
-            consumer = Consumer(participant, producer, mid, codec.pt, rtx_pt, section.extensions)
+            consumer = Consumer(
+                participant,
+                producer,
+                mid,
+                codec.pt,
+                rtx_pt,
+                section.extensions,
+                participant.freed.pop(mid, None),
+                now,
+            )
             participant.consumers[mid] = consumer
             participant.consumers_by_ssrc[consumer.ssrc] = consumer
             if consumer.rtx_ssrc is not None:
@@ -736,6 +784,7 @@ class Room:
 
     def _drop_consumer(self, consumer: Consumer) -> None:
         sub = consumer.subscriber
+        sub.freed[consumer.mid] = consumer.freed()
         sub.consumers.pop(consumer.mid, None)
         sub.consumers_by_ssrc.pop(consumer.ssrc, None)
         if consumer.rtx_ssrc is not None:
