@@ -90,18 +90,18 @@ def report(runs: list[dict[str, Any]], version: str) -> None:
     )
     voice = med([r["voice"]["msPer10ms"] for r in runs])
     drop = med([r["noise"]["inDb"] - r["noise"]["outDb"] for r in runs])
-    levels = runs[-1]["noise"]
+    levels = [f"{r['noise']['inDb']:.1f} -> {r['noise']['outDb']:.1f}" for r in runs]
     print(
-        f"voice isolation (RNNoise): {voice:.3f} ms per 10 ms of audio; steady noise"
-        f" {levels['inDb']:.1f} -> {levels['outDb']:.1f} dBFS ({drop:.1f} dB lower)"
+        f"voice isolation (RNNoise): {voice:.3f} ms per 10 ms of audio; white noise"
+        f" {', '.join(levels)} dBFS (median {drop:.1f} dB lower)"
     )
     stereo = med([r["spatial"]["stereo"] for r in runs])
     hrtf = med([r["spatial"]["hrtf"] for r in runs])
     print(f"spatial audio per voice: stereo {stereo:.4f}, HRTF {hrtf:.4f} ms per 10 ms of audio")
     left = {k: med([r["panning"][k] for r in runs]) for k in ("stereo", "hrtf")}
     print(
-        f"a voice on the left: left channel +{left['stereo']:.1f} dB (stereo),"
-        f" +{left['hrtf']:.1f} dB (HRTF)"
+        f"a voice on the left: left channel +{left['stereo']:.2f} dB (stereo),"
+        f" +{left['hrtf']:.2f} dB (HRTF)"
     )
     print("reactions: ms to draw one frame on a 640x360 canvas")
     for kind in runs[0]["reactions"]:
@@ -131,7 +131,10 @@ async def main() -> None:
         root.mkdir()
         site(root)
         with harness.static_origin(root, CSP) as origin:
-            async with launch_firefox(Path(tmp) / "firefox") as firefox:
+            # full-resolution performance.now() (Firefox coarsens it to 1 ms by default,
+            # which rounds a reaction frame to 0)
+            prefs = {"privacy.reduceTimerPrecision": False}
+            async with launch_firefox(Path(tmp) / "firefox", prefs) as firefox:
                 for i in range(args.runs):
                     print(f"run {i + 1} ...", flush=True)
                     tab = await firefox.new_tab(f"{origin}{harness.HARNESS_PREFIX}bench.html")

@@ -38,7 +38,8 @@ PERSON_MAX_DIFF = 8.0  # mean absolute difference in the person's region, 0..255
 # seen), so it asserts 10 fps: above what the effect gives without adapting (5 fps at
 # full effect resolution), so a broken adaptation still fails it.
 MIN_FPS = 10.0
-# The page's main thread meanwhile: a 20 ms timer runs at most this late (95th percentile).
+# The page's main thread meanwhile: a 20 ms timer runs at most this late (95th percentile,
+# in the least disturbed of three windows).
 # The effect on the main thread cost 20-40 ms a frame at 30 fps here, which alone made
 # timers wait that long; in its worker the page's thread stays idle.
 MAX_TIMER_LATE_MS = 15.0
@@ -99,9 +100,13 @@ async def test_blur_portrait_off(
         assert settled["fps"] >= MIN_FPS
         assert settled["stats"]["error"] is None
         # The page stays responsive: segmentation and compositing run in the effect's worker.
-        latency = await page.evaluate(harness.MAIN_THREAD_LATENCY, 3000)
-        print(f"main thread: a 20 ms timer late by p95 {latency['p95']:.1f} ms")
-        assert latency["p95"] <= MAX_TIMER_LATE_MS
+        # The least disturbed of three 3 s windows: other jobs' bursts on this shared
+        # machine delay timers in one window (p95 30 ms seen once at load 20), while an
+        # effect on the page's thread would delay every window.
+        windows = [await page.evaluate(harness.MAIN_THREAD_LATENCY, 3000) for _ in range(3)]
+        p95 = min(w["p95"] for w in windows)
+        print(f"main thread: a 20 ms timer late by p95 {[round(w['p95'], 1) for w in windows]}")
+        assert p95 <= MAX_TIMER_LATE_MS
         camera, out = await grab_pair(page)
         print("blur", assert_effect(camera, out, BLUR_BACKGROUND_DROP))
 
