@@ -21,6 +21,7 @@ from visavis.protocol.rtp.rtcp import (
     RtcpRr,
     RtcpSdes,
     RtcpSr,
+    RtcpTwcc,
 )
 from visavis.protocol.stun import (
     ChannelNumber,
@@ -109,7 +110,7 @@ def _rtcp() -> list[bytes]:
         RtcpNack(1, 2, (10, 11, 26, 100)).serialize() + RtcpPli(7, 8).serialize(),
         RtcpFir(1, ((2, 3),)).serialize(),
         RtcpRemb(1, 800_000, (4,)).serialize(),
-        bytes([0x8F, 205, 0, 4]) + bytes.fromhex("00000001000000020005000300000101"),
+        RtcpTwcc(1, 2, 5, 3, 1, (4, None, 300)).serialize(),
     ]
 
 
