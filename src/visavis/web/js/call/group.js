@@ -30,6 +30,11 @@ export const SIMULCAST = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
 ];
 
+// A grid change reaches the SFU once the grid held still this long (setLayout).
+export const LAYOUT_SETTLE_MS = 250;
+
+const layoutKey = (l) => `${[...l.visible].sort()}|${[...l.thumbnails].sort()}`;
+
 // A shared screen: one encoding (text stays sharp; the SFU forwards it as it comes).
 export const SCREEN_ENCODING = { maxBitrate: 2_500_000 };
 
@@ -63,7 +68,9 @@ export class GroupCall {
     this.slots = new Map(); // mid → {participant_id, user, kind}
     this.tracks = new Map(); // mid → MediaStreamTrack
     this.dominant = null;
-    this.visible = null;
+    this.sentLayout = null; // what the SFU was last told on this connection (layoutKey)
+    this.wantedLayout = null;
+    this.layoutTimer = null;
     this.chain = Promise.resolve();
     this.answerWaiter = null;
     this.closed = false;
@@ -208,15 +215,30 @@ export class GroupCall {
     return [...out.values()];
   }
 
-  /** Tell the SFU which participants' tiles are on screen (only when it changed); with
-   * `thumbnails` named (none: every tile shown is a full one) it sends no video at all
-   * of the participants off screen. */
-  setLayout(visible) {
-    const key = [...visible].sort().join(",");
-    if (key === this.visible || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    this.visible = key;
-    this.layout = { type: "layout", visible: [...visible], thumbnails: [] };
-    this.ws.send(JSON.stringify(this.layout));
+  /** Tell the SFU which participants' tiles are on screen: `visible` ones large enough
+   * for its high layers, `thumbnails` small ones (the lowest layer); it sends no video
+   * at all of the participants off screen. The first layout of a connection goes at
+   * once; a change goes when the grid has held still for LAYOUT_SETTLE_MS (a window
+   * being resized, a tile growing: one message, not a layer switch per frame). */
+  setLayout(visible, thumbnails = []) {
+    const wanted = { type: "layout", visible: [...visible], thumbnails: thumbnails.filter((id) => !visible.includes(id)) };
+    const key = layoutKey(wanted);
+    if (this.wantedLayout && key === layoutKey(this.wantedLayout) && (this.layoutTimer || key === this.sentLayout)) return; // (every render asks)
+    this.wantedLayout = wanted;
+    clearTimeout(this.layoutTimer);
+    this.layoutTimer = null;
+    if (key === this.sentLayout) return;
+    if (this.sentLayout == null) this._sendLayout();
+    else this.layoutTimer = setTimeout(() => this._sendLayout(), LAYOUT_SETTLE_MS);
+  }
+
+  _sendLayout() {
+    this.layoutTimer = null;
+    const wanted = this.wantedLayout;
+    if (!wanted || !this.participantId || this.ws?.readyState !== WebSocket.OPEN) return; // the next render asks again
+    this.sentLayout = layoutKey(wanted);
+    this.layout = wanted;
+    this.ws.send(JSON.stringify(wanted));
   }
 
   /** Watch bytes received on this connection: a stall counts as losing the SFU. */
@@ -301,6 +323,7 @@ export class GroupCall {
   }
 
   /** Per remote participant: video frames decoded (camera, and `screen` for a share),
+   * the size of the last camera frame decoded (the simulcast layer the SFU forwards),
    * audio samples received (getStats). */
   async received() {
     const out = {};
@@ -310,11 +333,12 @@ export class GroupCall {
       if (r.type !== "inbound-rtp" || !r.mid) return;
       const slot = this.slots.get(r.mid);
       if (!slot) return;
-      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0, screen: 0 });
+      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0, height: 0, screen: 0 });
       if (r.kind === "video" && slot.source === "screen") entry.screen += r.framesDecoded ?? 0;
       else if (r.kind === "video") {
         entry.video += r.framesDecoded ?? 0;
         entry.width = Math.max(entry.width, r.frameWidth ?? 0);
+        entry.height = Math.max(entry.height, r.frameHeight ?? 0);
       } else entry.audio += r.totalSamplesReceived ?? 0;
     });
     return out;
@@ -343,7 +367,9 @@ export class GroupCall {
     this.slots.clear();
     this.tracks.clear();
     this.participants.clear();
-    this.visible = null;
+    clearTimeout(this.layoutTimer);
+    this.layoutTimer = null;
+    this.sentLayout = null;
   }
 
   close() {
