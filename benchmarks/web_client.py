@@ -86,6 +86,19 @@ AUTO_ANSWER = """() => window.visavis.store.subscribe((s) => {
 # answered, its SDP answer applied, DTLS up, the first RTP packet (any kind), the first
 # video packet, the first whole video frame received, the first one decoded.
 TIMED_CALL = """async (handle) => {
+  // the path ICE chose: "host udp → prflx udp" (an mDNS-hidden address shows as .local)
+  const selectedPair = async (pc) => {
+    const stats = [...(await pc.getStats()).values()];
+    const byId = new Map(stats.map((r) => [r.id, r]));
+    const transport = stats.find((r) => r.type === "transport" && r.selectedCandidatePairId);
+    const pair = byId.get(transport?.selectedCandidatePairId);
+    const side = (id) => {
+      const c = byId.get(id);
+      const mdns = c?.address?.endsWith(".local") ? " .local" : "";
+      return c ? `${c.candidateType} ${c.protocol}${mdns}` : "?";
+    };
+    return pair ? `${side(pair.localCandidateId)} -> ${side(pair.remoteCandidateId)}` : "none";
+  };
   const app = window.visavis;
   const t0 = performance.now();
   const marks = {};
@@ -108,7 +121,7 @@ TIMED_CALL = """async (handle) => {
         if (r.framesReceived > 0) mark("first_video_frame_in");
         if (r.framesDecoded > 0) {
           marks.first_frame = performance.now() - t0;
-          return marks;
+          return { marks, pair: await selectedPair(pc) };
         }
       }
       await new Promise((r) => setTimeout(r, 5));
@@ -246,11 +259,14 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
 
                 times: list[float] = []
                 steps: dict[str, list[float]] = {}
+                pairs: dict[str, int] = {}  # the candidate pair each call used
                 for _ in range(calls):
                     await page.evaluate("performance.clearMarks()")
                     await callee.evaluate("performance.clearMarks()")
-                    marks = await page.evaluate(TIMED_CALL, "callee@example.com")
-                    if marks is not None:
+                    timed = await page.evaluate(TIMED_CALL, "callee@example.com")
+                    if timed is not None:
+                        marks = timed["marks"]
+                        pairs[timed["pair"]] = pairs.get(timed["pair"], 0) + 1
                         times.append(float(marks["first_frame"]))
                         for key, value in marks.items():
                             steps.setdefault(key, []).append(float(value))
@@ -267,6 +283,7 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
                         "() => window.visavis.store.get().call.phase === 'idle'", timeout=15_000
                     )
                 out["calls"] = calls
+                out["candidate_pairs"] = pairs
                 out["first_frame_ok"] = len(times)
                 if times:
                     out["first_frame_p50_ms"] = round(statistics.median(times), 1)

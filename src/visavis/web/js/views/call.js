@@ -117,6 +117,9 @@ export class CallView extends Component {
       const id = el.dataset.participant ?? el.dataset.screenOf;
       tiles.push({ id, width: size?.width ?? null, height: size?.height ?? null, large: el.classList.contains("large") });
     }
+    // A new tile is measured before the next paint: wait for it rather than ask for a
+    // layer that is switched again a moment later.
+    if (this.resized && tiles.some((t) => t.width == null)) return;
     const { visible, thumbnails } = layersFor(tiles, window.devicePixelRatio || 1);
     this.props.app.setLayout(visible, thumbnails);
   }
