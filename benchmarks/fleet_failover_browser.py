@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.browser import chromium
 from tests.fleet.browsers import (
     NODE_ENV,
     Round,
-    chromium,
     group_call,
     kill_room_node,
     node_env,

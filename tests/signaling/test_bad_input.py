@@ -55,8 +55,15 @@ async def test_malformed_messages_get_specific_errors(tmp_path: Path) -> None:
         assert (await bob.expect("call.incoming"))["call_id"] == call_id
 
         metrics = (await c.http.get(f"{c.url}/metrics")).text
-        for reason in ("malformed_json", "unknown_type", "invalid_message", "message_too_large",
-                       "binary_not_supported", "unknown_user", "cannot_call_self"):
+        for reason in (
+            "malformed_json",
+            "unknown_type",
+            "invalid_message",
+            "message_too_large",
+            "binary_not_supported",
+            "unknown_user",
+            "cannot_call_self",
+        ):
             assert _counter(metrics, reason) >= 1, reason
 
 
@@ -118,3 +125,48 @@ async def test_websocket_requires_a_valid_hello(tmp_path: Path) -> None:
                 await ws.recv()
             except websockets.ConnectionClosed as exc:
                 assert exc.rcvd is not None and exc.rcvd.code == 4401
+
+
+async def test_key_messages_have_a_bucket_sized_for_the_largest_call(tmp_path: Path) -> None:
+    """Joining a 32-person call costs the newcomer an announce and a key message to each of
+    31 others (62 at once): under the general bucket (here 20) keys, and so media, were
+    lost. Key messages draw from their own bucket (4 per possible peer banked, 2 per peer
+    per second), other messages from theirs; a flood past it is still refused, counted."""
+    async with cluster(tmp_path, rate_limit_burst=20, rate_limit_per_second=1.0) as c:
+        (alice,) = await c.user("alice@example.com")
+        (bob,) = await c.user("bob@example.com")
+        call_id = (await alice.ok("call.invite", handles=["bob@example.com"]))["call_id"]
+        await bob.expect("call.incoming")
+        await bob.ok("call.answer", call_id=call_id)
+        await alice.expect("call.participant", state="joined")
+
+        async def answers(count: int) -> list[dict]:
+            out: list[dict] = []
+            while len(out) < count:
+                event = await alice.next_event()
+                if event["type"] in ("result", "error"):
+                    out.append(event)
+            return out
+
+        joining = 2 * 31
+        for n in range(joining):
+            await alice.send_raw(
+                json.dumps({"type": "call.e2ee", "id": n, "call_id": call_id, "payload": f"k{n}"})
+            )
+        replies = await answers(joining)
+        assert all(a["type"] == "result" for a in replies), replies
+        got = [(await bob.expect("call.e2ee"))["payload"] for _ in range(joining)]
+        assert got == [f"k{n}" for n in range(joining)]  # all of them, in order
+        # The general bucket is untouched by key messages.
+        assert (await alice.request("ping"))["type"] == "pong"
+
+        flood = 4 * 32
+        flooding = json.dumps({"type": "call.e2ee", "call_id": call_id, "payload": "x"})
+        for _ in range(flood):
+            await alice.send_raw(flooding)
+        limited = [a for a in await answers(flood) if a.get("code") == "rate_limited"]
+        assert len(limited) == joining, len(limited)  # the bank held 128; 62 were spent
+        metrics = (await c.http.get(f"{c.url}/metrics")).text
+        assert _counter(metrics, "rate_limited") >= joining
+        c.advance(1)  # refills 64 per second
+        assert (await alice.request("call.e2ee", call_id=call_id, payload="y"))["type"] == "result"

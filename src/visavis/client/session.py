@@ -51,6 +51,7 @@ from visavis.signaling import messages as m
 
 log = logging.getLogger("visavis.client")
 
+ACK_DELAY = 0.3  # seconds, as the web client
 REQUEST_TIMEOUT = 10.0
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 FINAL_CLOSE_CODES = {4401: "token refused", 4409: "replaced by a newer connection"}
@@ -189,6 +190,7 @@ class Session:
         self._answers: dict[str, asyncio.Future[m.Result]] = {}
         self._ids = itertools.count(1)
         self._last_seq: int | None = None
+        self._acker: asyncio.Task[None] | None = None
         self._early: dict[str, deque[m.ServerEvent]] = {}
         self._closed = False
         self._up = asyncio.Event()
@@ -335,6 +337,8 @@ class Session:
 
     def _went_down(self) -> None:
         self._up.clear()
+        if self._acker is not None:
+            self._acker.cancel()
         self._ws = None
         for future in self._answers.values():
             if not future.done():
@@ -367,9 +371,17 @@ class Session:
                     continue  # already processed before a reconnect
                 self._last_seq = msg.seq
             self._dispatch(msg)
-            if msg.seq:
-                with contextlib.suppress(websockets.WebSocketException):
-                    await ws.send(json.dumps({"type": "ack", "seq": msg.seq}))
+            if msg.seq and (self._acker is None or self._acker.done()):
+                self._acker = asyncio.get_running_loop().create_task(self._ack_soon(ws))
+
+    async def _ack_soon(self, ws: ClientConnection) -> None:
+        """Acknowledge the last event processed, ``ACK_DELAY`` after the first unacknowledged
+        one: a burst of events (key messages as a 32-person call assembles) costs one ack,
+        not one message each against the device's rate limit."""
+        await asyncio.sleep(ACK_DELAY)
+        if self._last_seq is not None:
+            with contextlib.suppress(websockets.WebSocketException):
+                await ws.send(json.dumps({"type": "ack", "seq": self._last_seq}))
 
     def _dispatch(self, event: m.ServerEvent) -> None:
         call_id = getattr(event, "call_id", None)

@@ -38,7 +38,13 @@ from visavis.signaling.hub import Connection, Hub
 from visavis.signaling.ice import ice_servers_for
 from visavis.signaling.links import LinkService
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.signaling.ratelimit import ConcurrencyLimit, SignInThrottle, TokenBucket
+from visavis.signaling.ratelimit import (
+    Buckets,
+    ConcurrencyLimit,
+    SignInThrottle,
+    TokenBucket,
+    key_bucket,
+)
 from visavis.signaling.web import WEB_DIR, web_client
 from visavis.store.base import CallLink, Device, Guest, HandleTaken, Store, User
 
@@ -71,6 +77,7 @@ class SignalingContext:
     max_message_bytes: int
     rate_per_second: float
     rate_burst: int
+    max_participants: int = 32
     vapid_public_key: str | None = None
     web_dir: str | None = None
     ready_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
@@ -510,13 +517,16 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         if session is None:
             return
         user, device, conn = session
-        bucket = TokenBucket(ctx.rate_per_second, ctx.rate_burst, ctx.clock.now())
+        buckets = Buckets(
+            messages=TokenBucket(ctx.rate_per_second, ctx.rate_burst, ctx.clock.now()),
+            keys=key_bucket(ctx.max_participants, ctx.clock.now()),
+        )
         try:
             while True:
                 frame = await websocket.receive()
                 if frame["type"] == "websocket.disconnect":
                     break
-                await _handle_frame(frame, user, device, conn, bucket)
+                await _handle_frame(frame, user, device, conn, buckets)
         except WebSocketDisconnect:
             pass
         finally:
@@ -599,7 +609,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         user: User,
         device: Device,
         conn: Connection,
-        bucket: TokenBucket,
+        buckets: Buckets,
     ) -> None:
         text = frame.get("text")
         if text is None:
@@ -616,7 +626,8 @@ def create_app(ctx: SignalingContext) -> FastAPI:
             raw = None
         re = raw.get("id") if isinstance(raw, dict) else None
         re = re if isinstance(re, str | int) and not isinstance(re, bool) else None
-        if not bucket.allow(ctx.clock.now()):
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        if not buckets.of(kind).allow(ctx.clock.now()):
             await _reject(conn, "rate_limited", "too many messages: slow down", re)
             return
         if raw is None:
@@ -625,7 +636,6 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         try:
             msg = m.client_message_adapter.validate_python(raw)
         except ValidationError as exc:
-            kind = raw.get("type") if isinstance(raw, dict) else None
             if not isinstance(kind, str) or kind not in m.CLIENT_TYPES:
                 await _reject(conn, "unknown_type", f"unknown message type {kind!r}", re)
             else:

@@ -32,6 +32,11 @@ Generated from `src/visavis/signaling/messages.py` by
   the server answers `welcome` or an `error` and closes with code 4401.
 - Requests carry an optional `id`; the server answers each with `result` or `error`
   whose `re` repeats it. Errors have a stable `code` and a `message` that says what to do.
+- Each device connection has two token buckets (settings `rate_limit_burst` /
+  `rate_limit_per_second`: 60, then 20 per second, for messages in general; `call.e2ee`
+  key messages have their own, sized by `max_participants`: 4 per possible peer banked,
+  2 per peer per second, since joining or leaving a group call rekeys with a message
+  to every other device). A message past its bucket gets `rate_limited` and is dropped.
 - Events about calls carry `seq`, numbered per device. Reconnect with
   `hello.resume_after = <last seq processed>` within the grace period (60 s by default)
   to receive every event sent meanwhile, in order, exactly once. `welcome.resumed=false`

@@ -24,6 +24,29 @@ class TokenBucket:
         return False
 
 
+def key_bucket(max_participants: int, now: float) -> TokenBucket:
+    """The bucket for a device's end-to-end key messages (``call.e2ee``), sized by call.
+
+    Key agreement is bursty by design: joining a call of n costs the newcomer an announce
+    and a key message to each of the n - 1 others, and a leave costs every remaining
+    sender a fresh key to each other. Under the device's general bucket (60, then 20/s)
+    a 32-person call loses keys (and so media) whenever people come and go together;
+    this one banks four messages per possible peer and refills two per peer per second.
+    """
+    return TokenBucket(2.0 * max_participants, 4 * max_participants, now)
+
+
+@dataclass(slots=True)
+class Buckets:
+    """A device connection's rate limits: one for key messages, one for the rest."""
+
+    messages: TokenBucket
+    keys: TokenBucket
+
+    def of(self, kind: object) -> TokenBucket:
+        return self.keys if kind == "call.e2ee" else self.messages
+
+
 class ConcurrencyLimit:
     """At most ``limit`` units of work at once; one more is refused, not queued.
 

@@ -197,6 +197,7 @@ class SignalingServer:
             max_message_bytes=cfg.max_message_bytes,
             rate_per_second=cfg.rate_limit_per_second,
             rate_burst=cfg.rate_limit_burst,
+            max_participants=cfg.max_participants,
             vapid_public_key=vapid_public_key_b64(vapid),
             passwords=PasswordWorkers(cfg.password_workers, cfg.password_queue),
             throttle=SignInThrottle(
