@@ -168,17 +168,34 @@ export class GroupCall {
     if (!pc || this.closed || Boolean(this.screenTx && this.screenTx.direction === "sendonly") === on) return;
     if (on) this._screenOn(pc);
     else this.screenTx.direction = "inactive";
-    this._negotiate(0, 0);
+    this._negotiate();
   }
 
-  _negotiate(audio, video) {
+  /** Offer (again), with `audio` / `video` more receive slots than the SFU saw in the
+   * last offer it answered (what `joined` and `renegotiate` count from). Requests that
+   * arrive while an offer is on its way or queued were counted from that same answered
+   * offer, so they set a total, not an increment: a burst of joiners (31 in a big room)
+   * would otherwise add their slots several times over, and an offer of ~80 m-lines
+   * outgrows the SFU's SDP limit (refused, and the call stops getting anyone new). One
+   * queued offer serves every request that came before it ran. */
+  _negotiate(audio = 0, video = 0) {
     const generation = this.generation;
+    const target = (this.recvTarget ??= { audio: 0, video: 0 });
+    const answered = this.recvAnswered ?? { audio: 0, video: 0 };
+    target.audio = Math.max(target.audio, answered.audio + audio);
+    target.video = Math.max(target.video, answered.video + video);
+    if (this.offerQueued) return;
+    this.offerQueued = true;
     this.chain = this.chain
       .then(async () => {
+        this.offerQueued = false;
         const pc = this.pc;
         if (!pc || this.closed || generation !== this.generation) return;
-        for (let i = 0; i < audio; i++) pc.addTransceiver("audio", { direction: "recvonly" });
-        for (let i = 0; i < video; i++) pc.addTransceiver("video", { direction: "recvonly" });
+        const offered = { audio: 0, video: 0 };
+        for (const t of pc.getTransceivers()) if (t.direction === "recvonly") offered[t.receiver.track.kind] += 1;
+        for (const kind of ["audio", "video"]) {
+          for (; offered[kind] < target[kind]; offered[kind]++) pc.addTransceiver(kind, { direction: "recvonly" });
+        }
         const offer = await pc.createOffer();
         await pc.setLocalDescription(offer);
         const answered = new Promise((resolve) => {
@@ -190,6 +207,7 @@ export class GroupCall {
         this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp, screen }));
         const answer = await answered;
         if (!answer || generation !== this.generation) return; // rejoined meanwhile
+        this.recvAnswered = offered;
         this.slots = new Map(answer.streams.map((s) => [s.mid, s]));
         await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
         this.onUpdate();
@@ -367,6 +385,9 @@ export class GroupCall {
     this.slots.clear();
     this.tracks.clear();
     this.participants.clear();
+    this.recvTarget = null; // the next connection starts with no receive slots
+    this.recvAnswered = null;
+    this.offerQueued = false;
     clearTimeout(this.layoutTimer);
     this.layoutTimer = null;
     this.sentLayout = null;

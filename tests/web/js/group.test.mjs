@@ -53,3 +53,52 @@ test("a layout asked before the SFU said joined goes when the grid asks again", 
   call.setLayout(["a"], ["b"]);
   assert.deepEqual(sent, [{ type: "layout", visible: ["a"], thumbnails: ["b"] }]);
 });
+
+/** A peer connection that only counts transceivers and hands out offers. */
+function fakePc() {
+  const transceivers = [];
+  return {
+    transceivers,
+    getTransceivers: () => transceivers,
+    addTransceiver(kind, init) {
+      transceivers.push({ direction: init.direction, receiver: { track: { kind } } });
+    },
+    async createOffer() {
+      return { sdp: `m-lines ${transceivers.length}` };
+    },
+    async setLocalDescription() {},
+    async setRemoteDescription() {},
+  };
+}
+
+const recv = (pc, kind) => pc.transceivers.filter((t) => t.direction === "recvonly" && t.receiver.track.kind === kind).length;
+const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+test("a burst of renegotiate requests adds each missing slot once", async () => {
+  const { call, sent } = joined();
+  const pc = fakePc();
+  call.pc = pc;
+  call.generation = 1;
+  call._negotiate(1, 1); // joined: one other participant
+  await tick();
+  assert.equal(sent.at(-1).type, "offer");
+  // While that offer is out, three more join: the SFU counts each request from the last
+  // offer it answered (none yet), so they say 2, 3 and 4 more of each kind.
+  call._message({ type: "renegotiate", audio: 2, video: 2 });
+  call._message({ type: "renegotiate", audio: 3, video: 3 });
+  call._message({ type: "renegotiate", audio: 4, video: 4 });
+  call.answerWaiter({ sdp: "answer", streams: [] });
+  await tick();
+  await tick();
+  const offers = sent.filter((m) => m.type === "offer");
+  assert.equal(offers.length, 2); // one offer served the three requests
+  assert.equal(recv(pc, "audio"), 4);
+  assert.equal(recv(pc, "video"), 4);
+  // Answered with 4 of each: a request for one more now means five.
+  call.answerWaiter({ sdp: "answer", streams: [] });
+  await tick();
+  call._message({ type: "renegotiate", audio: 1, video: 0 });
+  await tick();
+  assert.equal(recv(pc, "audio"), 5);
+  assert.equal(recv(pc, "video"), 4);
+});
