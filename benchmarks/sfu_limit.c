@@ -6,8 +6,10 @@
  * UDP socket to another on 127.0.0.1; a child process drains the receiving socket with
  * recvmmsg (batches of 64), so the sender pays for a real delivery, not for drops at a
  * full buffer. MODE "plain" sends as is; "srtp" first protects each datagram with
- * libsrtp2 (AES-128-GCM, as negotiated with Chromium), in place, as an SFU must once per
- * subscriber. Prints one JSON line: the sending thread's CPU time (its own clock, so
+ * Debian's libsrtp2 (AES-128-GCM, as negotiated with Chromium), in place, as an SFU must
+ * once per subscriber; "evp" protects it with the SFU's own SRTP (src/visavis/sfu/_srtp.c,
+ * OpenSSL's EVP, one context per session). "srtp-only" and "evp-only" protect without
+ * sending (the cipher's cost alone). Prints one JSON line: the sending thread's CPU time (its own clock, so
  * other processes on the machine do not count), wall time, and the receiver's packets
  * and CPU time.
  */
@@ -16,6 +18,8 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <srtp2/srtp.h>
+
+#include "_srtp.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +67,11 @@ static void receiver(int fd, int out) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s plain|srtp COUNT SIZE\n", argv[0]);
+        fprintf(stderr, "usage: %s plain|srtp|evp|srtp-only|evp-only COUNT SIZE\n", argv[0]);
         return 2;
     }
-    int use_srtp = strcmp(argv[1], "srtp") == 0;
+    int use_srtp = strncmp(argv[1], "srtp", 4) == 0, use_evp = strncmp(argv[1], "evp", 3) == 0;
+    int send = strstr(argv[1], "-only") == NULL;
     long long count = atoll(argv[2]);
     int size = atoi(argv[3]);
     if (size < 12 || size > BUF - 64) return 2;
@@ -90,6 +95,16 @@ int main(int argc, char **argv) {
     close(pipefd[1]);
 
     srtp_t session = NULL;
+    vv_srtp_t *evp = NULL;
+    if (use_evp) {
+        unsigned char key[28];
+        int status;
+        for (int i = 0; i < 28; i++) key[i] = (unsigned char)(i * 7 + 1);
+        if ((evp = vv_srtp_create(VV_SRTP_PROFILE_AEAD_AES_128_GCM, key, &status)) == NULL) {
+            fprintf(stderr, "vv_srtp_create failed (%d)\n", status);
+            return 1;
+        }
+    }
     if (use_srtp) {
         srtp_init();
         srtp_policy_t policy;
@@ -138,9 +153,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "srtp_protect failed\n");
                 return 1;
             }
+            if (evp != NULL && vv_srtp_protect(evp, p, &len) != VV_SRTP_OK) {
+                fprintf(stderr, "vv_srtp_protect failed\n");
+                return 1;
+            }
             iovs[i].iov_len = (size_t)len;
         }
-        int done = 0;
+        int done = send ? 0 : n;
         while (done < n) {
             int r = sendmmsg(tx, msgs + done, (unsigned)(n - done), 0);
             if (r < 0) {

@@ -532,7 +532,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 32])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=8.0,
+        help="seconds of traffic before measuring: at 32 people the SFU learns 32x4 SSRCs "
+        "and renegotiates for ~1-3 s after the media starts (docs/sfu.md)",
+    )
     parser.add_argument("--sample", type=int, default=20, help="decrypt 1 in N for latency")
     parser.add_argument(
         "--janus-event-loops",

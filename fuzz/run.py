@@ -3,6 +3,7 @@
     python -m fuzz.run --target stun --runs 1000000
     python -m fuzz.run --all --runs 1000000 --nice 10
     python -m fuzz.run --target stun --minimise   # merge the work corpus into fuzz/corpus/
+    python -m fuzz.run --target sfu_native --asan # the C fast path under ASan + UBSan
 
 libFuzzer (through atheris) runs in a child process; its new inputs go to
 ``fuzz/.work/<target>/`` (not committed) and crash or hang inputs to
@@ -54,6 +55,12 @@ class Figures:
 
 _STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
+_CRASH_MARKS = (
+    "Uncaught Python exception",
+    "ERROR: libFuzzer: deadly signal",
+    "ERROR: AddressSanitizer",
+    "runtime error:",  # UBSan
+)
 
 
 def parse_output(target: str, text: str, seconds: float) -> Figures:
@@ -70,7 +77,7 @@ def parse_output(target: str, text: str, seconds: float) -> Figures:
                 fig.exec_per_sec = value
         elif line.startswith("Hang: ") or "ALARM: working on the last Unit" in line:
             fig.hangs = 1
-        elif "Uncaught Python exception" in line or "ERROR: libFuzzer: deadly signal" in line:
+        elif any(mark in line for mark in _CRASH_MARKS):
             fig.crashes = 1
         elif line.startswith(("Test unit written to", "artifact_prefix")):
             fig.artifact = line.rsplit(" ", 1)[-1]
@@ -85,7 +92,9 @@ def _escape(token: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token)
 
 
-def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
+def _child(
+    name: str, flags: list[str], nice: int, env: dict[str, str] | None = None
+) -> tuple[int, str, float]:
     cmd = [sys.executable, str(CHILD), *flags]
     start = time.monotonic()
     proc = subprocess.run(
@@ -95,14 +104,20 @@ def _child(name: str, flags: list[str], nice: int) -> tuple[int, str, float]:
         text=True,
         errors="replace",
         check=False,
-        env={**os.environ, "FUZZ_TARGET": name},
+        env={**os.environ, **(env or {}), "FUZZ_TARGET": name},
         preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )
     return proc.returncode, proc.stdout, time.monotonic() - start
 
 
 def fuzz(
-    name: str, runs: int, nice: int, seed: int | None, log: Path, max_time: int | None = None
+    name: str,
+    runs: int,
+    nice: int,
+    seed: int | None,
+    log: Path,
+    max_time: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Figures:
     from fuzz.targets import load
 
@@ -128,7 +143,7 @@ def fuzz(
         path = WORK / f"{name}.dict"
         path.write_text("".join(f'"{_escape(token)}"\n' for token in target.dictionary))
         flags.append(f"-dict={path}")
-    _, output, seconds = _child(name, flags, nice)
+    _, output, seconds = _child(name, flags, nice, env)
     log.write_text(output)
     return parse_output(name, output, seconds)
 
@@ -173,17 +188,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="libFuzzer's random seed")
     parser.add_argument("--max-time", type=int, default=None, help="seconds per target at most")
     parser.add_argument("--minimise", action="store_true", help="merge into fuzz/corpus/")
+    parser.add_argument(
+        "--asan", action="store_true", help="the SFU's C fast path built with ASan + UBSan"
+    )
     parser.add_argument("--max-files", type=int, default=150, help="corpus cap per target")
     args = parser.parse_args()
     names = list(MODULES) if args.all else args.target
     failed = False
+    env = None
+    if args.asan:
+        from fuzz import native
+
+        env = native.environment(native.build())
     for name in names:
         if args.minimise:
             print(f"{name}: corpus now {minimise(name, args.nice, args.max_files)} files")
             continue
         log = WORK / f"{name}.log"
         WORK.mkdir(exist_ok=True)
-        fig = fuzz(name, args.runs, args.nice, args.seed, log, args.max_time)
+        fig = fuzz(name, args.runs, args.nice, args.seed, log, args.max_time, env)
         print(fig.line() + f"  (log: {log.relative_to(ROOT.parent)})", flush=True)
         failed |= bool(fig.crashes or fig.hangs) or fig.runs < args.runs
     sys.exit(1 if failed else 0)

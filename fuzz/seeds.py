@@ -199,6 +199,86 @@ def _sfu() -> list[bytes]:
     return [json.dumps(msg).encode() for msg in messages]
 
 
+def _step(op: int, payload: bytes = b"") -> bytes:
+    """One step of an ``sfu_native`` script: op, 2-byte length, payload."""
+    return bytes((op,)) + len(payload).to_bytes(2, "big") + payload
+
+
+def _sfu_native() -> list[bytes]:
+    """Scripts for the native fast path (see fuzz/targets/sfu_native.py): a publisher's
+    simulcast video (VP8 keyframes, then deltas), audio with levels, an SSRC Python
+    learns, RTCP, STUN and DTLS for Python, strays, layer switches, a mute; and a
+    garbage script (truncated headers, oversize datagrams, bad extension lengths)."""
+    stun = _stun()[1]
+    dtls = bytes.fromhex("16fefd000000000000000000050100000000")
+
+    def vp8(key: bool) -> bytes:
+        return bytes((0x10, 0x00 if key else 0x01, 0x9D, 0x01, 0x2A)) + bytes(40)
+
+    def media(profile_bit: int, new_ssrc: bool) -> bytes:
+        script = bytes((profile_bit | 2 << 1 | 1 << 3 | 0 << 5,))  # targets 2, 1, 0
+        for frame in range(6):
+            key = frame % 3 == 0
+            for layer in range(3):
+                packet = RtpPacket(
+                    96,
+                    100 * layer + frame,
+                    3000 * frame,
+                    0,
+                    marker=True,
+                    extensions={4: b"qhf"[layer : layer + 1]},
+                    payload=vp8(key),
+                )
+                script += _step(1 | layer << 3, packet.serialize())
+            audio = RtpPacket(
+                111, frame, 960 * frame, 0, extensions={1: bytes((0x80 | 30,))}, payload=b"opus" * 8
+            )
+            script += _step(1 | 3 << 3, audio.serialize())
+            if new_ssrc:
+                script += _step(
+                    1 | 4 << 3, RtpPacket(96, 7 + frame, 0, 0, payload=vp8(key)).serialize()
+                )
+            script += _step(7, b"\x08") + _step(6)
+        script += _step(2, RtcpRr(1, ()).serialize()) + _step(0, stun) + _step(0, dtls)
+        script += _step(3, RtpPacket(96, 1, 1, 1000, payload=b"x").serialize())
+        script += _step(5 | 1 << 3, b"\x00") + _step(5 | 3 << 3, bytes((128 + 20,)))
+        script += _step(4, RtpPacket(96, 50, 1, 0, payload=vp8(True)).serialize())
+        script += _step(4 | 3 << 3, RtpPacket(111, 50, 1, 0, payload=b"quiet").serialize())
+        return script
+
+    garbage = bytes((0x7F,)) + b"".join(
+        (
+            _step(1, bytes.fromhex("9f60000100000001000003e8")),  # CC=15, nothing follows
+            _step(1, bytes.fromhex("9060000200000002000003e8bede00ff") + bytes(8)),
+            _step(4, bytes.fromhex("906000030000000300000000bede0001")),
+            _step(0, bytes(5000)),  # over the receive buffer: truncated, garbage
+            _step(0, b"\x80"),
+            _step(3, b"\x81\xc9" + bytes(30)),
+            _step(4, b"\x80\x60"),
+            _step(6),
+        )
+    )
+    codecs = []  # VP9 (descriptor B bit), H.264 (IDR NAL), AV1 (aggregation header N bit)
+    for codec, key, delta in ((1, 0x08, 0x48), (2, 0x65, 0x41), (3, 0x08, 0x00)):
+        script = bytes((codec % 2 | 2 << 1,)) + _step(5 | 4 << 3, bytes((codec,)))
+        script += _step(5 | 8 << 3, b"\x06") + _step(5 | 16 << 3, b"\x01")  # dd id 5, T1
+        for frame in range(4):
+            for layer in range(3):
+                first = key if frame == 0 else delta
+                packet = RtpPacket(
+                    96,
+                    10 * layer + frame,
+                    3000 * frame,
+                    0,
+                    marker=True,
+                    payload=bytes((first,)) + bytes(30),
+                )
+                script += _step(1 | layer << 3, packet.serialize())
+            script += _step(6)
+        codecs.append(script)
+    return [media(0, False), media(1, True), garbage, *codecs]
+
+
 def _stream(frames: list[bytes], chunk: int) -> bytes:
     return bytes([chunk - 1]) + b"".join(frames)
 
@@ -219,6 +299,7 @@ def seeds() -> dict[str, list[bytes]]:
         "sdp": [_offer(False), _offer(True)],
         "signaling_json": _signaling(),
         "sfu_json": _sfu(),
+        "sfu_native": _sfu_native(),
     }
 
 

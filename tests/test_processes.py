@@ -43,6 +43,17 @@ def stun_binding(port: int, timeout: float = 10.0) -> bool:
     return data[:2] == b"\x01\x01" and data[8:20] == tid
 
 
+def sfu_workers(pid: int) -> dict[str, int]:
+    """The SFU's worker processes of ``visavis serve`` ``pid`` by name: ``visavis-sfu``
+    when there is one, ``visavis-sfu-0``, ``visavis-sfu-1``, ... when there are more."""
+    return {n: p for n, p in children(pid).items() if n.startswith("visavis-sfu")}
+
+
+def worker_parts(pid: int) -> list[str]:
+    """The SFU workers' part names (their ``visavis_part_*{part}`` label)."""
+    return sorted(n.removeprefix("visavis-") for n in sfu_workers(pid))
+
+
 def metric(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " ") or line == name:
@@ -68,7 +79,11 @@ def test_relay_and_sfu_run_as_named_children_and_show_in_one_metrics(tmp_path: P
     env = {"VISAVIS_SHARED_SECRET": SECRET}
     with serve(tmp_path / "data", env=env) as server:
         kids = children(server.pid)
-        assert {"visavis-relay", "visavis-sfu"} <= set(kids), kids
+        # By default the SFU runs a worker per core this process may use.
+        cores = len(os.sched_getaffinity(server.pid))
+        parts = ["sfu"] if cores == 1 else [f"sfu-{i}" for i in range(cores)]
+        assert worker_parts(server.pid) == sorted(parts), kids
+        assert "visavis-relay" in kids and len(kids) == 1 + cores, kids
         for pid in kids.values():  # the secret reaches them by pipe, not on a command line
             assert SECRET not in Path(f"/proc/{pid}/cmdline").read_text()
         port = int(server.url("relay", "stun:").rsplit(":", 1)[1])
@@ -76,10 +91,14 @@ def test_relay_and_sfu_run_as_named_children_and_show_in_one_metrics(tmp_path: P
         text = scrape(server.http_url, "visavis_relay_allocations", "visavis_sfu_")
         assert "visavis_ws_connections" in text  # signaling's, same scrape
         assert metric(text, 'visavis_part_up{part="relay"}') == 1.0
-        assert metric(text, 'visavis_part_up{part="sfu"}') == 1.0
-        cpu = metric(text, 'visavis_part_cpu_seconds_total{part="sfu"}')
-        assert cpu is not None and cpu > 0
-        assert "[relay]" in server.log() and "[sfu]" in server.log()  # tagged log lines
+        for part in parts:
+            assert metric(text, f'visavis_part_up{{part="{part}"}}') == 1.0
+            cpu = metric(text, f'visavis_part_cpu_seconds_total{{part="{part}"}}')
+            assert cpu is not None and cpu > 0
+        # The workers' own series come as one (summed), not once per worker.
+        assert text.count("# TYPE visavis_sfu_packets_forwarded_total counter") == 1
+        assert metric(text, "visavis_sfu_rooms") == 0.0
+        assert "[relay]" in server.log() and f"[{parts[-1]}]" in server.log()  # tagged lines
     assert server.process.returncode == 0, server.log()
     assert SECRET not in server.log()
 
@@ -104,7 +123,7 @@ def test_a_killed_child_is_restarted_on_its_ports(tmp_path: Path) -> None:
         base = os.getpriority(os.PRIO_PROCESS, 0)
         assert nice(server.pid) == min(base + 10, 19)
         assert nice(children(server.pid)["visavis-relay"]) == base
-        assert nice(children(server.pid)["visavis-sfu"]) == base
+        assert all(nice(pid) == base for pid in sfu_workers(server.pid).values())
         assert stun_binding(relay_port)  # the same port, answered by the new process
         text = scrape(server.http_url, "visavis_relay_allocations")  # the new child's
         assert metric(text, 'visavis_part_restarts_total{part="relay"}') == 1.0

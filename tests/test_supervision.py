@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from visavis.config import Settings
@@ -14,13 +15,19 @@ from visavis.supervision import (
     Ready,
     RestartBackoff,
     WireError,
+    WorkerLoad,
     command_line,
     error_line,
     hello_line,
+    load_line,
+    merge_families,
     parse_command,
     parse_hello,
     parse_report,
     ready_line,
+    worker_count,
+    worker_name,
+    worker_settings,
 )
 
 
@@ -66,6 +73,8 @@ def test_reports_and_commands_round_trip() -> None:
     ready = Ready({"sfu": ["ws://127.0.0.1:1/sfu", "udp://x"]}, "ws://127.0.0.1:1/sfu")
     assert parse_report(ready_line(ready)) == ready
     assert parse_report(error_line("the SFU cannot listen")) == "the SFU cannot listen"
+    load = WorkerLoad(rooms=2, participants=7, cpu=0.25, pps=1234.5)
+    assert parse_report(load_line(load)) == load
     assert parse_command(command_line("reload")) == "reload"
     with pytest.raises(WireError):
         parse_report(b"garbage")
@@ -83,3 +92,73 @@ def test_restart_backoff_doubles_and_resets_after_a_steady_run() -> None:
     assert backoff.delay(started_at=5, died_at=6) == 4.0
     assert backoff.delay(started_at=7, died_at=8) == 4.0  # bounded
     assert backoff.delay(started_at=10, died_at=100) == 0.5  # up a minute: fresh start
+
+
+def test_one_sfu_worker_per_core_unless_told_or_impossible(tmp_path: Path) -> None:
+    def count(cores: int = 4, **values: object) -> int:
+        return worker_count(Settings(data_dir=tmp_path, **values), cores)  # type: ignore[arg-type]
+
+    assert count() == 4 and count(cores=1) == 1
+    assert count(sfu={"workers": 3}) == 3
+    assert count(role="signaling") == 0 and count(role="relay") == 0
+    # role sfu: several workers are fleet nodes; without a registry signaling knows one URL.
+    assert count(role="sfu") == 1
+    assert count(role="sfu", bus_url="redis://127.0.0.1:6379/0") == 4
+    with pytest.raises(ValueError, match="needs a fleet registry"):
+        count(role="sfu", sfu={"workers": 2})
+    # Behind a proxy with one URL (the deployment guide's files), auto is one worker.
+    assert count(sfu={"public_url": "wss://sfu.example.org/sfu"}) == 1
+    with pytest.raises(ValueError, match=r"put \{worker\} in it"):
+        count(sfu={"public_url": "wss://sfu.example.org/sfu", "workers": 2})
+    assert count(sfu={"public_url": "wss://sfu.example.org/sfu/{worker}"}) == 4
+
+
+def test_each_worker_gets_its_own_ports_and_node_id(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, node_id="n1", sfu={"public_url": "wss://x.example/sfu/{worker}"}
+    )
+    second = worker_settings(settings, 1, 3)
+    assert (second.sfu.port, second.sfu.media_port, second.sfu.tcp_port) == (3482, 3483, 3484)
+    assert second.node_id == "n1-1" and second.sfu.public_url == "wss://x.example/sfu/1"
+    assert second.sfu.workers == 1  # a worker never starts workers of its own
+    assert worker_name(1, 3) == "sfu-1" and worker_name(0, 1) == "sfu"
+    only = worker_settings(settings, 0, 1)  # one worker: today's ports and node id
+    assert (only.sfu.port, only.sfu.media_port, only.node_id) == (3479, 3480, "n1")
+    assert only.sfu.workers == 1
+    free = Settings(data_dir=tmp_path, sfu={"port": 0, "media_port": 0, "tcp_port": "off"})
+    moved = worker_settings(free, 2, 3).sfu
+    assert (moved.port, moved.media_port, moved.tcp_port) == (0, 0, None)  # any free port
+
+
+def test_the_workers_metrics_are_summed_into_one_exposition() -> None:
+    worker = """# HELP visavis_sfu_packets_in_total SFU packets in
+# TYPE visavis_sfu_packets_in_total counter
+visavis_sfu_packets_in_total {n}.0
+# HELP visavis_sfu_dropped_packets_total datagrams dropped, by reason
+# TYPE visavis_sfu_dropped_packets_total counter
+visavis_sfu_dropped_packets_total{{reason="garbage"}} {n}.0
+visavis_sfu_dropped_packets_total{{reason="srtp_auth"}} 1.0
+# HELP visavis_sfu_joins_refused_created Joins refused
+# TYPE visavis_sfu_joins_refused_created gauge
+visavis_sfu_joins_refused_created{{reason="wrong_node"}} 170000000{n}.0
+"""
+    relay = "# HELP visavis_relay_allocations live\n# TYPE visavis_relay_allocations gauge\n"
+    relay += "visavis_relay_allocations 3.0\n"
+    texts = [worker.format(n=2), worker.format(n=5), relay]
+    merged = {f.name: f for f in merge_families([text_string_to_metric_families(t) for t in texts])}
+    assert sorted(merged) == ["visavis_relay_allocations", "visavis_sfu_dropped_packets",
+                              "visavis_sfu_joins_refused_created",
+                              "visavis_sfu_packets_in"]  # fmt: skip
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for f in merged.values()
+        for s in f.samples
+    }
+    assert samples == {
+        ("visavis_sfu_packets_in_total", ()): 7.0,
+        ("visavis_sfu_dropped_packets_total", ("garbage",)): 7.0,
+        ("visavis_sfu_dropped_packets_total", ("srtp_auth",)): 2.0,
+        ("visavis_relay_allocations", ()): 3.0,
+        ("visavis_sfu_joins_refused_created", ("wrong_node",)): 1700000002.0,  # earliest
+    }
+    assert merged["visavis_sfu_packets_in"].type == "counter"

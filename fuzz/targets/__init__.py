@@ -21,6 +21,7 @@ MODULES = {  # fastest first, so that --all finishes the quick targets early
     "sdp": "fuzz.targets.sdp",
     "rfc4571": "fuzz.targets.rfc4571",
     "turn_stream": "fuzz.targets.turn_stream",
+    "sfu_native": "fuzz.targets.sfu_native",
 }
 
 

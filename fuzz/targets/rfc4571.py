@@ -7,7 +7,7 @@ within the limit, and the framer must never hold more than one frame's worth.
 from __future__ import annotations
 
 from fuzz.contract import Target
-from visavis.sfu.tcp import MAX_FRAME, FramingError, Rfc4571Framer
+from visavis.protocol.rfc4571 import MAX_FRAME, FramingError, Rfc4571Framer
 
 
 def one_input(data: bytes) -> None:

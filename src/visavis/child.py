@@ -1,10 +1,11 @@
 """One media part (relay or SFU) in a child process of ``visavis serve`` (role all).
 
-``python -m visavis.child relay|sfu``, started by :mod:`visavis.supervisor`, never by
-hand. Reads its settings from stdin (:mod:`visavis.supervision`), runs the part as
-``visavis serve --role PART`` would, reports where it listens (or why it cannot) on its
-original stdout, and serves its metrics on a Unix socket the parent reads for
-``/metrics``. It stops on end of stdin (the parent closed it, or died), on SIGTERM, and
+``python -m visavis.child relay|sfu|sfu-N``, started by :mod:`visavis.supervisor`, never
+by hand (``sfu-N``: SFU worker N of several). Reads its settings from stdin
+(:mod:`visavis.supervision`), runs the part as ``visavis serve --role PART`` would,
+reports where it listens (or why it cannot) on its original stdout, then, for an SFU
+worker, its load every heartbeat, and serves its metrics on a Unix socket the parent
+reads for ``/metrics``. It stops on end of stdin (the parent closed it, or died), on SIGTERM, and
 when the parent dies (PR_SET_PDEATHSIG), so that no child outlives ``visavis serve``.
 Its logs go to the inherited stderr, each line tagged with the part's name.
 """
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import BinaryIO
 
 from prometheus_client import generate_latest
@@ -30,7 +32,9 @@ from visavis.node import Node, PartUnavailable
 from visavis.supervision import (
     Ready,
     WireError,
+    WorkerLoad,
     error_line,
+    load_line,
     parse_command,
     parse_hello,
     ready_line,
@@ -79,12 +83,21 @@ def _first_line() -> bytes:
     return bytes(line)
 
 
+def _part(name: str) -> str:
+    """The part a child name runs: ``relay``, ``sfu``, or ``sfu`` for worker ``sfu-N``."""
+    part, _, index = name.partition("-")
+    if (part == "relay" and not index) or (part == "sfu" and (not index or index.isdigit())):
+        return part
+    return ""
+
+
 def main() -> None:
-    part = sys.argv[1] if len(sys.argv) == 2 else ""
-    if part not in ("relay", "sfu"):
-        sys.exit("usage: python -m visavis.child relay|sfu (started by visavis serve)")
+    name = sys.argv[1] if len(sys.argv) == 2 else ""
+    part = _part(name)
+    if not part:
+        sys.exit("usage: python -m visavis.child relay|sfu|sfu-N (started by visavis serve)")
     parent = os.getppid()
-    _name_process(f"visavis-{part}")
+    _name_process(f"visavis-{name}")
     _die_with_parent(parent)
     # Ctrl-C in a terminal reaches the whole process group: the parent stops us in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,7 +110,7 @@ def main() -> None:
     settings = hello.settings
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s [{part}] %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
     )
     sys.exit(run(_run_part(part, settings, hello.metrics_socket, control)))
 
@@ -123,6 +136,7 @@ async def _run_part(part: str, settings: Settings, metrics_socket: str, control:
     control.write(ready_line(Ready(node.endpoints(), sfu_url)))
     log.info("%s ready (pid %d)", part, os.getpid())
     commands = asyncio.create_task(_commands(node, stop))
+    reports = asyncio.create_task(_report_load(node, control)) if node.sfu is not None else None
     try:
         await stop.wait()
     finally:
@@ -131,6 +145,8 @@ async def _run_part(part: str, settings: Settings, metrics_socket: str, control:
         deadline.daemon = True
         deadline.start()
         commands.cancel()
+        if reports is not None:
+            reports.cancel()
         metrics.close()
         with contextlib.suppress(OSError):
             os.unlink(metrics_socket)
@@ -156,6 +172,32 @@ async def _commands(node: Node, stop: asyncio.Event) -> None:
                 log.exception("%s failed", command)
     finally:
         stop.set()
+
+
+async def _report_load(node: Node, control: BinaryIO) -> None:
+    """Every heartbeat, the SFU's load on the control channel (the parent places rooms by
+    it). Never blocks the loop: a line the pipe cannot take now is dropped (the next one
+    says the same, fresher)."""
+    sfu = node.sfu
+    assert sfu is not None
+    os.set_blocking(control.fileno(), False)
+    interval = node.settings.fleet.heartbeat_interval
+    last = (time.monotonic(), time.process_time(), sfu.stats.packets_forwarded)
+    while True:
+        await asyncio.sleep(interval)
+        now = (time.monotonic(), time.process_time(), sfu.stats.packets_forwarded)
+        span = max(now[0] - last[0], 1e-3)
+        rooms, participants = sfu.occupancy()
+        load = WorkerLoad(
+            rooms, participants, (now[1] - last[1]) / span, max(0, now[2] - last[2]) / span
+        )
+        last = now
+        try:
+            control.write(load_line(load))
+        except BlockingIOError:
+            continue
+        except OSError:  # the parent closed the channel: it is stopping us
+            return
 
 
 async def _serve_metrics(node: Node, path: str) -> asyncio.AbstractServer:

@@ -94,11 +94,20 @@ def main() -> None:
 @click.option("--database-url", help="SQLAlchemy URL, e.g. postgresql+asyncpg://u@host/db.")
 @click.option("--bus-url", help="memory:// (one process) or redis://host:6379/0.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--metrics-port", type=int, help="Also serve Prometheus /metrics on 127.0.0.1:PORT.")
 @click.option(
-    "--metrics-port", type=int, help="Also serve Prometheus /metrics on 127.0.0.1:PORT."
+    "--sfu-workers",
+    type=click.IntRange(min=0),
+    help="SFU worker processes [default: 0, one per core].",
 )
 @relay_options
-def serve(config: Path | None, host: str | None, port: int | None, **flags: Any) -> None:
+def serve(
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    sfu_workers: int | None,
+    **flags: Any,
+) -> None:
     """Start visavis and print where each part listens.
 
     With the default role every part runs in this process on embedded defaults, which is
@@ -118,6 +127,8 @@ def serve(config: Path | None, host: str | None, port: int | None, **flags: Any)
     settings = _settings(config, relay=relay or None, **flags)
     if signaling:
         settings.signaling = settings.signaling.model_copy(update=signaling)
+    if sfu_workers is not None:
+        settings.sfu = settings.sfu.model_copy(update={"workers": sfu_workers})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,8 +1,8 @@
 """One visavis process: the parts its role names, started in order, closed in reverse.
 
-With role all, the relay and the SFU each run in a child process of their own
+With role all, the relay and the SFU's workers each run in a child process of their own
 (:mod:`visavis.supervisor`) and signaling in this one (docs/processes.md); a single-part
-role runs its part in this process.
+role runs its part in this process, except role sfu with several workers (in a fleet).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -74,6 +75,7 @@ class Node:
         self.relay_agent: Any | None = None  # the relay's heartbeat into the fleet registry
         self.run_dir: Path | None = None  # role all: the children's metrics sockets
         self.spawner: Any | None = None  # role all: starts the children
+        self.workers = 0  # SFU worker processes (0: the SFU, if any, runs in this process)
 
     def _wants(self, part: str) -> bool:
         return self.settings.role in ("all", part)
@@ -86,11 +88,12 @@ class Node:
             sys.setswitchinterval(settings.switch_interval_ms / 1000)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.ensure_shared_secret()  # before the children: they all get this one
+        self.workers = self._worker_count()
         try:
-            if settings.role == "all" and not self.media_in_process:
+            if (settings.role == "all" and not self.media_in_process) or self.workers > 1:
                 await self._start_children()
             for part in ("relay", "sfu"):
-                if settings.role == part or self.media_in_process:
+                if self.media_in_process or (settings.role == part and self.spawner is None):
                     setattr(self, part, await self._start_media(part))
             if settings.role == "relay" and uses_registry(settings):
                 await self._register_relay(self.relay)
@@ -100,6 +103,7 @@ class Node:
                     ice_urls=self._ice_urls,
                     # With Redis the SFU nodes register and signaling places rooms on them.
                     sfu_url=None if self._fleet_registry else self._sfu_url,
+                    fleet=self._worker_fleet(),
                     metrics_registry=self.registry,
                 )
                 await self._start(self.signaling)
@@ -122,20 +126,36 @@ class Node:
         await self._start(server)
         return server
 
+    def _worker_count(self) -> int:
+        """How many SFU worker processes to run (``sfu.workers``; 0: one per core)."""
+        from visavis.supervision import usable_cores, worker_count
+
+        if self.media_in_process:
+            return 0
+        try:
+            return worker_count(self.settings, usable_cores(os.sched_getaffinity(0)))
+        except ValueError as exc:
+            from visavis.supervisor import PartFailed
+
+            raise PartFailed(str(exc)) from exc
+
     async def _start_children(self) -> None:
-        """Role all: the relay and the SFU in child processes (started side by side), so
-        that signaling's work never delays a packet; their real URLs come back before
-        signaling starts. Each child registers itself in a fleet (Redis) as its role
-        would."""
-        from visavis.supervisor import PartProcess, Spawner, SupervisorMetrics
+        """Role all: the relay and the SFU's workers in child processes (started side by
+        side), so that signaling's work never delays a packet; role sfu with several
+        workers: the workers. Their real URLs come back before signaling starts. Each
+        child registers itself in a fleet (Redis) as its role would (each worker as a
+        node of its own)."""
+        from visavis.supervisor import PartProcess, SfuWorkers, Spawner, SupervisorMetrics
 
         self.run_dir = Path(tempfile.mkdtemp(prefix="visavis-"))
         self.spawner = Spawner()
         metrics = SupervisorMetrics(self.registry)
-        children = [
-            PartProcess(part, self.settings, self.run_dir, self.registry, metrics, self.spawner)
-            for part in ("relay", "sfu")
-        ]
+        children: list[Any] = []
+        if self.settings.role == "all":
+            relay = PartProcess("relay", self.settings, self.run_dir, metrics, self.spawner)
+            children.append(relay)
+        sfu = SfuWorkers(self.settings, self.workers, self.run_dir, metrics, self.spawner)
+        children.append(sfu)
         results = await asyncio.gather(*(c.start() for c in children), return_exceptions=True)
         failures = []
         for child, result in zip(children, results, strict=True):
@@ -143,9 +163,24 @@ class Node:
                 failures.append(result)
             else:
                 self.services.append(child)
-        self.relay, self.sfu = children
+        self.sfu = sfu
+        if self.settings.role == "all":
+            self.relay = children[0]
         if failures:
             raise failures[0]
+
+    def _worker_fleet(self) -> Any | None:
+        """Role all without a fleet registry: signaling places rooms on this server's SFU
+        workers by load and moves a dead worker's rooms (:mod:`visavis.workers`)."""
+        if self.spawner is None or self._fleet_registry or self.sfu is None:
+            return None
+        from visavis.fleet.placement import Limits
+        from visavis.workers import WorkerFleet
+
+        fleet = self.settings.fleet
+        return WorkerFleet(
+            self.sfu.workers, capacity=fleet.capacity, limits=Limits(cpu_limit=fleet.cpu_limit)
+        )
 
     async def _start(self, service: Service) -> None:
         try:
@@ -230,7 +265,7 @@ class Node:
         ``signaling_nice``, so that under CPU contention the kernel runs a woken relay or
         SFU before signaling's work (docs/processes.md has the measurement). Only
         ``visavis serve`` calls it: it changes the whole process."""
-        if self.spawner is None or self.settings.signaling_nice == 0:
+        if self.spawner is None or self.settings.role != "all" or self.settings.signaling_nice == 0:
             return
         self.spawner.lower_others(self.settings.signaling_nice)
         log.info(

@@ -12,18 +12,27 @@ lines on stdin are commands (``reload``, ``drain``); end of stdin means "stop".
 The child answers on its control channel (its original stdout) with one JSON line:
 ``{"ready": {...}}`` once its part listens, or ``{"error": "..."}`` with the reason it
 cannot start (the same sentence an operator reads from ``visavis serve --role PART``).
+An SFU worker then reports its load (``{"load": {...}}``) every heartbeat: the parent
+places rooms on the least loaded worker.
+
+The SFU part runs as ``sfu.workers`` worker processes (one per core by default): this
+module also says how many, and what each one's settings are (its ports, its node id).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
 from pydantic import SecretStr
 from pydantic_core import to_jsonable_python
 
 from visavis.config import Settings
+from visavis.fleet.settings import uses_registry
 
 #: Commands the parent may send after the settings line.
 COMMANDS = ("reload", "drain")
@@ -86,6 +95,27 @@ def parse_command(line: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class WorkerLoad:
+    """What an SFU worker carries, reported every heartbeat: its rooms and participants,
+    the share of a core it used and the packets it forwarded per second since the last."""
+
+    rooms: int = 0
+    participants: int = 0
+    cpu: float = 0.0
+    pps: float = 0.0
+
+
+def load_line(load: WorkerLoad) -> bytes:
+    body = {
+        "rooms": load.rooms,
+        "participants": load.participants,
+        "cpu": round(load.cpu, 4),
+        "pps": round(load.pps, 1),
+    }
+    return json.dumps({"load": body}).encode() + b"\n"
+
+
+@dataclass(frozen=True)
 class Ready:
     """Where a started part listens: what signaling hands out and what serve prints."""
 
@@ -102,10 +132,19 @@ def error_line(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode() + b"\n"
 
 
-def parse_report(line: bytes) -> Ready | str:
-    """A child's report: :class:`Ready`, or the reason (str) it could not start."""
+def parse_report(line: bytes) -> Ready | WorkerLoad | str:
+    """A child's report: :class:`Ready`, its :class:`WorkerLoad`, or the reason (str) it
+    could not start."""
     try:
         data = json.loads(line)
+        if "load" in data:
+            load = data["load"]
+            return WorkerLoad(
+                rooms=int(load["rooms"]),
+                participants=int(load["participants"]),
+                cpu=float(load["cpu"]),
+                pps=float(load["pps"]),
+            )
         if "error" in data:
             return str(data["error"])
         body = data["ready"]
@@ -140,3 +179,108 @@ class RestartBackoff:
         wait = max(self._next, self.first)
         self._next = min(wait * 2, self.longest)
         return wait
+
+
+# -- SFU workers ---------------------------------------------------------------------
+
+
+def worker_count(settings: Settings, cores: int) -> int:
+    """How many SFU worker processes this role runs (0: no SFU; 1: one, in this process
+    for role sfu).
+
+    ``sfu.workers`` 0 ("auto") means one per core the process may run on (``cores``),
+    where devices can reach each worker: every worker has its own control URL, so an
+    ``sfu.public_url`` (a reverse proxy's) must say where each is (``{worker}``), else
+    auto means one. Role sfu needs a fleet registry (a Redis bus) for more than one: each
+    worker is then a node of the fleet; without one, signaling (another process) knows a
+    single URL.
+
+    :raises ValueError: an explicit ``sfu.workers`` that cannot work, with the sentence
+        to show."""
+    sfu = settings.sfu
+    if settings.role not in ("all", "sfu"):
+        return 0
+    if settings.role == "sfu" and not uses_registry(settings):
+        if sfu.workers > 1:
+            raise ValueError(
+                f"sfu.workers = {sfu.workers} with --role sfu needs a fleet registry (a "
+                "redis:// bus_url): without one, signaling knows only sfu.public_url, one "
+                "worker's URL. Set sfu.workers = 1 (VISAVIS_SFU__WORKERS) or use Redis"
+            )
+        return 1
+    if sfu.public_url and "{worker}" not in sfu.public_url:
+        if sfu.workers > 1:
+            raise ValueError(
+                f"sfu.public_url names one control URL for {sfu.workers} SFU workers: put "
+                "{worker} in it (e.g. wss://sfu.example.org/sfu/{worker}, with a proxy route "
+                "per worker: worker i listens on sfu.port + i * sfu.worker_port_step) or set "
+                "sfu.workers = 1"
+            )
+        return 1
+    return sfu.workers or max(1, cores)
+
+
+def worker_name(index: int, count: int) -> str:
+    """The part name of worker ``index`` (``sfu`` when it is the only one): its metrics
+    label and, prefixed with ``visavis-``, its process name."""
+    return "sfu" if count == 1 else f"sfu-{index}"
+
+
+def worker_settings(settings: Settings, index: int, count: int) -> Settings:
+    """Worker ``index``'s settings: each fixed port moved up by ``index *
+    sfu.worker_port_step`` (0 stays "any free port"), ``{worker}`` in ``sfu.public_url``
+    replaced by the index, and its own node id (``NODE-index``, the parent's when it is
+    the only worker), which its join tokens name: a worker refuses another's room."""
+    sfu = settings.sfu
+    if count == 1:  # a worker is one SFU: it never starts workers of its own
+        return settings.model_copy(update={"sfu": sfu.model_copy(update={"workers": 1})})
+    shift = index * sfu.worker_port_step
+
+    def moved(port: int | None) -> int | None:
+        return port + shift if port else port
+
+    update: dict[str, Any] = {
+        "workers": 1,
+        "port": moved(sfu.port),
+        "media_port": moved(sfu.media_port),
+        "tcp_port": moved(sfu.tcp_port),
+    }
+    if sfu.public_url:
+        update["public_url"] = sfu.public_url.replace("{worker}", str(index))
+    return settings.model_copy(
+        update={"sfu": sfu.model_copy(update=update), "node_id": f"{settings.node_id}-{index}"}
+    )
+
+
+def usable_cores(affinity: Iterable[int]) -> int:
+    """The cores this process may run on (``os.sched_getaffinity(0)``)."""
+    return max(1, len(set(affinity)))
+
+
+def merge_families(children: Sequence[Iterable[Metric]]) -> list[Metric]:
+    """The children's metrics as one exposition: families of the same name (every SFU
+    worker exports the same ones) become one, samples with the same name and labels
+    summed (counters, gauges of rooms and participants, histogram buckets all add up;
+    a ``_created`` timestamp is the earliest)."""
+    merged: dict[str, Metric] = {}
+    sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for families in children:
+        for family in families:
+            target = merged.get(family.name)
+            if target is None:
+                target = merged[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+                sums[family.name] = {}
+            into = sums[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                value = sample.value if math.isfinite(sample.value) else 0.0
+                if key in into and sample.name.endswith("_created"):
+                    into[key] = min(into[key], value)
+                else:
+                    into[key] = into.get(key, 0.0) + value
+    for name, target in merged.items():
+        for (sample_name, labels), value in sums[name].items():
+            target.add_sample(sample_name, dict(labels), value)
+    return list(merged.values())

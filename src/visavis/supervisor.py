@@ -1,4 +1,4 @@
-"""The relay and the SFU of ``visavis serve`` (role all) as supervised child processes.
+"""The relay and the SFU workers of ``visavis serve`` as supervised child processes.
 
 Each media part runs in an interpreter of its own (:mod:`visavis.child`), so that no
 Python work of signaling (HTTP, WebSockets, JSON, SQL, password hashing) ever holds the
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,9 +35,13 @@ from visavis.supervision import (
     Ready,
     RestartBackoff,
     WireError,
+    WorkerLoad,
     command_line,
     hello_line,
+    merge_families,
     parse_report,
+    worker_name,
+    worker_settings,
 )
 
 log = logging.getLogger("visavis.supervisor")
@@ -87,6 +91,7 @@ class SupervisorMetrics:
             registry=registry,
         )
         registry.register(_CpuCollector(self.parts))
+        registry.register(_ChildrenCollector(self.parts))
 
 
 class _CpuCollector:
@@ -123,22 +128,29 @@ def _read_unix(path: str, timeout: float) -> str:
     return b"".join(chunks).decode()
 
 
-class _ChildCollector:
-    """A child's own metrics, read from its Unix socket at scrape time (it collects them
-    on its own loop); a child that is down or slow is left out of that scrape."""
+class _ChildrenCollector:
+    """The children's own metrics, read from their Unix sockets at scrape time (each
+    collects them on its own loop) and merged: the SFU workers' same-named series are
+    summed, so ``/metrics`` shows the SFU as a whole (``visavis_part_*{part}`` per
+    worker). A child that is down or slow is left out of that scrape."""
 
-    def __init__(self, part: PartProcess) -> None:
-        self.part = part
+    def __init__(self, parts: list[PartProcess]) -> None:
+        self.parts = parts
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names vary with what the children export: no duplicate check here
 
     def collect(self) -> Iterable[Metric]:
-        if not self.part.running:
-            return ()
-        try:
-            text = _read_unix(self.part.metrics_socket, COLLECT_TIMEOUT)
-            return list(text_string_to_metric_families(text))
-        except (OSError, ValueError) as exc:
-            log.warning("metrics of the %s left out of this scrape: %s", self.part.name, exc)
-            return ()
+        found = []
+        for part in list(self.parts):
+            if not part.running:
+                continue
+            try:
+                text = _read_unix(part.metrics_socket, COLLECT_TIMEOUT)
+                found.append(list(text_string_to_metric_families(text)))
+            except (OSError, ValueError) as exc:
+                log.warning("metrics of the %s left out of this scrape: %s", part.name, exc)
+        return merge_families(found)
 
 
 class Spawner:
@@ -196,28 +208,32 @@ async def _exit_code(process: subprocess.Popen[bytes]) -> int:
 
 
 class PartProcess:
-    """One media part in a child process, restarted when it dies (a
-    :class:`~visavis.service.Service` for :class:`~visavis.node.Node`)."""
+    """One media part (the relay, or one SFU worker: ``sfu``, ``sfu-N``) in a child
+    process, restarted when it dies (a :class:`~visavis.service.Service` for
+    :class:`~visavis.node.Node`). ``listeners`` hear of each death (False) and of each
+    restart that got ready (True): signaling moves a dead worker's rooms."""
 
     def __init__(
         self,
         name: str,
         settings: Settings,
         run_dir: Path,
-        registry: CollectorRegistry,
         metrics: SupervisorMetrics,
         spawner: Spawner,
     ) -> None:
         self.name = name
+        self.kind = name.partition("-")[0]  # relay, sfu
         self.settings = settings
         self.metrics_socket = str(run_dir / f"{name}.sock")
         self.process: subprocess.Popen[bytes] | None = None
         self.ready: Ready | None = None
+        self.load: WorkerLoad | None = None  # an SFU worker's last report
+        self.listeners: list[Callable[[bool], None]] = []
         self.restarts = 0
-        self._registry = registry
         self._metrics = metrics
         self._spawner = spawner
-        self._collector = _ChildCollector(self)
+        self._reports: asyncio.Task[None] | None = None
+        self._channel: asyncio.ReadTransport | None = None  # the child's report pipe
         self._backoff = RestartBackoff()
         self._started_at = 0.0
         self._exit: asyncio.Task[int] | None = None
@@ -240,20 +256,24 @@ class PartProcess:
         """The SFU's control WebSocket URL, as the child reported it."""
         return self.ready.sfu_url if self.ready is not None else None
 
+    @property
+    def node_id(self) -> str:
+        """The node id the child runs as (an SFU worker's join tokens name it)."""
+        return self.settings.node_id
+
     def endpoints(self) -> list[str]:
         """Where the part listens (the last report: a restart on fixed ports keeps them)."""
-        return list(self.ready.endpoints.get(self.name, [])) if self.ready is not None else []
+        return list(self.ready.endpoints.get(self.kind, [])) if self.ready is not None else []
 
     async def start(self) -> None:
         self.ready = await self._spawn()
-        self._registry.register(self._collector)
         self._metrics.parts.append(self)
         self._watch = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
 
     def _popen(self) -> subprocess.Popen[bytes]:
         """On a spawner thread: start the child, hand it its settings."""
         process = subprocess.Popen(
-            [sys.executable, "-m", "visavis.child", self.name],
+            [sys.executable, "-m", "visavis.child", self.name],  # name: visavis-NAME
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=child_environment(),
@@ -261,7 +281,7 @@ class PartProcess:
         )
         assert process.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: its exit says why
-            process.stdin.write(hello_line(self.settings, self.name, self.metrics_socket))
+            process.stdin.write(hello_line(self.settings, self.kind, self.metrics_socket))
         return process
 
     async def _spawn(self) -> Ready:
@@ -272,16 +292,20 @@ class PartProcess:
             raise PartFailed(f"cannot run a process for the {self.name}: {exc}") from exc
         self.process = process
         self._exit = asyncio.create_task(_exit_code(process))
-        assert process.stdout is not None
+        # The reports are read on the loop (no thread waits for a child to get ready:
+        # all of them start at once, however many workers).
+        reader = asyncio.StreamReader()
+        self._channel, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), process.stdout
+        )
         try:
-            line = await asyncio.wait_for(
-                loop.run_in_executor(self._spawner.pool, process.stdout.readline), START_TIMEOUT
-            )
+            line = await asyncio.wait_for(reader.readline(), START_TIMEOUT)
         except TimeoutError:
             await self._stop()
             raise PartFailed(f"the {self.name} did not start within {START_TIMEOUT:g} s") from None
         if not line:
             code = await self._exit
+            self._channel.close()
             raise PartFailed(
                 f"the {self.name} process {_describe_exit(code)} before it was ready "
                 "(its log is above)"
@@ -294,9 +318,31 @@ class PartProcess:
         if isinstance(report, str):
             await self._stop()
             raise PartFailed(report)
+        if not isinstance(report, Ready):
+            await self._stop()
+            raise PartFailed(f"the {self.name} reported its load before it was ready")
         self._started_at = time.monotonic()
         self._metrics.up.labels(self.name).set(1)
+        self._reports = asyncio.create_task(self._read_reports(reader))
         return report
+
+    async def _read_reports(self, reader: asyncio.StreamReader) -> None:
+        """The child's reports after ready (an SFU worker's load) until it exits."""
+        while line := await reader.readline():
+            try:
+                report = parse_report(line)
+            except WireError as exc:
+                log.warning("the %s: %s", self.name, exc)
+                continue
+            if isinstance(report, WorkerLoad):
+                self.load = report
+
+    def _tell(self, up: bool) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(up)
+            except Exception:  # a listener's bug must not stop the supervision
+                log.exception("a listener of the %s failed", self.name)
 
     async def _supervise(self) -> None:
         """Wait for the child to die; start a new one after a growing delay."""
@@ -311,6 +357,8 @@ class PartProcess:
             if self._closing:
                 return
             self._metrics.up.labels(self.name).set(0)
+            self.load = None
+            self._tell(False)
             wait = self._backoff.delay(self._started_at, time.monotonic())
             log.error(
                 "the %s process (pid %d) %s; restarting it in %.1f s",
@@ -333,6 +381,7 @@ class PartProcess:
             log.warning(
                 "the %s runs again (pid %s): %s", self.name, self.pid, " ".join(self.endpoints())
             )
+            self._tell(True)
 
     def _send(self, command: str) -> None:
         process = self.process
@@ -357,6 +406,10 @@ class PartProcess:
         process, exited = self.process, self._exit
         if process is None or exited is None:
             return
+        if self._reports is not None:
+            self._reports.cancel()
+        if self._channel is not None:
+            self._channel.close()
         if process.stdin is not None:
             with contextlib.suppress(OSError):
                 process.stdin.close()
@@ -381,8 +434,55 @@ class PartProcess:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self._stop()
-        with contextlib.suppress(KeyError):
-            self._registry.unregister(self._collector)
         with contextlib.suppress(ValueError):
             self._metrics.parts.remove(self)
         self._metrics.up.labels(self.name).set(0)
+
+
+class SfuWorkers:
+    """The SFU part as ``count`` worker processes (a :class:`~visavis.service.Service`):
+    worker i runs on its own ports and node id (:func:`~visavis.supervision.worker_settings`);
+    signaling places each room on one of them (:class:`visavis.workers.WorkerFleet`, or the
+    fleet registry, where each worker is a node)."""
+
+    name = "sfu"
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        run_dir: Path,
+        metrics: SupervisorMetrics,
+        spawner: Spawner,
+    ) -> None:
+        def worker(i: int) -> PartProcess:
+            name, own = worker_name(i, count), worker_settings(settings, i, count)
+            return PartProcess(name, own, run_dir, metrics, spawner)
+
+        self.workers = [worker(i) for i in range(count)]
+
+    async def start(self) -> None:
+        results = await asyncio.gather(*(w.start() for w in self.workers), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.close()
+            raise failures[0]
+
+    @property
+    def control_url(self) -> str | None:
+        """The first running worker's control URL (one SFU URL, where one is asked for)."""
+        return next((w.control_url for w in self.workers if w.running), None)
+
+    def endpoints(self) -> list[str]:
+        return [url for w in self.workers for url in w.endpoints()]
+
+    def drain(self) -> None:
+        for worker in self.workers:
+            worker.drain()
+
+    def closing(self) -> None:
+        for worker in self.workers:
+            worker.closing()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self.workers))

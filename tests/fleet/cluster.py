@@ -55,6 +55,9 @@ def fleet(
         "VISAVIS_SHARED_SECRET": SECRET,
         "VISAVIS_DATABASE_URL": database_url,
         "VISAVIS_SFU__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        # One worker per SFU node: these tests name and count nodes (with several
+        # workers each worker is a node of its own: tests/test_sfu_workers.py).
+        "VISAVIS_SFU__WORKERS": "1",
     }
     specs = [(f"sfu-{chr(97 + i)}", "sfu") for i in range(sfu)]
     specs += [(f"sig-{i}", "signaling") for i in range(signaling)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fuzz.contract import CORPUS_ROOT, check
@@ -65,3 +67,39 @@ def test_sdp_payload_type_of_non_ascii_digits_is_no_codec() -> None:
     assert codec is not None and codec.pt == 111
     data = (CORPUS_ROOT / "sdp" / "regress-superscript-format").read_bytes()
     check(load("sdp"), data)  # the contract holds on the crashing input itself
+
+
+def test_twin_counts_srtp_over_1500_bytes_as_failed() -> None:
+    """The pure-Python fast path (the SFU's fallback without libsrtp2) let pylibsrtp's
+    ValueError ("packet is too long": its buffer is 1,500 bytes) escape ``drain`` for a
+    datagram over 1,500 bytes from a client's address, losing the batch; and ``protect``
+    of a long packet escaped the forwarding loop the same way. Found by ``sfu_native``."""
+    import socket
+
+    from visavis.sfu import _fastpath_py as fp
+    from visavis.sfu.stats import SfuStats
+
+    key = bytes(range(1, 29))
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sfu,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        sfu.bind(("127.0.0.1", 0))
+        client.bind(("127.0.0.1", 0))
+        link = fp.Link("client")
+        link.rx = fp.Session(key, fp.PROFILE_AEAD_AES_128_GCM, False)
+        stats = SfuStats()
+        raw: list[Any] = []
+        forwarder = fp.Forwarder(
+            sfu, {fp.link_key(*client.getsockname()): link}, stats, lambda r, *_: raw.append(r)
+        )
+        client.sendto(b"\x80\x60" + bytes(2000), sfu.getsockname())
+        client.sendto(b"\x00\x01\x00\x00", sfu.getsockname())  # then STUN, for Python
+        sfu.setblocking(False)
+        assert select.select([sfu], [], [], 5)[0]
+        while stats.dropped["srtp_auth"] + sum(map(len, filter(None, raw))) < 2:
+            forwarder.drain(1.0)
+        assert stats.dropped["srtp_auth"] == 1 and [d for d, _ in raw[-1]] == [b"\x00\x01\x00\x00"]
+    tx = fp.Session(key, fp.PROFILE_AEAD_AES_128_GCM, True)
+    with pytest.raises(fp.SrtpError):
+        tx.protect(b"\x80\x60" + bytes(1400))

@@ -88,6 +88,30 @@ def test_rewriter_remembers_the_last_segments_only(fp: Any) -> None:
     assert r.lookup(2)[:2] == (2, 200)
 
 
+def test_rewriter_skip_closes_the_gaps_of_dropped_packets(fp: Any) -> None:
+    """Packets not forwarded (VP9 spatial layers above the subscriber's) leave no hole in
+    the output sequence; timestamps keep their offset; NACKs still map back."""
+    r = fp.Rewriter(90000, initial_seq=100, initial_ts=0)
+    r.skip(5)  # nothing forwarded yet: nothing to continue
+    r.switch(0)
+    assert r.rewrite(10, 9000, 0.0) == (100, 1)
+    r.skip(11)
+    r.skip(12)
+    assert r.rewrite(13, 9000, 0.01) == (101, 1)  # same picture: same timestamp
+    assert r.rewrite(14, 12000, 0.04) == (102, 3001)
+    r.skip(12)  # older than what was forwarded: changes nothing
+    assert r.rewrite(15, 12000, 0.05) == (103, 3001)
+    r.skip(16)
+    assert r.rewrite(12, 9000, 0.06) is None  # a straggler from before the last skip
+    r.switch(1)
+    r.skip(40)  # a switch is pending: the skip is moot
+    assert r.rewrite(50, 100, 0.1) == (104, 3001 + 4500)  # 50 ms after
+    assert r.lookup(101) == (0, 13, (1 - 9000) % 2**32)
+    assert r.lookup(103)[:2] == (0, 15)
+    assert r.lookup(104)[:2] == (1, 50)
+    assert r.last_sequence == 104
+
+
 def test_layer_selector_switches_on_keyframes_only(fp: Any) -> None:
     s = fp.Selector(target=2)
     assert s.current is None

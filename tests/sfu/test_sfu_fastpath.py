@@ -8,6 +8,7 @@ levels, and malformed, unauthenticated, RTCP, STUN and stray datagrams."""
 
 from __future__ import annotations
 
+import itertools
 import select
 import socket
 import struct
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from visavis.protocol.rtp import keyframes
 from visavis.sfu import _fastpath_py
 from visavis.sfu.stats import SfuStats
 
@@ -72,6 +74,61 @@ def vp8(key: bool, n: int) -> bytes:
     return bytes((0x10, 0x00 if key else 0x01, 0x9D, 0x01, 0x2A)) + bytes((n % 256,)) * 40
 
 
+def vp9(key: bool, n: int) -> bytes:
+    """I, L, B, E (+V on keyframes, P on the others); picture id, layer byte, TL0PICIDX."""
+    first = 0x80 | 0x20 | 0x08 | 0x04 | (0x02 if key else 0x40)
+    return bytes((first, n % 128, 0x00, n % 256)) + bytes((n % 256,)) * 40
+
+
+def h264(key: bool, n: int) -> bytes:
+    """Keyframes: STAP-A of SPS and PPS; others: one non-IDR slice."""
+    if key:
+        return b"\x78\x00\x04\x67\x42\xe0\x1f\x00\x02\x68\xce" + bytes((n % 256,)) * 30
+    return b"\x41\x9a" + bytes((n % 256,)) * 40
+
+
+def av1(key: bool, n: int) -> bytes:
+    """Aggregation header W=1 (+N on keyframes), then one OBU element."""
+    return bytes((0x10 | (0x08 if key else 0),)) + bytes((n % 256,)) * 40
+
+
+DD_ID = 6
+
+
+def dependency_descriptor(key: bool, n: int) -> bytes:
+    """Start and end of frame, template 0, frame n; keyframes attach a one-template
+    structure (what WebRTC senders do): one-byte extension element with id DD_ID."""
+    value = bytes((0xC0, n >> 8 & 0xFF, n & 0xFF))
+    if key:
+        value += bytes((0x80, 0x00, 0x03, 0x00, 0x00))  # structure: offset 0, 1 DT, L1T1
+    return bytes(((DD_ID << 4) | (len(value) - 1),)) + value
+
+
+def vp9_svc(key: bool, n: int, sid: int) -> bytes:
+    """One spatial layer's packet of an L3 picture (B and E: one packet per layer)."""
+    first = 0x80 | 0x20 | 0x08 | 0x04 | (0x02 if key and sid == 0 else 0) | (0 if key else 0x40)
+    return bytes((first, n % 128, (sid << 1) | (1 if sid else 0), n % 256)) + bytes((sid,)) * 30
+
+
+def vp8_tl(key: bool, n: int) -> bytes:
+    """VP8 with three temporal layers (TID 0, 2, 1, 2, ...): X, S; T; TID byte; tag."""
+    tid = (0, 2, 1, 2)[n % 4]
+    head = bytes((0x90, 0x20, (tid << 6) | (0x20 if tid else 0)))
+    return head + bytes((0x00 if key else 0x01, 0x9D, 0x01, 0x2A)) + bytes((n % 256,)) * 40
+
+
+PAYLOADS = {
+    "vp8": vp8,
+    "vp8-tl": vp8_tl,
+    "vp9": vp9,
+    "vp9-svc": vp9,
+    "h264": h264,
+    "av1": av1,
+    "av1-dd": av1,
+}
+CODEC_IDS = {"vp8": 0, "vp8-tl": 0, "vp9": 1, "vp9-svc": 1, "h264": 2, "av1": 3, "av1-dd": 3}
+
+
 @dataclass
 class Step:
     """One datagram to send to the SFU (from ``source``) and what to do before it."""
@@ -80,10 +137,12 @@ class Step:
     now: float
     source: str = "pub"  # or "stray"
     targets: dict[int, int] = field(default_factory=dict)  # sink index -> new target
+    spatial: dict[int, int] = field(default_factory=dict)  # sink index -> spatial target
+    temporal: dict[int, int] = field(default_factory=dict)  # sink index -> temporal target
     quiet_above: int | None = None  # set on the audio source (muted: voice only)
 
 
-def recorded_traffic(profile: int) -> list[Step]:
+def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
     """The publisher's datagrams, SRTP-protected once (the same bytes for both runs)."""
     tx = pylibsrtp.Session(
         pylibsrtp.Policy(
@@ -103,26 +162,44 @@ def recorded_traffic(profile: int) -> list[Step]:
         clock = 48000 if ssrc == SSRC_AUDIO else 90000
         steps.append(Step(tx.protect(rtp(ssrc, seq, int(now * clock), payload, **kw)), now))
 
+    video = PAYLOADS[codec]
+
+    def dd(key: bool, frame: int) -> bytes:
+        return dependency_descriptor(key, frame) if codec == "av1-dd" else b""
+
     for frame in range(24):
         key = frame % 8 == 0
         for layer, ssrc in enumerate(SSRC_LAYERS):
             if layer == 0 or frame % 2 == 0 or key:
-                send(ssrc, vp8(key, frame), marker=True, ext=b"\x40" + bytes((ord("qhf"[layer]),)))
+                rid = b"\x40" + bytes((ord("qhf"[layer]),))
+                if codec == "vp9-svc":  # three spatial layers in each stream
+                    for sid in range(3):
+                        send(ssrc, vp9_svc(key, frame, sid), marker=sid == 2, ext=rid)
+                else:
+                    send(ssrc, video(key, frame), marker=True, ext=rid + dd(key, frame))
         level = 10 if frame % 3 else 90
         send(SSRC_AUDIO, bytes(30), pt=111, ext=bytes((0x10, 0x80 | level)))
         if frame == 5:
-            send(SSRC_RTX, vp8(False, frame))  # publisher RTX: an SSRC with no source
+            send(SSRC_RTX, video(False, frame))  # publisher RTX: an SSRC with no source
             send(SSRC_LAYERS[2], b"", padding=200)  # padding-only packet
         if frame == 9:
             steps[-1].targets = {0: 0, 1: 2}  # simulcast switches, taken on keyframes
+        if frame == 3:
+            steps[-1].spatial = {0: 0, 2: 1}  # VP9 SVC: fewer spatial layers, at once
+        if frame == 11:
+            steps[-1].spatial = {0: 7}  # all again: at the next keyframe (16)
+        if frame == 4:
+            steps[-1].temporal = {2: 0}  # the base frame rate only, at once
+        if frame == 13:
+            steps[-1].temporal = {2: 7}  # all again: at the next keyframe (16)
         if frame == 15:
             steps[-1].quiet_above = 50  # audio no longer among the loudest: voice only
         if frame == 21:
             steps[-1].quiet_above = -1
         if frame == 12:
-            send(SSRC_NEW, vp8(True, frame))  # the low layer's SSRC changes (learnt)
-            send(SSRC_LAYERS[1], vp8(False, frame), ext=b"\x40h\x10\x00")
-            send(SSRC_LAYERS[0], vp8(False, frame), csrcs=2)
+            send(SSRC_NEW, video(True, frame), ext=dd(True, frame))  # SSRC changes (learnt)
+            send(SSRC_LAYERS[1], video(False, frame), ext=b"\x40h\x10\x00" + dd(False, frame))
+            send(SSRC_LAYERS[0], video(False, frame), csrcs=2)
         if frame == 14:
             steps.append(Step(b"\x80\x60" + bytes(60), now))  # fails SRTP auth
             steps.append(Step(tx.protect_rtcp(struct.pack("!BBHI", 0x80, 201, 1, 1)), now))
@@ -149,7 +226,7 @@ def udp() -> socket.socket:
     return s
 
 
-def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
+def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> Outcome:
     out = Outcome()
     sfu, pub, stray = udp(), udp(), udp()
     subs = [udp() for _ in range(2)]
@@ -178,6 +255,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
     audio = fp.Source(0, False, 1, None, audio_sinks, lambda lv, t: out.levels.append((lv, t)))
     for ssrc, layer in zip(SSRC_LAYERS, layers, strict=True):
         pub_link.sources[ssrc] = layer
+        layer.codec = CODEC_IDS[codec]
+        layer.dd_id = DD_ID if codec == "av1-dd" else -1
     pub_link.sources[SSRC_AUDIO] = audio
     sub_links = []
     for i in range(3):
@@ -207,6 +286,10 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
         for step in steps:
             for index, target in step.targets.items():
                 video_sinks[index].selector.set_target(target)
+            for index, target in step.spatial.items():
+                video_sinks[index].spatial_target = target
+            for index, target in step.temporal.items():
+                video_sinks[index].temporal_target = target
             if step.quiet_above is not None:
                 audio.quiet_above = step.quiet_above
             (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
@@ -225,6 +308,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
                 (s.packets, s.octets, s.selector.current, s.selector.target)
                 for s in video_sinks + audio_sinks
             ],
+            "spatial": [(s.spatial, s.spatial_target) for s in video_sinks],
+            "temporal": [(s.temporal, s.temporal_target) for s in video_sinks],
             "lookup": [
                 [s.rewriter.lookup((s.rewriter.last_sequence - k) & 0xFFFF) for k in range(40)]
                 for s in video_sinks + audio_sinks
@@ -244,11 +329,12 @@ def run(fp: Any, steps: list[Step], profile: int = GCM) -> Outcome:
 
 
 @needs_native
+@pytest.mark.parametrize("codec", list(PAYLOADS))
 @pytest.mark.parametrize("profile", [GCM, CM], ids=["aes-gcm", "aes-cm-hmac"])
-def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
-    steps = recorded_traffic(profile)
-    py = run(_fastpath_py, steps, profile)
-    nat = run(native, steps, profile)
+def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> None:
+    steps = recorded_traffic(profile, codec)
+    py = run(_fastpath_py, steps, profile, codec)
+    nat = run(native, steps, profile, codec)
     assert nat.state == py.state
     assert nat.sent == py.sent
     assert nat.raw == py.raw
@@ -263,6 +349,25 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     assert len(py.raw) == 4  # RTCP, STUN, the stray address, DTLS
     assert {struct.unpack_from("!I", p, 8)[0] for p in py.received} == {SSRC_RTX, SSRC_NEW}
     assert [s[2] for s in py.state["sinks"][:3]] == [0, 2, 0]  # switched on keyframes
+    if codec == "vp9-svc":
+        # sink 2 (no UDP path: its plain packets are in `outgoing`) was limited to
+        # spatial layer 1: SID 2 stops, and SID 1 packets end the picture (marker)
+        assert py.state["spatial"] == [(7, 7), (7, 7), (1, 1)]
+        video = [p for p in py.outgoing if p[1] & 0x7F == 102]
+        sids = [(p[20 + 2] >> 1) & 7 for p in video]  # 12 + abs-send-time (8), layer byte
+        assert 2 in sids[:6] and 2 not in sids[-30:] and 1 in sids[-30:]
+        assert all(p[1] & 0x80 for p, sid in zip(video[-30:], sids[-30:], strict=True) if sid == 1)
+    if codec == "vp8-tl":
+        # sink 2 (plain packets in `outgoing`) got only TID 0 from frame 5 to the
+        # keyframe at 16, then every layer again; its sequence has no gap
+        assert py.state["temporal"] == [(7, 7), (7, 7), (7, 7)]
+        video = [p for p in py.outgoing if p[1] & 0x7F == 102]
+        tids = [p[20 + 2] >> 6 for p in video]
+        assert tids[:5] == [0, 2, 1, 2, 0]  # frames 0-4
+        assert tids[-8:] == [0, 2, 1, 2, 0, 2, 1, 2]  # frames 16-23
+        assert len(tids) > 14 and set(tids[5:-8]) == {0}  # frames 8 and 12 only
+        seqs = [int.from_bytes(p[2:4], "big") for p in video]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no hole
     assert len(py.levels) == 24 and {lv for lv, _ in py.levels} == {10, 90}
     # Muted for frames 15-20: their quiet packets (level 90: frames 15, 18) went nowhere.
     audio_packets = py.state["sinks"][3][0]
@@ -275,12 +380,17 @@ def test_native_and_python_produce_the_same_bytes(profile: int) -> None:
     head=st.binary(min_size=12, max_size=40),
     body=st.binary(max_size=80),
     level_id=st.integers(-1, 15),
+    codec=st.integers(0, 4),
+    dd_id=st.integers(-1, 15),
+    limits=st.tuples(st.integers(0, 7), st.integers(0, 7)),
 )
 def test_arbitrary_plain_packets_same_outcome_no_crash(
-    head: bytes, body: bytes, level_id: int
+    head: bytes, body: bytes, level_id: int, codec: int, dd_id: int, limits: tuple[int, int]
 ) -> None:
     """Whatever a (decrypted) packet's header claims (CSRC count, extension length,
-    padding, keyframe bits), both paths agree, count malformed ones and never crash."""
+    padding, keyframe bits of any codec, a dependency descriptor, VP8/VP9 layer indices
+    under spatial and temporal limits), both paths agree, count malformed ones and never
+    crash."""
     results = []
     for fp in (_fastpath_py, native):
         stats = SfuStats()
@@ -303,8 +413,12 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
             levels.append(level)
 
         source = fp.Source(0, True, level_id, [None] * 8, sinks, on_level)
+        source.codec, source.dd_id = codec, dd_id
+        sinks[0].spatial_target, sinks[0].temporal_target = limits
+        sinks[0].spatial, sinks[0].temporal = 7 - limits[0], 7 - limits[1]
         forwarder.forward(source, head + body, 1.0)
-        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded))
+        limited = (sinks[0].spatial, sinks[0].temporal)
+        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded, limited))
     assert results[0] == results[1]
 
 
@@ -317,3 +431,17 @@ def test_session_rejects_bad_keys_and_bad_packets() -> None:
             rx.unprotect(b"\x80\x60" + bytes(40))
         with pytest.raises(fp.SrtpError):
             rx.unprotect_rtcp(b"\x80\xc9" + bytes(40))
+
+
+@needs_native
+@settings(max_examples=500, deadline=None)
+@given(
+    codec=st.integers(0, 4),
+    payload=st.binary(max_size=24),
+    dd=st.none() | st.binary(max_size=8),
+)
+def test_native_keyframe_test_is_the_python_one(
+    codec: int, payload: bytes, dd: bytes | None
+) -> None:
+    """The C table of keyframe tests answers as visavis.protocol.rtp.keyframes does."""
+    assert native.is_keyframe(codec, payload, dd) == keyframes.is_keyframe(codec, payload, dd)

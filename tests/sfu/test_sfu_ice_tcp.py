@@ -29,8 +29,9 @@ from aioice import stun
 from tests.sfu.conftest import make_settings
 from tests.waiting import until
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
+from visavis.protocol.rfc4571 import FramingError, Rfc4571Framer
 from visavis.sfu.server import SfuServer
-from visavis.sfu.tcp import FramingError, IceTcpConnection, Rfc4571Framer
+from visavis.sfu.tcp import IceTcpConnection
 from visavis.sfu.transport import WebRtcTransport
 
 # -- the framer --------------------------------------------------------------------------

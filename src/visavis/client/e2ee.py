@@ -90,29 +90,29 @@ def announced_identity(payload: str) -> bytes | None:
     return public if len(public) == 32 else None
 
 
-class GroupE2ee:
-    """This device's end-to-end keys for one group call, kept in step over signaling."""
+class CallKeysShell:
+    """What the SDK's two group shells of :class:`CallKeys` share (a device's
+    :class:`GroupE2ee`, a call link guest's :class:`~visavis.client.guest.GuestE2ee`): the
+    identity keys of the call's devices, guests by name, the verification code, key
+    messages sent in order, and alerts. Subclasses say how a sender's identity key is
+    learnt (:meth:`_learn`), how a message goes out (:meth:`_deliver`) and how this device
+    leaves on an alert (:meth:`_leave`)."""
 
     def __init__(
         self,
-        session: Session,
         call_id: str,
+        device_id: str,
         identity: DeviceIdentity,
-        pins: Pins | None = None,
-        *,
         on_alert: Callable[[Alert], None] | None = None,
     ) -> None:
-        self.session = session
         self.call_id = call_id
+        self.device_id = device_id
         self.identity = identity
-        self.pins = pins or Pins()
         self.on_alert = on_alert
-        self.directory: dict[str, bytes] = {session.device_id: identity.public}
+        self.directory: dict[str, bytes] = {device_id: identity.public}
         self.handles: dict[str, str] = {}
         self.guests: dict[str, str] = {}  # device -> name of guests (unverified identity)
-        self.keys = CallKeys(call_id, session.device_id, identity, self.directory.get)
-        self._events = session.events()
-        self._task: asyncio.Task[None] | None = None
+        self.keys = CallKeys(call_id, device_id, identity, self.directory.get)
         self._sending: asyncio.Lock = asyncio.Lock()
         self.stopped = False
 
@@ -128,8 +128,83 @@ class GroupE2ee:
     def verification_code(self) -> str:
         """Read aloud and compare: equal on every device unless a key was substituted."""
         members = {d: k for d, k in self.directory.items() if d in self.keys.peers}
-        members[self.session.device_id] = self.identity.public
+        members[self.device_id] = self.identity.public
         return verification_code(self.call_id, members)
+
+    def _learn_announced(self, event: m.CallE2eeEvent) -> bool:
+        """Take a sender's identity key from its announce (``ik``): unverified."""
+        public = announced_identity(event.payload)
+        if public is None:  # the first message of such a sender must be its announce
+            self.keys.refused["unknown_device"] += 1
+            return False
+        self.directory[event.from_device] = public
+        self.handles[event.from_device] = event.from_user
+        if event.from_user.startswith(GUEST_PREFIX):
+            self.guests[event.from_device] = event.from_user.removeprefix(GUEST_PREFIX)
+        return True
+
+    async def _learn(self, event: m.CallE2eeEvent) -> bool:
+        """Put the identity key of the (new) sender of ``event`` in the directory."""
+        raise NotImplementedError
+
+    async def _on_message(self, event: m.CallE2eeEvent) -> None:
+        device = event.from_device
+        if device not in self.directory and not await self._learn(event):
+            return
+        out = self.keys.peer_joined(device) if device not in self.keys.members else []
+        await self._send(out + self.keys.receive(device, event.payload))
+
+    async def _forget(self, device: str) -> None:
+        """``device`` left the call: a fresh key for the rest."""
+        self.handles.pop(device, None)
+        self.guests.pop(device, None)
+        if self.directory.pop(device, None) is not None:
+            await self._send(self.keys.peer_left(device))
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        async with self._sending:  # key messages leave in the order they were made
+            for message in outgoing:
+                with contextlib.suppress(Exception):  # a dropped message is a refused one
+                    await self._deliver(message)
+
+    async def _deliver(self, message: Outgoing) -> None:
+        raise NotImplementedError
+
+    async def _leave(self) -> None:
+        raise NotImplementedError
+
+    async def _check_alerts(self) -> None:
+        if not self.keys.alerts or self.stopped:
+            return
+        self.stopped = True
+        own = [a for a in self.keys.alerts if a.reason != "peer_alert"]
+        if own and own[0].device in self.keys.members:  # it learns why this device leaves
+            await self._send([self.keys.alert_message(own[0])])
+        for alert in self.keys.alerts:
+            log.warning("end-to-end encryption alert in %s: %s", self.call_id, alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        with contextlib.suppress(Exception):
+            await self._leave()
+
+
+class GroupE2ee(CallKeysShell):
+    """This device's end-to-end keys for one group call, kept in step over signaling."""
+
+    def __init__(
+        self,
+        session: Session,
+        call_id: str,
+        identity: DeviceIdentity,
+        pins: Pins | None = None,
+        *,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        super().__init__(call_id, session.device_id, identity, on_alert)
+        self.session = session
+        self.pins = pins or Pins()
+        self._events = session.events()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen for the call's key messages and announce this device's call key."""
@@ -160,32 +235,26 @@ class GroupE2ee:
                 log.exception("e2ee event for %s failed", self.call_id)
             await self._check_alerts()
 
-    async def _on_message(self, event: m.CallE2eeEvent) -> None:
+    async def _learn(self, event: m.CallE2eeEvent) -> bool:
+        """A guest's key is the one its announce carries; a device's is looked up and
+        pinned on first use (a changed pin is an alert)."""
+        if event.from_user.startswith(GUEST_PREFIX):
+            return self._learn_announced(event)
         device = event.from_device
-        if device not in self.directory and event.from_user.startswith(GUEST_PREFIX):
-            guest_key = announced_identity(event.payload)
-            if guest_key is None:  # a guest's first message must be its announce
-                self.keys.refused["unknown_device"] += 1
-                return
-            self.directory[device] = guest_key
-            self.handles[device] = event.from_user
-            self.guests[device] = event.from_user.removeprefix(GUEST_PREFIX)
-        elif device not in self.directory:
-            keys = await device_keys(self.session, event.from_user)
-            public = keys.get(device)
-            if public is None:
-                self.keys.refused["unknown_device"] += 1
-                return
-            status = self.pins.check(event.from_user, device, public)
-            if status is PinStatus.CHANGED:
-                self.keys.alerts.append(
-                    Alert(device, "identity_changed", f"{event.from_user}'s device key changed")
-                )
-                return
-            self.directory[device] = public
-            self.handles[device] = event.from_user
-        out = self.keys.peer_joined(device) if device not in self.keys.members else []
-        await self._send(out + self.keys.receive(device, event.payload))
+        keys = await device_keys(self.session, event.from_user)
+        public = keys.get(device)
+        if public is None:
+            self.keys.refused["unknown_device"] += 1
+            return False
+        status = self.pins.check(event.from_user, device, public)
+        if status is PinStatus.CHANGED:
+            self.keys.alerts.append(
+                Alert(device, "identity_changed", f"{event.from_user}'s device key changed")
+            )
+            return False
+        self.directory[device] = public
+        self.handles[device] = event.from_user
+        return True
 
     async def _on_left(self, event: m.CallParticipant) -> None:
         gone = [d for d, h in self.handles.items() if h == event.user.handle]
@@ -194,35 +263,14 @@ class GroupE2ee:
         for device in gone:
             await self._forget(device)
 
-    async def _forget(self, device: str) -> None:
-        """``device`` left the call (a guest: ``call.guest`` left): fresh key for the rest."""
-        self.handles.pop(device, None)
-        self.guests.pop(device, None)
-        if self.directory.pop(device, None) is not None:
-            await self._send(self.keys.peer_left(device))
+    async def _deliver(self, message: Outgoing) -> None:
+        fields: dict[str, Any] = {"call_id": self.call_id, "payload": message.payload}
+        if message.to_device is not None:
+            fields["to_device"] = message.to_device
+        await self.session.request("call.e2ee", **fields)
 
-    async def _send(self, outgoing: list[Outgoing]) -> None:
-        async with self._sending:  # key messages leave in the order they were made
-            for message in outgoing:
-                fields: dict[str, Any] = {"call_id": self.call_id, "payload": message.payload}
-                if message.to_device is not None:
-                    fields["to_device"] = message.to_device
-                with contextlib.suppress(Exception):  # a dropped message is a refused one
-                    await self.session.request("call.e2ee", **fields)
-
-    async def _check_alerts(self) -> None:
-        if not self.keys.alerts or self.stopped:
-            return
-        self.stopped = True
-        own = [a for a in self.keys.alerts if a.reason != "peer_alert"]
-        if own and own[0].device in self.keys.members:  # it learns why this device leaves
-            await self._send([self.keys.alert_message(own[0])])
-        for alert in self.keys.alerts:
-            log.warning("end-to-end encryption alert in %s: %s", self.call_id, alert)
-            if self.on_alert is not None:
-                self.on_alert(alert)
-        with contextlib.suppress(Exception):
-            await self.session.request("call.leave", call_id=self.call_id)
+    async def _leave(self) -> None:
+        await self.session.request("call.leave", call_id=self.call_id)
 
 
 def sdp_fingerprint(sdp: str) -> str | None:
@@ -340,4 +388,11 @@ class DirectE2ee:
         self.keys.end()
 
 
-__all__ = ["DirectE2ee", "GroupE2ee", "device_keys", "enable_e2ee", "publish_identity"]
+__all__ = [
+    "CallKeysShell",
+    "DirectE2ee",
+    "GroupE2ee",
+    "device_keys",
+    "enable_e2ee",
+    "publish_identity",
+]

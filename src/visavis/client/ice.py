@@ -26,15 +26,16 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import aioice.ice
-from aioice import stun
 from aiortc import RTCIceServer
 
+from visavis.protocol.stun import MessageClass, Method, StunError, encode_message, parse_message
 from visavis.signaling import messages as m
 
 log = logging.getLogger("visavis.client")
@@ -152,8 +153,8 @@ class _Probe(asyncio.DatagramProtocol):
         self.answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        with contextlib.suppress(ValueError):
-            message = stun.parse_message(data)
+        with contextlib.suppress(StunError):
+            message = parse_message(data)
             if message.transaction_id == self.transaction and not self.answered.done():
                 self.answered.set_result(True)
 
@@ -174,17 +175,18 @@ async def probe_udp(servers: list[m.IceServer]) -> bool | None:
         return None
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    transaction = secrets.token_bytes(12)
+    request = encode_message(Method.BINDING, MessageClass.REQUEST, transaction, [])
     try:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Probe(request.transaction_id), family=family
+            lambda: _Probe(transaction), family=family
         )
     except OSError:
         return False
     try:
         for _ in range(PROBE_TRIES):
             try:
-                transport.sendto(bytes(request), target)
+                transport.sendto(request, target)
             except OSError:
                 return False
             with contextlib.suppress(TimeoutError):

@@ -6,6 +6,10 @@
     async with session.events() as events:            # call.guest: someone waits in the lobby
         ...
         await admit(session, call_id, event.guest.id)
+    await revoke_link(session, link.id)               # nobody new gets in
+
+The other side, joining someone's link as a guest (no account), is
+:mod:`visavis.client.guest`.
 
 The call is a group call through the SFU (docs/protocol.md, "Call links"): join its room
 with :class:`~visavis.client.sfu_session.SfuSession` and encrypt it with
@@ -58,4 +62,15 @@ async def admit(session: Session, call_id: str, guest_id: str) -> None:
     await session.request("call.admit", call_id=call_id, guest_id=guest_id)
 
 
-__all__ = ["Link", "admit", "create_link", "open_link_call"]
+async def revoke_link(session: Session, link_id: str) -> None:
+    """Turn a link off (``DELETE /api/links/{id}``): nobody new gets in, guests still
+    waiting are refused (``link_revoked``); those already in the call stay."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.delete(
+            f"{session.url}/api/links/{link_id}",
+            headers={"Authorization": f"Bearer {session.token}"},
+        )
+        r.raise_for_status()
+
+
+__all__ = ["Link", "admit", "create_link", "open_link_call", "revoke_link"]

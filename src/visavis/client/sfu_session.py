@@ -27,6 +27,7 @@ import math
 import struct
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import (
@@ -78,6 +79,7 @@ class SfuSession:
         self.video = video
         self.ice_servers = ice_servers or []
         self.keyring = keyring  # end-to-end encryption (SFrame) of every frame when set
+        self.video_codec = "vp8"  # the room's (from joined): the only video codec offered
         self.participant_id: str | None = None
         self.room_id: str | None = None
         self.participants: dict[str, dict[str, Any]] = {}
@@ -89,6 +91,9 @@ class SfuSession:
         self.last_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.first_frame: dict[str, dict[str, float]] = defaultdict(dict)
         self.video_size: dict[str, tuple[int, int]] = {}  # participant -> last decoded w, h
+        # Called with the participant id when one leaves the room for good (reason "left",
+        # not a timeout): a call link's guest learns of leavers only here.
+        self.on_participant_left: Callable[[str], None] | None = None
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -122,6 +127,7 @@ class SfuSession:
         self._reader = asyncio.create_task(self._read())
         joined = await asyncio.wait_for(self._joined, limit)
         self.participant_id = joined["participant_id"]
+        self.video_codec = joined.get("video_codec", "vp8")  # the room's one video codec
         self.room_id = joined["room_id"]
         for info in joined["participants"]:
             self.participants[info["participant_id"]] = info
@@ -213,14 +219,16 @@ class SfuSession:
             self._changed.set()
 
     def _e2ee(self, transceiver: RTCRtpTransceiver) -> None:
-        """Attach SFrame to a new transceiver; only VP8 and Opus are offered then."""
+        """Offer only the room's video codec (aiortc: VP8 or H.264) on a new
+        transceiver, and attach SFrame to it when end-to-end encryption is on."""
+        if transceiver.kind == "video":
+            mime = f"video/{self.video_codec}"
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            wanted = [c for c in caps if c.mimeType.lower() in (mime, "video/rtx")]
+            if len(wanted) > 1:
+                transceiver.setCodecPreferences(wanted)
         if self.keyring is None:
             return
-        if transceiver.kind == "video":
-            caps = RTCRtpSender.getCapabilities("video").codecs
-            transceiver.setCodecPreferences(
-                [c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")]
-            )
         if transceiver.direction == "sendonly":
             encrypt_sender(transceiver.sender, self.keyring)
         else:
@@ -263,6 +271,8 @@ class SfuSession:
             self.participants[info["participant_id"]] = info
         elif kind == "participant_left":
             self.participants.pop(message["participant_id"], None)
+            if message.get("reason", "left") == "left" and self.on_participant_left is not None:
+                self.on_participant_left(message["participant_id"])
         elif kind == "dominant_speaker":
             self.dominant_speaker = message["participant_id"]
         elif kind == "error":

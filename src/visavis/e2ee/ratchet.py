@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from visavis.e2ee.frames import Codec, FrameStats, clear_length, decrypt_frame, encrypt_frame
+from visavis.e2ee.frames import Codec, FrameStats, decrypt_frame, encrypt_frame, frame_kid
 from visavis.protocol.sframe import (
     DEFAULT_SUITE,
     CipherSuite,
@@ -24,7 +24,6 @@ from visavis.protocol.sframe import (
     SendKey,
     SFrameError,
     UnknownKeyError,
-    decode_header,
 )
 from visavis.protocol.sframe.suites import hkdf
 
@@ -135,7 +134,7 @@ class Keyring:
         return result.plaintext
 
     def _catch_up(self, codec: Codec, data: bytes) -> bool:
-        kid = decode_header(data[clear_length(codec, data) :]).kid
+        kid = frame_kid(codec, data)
         device = self._owner.get(kid >> 8)
         if device is None:
             return False

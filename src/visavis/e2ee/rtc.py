@@ -2,7 +2,8 @@
 
 Sending: aiortc encodes and packetizes in ``RTCRtpSender._next_encoded_frame``; we wrap
 that method per sender, take the frame back out of its packets (VP8: strip the payload
-descriptors; Opus: one packet), encrypt it, and packetize it again. aiortc still
+descriptors; H.264: depacketize to Annex B; Opus: one packet), encrypt it, and
+packetize it again. aiortc still
 computes the RFC 6464 audio level from the raw samples, so the SFU's speaker
 detection keeps working. Receiving: the receiver hands each reassembled frame to its
 decoder thread through the private queue ``_RTCRtpReceiver__decoder_queue``; we replace
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder, H264PayloadDescriptor
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 
 from visavis.e2ee.frames import Codec, FrameError
@@ -52,6 +54,10 @@ def encrypt_sender(sender: RTCRtpSender, keyring: Keyring) -> None:
                 picture_id = parts[0][0].picture_id or 0
                 encrypted = keyring.encrypt(kind, body)
                 frame.payloads = Vp8Encoder._packetize(encrypted, picture_id)
+            elif kind is Codec.H264:
+                annex_b = b"".join(H264PayloadDescriptor.parse(p)[1] for p in frame.payloads)
+                encrypted = keyring.encrypt(kind, annex_b)
+                frame.payloads = H264Encoder._packetize(H264Encoder._split_bitstream(encrypted))
             elif kind is Codec.OPUS:
                 frame.payloads = [keyring.encrypt(kind, p) for p in frame.payloads]
             else:

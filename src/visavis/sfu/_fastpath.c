@@ -4,8 +4,9 @@
  * subscriber, without a Python object per packet:
  *
  *   recvmmsg -> the link of the source address (a dict of int keys) -> SRTP unprotect
- *   (libsrtp2) -> the source of the SSRC (a dict per link) -> reception statistics,
- *   NACK history, audio level -> per sink: simulcast decision (Selector), sequence and
+ *   (_srtp.c on OpenSSL) -> the source of the SSRC (a dict per link) -> reception stats,
+ *   NACK history, audio level -> per sink: simulcast decision (Selector, on keyframes
+ *   found per codec: is_keyframe), layer limits (VP9 spatial, VP8/VP9 temporal), sequence and
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extension (abs-send-time or audio level) -> SRTP protect -> sendmmsg.
  *
@@ -35,17 +36,18 @@
 #include <math.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <srtp2/srtp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 
+#include "_srtp.h"
+
 #define VLEN 64         /* datagrams per recvmmsg */
 #define RECVSZ 4096     /* larger datagrams are truncated: dropped as garbage */
 #define OUTN 128        /* datagrams per sendmmsg */
-#define OUTSZ (RECVSZ + 64 + SRTP_MAX_TRAILER_LEN)
+#define OUTSZ (RECVSZ + 64 + VV_SRTP_MAX_TRAILER)
 #define MAXHIST 64      /* rewriter segments remembered at most */
 
 static PyObject *SrtpError;
@@ -155,14 +157,123 @@ static int is_vp8_keyframe(const unsigned char *p, size_t n) {
     return !(p[pos] & 0x01);
 }
 
+/* VP9 keyframe start (RFC 9628 s4.2), as visavis.protocol.rtp.vp9.is_vp9_keyframe:
+ * B (start of a layer frame), P = 0 (not inter-picture predicted), SID 0. */
+static int is_vp9_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    unsigned sid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    return (first & 0x08) && !(first & 0x40) && sid == 0;
+}
+
+/* Where a VP8/VP9 packet sits in the layer structure, as
+ * visavis.protocol.rtp.keyframes.layer_info: spatial and temporal ids, start of a picture,
+ * end of a layer frame (VP9 E), keyframe start. */
+typedef struct {
+    int sid, tid, start, end, intra;
+} LayerInfo;
+
+static int vp9_info(const unsigned char *p, size_t n, LayerInfo *li) {
+    if (n < 1) return 0;
+    unsigned first = p[0];
+    size_t pos = 1;
+    if (first & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    li->sid = li->tid = 0;
+    if (first & 0x20) {
+        if (n <= pos) return 0;
+        li->tid = p[pos] >> 5;
+        li->sid = (p[pos] >> 1) & 0x07;
+        pos += 1;
+    }
+    if (n < pos) return 0;
+    li->start = (first & 0x08) && li->sid == 0;
+    li->end = (first & 0x04) != 0;
+    li->intra = li->start && !(first & 0x40);
+    return 1;
+}
+
+static int vp8_info(const unsigned char *p, size_t n, LayerInfo *li) {
+    if (n < 1) return 0;
+    li->sid = li->tid = 0;
+    li->end = 0;
+    li->start = (p[0] & 0x10) && !(p[0] & 0x07);
+    li->intra = is_vp8_keyframe(p, n);
+    if (!(p[0] & 0x80)) return 1;
+    if (n < 2) return 0;
+    unsigned ext = p[1];
+    size_t pos = 2;
+    if (ext & 0x80) {
+        if (n <= pos) return 0;
+        pos += (p[pos] & 0x80) ? 2 : 1;
+    }
+    if (ext & 0x40) pos += 1;
+    if (!(ext & 0x20)) return 1;
+    if (n <= pos) return 0;
+    li->tid = p[pos] >> 6;
+    return 1;
+}
+
+/* H.264 (RFC 6184): a packet holding an SPS (7) or the start of an IDR slice (5), as
+ * visavis.protocol.rtp.h264.is_h264_keyframe. */
+static inline int h264_key_type(unsigned t) { return t == 5 || t == 7; }
+
+static int is_h264_keyframe(const unsigned char *p, size_t n) {
+    if (n < 1) return 0;
+    unsigned nal = p[0] & 0x1F;
+    if (nal >= 1 && nal <= 23) return h264_key_type(nal);
+    if (nal == 24) { /* STAP-A */
+        size_t pos = 1;
+        while (pos + 2 < n) {
+            size_t size = (size_t)u16(p + pos);
+            if (size == 0 || pos + 2 + size > n) break;
+            if (h264_key_type(p[pos + 2] & 0x1F)) return 1;
+            pos += 2 + size;
+        }
+        return 0;
+    }
+    if (nal == 28 && n >= 2 && (p[1] & 0x80)) return h264_key_type(p[1] & 0x1F); /* FU-A */
+    return 0;
+}
+
+enum { CODEC_VP8 = 0, CODEC_VP9 = 1, CODEC_H264 = 2, CODEC_AV1 = 3 };
+
+/* As visavis.protocol.rtp.keyframes.is_keyframe: the dependency descriptor when the
+ * packet has one (dd != NULL: start of frame and template structure present), else the
+ * codec's payload header (AV1: the aggregation header's N bit). */
+static int is_keyframe(int codec, const unsigned char *p, size_t n, const unsigned char *dd,
+                       size_t ddlen) {
+    if (dd != NULL) return ddlen > 3 && (dd[0] & 0x80) && (dd[3] & 0x80);
+    switch (codec) {
+    case CODEC_VP8: return is_vp8_keyframe(p, n);
+    case CODEC_VP9: return is_vp9_keyframe(p, n);
+    case CODEC_H264: return is_h264_keyframe(p, n);
+    case CODEC_AV1: return n >= 1 && (p[0] & 0x08);
+    default: return 0;
+    }
+}
+
 /* ------------------------------------------------------------------ Session */
 typedef struct {
     PyObject_HEAD
-    srtp_t srtp;
+    vv_srtp_t *srtp;
 } Session;
 
 static void Session_dealloc(Session *self) {
-    if (self->srtp != NULL) srtp_dealloc(self->srtp);
+    vv_srtp_free(self->srtp); /* wipes the keys */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -172,43 +283,32 @@ static int Session_init(Session *self, PyObject *args, PyObject *kwds) {
     int profile, outbound;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ip", kwlist, &key, &profile, &outbound))
         return -1;
-    srtp_policy_t policy;
-    memset(&policy, 0, sizeof policy);
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok) {
+    /* `outbound` only named libsrtp2's template direction: no effect on the bytes */
+    int want = vv_srtp_key_length(profile);
+    if (want < 0) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "unsupported SRTP profile");
         return -1;
     }
-    int want = policy.rtp.cipher_key_len;
     if (key.len != want) {
         PyBuffer_Release(&key);
         PyErr_Format(PyExc_ValueError, "SRTP master key+salt must be %d bytes", want);
         return -1;
     }
-    policy.key = (unsigned char *)key.buf;
-    policy.ssrc.type = outbound ? ssrc_any_outbound : ssrc_any_inbound;
-    policy.window_size = 1024;
-    policy.allow_repeat_tx = 1; /* NACK answers resend a sequence number already sent */
-    if (self->srtp != NULL) {
-        srtp_dealloc(self->srtp);
-        self->srtp = NULL;
-    }
-    srtp_err_status_t rc = srtp_create(&self->srtp, &policy);
+    vv_srtp_free(self->srtp);
+    int rc;
+    self->srtp = vv_srtp_create(profile, (const unsigned char *)key.buf, &rc);
     PyBuffer_Release(&key);
-    if (rc != srtp_err_status_ok) {
-        self->srtp = NULL;
-        PyErr_Format(SrtpError, "srtp_create failed (%d)", (int)rc);
+    if (self->srtp == NULL) {
+        PyErr_Format(SrtpError, "SRTP session set-up failed (%d)", rc);
         return -1;
     }
     return 0;
 }
 
-typedef srtp_err_status_t (*srtp_fn)(srtp_t, void *, int *);
+typedef int (*srtp_fn)(vv_srtp_t *, unsigned char *, int *);
 
-static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn, int extra) {
+static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn) {
     Py_buffer in;
     if (self->srtp == NULL) {
         PyErr_SetString(SrtpError, "session not initialised");
@@ -220,30 +320,29 @@ static PyObject *session_apply(Session *self, PyObject *arg, srtp_fn fn, int ext
         PyErr_SetString(SrtpError, "packet too large");
         return NULL;
     }
-    unsigned char buf[RECVSZ + 64 + SRTP_MAX_TRAILER_LEN + 8];
+    unsigned char buf[RECVSZ + 64 + VV_SRTP_MAX_TRAILER];
     memcpy(buf, in.buf, (size_t)in.len);
     int len = (int)in.len;
     PyBuffer_Release(&in);
-    (void)extra; /* the buffer has room for the RTCP trailer (SRTP_MAX_TRAILER_LEN + 4) */
-    srtp_err_status_t rc = fn(self->srtp, buf, &len);
-    if (rc != srtp_err_status_ok) {
-        PyErr_Format(SrtpError, "SRTP operation failed (%d)", (int)rc);
+    int rc = fn(self->srtp, buf, &len);
+    if (rc != VV_SRTP_OK) {
+        PyErr_Format(SrtpError, "SRTP operation failed (%d)", rc);
         return NULL;
     }
     return PyBytes_FromStringAndSize((const char *)buf, len);
 }
 
 static PyObject *Session_protect(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_protect, 0);
+    return session_apply(s, a, vv_srtp_protect);
 }
 static PyObject *Session_unprotect(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_unprotect, 0);
+    return session_apply(s, a, vv_srtp_unprotect);
 }
 static PyObject *Session_protect_rtcp(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_protect_rtcp, 4);
+    return session_apply(s, a, vv_srtp_protect_rtcp);
 }
 static PyObject *Session_unprotect_rtcp(Session *s, PyObject *a) {
-    return session_apply(s, a, srtp_unprotect_rtcp, 0);
+    return session_apply(s, a, vv_srtp_unprotect_rtcp);
 }
 
 static PyMethodDef Session_methods[] = {
@@ -257,7 +356,7 @@ static PyTypeObject SessionType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "visavis.sfu._fastpath.Session",
     .tp_basicsize = sizeof(Session),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Session(key, profile, outbound): one direction of SRTP (libsrtp2).",
+    .tp_doc = "Session(key, profile, outbound): one direction of SRTP (_srtp.c, OpenSSL).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Session_init,
     .tp_dealloc = (destructor)Session_dealloc,
@@ -283,6 +382,7 @@ typedef struct {
     int first, count, cap; /* ring of the last `cap` segments */
     int pending;
     long pending_tag;
+    int skip_pending; /* packets were dropped: the next one continues the output seq */
 } Rewriter;
 
 static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
@@ -306,6 +406,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     self->cap = history;
     self->pending = 1;
     self->pending_tag = -1;
+    self->skip_pending = 0;
     return 0;
 }
 
@@ -313,11 +414,53 @@ static inline Segment *rw_last(Rewriter *r) {
     return &r->segs[(r->first + r->count - 1) % r->cap];
 }
 
+/* A new segment (the oldest is forgotten when the ring is full). */
+static Segment *rw_push(Rewriter *r) {
+    Segment *s;
+    if (r->count < r->cap) {
+        s = &r->segs[(r->first + r->count) % r->cap];
+        r->count++;
+    } else {
+        s = &r->segs[r->first];
+        r->first = (r->first + 1) % r->cap;
+    }
+    return s;
+}
+
+/* Packet `seq` of the current source is not forwarded (a spatial layer above the
+ * subscriber's): the next forwarded packet continues the output sequence without a gap
+ * (a new segment with the same tag and timestamp offset), as seq.py's skip(). */
+static void rw_skip(Rewriter *r, unsigned seq) {
+    if (r->pending || r->count == 0 || seq_delta(seq, r->highest_in) <= 0) return;
+    r->highest_in = seq;
+    r->skip_pending = 1;
+}
+
 /* 1 with the output seq and ts set, or 0 to drop. */
 static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsigned *out_seq,
                       uint32_t *out_ts) {
+    if (r->skip_pending && !r->pending && seq_delta(seq, r->highest_in) > 0) {
+        r->skip_pending = 0;
+        Segment last = *rw_last(r);
+        Segment *s = rw_push(r);
+        unsigned os = (r->last_out_seq + 1) & 0xFFFF;
+        s->tag = last.tag;
+        s->in_start = seq;
+        s->out_start = os;
+        s->seq_offset = (os - seq) & 0xFFFF;
+        s->ts_offset = last.ts_offset;
+        r->highest_in = seq;
+        r->last_out_seq = os;
+        r->last_out_ts = ts + last.ts_offset;
+        r->last_out_time = now;
+        r->has_time = 1;
+        *out_seq = os;
+        *out_ts = ts + last.ts_offset;
+        return 1;
+    }
     if (r->pending) {
         r->pending = 0;
+        r->skip_pending = 0;
         long long gap = 1;
         if (r->has_time) {
             double g = nearbyint((now - r->last_out_time) * (double)r->clock_rate);
@@ -326,14 +469,7 @@ static int rw_rewrite(Rewriter *r, unsigned seq, uint32_t ts, double now, unsign
         unsigned os = (r->last_out_seq + 1) & 0xFFFF;
         uint32_t ot = (uint32_t)(((unsigned long long)r->last_out_ts + (unsigned long long)gap) &
                                  0xFFFFFFFFULL);
-        Segment *s;
-        if (r->count < r->cap) {
-            s = &r->segs[(r->first + r->count) % r->cap];
-            r->count++;
-        } else {
-            s = &r->segs[r->first];
-            r->first = (r->first + 1) % r->cap;
-        }
+        Segment *s = rw_push(r);
         s->tag = r->pending_tag;
         s->in_start = seq;
         s->out_start = os;
@@ -373,6 +509,13 @@ static PyObject *Rewriter_switch(Rewriter *self, PyObject *tag) {
     }
     self->pending = 1;
     self->pending_tag = t;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Rewriter_skip(Rewriter *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    rw_skip(self, (unsigned)(seq & 0xFFFF));
     Py_RETURN_NONE;
 }
 
@@ -421,6 +564,7 @@ static PyObject *Rewriter_get_last_timestamp(Rewriter *self, void *c) {
 
 static PyMethodDef Rewriter_methods[] = {
     {"switch", (PyCFunction)Rewriter_switch, METH_O, "the next packet comes from source tag"},
+    {"skip", (PyCFunction)Rewriter_skip, METH_O, "packet seq is not forwarded: close the gap"},
     {"rewrite", (PyCFunction)Rewriter_rewrite, METH_VARARGS, "(seq, ts, now) -> mapped or None"},
     {"timestamp_offset", (PyCFunction)Rewriter_timestamp_offset, METH_NOARGS,
      "current segment's timestamp offset"},
@@ -668,6 +812,8 @@ typedef struct {
     PyObject_HEAD
     int index, audio_level_id;
     int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
+    int codec;       /* video: CODEC_* (how keyframes are found) */
+    int dd_id;       /* dependency descriptor extension id, -1: none */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -716,6 +862,8 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->sinks, Py_NewRef(sinks));
     Py_XSETREF(self->on_level, Py_NewRef(on_level));
     self->quiet_above = -1;
+    self->codec = CODEC_VP8;
+    self->dd_id = -1;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -728,6 +876,8 @@ static PyMemberDef Source_members[] = {
     {"audio_level_id", T_INT, offsetof(Source, audio_level_id), 0, "extension id, -1 none"},
     {"quiet_above", T_INT, offsetof(Source, quiet_above), 0,
      "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
+    {"codec", T_INT, offsetof(Source, codec), 0, "video codec: 0 VP8, 1 VP9, 2 H.264, 3 AV1"},
+    {"dd_id", T_INT, offsetof(Source, dd_id), 0, "dependency descriptor extension id, -1 none"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -760,6 +910,8 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
+    int spatial, spatial_target;   /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int temporal, temporal_target; /* VP8/VP9: highest temporal layer forwarded / wanted */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -800,6 +952,8 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->abs_send_time_id = abs_id;
     self->audio_level_id = level_id;
     self->packets = self->octets = 0;
+    self->spatial = self->spatial_target = 7;
+    self->temporal = self->temporal_target = 7;
     return 0;
 }
 
@@ -813,6 +967,12 @@ static PyMemberDef Sink_members[] = {
     {"selector", T_OBJECT_EX, offsetof(Sink, selector), READONLY, "simulcast selector"},
     {"packets", T_LONGLONG, offsetof(Sink, packets), 0, "packets forwarded"},
     {"octets", T_LONGLONG, offsetof(Sink, octets), 0, "payload bytes forwarded"},
+    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
+    {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
+     "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9: highest temporal layer forwarded"},
+    {"temporal_target", T_INT, offsetof(Sink, temporal_target), 0,
+     "VP8/VP9: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1017,6 +1177,8 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
+    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 truncated */
+    LayerInfo li = {0, 0, 0, 0, 0};
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1027,13 +1189,44 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (src->is_video) {
             Selector *sel = sink->selector;
             if (!(index == sel->current && sel->current == sel->target)) {
-                if (keyframe < 0) keyframe = is_vp8_keyframe(payload, plen);
+                if (keyframe < 0) {
+                    size_t ddlen = 0;
+                    const unsigned char *dd =
+                        src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
+                    keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
+                }
                 int dec = sel_decide(sel, index, keyframe);
                 if (dec == DROP) continue;
                 if (dec == SWITCH) {
                     sink->rewriter->pending = 1;
                     sink->rewriter->pending_tag = index;
                 }
+            }
+        }
+        unsigned mark = marker;
+        if ((src->codec == CODEC_VP8 || src->codec == CODEC_VP9) &&
+            (sink->spatial < 7 || sink->spatial_target < 7 || sink->temporal < 7 ||
+             sink->temporal_target < 7)) {
+            /* Layer limits (VP9 SVC spatial layers, VP8/VP9 temporal layers): they go down
+             * at a picture start, up at a keyframe; packets above them are not forwarded
+             * (the rewriter closes the gap); the last forwarded spatial layer ends the
+             * picture. */
+            if (li_state == 0)
+                li_state = (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload, plen, &li)
+                               ? 1
+                               : -1;
+            if (li_state > 0) {
+                if (li.start) {
+                    if (sink->spatial_target < sink->spatial || li.intra)
+                        sink->spatial = sink->spatial_target;
+                    if (sink->temporal_target < sink->temporal || li.intra)
+                        sink->temporal = sink->temporal_target;
+                }
+                if (li.sid > sink->spatial || li.tid > sink->temporal) {
+                    rw_skip(sink->rewriter, seq);
+                    continue;
+                }
+                if (li.end && li.sid == sink->spatial) mark = 0x80;
             }
         }
         unsigned os;
@@ -1063,7 +1256,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             hlen = 20;
         }
         out[0] = (unsigned char)fl;
-        out[1] = (unsigned char)(marker | (unsigned)sink->pt);
+        out[1] = (unsigned char)(mark | (unsigned)sink->pt);
         put16(out + 2, os);
         put32(out + 4, ot);
         put32(out + 8, (uint32_t)sink->ssrc);
@@ -1075,7 +1268,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         int len = (int)(hlen + plen);
         if (native) {
             if (link->tx != Py_None) {
-                if (srtp_protect(((Session *)link->tx)->srtp, out, &len) == srtp_err_status_ok) {
+                if (vv_srtp_protect(((Session *)link->tx)->srtp, out, &len) == VV_SRTP_OK) {
                     f->oiovs[f->nout].iov_len = (size_t)len;
                     f->oaddrs[f->nout] = link->dest;
                     f->nout++;
@@ -1260,8 +1453,8 @@ static PyObject *Forwarder_drain(Forwarder *self, PyObject *const *args, Py_ssiz
                 }
                 if (link != NULL && link->rx != Py_None) {
                     int plen = (int)len;
-                    if (srtp_unprotect(((Session *)link->rx)->srtp, p, &plen) !=
-                        srtp_err_status_ok) {
+                    if (vv_srtp_unprotect(((Session *)link->rx)->srtp, p, &plen) !=
+                        VV_SRTP_OK) {
                         self->tally.srtp_auth++;
                         continue;
                     }
@@ -1360,19 +1553,52 @@ static PyObject *py_is_vp8_keyframe(PyObject *mod, PyObject *arg) {
     return PyBool_FromLong(k);
 }
 
+static PyObject *py_is_keyframe(PyObject *mod, PyObject *args) {
+    int codec;
+    Py_buffer b, dd = {0};
+    PyObject *ddobj = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*|O", &codec, &b, &ddobj)) return NULL;
+    if (ddobj != Py_None && PyObject_GetBuffer(ddobj, &dd, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    int k = is_keyframe(codec, b.buf, (size_t)b.len, ddobj != Py_None ? dd.buf : NULL,
+                        ddobj != Py_None ? (size_t)dd.len : 0);
+    if (ddobj != Py_None) PyBuffer_Release(&dd);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(k);
+}
+
+static PyObject *py_srtp_kdf(PyObject *mod, PyObject *args) {
+    Py_buffer key, salt;
+    int label, length;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &key, &salt, &label, &length)) return NULL;
+    unsigned char out[64];
+    int rc = key.len == 16 && salt.len <= 14 && length >= 0 && length <= 64
+                 ? vv_srtp_kdf(key.buf, salt.buf, (int)salt.len, label, out, length)
+                 : VV_SRTP_BAD_PARAM;
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&salt);
+    if (rc != VV_SRTP_OK) {
+        PyErr_SetString(PyExc_ValueError, "srtp_kdf(key[16], salt[<=14], label, length<=64)");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)out, length);
+}
+
 static PyMethodDef methods[] = {
     {"link_key", link_key, METH_VARARGS, "link_key(host, port) -> dict key, None if not IPv4"},
     {"is_vp8_keyframe", py_is_vp8_keyframe, METH_O, "the native VP8 keyframe test"},
+    {"is_keyframe", py_is_keyframe, METH_VARARGS,
+     "is_keyframe(codec, payload, dependency_descriptor=None): the native keyframe test"},
+    {"srtp_kdf", py_srtp_kdf, METH_VARARGS,
+     "srtp_kdf(master_key, master_salt, label, length): the RFC 3711 AES-CM PRF (tests)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_fastpath",
                                        "Native forwarding path of the SFU.", -1, methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (srtp_init() != srtp_err_status_ok) {
-        PyErr_SetString(PyExc_ImportError, "srtp_init failed");
-        return NULL;
-    }
     PyTypeObject *types[] = {&SessionType, &RewriterType, &SelectorType, &LinkType,
                              &SourceType,  &SinkType,     &ForwarderType};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
@@ -1397,9 +1623,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyModule_AddObject(m, names[i], Py_NewRef((PyObject *)types[i])) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "NATIVE", 1) < 0 ||
-        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_80", srtp_profile_aes128_cm_sha1_80) <
-            0 ||
-        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", srtp_profile_aead_aes_128_gcm) < 0)
+        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_80",
+                                VV_SRTP_PROFILE_AES128_CM_SHA1_80) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", VV_SRTP_PROFILE_AEAD_AES_128_GCM) <
+            0)
         goto fail;
     return m;
 fail:

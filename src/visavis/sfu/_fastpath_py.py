@@ -4,7 +4,7 @@ Same interface and the same bytes out (``tests/sfu/test_sfu_fastpath.py`` feeds 
 the same recorded traffic and compares every datagram): :class:`Forwarder` reads the
 media socket (``drain``), decrypts RTP from known links, forwards packets of known
 sources to their sinks and hands the rest to ``on_slow(raw, received, outgoing, now)``.
-SRTP is pylibsrtp here and Debian's libsrtp2 in C; the rewriter and selector are the
+SRTP is pylibsrtp here and ``_srtp.c`` (OpenSSL) in C; the rewriter and selector are the
 Python classes of :mod:`visavis.sfu.seq` and :mod:`visavis.sfu.simulcast`.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import pylibsrtp
 
 from visavis.protocol.rtp.extensions import abs_send_time, find_extension
+from visavis.protocol.rtp.keyframes import LayerInfo, VideoCodec, is_keyframe, layer_info
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe
 from visavis.sfu.seq import SequenceRewriter as Rewriter
 from visavis.sfu.simulcast import Decision
@@ -36,6 +37,7 @@ __all__ = [
     "Sink",
     "Source",
     "SrtpError",
+    "is_keyframe",
     "is_vp8_keyframe",
     "link_key",
 ]
@@ -51,6 +53,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 Addr = tuple[str, int]
+_LAYERED = (VideoCodec.VP8, VideoCodec.VP9)  # codecs whose packets say their layers
 _TALLY = ("packets_in", "forwarded", "bytes", "srtp_auth", "malformed", "send_failed", "garbage")
 
 
@@ -73,28 +76,32 @@ class Session:
         except pylibsrtp.Error as exc:
             raise SrtpError(str(exc)) from exc
 
+    # pylibsrtp works in a fixed 1,500-byte buffer and raises ValueError for a longer
+    # packet: an SRTP failure like any other here (the native Session takes up to
+    # RECVSZ + 64 bytes), or one large datagram would escape the drain and lose the batch.
+
     def protect(self, data: bytes) -> bytes:
         try:
             return self._session.protect(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def unprotect(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def protect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.protect_rtcp(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect_rtcp(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:
             raise SrtpError(str(exc)) from exc
 
 
@@ -143,6 +150,8 @@ class Source:
         self.sinks = sinks
         self.on_level = on_level
         self.quiet_above = -1  # muted audio: drop packets quieter than this (-dBov)
+        self.codec = 0  # video: a keyframes.VideoCodec (how keyframes are found)
+        self.dd_id = -1  # dependency descriptor extension id, -1: none
         self.base_seq = -1
         self.max_seq = 0
         self.cycles = 0
@@ -173,6 +182,10 @@ class Sink:
         self.selector = selector
         self.packets = 0
         self.octets = 0
+        self.spatial = 7  # VP9 SVC: highest spatial layer forwarded (7: all)
+        self.spatial_target = 7  # wanted: up on a keyframe, down at a picture start
+        self.temporal = 7  # VP8/VP9: highest temporal layer forwarded (7: all)
+        self.temporal_target = 7
 
 
 def link_key(host: str, port: int) -> object | None:
@@ -334,6 +347,8 @@ class Forwarder:
         flags = 0x80 | (data[0] & 0x20)
         marker = data[1] & 0x80
         keyframe: bool | None = None
+        info: LayerInfo | None = None  # parsed once, for sinks with layer limits
+        info_parsed = False
         index = source.index
         abs_value = abs_send_time(now)
         sock = self.sock
@@ -342,12 +357,34 @@ class Forwarder:
                 selector = sink.selector
                 if not (index == selector.current == selector.target):
                     if keyframe is None:
-                        keyframe = is_vp8_keyframe(payload)
+                        dd = find_extension(data, source.dd_id) if source.dd_id >= 0 else None
+                        keyframe = is_keyframe(source.codec, payload, dd)
                     decision = selector.decide(index, keyframe)
                     if decision is Decision.DROP:
                         continue
                     if decision is Decision.SWITCH:
                         sink.rewriter.switch(index)
+            mark = marker
+            if source.codec in _LAYERED and (
+                sink.spatial < 7
+                or sink.spatial_target < 7
+                or sink.temporal < 7
+                or sink.temporal_target < 7
+            ):
+                if not info_parsed:
+                    info_parsed = True
+                    info = layer_info(source.codec, payload)
+                if info is not None:
+                    if info.start:
+                        if sink.spatial_target < sink.spatial or info.intra:
+                            sink.spatial = sink.spatial_target
+                        if sink.temporal_target < sink.temporal or info.intra:
+                            sink.temporal = sink.temporal_target
+                    if info.spatial > sink.spatial or info.temporal > sink.temporal:
+                        sink.rewriter.skip(seq)
+                        continue
+                    if info.end and info.spatial == sink.spatial:
+                        mark = 0x80
             mapped = sink.rewriter.rewrite(seq, ts, now)
             if mapped is None:
                 continue
@@ -360,7 +397,7 @@ class Forwarder:
                 fl |= 0x10
             else:
                 ext = b""
-            packet = _HEADER.pack(fl, marker | sink.pt, mapped[0], mapped[1], sink.ssrc)
+            packet = _HEADER.pack(fl, mark | sink.pt, mapped[0], mapped[1], sink.ssrc)
             packet += ext + payload
             link = sink.link
             if sock is not None and link.destination is not None:

@@ -29,3 +29,9 @@ class ProtocolError(SfuError):
     """A control message is malformed or not allowed in the session's state."""
 
     code = "protocol_error"
+
+
+class CodecError(SdpError):
+    """The offer lacks the room's video codec: this client cannot take part in it."""
+
+    code = "unsupported_codec"

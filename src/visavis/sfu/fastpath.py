@@ -1,4 +1,4 @@
-"""The SFU's per-packet path: native (``_fastpath.c``, libsrtp2) or its pure-Python twin.
+"""The SFU's per-packet path: native (``_fastpath.c``, OpenSSL) or its pure-Python twin.
 
 ``VISAVIS_SFU_PURE_PYTHON=1`` forces the twin (also used when the extension was not
 built). Both expose the same names; see :mod:`visavis.sfu._fastpath_py` for what each
@@ -21,7 +21,7 @@ else:
     else:
         try:
             from visavis.sfu import _fastpath as fp
-        except ImportError:  # not compiled (or libsrtp2 missing): the pure-Python twin
+        except ImportError:  # not compiled (or libssl-dev missing): the pure-Python twin
             from visavis.sfu import _fastpath_py as fp
 
 NATIVE = bool(fp.NATIVE)

@@ -4,7 +4,8 @@ Flow (the client always offers, the SFU always answers)::
 
     client                                   SFU
     join {token}                      ->
-                                      <-     joined {participant_id, participants, audio, video}
+                                      <-     joined {participant_id, participants, audio, video,
+                                                     video_codec}  (offer only that codec)
     offer {sdp, screen?}  (sendonly m-lines to publish, recvonly m-lines as receive slots;
                            screen: the mids that carry a screen share)
                                       ->
@@ -113,6 +114,11 @@ class Joined(_Message):
     participants: list[ParticipantInfo]
     audio: int = Field(description="remote audio tracks available now (receive slots to offer)")
     video: int = Field(description="remote video tracks available now")
+    video_codec: Literal["vp8", "vp9", "h264", "av1"] = Field(
+        default="vp8",
+        description="the room's one video codec: offer it (an offer without it is refused"
+        " with `unsupported_codec`)",
+    )
 
 
 class Answer(_Message):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from visavis.protocol.rtp.av1 import URI_DEPENDENCY_DESCRIPTOR
 from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.extensions import (
     URI_ABS_SEND_TIME,
@@ -33,6 +34,7 @@ from visavis.protocol.rtp.extensions import (
     URI_RID,
     find_extension,
 )
+from visavis.protocol.rtp.keyframes import VideoCodec
 from visavis.protocol.rtp.rtcp import (
     ReportBlock,
     RtcpFir,
@@ -55,7 +57,16 @@ from visavis.sfu.messages import (
     Renegotiate,
     StreamInfo,
 )
-from visavis.sfu.sdp import AnswerParams, MediaSection, SendInfo, build_answer, parse_offer
+from visavis.sfu.sdp import (
+    DD_CODECS,
+    AnswerParams,
+    Codec,
+    MediaSection,
+    SendInfo,
+    build_answer,
+    parse_offer,
+    require_video_codec,
+)
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
 from visavis.sfu.speaker import SpeakerDetector
@@ -96,6 +107,9 @@ class Layer(fastpath.Source):
             producer.consumers,
             on_level if level_id is not None else None,
         )
+        if producer.is_video:  # how the fast path finds this layer's keyframes
+            self.codec = int(room.video_codec)
+            self.dd_id = -1 if producer.dd_id is None else producer.dd_id
         self.producer = producer
         self.rid = rid
         self.ssrc: int | None = None
@@ -145,6 +159,7 @@ class Producer:
         rtx_ssrc: int | None,
         audio_level_id: int | None,
         source: str | None = None,
+        dd_id: int | None = None,
     ) -> None:
         self.participant = participant
         self.mid = mid
@@ -156,9 +171,15 @@ class Producer:
         self.pt = pt
         self.rtx_pt = rtx_pt
         self.audio_level_id = audio_level_id
+        self.dd_id = dd_id  # dependency descriptor extension id (VP9/AV1 rooms), if sent
         self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
+        codec = participant.room.video_codec
+        # One VP9 stream: it may carry spatial layers (SVC), which consumers select; VP8
+        # and VP9 packets say their temporal layer, which thumbnails drop.
+        self.svc = self.is_video and not rids and codec is VideoCodec.VP9
+        self.temporal_layers = self.is_video and codec in (VideoCodec.VP8, VideoCodec.VP9)
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -214,6 +235,17 @@ class Consumer(fastpath.Sink):
 
     def send_info(self) -> SendInfo:
         return SendInfo(self.ssrc, self.rtx_ssrc, self.producer.participant.id, self.track_id)
+
+    @property
+    def wants_keyframe(self) -> bool:
+        """Waiting for a keyframe: a simulcast switch, more spatial or temporal layers."""
+        if self.selector.target < 0:  # paused
+            return False
+        return bool(
+            self.selector.wants_keyframe
+            or self.spatial < self.spatial_target
+            or self.temporal < self.temporal_target
+        )
 
 
 Notify = Callable[[BaseModel], None]
@@ -412,8 +444,10 @@ class Room:
         stats: SfuStats,
         answer_params: Callable[[WebRtcTransport], AnswerParams],
         forwarder: fastpath.Forwarder | None = None,
+        video_codec: VideoCodec = VideoCodec.VP8,
     ) -> None:
         self.id = room_id
+        self.video_codec = video_codec  # one per room: payloads are forwarded as they are
         self.settings = settings
         self.stats = stats
         self.answer_params = answer_params
@@ -423,6 +457,10 @@ class Room:
         self.links: dict[str, Bridge] = {}  # peer node -> the link sharing this room
         # Without a media socket (unit tests), every packet goes out through Python.
         self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
+
+    def codec_of(self, section: MediaSection) -> Codec | None:
+        """The codec this room forwards on an m-line (Opus, or the room's video codec)."""
+        return section.codec(self.video_codec)
 
     # -- membership ---------------------------------------------------------------------
     def add(self, participant: Participant) -> None:
@@ -472,12 +510,14 @@ class Room:
         """Apply a client's offer: new producers (``screen``: the mids that carry a screen
         share), producers no longer sent unpublished, slot assignment; return the answer."""
         offer = parse_offer(sdp)
+        codec_of = self.codec_of
+        require_video_codec(offer, self.video_codec)
         sending_video = {
             s.mid
             for s in offer.media
             if s.kind == "video"
             and not s.rejected
-            and s.codec() is not None
+            and codec_of(s) is not None
             and s.direction in ("sendrecv", "sendonly")
         }
         for mid in screen:
@@ -493,7 +533,7 @@ class Room:
         receive: set[str] = set()
         slots: dict[str, str] = {}
         for section in offer.media:
-            codec = section.codec()
+            codec = codec_of(section)
             if section.rejected or codec is None or section.kind not in ("audio", "video"):
                 continue
             participant.ext_ids[section.kind].update(section.extensions)
@@ -516,6 +556,9 @@ class Room:
                         section.rtx_ssrc,
                         section.extensions.get(URI_AUDIO_LEVEL),
                         "screen" if section.mid in screen else None,
+                        section.extensions.get(URI_DEPENDENCY_DESCRIPTOR)
+                        if self.video_codec in DD_CODECS
+                        else None,
                     )
                     participant.producers[section.mid] = producer
                     for layer in producer.layers:
@@ -549,7 +592,7 @@ class Room:
             waiting.remove(found)
             producer = found
             section = by_mid[mid]
-            codec = section.codec()
+            codec = codec_of(section)
             assert codec is not None
             rtx_pt = section.rtx_for(codec.pt) if kind == "video" else None
             consumer = Consumer(participant, producer, mid, codec.pt, rtx_pt, section.extensions)
@@ -561,7 +604,13 @@ class Room:
             if producer.is_video and participant.transport.connected:
                 self.request_keyframe(producer, consumer.selector.target, now)
         send = {mid: c.send_info() for mid, c in participant.consumers.items()}
-        sdp_answer = build_answer(offer, self.answer_params(transport), receive=receive, send=send)
+        sdp_answer = build_answer(
+            offer,
+            self.answer_params(transport),
+            receive=receive,
+            send=send,
+            video_codec=self.video_codec,
+        )
         streams = [
             StreamInfo(
                 mid=mid,
@@ -590,7 +639,9 @@ class Room:
         sending = {
             s.mid
             for s in media
-            if not s.rejected and s.codec() is not None and s.direction in ("sendrecv", "sendonly")
+            if not s.rejected
+            and self.codec_of(s) is not None
+            and s.direction in ("sendrecv", "sendonly")
         }
         for mid in [m for m in participant.producers if m not in sending]:
             self.unpublish(participant.producers[mid])
@@ -680,7 +731,7 @@ class Room:
                 participant.notify(message)
         for participant in self.participants.values():
             for consumer in participant.consumers.values():
-                if consumer.producer.is_video and consumer.selector.wants_keyframe:
+                if consumer.producer.is_video and consumer.wants_keyframe:
                     self.request_keyframe(consumer.producer, consumer.selector.target, now)
         dead = [
             p
@@ -751,7 +802,7 @@ class Room:
         subscriber.thumbnails = None if thumbnails is None else set(thumbnails)
         self._allocate(subscriber, now)
         for consumer in subscriber.consumers.values():
-            if consumer.producer.is_video and consumer.selector.wants_keyframe:
+            if consumer.producer.is_video and consumer.wants_keyframe:
                 self.request_keyframe(consumer.producer, consumer.selector.target, now)
 
     def _allocate(self, subscriber: Participant, now: float) -> None:
@@ -794,4 +845,8 @@ class Room:
             if layer is None:
                 continue
             consumer.selector.set_target(layer)
+            if consumer.producer.svc:  # all spatial layers, or the lowest (thumbnail, no room)
+                consumer.spatial_target = 7 if high and (rates[layer] or 0.0) <= budget else 0
+            if consumer.producer.temporal_layers:  # a thumbnail: the base frame rate only
+                consumer.temporal_target = 0 if thumbnail else 7
             budget -= rates[layer] or 0.0

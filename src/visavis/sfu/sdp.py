@@ -2,16 +2,23 @@
 
 The client always offers (JSEP, RFC 8829); the SFU always answers as ICE-lite
 (RFC 8445 s2.5), DTLS passive (RFC 5763), BUNDLE (RFC 8843) on one transport with
-rtcp-mux (RFC 5761). Only Opus audio and VP8 video (with RTX, RFC 4588) are accepted:
-the SFU rewrites payload types per subscriber, so every room member must share one
-codec per kind. Simulcast (RFC 8853) is accepted on receive with ``a=rid`` /
-``a=simulcast:send``; rid order in the offer is taken as lowest layer first.
+rtcp-mux (RFC 5761). Audio is Opus; video is the room's one codec (VP8, VP9, H.264 or
+AV1, with RTX, RFC 4588): the SFU forwards payloads untouched and rewrites only payload
+types per subscriber, so every room member sends and receives that codec (H.264:
+packetization-mode=1, constrained baseline ``42e01f``; VP9: profile 0). Simulcast
+(RFC 8853) is accepted on receive with ``a=rid`` / ``a=simulcast:send``; rid order in
+the offer is taken as lowest layer first. VP9 and AV1 publishers may also send the
+dependency descriptor extension (answered on the m-lines the SFU receives, with
+``a=extmap-allow-mixed`` so keyframes' long descriptors fit).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
+from visavis.protocol.rtp.av1 import URI_DEPENDENCY_DESCRIPTOR
 from visavis.protocol.rtp.extensions import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -19,13 +26,16 @@ from visavis.protocol.rtp.extensions import (
     URI_REPAIRED_RID,
     URI_RID,
 )
-from visavis.sfu.errors import SdpError
+from visavis.protocol.rtp.keyframes import VideoCodec
+from visavis.sfu.errors import CodecError, SdpError
 
 ACCEPTED_EXTENSIONS = {
     "audio": (URI_MID, URI_AUDIO_LEVEL),
     "video": (URI_MID, URI_ABS_SEND_TIME, URI_RID, URI_REPAIRED_RID),
 }
-CODEC_BY_KIND = {"audio": "opus", "video": "vp8"}
+# Answered only on m-lines the SFU receives, and only for these codecs' rooms.
+DD_CODECS = (VideoCodec.VP9, VideoCodec.AV1)
+H264_PROFILE = "42e01f"  # constrained baseline, level 3.1: what every WebRTC stack decodes
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
@@ -69,15 +79,25 @@ class MediaSection:
         # every m-line after the first that way under max-bundle.
         return self.port == 0 and not self.bundle_only
 
-    def codec(self) -> Codec | None:
-        """The first offered codec the SFU forwards for this kind (Opus or VP8)."""
-        wanted = CODEC_BY_KIND.get(self.kind)
-        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-        for pt in (int(f) for f in self.formats if f.isascii() and f.isdigit()):
-            codec = self.codecs.get(pt)
-            if codec and codec.name.lower() == wanted:
+    def codec(self, video: VideoCodec = VideoCodec.VP8) -> Codec | None:
+        """The first offered codec the SFU forwards for this kind: Opus, or ``video``
+        (the room's codec) in the variant every member can decode."""
+        for codec in self._offered():
+            if self.kind == "audio" and codec.name.lower() == "opus":
+                return codec
+            if self.kind == "video" and _is_video_codec(codec, video):
                 return codec
         return None
+
+    def video_codecs(self) -> list[str]:
+        """Names of the video codecs offered (for an error that says what was)."""
+        names = [c.name.upper() for c in self._offered()]
+        return [n for n in dict.fromkeys(names) if n not in ("RTX", "RED", "ULPFEC", "FLEXFEC-03")]
+
+    def _offered(self) -> list[Codec]:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        pts = (int(f) for f in self.formats if f.isascii() and f.isdigit())
+        return [codec for pt in pts if (codec := self.codecs.get(pt)) is not None]
 
     def rtx_for(self, pt: int) -> int | None:
         """The RTX payload type whose ``apt`` is ``pt``, if offered."""
@@ -104,6 +124,39 @@ class MediaSection:
         return None
 
 
+def _fmtp(codec: Codec) -> dict[str, str]:
+    params = (p.partition("=") for p in (codec.fmtp or "").split(";"))
+    return {k.strip().lower(): v.strip().lower() for k, _, v in params if k.strip()}
+
+
+def _is_video_codec(codec: Codec, video: VideoCodec) -> bool:
+    if codec.name.upper() != video.sdp_name:
+        return False
+    fmtp = _fmtp(codec)
+    if video is VideoCodec.H264:
+        return (
+            fmtp.get("packetization-mode") == "1" and fmtp.get("profile-level-id") == H264_PROFILE
+        )
+    if video is VideoCodec.VP9:
+        return fmtp.get("profile-id", "0") == "0"
+    return True
+
+
+def require_video_codec(offer: Offer, video: VideoCodec) -> None:
+    """Refuse an offer whose video m-lines lack the room's codec (:class:`CodecError`,
+    sent to the client as ``unsupported_codec``): its media could not be forwarded."""
+    for section in offer.media:
+        if section.kind != "video" or section.rejected or section.direction == "inactive":
+            continue
+        if section.codec(video) is None:
+            variant = {VideoCodec.H264: f" ({H264_PROFILE}, packetization-mode=1)"}
+            offered = ", ".join(section.video_codecs()) or "none"
+            raise CodecError(
+                f"this room's video codec is {video.sdp_name}{variant.get(video, '')}, which"
+                f" this client does not offer on m-line {section.mid!r} (it offers {offered})"
+            )
+
+
 @dataclass
 class Offer:
     """A parsed offer: transport parameters and media sections."""
@@ -112,6 +165,7 @@ class Offer:
     ice_pwd: str
     fingerprints: list[tuple[str, str]]
     media: list[MediaSection]
+    extmap_allow_mixed: bool = False
 
 
 def parse_offer(text: str) -> Offer:
@@ -119,6 +173,7 @@ def parse_offer(text: str) -> Offer:
     session_ufrag: str | None = None
     session_pwd: str | None = None
     session_fps: list[tuple[str, str]] = []
+    allow_mixed = False
     media: list[MediaSection] = []
     current: MediaSection | None = None
     for raw in text.splitlines():
@@ -151,6 +206,8 @@ def parse_offer(text: str) -> Offer:
             (session_fps if current is None else current.fingerprints).append(
                 (alg.lower(), fp.upper())
             )
+        elif name == "extmap-allow-mixed":
+            allow_mixed = True
         elif current is None:
             continue
         elif name == "mid":
@@ -209,7 +266,7 @@ def parse_offer(text: str) -> Offer:
     mids = [m.mid for m in media if m.mid]
     if len(set(mids)) != len(mids):
         raise SdpError("duplicate a=mid")
-    return Offer(ufrag, pwd, fps, media)
+    return Offer(ufrag, pwd, fps, media, allow_mixed)
 
 
 def _int(text: str) -> int:
@@ -227,6 +284,22 @@ def _parse_rtpmap(section: MediaSection, arg: str) -> None:
     section.codecs[_int(pt_text)] = Codec(
         _int(pt_text), parts[0], _int(parts[1]), _int(parts[2]) if len(parts) > 2 else None
     )
+
+
+# RFC 8830: an msid identifier is 1 to 64 token characters (RFC 4566; we also keep "@",
+# "/" and ":", which handles and participant ids hold and browsers accept).
+_MSID_ID = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/:]{1,64}")
+
+
+def msid_id(text: str) -> str:
+    """``text`` as an msid identifier: itself when it is one, else a digest of it. A
+    participant id is ``<handle>/<device>``, and a guest's ``guest:<name>/<id>`` holds
+    the name as typed (spaces, any script, up to 60 characters): written as it is, a
+    space split the ``a=msid`` line and Chromium refused the whole answer, so a browser
+    received nobody while such a guest was in the room."""
+    if _MSID_ID.fullmatch(text):
+        return text
+    return "p-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -256,11 +329,13 @@ def build_answer(
     *,
     receive: set[str],
     send: dict[str, SendInfo],
+    video_codec: VideoCodec = VideoCodec.VP8,
 ) -> str:
     """Write the answer.
 
     :param receive: mids on which the SFU accepts the client's media.
     :param send: mid -> what the SFU sends there; other mids are not sent on.
+    :param video_codec: the room's video codec (other video codecs are not answered).
     """
     lines = [
         "v=0",
@@ -270,18 +345,32 @@ def build_answer(
         "a=ice-lite",
         "a=msid-semantic:WMS *",
     ]
-    bundle = [m.mid for m in offer.media if not m.rejected and m.codec() is not None]
+    bundle = [m.mid for m in offer.media if not m.rejected and m.codec(video_codec) is not None]
     if bundle:
         lines.append("a=group:BUNDLE " + " ".join(bundle))
+    dd = video_codec in DD_CODECS
+    if dd and offer.extmap_allow_mixed:
+        lines.append("a=extmap-allow-mixed")
     for section in offer.media:
-        lines += _answer_section(section, params, section.mid in receive, send.get(section.mid))
+        lines += _answer_section(
+            section,
+            params,
+            section.mid in receive,
+            send.get(section.mid),
+            section.codec(video_codec),
+            dd,
+        )
     return "\r\n".join(lines) + "\r\n"
 
 
 def _answer_section(
-    section: MediaSection, params: AnswerParams, receive: bool, send: SendInfo | None
+    section: MediaSection,
+    params: AnswerParams,
+    receive: bool,
+    send: SendInfo | None,
+    codec: Codec | None,
+    dependency_descriptor: bool,
 ) -> list[str]:
-    codec = section.codec()
     if section.rejected or codec is None:
         lines = [f"m={section.kind} 0 {section.proto} {' '.join(section.formats)}"]
         lines += ["c=IN IP4 0.0.0.0"]
@@ -312,6 +401,9 @@ def _answer_section(
     for uri in ACCEPTED_EXTENSIONS[section.kind]:
         if uri in section.extensions:
             lines.append(f"a=extmap:{section.extensions[uri]} {uri}")
+    dd_id = section.extensions.get(URI_DEPENDENCY_DESCRIPTOR)
+    if section.kind == "video" and dependency_descriptor and can_recv and dd_id is not None:
+        lines.append(f"a=extmap:{dd_id} {URI_DEPENDENCY_DESCRIPTOR}")
     channels = f"/{codec.channels}" if codec.channels else ""
     lines.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")
     if codec.fmtp:
@@ -325,14 +417,15 @@ def _answer_section(
         lines += [f"a=rid:{rid} recv" for rid in section.rids]
         lines.append("a=simulcast:recv " + ";".join(section.rids))
     if can_send and send is not None:
-        lines.append(f"a=msid:{send.stream_id} {send.track_id}")
+        msid = f"{msid_id(send.stream_id)} {msid_id(send.track_id)}"
+        lines.append(f"a=msid:{msid}")
         if send.rtx_ssrc is not None and rtx is not None:
             lines.append(f"a=ssrc-group:FID {send.ssrc} {send.rtx_ssrc}")
         lines.append(f"a=ssrc:{send.ssrc} cname:{params.cname}")
-        lines.append(f"a=ssrc:{send.ssrc} msid:{send.stream_id} {send.track_id}")
+        lines.append(f"a=ssrc:{send.ssrc} msid:{msid}")
         if send.rtx_ssrc is not None and rtx is not None:
             lines.append(f"a=ssrc:{send.rtx_ssrc} cname:{params.cname}")
-            lines.append(f"a=ssrc:{send.rtx_ssrc} msid:{send.stream_id} {send.track_id}")
+            lines.append(f"a=ssrc:{send.rtx_ssrc} msid:{msid}")
     lines += [
         f"a=ice-ufrag:{params.ice_ufrag}",
         f"a=ice-pwd:{params.ice_pwd}",

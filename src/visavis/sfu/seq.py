@@ -8,6 +8,11 @@ subscriber's jitter buffer sees one continuous stream. Within a segment the mapp
 constant offset, so reordered packets keep their order. Packets older than the start of
 the current segment (stragglers of the previous layer) are dropped.
 
+Packets of the current source that are not forwarded (VP9 spatial layers above the
+subscriber's) would leave gaps the subscriber takes for loss: :meth:`skip` makes the next
+forwarded packet start a segment that continues the output sequence (same source, same
+timestamp offset).
+
 The last few segments are remembered so a NACK for an output sequence number can be
 mapped back to (source tag, input sequence number) and answered from that source's
 packet history.
@@ -58,6 +63,7 @@ class SequenceRewriter:
         self._segments: deque[Segment] = deque(maxlen=history)
         self._pending_tag: Hashable | None = None
         self._pending = True
+        self._skip_pending = False
 
     @property
     def last_sequence(self) -> int:
@@ -74,10 +80,33 @@ class SequenceRewriter:
         self._pending = True
         self._pending_tag = tag
 
+    def skip(self, seq: int) -> None:
+        """Input packet ``seq`` of the current source is not forwarded (a spatial layer
+        above the subscriber's): the next packet forwarded continues the output sequence
+        without a gap, in a new segment with the same source and timestamp offset."""
+        if self._pending or not self._segments or seq_delta(seq, self._highest_in) <= 0:
+            return
+        self._highest_in = seq
+        self._skip_pending = True
+
     def rewrite(self, seq: int, ts: int, now: float) -> tuple[int, int] | None:
         """Return the output (seq, timestamp) of an input packet, or None to drop it."""
+        if self._skip_pending and not self._pending and seq_delta(seq, self._highest_in) > 0:
+            self._skip_pending = False
+            last = self._segments[-1]
+            out_seq = (self._last_out_seq + 1) & 0xFFFF
+            out_ts = (ts + last.ts_offset) & 0xFFFFFFFF
+            self._segments.append(
+                Segment(last.tag, seq, out_seq, (out_seq - seq) & 0xFFFF, last.ts_offset)
+            )
+            self._highest_in = seq
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_out_time = now
+            return out_seq, out_ts
         if self._pending:
             self._pending = False
+            self._skip_pending = False
             gap = 1
             if self._last_out_time is not None:
                 gap = max(1, round((now - self._last_out_time) * self.clock_rate))

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from visavis.config import Settings
 from visavis.fleet.settings import uses_registry
+from visavis.protocol.rtp.keyframes import VideoCodec
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
@@ -39,6 +40,7 @@ from visavis.sfu.messages import (
 )
 from visavis.sfu.room import Participant, Room
 from visavis.sfu.sdp import AnswerParams
+from visavis.sfu.settings import SfuSettings
 from visavis.sfu.stats import SfuStats, StatsCollector
 from visavis.sfu.tcp import IceTcpListener
 from visavis.sfu.transport import WebRtcTransport
@@ -206,6 +208,10 @@ class SfuServer:
             found.append((self.announced_address, self._tcp_port, "tcp"))
         return found
 
+    def occupancy(self) -> tuple[int, int]:
+        """Rooms and local participants now (the load a worker reports to its parent)."""
+        return len(self.rooms), sum(r.local() for r in self.rooms.values())
+
     def _gauges(self) -> dict[str, float]:
         return {
             "rooms": len(self.rooms),
@@ -313,7 +319,12 @@ class SfuServer:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(
-                room_id, self.sfu, self.stats, self._answer_params, self.endpoint.forwarder
+                room_id,
+                self.sfu,
+                self.stats,
+                self._answer_params,
+                self.endpoint.forwarder,
+                room_codec(claims, self.sfu),
             )
         if len(room.participants) >= self.sfu.max_participants:
             outbox.put_nowait(Error(code="room_full", message="the room is full"))
@@ -353,6 +364,7 @@ class SfuServer:
             participants=[p.info() for p in room.participants.values()],
             audio=counts["audio"],
             video=counts["video"],
+            video_codec=room.video_codec.name.lower(),
         )
         room.add(participant)
         outbox.put_nowait(joined)
@@ -373,6 +385,9 @@ class SfuServer:
         for key in ("room", "user", "device"):
             if not isinstance(claims.get(key), str) or not claims[key]:
                 raise AuthError(f"join token has no {key}")
+        codec = claims.get("codec")
+        if codec is not None and codec not in ("vp8", "vp9", "h264", "av1"):
+            raise AuthError(f"join token names an unknown video codec {codec!r:.20}")
         node = claims.get("node")
         if node is not None and node != self.settings.node_id:
             # Signaling placed this room on another node: joining here would split the room.
@@ -391,6 +406,12 @@ class SfuServer:
                 await ws.send(message.model_dump_json())
             except ConnectionClosed:
                 return
+
+
+def room_codec(claims: dict[str, Any], settings: SfuSettings) -> VideoCodec:
+    """The video codec of a room its first join creates: the token's ``codec`` claim
+    (signaling's choice for the call), else the SFU's ``video_codec`` setting."""
+    return VideoCodec.from_name(str(claims.get("codec") or settings.video_codec))
 
 
 def _brief(exc: ValidationError) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -14,6 +14,19 @@ class SfuSettings(BaseModel):
     operators open. Both may be 0 (any free port) in tests.
     """
 
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="SFU worker processes (0: one per core this process may use); each "
+        "has its own ports: worker i listens on port, media_port and tcp_port + i * "
+        "worker_port_step (docs/processes.md)",
+    )
+    worker_port_step: int = Field(
+        default=3,
+        ge=1,
+        description="how far apart the workers' ports are: worker i adds i * this to each"
+        " fixed port (3: 3479-3481, 3482-3484, ...)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=3479, description="control WebSocket port (ws://host:port/sfu)")
     public_url: str | None = Field(
@@ -52,6 +65,11 @@ class SfuSettings(BaseModel):
         le=127,
         description="RFC 6464 level (-dBov) at or above which (0 is loudest) a muted"
         " participant's packets still go out: speech onset is never clipped",
+    )
+    video_codec: Literal["vp8", "vp9", "h264", "av1"] = Field(
+        default="vp8",
+        description="video codec of new rooms (a join token's `codec` claim overrides it for"
+        " the room it creates); one per room, and a client that cannot send it is refused",
     )
     max_participants: int = Field(default=32, ge=2)
     max_publish_bitrate: int = Field(

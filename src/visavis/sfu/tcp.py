@@ -2,14 +2,15 @@
 
 The TCP port is only a shell around the parts the UDP port uses: every STUN, DTLS and
 SRTP packet travels as one frame with a 2-byte big-endian length prefix
-(:class:`Rfc4571Framer`), and each frame goes to the same
+(:class:`~visavis.protocol.rfc4571.Rfc4571Framer`), and each frame goes to the same
 :class:`~visavis.sfu.transport.WebRtcTransport` a datagram would.
 
 A connection belongs to nobody until its first frame, which must be a STUN binding
 request whose USERNAME names a transport (local ufrag) and that passes that transport's
 short-term authentication; the connection is then bound to that transport for its life
 and is itself a path (:class:`~visavis.sfu.transport.StreamPath`) the transport can
-select and answer on. Later frames are demultiplexed by first byte (RFC 7983): STUN to
+select and answer on. Later frames are demultiplexed by first byte
+(:mod:`visavis.protocol.rfc7983`): STUN to
 the ICE-lite check handler, DTLS to the DTLS server, SRTP/SRTCP to the decryptor.
 
 Bad input closes only the connection it came on, and is counted
@@ -28,65 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from visavis.protocol import rfc4571
+from visavis.protocol.rfc4571 import FRAME_LIMIT, MAX_FRAME, FramingError, Rfc4571Framer
+from visavis.protocol.rfc7983 import PacketKind, classify
 from visavis.sfu.ice_lite import parse_request
 from visavis.sfu.transport import Address, WebRtcTransport
 from visavis.sfu.udp import MediaEndpoint
 
 logger = logging.getLogger(__name__)
-
-MAX_FRAME = 4096  # STUN, DTLS records and SRTP packets are MTU-sized; 4 KiB is generous
-FRAME_LIMIT = 0xFFFF  # what a 2-byte length can say
-
-
-class FramingError(ValueError):
-    """The stream broke RFC 4571 framing (or our size limit): close the connection."""
-
-
-class Rfc4571Framer:
-    """Splits a byte stream into frames (RFC 4571: 16-bit length, then that many bytes).
-
-    Sans-I/O: :meth:`feed` takes whatever a read returned (part of a frame, several
-    frames, or both) and returns the frames it completed. At most ``max_frame + 1``
-    bytes are buffered.
-    """
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        if not 0 < max_frame <= FRAME_LIMIT:
-            raise ValueError(f"max_frame must be 1..{FRAME_LIMIT}")
-        self.max_frame = max_frame
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete frame held back."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Return the frames completed by ``data``; raise :class:`FramingError` on a bad one."""
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        offset = 0
-        end = len(buffer)
-        while end - offset >= 2:
-            length = (buffer[offset] << 8) | buffer[offset + 1]
-            if length == 0 or length > self.max_frame:
-                buffer.clear()
-                raise FramingError(f"frame of {length} bytes (limit {self.max_frame})")
-            if end - offset - 2 < length:
-                break
-            frames.append(bytes(buffer[offset + 2 : offset + 2 + length]))
-            offset += 2 + length
-        if offset:
-            del buffer[:offset]
-        return frames
-
-    @staticmethod
-    def frame(data: bytes) -> bytes:
-        """One packet with its length prefix."""
-        if not 0 < len(data) <= FRAME_LIMIT:
-            raise ValueError(f"cannot frame {len(data)} bytes")
-        return len(data).to_bytes(2, "big") + data
 
 
 class IceTcpListener:
@@ -152,7 +102,7 @@ class IceTcpConnection(asyncio.Protocol):
             return
         if not 0 < len(data) <= FRAME_LIMIT:
             return
-        tcp.write(len(data).to_bytes(2, "big") + data)
+        tcp.write(rfc4571.frame(data))
 
     def close(self) -> None:
         self.closed = True
@@ -214,14 +164,14 @@ class IceTcpConnection(asyncio.Protocol):
     # -- demultiplexing --------------------------------------------------------------------
     def _frame(self, frame: bytes, now: float) -> None:
         transport = self.bound
-        first = frame[0]
+        kind = classify(frame[0])
         if transport is None:
             self._first_frame(frame, now)
-        elif 127 < first < 192:
+        elif kind is PacketKind.SRTP:
             transport.handle_srtp(frame, now)
-        elif 19 < first < 64:
+        elif kind is PacketKind.DTLS:
             transport.handle_dtls(frame, self, now)
-        elif first < 4:
+        elif kind is PacketKind.STUN:
             parsed = parse_request(frame)
             if parsed is None:
                 self.stats.drop("garbage")  # well framed STUN, not a request: ignore
@@ -234,7 +184,7 @@ class IceTcpConnection(asyncio.Protocol):
             self.abort()
 
     def _first_frame(self, frame: bytes, now: float) -> None:
-        parsed = parse_request(frame) if frame[0] < 4 else None
+        parsed = parse_request(frame) if classify(frame[0]) is PacketKind.STUN else None
         transport = self.listener.endpoint.by_ufrag.get(parsed[1]) if parsed else None
         if parsed is None or transport is None or not transport.handle_stun(parsed[0], self, now):
             self.stats.drop("tcp_unauthenticated")

@@ -20,7 +20,7 @@ from typing import Protocol
 from visavis.protocol.rtp.packet import is_rtcp
 from visavis.protocol.stun import Message as StunMessage
 from visavis.sfu import fastpath
-from visavis.sfu.dtls import DtlsIdentity, DtlsServer, DtlsState
+from visavis.sfu.dtls import DtlsIdentity, DtlsServer, DtlsState, srtp_sessions
 from visavis.sfu.ice_lite import answer_check
 from visavis.sfu.stats import SfuStats
 
@@ -142,8 +142,9 @@ class WebRtcTransport:
         was = self.dtls.state
         for out in self.dtls.receive(data):
             self._send(out, addr)
-        if self.dtls.state is DtlsState.CONNECTED and was is DtlsState.CONNECTING:
-            self.link.rx, self.link.tx = self.dtls.rx_srtp, self.dtls.tx_srtp
+        keys = self.dtls.srtp  # set as the state becomes CONNECTED
+        if keys is not None and was is DtlsState.CONNECTING:
+            self.link.rx, self.link.tx = srtp_sessions(keys)
             self.connected = True
             self.last_seen = now
             self.listener.on_transport_connected(now)

@@ -1,9 +1,9 @@
 """The one UDP port that carries the media of every room (RFC 7983 demultiplexing).
 
-First byte 0-3: STUN, routed by the local ufrag in USERNAME (which also teaches the
-endpoint the client's address); 20-63: DTLS and 128-191: SRTP/SRTCP, routed by remote
-address. Anything else, or anything from an address no check has authenticated, is
-dropped and counted.
+First byte (:mod:`visavis.protocol.rfc7983`) 0-3: STUN, routed by the local ufrag in
+USERNAME (which also teaches the endpoint the client's address); 20-63: DTLS and
+128-191: SRTP/SRTCP, routed by remote address. Anything else, or anything from an
+address no check has authenticated, is dropped and counted.
 
 The socket is read by the fast path (:class:`visavis.sfu.fastpath.Forwarder`, native
 recvmmsg/SRTP/sendmmsg when built), registered with ``loop.add_reader``: it forwards RTP
@@ -20,6 +20,7 @@ import socket
 import time
 from typing import Any
 
+from visavis.protocol.rfc7983 import PacketKind, classify
 from visavis.sfu import fastpath
 from visavis.sfu.ice_lite import parse_request
 from visavis.sfu.stats import SfuStats
@@ -127,14 +128,14 @@ class MediaEndpoint:
         if not data:
             self.stats.drop("garbage")
             return
-        first = data[0]
-        if 127 < first < 192:
+        kind = classify(data[0])
+        if kind is PacketKind.SRTP:
             transport = self.by_address.get(addr)
             if transport is None:
                 self.stats.drop("garbage")
                 return
             transport.handle_srtp(data, self.clock())
-        elif first < 4:
+        elif kind is PacketKind.STUN:
             parsed = parse_request(data)
             if parsed is None:
                 self.stats.drop("garbage")
@@ -152,7 +153,7 @@ class MediaEndpoint:
                 key = fastpath.link_key(addr[0], addr[1])
                 if key is not None:
                     self.links[key] = transport.link
-        elif 19 < first < 64:
+        elif kind is PacketKind.DTLS:
             transport = self.by_address.get(addr)
             if transport is None:
                 self.stats.drop("garbage")

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from visavis.bus.base import Bus
 from visavis.clock import Clock
+from visavis.protocol.ratelimit import TokenBucket
 from visavis.signaling import messages as m
 from visavis.signaling.auth import PasswordsBusy, PasswordWorkers, hash_token, new_id, new_token
 from visavis.signaling.calls import CallService
@@ -42,7 +43,6 @@ from visavis.signaling.ratelimit import (
     Buckets,
     ConcurrencyLimit,
     SignInThrottle,
-    TokenBucket,
     key_bucket,
 )
 from visavis.signaling.web import WEB_DIR, web_client
@@ -627,7 +627,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
         re = raw.get("id") if isinstance(raw, dict) else None
         re = re if isinstance(re, str | int) and not isinstance(re, bool) else None
         kind = raw.get("type") if isinstance(raw, dict) else None
-        if not buckets.of(kind).allow(ctx.clock.now()):
+        if not buckets.of(kind).take(1, ctx.clock.now()):
             await _reject(conn, "rate_limited", "too many messages: slow down", re)
             return
         if raw is None:

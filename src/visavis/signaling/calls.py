@@ -30,13 +30,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from visavis.clock import Clock
 from visavis.fleet.service import Assignment, Fleet, LocalFleet, MoveReason, NoMediaNode
+from visavis.protocol.ratelimit import TokenBucket
 from visavis.signaling import messages as m
 from visavis.signaling.auth import new_id
 from visavis.signaling.directory import Directory
 from visavis.signaling.errors import SignalingError, forbidden, not_found, too_many
 from visavis.signaling.hub import Hub
 from visavis.signaling.metrics import SignalingMetrics
-from visavis.signaling.ratelimit import TokenBucket
 from visavis.store.base import (
     Call,
     CallState,
@@ -612,7 +612,7 @@ class CallService:
         self._reaction_buckets[sender] = bucket  # most recent last
         while len(self._reaction_buckets) > MAX_REACTION_BUCKETS:
             self._reaction_buckets.popitem(last=False)
-        if not bucket.allow(now):
+        if not bucket.take(1, now):
             raise too_many(
                 "reaction_rate_limited", "too many reactions: slow down", 1 / REACTION_RATE
             )

@@ -6,22 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = now
-
-    def allow(self, now: float) -> bool:
-        """Take one token if there is one."""
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+from visavis.protocol.ratelimit import TokenBucket
 
 
 def key_bucket(max_participants: int, now: float) -> TokenBucket:

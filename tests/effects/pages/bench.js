@@ -20,7 +20,7 @@ window.video = async (frames) => {
   const rows = [];
   for (const mode of ["blur", "portrait"]) {
     for (let level = 0; level < EFFECT_LEVELS.length; level++) {
-      const effect = createVideoEffect({ mode, level, adapt: false, giveUpMs: Infinity });
+      const effect = createVideoEffect({ mode, level, adapt: false, giveUpMs: Infinity, startMs: Infinity });
       const out = effect.process(camera.clone());
       await effect.ready();
       await until(() => effect.stats.recentMs.length >= frames, 120000, "frames");
@@ -136,4 +136,104 @@ window.reactions = async (frames) => {
     rows[kind] = median(times);
   }
   return rows;
+};
+
+// -- what headless Firefox can measure (benchmarks/effects_firefox.py): no WebGL and no
+// running AudioContext there, but OfflineAudioContext renders and canvas 2D draws. --------
+
+/** RMS level (dBFS) of `data` from sample `from` on. */
+function dbfs(data, from = 0) {
+  let sum = 0;
+  for (let i = from; i < data.length; i++) sum += data[i] * data[i];
+  return 10 * Math.log10(sum / Math.max(1, data.length - from) + 1e-20);
+}
+
+/** RNNoise on steady white noise, rendered offline: the level in and out (dBFS, after
+ *  the first half second), so a browser whose AudioWorklet runs it shows the drop. */
+window.noiseDrop = async (seconds) => {
+  const base = "/vendor/@sapphi-red/web-noise-suppressor/dist/";
+  const { loadRnnoise, RnnoiseWorkletNode } = await import(`${base}index.js`);
+  const wasmBinary = await loadRnnoise({
+    url: `${base}rnnoise.wasm`,
+    simdUrl: `${base}rnnoise_simd.wasm`,
+  });
+  const ctx = new OfflineAudioContext(1, SAMPLE_RATE * seconds, SAMPLE_RATE);
+  const input = noise(ctx, seconds);
+  const source = new AudioBufferSourceNode(ctx, { buffer: input });
+  await ctx.audioWorklet.addModule(`${base}rnnoise/workletProcessor.js`);
+  const node = new RnnoiseWorkletNode(ctx, { maxChannels: 1, wasmBinary });
+  node.channelCount = 1;
+  node.channelCountMode = "explicit";
+  source.connect(node).connect(ctx.destination);
+  source.start();
+  const out = await ctx.startRendering();
+  const from = SAMPLE_RATE / 2;
+  return { inDb: dbfs(input.getChannelData(0), from), outDb: dbfs(out.getChannelData(0), from) };
+};
+
+/** One voice on the left (x = -1, as the mixer places the leftmost tile), rendered
+ *  offline: how much louder the left channel is (dB), stereo panning and HRTF. */
+window.panning = async (seconds) => {
+  const left = async (model) => {
+    const ctx = new OfflineAudioContext(2, SAMPLE_RATE * seconds, SAMPLE_RATE);
+    const source = new AudioBufferSourceNode(ctx, { buffer: noise(ctx, seconds) });
+    const node = model === "stereo"
+      ? new StereoPannerNode(ctx, { pan: -0.7 })
+      : new PannerNode(ctx, { panningModel: "HRTF", positionX: -1, positionZ: 0 });
+    source.connect(node).connect(ctx.destination);
+    source.start();
+    const out = await ctx.startRendering();
+    return dbfs(out.getChannelData(0)) - dbfs(out.getChannelData(1));
+  };
+  return { stereo: await left("stereo"), hrtf: await left("hrtf") };
+};
+
+/** The canvas path (what Firefox and Safari run) with the effect off: frames per second
+ *  through the worker and back over `ms`, and how late a 20 ms timer runs meanwhile. */
+window.canvasPath = async (ms) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+  const camera = stream.getVideoTracks()[0];
+  const effect = createVideoEffect({ mode: "off", backend: "canvas" });
+  const out = effect.process(camera);
+  await until(() => effect.stats.framesOut > 10, 30000, "frames through the canvas path");
+  const n0 = effect.stats.framesOut;
+  const t0 = performance.now();
+  const late = [];
+  let due = performance.now() + 20;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      late.push(Math.max(0, now - due));
+      if (now - t0 >= ms) return resolve();
+      due = now + 20;
+      setTimeout(tick, 20);
+    };
+    setTimeout(tick, 20);
+  });
+  const fps = ((effect.stats.framesOut - n0) * 1000) / (performance.now() - t0);
+  late.sort((a, b) => a - b);
+  const settings = camera.getSettings();
+  effect.close();
+  out.stop();
+  camera.stop();
+  return {
+    fps,
+    camera: `${settings.width}x${settings.height}@${settings.frameRate}`,
+    timerLateP95: late[Math.floor(late.length * 0.95)],
+  };
+};
+
+/** Blur switched on: how long until the effect gives up (here: no WebGL), and why. */
+window.blurGivesUp = async () => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+  const camera = stream.getVideoTracks()[0];
+  const t0 = performance.now();
+  const effect = createVideoEffect({ mode: "blur" });
+  const out = effect.process(camera);
+  await until(() => effect.stats.gaveUp, 90000, "the effect to give up");
+  const result = { ms: performance.now() - t0, note: effect.stats.note, backend: effect.stats.backend };
+  effect.close();
+  out.stop();
+  camera.stop();
+  return result;
 };

@@ -6,15 +6,27 @@ let camera = null;
 let effect = null;
 let output = null;
 
-/** Start the camera at 640×480 and the effect in `mode`; resolve once the model runs. */
-window.start = async (mode, options = {}) => {
+/** The effect's "status" events so far (what it said, and its figures then). */
+window.statuses = [];
+
+/** Start the camera at 640×480 and the effect in `mode`, without waiting for the model. */
+window.begin = async (mode, options = {}) => {
   const stream = await navigator.mediaDevices.getUserMedia({
     video: { width: 640, height: 480, frameRate: 30 },
   });
   camera = stream.getVideoTracks()[0];
   effect = createVideoEffect({ mode, ...options });
+  effect.addEventListener("status", ({ detail }) => {
+    window.statuses.push({ ...detail, recentMs: undefined });
+  });
   output = effect.process(camera);
   document.getElementById("out").srcObject = new MediaStream([output]);
+  return { ...effect.stats, settings: camera.getSettings() };
+};
+
+/** Start as `begin` does; resolve once the model runs. */
+window.start = async (mode, options = {}) => {
+  await window.begin(mode, options);
   if (mode !== "off") {
     await effect.ready();
     await until(() => effect.stats.framesOut - effect.stats.framesPassedThrough > 5, 30000,

@@ -2,6 +2,10 @@ import { test, mock } from "node:test";
 import assert from "node:assert/strict";
 
 globalThis.WebSocket ??= { OPEN: 1 };
+// (call/codecs.js asks the browser what it can send and receive)
+const capabilities = { getCapabilities: () => ({ codecs: [{ mimeType: "video/VP8", clockRate: 90000 }] }) };
+globalThis.RTCRtpSender ??= capabilities;
+globalThis.RTCRtpReceiver ??= capabilities;
 const { GroupCall, LAYOUT_SETTLE_MS } = await import("../../../src/visavis/web/js/call/group.js");
 
 function joined() {
@@ -61,7 +65,7 @@ function fakePc() {
     transceivers,
     getTransceivers: () => transceivers,
     addTransceiver(kind, init) {
-      transceivers.push({ direction: init.direction, receiver: { track: { kind } } });
+      transceivers.push({ direction: init.direction, receiver: { track: { kind } }, setCodecPreferences() {} });
     },
     async createOffer() {
       return { sdp: `m-lines ${transceivers.length}` };
@@ -79,6 +83,7 @@ test("a burst of renegotiate requests adds each missing slot once", async () => 
   const pc = fakePc();
   call.pc = pc;
   call.generation = 1;
+  call.videoCodec = "vp8";
   call._negotiate(1, 1); // joined: one other participant
   await tick();
   assert.equal(sent.at(-1).type, "offer");

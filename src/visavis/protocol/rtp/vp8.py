@@ -33,3 +33,28 @@ def is_vp8_keyframe(payload: bytes) -> bool:
     if n <= pos:
         return False
     return not payload[pos] & 0x01
+
+
+def vp8_temporal_id(payload: bytes) -> int | None:
+    """The TID of a VP8 packet (0 without the T bit), or None if the descriptor is
+    truncated: the temporal layer an SFU drops for a subscriber that wants fewer frames."""
+    n = len(payload)
+    if n < 1:
+        return None
+    if not payload[0] & 0x80:
+        return 0
+    if n < 2:
+        return None
+    ext = payload[1]
+    pos = 2
+    if ext & 0x80:  # I: picture id
+        if n <= pos:
+            return None
+        pos += 2 if payload[pos] & 0x80 else 1
+    if ext & 0x40:  # L: TL0PICIDX
+        pos += 1
+    if not ext & 0x20:  # T: no temporal layer index
+        return 0
+    if n <= pos:
+        return None
+    return payload[pos] >> 6

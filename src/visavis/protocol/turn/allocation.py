@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from visavis.protocol.turn.ratelimit import TokenBucket
+from visavis.protocol.ratelimit import TokenBucket
 
 Addr = tuple[str, int]
 

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from visavis.protocol.ratelimit import TokenBucket
 from visavis.protocol.stun import (
     AdditionalAddressFamily,
     AddressErrorCode,
@@ -82,7 +83,6 @@ from visavis.protocol.turn.auth import CredentialStore, Identity, NonceManager
 from visavis.protocol.turn.channel_data import CHANNEL_MAX, CHANNEL_MIN
 from visavis.protocol.turn.errors import CapacityError, TurnError
 from visavis.protocol.turn.peer_policy import PeerPolicy
-from visavis.protocol.turn.ratelimit import TokenBucket
 
 _CHANNEL_HEAD = struct.Struct("!HH")
 _FAMILY_CODE = {4: 0x01, 6: 0x02}

@@ -8,7 +8,7 @@
 // Receivers follow a sender's ratchet by themselves: a frame under generation g+k
 // (k <= MAX_SKIP) of a sender whose generation g we hold installs ratchet^k(key).
 import { Context, SendKey, decodeHeader } from "./sframe.js";
-import { clearLength, decryptFrame, encryptFrame } from "./frames.js";
+import { decryptFrame, encryptFrame, frameKid } from "./frames.js";
 import { MAX_SKIP, dataKey, ratchet } from "./keys.js";
 
 const media = new Context();
@@ -59,7 +59,7 @@ async function decrypt(context, codec, bytes) {
     return await decryptFrame(context, codec, bytes);
   } catch (e) {
     if (e.reason !== "unknown_kid") throw e;
-    const kid = decodeHeader(bytes.subarray(clearLength(codec, bytes))).kid;
+    const kid = frameKid(codec, bytes);
     if (!(await catchUp(kid))) throw e;
     return decryptFrame(context, codec, bytes);
   }

@@ -56,6 +56,8 @@ export class Effects {
     this.mixer = null;
     this.stopFollowing = null;
     this.note = ""; // what the video effect last said (lowered resolution, errors)
+    this.notice = ""; // an effect gave up: why, shown until dismissed or changed
+    this.gaveUp = null; // the video effect's figures when it last gave up
     this.played = []; // the last reactions played here: {who, kind, on: the tile's class}
     this.listeners = new Set();
     settings.audioConstraints = micConstraints(this.prefs.voiceIsolation);
@@ -73,20 +75,25 @@ export class Effects {
 
   // -- camera -------------------------------------------------------------------------
   async videoTrack(track) {
-    if (!track || this.prefs.video === "off" || this.gaveUpOn === track) return track;
+    if (!track || this.prefs.video === "off") return track;
     if (this.video?.raw !== track) {
       this.video?.effect.close();
       const effect = createVideoEffect({ mode: this.prefs.video });
       effect.addEventListener("status", ({ detail }) => {
         this.note = detail.note;
+        if (detail.gaveUp && this.video?.effect === effect) {
+          // It cannot run here (no WebGL, the model failed, far too slow): the camera's
+          // own track goes out again, the toggle goes back to Off, and the person is told
+          // why (tell). Switching it on again tries again.
+          this.gaveUp = { ...detail, recentMs: undefined };
+          this.prefs.video = "off";
+          this.video = null;
+          this.tell(detail.note);
+          this.app.media?.refresh().then(() => effect.close());
+          return;
+        }
         this.app.announce?.(detail.note);
         this.changed();
-        // too slow here: send the raw camera for the rest of this call (the choice stays)
-        if (detail.gaveUp && this.video?.effect === effect) {
-          this.gaveUpOn = this.video.raw;
-          this.video = null;
-          this.app.media?.refresh().then(() => effect.close());
-        }
       });
       this.video = { raw: track, effect, out: effect.process(track) };
     } else {
@@ -98,6 +105,7 @@ export class Effects {
   async setVideoMode(mode) {
     if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect: ${mode}`);
     this.prefs.video = mode;
+    this.notice = "";
     this.video?.effect.setMode(mode);
     this.changed();
     await this.app.media?.refresh();
@@ -126,13 +134,12 @@ export class Effects {
         return this.app.media?.refresh();
       },
       (error) => {
-        this.note = `voice isolation unavailable: ${error.message ?? error}`;
         // The microphone was opened without the browser's own suppression (ours was to
         // replace it): ask for it back, so the raw track does not go out with neither.
         if (this.voice === voice && track.readyState !== "ended") {
           track.applyConstraints({ ...track.getConstraints(), noiseSuppression: true }).catch(() => {});
         }
-        this.changed();
+        this.tell(`voice isolation unavailable: ${error.message ?? error}`);
       },
     );
     return track;
@@ -233,6 +240,20 @@ export class Effects {
 
   say(note) {
     this.note = note;
+    this.changed();
+  }
+
+  /** An effect gave up: say why in the panel, in a notice the person sees without opening
+   *  it (controls.js), and in the client's live region. */
+  tell(note) {
+    this.note = note;
+    this.notice = note;
+    this.app.announce?.(note);
+    this.changed();
+  }
+
+  dismissNotice() {
+    this.notice = "";
     this.changed();
   }
 

@@ -41,6 +41,16 @@ function Choices({ effects, group }) {
   </div>`;
 }
 
+/** Why an effect gave up (it cannot run on this device or browser), until dismissed. */
+function Notice({ effects }) {
+  if (!effects.notice) return null;
+  // (announced by the client's live region when it appears: tell() in client.js)
+  return html`<div class="effects-notice" data-effects-notice>
+    <span>${effects.notice}</span>
+    <button type="button" onClick=${() => effects.dismissNotice()}>Dismiss</button>
+  </div>`;
+}
+
 /** In the call: an "Effects" panel and a "React" menu (Alt+1…Alt+8 work too). */
 export class EffectsControls extends Subscribed {
   constructor() {
@@ -55,6 +65,7 @@ export class EffectsControls extends Subscribed {
     if (!effects) return null;
     const open = this.state.open;
     return html`<div class="effects-controls">
+      ${open !== "effects" && html`<${Notice} effects=${effects} />`}
       <button class="round" aria-expanded=${open === "effects"} aria-controls="effects-panel"
         data-action="effects" onClick=${() => this.toggle("effects")}>
         <span class="icon effects-icon" aria-hidden="true">✦</span><span>Effects</span>
@@ -86,6 +97,7 @@ export class EffectsSettings extends Subscribed {
     if (!app.effects) return null;
     return html`<section class="card effects-settings" aria-label="Effects">
       <h2>Effects</h2>
+      <${Notice} effects=${app.effects} />
       <${Choices} effects=${app.effects} group=${false} />
     </section>`;
   }

@@ -6,13 +6,22 @@
 // the page's videos), only this thread waits: the call page stays responsive.
 //
 // video.js (the page side) talks to it:
-//   → {type: "init", vendor, mode, level, adapt, giveUpMs, looks, levels, start, reference}
+//   → {type: "init", vendor, mode, level, adapt, giveUpMs, startMs, looks, levels, start,
+//      reference}
 //   → {type: "streams", readable, writable, frameRate}   Chromium: VideoFrames in and out
 //                                                        (transferred streams)
 //   → {type: "frame", bitmap, frameRate}                 elsewhere: one ImageBitmap in,
 //   ← {type: "frame", bitmap | null}                     its composited ImageBitmap out
 //   → {type: "mode", mode}, {type: "load"} (the model, now), {type: "close"}
 //   ← {type: "stats", stats}, {type: "status", stats}, {type: "ready"}, {type: "error"}
+//
+// It gives up (stats.gaveUp, mode "off", a status note saying why; the page then sends the
+// camera's own track) when the segmentation runtime cannot run: no WebGL here (MediaPipe
+// uploads frames and reads masks back through it), the model failing to load, MAX_FAILURES
+// frames in a row failing, no frame coming out with the effect within `startMs` while the
+// camera's frames come in, or one frame taking longer than `giveUpMs` (after the first).
+// While the effect is on it reports its figures every second even with no frame, so the
+// page can tell a worker that stopped answering.
 
 /* global SelfieSegmentation */
 "use strict";
@@ -62,6 +71,14 @@ let lastLook = null;
 let sinceAdapt = 0;
 let fpsWindow = { start: performance.now(), frames: 0 };
 let lastStats = 0;
+// The give-up watch (see the top): consecutive failed frames; since when the effect was
+// switched on or last put out an effected frame, and how many frames had come in then;
+// when the frame now in the effect started (0: none); effected frames since switched on.
+const MAX_FAILURES = 3;
+let failures = 0;
+let progress = { at: performance.now(), framesIn: 0 };
+let renderSince = 0;
+let effected = 0;
 
 function resize(canvas, width, height) {
   if (canvas.width !== width) canvas.width = width;
@@ -77,11 +94,78 @@ function status(note) {
   report("status");
 }
 
+/** Switch the effect off for good (until switched on again) and say why. */
+function giveUp(note) {
+  if (stats.gaveUp) return;
+  stats.mode = "off";
+  stats.gaveUp = true;
+  status(note);
+}
+
+/** The effect was switched on (again): a fresh start for the give-up watch. */
+function switchedOn() {
+  stats.gaveUp = false;
+  failures = 0;
+  effected = 0;
+  progress = { at: performance.now(), framesIn: stats.framesIn };
+  ensureModel();
+}
+
+/** MediaPipe's selfie segmentation uploads each frame and reads its mask back through
+ *  WebGL, even with CPU inference: without a context (headless Firefox here) every frame
+ *  would fail, so find out before loading 6 MB of wasm. */
+function requireWebGL() {
+  const probe = new OffscreenCanvas(1, 1);
+  let gl = null;
+  try {
+    gl = probe.getContext("webgl2") ?? probe.getContext("webgl");
+  } catch {
+    // some browsers throw rather than answer null: the same answer
+  }
+  if (!gl) throw new Error("this browser gives it no WebGL");
+  gl.getExtension("WEBGL_lose_context")?.loseContext();
+}
+
+function effectedFrame() {
+  failures = 0;
+  effected += 1;
+  progress = { at: performance.now(), framesIn: stats.framesIn };
+}
+
+function failedFrame(error) {
+  stats.error = String(error);
+  failures += 1;
+  if (failures >= MAX_FAILURES) {
+    giveUp(`background effects unavailable: ${error?.message ?? error}`);
+  }
+}
+
+/** Every second while the effect is on: give up on a hung or never-starting runtime, and
+ *  tell the page this worker still answers. */
+function watch() {
+  if (!config || stats.mode === "off") return;
+  const now = performance.now();
+  if (renderSince && effected > 0 && now - renderSince > config.giveUpMs) {
+    giveUp(`background effects turned off: this device took over ` +
+      `${Math.round(now - renderSince)} ms for one frame`);
+  } else if (
+    now - progress.at > config.startMs &&
+    (renderSince || stats.framesIn > progress.framesIn)
+  ) {
+    giveUp(`background effects unavailable: no frame came out of the effect in ` +
+      `${(config.startMs / 1000).toFixed(config.startMs < 1000 ? 1 : 0)} s`);
+  } else {
+    report();
+  }
+}
+setInterval(watch, 1000);
+
 /** Load MediaPipe's selfie segmentation here (once): its wasm and the landscape model. */
 function ensureModel() {
   if (segmenter || loading) return loading;
   loading = (async () => {
     const vendor = config.vendor;
+    requireWebGL();
     // The solution's worker path calls createMediapipeSolutionsWasm(Module), and passes
     // every file it lists to importScripts, the model too: only scripts are scripts (the
     // model is fetched by the runtime when the graph asks for it).
@@ -108,6 +192,7 @@ function ensureModel() {
       throw new Error("unexpected @mediapipe/selfie_segmentation version: pin 0.1.1675465747");
     }
     inner.K ??= inner.m.getContext("webgl2") ?? inner.m.getContext("webgl");
+    if (!inner.K) throw new Error("this browser gives it no WebGL");
     segmenter = {
       async segment(image, draw) {
         let drawn = false;
@@ -125,7 +210,8 @@ function ensureModel() {
     postMessage({ type: "ready" });
   })().catch((error) => {
     stats.error = String(error);
-    status(`background effects unavailable: ${error.message ?? error}`);
+    loading = null; // switching the effect on again tries again
+    giveUp(`background effects unavailable: ${error.message ?? error}`);
   });
   return loading;
 }
@@ -169,9 +255,7 @@ function adaptTo(ms, frameRate) {
   samples += 1;
   if (samples > 1 && ms > config.giveUpMs) {
     // Frames that take seconds are no video: the call matters more than its background.
-    stats.mode = "off";
-    stats.gaveUp = true;
-    status(`background effects turned off: this device took ${Math.round(ms)} ms for one frame`);
+    giveUp(`background effects turned off: this device took ${Math.round(ms)} ms for one frame`);
     return;
   }
   if (samples <= config.warmUp) return; // the first frames pay for the model's warm-up
@@ -279,19 +363,22 @@ async function pump(readable, writable, frameRate) {
       continue;
     }
     const t0 = performance.now();
+    renderSince = t0;
     let out = frame;
     try {
       if (await render(frame, frame.displayWidth, frame.displayHeight)) {
         out = new VideoFrame(target, { timestamp: frame.timestamp });
         frame.close();
+        effectedFrame();
       }
     } catch (error) {
-      stats.error = String(error);
+      failedFrame(error);
     }
+    renderSince = 0;
     if (out === frame) stats.framesPassedThrough += 1;
     await writer.write(out);
     countOut();
-    adaptTo(performance.now() - t0, frameRate);
+    if (out !== frame) adaptTo(performance.now() - t0, frameRate);
   }
   reader.cancel().catch(() => {});
   writer.close().catch(() => {});
@@ -303,14 +390,17 @@ async function one(bitmap, frameRate) {
   let out = null;
   if (active()) {
     const t0 = performance.now();
+    renderSince = t0;
     try {
       if (await render(bitmap, bitmap.width, bitmap.height)) {
         out = target.transferToImageBitmap();
+        effectedFrame();
         adaptTo(performance.now() - t0, frameRate);
       }
     } catch (error) {
-      stats.error = String(error);
+      failedFrame(error);
     }
+    renderSince = 0;
   }
   if (!out) stats.framesPassedThrough += 1;
   countOut();
@@ -328,13 +418,15 @@ self.onmessage = ({ data }) => {
       config = data;
       stats.mode = data.mode;
       setLevel(data.level);
-      if (data.mode !== "off") ensureModel();
+      if (data.mode !== "off") switchedOn();
       break;
-    case "mode":
+    case "mode": {
+      const wasOff = stats.mode === "off";
       stats.mode = data.mode;
-      if (data.mode !== "off") ensureModel();
+      if (data.mode !== "off" && wasOff) switchedOn();
       report();
       break;
+    }
     case "load":
       ensureModel();
       break;

@@ -4,7 +4,8 @@
 //   const sent = effect.process(cameraTrack);   // send this track instead of the camera's
 //   effect.setMode("portrait" | "blur" | "off"); // at any time, before or during a call
 //   effect.stats                                 // fps, ms per frame, effect resolution, note
-//   effect.addEventListener("status", ...)       // the effect changed its resolution
+//   effect.addEventListener("status", ...)       // the effect changed its resolution, or
+//                                                // gave up (stats.gaveUp: send the camera)
 //   effect.close()
 //
 // Each camera frame is segmented by MediaPipe's selfie model; the background is blurred at
@@ -18,6 +19,12 @@
 // are transferred to the worker, which reads and writes VideoFrames itself) and from a
 // <video> whose frames go to the worker as ImageBitmaps and come back into a canvas whose
 // captureStream() is sent elsewhere (Firefox, Safari).
+//
+// When the segmentation runtime cannot run here (no WebGL, as in headless Firefox; the
+// model failing to load; frames failing; nothing effected within START_MS; a frame over
+// GIVE_UP_MS; the worker no longer answering), the effect gives up: mode "off",
+// `stats.gaveUp`, a "status" event whose note says why. Its track then passes frames
+// through (or, if the runtime hung, none): the caller sends the camera's own track again.
 
 export const VIDEO_MODES = ["off", "blur", "portrait"];
 
@@ -47,6 +54,11 @@ const REFERENCE_WIDTH = 640;
 const ADAPT_EVERY = 30; // frames between resolution decisions
 const WARM_UP = 5; // frames left out of the cost average
 const GIVE_UP_MS = 1500; // one frame slower than this: the effect switches itself off
+// Switched on, the camera's frames coming in and none out with the effect for this long
+// (the model did not load, or hangs): the effect gives up. Loading the model takes seconds
+// here, tens on a crowded machine; the frames pass through unchanged meanwhile.
+const START_MS = 60000;
+const SILENT_MS = 10000; // the least silence of the worker taken for "stopped answering"
 
 const WORKER = new URL("video-worker.js", import.meta.url);
 const VENDOR = new URL("../vendor/@mediapipe/selfie_segmentation/", import.meta.url);
@@ -55,7 +67,8 @@ const VENDOR = new URL("../vendor/@mediapipe/selfie_segmentation/", import.meta.
  * A video effect for one camera track. Options: `mode` ("off", "blur", "portrait"),
  * `backend` ("auto", "insertable-streams", "canvas"), `level` (start index into
  * EFFECT_LEVELS), `adapt` (false pins the resolution, for measurements), `giveUpMs` (a
- * frame slower than this turns the effect off; Infinity never does).
+ * frame slower than this turns the effect off; Infinity never does), `startMs` (no frame
+ * effected for this long while frames come in, or the worker silent this long: give up).
  */
 export function createVideoEffect({
   mode = "off",
@@ -63,6 +76,7 @@ export function createVideoEffect({
   level = START_LEVEL,
   adapt = true,
   giveUpMs = GIVE_UP_MS,
+  startMs = START_MS,
 } = {}) {
   if (!VIDEO_MODES.includes(mode)) throw new Error(`unknown video effect mode: ${mode}`);
   const events = new EventTarget();
@@ -78,10 +92,13 @@ export function createVideoEffect({
     framesPassedThrough: 0,
     recentMs: [],
     note: "",
+    gaveUp: false,
     error: null,
   };
   const worker = new Worker(WORKER, { name: "visavis-video-effect" });
   let closed = false;
+  let heard = performance.now(); // the worker's last message (it reports every second)
+  let watching = null;
   let stopPipeline = () => {};
   let onFrame = null; // the canvas path's pending frame
   let readyResolve;
@@ -89,17 +106,31 @@ export function createVideoEffect({
     readyResolve = resolve;
   });
 
+  function announce() {
+    events.dispatchEvent(new CustomEvent("status", { detail: { ...stats } }));
+  }
+
+  /** The page's own give-up (the worker failed or stopped answering). */
+  function giveUp(note) {
+    if (stats.gaveUp || closed) return;
+    Object.assign(stats, { mode: "off", gaveUp: true, note });
+    worker.postMessage({ type: "mode", mode: "off" });
+    readyResolve();
+    announce();
+  }
+
   worker.onmessage = ({ data }) => {
+    heard = performance.now();
     if (data.stats) Object.assign(stats, data.stats);
     if (data.type === "ready") readyResolve();
     else if (data.type === "status") {
-      if (stats.error && !stats.modelReady) readyResolve();
-      events.dispatchEvent(new CustomEvent("status", { detail: { ...stats } }));
+      if (stats.gaveUp || (stats.error && !stats.modelReady)) readyResolve();
+      announce();
     } else if (data.type === "frame") onFrame?.(data.bitmap);
   };
   worker.onerror = (event) => {
     stats.error = event.message || "the effect's worker failed";
-    readyResolve();
+    giveUp(`background effects unavailable: ${stats.error}`);
   };
   worker.postMessage({
     type: "init",
@@ -109,6 +140,7 @@ export function createVideoEffect({
     start: START_LEVEL,
     adapt,
     giveUpMs,
+    startMs,
     looks: LOOKS,
     levels: EFFECT_LEVELS,
     reference: REFERENCE_WIDTH,
@@ -197,6 +229,10 @@ export function createVideoEffect({
     },
     setMode(next) {
       if (!VIDEO_MODES.includes(next)) throw new Error(`unknown video effect mode: ${next}`);
+      if (stats.mode === "off" && next !== "off") {
+        heard = performance.now();
+        stats.gaveUp = false; // on again: a fresh try
+      }
       stats.mode = next;
       worker.postMessage({ type: "mode", mode: next });
     },
@@ -209,11 +245,20 @@ export function createVideoEffect({
         typeof VideoFrame !== "undefined";
       const useInsertable = backend === "auto" ? insertable : backend === "insertable-streams";
       stats.backend = useInsertable ? "insertable-streams" : "canvas";
+      // A worker wedged in synchronous code cannot give up by itself: it reports every
+      // second while the effect is on, so its silence is noticed here.
+      heard = performance.now();
+      watching = setInterval(() => {
+        if (stats.mode !== "off" && performance.now() - heard > Math.max(startMs, SILENT_MS)) {
+          giveUp("background effects unavailable: the effect stopped answering");
+        }
+      }, 1000);
       return useInsertable ? insertableStreams(track) : canvasCapture(track);
     },
     close() {
       if (closed) return;
       closed = true;
+      clearInterval(watching);
       stopPipeline();
       worker.postMessage({ type: "close" });
     },

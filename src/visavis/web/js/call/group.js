@@ -16,6 +16,7 @@
 import { createPeerConnection, addSender, onRemoteTracks } from "./peer.js";
 import { summarize } from "./quality.js";
 import { StallDetector, bytesReceived, mediaReceived } from "./medialoss.js";
+import { preferRoomCodec, withScalability } from "./codecs.js";
 
 // Nothing received from the SFU for this long (it sends RTCP every second, media more
 // often) means the path or the node is gone. Long enough that a busy machine's hiccup
@@ -96,6 +97,7 @@ export class GroupCall {
     switch (msg.type) {
       case "joined":
         this.participantId = msg.participant_id;
+        this.videoCodec = msg.video_codec ?? "vp8"; // the room's one video codec
         for (const p of msg.participants) this.participants.set(p.participant_id, p);
         this._publish();
         this._negotiate(msg.audio, msg.video);
@@ -121,8 +123,8 @@ export class GroupCall {
         break;
       case "error":
         console.warn("visavis sfu", msg.code, msg.message);
-        if (msg.code === "bad_sdp") this.answerWaiter?.(null); // our offer was refused: no answer will come
-        if (msg.code === "unauthorized" || msg.code === "room_full") this.onChange("failed", msg.message);
+        if (msg.code === "bad_sdp" || msg.code === "unsupported_codec") this.answerWaiter?.(null); // our offer was refused: no answer will come
+        if (msg.code === "unauthorized" || msg.code === "room_full" || msg.code === "unsupported_codec") this.onChange("failed", msg.message);
         else if (msg.code === "removed") this._rejoin(); // e.g. no media in time: join again
         break;
       default:
@@ -147,7 +149,7 @@ export class GroupCall {
     });
     this._watchMedia(pc);
     addSender(pc, this.media, "audio", this.info(), { direction: "sendonly" });
-    addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: SIMULCAST.map((e) => ({ ...e })) });
+    addSender(pc, this.media, "video", this.info(), { direction: "sendonly", encodings: withScalability(SIMULCAST.map((e) => ({ ...e })), this.videoCodec) });
     this.screenTx = null;
     if (this.media.outgoing("screen")) this._screenOn(pc);
   }
@@ -195,6 +197,11 @@ export class GroupCall {
         for (const t of pc.getTransceivers()) if (t.direction === "recvonly") offered[t.receiver.track.kind] += 1;
         for (const kind of ["audio", "video"]) {
           for (; offered[kind] < target[kind]; offered[kind]++) pc.addTransceiver(kind, { direction: "recvonly" });
+        }
+        const unable = preferRoomCodec(pc, this.videoCodec);
+        if (unable) {
+          this.onChange("failed", unable);
+          return;
         }
         const offer = await pc.createOffer();
         await pc.setLocalDescription(offer);

@@ -1,0 +1,3 @@
+from fuzz.native import build
+
+print(build(force=True))
