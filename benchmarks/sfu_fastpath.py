@@ -1,6 +1,6 @@
 """The SFU's forwarding path alone: CPU per forwarded packet, native vs pure Python.
 
-    .venv/bin/python benchmarks/sfu_fastpath.py --fanout 31 --runs 5
+    .venv/bin/python benchmarks/sfu_fastpath.py --fanout 31 --runs 5 [--twcc]
 
 One publisher's SRTP packets (pre-protected) are written to the SFU's media socket on
 loopback in batches; ``Forwarder.drain`` (the ``add_reader`` callback of the real SFU)
@@ -10,7 +10,9 @@ with the thread's own CPU clock, so the other processes of a shared machine do n
 count against it. Prints, per implementation and packet size, the median µs per
 forwarded packet (decryption and the receive amortised over the fan-out, encryption and
 the send included) and forwarded packets per CPU-second: compare with
-``benchmarks/sfu_limit.py`` (a bare ``sendmmsg``, with and without SRTP).
+``benchmarks/sfu_limit.py`` (a bare ``sendmmsg``, with and without SRTP). ``--twcc``:
+every subscriber negotiated transport-wide CC (each packet stamped and its send
+recorded).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def _drainer() -> tuple[socket.socket, int]:
     return rx, pid
 
 
-def measure(fp: Any, fanout: int, size: int, packets: int, video: bool) -> float:
+def measure(
+    fp: Any, fanout: int, size: int, packets: int, video: bool, twcc: bool = False
+) -> float:
     """Thread CPU seconds per forwarded packet."""
     key = bytes(range(28))
     sfu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -79,6 +83,8 @@ def measure(fp: Any, fanout: int, size: int, packets: int, video: bool) -> float
             out = fp.Link(f"sub{i}")
             out.tx = fp.Session(bytes((i + 1,)) * 28, GCM, True)
             out.set_destination(*sink_sock.getsockname())
+            if twcc:
+                out.twcc_id = 5
             rewriter = fp.Rewriter(90000 if video else 48000, initial_seq=i, initial_ts=i)
             selector = fp.Selector(target=0)
             if not video:
@@ -124,6 +130,7 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=31)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--packets", type=int, default=2048)
+    parser.add_argument("--twcc", action="store_true", help="subscribers negotiated TWCC")
     args = parser.parse_args()
     impls: list[tuple[str, Any]] = [("python", _fastpath_py)]
     try:
@@ -132,11 +139,13 @@ def main() -> None:
         impls.insert(0, ("native", native))
     except ImportError:
         print("native fast path not built", file=sys.stderr)
-    results: dict[str, Any] = {"fanout": args.fanout, "runs": args.runs}
+    results: dict[str, Any] = {"fanout": args.fanout, "runs": args.runs, "twcc": args.twcc}
     for name, fp in impls:
         for label, size, video in (("video 1200 B", 1200, True), ("audio 100 B", 100, False)):
             packets = args.packets if name == "native" else args.packets // 4
-            runs = [measure(fp, args.fanout, size, packets, video) for _ in range(args.runs)]
+            runs = [
+                measure(fp, args.fanout, size, packets, video, args.twcc) for _ in range(args.runs)
+            ]
             med = statistics.median(runs)
             results[f"{name}, {label}"] = {
                 "us_per_forwarded_packet": round(med * 1e6, 3),

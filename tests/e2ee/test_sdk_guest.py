@@ -5,8 +5,9 @@ real `visavis serve` (a subprocess, as the README starts it):
   waits in the lobby, is admitted, joins through the SFU with an ephemeral identity and
   the TURN credentials signaling gave it: both decode each other's SFrame-encrypted
   video and audio, one verification code, each lists the other as it should (the bot:
-  an unverified guest; the guest: everyone unverified); when the guest leaves, the bot
-  draws a fresh sender key;
+  an unverified guest; the guest: everyone unverified); a member the bot rings in joins
+  and leaves, and the guest (which hears of it from the SFU only) drops his key and draws
+  a fresh one; when the guest leaves, the bot draws a fresh sender key;
 - a signed-in browser (Debian's Chromium) opens its link's call and admits an SDK guest
   whose name has a space: the browser's E2EE layer and the SDK guest agree keys through
   the guest channel and decode each other, one verification code, the browser shows the
@@ -101,6 +102,29 @@ async def test_sdk_guest_admitted_to_a_call_decodes_and_is_decoded_encrypted(
         assert call.e2ee.guests == {}
         assert call.e2ee.verification_code == e2ee.verification_code  # one code for both
         assert host.session.device_id in call.e2ee.keys.peers  # the bot's key, installed
+
+        # Lia rings Mat into the call; he joins, then leaves: the guest, which hears of
+        # leavers only from the SFU, drops his key and draws a fresh one of its own.
+        (phone,) = await bots_at(server.http_url, tmp_path, ["mat"])
+        keys = call.e2ee
+        try:
+            await host.session.request("call.add", call_id=call_id, handles=["mat@example.com"])
+            await phone.events.next(m.CallIncoming, 30)
+            await phone.session.request("call.answer", call_id=call_id)
+            await phone.enter(call_id, 1)
+            device = phone.session.device_id
+            await until(lambda: device in keys.keys.peers, "the guest has Mat's key", 60)
+            guest_key = keys.keyring.current
+        finally:
+            await phone.close()  # leaves the SFU room and signaling
+        await until(
+            lambda: (
+                device not in keys.keys.peers and keys.keyring.current.prefix != guest_key.prefix
+            ),
+            "the guest's fresh key after Mat left",
+            60,
+        )
+        await call.sfu.wait_for(lambda: decoded(call.sfu, sfu.participant_id, 50), MEDIA_WAIT)
 
         # The guest leaves: the bot draws a fresh key (the guest never gets it).
         before = e2ee.keyring.current

@@ -28,6 +28,7 @@ from tests.served import serve
 from tests.services import fresh_postgres, fresh_redis_prefix
 from visavis.client.session import Session
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
+from visavis.fleet.settings import FleetSettings
 from visavis.sfu.cascade import sign_hello
 from visavis.signaling import messages as m
 
@@ -147,6 +148,18 @@ async def test_room_cascades_over_two_regions(
                             return not await ice_urls(dave) & set(urls)
 
                         await wait_until_async(listed, 10)
+                        # The operator's view lists it beside the SFU nodes.
+                        shown = await asyncio.to_thread(f.cli, "sfu", "nodes", "--json")
+                        assert shown.returncode == 0, shown.stderr
+                        rows = {(r["kind"], r["node_id"]): r for r in json.loads(shown.stdout)}
+                        assert set(rows) == {
+                            ("sfu", "sfu-a"), ("sfu", "sfu-b"), ("relay", "relay-us")
+                        }
+                        relay_row = rows["relay", "relay-us"]
+                        assert (relay_row["region"], relay_row["urls"]) == ("us", urls)
+                        assert relay_row["capacity"] == FleetSettings().relay_capacity
+                        text = await asyncio.to_thread(f.cli, "sfu", "nodes", "--kind", "relay")
+                        assert text.stdout.startswith("relay-us") and "sfu-a" not in text.stdout
                         relay.process.kill()  # SIGKILL: no clean withdrawal
                         gone = await wait_until_async(dropped, 10)
                         print(f"a dead relay left the ICE servers after {gone:.2f} s")

@@ -4,7 +4,8 @@ sockets: every datagram out, every packet handed to Python, every counter and ev
 piece of state left behind must be identical. The traffic has simulcast switches (on
 keyframes only), RTX and an unknown SSRC (handed to Python decrypted), padding, an SSRC
 change learnt by Python, a subscriber without a UDP path (handed to Python), audio
-levels, and malformed, unauthenticated, RTCP, STUN and stray datagrams."""
+levels, transport-wide sequence numbers (wrapping) with their send-time records, and
+malformed, unauthenticated, RTCP, STUN and stray datagrams."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from visavis.protocol.rtp import keyframes
+from visavis.protocol.rtp.extensions import find_extension
 from visavis.sfu import _fastpath_py
 from visavis.sfu.stats import SfuStats
 
@@ -45,6 +47,8 @@ def sub_key(profile: int, i: int) -> bytes:
 
 
 SSRC_AUDIO, SSRC_RTX, SSRC_NEW = 2000, 1100, 1003
+TWCC_ID = 9  # transport-wide-cc on subscribers 0 (wraps from 65530) and 2
+RX_TWCC_ID = 2  # the publisher stamps its video (from 65533: wraps) with this id
 SSRC_LAYERS = (1000, 1001, 1002)
 
 
@@ -153,13 +157,19 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
     now = 100.0
     seqs = {s: 1000 * (i + 1) for i, s in enumerate((*SSRC_LAYERS, SSRC_AUDIO, SSRC_RTX))}
     seqs[SSRC_NEW] = 65530  # wraps
+    transport_seq = 65533
 
     def send(ssrc: int, payload: bytes, **kw: Any) -> None:
-        nonlocal now
+        nonlocal now, transport_seq
         now += 0.003
         seq = seqs[ssrc]
         seqs[ssrc] = (seq + 1) & 0xFFFF
         clock = 48000 if ssrc == SSRC_AUDIO else 90000
+        if ssrc in SSRC_LAYERS and "ext" in kw:  # transport-wide seq after the RID
+            lost = transport_seq % 7 == 3  # one in seven lost
+            stamp = (transport_seq + 1) & 0xFFFF if lost else transport_seq
+            kw["ext"] = kw["ext"] + bytes(((RX_TWCC_ID << 4) | 1,)) + struct.pack("!H", stamp)
+            transport_seq = (stamp + 1) & 0xFFFF
         steps.append(Step(tx.protect(rtp(ssrc, seq, int(now * clock), payload, **kw)), now))
 
     video = PAYLOADS[codec]
@@ -234,6 +244,7 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
     links: dict[Any, Any] = {}
     pub_link = fp.Link("publisher")
     pub_link.rx = fp.Session(pub_key(profile), profile, False)
+    pub_link.rx_twcc_id = RX_TWCC_ID
     links[fp.link_key(*pub.getsockname())] = pub_link
 
     def on_slow(raw: Any, received: Any, outgoing: Any, now: float) -> None:
@@ -282,6 +293,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
             fp.Sink(link, 0x22220000 + i, 111, -1, 5 if i else -1, rewriter, fp.Selector())
         )
     assert not sub_links[2].set_destination("::1", 5)  # not IPv4: stays with Python
+    sub_links[0].twcc_id = sub_links[2].twcc_id = TWCC_ID
+    sub_links[0].twcc_seq = 65530
     try:
         for step in steps:
             for index, target in step.targets.items():
@@ -320,12 +333,26 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
                 for s in [*layers, audio]
             ],
             "history": [list(layer.history) for layer in layers],
+            "rx_twcc": (
+                pub_link.rx_twcc_base,
+                pub_link.rx_twcc_max,
+                pub_link.arrivals(pub_link.rx_twcc_base, pub_link.rx_twcc_max),
+            ),
+            "twcc": [
+                (link.twcc_id, link.twcc_seq, [link.sent(s & 0xFFFF) for s in range(65500, 66000)])
+                for link in sub_links
+            ],
             "last_seen": pub_link.last_seen,
         }
     finally:
         for s in (sfu, pub, stray, *subs):
             s.close()
     return out
+
+
+def payload_at(packet: bytes) -> int:
+    """Where an outgoing packet's payload starts (after its one extension block)."""
+    return 16 + 4 * struct.unpack_from("!H", packet, 14)[0] if packet[0] & 0x10 else 12
 
 
 @needs_native
@@ -341,6 +368,20 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
     assert nat.received == py.received
     assert nat.outgoing == py.outgoing
     assert nat.levels == py.levels
+    # Transport-wide sequence numbers: every packet to the TWCC links, consecutive, each
+    # remembered with its send time and size; none on the other link.
+    stamps = [find_extension(p, TWCC_ID) for p in py.outgoing]
+    assert [struct.unpack("!H", v)[0] for v in stamps if v] == list(range(len(py.outgoing)))
+    twcc = py.state["twcc"]
+    assert twcc[2][1] == len(py.outgoing) and twcc[1][:2] == (-1, 0)
+    assert 0 < twcc[0][1] < 1000 and twcc[0][2][30] is not None  # from 65530, wrapped
+    assert twcc[2][2][36][1] == len(py.outgoing[0])  # seq 0 (index 36 of 65500..): its size
+    assert all(sent is None for sent in twcc[1][2])
+    # The publisher's transport-wide seqs: noted on arrival, extended past the wrap.
+    base, top, arrived = py.state["rx_twcc"]
+    assert base == 65533 and top > 65536 and len(arrived) == top - base + 1
+    assert arrived.count(None) == len([e for e in range(base, top + 1) if e % 0x10000 % 7 == 3])
+    assert arrived.count(None) > 0
     # ... and the outcome is the forwarding we mean, not an empty agreement:
     stats = py.state["stats"]
     dropped = py.state["dropped"]
@@ -354,7 +395,7 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
         # spatial layer 1: SID 2 stops, and SID 1 packets end the picture (marker)
         assert py.state["spatial"] == [(7, 7), (7, 7), (1, 1)]
         video = [p for p in py.outgoing if p[1] & 0x7F == 102]
-        sids = [(p[20 + 2] >> 1) & 7 for p in video]  # 12 + abs-send-time (8), layer byte
+        sids = [(p[payload_at(p) + 2] >> 1) & 7 for p in video]  # the layer byte
         assert 2 in sids[:6] and 2 not in sids[-30:] and 1 in sids[-30:]
         assert all(p[1] & 0x80 for p, sid in zip(video[-30:], sids[-30:], strict=True) if sid == 1)
     if codec == "vp8-tl":
@@ -362,7 +403,7 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
         # keyframe at 16, then every layer again; its sequence has no gap
         assert py.state["temporal"] == [(7, 7), (7, 7), (7, 7)]
         video = [p for p in py.outgoing if p[1] & 0x7F == 102]
-        tids = [p[20 + 2] >> 6 for p in video]
+        tids = [p[payload_at(p) + 2] >> 6 for p in video]
         assert tids[:5] == [0, 2, 1, 2, 0]  # frames 0-4
         assert tids[-8:] == [0, 2, 1, 2, 0, 2, 1, 2]  # frames 16-23
         assert len(tids) > 14 and set(tids[5:-8]) == {0}  # frames 8 and 12 only
@@ -383,9 +424,16 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
     codec=st.integers(0, 4),
     dd_id=st.integers(-1, 15),
     limits=st.tuples(st.integers(0, 7), st.integers(0, 7)),
+    twcc_id=st.sampled_from([-1, 4, 14]),
 )
 def test_arbitrary_plain_packets_same_outcome_no_crash(
-    head: bytes, body: bytes, level_id: int, codec: int, dd_id: int, limits: tuple[int, int]
+    head: bytes,
+    body: bytes,
+    level_id: int,
+    codec: int,
+    dd_id: int,
+    limits: tuple[int, int],
+    twcc_id: int,
 ) -> None:
     """Whatever a (decrypted) packet's header claims (CSRC count, extension length,
     padding, keyframe bits of any codec, a dependency descriptor, VP8/VP9 layer indices
@@ -403,6 +451,7 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
 
         forwarder = fp.Forwarder(None, {}, stats, on_slow)
         link = fp.Link("sub")
+        link.twcc_id = twcc_id
         sinks = [
             fp.Sink(link, 5, 96, 2, -1, fp.Rewriter(90000), fp.Selector(target=0)),
             fp.Sink(link, 6, 97, -1, 3, fp.Rewriter(90000), fp.Selector(target=1)),
@@ -418,7 +467,10 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
         sinks[0].spatial, sinks[0].temporal = 7 - limits[0], 7 - limits[1]
         forwarder.forward(source, head + body, 1.0)
         limited = (sinks[0].spatial, sinks[0].temporal)
-        results.append((outgoing, levels, dict(stats.dropped), stats.packets_forwarded, limited))
+        sent = [link.sent(s) for s in range(4)]
+        results.append(
+            (outgoing, levels, dict(stats.dropped), stats.packets_forwarded, limited, sent)
+        )
     assert results[0] == results[1]
 
 

@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from visavis.config import Settings, load_settings
+from visavis.fleet.record import NodeKind
 from visavis.fleet.settings import uses_registry
 
 CONFIG_HELP = "TOML configuration file (also VISAVIS_CONFIG). Flags override it."
@@ -33,7 +34,7 @@ def _options(f: Any) -> Any:
 
 @click.group()
 def sfu() -> None:
-    """The SFU fleet: list its nodes, drain one before an upgrade.
+    """The media fleet: list its SFU and relay nodes, drain an SFU node before an upgrade.
 
     \b
         visavis sfu nodes --bus-url redis://cache:6379/0
@@ -44,20 +45,36 @@ def sfu() -> None:
 @sfu.command("nodes")
 @_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def nodes(config: Path | None, bus_url: str | None, as_json: bool) -> None:
-    """List live SFU nodes with their load (and dead ones still holding rooms)."""
+@click.option(
+    "--kind",
+    type=click.Choice(["all", "sfu", "relay"]),
+    default="all",
+    show_default=True,
+    help="SFU nodes, relay (TURN) nodes, or both.",
+)
+def nodes(config: Path | None, bus_url: str | None, as_json: bool, kind: str) -> None:
+    """List live SFU nodes with their load (and dead ones still holding rooms), then live
+    relay nodes with theirs."""
     from visavis.fleet.admin import FleetAdmin
+
+    kinds: list[NodeKind] = ["sfu", "relay"] if kind == "all" else [cast(NodeKind, kind)]
 
     async def run() -> list[dict[str, Any]]:
         admin = FleetAdmin(_settings(config, bus_url))
         try:
-            view = await admin.view()
-            rows = [
-                dict(n.to_json(), placed=view.placed.get(n.node_id, 0), age=time.time() - n.ts)
-                for n in view.nodes
-            ]
-            rows += [{"node_id": i, "state": "gone", "placed": view.placed.get(i, 0)}
-                     for i in view.gone]
+            rows: list[dict[str, Any]] = []
+            for k in kinds:
+                view = await admin.view(k)
+                rows += [
+                    dict(n.to_json(), placed=view.placed.get(n.node_id, 0), age=time.time() - n.ts)
+                    for n in view.nodes
+                ]
+                # A dead relay holds nothing; a dead SFU node may still hold rooms.
+                rows += [
+                    {"node_id": i, "kind": k, "state": "gone", "placed": view.placed.get(i, 0)}
+                    for i in view.gone
+                    if k == "sfu"
+                ]
             return rows
         finally:
             await admin.close()
@@ -67,15 +84,25 @@ def nodes(config: Path | None, bus_url: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        if r.get("state") == "gone":
-            click.echo(f"{r['node_id']:<12} gone      rooms placed {r['placed']}")
-            continue
-        state = "draining" if r["draining"] else "live"
-        click.echo(
-            f"{r['node_id']:<12} {state:<9} {r['region']:<10} {r['control_url']}  "
-            f"rooms {r['rooms']} (placed {r['placed']})  people {r['participants']}/"
-            f"{r['capacity']}  cpu {r['cpu']:.2f}  {r['pps']:.0f} pkt/s"
+        click.echo(_row(r))
+
+
+def _row(r: dict[str, Any]) -> str:
+    """One node as a line of ``visavis sfu nodes``."""
+    if r.get("state") == "gone":
+        return f"{r['node_id']:<12} gone      rooms placed {r['placed']}"
+    state = "draining" if r["draining"] else "live"
+    if r["kind"] == "relay":
+        return (
+            f"{r['node_id']:<12} relay     {r['region']:<10} {' '.join(r['urls'])}  "
+            f"allocations {r['allocations']}  cpu {r['cpu']:.2f}  "
+            f"{r['pps']:.0f}/{r['capacity']} pkt/s"
         )
+    return (
+        f"{r['node_id']:<12} {state:<9} {r['region']:<10} {r['control_url']}  "
+        f"rooms {r['rooms']} (placed {r['placed']})  people {r['participants']}/"
+        f"{r['capacity']}  cpu {r['cpu']:.2f}  {r['pps']:.0f} pkt/s"
+    )
 
 
 @sfu.command("drain")

@@ -30,8 +30,9 @@ class FleetSettings(BaseModel):
     relay_capacity: int = Field(
         default=100_000,
         gt=0,
-        description="packets/s a relay node relays at most (docs/scale.md: ~7.3 µs each,"
-        " so 0.7 of a core); a relay at it is handed to devices only when every relay is",
+        description="packets/s a relay node relays at most (docs/scale.md: the relay process"
+        " reports 4.5-6 µs of CPU each, so about half a core); a relay at it is handed to"
+        " devices only when every relay is",
     )
     cpu_limit: float = Field(
         default=0.85,

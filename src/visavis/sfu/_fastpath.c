@@ -8,7 +8,9 @@
  *   NACK history, audio level -> per sink: simulcast decision (Selector, on keyframes
  *   found per codec: is_keyframe), layer limits (VP9 spatial, VP8/VP9 temporal), sequence and
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
- *   header extension (abs-send-time or audio level) -> SRTP protect -> sendmmsg.
+ *   header extensions (abs-send-time or audio level; the link's transport-wide sequence
+ *   number when negotiated, its send time and size remembered for TWCC feedback) ->
+ *   SRTP protect -> sendmmsg.
  *
  * Python (visavis.sfu.room, udp, transport) keeps the control plane and builds these
  * tables: Link (one per transport: SRTP sessions, destination, sources by SSRC), Source
@@ -49,6 +51,7 @@
 #define OUTN 128        /* datagrams per sendmmsg */
 #define OUTSZ (RECVSZ + 64 + VV_SRTP_MAX_TRAILER)
 #define MAXHIST 64      /* rewriter segments remembered at most */
+#define TWCC_RING 4096  /* packets whose send time a link remembers (transport-wide CC) */
 
 static PyObject *SrtpError;
 static PyObject *DecisionDrop, *DecisionForward, *DecisionSwitch;
@@ -692,7 +695,53 @@ typedef struct {
     double last_seen;
     struct sockaddr_in dest;
     int has_dest;
+    int twcc_id;       /* transport-wide-cc extension id, -1: not negotiated */
+    unsigned twcc_seq; /* the next transport-wide sequence number */
+    struct {
+        double time;
+        int seq; /* -1: empty */
+        unsigned size;
+    } *sent; /* ring of TWCC_RING, allocated when twcc_id is first set */
+    int rx_twcc_id;         /* the id the client stamps its packets with, -1: none */
+    long long rx_twcc_max;  /* highest extended transport-wide seq received, -1: none */
+    long long rx_twcc_base; /* the first one received */
+    struct {
+        double time;
+        long long seq; /* extended; -1: empty */
+    } *arrived; /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
 } Link;
+
+/* Remember when the client's packet `d` (decrypted RTP) with a transport-wide sequence
+ * number arrived (as _fastpath_py.Link.twcc_received). */
+static void link_note(Link *l, const unsigned char *d, size_t n, double now) {
+    size_t vlen = 0;
+    const unsigned char *v = find_extension(d, n, l->rx_twcc_id, &vlen);
+    if (v == NULL || vlen != 2 || l->arrived == NULL) return;
+    unsigned seq = u16(v);
+    long long ext = seq;
+    if (l->rx_twcc_max < 0) {
+        l->rx_twcc_max = l->rx_twcc_base = ext;
+    } else {
+        ext = l->rx_twcc_max + seq_delta(seq, (unsigned)(l->rx_twcc_max & 0xFFFF));
+        if (ext < 0) return;
+        if (ext > l->rx_twcc_max) l->rx_twcc_max = ext;
+    }
+    l->arrived[ext % TWCC_RING].time = now;
+    l->arrived[ext % TWCC_RING].seq = ext;
+}
+
+/* Take the link's next transport-wide sequence number for a packet of `size` bytes
+ * sent at `now`, remembering both (as _fastpath_py.Link.twcc_stamp). */
+static unsigned link_stamp(Link *l, size_t size, double now) {
+    unsigned seq = l->twcc_seq;
+    l->twcc_seq = (seq + 1) & 0xFFFF;
+    if (l->sent != NULL) {
+        l->sent[seq % TWCC_RING].time = now;
+        l->sent[seq % TWCC_RING].seq = (int)seq;
+        l->sent[seq % TWCC_RING].size = (unsigned)size;
+    }
+    return seq;
+}
 
 static int Link_traverse(Link *self, visitproc visit, void *arg) {
     Py_VISIT(self->owner);
@@ -713,6 +762,8 @@ static int Link_clear(Link *self) {
 static void Link_dealloc(Link *self) {
     PyObject_GC_UnTrack(self);
     Link_clear(self);
+    PyMem_Free(self->sent);
+    PyMem_Free(self->arrived);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -728,7 +779,108 @@ static int Link_init(Link *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->sources, d);
     self->has_dest = 0;
     self->last_seen = 0;
+    self->twcc_id = -1;
+    self->twcc_seq = 0;
+    self->rx_twcc_id = -1;
+    self->rx_twcc_max = self->rx_twcc_base = -1;
     return 0;
+}
+
+static PyObject *Link_get_rx_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->rx_twcc_id); }
+static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+    long id = v == NULL ? -1 : PyLong_AsLong(v);
+    if (id == -1 && PyErr_Occurred()) return -1;
+    if (id > 255 || id < -1 || id == 0) {
+        PyErr_SetString(PyExc_ValueError, "rx_twcc_id must be 1-255 or -1");
+        return -1;
+    }
+    if (id >= 0 && s->arrived == NULL) {
+        s->arrived = PyMem_Calloc(TWCC_RING, sizeof *s->arrived);
+        if (s->arrived == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int i = 0; i < TWCC_RING; i++) s->arrived[i].seq = -1;
+    }
+    s->rx_twcc_id = (int)id;
+    return 0;
+}
+
+static PyObject *Link_twcc_received(Link *self, PyObject *args) {
+    Py_buffer b;
+    double now;
+    if (!PyArg_ParseTuple(args, "y*d", &b, &now)) return NULL;
+    if (self->rx_twcc_id >= 0 && b.len >= 12) link_note(self, b.buf, (size_t)b.len, now);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Link_arrivals(Link *self, PyObject *args) {
+    long long first, last;
+    if (!PyArg_ParseTuple(args, "LL", &first, &last)) return NULL;
+    if (last < first || last - first >= TWCC_RING) {
+        PyErr_SetString(PyExc_ValueError, "arrivals(first, last): at most TWCC_RING, in order");
+        return NULL;
+    }
+    PyObject *out = PyList_New((Py_ssize_t)(last - first + 1));
+    if (out == NULL) return NULL;
+    for (long long e = first; e <= last; e++) {
+        PyObject *item;
+        if (self->arrived != NULL && e >= 0 && self->arrived[e % TWCC_RING].seq == e) {
+            item = PyFloat_FromDouble(self->arrived[e % TWCC_RING].time);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        } else {
+            item = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)(e - first), item);
+    }
+    return out;
+}
+
+static PyObject *Link_get_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->twcc_id); }
+static int Link_set_twcc_id(Link *s, PyObject *v, void *c) {
+    long id = v == NULL ? -1 : PyLong_AsLong(v);
+    if (id == -1 && PyErr_Occurred()) return -1;
+    if (id > 14 || id < -1 || id == 0) {
+        PyErr_SetString(PyExc_ValueError, "twcc_id must be 1-14 (one-byte header) or -1");
+        return -1;
+    }
+    if (id >= 0 && s->sent == NULL) {
+        s->sent = PyMem_Calloc(TWCC_RING, sizeof *s->sent);
+        if (s->sent == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int i = 0; i < TWCC_RING; i++) s->sent[i].seq = -1;
+    }
+    s->twcc_id = (int)id;
+    return 0;
+}
+static PyObject *Link_get_twcc_seq(Link *s, void *c) { return PyLong_FromUnsignedLong(s->twcc_seq); }
+static int Link_set_twcc_seq(Link *s, PyObject *v, void *c) {
+    long seq = v == NULL ? 0 : PyLong_AsLong(v);
+    if (seq == -1 && PyErr_Occurred()) return -1;
+    s->twcc_seq = (unsigned)(seq & 0xFFFF);
+    return 0;
+}
+
+static PyObject *Link_twcc_stamp(Link *self, PyObject *args) {
+    Py_ssize_t size;
+    double now;
+    if (!PyArg_ParseTuple(args, "nd", &size, &now)) return NULL;
+    return PyLong_FromUnsignedLong(link_stamp(self, size < 0 ? 0 : (size_t)size, now));
+}
+
+static PyObject *Link_sent(Link *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    seq &= 0xFFFF;
+    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (int)seq) Py_RETURN_NONE;
+    return Py_BuildValue("(dk)", self->sent[seq % TWCC_RING].time,
+                         (unsigned long)self->sent[seq % TWCC_RING].size);
 }
 
 static int set_session(PyObject **slot, PyObject *value) {
@@ -778,18 +930,35 @@ static PyMethodDef Link_methods[] = {
      "(host, port): send media here natively; False (and Python sends) if not IPv4"},
     {"clear_destination", (PyCFunction)Link_clear_destination, METH_NOARGS,
      "media for this link goes to Python (owner.send_rtp)"},
+    {"twcc_stamp", (PyCFunction)Link_twcc_stamp, METH_VARARGS,
+     "(size, now) -> the next transport-wide seq, remembered with its send time and size"},
+    {"sent", (PyCFunction)Link_sent, METH_O, "transport-wide seq -> (send time, size) or None"},
+    {"twcc_received", (PyCFunction)Link_twcc_received, METH_VARARGS,
+     "(plain RTP, now): note its transport-wide seq's arrival (packets Python received)"},
+    {"arrivals", (PyCFunction)Link_arrivals, METH_VARARGS,
+     "(first, last) extended seqs -> [arrival time or None]"},
     {NULL}};
 
 static PyGetSetDef Link_getset[] = {
     {"rx", (getter)Link_get_rx, (setter)Link_set_rx, "inbound Session or None", NULL},
     {"tx", (getter)Link_get_tx, (setter)Link_set_tx, "outbound Session or None", NULL},
     {"destination", (getter)Link_get_destination, NULL, "(host, port) or None", NULL},
+    {"twcc_id", (getter)Link_get_twcc_id, (setter)Link_set_twcc_id,
+     "transport-wide-cc extension id written on every packet, -1: none", NULL},
+    {"twcc_seq", (getter)Link_get_twcc_seq, (setter)Link_set_twcc_seq,
+     "the next transport-wide sequence number", NULL},
+    {"rx_twcc_id", (getter)Link_get_rx_twcc_id, (setter)Link_set_rx_twcc_id,
+     "transport-wide-cc id of the client's packets (their arrival is noted), -1: none", NULL},
     {NULL}};
 
 static PyMemberDef Link_members[] = {
     {"owner", T_OBJECT_EX, offsetof(Link, owner), READONLY, "the Python transport"},
     {"sources", T_OBJECT_EX, offsetof(Link, sources), READONLY, "SSRC -> Source"},
     {"last_seen", T_DOUBLE, offsetof(Link, last_seen), 0, "time of the last valid packet"},
+    {"rx_twcc_max", T_LONGLONG, offsetof(Link, rx_twcc_max), READONLY,
+     "highest extended transport-wide seq received, -1: none"},
+    {"rx_twcc_base", T_LONGLONG, offsetof(Link, rx_twcc_base), READONLY,
+     "the first extended transport-wide seq received, -1: none"},
     {NULL}};
 
 static PyTypeObject LinkType = {
@@ -1237,23 +1406,34 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (native && f->nout == OUTN) flush(f);
         unsigned char tmp[OUTSZ];
         unsigned char *out = native ? f->obufs[f->nout] : tmp;
+        /* One-byte extension elements: abs-send-time or audio level, then the
+         * transport-wide sequence number; zero padding to 32 bits. */
+        unsigned char *e = out + 16;
+        size_t elen = 0, twcc_at = 0;
+        if (sink->abs_send_time_id >= 0) {
+            e[0] = (unsigned char)((sink->abs_send_time_id << 4) | 2);
+            e[1] = (unsigned char)(abs >> 16);
+            e[2] = (unsigned char)(abs >> 8);
+            e[3] = (unsigned char)abs;
+            elen = 4;
+        } else if (sink->audio_level_id >= 0 && level >= 0) {
+            e[0] = (unsigned char)(sink->audio_level_id << 4);
+            e[1] = (unsigned char)level;
+            elen = 2;
+        }
+        if (link->twcc_id >= 0) {
+            e[elen] = (unsigned char)((link->twcc_id << 4) | 1);
+            twcc_at = elen + 1;
+            elen += 3;
+        }
         size_t hlen = 12;
         unsigned fl = flags;
-        if (sink->abs_send_time_id >= 0) {
+        if (elen) {
+            while (elen % 4) e[elen++] = 0;
             fl |= 0x10;
-            out[12] = 0xBE, out[13] = 0xDE, out[14] = 0, out[15] = 1;
-            out[16] = (unsigned char)((sink->abs_send_time_id << 4) | 2);
-            out[17] = (unsigned char)(abs >> 16);
-            out[18] = (unsigned char)(abs >> 8);
-            out[19] = (unsigned char)abs;
-            hlen = 20;
-        } else if (sink->audio_level_id >= 0 && level >= 0) {
-            fl |= 0x10;
-            out[12] = 0xBE, out[13] = 0xDE, out[14] = 0, out[15] = 1;
-            out[16] = (unsigned char)(sink->audio_level_id << 4);
-            out[17] = (unsigned char)level;
-            out[18] = 0, out[19] = 0;
-            hlen = 20;
+            out[12] = 0xBE, out[13] = 0xDE;
+            put16(out + 14, (unsigned)(elen / 4));
+            hlen = 16 + elen;
         }
         out[0] = (unsigned char)fl;
         out[1] = (unsigned char)(mark | (unsigned)sink->pt);
@@ -1264,6 +1444,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             f->tally.malformed++;
             continue;
         }
+        if (twcc_at) put16(e + twcc_at, link_stamp(link, hlen + plen, now));
         memcpy(out + hlen, payload, plen);
         int len = (int)(hlen + plen);
         if (native) {
@@ -1464,6 +1645,7 @@ static PyObject *Forwarder_drain(Forwarder *self, PyObject *const *args, Py_ssiz
                         self->tally.malformed++;
                         continue;
                     }
+                    if (link->rx_twcc_id >= 0) link_note(link, p, (size_t)plen, now);
                     PyObject *k = PyLong_FromUnsignedLong(u32(p + 8));
                     if (k == NULL) {
                         ok = 0;

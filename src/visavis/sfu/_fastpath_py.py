@@ -46,6 +46,7 @@ NATIVE = 0
 PROFILE_AES128_CM_SHA1_80 = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 PROFILE_AEAD_AES_128_GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 RECVSZ = 4096
+TWCC_RING = 4096  # packets whose send time a link remembers (transport-wide CC)
 
 _SEQ_TS = struct.Struct("!HI")
 _HEADER = struct.Struct("!BBHII")
@@ -106,9 +107,15 @@ class Session:
 
 
 class Link:
-    """One transport's SRTP sessions, UDP destination and sources by SSRC."""
+    """One transport's SRTP sessions, UDP destination and sources by SSRC; with
+    transport-wide CC, its next transport-wide sequence number and the send time and
+    size of the last ``TWCC_RING`` packets, and the arrival time of the client's last
+    ``TWCC_RING`` transport-wide sequence numbers (extended: no wrap)."""
 
-    __slots__ = ("destination", "last_seen", "owner", "rx", "sources", "tx")
+    __slots__ = (
+        "_arrived", "_rx_twcc_id", "_sent", "_twcc_id", "_twcc_seq", "destination", "last_seen",
+        "owner", "rx", "rx_twcc_base", "rx_twcc_max", "sources", "tx",
+    )  # fmt: skip
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner
@@ -117,6 +124,95 @@ class Link:
         self.sources: dict[int, Source] = {}
         self.last_seen = 0.0
         self.destination: Addr | None = None
+        self._twcc_id = -1
+        self._twcc_seq = 0
+        self._sent: list[tuple[int, float, int] | None] | None = None
+        self._rx_twcc_id = -1
+        self.rx_twcc_max = -1  # highest extended transport-wide seq received
+        self.rx_twcc_base = -1  # the first one
+        self._arrived: list[tuple[int, float] | None] | None = None
+
+    @property
+    def rx_twcc_id(self) -> int:
+        """The transport-wide-cc id of the client's packets (arrivals noted), -1: none."""
+        return self._rx_twcc_id
+
+    @rx_twcc_id.setter
+    def rx_twcc_id(self, value: int) -> None:
+        if value > 255 or value < -1 or value == 0:
+            raise ValueError("rx_twcc_id must be 1-255 or -1")
+        if value >= 0 and self._arrived is None:
+            self._arrived = [None] * TWCC_RING
+        self._rx_twcc_id = value
+
+    def twcc_received(self, plain: bytes, now: float) -> None:
+        """Note when the client's packet ``plain`` (decrypted RTP) arrived, by its
+        transport-wide sequence number (the fast path does this for what it reads)."""
+        if self._rx_twcc_id < 0 or len(plain) < 12 or self._arrived is None:
+            return
+        value = find_extension(plain, self._rx_twcc_id)
+        if value is None or len(value) != 2:
+            return
+        seq = _U16.unpack(value)[0]
+        if self.rx_twcc_max < 0:
+            ext = self.rx_twcc_max = self.rx_twcc_base = seq
+        else:
+            delta = (seq - self.rx_twcc_max) & 0xFFFF
+            ext = self.rx_twcc_max + (delta - 0x10000 if delta >= 0x8000 else delta)
+            if ext < 0:
+                return
+            self.rx_twcc_max = max(self.rx_twcc_max, ext)
+        self._arrived[ext % TWCC_RING] = (ext, now)
+
+    def arrivals(self, first: int, last: int) -> list[float | None]:
+        """Arrival times of extended transport-wide ``first`` .. ``last`` (None: not
+        received, or forgotten)."""
+        if last < first or last - first >= TWCC_RING:
+            raise ValueError("arrivals(first, last): at most TWCC_RING, in order")
+        out: list[float | None] = []
+        for ext in range(first, last + 1):
+            entry = self._arrived[ext % TWCC_RING] if self._arrived and ext >= 0 else None
+            out.append(entry[1] if entry is not None and entry[0] == ext else None)
+        return out
+
+    @property
+    def twcc_id(self) -> int:
+        """The transport-wide-cc extension id written on every packet, -1: none."""
+        return self._twcc_id
+
+    @twcc_id.setter
+    def twcc_id(self, value: int) -> None:
+        if value > 14 or value < -1 or value == 0:
+            raise ValueError("twcc_id must be 1-14 (one-byte header) or -1")
+        if value >= 0 and self._sent is None:
+            self._sent = [None] * TWCC_RING
+        self._twcc_id = value
+
+    @property
+    def twcc_seq(self) -> int:
+        """The next transport-wide sequence number."""
+        return self._twcc_seq
+
+    @twcc_seq.setter
+    def twcc_seq(self, value: int) -> None:
+        self._twcc_seq = value & 0xFFFF
+
+    def twcc_stamp(self, size: int, now: float) -> int:
+        """Take the next transport-wide sequence number for a packet of ``size`` bytes
+        sent at ``now``, remembering both (for :meth:`sent`)."""
+        seq = self._twcc_seq
+        self._twcc_seq = (seq + 1) & 0xFFFF
+        if self._sent is not None:
+            self._sent[seq % TWCC_RING] = (seq, now, max(size, 0))
+        return seq
+
+    def sent(self, seq: int) -> tuple[float, int] | None:
+        """(send time, size) of transport-wide ``seq`` if still remembered."""
+        seq &= 0xFFFF
+        entry = self._sent[seq % TWCC_RING] if self._sent is not None else None
+        if entry is None or entry[0] != seq:
+            return None
+        return entry[1], entry[2]
 
     def set_destination(self, host: str, port: int) -> bool:
         if link_key(host, port) is None:
@@ -263,6 +359,8 @@ class Forwarder:
                     if len(plain) < 12:
                         tally["malformed"] += 1
                         continue
+                    if link.rx_twcc_id >= 0:
+                        link.twcc_received(plain, now)
                     source = link.sources.get(_U32.unpack_from(plain, 8)[0])
                     if source is not None:
                         self._forward(source, plain, now)
@@ -388,18 +486,29 @@ class Forwarder:
             mapped = sink.rewriter.rewrite(seq, ts, now)
             if mapped is None:
                 continue
-            fl = flags
+            link = sink.link
+            # One-byte extension elements: abs-send-time or audio level, then the
+            # transport-wide sequence number; zero padding to 32 bits.
             if sink.abs_send_time_id >= 0:
-                ext = bytes((0xBE, 0xDE, 0, 1, (sink.abs_send_time_id << 4) | 2)) + abs_value
-                fl |= 0x10
+                elements = bytes(((sink.abs_send_time_id << 4) | 2,)) + abs_value
             elif sink.audio_level_id >= 0 and level >= 0:
-                ext = bytes((0xBE, 0xDE, 0, 1, sink.audio_level_id << 4, level, 0, 0))
+                elements = bytes((sink.audio_level_id << 4, level))
+            else:
+                elements = b""
+            twcc_id = link.twcc_id
+            if twcc_id >= 0:
+                words = (len(elements) + 6) // 4
+                stamp = link.twcc_stamp(16 + 4 * words + len(payload), now)
+                elements += bytes(((twcc_id << 4) | 1,)) + _U16.pack(stamp)
+            fl = flags
+            if elements:
+                elements += bytes(-len(elements) % 4)
+                ext = b"\xbe\xde" + _U16.pack(len(elements) // 4) + elements
                 fl |= 0x10
             else:
                 ext = b""
             packet = _HEADER.pack(fl, mark | sink.pt, mapped[0], mapped[1], sink.ssrc)
             packet += ext + payload
-            link = sink.link
             if sock is not None and link.destination is not None:
                 if link.tx is not None:
                     try:

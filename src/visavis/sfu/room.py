@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from visavis.protocol.rtp.av1 import URI_DEPENDENCY_DESCRIPTOR
-from visavis.protocol.rtp.errors import RtpError
+from visavis.protocol.rtp.errors import RtcpError, RtpError
 from visavis.protocol.rtp.extensions import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
+    URI_TRANSPORT_CC,
     find_extension,
 )
 from visavis.protocol.rtp.keyframes import VideoCodec
@@ -43,11 +44,14 @@ from visavis.protocol.rtp.rtcp import (
     RtcpRemb,
     RtcpRr,
     RtcpSr,
+    RtcpTwcc,
     parse_compound,
 )
+from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu import fastpath, forward
 from visavis.sfu.bwe import BandwidthEstimator
 from visavis.sfu.errors import SdpError
+from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 from visavis.sfu.messages import (
     Answer,
     DominantSpeaker,
@@ -77,6 +81,7 @@ if TYPE_CHECKING:
     from visavis.sfu.cascade import Bridge
 
 HISTORY_SIZE = 1024  # packets of history per video layer, for NACK answers
+FEEDBACK_MAX = 200  # packets reported per TWCC feedback to a publisher
 
 
 def _random_ssrc() -> int:
@@ -120,6 +125,7 @@ class Layer(fastpath.Source):
         self.received_prior = 0
         self.last_sr_ntp = 0
         self.last_sr_at = 0.0
+        self.losses = forward.LossTracker()  # holes to NACK to the publisher (video)
 
     def report_block(self, now: float) -> ReportBlock | None:
         if self.ssrc is None or self.base_seq < 0:
@@ -171,6 +177,7 @@ class Producer:
         self.pt = pt
         self.rtx_pt = rtx_pt
         self.audio_level_id = audio_level_id
+        self.nack = True  # the publisher takes generic NACKs (its codec offers "nack")
         self.dd_id = dd_id  # dependency descriptor extension id (VP9/AV1 rooms), if sent
         self.consumers: list[Consumer] = []  # shared with every layer (the fast path's sinks)
         names: list[str | None] = list(rids) if rids else [None]
@@ -204,27 +211,33 @@ class Consumer(fastpath.Sink):
         pt: int,
         rtx_pt: int | None,
         ext_ids: dict[str, int],
+        slot: FreedSlot | None = None,
+        now: float = 0.0,
     ) -> None:
         abs_id = ext_ids.get(URI_ABS_SEND_TIME) if producer.is_video else None
         level_id = ext_ids.get(URI_AUDIO_LEVEL) if not producer.is_video else None
+        if slot is None:
+            ssrc, seq, ts = _random_ssrc(), secrets.randbits(16), secrets.randbits(32)
+        else:  # the slot's stream goes on: same SSRC, the next sequence number and time
+            elapsed = now - slot.last_time if 0 <= now - slot.last_time < 3600 else 0.0
+            ssrc, seq = slot.ssrc, slot.next_seq
+            ts = (slot.last_ts + round(elapsed * producer.clock_rate)) & 0xFFFFFFFF
         super().__init__(
             subscriber.transport.link,
-            _random_ssrc(),
+            ssrc,
             pt,
             -1 if abs_id is None else abs_id,
             -1 if level_id is None else level_id,
-            fastpath.Rewriter(
-                producer.clock_rate,
-                initial_seq=secrets.randbits(16),
-                initial_ts=secrets.randbits(32),
-            ),
+            fastpath.Rewriter(producer.clock_rate, initial_seq=seq, initial_ts=ts),
             fastpath.Selector(target=len(producer.layers) - 1),
         )
         self.subscriber = subscriber
         self.transport = subscriber.transport
         self.producer = producer
         self.mid = mid
-        self.rtx_ssrc = _random_ssrc() if rtx_pt is not None else None
+        self.rtx_ssrc: int | None = None
+        if rtx_pt is not None:
+            self.rtx_ssrc = slot.rtx_ssrc if slot is not None and slot.rtx_ssrc else _random_ssrc()
         self.rtx_pt = rtx_pt
         if not producer.is_video:
             self.rewriter.switch(0)
@@ -246,6 +259,34 @@ class Consumer(fastpath.Sink):
             or self.spatial < self.spatial_target
             or self.temporal < self.temporal_target
         )
+
+    def freed(self) -> FreedSlot:
+        """What this slot sent last, for the next producer it carries."""
+        return FreedSlot(
+            self.ssrc,
+            self.rtx_ssrc,
+            (self.rewriter.last_sequence + 1) & 0xFFFF,
+            self.rewriter.last_timestamp,
+            max(layer.last_packet for layer in self.producer.layers),
+        )
+
+
+@dataclass(slots=True)
+class FreedSlot:
+    """A receive slot whose producer went (left, unpublished, or its node's link dropped).
+
+    The next producer the slot carries continues the same outgoing stream: the same SSRC,
+    the next sequence number, timestamps that follow on in time. A receiver keys streams
+    by SSRC and may never learn a new one for a slot it already receives on (aiortc
+    registers a receiver's SSRCs once), and a jump in sequence numbers can look like
+    late packets to its jitter buffer; a continued stream is simply a new keyframe.
+    """
+
+    ssrc: int
+    rtx_ssrc: int | None
+    next_seq: int
+    last_ts: int
+    last_time: float  # when its producer last sent (monotonic seconds)
 
 
 Notify = Callable[[BaseModel], None]
@@ -279,8 +320,16 @@ class Participant:
         self.slots: dict[str, str] = {}  # mid -> kind, receive slots of the last offer
         self.consumers: dict[str, Consumer] = {}  # mid -> consumer
         self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.freed: dict[str, FreedSlot] = {}  # mid -> idle slot's last stream
         self.ext_ids: dict[str, dict[str, int]] = {"audio": {}, "video": {}}
         self.bwe = BandwidthEstimator(initial=room.settings.initial_bandwidth)
+        # With transport-wide CC negotiated (its slots): the SFU's own delay-based
+        # estimate from the subscriber's TWCC feedback, and probing to climb back up.
+        self.gcc: DelayBasedBwe | None = None
+        self.prober = Prober()
+        self.desired_rate = 0.0  # bits/s its slots would take with no bandwidth limit
+        self.twcc_reported = -1  # publishing: last transport-wide seq put in our feedback
+        self.twcc_feedback_count = 0
         self.visible: set[str] = set()  # tiles shown large (layout message)
         self.thumbnails: set[str] | None = None  # tiles shown small; None: not said
         self.rtcp_tokens = float(room.settings.rtcp_burst)
@@ -307,10 +356,16 @@ class Participant:
             if entry is None:
                 self.room.stats.drop("unknown_ssrc")
                 return
-        _, layer, is_rtx = entry
-        if is_rtx:
-            self.room.stats.drop("publisher_rtx")
-            return
+        producer, layer, is_rtx = entry
+        if is_rtx:  # a repair the SFU asked for (NACK), or padding (the publisher probing)
+            original = (
+                None if layer.ssrc is None else forward.unwrap_rtx(data, layer.ssrc, producer.pt)
+            )
+            if original is None:
+                self.room.stats.drop("publisher_rtx")
+                return
+            self.room.stats.publisher_repairs += 1
+            data = original
         self.room.forwarder.forward(layer, data, now)
 
     def _bind_ssrc(self, ssrc: int, producer: Producer, layer: Layer, is_rtx: bool) -> None:
@@ -378,6 +433,8 @@ class Participant:
                         break
             elif isinstance(packet, RtcpRemb):
                 self.bwe.on_remb(packet.bitrate, now)
+            elif isinstance(packet, RtcpTwcc):
+                self._on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
                 consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
@@ -387,6 +444,31 @@ class Participant:
             elif isinstance(packet, RtcpFir):
                 for ssrc, _ in packet.entries:
                     self._on_keyframe_request(ssrc, now)
+
+    def _on_transport_feedback(self, feedback: RtcpTwcc, now: float) -> None:
+        """TWCC feedback: match each report to the send time and size the fast path
+        remembered for that transport-wide sequence number, run the delay-based
+        estimator, and re-allocate layers at once when it signals overuse."""
+        gcc = self.gcc
+        if gcc is None:
+            return
+        self.room.stats.twcc_feedback += 1
+        link = self.transport.link
+        results: list[PacketResult] = []
+        for seq, arrival in feedback.arrivals():
+            if arrival is None:
+                continue
+            sent = link.sent(seq)
+            if sent is None:
+                continue
+            result = PacketResult(sent[0], arrival / 1e6, sent[1])
+            results.append(result)
+            self.prober.on_acked(result)
+        was = gcc.usage
+        self.bwe.on_delay_based(gcc.on_feedback(results, now), now)
+        if gcc.usage is Usage.OVERUSE and was is not Usage.OVERUSE:
+            self.room.stats.congestion_signals += 1
+            self.room._allocate(self, now)
 
     def _on_keyframe_request(self, ssrc: int, now: float) -> None:
         consumer = self.consumers_by_ssrc.get(ssrc)
@@ -454,6 +536,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speaker = SpeakerDetector()
         self.last_report = 0.0
+        self.last_tick = -1.0
         self.links: dict[str, Bridge] = {}  # peer node -> the link sharing this room
         # Without a media socket (unit tests), every packet goes out through Python.
         self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
@@ -487,6 +570,8 @@ class Room:
                 sub = consumer.subscriber
                 sub.consumers.pop(consumer.mid, None)
                 sub.consumers_by_ssrc.pop(consumer.ssrc, None)
+                if isinstance(sub, Participant):
+                    sub.freed[consumer.mid] = consumer.freed()
             producer.consumers.clear()  # the list the fast path's sources share
         for consumer in participant.consumers.values():
             if consumer in consumer.producer.consumers:
@@ -560,6 +645,7 @@ class Room:
                         if self.video_codec in DD_CODECS
                         else None,
                     )
+                    producer.nack = "nack" in codec.feedback
                     participant.producers[section.mid] = producer
                     for layer in producer.layers:
                         if layer.ssrc is not None:
@@ -570,9 +656,12 @@ class Room:
             elif section.direction == "recvonly":
                 slots[section.mid] = section.kind
         participant.slots = slots
+        self._negotiate_transport_cc(participant, offer.media)
         # Slots no longer offered lose their consumer.
         for mid in [m for m in participant.consumers if m not in slots]:
             self._drop_consumer(participant.consumers[mid])
+        for mid in [m for m in participant.freed if m not in slots]:
+            del participant.freed[mid]
         # Assign unconsumed remote producers to free slots, in m-line order.
         consumed = {c.producer for c in participant.consumers.values()}
         waiting = [
@@ -595,7 +684,16 @@ class Room:
             codec = codec_of(section)
             assert codec is not None
             rtx_pt = section.rtx_for(codec.pt) if kind == "video" else None
-            consumer = Consumer(participant, producer, mid, codec.pt, rtx_pt, section.extensions)
+            consumer = Consumer(
+                participant,
+                producer,
+                mid,
+                codec.pt,
+                rtx_pt,
+                section.extensions,
+                participant.freed.pop(mid, None),
+                now,
+            )
             participant.consumers[mid] = consumer
             participant.consumers_by_ssrc[consumer.ssrc] = consumer
             if consumer.rtx_ssrc is not None:
@@ -632,6 +730,20 @@ class Room:
         return OfferResult(
             Answer(sdp=sdp_answer, streams=streams), self.renegotiation_for(participant)
         )
+
+    def _negotiate_transport_cc(self, participant: Participant, media: list[MediaSection]) -> None:
+        """Transport-wide CC, where the answer has it (``sdp.build_answer``): on receive
+        slots every packet to this participant carries a transport-wide sequence number
+        and its feedback drives :attr:`Participant.gcc`; on publishing m-lines the fast
+        path notes when each of its packets arrived and each tick sends it feedback."""
+        answered = [s for s in media if s.twcc_answered]
+        slots = [s.extensions[URI_TRANSPORT_CC] for s in answered if s.direction == "recvonly"]
+        sends = [s.extensions[URI_TRANSPORT_CC] for s in answered if s.direction != "recvonly"]
+        link = participant.transport.link
+        link.rx_twcc_id = sends[0] if sends else -1
+        link.twcc_id = slots[0] if slots else -1
+        if slots and participant.gcc is None:
+            participant.gcc = DelayBasedBwe(self.settings.initial_bandwidth)
 
     def _unpublish_stopped(self, participant: Participant, media: list[MediaSection]) -> None:
         """Producers whose m-line this offer no longer sends on (a screen share that
@@ -672,6 +784,7 @@ class Room:
 
     def _drop_consumer(self, consumer: Consumer) -> None:
         sub = consumer.subscriber
+        sub.freed[consumer.mid] = consumer.freed()
         sub.consumers.pop(consumer.mid, None)
         sub.consumers_by_ssrc.pop(consumer.ssrc, None)
         if consumer.rtx_ssrc is not None:
@@ -742,11 +855,78 @@ class Room:
             self.stats.participants_removed_dead += 1
             self.remove(participant, "timeout")
         self._select_audio(now)
+        elapsed_tick = self.settings.tick_interval if self.last_tick < 0 else now - self.last_tick
+        self.last_tick = now
+        for participant in self.participants.values():
+            if participant.remote:
+                continue
+            self._nack_publisher(participant, now)
+            self._transport_feedback(participant, now)
+            if participant.gcc is not None and participant.transport.connected:
+                self._probe(participant, min(elapsed_tick, 0.5), now)
         if now - self.last_report >= 1.0:
             elapsed = now - self.last_report
             self.last_report = now
             self._report(now, elapsed)
         return dead
+
+    def _nack_publisher(self, publisher: Participant, now: float) -> None:
+        """Ask the publisher again for the video packets that did not arrive."""
+        for producer in publisher.producers.values():
+            if not producer.is_video or not producer.nack:
+                continue
+            for layer in producer.layers:
+                if layer.ssrc is None or layer.history is None or layer.base_seq < 0:
+                    continue
+                lost = layer.losses.due(
+                    layer.history, layer.base_seq, layer.cycles + layer.max_seq, now
+                )
+                if lost:
+                    self.stats.nacks_sent += len(lost)
+                    publisher.transport.send_rtcp(
+                        RtcpNack(publisher.rtcp_ssrc, layer.ssrc, tuple(lost)).serialize()
+                    )
+
+    def _transport_feedback(self, publisher: Participant, now: float) -> None:
+        """TWCC feedback to a publisher for what arrived since the last (at most
+        ``FEEDBACK_MAX`` packets each): its send-side estimator works on it."""
+        link = publisher.transport.link
+        top = link.rx_twcc_max
+        if link.rx_twcc_id < 0 or top < 0 or not publisher.transport.connected:
+            return
+        start = publisher.twcc_reported + 1 if publisher.twcc_reported >= 0 else link.rx_twcc_base
+        start = max(start, top - 4 * FEEDBACK_MAX)  # after a long stall: the recent ones
+        media = next((x.ssrc for p in publisher.producers.values() for x in p.layers if x.ssrc), 0)
+        while start <= top:
+            last = min(top, start + FEEDBACK_MAX - 1)
+            arrivals = [None if t is None else int(t * 1e6) for t in link.arrivals(start, last)]
+            publisher.twcc_feedback_count = (publisher.twcc_feedback_count + 1) & 0xFF
+            try:
+                feedback = build_twcc(
+                    publisher.rtcp_ssrc, media, start & 0xFFFF, arrivals,
+                    publisher.twcc_feedback_count,
+                )  # fmt: skip
+            except RtcpError:  # nothing arrived in the range, or a gap of over 8 s
+                start = last + 1
+                continue
+            publisher.transport.send_rtcp(feedback.serialize())
+            self.stats.twcc_feedback_sent += 1
+            start = last + 1
+        publisher.twcc_reported = top
+
+    def _probe(self, subscriber: Participant, elapsed: float, now: float) -> None:
+        """Probe a TWCC subscriber's downlink when its layers want more than the
+        estimate; a probe that got through lifts the estimate (then re-allocate)."""
+        gcc, prober = subscriber.gcc, subscriber.prober
+        assert gcc is not None
+        if prober.finish(gcc, now) is not None:
+            subscriber.bwe.on_delay_based(gcc.estimate, now)
+            self._allocate(subscriber, now)
+        if not prober.active:
+            prober.wanted(subscriber.desired_rate, gcc, now)
+        budget = prober.budget(elapsed, now)
+        if budget > 0:
+            forward.send_probe(self, subscriber, budget, now)
 
     def _select_audio(self, now: float) -> None:
         """Forward less audio: in a room bigger than ``audio_last_n`` + 1, only the
@@ -809,6 +989,7 @@ class Room:
         """Choose each video consumer's layer from bandwidth, speakers and layout; pause
         the tiles the subscriber does not show (when its layout names its thumbnails)."""
         budget = subscriber.bwe.estimate(now)
+        desired = 0.0
         videos = []
         shown = (
             None if subscriber.thumbnails is None else subscriber.visible | subscriber.thumbnails
@@ -816,6 +997,7 @@ class Room:
         for consumer in subscriber.consumers.values():
             if not consumer.producer.is_video:
                 budget -= 40_000
+                desired += 40_000
             elif shown is not None and consumer.producer.participant.id not in shown:
                 if consumer.selector.target >= 0:  # pause: forward nothing until shown
                     consumer.selector.set_target(-1)
@@ -841,6 +1023,9 @@ class Room:
             high = not thumbnail and (everyone_high or priority(consumer)[0] < 2)
             max_layer = len(consumer.producer.layers) - 1 if high else 0
             rates = consumer.producer.layer_bitrates(now)
+            wanted = choose_layer(rates, float("inf"), max_layer)
+            if wanted is not None:
+                desired += rates[wanted] or 0.0
             layer = choose_layer(rates, budget, max_layer)
             if layer is None:
                 continue
@@ -850,3 +1035,4 @@ class Room:
             if consumer.producer.temporal_layers:  # a thumbnail: the base frame rate only
                 consumer.temporal_target = 0 if thumbnail else 7
             budget -= rates[layer] or 0.0
+        subscriber.desired_rate = desired

@@ -10,6 +10,11 @@ packetization-mode=1, constrained baseline ``42e01f``; VP9: profile 0). Simulcas
 the offer is taken as lowest layer first. VP9 and AV1 publishers may also send the
 dependency descriptor extension (answered on the m-lines the SFU receives, with
 ``a=extmap-allow-mixed`` so keyframes' long descriptors fit).
+Transport-wide congestion control (the transport-cc extension and ``rtcp-fb
+transport-cc``) is answered where offered: on receive slots the SFU stamps what it sends
+and estimates the subscriber's downlink from its feedback; on publishing m-lines it
+notes when each packet arrived and sends the publisher TWCC feedback (REMB still caps
+the publisher).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from visavis.protocol.rtp.extensions import (
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
+    URI_TRANSPORT_CC,
 )
 from visavis.protocol.rtp.keyframes import VideoCodec
 from visavis.sfu.errors import CodecError, SdpError
@@ -88,6 +94,18 @@ class MediaSection:
             if self.kind == "video" and _is_video_codec(codec, video):
                 return codec
         return None
+
+    @property
+    def twcc_answered(self) -> bool:
+        """Transport-wide CC is answered here: a live m-line whose codecs offer
+        ``transport-cc`` feedback, with the extension offered under a one-byte id (1-14:
+        the fast path writes the one-byte form)."""
+        return (
+            self.direction != "inactive"
+            and not self.rejected
+            and any("transport-cc" in c.feedback for c in self._offered())
+            and 1 <= self.extensions.get(URI_TRANSPORT_CC, 0) <= 14
+        )
 
     def video_codecs(self) -> list[str]:
         """Names of the video codecs offered (for an error that says what was)."""
@@ -401,6 +419,8 @@ def _answer_section(
     for uri in ACCEPTED_EXTENSIONS[section.kind]:
         if uri in section.extensions:
             lines.append(f"a=extmap:{section.extensions[uri]} {uri}")
+    if section.twcc_answered:
+        lines.append(f"a=extmap:{section.extensions[URI_TRANSPORT_CC]} {URI_TRANSPORT_CC}")
     dd_id = section.extensions.get(URI_DEPENDENCY_DESCRIPTOR)
     if section.kind == "video" and dependency_descriptor and can_recv and dd_id is not None:
         lines.append(f"a=extmap:{dd_id} {URI_DEPENDENCY_DESCRIPTOR}")
@@ -408,6 +428,8 @@ def _answer_section(
     lines.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")
     if codec.fmtp:
         lines.append(f"a=fmtp:{codec.pt} {codec.fmtp}")
+    if section.twcc_answered:
+        lines.append(f"a=rtcp-fb:{codec.pt} transport-cc")
     if section.kind == "video":
         for fb in ("nack", "nack pli", "ccm fir", "goog-remb"):
             lines.append(f"a=rtcp-fb:{codec.pt} {fb}")

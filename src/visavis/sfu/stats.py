@@ -24,7 +24,7 @@ DROP_REASONS = (
     "malformed_rtcp",
     "rtcp_rate_limited",
     "nack_rate_limited",
-    "publisher_rtx",
+    "publisher_rtx",  # publisher RTX that is padding only, or of an unknown layer
     "send_failed",  # an outgoing datagram the kernel refused (full send buffer, ICMP error)
     # ICE-TCP (tcp.py): the first three close the connection they came on
     "tcp_bad_frame",  # empty or oversized RFC 4571 frame
@@ -46,6 +46,12 @@ class SfuStats:
     rtcp_out: int = 0
     keyframe_requests: int = 0
     nack_retransmissions: int = 0
+    nacks_sent: int = 0  # sequence numbers NACKed to publishers (each retry counts)
+    publisher_repairs: int = 0  # publisher RTX packets unwrapped and forwarded
+    twcc_feedback: int = 0  # transport-wide CC feedback packets from subscribers
+    twcc_feedback_sent: int = 0  # transport-wide CC feedback packets to publishers
+    congestion_signals: int = 0  # delay-based overuse detected on a subscriber's downlink
+    probe_packets: int = 0  # RTX packets sent to probe a subscriber's downlink
     participants_removed_dead: int = 0
     tcp_connections: int = 0  # ICE-TCP connections accepted
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))

@@ -175,6 +175,7 @@ class WebRtcTransport:
                 return
             self.last_seen = now
             self.stats.packets_in += 1
+            self.link.twcc_received(plain, now)  # the fast path notes what it reads itself
             self.listener.on_rtp(plain, now)
 
     # -- output -----------------------------------------------------------------------

@@ -74,10 +74,11 @@ def test_compound_and_aiortc_interop() -> None:
     ) == (800_000, [4])
 
 
-def test_twcc_header_and_unknown() -> None:
-    body = bytes.fromhex("00000001000000020005000300000101")
-    data = bytes([0x8F, 205, 0, 4]) + body
-    assert parse_compound(data) == [RtcpTwcc(1, 2, 5, 3, 1, 1)]
+def test_twcc_and_unknown() -> None:
+    # base 5, three packets (run-length chunk: symbol 1, run 3), deltas 1, 2, 3 ticks
+    body = bytes.fromhex("00000001000000020005000300000101" + "2003" + "010203" + "000000")
+    data = bytes([0x8F, 205, 0, 6]) + body
+    assert parse_compound(data) == [RtcpTwcc(1, 2, 5, 1, 1, (1, 2, 3))]
     app = bytes([0x80, 204, 0, 1, 0, 0, 0, 9])
     assert parse_compound(app) == [RtcpUnknown(204, 0, app)]
 
