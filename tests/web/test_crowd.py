@@ -39,8 +39,10 @@ HOST = "host@example.com"
 DESKTOP = {"width": 1440, "height": 900}
 # Budgets (docs/web.md "The 32-person room"): measured on this 2-core machine. CPU is
 # CPU time, but a loaded machine starves Chromium (fewer frames decoded, less CPU): the
-# budget comes from quiet runs (1.15-1.46 cores), not loaded ones (0.48-0.75).
-CPU_BUDGET_CORES = 1.6
+# budget comes from runs on a lightly loaded machine. With the small tiles as thumbnails
+# (the lowest layer decoded) three interleaved runs took 0.49-0.52 cores against
+# 0.67-0.76 with every tile at full layers; the highest seen under load was 0.66.
+CPU_BUDGET_CORES = 1.0
 RAF_P50_BUDGET_MS = 100.0
 CLICK_BUDGET_MS = 1000.0
 WINDOW_S = 6.0
