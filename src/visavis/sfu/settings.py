@@ -17,9 +17,10 @@ class SfuSettings(BaseModel):
     workers: int = Field(
         default=0,
         ge=0,
-        description="SFU worker processes (0: one per core this process may use); each "
-        "has its own ports: worker i listens on port, media_port and tcp_port + i * "
-        "worker_port_step (docs/processes.md)",
+        description="SFU worker processes (0: one per core this process may use, but one "
+        "when public_url has no {worker} or with role sfu without Redis); each has its own "
+        "ports: worker i listens on port, media_port and tcp_port + i * worker_port_step "
+        "(docs/processes.md)",
     )
     worker_port_step: int = Field(
         default=3,
