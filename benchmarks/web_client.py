@@ -3,8 +3,11 @@
 Starts the real ``visavis serve`` (tests/served.py) and Debian's Chromium (fake camera
 and microphone), then measures:
 
-- **time to interactive**: from navigation start to the sign-in form ready (cold, empty
-  cache), and to the signed-in home screen with the device socket online (warm);
+- **time to interactive**: from navigation start to the sign-in form rendered (cold,
+  empty cache), and to the signed-in home screen with the device socket online (warm),
+  both from the client's own performance marks (``visavis:rendered``, ``visavis:online``;
+  earlier sessions read ``performance.now()`` after the driver saw the form, which adds
+  the driver's latency: still printed as ``cold driver_saw``);
 - **bytes shipped**: JavaScript and CSS the page loads, gzip-compressed as served
   (transfer sizes from the Resource Timing entries of a cold load), media models excluded;
 - **invite-to-first-frame**: over N 1:1 calls between two browser contexts on loopback,
@@ -15,10 +18,13 @@ and microphone), then measures:
 Budgets (issue 8): interactive < 1 s, < 250 KB compressed, first frame p50 < 500 ms.
 Time to interactive is the median of ``--loads`` loads each (a fresh browser context per
 cold load). Where a call's setup time goes: the client's performance marks
-(``visavis:*``: invite, answer, offer/answer in, verified, out, peer keys agreed), read
-from both pages after each call and put on one time line (ms after the caller's invite,
-medians over the calls). The load average is printed before and after (a figure is
-only worth as much as the machine was quiet).
+(``visavis:*``: invite, answer, offer/answer in, verified, out, peer keys agreed, ICE
+connected) and the benchmark's own getStats probes (the callee's camera on its sender,
+its first frame encoded and sent; at the caller DTLS up, the first RTP packet, the first
+video packet, frame received, frame decoded), read from both pages after each call and
+put on one time line (ms after the caller's invite, medians over the calls). The load
+average is printed before and after (a figure is only worth as much as the machine was
+quiet).
 
     .venv/bin/python benchmarks/web_client.py --calls 20 --loads 5
 
@@ -46,18 +52,53 @@ from tests.served import serve
 
 PASSWORD = "correct horse battery"
 
-# In the callee's page: answer every ring with video as soon as it is shown.
+# In the callee's page: answer every ring with video as soon as it is shown, then watch
+# its own sending side (getStats every 5 ms) and mark when the camera track is on the
+# video sender and when the first video frame was encoded and sent.
 AUTO_ANSWER = """() => window.visavis.store.subscribe((s) => {
   if (s.call.phase === "ringing" && s.call.direction === "in" && !window.__answering) {
     window.__answering = true;
-    window.visavis.answer("video").finally(() => { window.__answering = false; });
+    const app = window.visavis;
+    app.answer("video").finally(() => { window.__answering = false; });
+    const t0 = performance.now(), seen = new Set();
+    const mark = (key) => {
+      if (!seen.has(key)) { seen.add(key); performance.mark(`visavis:bench-${key}`); }
+    };
+    (async () => {
+      while (performance.now() < t0 + 20000 && !seen.has("first-sent")) {
+        const pc = app.controller?.pc;
+        if (pc) {
+          if (pc.getSenders().some((x) => x.track?.kind === "video")) mark("camera-on-sender");
+          for (const r of (await pc.getStats()).values()) {
+            if (r.type !== "outbound-rtp" || r.kind !== "video") continue;
+            if (r.framesEncoded > 0) mark("first-encoded");
+            if (r.framesSent > 0) mark("first-sent");
+          }
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
   }
 })"""
 
 # In the caller's page: invite, then poll getStats every 5 ms until a frame is decoded;
-# on the way, when the callee answered, when its SDP answer was applied, when the first
-# RTP packet came (ms after the invite; each late by up to one getStats round).
+# on the way (ms after the invite; each late by up to one getStats round): the callee
+# answered, its SDP answer applied, DTLS up, the first RTP packet (any kind), the first
+# video packet, the first whole video frame received, the first one decoded.
 TIMED_CALL = """async (handle) => {
+  // the path ICE chose: "host udp → prflx udp" (an mDNS-hidden address shows as .local)
+  const selectedPair = async (pc) => {
+    const stats = [...(await pc.getStats()).values()];
+    const byId = new Map(stats.map((r) => [r.id, r]));
+    const transport = stats.find((r) => r.type === "transport" && r.selectedCandidatePairId);
+    const pair = byId.get(transport?.selectedCandidatePairId);
+    const side = (id) => {
+      const c = byId.get(id);
+      const mdns = c?.address?.endsWith(".local") ? " .local" : "";
+      return c ? `${c.candidateType} ${c.protocol}${mdns}` : "?";
+    };
+    return pair ? `${side(pair.localCandidateId)} -> ${side(pair.remoteCandidateId)}` : "none";
+  };
   const app = window.visavis;
   const t0 = performance.now();
   const marks = {};
@@ -71,11 +112,17 @@ TIMED_CALL = """async (handle) => {
     while (performance.now() < deadline) {
       const pc = app.controller?.pc;
       if (pc?.remoteDescription) mark("sdp_answer");
-      const s = await app.stats();
-      if (s && s.packetsIn > 0) mark("first_rtp");
-      if (s && s.framesDecoded > 0) {
-        marks.first_frame = performance.now() - t0;
-        return marks;
+      for (const r of pc ? (await pc.getStats()).values() : []) {
+        if (r.type === "transport" && r.dtlsState === "connected") mark("dtls_connected");
+        if (r.type !== "inbound-rtp") continue;
+        if (r.packetsReceived > 0) mark("first_rtp");
+        if (r.kind !== "video") continue;
+        if (r.packetsReceived > 0) mark("first_video_rtp");
+        if (r.framesReceived > 0) mark("first_video_frame_in");
+        if (r.framesDecoded > 0) {
+          marks.first_frame = performance.now() - t0;
+          return { marks, pair: await selectedPair(pc) };
+        }
       }
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -126,19 +173,36 @@ async def sign_in(page: Any, handle: str, name: str) -> None:
     await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
 
 
-async def cold_load(browser: Any, url: str) -> tuple[float, list[dict[str, Any]], Any]:
-    """A fresh context (empty cache) opening ``/`` until the sign-in form is there."""
+# ms since navigation start of a client mark (null: not set yet).
+MARK_AT = """(name) => performance.getEntriesByName(`visavis:${name}`)[0]?.startTime ?? null"""
+
+
+async def cold_load(browser: Any, url: str) -> tuple[dict[str, float], list[dict[str, Any]], Any]:
+    """A fresh context (empty cache) opening ``/`` until the sign-in form is there: when
+    the page had it rendered (the client's mark, right after the first render; its
+    handlers are attached then) and when the driver saw it (adds Playwright's polling
+    and a round trip: what earlier sessions reported)."""
     context = await browser.new_context()
     page = await context.new_page()
     await page.goto(url + "/")
     await page.get_by_label("Handle (email or phone)").wait_for()
-    interactive = float(await page.evaluate("performance.now()"))
+    seen = float(await page.evaluate("performance.now()"))
+    nav = await page.evaluate(
+        "(() => { const n = performance.getEntriesByType('navigation')[0];"
+        " return {html: n.responseEnd, dcl: n.domContentLoadedEventStart}; })()"
+    )
+    timing = {
+        "rendered": float(await page.evaluate(MARK_AT, "rendered")),
+        "modules_run": float(await page.evaluate(MARK_AT, "modules-run")),
+        "html_end": float(nav["html"]),
+        "driver_saw": seen,
+    }
     entries = await page.evaluate(
         "performance.getEntriesByType('resource').map((e) =>"
         " ({name: e.name, size: e.transferSize, body: e.decodedBodySize,"
         " start: e.startTime, end: e.responseEnd}))"
     )
-    return interactive, entries, context
+    return timing, entries, context
 
 
 async def run(calls: int, loads: int = 5) -> dict[str, Any]:
@@ -151,15 +215,18 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
             browser = await launch_chromium(playwright)
             try:
                 # Cold loads: empty cache, sign-in form ready (the last one is kept).
-                colds: list[float] = []
+                colds: list[dict[str, float]] = []
                 for i in range(loads):
-                    interactive, entries, context = await cold_load(browser, url)
-                    colds.append(interactive)
+                    timing, entries, context = await cold_load(browser, url)
+                    colds.append(timing)
                     if i < loads - 1:
                         await context.close()
                 page = context.pages[0]
-                out["interactive_cold_ms_p50"] = round(statistics.median(colds), 1)
-                out["interactive_cold_ms_all"] = [round(v) for v in colds]
+                rendered = [c["rendered"] for c in colds]
+                out["interactive_cold_ms_p50"] = round(statistics.median(rendered), 1)
+                out["interactive_cold_ms_all"] = [round(v) for v in rendered]
+                for key in ("html_end", "modules_run", "driver_saw"):
+                    out[f"cold {key} ms p50"] = round(statistics.median(c[key] for c in colds), 1)
                 scripts = [e for e in entries if e["name"].endswith(".js")]
                 if scripts:  # the module graph's fetches: how long the waterfall lasts
                     out["modules_last_response_ms"] = round(max(e["end"] for e in scripts))
@@ -180,7 +247,7 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
                     await page.wait_for_function(
                         "() => window.visavis.store.get().status === 'online'", polling=5
                     )
-                    warms.append(float(await page.evaluate("performance.now()")))
+                    warms.append(float(await page.evaluate(MARK_AT, "online")))
                 out["interactive_warm_online_ms_p50"] = round(statistics.median(warms), 1)
                 out["interactive_warm_online_ms_all"] = [round(v) for v in warms]
 
@@ -192,11 +259,14 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
 
                 times: list[float] = []
                 steps: dict[str, list[float]] = {}
+                pairs: dict[str, int] = {}  # the candidate pair each call used
                 for _ in range(calls):
                     await page.evaluate("performance.clearMarks()")
                     await callee.evaluate("performance.clearMarks()")
-                    marks = await page.evaluate(TIMED_CALL, "callee@example.com")
-                    if marks is not None:
+                    timed = await page.evaluate(TIMED_CALL, "callee@example.com")
+                    if timed is not None:
+                        marks = timed["marks"]
+                        pairs[timed["pair"]] = pairs.get(timed["pair"], 0) + 1
                         times.append(float(marks["first_frame"]))
                         for key, value in marks.items():
                             steps.setdefault(key, []).append(float(value))
@@ -213,6 +283,7 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
                         "() => window.visavis.store.get().call.phase === 'idle'", timeout=15_000
                     )
                 out["calls"] = calls
+                out["candidate_pairs"] = pairs
                 out["first_frame_ok"] = len(times)
                 if times:
                     out["first_frame_p50_ms"] = round(statistics.median(times), 1)

@@ -142,3 +142,20 @@ async def sign_up(device: Device, handle: str, name: str, device_name: str) -> N
     await page.get_by_role("button", name="Create account").last.click()
     await expect(page.get_by_role("heading", name="Call someone")).to_be_visible()
     await page.wait_for_function("() => window.visavis.store.get().status === 'online'")
+
+
+async def axe_violations(page: Page, include: str | None = None) -> list[dict[str, Any]]:
+    """The serious and critical axe-core violations of the page (or of the elements
+    matching ``include`` only: quicker, for a banner that is there for seconds); axe is
+    served from vendor/ like everything else."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.add_script_tag(url="/vendor/axe-core/axe.min.js")
+    result: list[dict[str, Any]] = await page.evaluate(
+        """(include) => axe.run(include ? {include: [[include]]} : document,
+                                {resultTypes: ["violations"]}).then((r) =>
+            r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+             .map((v) => ({id: v.id, impact: v.impact, help: v.help,
+                           nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" "))})))""",
+        include,
+    )
+    return result

@@ -8,7 +8,8 @@ again, he joins and the grid grows. The three others mute, so Ann is the only on
 speaking: the SFU names her dominant and her tile grows on their grids. Dan's window
 shrinks until one tile fits: his client tells the SFU (`layout`) and the SFU stops sending
 him the video of the two off screen, while Ann's keeps coming; it resumes when the window
-grows back.
+grows back. With Ann's tile large, the two small ones ask the SFU for the lowest simulcast
+layer only (`thumbnails`): Dan decodes them at a smaller frame height than Ann's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from playwright.async_api import Browser, expect
 
 from tests.browser import chromium
 from tests.served import Served
-from tests.web.clients import Device, open_device, sign_in, signup_rest
+from tests.web.clients import Device, axe_violations, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
@@ -172,18 +173,33 @@ async def test_group_call_grid_dominant_speaker_layout_add_and_ring_again(
                 mine = await ann.page.evaluate(SPEAKERS)
                 raise AssertionError(f"{ann_id} never large: {seen}; Ann: {mine}") from None
 
-        # -- Dan's window shrinks: two tiles go off screen and the SFU stops them ------
         hidden = await dan.page.evaluate(
             "(ann) => window.visavis.controller.remotes().map((r) => r.participant_id)"
             ".filter((id) => id !== ann)",
             ann_id,
         )
         assert len(hidden) == 2, hidden
+
+        # -- Dan's grid asks for layers by tile size: Ann's large tile the top one, the
+        #    two small tiles the lowest (the SFU's `thumbnails`) -------------------------
+        senders = {ann_id: ann}
+        for device in (ben, cat):
+            senders[await device.page.evaluate("window.visavis.controller.participantId")] = device
+        await wait_layers(dan, senders, large=ann_id)
+        # The grid in a call, as a screen reader or keyboard user meets it: axe-clean.
+        assert await axe_violations(dan.page) == []
+
+        # -- Dan's window shrinks: two tiles go off screen and the SFU stops them ------
         await dan.page.set_viewport_size(SMALL)  # type: ignore[arg-type]
         await expect(dan.page.locator(".tile.more")).to_contain_text("+2")
         await expect(dan.page.locator(f'.tile[data-participant="{ann_id}"]')).to_be_visible()
-        layout = await dan.page.evaluate("window.visavis.controller.layout")
-        assert layout == {"type": "layout", "visible": [ann_id], "thumbnails": []}, layout
+        # Ann's one tile is named (small now, so a thumbnail), the two others not at all.
+        await dan.page.wait_for_function(
+            "(ann) => { const l = window.visavis.controller.layout;"
+            " return [...l.visible, ...l.thumbnails].join() === ann; }",
+            arg=ann_id,
+            timeout=10_000,
+        )
         # Let frames already on their way drain, then watch while Ann's video goes on.
         start = await video_of(dan, ann_id)
         await wait_more_frames(dan, ann_id, start + 15)
@@ -208,6 +224,43 @@ async def test_group_call_grid_dominant_speaker_layout_add_and_ring_again(
     finally:
         for device in devices:
             await device.close()
+
+
+# The heights of the simulcast layers a page sends now (getStats; CPU adaptation may
+# scale them all down on a loaded machine, so they are read, not assumed).
+SENT_HEIGHTS = """window.visavis.controller.pc.getStats().then((r) => [...r.values()]
+  .filter((s) => s.type === "outbound-rtp" && s.kind === "video" && s.frameHeight)
+  .map((s) => s.frameHeight))"""
+
+TILE_SIZES = """[...document.querySelectorAll(".grid > figure.tile")].map((el) => ({
+  id: el.dataset.participant, large: el.classList.contains("large"),
+  width: el.clientWidth, height: el.clientHeight}))"""
+
+
+async def wait_layers(device: Device, senders: dict[str, Device], large: str) -> None:
+    """Until ``device`` names ``large`` visible and the others thumbnails in its layout
+    and decodes ``large`` at the top layer its sender sends and each other participant
+    at their lowest (frameHeight from getStats on both ends)."""
+    tiles = await device.page.evaluate(TILE_SIZES)
+    for tile in tiles:  # the premise: the small tiles fit in a 1080p camera's ¼ layer
+        assert tile["large"] or (tile["width"] <= 480 and tile["height"] <= 270), tiles
+    small = sorted(pid for pid in senders if pid != large)
+    deadline = time.monotonic() + 45
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        layout = await device.page.evaluate("window.visavis.controller.layout")
+        got = await received(device)
+        sent = {pid: await sender.page.evaluate(SENT_HEIGHTS) for pid, sender in senders.items()}
+        seen = {"layout": layout, "decoded": got, "sent": sent}
+        named = layout["visible"] == [large] and sorted(layout["thumbnails"]) == small
+        top = got.get(large, {}).get("height") == max(sent[large], default=-1)
+        low = all(got.get(p, {}).get("height") == min(sent[p], default=-1) for p in small)
+        if named and top and low and all(len(set(sent[p])) > 1 for p in small):
+            for p in small:
+                assert got[p]["height"] < got[large]["height"], seen
+            return
+        await device.page.wait_for_timeout(300)
+    raise AssertionError(f"layers by tile size not reached: {seen}")
 
 
 async def wait_more_frames(device: Device, participant: str, at_least: int) -> None:

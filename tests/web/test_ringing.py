@@ -18,7 +18,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.served import Served
 from tests.waiting import until_async
-from tests.web.clients import Device, open_device, sign_in, signup_rest
+from tests.web.clients import Device, axe_violations, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
@@ -61,6 +61,7 @@ async def test_every_tab_rings_answer_in_one_then_call_waiting(
         await page2.goto(server.http_url + "/")
         await page2.wait_for_function("() => window.visavis.store.get().status === 'online'")
         await expect(tom.page.get_by_role("button", name="Use here")).to_be_visible()
+        assert await axe_violations(tom.page) == []  # the "open in another tab" banner
 
         await rae.find_and_call("tom@example.com")
         for tab in (tom, tab2):  # both tabs ring
@@ -84,6 +85,8 @@ async def test_every_tab_rings_answer_in_one_then_call_waiting(
         await uma.find_and_call("tom@example.com")
         banner = tom.page.locator(".waiting")
         await expect(banner).to_contain_text("Uma is calling")
+        # (the banner only: the ring times out in 12 s here, a whole-page run is slower)
+        assert await axe_violations(tom.page, ".waiting") == []
         try:
             await banner.get_by_role("button", name="End and answer").click()
         except PlaywrightTimeout as exc:

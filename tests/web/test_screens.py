@@ -7,31 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.served import Served, serve
-from tests.web.clients import Device, open_device, sign_in, signup_rest
+from tests.web.clients import Device, axe_violations, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1440, "height": 900}}
 SCHEMES = ("light", "dark")
-
-
-async def axe_violations(page: Page) -> list[dict[str, Any]]:
-    if not await page.evaluate("typeof window.axe !== 'undefined'"):
-        await page.add_script_tag(url="/vendor/axe-core/axe.min.js")
-    result: list[dict[str, Any]] = await page.evaluate(
-        """() => axe.run(document, {resultTypes: ["violations"]}).then((r) =>
-            r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-             .map((v) => ({id: v.id, impact: v.impact, help: v.help,
-                           nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" "))})))"""
-    )
-    return result
 
 
 async def check_screen(page: Page, name: str) -> None:

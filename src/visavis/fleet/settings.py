@@ -28,11 +28,11 @@ class FleetSettings(BaseModel):
         " a node at capacity takes no new rooms",
     )
     relay_capacity: int = Field(
-        default=100_000,
+        default=60_000,
         gt=0,
-        description="packets/s a relay node relays at most (docs/scale.md: the relay process"
-        " reports 4.5-6 µs of CPU each, so about half a core); a relay at it is handed to"
-        " devices only when every relay is",
+        description="packets/s a relay node relays at most (docs/scale.md: the highest rate"
+        " one relay process was measured to hold); a relay at it is handed to devices only"
+        " when every relay is",
     )
     cpu_limit: float = Field(
         default=0.85,

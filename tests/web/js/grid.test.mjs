@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DominantHold, fitCells, layoutGrid, MAX_VISIBLE } from "../../../src/visavis/web/js/core/grid.js";
+import { DominantHold, fitCells, layersFor, layoutGrid, MAX_VISIBLE, THUMBNAIL_MAX } from "../../../src/visavis/web/js/core/grid.js";
 
 const ids = (n) => Array.from({ length: n }, (_, i) => `p${i}`);
 const desktop = { width: 1440, height: 900 };
@@ -64,4 +64,22 @@ test("a shared screen is pinned: on screen and large, even beside one other tile
   assert.equal(many.visible.length, MAX_VISIBLE.phone);
   assert.equal(layoutGrid(["s"], null, desktop, "s").large, null); // alone: no need
   assert.equal(layoutGrid(ids(4), "p1", desktop, "gone").large, "p1"); // a stopped share
+});
+
+test("small tiles are thumbnails; the large tile and big ones get high layers", () => {
+  const tile = (id, width, height, large = false) => ({ id, width, height, large });
+  // a 1440×900 desktop with 16 tiles: ~280×170 px each, the dominant speaker's 2×2
+  const crowd = [tile("a", 570, 350, true), ...ids(15).map((id) => tile(id, 281, 170))];
+  assert.deepEqual(layersFor(crowd), { visible: ["a"], thumbnails: ids(15) });
+  // the same tiles on a 2× screen need twice the pixels: all full
+  assert.deepEqual(layersFor(crowd, 2).thumbnails, []);
+  // exactly the lowest layer of a 1080p camera still fits; one pixel more does not
+  assert.deepEqual(layersFor([tile("x", THUMBNAIL_MAX.width, THUMBNAIL_MAX.height)]).thumbnails, ["x"]);
+  assert.deepEqual(layersFor([tile("x", THUMBNAIL_MAX.width + 1, 100)]).visible, ["x"]);
+  // a tile not measured yet is full (never paused or blurred by a guess)
+  assert.deepEqual(layersFor([tile("x", null, null)]).visible, ["x"]);
+  // one full tile of a participant (their shared screen, large) makes them visible
+  assert.deepEqual(layersFor([tile("s", 900, 500, true), tile("s", 200, 120)]), { visible: ["s"], thumbnails: [] });
+  // a small large tile (a tiny window) is still full: it is the one people look at
+  assert.deepEqual(layersFor([tile("a", 300, 200, true), tile("b", 140, 100)]), { visible: ["a"], thumbnails: ["b"] });
 });

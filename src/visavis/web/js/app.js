@@ -178,7 +178,10 @@ export class App {
     this.socket = new DeviceSocket(`${scheme}//${location.host}/ws`, session.token, {
       onWelcome: (welcome, resumed) => this._welcome(welcome, resumed),
       onEvent: (event) => this._event(event),
-      onStatus: (status) => this.store.set({ status }),
+      onStatus: (status) => {
+        if (status === "online") performance.mark("visavis:online");
+        this.store.set({ status });
+      },
       onClosed: (code) => this._socketGone(code),
     });
     this.socket.connect();
@@ -646,8 +649,9 @@ export class App {
     this.store.set({ localStream: this.media?.stream ?? null });
   }
 
-  setLayout(visibleIds) {
-    if (this.controller instanceof GroupCall) this.controller.setLayout(visibleIds);
+  /** The group grid's tiles on screen: participant ids shown full, and shown small. */
+  setLayout(visibleIds, thumbnailIds = []) {
+    if (this.controller instanceof GroupCall) this.controller.setLayout(visibleIds, thumbnailIds);
   }
 
   /** A key or fingerprint substitution (e2ee/client.js): stop the call, say why. */

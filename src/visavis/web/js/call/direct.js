@@ -263,6 +263,7 @@ export class DirectCall {
     if (pc) this.onChange("media_lost");
     const next = this._newPc();
     await next.setRemoteDescription({ type: "offer", sdp: desc.sdp });
+    performance.mark("visavis:offer-applied");
     const slot = screenSlot(next);
     for (const transceiver of next.getTransceivers()) {
       const kind = transceiver === slot ? "screen" : transceiver.receiver.track.kind;

@@ -31,6 +31,11 @@ export const SIMULCAST = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
 ];
 
+// A grid change reaches the SFU once the grid held still this long (setLayout).
+export const LAYOUT_SETTLE_MS = 250;
+
+const layoutKey = (l) => `${[...l.visible].sort()}|${[...l.thumbnails].sort()}`;
+
 // A shared screen: one encoding (text stays sharp; the SFU forwards it as it comes).
 export const SCREEN_ENCODING = { maxBitrate: 2_500_000 };
 
@@ -64,7 +69,9 @@ export class GroupCall {
     this.slots = new Map(); // mid → {participant_id, user, kind}
     this.tracks = new Map(); // mid → MediaStreamTrack
     this.dominant = null;
-    this.visible = null;
+    this.sentLayout = null; // what the SFU was last told on this connection (layoutKey)
+    this.wantedLayout = null;
+    this.layoutTimer = null;
     this.chain = Promise.resolve();
     this.answerWaiter = null;
     this.closed = false;
@@ -163,17 +170,34 @@ export class GroupCall {
     if (!pc || this.closed || Boolean(this.screenTx && this.screenTx.direction === "sendonly") === on) return;
     if (on) this._screenOn(pc);
     else this.screenTx.direction = "inactive";
-    this._negotiate(0, 0);
+    this._negotiate();
   }
 
-  _negotiate(audio, video) {
+  /** Offer (again), with `audio` / `video` more receive slots than the SFU saw in the
+   * last offer it answered (what `joined` and `renegotiate` count from). Requests that
+   * arrive while an offer is on its way or queued were counted from that same answered
+   * offer, so they set a total, not an increment: a burst of joiners (31 in a big room)
+   * would otherwise add their slots several times over, and an offer of ~80 m-lines
+   * outgrows the SFU's SDP limit (refused, and the call stops getting anyone new). One
+   * queued offer serves every request that came before it ran. */
+  _negotiate(audio = 0, video = 0) {
     const generation = this.generation;
+    const target = (this.recvTarget ??= { audio: 0, video: 0 });
+    const answered = this.recvAnswered ?? { audio: 0, video: 0 };
+    target.audio = Math.max(target.audio, answered.audio + audio);
+    target.video = Math.max(target.video, answered.video + video);
+    if (this.offerQueued) return;
+    this.offerQueued = true;
     this.chain = this.chain
       .then(async () => {
+        this.offerQueued = false;
         const pc = this.pc;
         if (!pc || this.closed || generation !== this.generation) return;
-        for (let i = 0; i < audio; i++) pc.addTransceiver("audio", { direction: "recvonly" });
-        for (let i = 0; i < video; i++) pc.addTransceiver("video", { direction: "recvonly" });
+        const offered = { audio: 0, video: 0 };
+        for (const t of pc.getTransceivers()) if (t.direction === "recvonly") offered[t.receiver.track.kind] += 1;
+        for (const kind of ["audio", "video"]) {
+          for (; offered[kind] < target[kind]; offered[kind]++) pc.addTransceiver(kind, { direction: "recvonly" });
+        }
         const unable = preferRoomCodec(pc, this.videoCodec);
         if (unable) {
           this.onChange("failed", unable);
@@ -190,6 +214,7 @@ export class GroupCall {
         this.ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp, screen }));
         const answer = await answered;
         if (!answer || generation !== this.generation) return; // rejoined meanwhile
+        this.recvAnswered = offered;
         this.slots = new Map(answer.streams.map((s) => [s.mid, s]));
         await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
         this.onUpdate();
@@ -215,15 +240,30 @@ export class GroupCall {
     return [...out.values()];
   }
 
-  /** Tell the SFU which participants' tiles are on screen (only when it changed); with
-   * `thumbnails` named (none: every tile shown is a full one) it sends no video at all
-   * of the participants off screen. */
-  setLayout(visible) {
-    const key = [...visible].sort().join(",");
-    if (key === this.visible || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    this.visible = key;
-    this.layout = { type: "layout", visible: [...visible], thumbnails: [] };
-    this.ws.send(JSON.stringify(this.layout));
+  /** Tell the SFU which participants' tiles are on screen: `visible` ones large enough
+   * for its high layers, `thumbnails` small ones (the lowest layer); it sends no video
+   * at all of the participants off screen. The first layout of a connection goes at
+   * once; a change goes when the grid has held still for LAYOUT_SETTLE_MS (a window
+   * being resized, a tile growing: one message, not a layer switch per frame). */
+  setLayout(visible, thumbnails = []) {
+    const wanted = { type: "layout", visible: [...visible], thumbnails: thumbnails.filter((id) => !visible.includes(id)) };
+    const key = layoutKey(wanted);
+    if (this.wantedLayout && key === layoutKey(this.wantedLayout) && (this.layoutTimer || key === this.sentLayout)) return; // (every render asks)
+    this.wantedLayout = wanted;
+    clearTimeout(this.layoutTimer);
+    this.layoutTimer = null;
+    if (key === this.sentLayout) return;
+    if (this.sentLayout == null) this._sendLayout();
+    else this.layoutTimer = setTimeout(() => this._sendLayout(), LAYOUT_SETTLE_MS);
+  }
+
+  _sendLayout() {
+    this.layoutTimer = null;
+    const wanted = this.wantedLayout;
+    if (!wanted || !this.participantId || this.ws?.readyState !== WebSocket.OPEN) return; // the next render asks again
+    this.sentLayout = layoutKey(wanted);
+    this.layout = wanted;
+    this.ws.send(JSON.stringify(wanted));
   }
 
   /** Watch bytes received on this connection: a stall counts as losing the SFU. */
@@ -308,6 +348,7 @@ export class GroupCall {
   }
 
   /** Per remote participant: video frames decoded (camera, and `screen` for a share),
+   * the size of the last camera frame decoded (the simulcast layer the SFU forwards),
    * audio samples received (getStats). */
   async received() {
     const out = {};
@@ -317,11 +358,12 @@ export class GroupCall {
       if (r.type !== "inbound-rtp" || !r.mid) return;
       const slot = this.slots.get(r.mid);
       if (!slot) return;
-      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0, screen: 0 });
+      const entry = (out[slot.participant_id] ??= { video: 0, audio: 0, width: 0, height: 0, screen: 0 });
       if (r.kind === "video" && slot.source === "screen") entry.screen += r.framesDecoded ?? 0;
       else if (r.kind === "video") {
         entry.video += r.framesDecoded ?? 0;
         entry.width = Math.max(entry.width, r.frameWidth ?? 0);
+        entry.height = Math.max(entry.height, r.frameHeight ?? 0);
       } else entry.audio += r.totalSamplesReceived ?? 0;
     });
     return out;
@@ -350,7 +392,12 @@ export class GroupCall {
     this.slots.clear();
     this.tracks.clear();
     this.participants.clear();
-    this.visible = null;
+    this.recvTarget = null; // the next connection starts with no receive slots
+    this.recvAnswered = null;
+    this.offerQueued = false;
+    clearTimeout(this.layoutTimer);
+    this.layoutTimer = null;
+    this.sentLayout = null;
   }
 
   close() {

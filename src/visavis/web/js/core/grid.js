@@ -67,3 +67,30 @@ export class DominantHold {
     return this.current;
   }
 }
+
+// A tile that fits inside the lowest simulcast layer of a 1080p camera (¼: 480×270, in
+// device pixels) is shown without upscaling by that layer (object-fit: cover scales the
+// picture by the larger of the two ratios): more pixels would be decoded and thrown
+// away. Such tiles are the SFU's `thumbnails`.
+export const THUMBNAIL_MAX = { width: 480, height: 270 };
+
+/**
+ * The `layout` for the SFU from the tiles on screen: participants with a tile too big
+ * for the lowest layer (or the large one) are `visible` (high layers), the others
+ * `thumbnails`. A participant's camera and screen come together, so one full tile of
+ * theirs makes them visible.
+ * @param {{id: string, width: number|null, height: number|null, large: boolean}[]} tiles
+ *        participant ids and CSS pixel sizes (null: not measured yet, counted full)
+ * @param {number} dpr  device pixels per CSS pixel (window.devicePixelRatio)
+ * @returns {{visible: string[], thumbnails: string[]}}
+ */
+export function layersFor(tiles, dpr = 1) {
+  const shown = new Set();
+  const full = new Set();
+  for (const t of tiles) {
+    shown.add(t.id);
+    const small = t.width != null && t.height != null && t.width * dpr <= THUMBNAIL_MAX.width && t.height * dpr <= THUMBNAIL_MAX.height;
+    if (t.large || !small) full.add(t.id);
+  }
+  return { visible: [...full], thumbnails: [...shown].filter((id) => !full.has(id)) };
+}

@@ -1,8 +1,8 @@
 // The call on screen: the other person (1:1) or the grid (group), the self view, status,
 // connection quality, and the controls (mute, camera, switch camera, add, end).
-import { html, Component, Video, Audio, initials } from "../ui.js";
+import { html, Component, Video, Audio, initials, createRef } from "../ui.js";
 import { describe } from "../core/callstate.js";
-import { layoutGrid, DominantHold } from "../core/grid.js";
+import { layoutGrid, layersFor, DominantHold } from "../core/grid.js";
 import { LEVEL_LABELS } from "../call/quality.js";
 import { Icon } from "./icons.js";
 import { EffectsControls } from "../../effects/controls.js";
@@ -74,12 +74,54 @@ export class CallView extends Component {
     this.state = { adding: false, viewport: { width: window.innerWidth, height: window.innerHeight } };
     this.hold = new DominantHold();
     this.onResize = () => this.setState({ viewport: { width: window.innerWidth, height: window.innerHeight } });
+    // The size of every tile on screen, as the browser laid it out (ResizeObserver: no
+    // forced layout), decides which participants are thumbnails for the SFU.
+    this.gridRef = createRef();
+    this.sizes = new Map(); // tile element → {width, height} (CSS px)
+    this.resized = typeof ResizeObserver === "function" ? new ResizeObserver((entries) => this.tilesResized(entries)) : null;
   }
   componentDidMount() {
     window.addEventListener("resize", this.onResize);
+    this.reportLayout();
+  }
+  componentDidUpdate() {
+    this.reportLayout();
   }
   componentWillUnmount() {
     window.removeEventListener("resize", this.onResize);
+    this.resized?.disconnect();
+  }
+
+  tilesResized(entries) {
+    for (const e of entries) this.sizes.set(e.target, { width: e.contentRect.width, height: e.contentRect.height });
+    this.reportLayout();
+  }
+
+  /** Tell the SFU (through the app) which participants are on screen, and which of them
+   * only as small tiles (js/core/grid.js layersFor). Watches new tiles' sizes. */
+  reportLayout() {
+    const grid = this.gridRef.current;
+    for (const el of this.sizes.keys()) {
+      if (el.isConnected && el.parentNode === grid) continue;
+      this.resized?.unobserve(el);
+      this.sizes.delete(el);
+    }
+    if (!grid) return;
+    const tiles = [];
+    for (const el of grid.querySelectorAll(":scope > figure.tile")) {
+      if (!this.sizes.has(el)) {
+        this.sizes.set(el, null);
+        this.resized?.observe(el);
+      }
+      const size = this.sizes.get(el);
+      const id = el.dataset.participant ?? el.dataset.screenOf;
+      tiles.push({ id, width: size?.width ?? null, height: size?.height ?? null, large: el.classList.contains("large") });
+    }
+    // A new tile is measured before the next paint: wait for it rather than ask for a
+    // layer that is switched again a moment later.
+    if (this.resized && tiles.some((t) => t.width == null)) return;
+    const { visible, thumbnails } = layersFor(tiles, window.devicePixelRatio || 1);
+    this.props.app.setLayout(visible, thumbnails);
   }
 
   grid(s) {
@@ -92,10 +134,9 @@ export class CallView extends Component {
     const screens = s.tiles.filter((t) => t.screen).map((t) => ({ ...t, id: `${t.participant_id}${SCREEN_SUFFIX}` }));
     const tiles = [...screens, ...s.tiles.map((t) => ({ ...t, id: t.participant_id }))];
     const layout = layoutGrid(tiles.map((t) => t.id), dominant, this.state.viewport, screens.at(-1)?.id ?? null);
-    // the SFU sends a participant's camera and screen when either tile is shown
-    this.props.app.setLayout([...new Set(layout.visible.map((id) => id.replace(SCREEN_SUFFIX, "")))]);
+    // (the SFU hears of the tiles shown once they are laid out: reportLayout)
     const byId = new Map(tiles.map((t) => [t.id, t]));
-    return html`<div class="grid" role="group" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
+    return html`<div class="grid" ref=${this.gridRef} role="group" style=${`--cols:${layout.columns};--rows:${layout.rows}`} aria-label="Participants">
       ${layout.visible.map((id) => {
         const t = byId.get(id);
         const large = layout.large === id;
