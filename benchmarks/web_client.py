@@ -19,12 +19,12 @@ Budgets (issue 8): interactive < 1 s, < 250 KB compressed, first frame p50 < 500
 Time to interactive is the median of ``--loads`` loads each (a fresh browser context per
 cold load). Where a call's setup time goes: the client's performance marks
 (``visavis:*``: invite, answer, offer/answer in, verified, out, peer keys agreed, ICE
-connected) and the benchmark's own getStats probes (the callee's camera on its sender,
-its first frame encoded and sent; at the caller DTLS up, the first RTP packet, the first
-video packet, frame received, frame decoded), read from both pages after each call and
-put on one time line (ms after the caller's invite, medians over the calls). The load
-average is printed before and after (a figure is only worth as much as the machine was
-quiet).
+connected) and the benchmark's own getStats probes (at the caller: DTLS up, the first
+RTP packet, the first video packet, frame received, frame decoded; with
+``--callee-probe`` also the callee's camera on its sender and its first frame encoded
+and sent), read from both pages after each call and put on one time line (ms after
+the caller's invite, medians over the calls). The load average is printed before and
+after (a figure is only worth as much as the machine was quiet).
 
     .venv/bin/python benchmarks/web_client.py --calls 20 --loads 5
 
@@ -52,14 +52,16 @@ from tests.served import serve
 
 PASSWORD = "correct horse battery"
 
-# In the callee's page: answer every ring with video as soon as it is shown, then watch
-# its own sending side (getStats every 5 ms) and mark when the camera track is on the
-# video sender and when the first video frame was encoded and sent.
-AUTO_ANSWER = """() => window.visavis.store.subscribe((s) => {
+# In the callee's page: answer every ring with video as soon as it is shown; with the
+# probe (``--callee-probe``) also watch its own sending side (getStats every 5 ms) and
+# mark when the camera track is on the video sender and when the first video frame was
+# encoded and sent. The probe costs CPU on the path it measures: off for budget runs.
+AUTO_ANSWER = """(probe) => window.visavis.store.subscribe((s) => {
   if (s.call.phase === "ringing" && s.call.direction === "in" && !window.__answering) {
     window.__answering = true;
     const app = window.visavis;
     app.answer("video").finally(() => { window.__answering = false; });
+    if (!probe) return;
     const t0 = performance.now(), seen = new Set();
     const mark = (key) => {
       if (!seen.has(key)) { seen.add(key); performance.mark(`visavis:bench-${key}`); }
@@ -205,8 +207,8 @@ async def cold_load(browser: Any, url: str) -> tuple[dict[str, float], list[dict
     return timing, entries, context
 
 
-async def run(calls: int, loads: int = 5) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_average_before": os.getloadavg()}
+async def run(calls: int, loads: int = 5, callee_probe: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_average_before": os.getloadavg(), "callee_probe": callee_probe}
     with serve(Path(tempfile.mkdtemp(prefix="visavis-web-bench-"))) as server:
         url = server.http_url
         signup(url, "caller@example.com")
@@ -255,7 +257,7 @@ async def run(calls: int, loads: int = 5) -> dict[str, Any]:
                 callee = await callee_context.new_page()
                 await callee.goto(url + "/")
                 await sign_in(callee, "callee@example.com", "bench callee")
-                await callee.evaluate(AUTO_ANSWER)
+                await callee.evaluate(AUTO_ANSWER, callee_probe)
 
                 times: list[float] = []
                 steps: dict[str, list[float]] = {}
@@ -302,8 +304,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--loads", type=int, default=5, help="cold and warm loads each")
+    parser.add_argument(
+        "--callee-probe",
+        action="store_true",
+        help="also poll the callee's getStats (its encoder's first frame; costs CPU)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.calls, args.loads))
+    result = asyncio.run(run(args.calls, args.loads, args.callee_probe))
     for key, value in result.items():
         print(f"{key:40} {round(value, 1) if isinstance(value, float) else value}")
 
