@@ -103,6 +103,8 @@ async def start_pages(
             ],
         )
         pages.append(page)
+    for page in pages:  # joined: the tests read each page's participant id next
+        await page.wait_for_function("window.state.participant_id", timeout=60_000)
     return pages
 
 
@@ -135,7 +137,24 @@ async def test_codec_room_with_e2ee_decodes_on_every_side(sfu: SfuServer, codec:
                         assert entry["mime"] == MIME[codec], entry
                 return True
 
-            await until_async(everyone_decodes, f"every page to decode the others ({codec})", 90)
+            try:
+                await until_async(
+                    everyone_decodes, f"every page to decode the others ({codec})", 90
+                )
+            except AssertionError as exc:
+                seen = [await page.evaluate("received()") for page in pages]
+                sfu_side = {
+                    pid: {
+                        "estimate": p.bwe.estimate(time.monotonic()),
+                        "consumers": [
+                            (c.producer.participant.id, c.producer.kind, c.selector.target,
+                             c.selector.current, c.packets)
+                            for c in p.consumers.values()
+                        ],
+                    }
+                    for pid, p in room.participants.items()
+                }  # fmt: skip
+                raise AssertionError(f"{exc}: pages {seen}; SFU {sfu_side}") from exc
             for page in pages:
                 stats = await page.evaluate("e2eeStats()")
                 assert stats["encrypted"] > 0 and stats["decrypted"] > 0, stats
