@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.waiting import until
+from visavis.client.call import CallStateChanged
 from visavis.client.media import MediaSource
 from visavis.client.session import Connected, Disconnected
 from visavis.signaling import messages as m
@@ -40,8 +41,10 @@ async def test_ice_restart_keeps_the_call(stack: Stack) -> None:
     await asyncio.gather(call.wait_frames(5), theirs.wait_frames(5))
     before = (call.received.video_frames, theirs.received.video_frames)
     first_path = call.path
-    await call.restart_ice()
-    assert call.state == "reconnecting"
+    async with alice.events() as events:  # the restart can finish before we look again
+        await call.restart_ice()
+        changed = await events.next(CallStateChanged, within=5)
+        assert (changed.call, changed.state) == (call, "reconnecting")
     await until(
         lambda: call.state == theirs.state == "connected", "both ends reconnected", within=10
     )
