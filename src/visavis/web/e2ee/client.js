@@ -245,7 +245,10 @@ class CallSession {
       // the device concerned learns why (before this device leaves the call)
       await this._send([await keys.alertMessage(alert)]);
     }
-    if (this.client.session === this) this.client.app.e2eeAlert?.(this.warning);
+    // the current call stops; an alert handled just after its call ended (the peer
+    // alerted, then left) is still shown, unless another call has begun meanwhile
+    const current = this.client.session;
+    if (current === this || current === null) this.client.app.e2eeAlert?.(this.warning);
   }
 
   attach(endpoint, operation, kind) {
@@ -409,7 +412,8 @@ export class E2eeClient {
     clearTimeout(this.guestTimer);
     this.cache.clear();
     this.publish();
-    const ended = s?.end();
+    // after what is already in its inbox (an alert that came just before the call ended)
+    const ended = s?.queue(() => s.end());
     if (this.identity && !this.guestApi) this._warm();
     return ended;
   }
