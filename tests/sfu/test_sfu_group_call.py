@@ -249,9 +249,7 @@ async def test_concurrent_joins_keep_m_lines_bounded(sfu: SfuServer, token: Toke
     did: 26-32 m-lines after a room move). Bound: own 2 + 2 per other participant."""
     names = ["alice", "bob", "carol", "dave", "erin"]
     group = [
-        SfuSession(
-            sfu.control_url, token(name), audio=ToneTrack(0.0), video=PatternTrack(seed=i)
-        )
+        SfuSession(sfu.control_url, token(name), audio=ToneTrack(0.0), video=PatternTrack(seed=i))
         for i, name in enumerate(names)
     ]
     try:
