@@ -323,6 +323,9 @@ class Forwarder:
         self._buf = bytearray(RECVSZ)
         self._tally = dict.fromkeys(_TALLY, 0)
         self._outgoing: list[tuple[Link, bytes]] | None = None
+        # The native path's segmented sends (UDP_SEGMENT): the twin sends every datagram
+        # alone, which a receiver cannot tell apart; the switch is kept for the interface.
+        self.gso = 0
 
     def drain(self, now: float = -1.0, budget: int = 256) -> None:
         """Read up to ``budget`` datagrams and forward them (the ``add_reader`` callback)."""
