@@ -696,6 +696,12 @@ static PyTypeObject SelectorType = {
 
 /* ------------------------------------------------------------------ Link */
 typedef struct {
+    double time;
+    long long seq; /* transport-wide sequence number (extended for arrivals); -1: empty */
+    unsigned size; /* bytes sent (sent packets only) */
+} TwccRecord;
+
+typedef struct {
     PyObject_HEAD
     PyObject *owner;
     PyObject *rx; /* Session or None */
@@ -706,18 +712,11 @@ typedef struct {
     int has_dest;
     int twcc_id;       /* transport-wide-cc extension id, -1: not negotiated */
     unsigned twcc_seq; /* the next transport-wide sequence number */
-    struct {
-        double time;
-        int seq; /* -1: empty */
-        unsigned size;
-    } *sent; /* ring of TWCC_RING, allocated when twcc_id is first set */
+    TwccRecord *sent;       /* ring of TWCC_RING, allocated when twcc_id is first set */
     int rx_twcc_id;         /* the id the client stamps its packets with, -1: none */
     long long rx_twcc_max;  /* highest extended transport-wide seq received, -1: none */
     long long rx_twcc_base; /* the first one received */
-    struct {
-        double time;
-        long long seq; /* extended; -1: empty */
-    } *arrived; /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
+    TwccRecord *arrived;    /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
 } Link;
 
 /* Remember when the client's packet `d` (decrypted RTP) with a transport-wide sequence
@@ -746,7 +745,7 @@ static unsigned link_stamp(Link *l, size_t size, double now) {
     l->twcc_seq = (seq + 1) & 0xFFFF;
     if (l->sent != NULL) {
         l->sent[seq % TWCC_RING].time = now;
-        l->sent[seq % TWCC_RING].seq = (int)seq;
+        l->sent[seq % TWCC_RING].seq = seq;
         l->sent[seq % TWCC_RING].size = (unsigned)size;
     }
     return seq;
@@ -796,23 +795,28 @@ static int Link_init(Link *self, PyObject *args, PyObject *kwds) {
 }
 
 static PyObject *Link_get_rx_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->rx_twcc_id); }
-static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+/* Set a transport-wide CC extension id (-1: none, else 1..max) and allocate its ring of
+ * records on first use: the rings cost 96 KiB, so links without TWCC have none. */
+static int set_twcc_id(int *slot, TwccRecord **ring, PyObject *v, long max, const char *name) {
     long id = v == NULL ? -1 : PyLong_AsLong(v);
     if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 255 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "rx_twcc_id must be 1-255 or -1");
+    if (id > max || id < -1 || id == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-%ld or -1", name, max);
         return -1;
     }
-    if (id >= 0 && s->arrived == NULL) {
-        s->arrived = PyMem_Calloc(TWCC_RING, sizeof *s->arrived);
-        if (s->arrived == NULL) {
+    if (id >= 0 && *ring == NULL) {
+        if ((*ring = PyMem_Calloc(TWCC_RING, sizeof **ring)) == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (int i = 0; i < TWCC_RING; i++) s->arrived[i].seq = -1;
+        for (int i = 0; i < TWCC_RING; i++) (*ring)[i].seq = -1;
     }
-    s->rx_twcc_id = (int)id;
+    *slot = (int)id;
     return 0;
+}
+
+static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+    return set_twcc_id(&s->rx_twcc_id, &s->arrived, v, 255, "rx_twcc_id");
 }
 
 static PyObject *Link_twcc_received(Link *self, PyObject *args) {
@@ -851,22 +855,8 @@ static PyObject *Link_arrivals(Link *self, PyObject *args) {
 
 static PyObject *Link_get_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->twcc_id); }
 static int Link_set_twcc_id(Link *s, PyObject *v, void *c) {
-    long id = v == NULL ? -1 : PyLong_AsLong(v);
-    if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 14 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "twcc_id must be 1-14 (one-byte header) or -1");
-        return -1;
-    }
-    if (id >= 0 && s->sent == NULL) {
-        s->sent = PyMem_Calloc(TWCC_RING, sizeof *s->sent);
-        if (s->sent == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (int i = 0; i < TWCC_RING; i++) s->sent[i].seq = -1;
-    }
-    s->twcc_id = (int)id;
-    return 0;
+    /* one-byte header extensions: ids 1-14 */
+    return set_twcc_id(&s->twcc_id, &s->sent, v, 14, "twcc_id");
 }
 static PyObject *Link_get_twcc_seq(Link *s, void *c) { return PyLong_FromUnsignedLong(s->twcc_seq); }
 static int Link_set_twcc_seq(Link *s, PyObject *v, void *c) {
@@ -887,7 +877,7 @@ static PyObject *Link_sent(Link *self, PyObject *arg) {
     long seq = PyLong_AsLong(arg);
     if (seq == -1 && PyErr_Occurred()) return NULL;
     seq &= 0xFFFF;
-    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (int)seq) Py_RETURN_NONE;
+    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (long long)seq) Py_RETURN_NONE;
     return Py_BuildValue("(dk)", self->sent[seq % TWCC_RING].time,
                          (unsigned long)self->sent[seq % TWCC_RING].size);
 }

@@ -183,7 +183,7 @@ class Link:
     @twcc_id.setter
     def twcc_id(self, value: int) -> None:
         if value > 14 or value < -1 or value == 0:
-            raise ValueError("twcc_id must be 1-14 (one-byte header) or -1")
+            raise ValueError("twcc_id must be 1-14 or -1")  # one-byte header extensions
         if value >= 0 and self._sent is None:
             self._sent = [None] * TWCC_RING
         self._twcc_id = value
