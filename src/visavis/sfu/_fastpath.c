@@ -1312,7 +1312,8 @@ static void send_alone(Forwarder *f, const struct msghdr *h, const struct iovec 
 
 /* sendmmsg `n` messages; a message that fails loses its datagrams (a full buffer, an ICMP
  * error: media that cannot leave now is stale when it could), except that a segmented
- * send the route refuses (EIO: no checksum offload, EINVAL) is sent datagram by datagram
+ * send the route refuses (EMSGSIZE: a segment above its MTU; EIO: no checksum offload;
+ * EINVAL) is sent datagram by datagram
  * and segmentation is turned off for this forwarder. */
 static void send_all(Forwarder *f, struct mmsghdr *m, int n, const int *segs) {
     int done = 0;
@@ -1326,7 +1327,7 @@ static void send_all(Forwarder *f, struct mmsghdr *m, int n, const int *segs) {
         }
         if (errno == EINTR) continue;
         struct msghdr *h = &m[done].msg_hdr;
-        if (segs[done] > 1 && (errno == EIO || errno == EINVAL)) {
+        if (segs[done] > 1 && (errno == EIO || errno == EINVAL || errno == EMSGSIZE)) {
             f->gso = 0;
             for (size_t k = 0; k < h->msg_iovlen; k++) send_alone(f, h, &h->msg_iov[k]);
         } else {
