@@ -181,14 +181,14 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                     nonlocal consumer
                     consumer = next((c for c in me.consumers.values() if c.producer is video), None)
                     now = time.monotonic()
-                    remb = me.bwe.remb(now)
-                    rates = video.layer_bitrates(now)
+                    rates = [rate or 0.0 for rate in video.layer_bitrates(now)]
                     return bool(
                         consumer is not None
                         and consumer.selector.current == 0
-                        and all((rate or 0) > 50_000 for rate in rates)
-                        and remb is not None
-                        and remb + 40_000 < (rates[-1] or 0) * 0.9  # the top does not fit
+                        and me.bwe.remb(now) is not None
+                        and 50_000 < rates[0] < rates[1] < rates[2]  # Chromium ramped up
+                        # what the allocator has does not fit the top layer
+                        and me.bwe.estimate(now) + 40_000 < rates[2] * 0.9
                         and viewer.frames[chrome_id]["video"] >= 10
                     )
 
@@ -196,6 +196,7 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                 assert consumer is not None
                 probes_before = sfu.stats.probe_packets
                 remb_before = me.bwe.remb(time.monotonic())
+                estimate_before = me.bwe.estimate(time.monotonic())
                 rates = [round((r or 0) / 1000) for r in video.layer_bitrates(time.monotonic())]
                 shown = time.monotonic()
                 await viewer.set_layout([chrome_id], [])
@@ -209,6 +210,7 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                 await viewer.wait_for(lambda: viewer.frames[chrome_id]["video"] >= frames + 10, 20)
                 print(
                     f"REMB_PROBE layers_kbps={rates} remb_before={remb_before} "
+                    f"estimate_before={estimate_before} "
                     f"remb_after={me.bwe.remb(time.monotonic())} seconds_to_top={took:.1f} "
                     f"probe_packets={sfu.stats.probe_packets - probes_before} "
                     f"probes={me.remb_prober.probes} load={os.getloadavg()[0]:.1f}"

@@ -240,9 +240,12 @@ class SfuServer:
             now = time.monotonic()
             for room_id, room in list(self.rooms.items()):
                 try:
-                    room.tick(now)
+                    for _ in room.tick_steps(now, []):
+                        await asyncio.sleep(0)  # the media socket is read between steps
                 except Exception:  # one room's bug must not stop the others' timers
                     logger.exception("room %s tick failed", room_id)
+                if self.rooms.get(room_id) is not room:
+                    continue  # closed meanwhile
                 if not room.local():  # only remote participants (or none) left
                     if self.cascade is not None:
                         self.cascade.room_closed(room_id)
