@@ -276,6 +276,8 @@ class Outcome:
     outgoing: list[bytes] = field(default_factory=list)
     levels: list[tuple[int, float]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    segmented: int = 0  # datagrams that left inside a UDP_SEGMENT send
+    gso: int = 0  # the native forwarder's switch at the end (the twin has none: 0)
 
 
 def udp() -> socket.socket:
@@ -285,7 +287,10 @@ def udp() -> socket.socket:
     return s
 
 
-def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> Outcome:
+def run(
+    fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8", batch: int = 1, gso: int = 1
+) -> Outcome:
+    """Play ``steps`` through ``fp``'s Forwarder, ``batch`` datagrams per drain."""
     out = Outcome()
     sfu, pub, stray = udp(), udp(), udp()
     subs = [udp() for _ in range(2)]
@@ -307,6 +312,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
                 forwarder.forward(layers[0], plain, now)
 
     forwarder = fp.Forwarder(sfu, links, stats, on_slow)
+    if fp is native:
+        forwarder.gso = gso
     video_sinks: list[Any] = []
     audio_sinks: list[Any] = []
     layers = [
@@ -347,16 +354,17 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
     sub_links[0].twcc_id = sub_links[2].twcc_id = TWCC_ID
     sub_links[0].twcc_seq = 65530
     try:
-        for step in steps:
-            for index, target in step.targets.items():
-                video_sinks[index].selector.set_target(target)
-            for index, target in step.spatial.items():
-                video_sinks[index].spatial_target = target
-            for index, target in step.temporal.items():
-                video_sinks[index].temporal_target = target
-            if step.quiet_above is not None:
-                audio.quiet_above = step.quiet_above
-            (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
+        for first in range(0, len(steps), batch):
+            for step in steps[first : first + batch]:
+                for index, target in step.targets.items():
+                    video_sinks[index].selector.set_target(target)
+                for index, target in step.spatial.items():
+                    video_sinks[index].spatial_target = target
+                for index, target in step.temporal.items():
+                    video_sinks[index].temporal_target = target
+                if step.quiet_above is not None:
+                    audio.quiet_above = step.quiet_above
+                (stray if step.source == "stray" else pub).sendto(step.data, sfu.getsockname())
             assert select.select([sfu], [], [], 5)[0], "datagram did not arrive"
             forwarder.drain(step.now)
             for i, sub in enumerate(subs):
@@ -396,6 +404,8 @@ def run(fp: Any, steps: list[Step], profile: int = GCM, codec: str = "vp8") -> O
             ],
             "last_seen": pub_link.last_seen,
         }
+        out.segmented = stats.segmented_datagrams
+        out.gso = forwarder.gso
     finally:
         for s in (sfu, pub, stray, *subs):
             s.close()
@@ -514,6 +524,92 @@ def check_av1_svc(py: Outcome) -> None:
     # sink 2 (simulcast layer 0): temporal layer 0 alone from frame 4 to the keyframe
     sink2 = layers[2]
     assert sink2[:8] == full * 2 and sink2[8:22] == full[:2] * 7 and sink2[-8:] == full * 2
+
+
+@needs_native
+@pytest.mark.parametrize("codec", ["vp8", "vp9-svc"])
+def test_segmented_sends_deliver_the_same_datagrams(codec: str) -> None:
+    """Drains of 16 datagrams: the native path sends each subscriber's run of equal-sized
+    datagrams as one UDP_SEGMENT send, and every subscriber receives exactly what the
+    twin (one send per datagram) and the native path with segmentation off deliver."""
+    steps = recorded_traffic(GCM, codec)
+    py = run(_fastpath_py, steps, GCM, codec, batch=16)
+    seg = run(native, steps, GCM, codec, batch=16)
+    alone = run(native, steps, GCM, codec, batch=16, gso=0)
+    for out in (seg, alone):
+        assert out.state == py.state
+        assert out.sent == py.sent
+        assert (out.raw, out.received, out.outgoing) == (py.raw, py.received, py.outgoing)
+    assert py.segmented == alone.segmented == 0
+    assert len(py.sent) > 50 and seg.segmented > len(py.sent) // 2
+
+
+def frames(size: int) -> list[Step]:
+    """Video frames of four ``size``-byte datagrams on every simulcast layer (keyframe
+    every fourth frame), each frame followed by an audio packet."""
+    tx = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=pub_key(GCM), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=GCM
+        )
+    )
+    steps, seq = [], 0
+    for frame in range(12):
+        for layer, ssrc in enumerate(SSRC_LAYERS):
+            rid = b"\x40" + bytes((ord("qhf"[layer]),))
+            for k in range(4):
+                body = vp8(frame % 4 == 0, frame)
+                body += bytes(size - 12 - 4 - len(rid) - 2 - len(body) - 16)  # + ext + tag
+                packet = rtp(ssrc, seq, frame * 3000, body, marker=k == 3, ext=rid)
+                steps.append(Step(tx.protect(packet), 100.0 + frame / 30))
+                seq += 1
+        steps.append(Step(tx.protect(rtp(SSRC_AUDIO, frame, frame * 960, bytes(30), pt=111)), 0))
+        steps[-1].now = steps[-2].now
+    return steps
+
+
+def gso_probe() -> None:
+    """Run inside a namespace whose loopback MTU is 1,000 (``test_segmented_sends_fall_
+    back_where_the_route_refuses``): prints, per datagram size, what each path did."""
+    import json
+
+    report = {}
+    for size in (700, 1200):
+        steps = frames(size)
+        py = run(_fastpath_py, steps, batch=16)
+        nat = run(native, steps, batch=16)
+        report[size] = {
+            "same": nat.sent == py.sent and nat.state == py.state,
+            "delivered": len(nat.sent),
+            "segmented": nat.segmented,
+            "gso_after": nat.gso,
+        }
+    print(json.dumps(report))
+
+
+@needs_native
+def test_segmented_sends_fall_back_where_the_route_refuses() -> None:
+    """A route whose MTU is below a group's datagrams refuses the segmented send
+    (EINVAL): the forwarder sends that group's datagrams one by one, stops segmenting, and
+    every subscriber still receives exactly what the twin delivers. Smaller datagrams on
+    the same route are segmented."""
+    import json
+    import sys
+
+    from tests import netns
+
+    why = netns.available()
+    if why is not None:
+        pytest.skip(why)
+    with netns.Namespace() as ns:
+        netns._sh("ip", "-n", ns.name, "link", "set", "lo", "mtu", "1000")
+        code = "from tests.sfu.test_sfu_fastpath import gso_probe; gso_probe()"
+        done = ns.run([sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    small, big = report["700"], report["1200"]
+    assert small["same"] and small["segmented"] > small["delivered"] // 2 and small["gso_after"]
+    assert big["same"] and big["delivered"] > 50 and big["segmented"] == 0
+    assert big["gso_after"] == 0  # turned off by the refusal
 
 
 @needs_native

@@ -10,7 +10,8 @@
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extensions (abs-send-time or audio level; the link's transport-wide sequence
  *   number when negotiated, its send time and size remembered for TWCC feedback) ->
- *   SRTP protect -> sendmmsg.
+ *   SRTP protect -> sendmmsg, where consecutive datagrams to one subscriber leave as one
+ *   UDP_SEGMENT (GSO) send when they have the same size (the last may be shorter).
  *
  * Python (visavis.sfu.room, udp, transport) keeps the control plane and builds these
  * tables: Link (one per transport: SRTP sessions, destination, sources by SSRC), Source
@@ -38,6 +39,7 @@
 #include <math.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -52,6 +54,13 @@
 #define OUTSZ (RECVSZ + 64 + VV_SRTP_MAX_TRAILER)
 #define MAXHIST 64      /* rewriter segments remembered at most */
 #define TWCC_RING 4096  /* packets whose send time a link remembers (transport-wide CC) */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* Linux >= 4.18; older headers lack the name */
+#endif
+#define GSO_SEGS 64       /* UDP_MAX_SEGMENTS: datagrams per segmented send at most */
+#define GSO_BYTES 65000   /* a segmented send is one UDP payload of at most 64 KiB */
+#define GSO_SEG_MAX 1472  /* larger datagrams go alone: an Ethernet MTU's UDP payload, the
+                             kernel refuses a segment bigger than the path's MTU */
 
 static PyObject *SrtpError;
 static PyObject *DecisionDrop, *DecisionForward, *DecisionSwitch;
@@ -786,6 +795,12 @@ static PyTypeObject SelectorType = {
 
 /* ------------------------------------------------------------------ Link */
 typedef struct {
+    double time;
+    long long seq; /* transport-wide sequence number (extended for arrivals); -1: empty */
+    unsigned size; /* bytes sent (sent packets only) */
+} TwccRecord;
+
+typedef struct {
     PyObject_HEAD
     PyObject *owner;
     PyObject *rx; /* Session or None */
@@ -796,18 +811,11 @@ typedef struct {
     int has_dest;
     int twcc_id;       /* transport-wide-cc extension id, -1: not negotiated */
     unsigned twcc_seq; /* the next transport-wide sequence number */
-    struct {
-        double time;
-        int seq; /* -1: empty */
-        unsigned size;
-    } *sent; /* ring of TWCC_RING, allocated when twcc_id is first set */
+    TwccRecord *sent;       /* ring of TWCC_RING, allocated when twcc_id is first set */
     int rx_twcc_id;         /* the id the client stamps its packets with, -1: none */
     long long rx_twcc_max;  /* highest extended transport-wide seq received, -1: none */
     long long rx_twcc_base; /* the first one received */
-    struct {
-        double time;
-        long long seq; /* extended; -1: empty */
-    } *arrived; /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
+    TwccRecord *arrived;    /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
 } Link;
 
 /* Remember when the client's packet `d` (decrypted RTP) with a transport-wide sequence
@@ -836,7 +844,7 @@ static unsigned link_stamp(Link *l, size_t size, double now) {
     l->twcc_seq = (seq + 1) & 0xFFFF;
     if (l->sent != NULL) {
         l->sent[seq % TWCC_RING].time = now;
-        l->sent[seq % TWCC_RING].seq = (int)seq;
+        l->sent[seq % TWCC_RING].seq = seq;
         l->sent[seq % TWCC_RING].size = (unsigned)size;
     }
     return seq;
@@ -886,23 +894,28 @@ static int Link_init(Link *self, PyObject *args, PyObject *kwds) {
 }
 
 static PyObject *Link_get_rx_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->rx_twcc_id); }
-static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+/* Set a transport-wide CC extension id (-1: none, else 1..max) and allocate its ring of
+ * records on first use: the rings cost 96 KiB, so links without TWCC have none. */
+static int set_twcc_id(int *slot, TwccRecord **ring, PyObject *v, long max, const char *name) {
     long id = v == NULL ? -1 : PyLong_AsLong(v);
     if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 255 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "rx_twcc_id must be 1-255 or -1");
+    if (id > max || id < -1 || id == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-%ld or -1", name, max);
         return -1;
     }
-    if (id >= 0 && s->arrived == NULL) {
-        s->arrived = PyMem_Calloc(TWCC_RING, sizeof *s->arrived);
-        if (s->arrived == NULL) {
+    if (id >= 0 && *ring == NULL) {
+        if ((*ring = PyMem_Calloc(TWCC_RING, sizeof **ring)) == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (int i = 0; i < TWCC_RING; i++) s->arrived[i].seq = -1;
+        for (int i = 0; i < TWCC_RING; i++) (*ring)[i].seq = -1;
     }
-    s->rx_twcc_id = (int)id;
+    *slot = (int)id;
     return 0;
+}
+
+static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+    return set_twcc_id(&s->rx_twcc_id, &s->arrived, v, 255, "rx_twcc_id");
 }
 
 static PyObject *Link_twcc_received(Link *self, PyObject *args) {
@@ -941,22 +954,8 @@ static PyObject *Link_arrivals(Link *self, PyObject *args) {
 
 static PyObject *Link_get_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->twcc_id); }
 static int Link_set_twcc_id(Link *s, PyObject *v, void *c) {
-    long id = v == NULL ? -1 : PyLong_AsLong(v);
-    if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 14 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "twcc_id must be 1-14 (one-byte header) or -1");
-        return -1;
-    }
-    if (id >= 0 && s->sent == NULL) {
-        s->sent = PyMem_Calloc(TWCC_RING, sizeof *s->sent);
-        if (s->sent == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (int i = 0; i < TWCC_RING; i++) s->sent[i].seq = -1;
-    }
-    s->twcc_id = (int)id;
-    return 0;
+    /* one-byte header extensions: ids 1-14 */
+    return set_twcc_id(&s->twcc_id, &s->sent, v, 14, "twcc_id");
 }
 static PyObject *Link_get_twcc_seq(Link *s, void *c) { return PyLong_FromUnsignedLong(s->twcc_seq); }
 static int Link_set_twcc_seq(Link *s, PyObject *v, void *c) {
@@ -977,7 +976,7 @@ static PyObject *Link_sent(Link *self, PyObject *arg) {
     long seq = PyLong_AsLong(arg);
     if (seq == -1 && PyErr_Occurred()) return NULL;
     seq &= 0xFFFF;
-    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (int)seq) Py_RETURN_NONE;
+    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (long long)seq) Py_RETURN_NONE;
     return Py_BuildValue("(dk)", self->sent[seq % TWCC_RING].time,
                          (unsigned long)self->sent[seq % TWCC_RING].size);
 }
@@ -1267,6 +1266,7 @@ static PyTypeObject SinkType = {
 /* ------------------------------------------------------------------ Forwarder */
 typedef struct {
     long long packets_in, forwarded, bytes, srtp_auth, malformed, send_failed, garbage;
+    long long segmented; /* datagrams sent inside a segmented send (several per message) */
 } Tally;
 
 typedef struct {
@@ -1285,6 +1285,13 @@ typedef struct {
     struct iovec *oiovs;
     struct sockaddr_in *oaddrs;
     int nout;
+    /* the same datagrams grouped per subscriber for segmented sends (GSO) */
+    struct mmsghdr *gmsgs;
+    struct iovec *giovs;
+    unsigned char (*gctl)[CMSG_SPACE(sizeof(uint16_t))];
+    int *gsegs;          /* datagrams in each grouped message */
+    unsigned char *used; /* datagram i is already in a group */
+    int gso;             /* 1: group (the default where the kernel has UDP_SEGMENT) */
     PyObject *outgoing; /* list being built during a call, or NULL */
     Tally tally;
 } Forwarder;
@@ -1317,6 +1324,11 @@ static void Forwarder_dealloc(Forwarder *self) {
     PyMem_Free(self->omsgs);
     PyMem_Free(self->oiovs);
     PyMem_Free(self->oaddrs);
+    PyMem_Free(self->gmsgs);
+    PyMem_Free(self->giovs);
+    PyMem_Free(self->gctl);
+    PyMem_Free(self->gsegs);
+    PyMem_Free(self->used);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1325,6 +1337,12 @@ static void reset_rmsgs(Forwarder *f, int n) {
         f->rmsgs[i].msg_hdr.msg_namelen = sizeof f->raddrs[i];
         f->rmsgs[i].msg_hdr.msg_flags = 0;
     }
+}
+
+/* Whether the kernel knows UDP_SEGMENT on this socket (Linux >= 4.18). */
+static int udp_segment_supported(int fd) {
+    int zero = 0;
+    return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
 }
 
 static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
@@ -1347,8 +1365,14 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
         self->omsgs = PyMem_Calloc(OUTN, sizeof(struct mmsghdr));
         self->oiovs = PyMem_Calloc(OUTN, sizeof(struct iovec));
         self->oaddrs = PyMem_Calloc(OUTN, sizeof(struct sockaddr_in));
+        self->gmsgs = PyMem_Calloc(OUTN, sizeof(struct mmsghdr));
+        self->giovs = PyMem_Calloc(OUTN, sizeof(struct iovec));
+        self->gctl = PyMem_Calloc(OUTN, sizeof *self->gctl);
+        self->gsegs = PyMem_Calloc(OUTN, sizeof(int));
+        self->used = PyMem_Calloc(OUTN, 1);
         if (!self->rbufs || !self->rmsgs || !self->riovs || !self->raddrs || !self->obufs ||
-            !self->omsgs || !self->oiovs || !self->oaddrs) {
+            !self->omsgs || !self->oiovs || !self->oaddrs || !self->gmsgs || !self->giovs ||
+            !self->gctl || !self->gsegs || !self->used) {
             PyErr_NoMemory();
             return -1;
         }
@@ -1374,23 +1398,105 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->stats, Py_NewRef(stats));
     Py_XSETREF(self->on_slow, Py_NewRef(on_slow));
     self->nout = 0;
+    self->gso = fd >= 0 && udp_segment_supported(fd);
     memset(&self->tally, 0, sizeof self->tally);
     return 0;
 }
 
-static void flush(Forwarder *f) {
+static inline int same_dest(const struct sockaddr_in *a, const struct sockaddr_in *b) {
+    return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+}
+
+/* Send one datagram of a group alone (a route that cannot segment). */
+static void send_alone(Forwarder *f, const struct msghdr *h, const struct iovec *iov) {
+    while (sendto(f->fd, iov->iov_base, iov->iov_len, MSG_DONTWAIT, h->msg_name,
+                  h->msg_namelen) < 0) {
+        if (errno == EINTR) continue;
+        f->tally.send_failed++;
+        return;
+    }
+}
+
+/* sendmmsg `n` messages; a message that fails loses its datagrams (a full buffer, an ICMP
+ * error: media that cannot leave now is stale when it could), except that a segmented
+ * send the route refuses (EMSGSIZE: a segment above its MTU; EIO: no checksum offload;
+ * EINVAL) is sent datagram by datagram
+ * and segmentation is turned off for this forwarder. */
+static void send_all(Forwarder *f, struct mmsghdr *m, int n, const int *segs) {
     int done = 0;
-    while (done < f->nout) {
-        int r = sendmmsg(f->fd, f->omsgs + done, (unsigned)(f->nout - done), MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            f->tally.send_failed++; /* this datagram is lost (full buffer, ICMP error) */
-            done++;
+    while (done < n) {
+        int r = sendmmsg(f->fd, m + done, (unsigned)(n - done), MSG_DONTWAIT);
+        if (r >= 0) {
+            for (int i = done; i < done + r; i++)
+                if (segs[i] > 1) f->tally.segmented += segs[i];
+            done += r;
             continue;
         }
-        done += r;
+        if (errno == EINTR) continue;
+        struct msghdr *h = &m[done].msg_hdr;
+        if (segs[done] > 1 && (errno == EIO || errno == EINVAL || errno == EMSGSIZE)) {
+            f->gso = 0;
+            for (size_t k = 0; k < h->msg_iovlen; k++) send_alone(f, h, &h->msg_iov[k]);
+        } else {
+            f->tally.send_failed += segs[done];
+        }
+        done++;
     }
+}
+
+/* Send what forward_one queued. With segmentation, the datagrams to one subscriber are
+ * taken in their order while they have the size of the group's first (a shorter one ends
+ * the group, a longer one starts the next): one send, one route lookup and one pass down
+ * the stack for up to 64 datagrams, which the receiver gets exactly as if sent one by one.
+ * The order between subscribers changes; the order to each does not. */
+static void flush(Forwarder *f) {
+    int n = f->nout;
     f->nout = 0;
+    if (n == 0) return;
+    if (!f->gso) {
+        static const int ones[OUTN] = {[0 ... OUTN - 1] = 1};
+        send_all(f, f->omsgs, n, ones);
+        return;
+    }
+    memset(f->used, 0, (size_t)n);
+    int nm = 0, ni = 0;
+    for (int i = 0; i < n; i++) {
+        if (f->used[i]) continue;
+        size_t seg = f->oiovs[i].iov_len, total = seg;
+        struct iovec *first = &f->giovs[ni];
+        f->giovs[ni++] = f->oiovs[i];
+        int count = 1;
+        for (int j = i + 1; seg <= GSO_SEG_MAX && j < n && count < GSO_SEGS; j++) {
+            if (f->used[j] || !same_dest(&f->oaddrs[i], &f->oaddrs[j])) continue;
+            size_t len = f->oiovs[j].iov_len;
+            if (len > seg || total + len > GSO_BYTES) break;
+            f->used[j] = 1;
+            f->giovs[ni++] = f->oiovs[j];
+            count++;
+            total += len;
+            if (len < seg) break;
+        }
+        struct msghdr *h = &f->gmsgs[nm].msg_hdr;
+        h->msg_name = &f->oaddrs[i];
+        h->msg_namelen = sizeof(struct sockaddr_in);
+        h->msg_iov = first;
+        h->msg_iovlen = (size_t)count;
+        h->msg_control = NULL;
+        h->msg_controllen = 0;
+        h->msg_flags = 0;
+        if (count > 1) {
+            h->msg_control = f->gctl[nm];
+            h->msg_controllen = sizeof f->gctl[nm];
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = (uint16_t)seg;
+            memcpy(CMSG_DATA(c), &size, sizeof size);
+        }
+        f->gsegs[nm++] = count;
+    }
+    send_all(f, f->gmsgs, nm, f->gsegs);
 }
 
 /* An extension element's header: one-byte (id << 4 | length - 1) or two-byte (id,
@@ -1639,6 +1745,7 @@ static int fold(Forwarder *f) {
         add_attr(s, "bytes_forwarded", t.bytes) < 0 ||
         add_drop(s, "srtp_auth", t.srtp_auth) < 0 ||
         add_drop(s, "malformed_rtp", t.malformed) < 0 ||
+        add_attr(s, "segmented_datagrams", t.segmented) < 0 ||
         add_drop(s, "send_failed", t.send_failed) < 0 || add_drop(s, "garbage", t.garbage) < 0)
         return -1;
     return 0;
@@ -1831,6 +1938,12 @@ static PyObject *Forwarder_forward(Forwarder *self, PyObject *const *args, Py_ss
     return finish(self, NULL, NULL, now, ok);
 }
 
+static PyMemberDef Forwarder_members[] = {
+    {"gso", T_INT, offsetof(Forwarder, gso), 0,
+     "1: datagrams to one subscriber leave in segmented sends (UDP_SEGMENT); set 0 to send "
+     "each alone (turned off by itself where the route refuses)"},
+    {NULL}};
+
 static PyMethodDef Forwarder_methods[] = {
     {"drain", (PyCFunction)(void (*)(void))Forwarder_drain, METH_FASTCALL,
      "drain(now=-1.0, budget=256): read the socket, forward, hand the rest to on_slow"},
@@ -1849,6 +1962,7 @@ static PyTypeObject ForwarderType = {
     .tp_traverse = (traverseproc)Forwarder_traverse,
     .tp_clear = (inquiry)Forwarder_clear,
     .tp_methods = Forwarder_methods,
+    .tp_members = Forwarder_members,
 };
 
 /* ------------------------------------------------------------------ module */

@@ -191,7 +191,7 @@ class Link:
     @twcc_id.setter
     def twcc_id(self, value: int) -> None:
         if value > 14 or value < -1 or value == 0:
-            raise ValueError("twcc_id must be 1-14 (one-byte header) or -1")
+            raise ValueError("twcc_id must be 1-14 or -1")  # one-byte header extensions
         if value >= 0 and self._sent is None:
             self._sent = [None] * TWCC_RING
         self._twcc_id = value
@@ -353,6 +353,9 @@ class Forwarder:
         self._buf = bytearray(RECVSZ)
         self._tally = dict.fromkeys(_TALLY, 0)
         self._outgoing: list[tuple[Link, bytes]] | None = None
+        # The native path's segmented sends (UDP_SEGMENT): the twin sends every datagram
+        # alone, which a receiver cannot tell apart; the switch is kept for the interface.
+        self.gso = 0
 
     def drain(self, now: float = -1.0, budget: int = 256) -> None:
         """Read up to ``budget`` datagrams and forward them (the ``add_reader`` callback)."""

@@ -68,7 +68,7 @@ class SfuServer:
         self.stats = SfuStats()
         self.rooms: dict[str, Room] = {}
         self.identity = DtlsIdentity()
-        self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks)
+        self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks, self.sfu.gso)
         self._secret = ""
         self._ws: Server | None = None
         self.tcp: IceTcpListener | None = None
