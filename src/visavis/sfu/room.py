@@ -70,6 +70,7 @@ from visavis.sfu.sdp import (
     build_answer,
     parse_offer,
     require_video_codec,
+    sent_dependency_descriptor,
 )
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
@@ -183,10 +184,14 @@ class Producer:
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
         codec = participant.room.video_codec
-        # One VP9 stream: it may carry spatial layers (SVC), which consumers select; VP8
-        # and VP9 packets say their temporal layer, which thumbnails drop.
-        self.svc = self.is_video and not rids and codec is VideoCodec.VP9
-        self.temporal_layers = self.is_video and codec in (VideoCodec.VP8, VideoCodec.VP9)
+        # One VP9 stream, or one AV1 stream with the dependency descriptor: it may carry
+        # spatial layers (SVC), which consumers select; VP8 and VP9 packets (AV1's
+        # descriptor) say their temporal layer, which thumbnails drop.
+        av1_dd = codec is VideoCodec.AV1 and dd_id is not None
+        self.svc = self.is_video and not rids and (codec is VideoCodec.VP9 or av1_dd)
+        self.temporal_layers = self.is_video and (
+            codec in (VideoCodec.VP8, VideoCodec.VP9) or av1_dd
+        )
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -696,6 +701,9 @@ class Room:
                 participant.freed.pop(mid, None),
                 now,
             )
+            if producer.is_video:
+                dd_sent = sent_dependency_descriptor(offer, section, self.video_codec)
+                consumer.dd_id = -1 if dd_sent is None else dd_sent
             participant.consumers[mid] = consumer
             participant.consumers_by_ssrc[consumer.ssrc] = consumer
             if consumer.rtx_ssrc is not None:
