@@ -12,7 +12,14 @@ import struct
 from tests.sfu.test_sfu_room import join, make_room, offer, vp8
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.extensions import URI_TRANSPORT_CC, find_extension
-from visavis.protocol.rtp.rtcp import RtcpNack, RtcpRemb, RtcpTwcc, parse_compound
+from visavis.protocol.rtp.rtcp import (
+    ReportBlock,
+    RtcpNack,
+    RtcpRemb,
+    RtcpRr,
+    RtcpTwcc,
+    parse_compound,
+)
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu.gcc import Usage
 from visavis.sfu.room import Participant
@@ -273,6 +280,9 @@ def test_a_remb_subscriber_moved_down_is_stepped_back_up_by_probes() -> None:
             if round(t * 100) % 50 == 0:  # a REMB every 0.5 s, growing 4 % each
                 remb *= 1.04
                 sub.on_rtcp(RtcpRemb(7, int(remb), ssrcs).serialize(), t)
+            if round(t * 100) % 100 == 70:  # a receiver report a second: no loss
+                block = ReportBlock(consumer.ssrc, 0, 0, seq, 0, 0, 0)
+                sub.on_rtcp(RtcpRr(7, (block,)).serialize(), t)
             if round(t * 100) % 10 == 0:
                 room.tick(t)
                 if top_again is None and t > 5.0 and consumer.selector.current == 2:

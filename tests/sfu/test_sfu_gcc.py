@@ -155,14 +155,29 @@ def test_remb_prober_steps_up_and_backs_off_on_congestion() -> None:
     prober = RembProber()
     assert prober.step(400_000, 500_000, -1e9, 0.0) == 0.0  # the layers fit
     assert prober.step(600_000, 200_000, 0.5, 1.0) == 0.0  # congested 0.5 s ago
+    assert prober.step(600_000, 200_000, 0.5, 2.9, clean_at=0.2) == 0.0  # no clean RR since
     target = prober.step(600_000, 200_000, -1e9, 3.0)
     assert target == 400_000 and prober.active  # twice the estimate at most
     assert prober.step(600_000, 200_000, -1e9, 4.6) == 0.0  # over: waiting for a verdict
-    assert prober.finish(-1e9, 4.8) is None  # not yet (grace)
-    assert prober.finish(-1e9, 5.2) == 400_000 and prober.successes == 1
+    assert prober.finish(-1e9, 4.0, 4.8) is None  # not yet (grace)
+    assert prober.finish(-1e9, 4.0, 5.2) == 400_000 and prober.successes == 1  # clean RR
     assert prober.step(600_000, 400_000, -1e9, 5.3) == 600_000 * 1.2  # next one at once
-    assert prober.finish(6.0, 7.5) is None  # congestion during the probe
+    assert prober.finish(6.0, 6.5, 7.5) is None  # congestion during the probe
     assert prober.backoff == 2.0
     assert prober.step(600_000, 400_000, 6.0, 8.5) == 0.0  # quiet period, then back-off
     assert prober.step(600_000, 400_000, 6.0, 9.6) > 0
-    assert prober.finish(9.7, 11.8) is None and prober.backoff == 4.0
+    assert prober.finish(-1e9, 9.9, 11.8) is None  # silence is not evidence: no clean RR
+    assert prober.backoff == 4.0
+
+
+def test_a_remb_probe_that_gets_through_heals_the_loss_cut() -> None:
+    bwe = BandwidthEstimator(initial=1_000_000, floor=10_000)
+    bwe.on_remb(600_000, 0.0, (1,))
+    for second in range(1, 6):
+        bwe.on_loss(0.3, float(second))  # a throttled path drops 30 %
+    assert bwe.congested_at == 5.0 and bwe.estimate(5.0) < 300_000
+    bwe.on_remb(600_000, 8.0, (1,))  # the receiver's own estimate held
+    bwe.on_probe_result(400_000, 9.0)  # the path is wide again: a probe got through
+    assert bwe.estimate(9.0) == 400_000
+    bwe.on_probe_result(300_000, 9.5)  # below the estimate: nothing learnt
+    assert bwe.estimate(9.5) == 400_000

@@ -261,3 +261,107 @@ async def test_chromium_layer_follows_a_throttled_link(
 async def low(height: Callable[[], Any]) -> bool:
     value = await height()
     return 0 < value < 480
+
+
+class Viewer:
+    """``tests.sfu.remb_viewer`` (aiortc) inside a namespace; its reports are read as
+    they come, ``height(pid)`` is the last size it decoded of ``pid``'s video."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.last: dict[str, Any] = {"sizes": {}, "frames": {}}
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.last = json.loads(line)
+
+    async def height(self, pid: str) -> int:
+        if self.reader.done():
+            raise AssertionError(f"the viewer exited ({self.proc.returncode})")
+        size = self.last["sizes"].get(pid)
+        return int(size[1]) if size else 0
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        self.reader.cancel()
+
+
+async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
+    link: Link, sfu: Sfu, tmp_path: Path
+) -> None:
+    """The same throttled link with an aiortc subscriber, which sends REMB and no TWCC:
+    the SFU learns of the throttle only from its REMB and receiver reports, and climbs
+    back by REMB probing (docs/sfu.md, "Subscribers without TWCC")."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    browsers: list[Any] = []
+    viewer: Viewer | None = None
+    async with playwright_api.async_playwright() as p:
+        try:
+            pub_browser, publisher = await open_page(p, wrapper(tmp_path, link.sfu))
+            browsers.append(pub_browser)
+            await publisher.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("pub")])
+            pub_id = await poll(
+                lambda: publisher.evaluate("window.state.participant_id"), 30, "publisher joined"
+            )
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", link.sub, sys.executable, "-m", "tests.sfu.remb_viewer",
+                sfu.control_url, token("viewer"), stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            viewer = Viewer(proc)
+
+            async def full() -> bool:
+                assert viewer is not None
+                return await viewer.height(pub_id) == 480
+
+            async def dropped() -> bool:
+                assert viewer is not None
+                return 0 < await viewer.height(pub_id) < 480
+
+            began = time.monotonic()
+            await poll(full, 90, "the viewer to receive the 480p layer")
+            ramp = time.monotonic() - began
+            rates: dict[str, float] = {}
+            deadline = time.monotonic() + 60
+            while not rates or rates["f"] < rates["q"] + 100_000:
+                assert time.monotonic() < deadline, f"the publisher's layers: {rates}"
+                first = await publisher.evaluate("sentBytes()")
+                await asyncio.sleep(2)  # a measurement window, not a wait for readiness
+                second = await publisher.evaluate("sentBytes()")
+                rates = {
+                    rid: (second[rid][0] - first[rid][0])
+                    * 8
+                    / ((second[rid][1] - first[rid][1]) / 1e3)
+                    for rid in ("q", "h", "f")
+                }
+            await poll(full, 30, "the viewer to be back on the 480p layer")
+            before = await sfu.stats()
+            assert before["twcc_feedback"] == 0, before  # aiortc: REMB only
+            limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
+            link.throttle(limit)
+            throttled = time.monotonic()
+            await poll(dropped, 60, f"the layer to drop under {limit} bit/s")
+            down = time.monotonic() - throttled
+            during = await sfu.stats()
+            link.unthrottle()
+            opened = time.monotonic()
+            await poll(full, 90, "the 480p layer to come back")
+            recovered = time.monotonic() - opened
+            after = await sfu.stats()
+            assert after["probe_packets"] > during["probe_packets"], after
+            kbit = {rid: round(rate / 1e3) for rid, rate in rates.items()}
+            print(
+                f"\nREMB viewer: layer rates {kbit} kbit/s; throttle {limit // 1000} kbit/s;"
+                f" first 480p after {ramp:.1f} s; dropped after {down:.1f} s; back to 480p"
+                f" {recovered:.1f} s after unthrottling; probe packets"
+                f" {after['probe_packets'] - during['probe_packets']};"
+                f" load {os.getloadavg()[0]:.1f}"
+            )
+        finally:
+            if viewer is not None:
+                await viewer.close()
+            for browser in browsers:
+                await browser.close()

@@ -19,6 +19,8 @@ so that its REMB can climb back after it was moved to a small layer.
 
 from __future__ import annotations
 
+import math
+
 
 class BandwidthEstimator:
     """Call :meth:`on_remb` / :meth:`on_delay_based` / :meth:`on_loss` as feedback
@@ -33,6 +35,7 @@ class BandwidthEstimator:
         self._remb: dict[frozenset[int], tuple[float, float]] = {}  # ssrcs -> (bits/s, at)
         self.congested_at = -1e9  # last REMB that fell by over 10 %, or loss over 10 %
         self._held: float | None = None  # REMB path: lowered by a falling REMB only
+        self.clean_at = -1e9  # last receiver report with under 2 % loss
         self._delay: float | None = None
         self._delay_at = 0.0
         self._loss_factor = 1.0
@@ -74,9 +77,13 @@ class BandwidthEstimator:
             self._held = max(self._held, total)
 
     def on_probe_result(self, rate: float, now: float) -> None:
-        """A REMB probe (:class:`RembProber`) carried ``rate`` without congestion."""
-        if self._held is not None:
-            self._held = max(self._held, rate)
+        """A REMB probe (:class:`RembProber`) carried ``rate`` with no congestion signal
+        (no loss over 10 % either): when that is above the estimate, it becomes the
+        estimate, and the loss cut is forgotten (else a cut to 0.3 would take some 15
+        reports at 8 % each to heal, whatever the probes found)."""
+        if self._held is not None and rate > self.estimate(now):
+            self._held = rate
+            self._loss_factor = 1.0
 
     def on_delay_based(self, bitrate: float, now: float) -> None:
         """Record the SFU's own delay-based estimate (from TWCC feedback) in bits/s."""
@@ -89,6 +96,7 @@ class BandwidthEstimator:
             self.congested_at = now
             self._loss_factor = max(0.3, self._loss_factor * (1.0 - 0.5 * fraction_lost))
         elif fraction_lost < 0.02:
+            self.clean_at = now
             self._loss_factor = min(1.0, self._loss_factor * 1.08)
 
     def remb(self, now: float) -> float | None:
@@ -116,12 +124,15 @@ class RembProber:
     REMB for long (aiortc: 35 s from a thumbnail's 40 kbit/s to a 500 kbit/s layer), and
     the allocator keeps it small. So the SFU steps it up itself: a probe starts when its
     layers want over 1.05 x the estimate, nothing was congested (a REMB that fell, loss
-    over 10 %: :attr:`BandwidthEstimator.congested_at`) for ``quiet`` s and the back-off
-    has passed. For ``duration`` s the SFU sends media + RTX padding at ``target`` =
-    min(1.2 x what the layers want, 2 x the estimate); if no congestion signal came by
-    ``grace`` s later, the path carried it and :meth:`finish` returns it (the estimate
-    steps up to it; the next probe may start at once). A congested probe doubles the
-    back-off (``backoff`` up to ``max_backoff``).
+    over 10 %: :attr:`BandwidthEstimator.congested_at`) for ``quiet`` s, a receiver
+    report since said under 2 % loss, and the back-off has passed. For ``duration`` s
+    the SFU sends media + RTX padding at ``target`` = min(1.2 x what the layers want,
+    2 x the estimate); if by ``grace`` s later no
+    congestion signal came and a receiver report from the second half of the probe on
+    said under 2 % loss (evidence, not just silence: a subscriber's RTCP can be cut by
+    the SFU's rate limit), the path carried it and :meth:`finish` returns it (the
+    estimate steps up to it; the next probe may start at once). A probe that fails
+    doubles the back-off (``backoff`` up to ``max_backoff``).
     """
 
     def __init__(
@@ -141,10 +152,14 @@ class RembProber:
         self.probes = 0
         self.successes = 0
 
-    def step(self, desired: float, estimate: float, congested_at: float, now: float) -> float:
-        """The total bits/s to send this subscriber now (0: not probing)."""
+    def step(
+        self, desired: float, estimate: float, congested_at: float, now: float,
+        clean_at: float = math.inf,
+    ) -> float:  # fmt: skip
+        """The total bits/s to send this subscriber now (0: not probing). A probe starts
+        only after a clean receiver report (``clean_at``) since the last congestion."""
         if not self.active:
-            if desired <= estimate * 1.05:
+            if desired <= estimate * 1.05 or clean_at < congested_at:
                 return 0.0
             if now - congested_at < self.quiet or now - self.ended < self.backoff:
                 return 0.0
@@ -154,13 +169,13 @@ class RembProber:
             self.probes += 1
         return self.target if now - self.started <= self.duration else 0.0
 
-    def finish(self, congested_at: float, now: float) -> float | None:
+    def finish(self, congested_at: float, clean_at: float, now: float) -> float | None:
         """After the probe and its grace: the rate the path carried, or None."""
         if not self.active or now - self.started < self.duration + self.grace:
             return None
         self.active = False
         self.ended = now
-        if congested_at >= self.started:
+        if congested_at >= self.started or clean_at < self.started + self.duration / 2:
             self.backoff = min(max(self.backoff * 2, self.min_backoff), self.max_backoff)
             return None
         self.backoff = 0.0

@@ -434,12 +434,12 @@ class Participant:
             if isinstance(packet, RtcpSr):
                 self._on_sender_report(packet, now)
             elif isinstance(packet, RtcpRr):
-                for block in packet.reports:
-                    if block.ssrc in self.consumers_by_ssrc:
-                        self.bwe.on_loss(block.fraction_lost / 256, now)
-                        break
+                self._on_receiver_report(packet, now)
             elif isinstance(packet, RtcpRemb):
+                congested_at = self.bwe.congested_at
                 self.bwe.on_remb(packet.bitrate, now, packet.ssrcs)
+                if self.bwe.congested_at != congested_at:
+                    self.room.stats.congestion_signals += 1
             elif isinstance(packet, RtcpTwcc):
                 self._on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
@@ -451,6 +451,22 @@ class Participant:
             elif isinstance(packet, RtcpFir):
                 for ssrc, _ in packet.entries:
                     self._on_keyframe_request(ssrc, now)
+
+    def _on_receiver_report(self, report: RtcpRr, now: float) -> None:
+        """Loss from the subscriber's reports on what we send it: the worst of its media
+        streams (an RTX stream's own numbering says nothing of the path's loss)."""
+        lost = [
+            block.fraction_lost
+            for block in report.reports
+            if (consumer := self.consumers_by_ssrc.get(block.ssrc)) is not None
+            and consumer.ssrc == block.ssrc
+        ]
+        if not lost:
+            return
+        congested_at = self.bwe.congested_at
+        self.bwe.on_loss(max(lost) / 256, now)
+        if self.gcc is None and self.bwe.congested_at != congested_at:
+            self.room.stats.congestion_signals += 1
 
     def _on_transport_feedback(self, feedback: RtcpTwcc, now: float) -> None:
         """TWCC feedback: match each report to the send time and size the fast path
@@ -958,11 +974,13 @@ class Room:
         its layers want more than the estimate (:class:`~visavis.sfu.bwe.RembProber`);
         a probe that raised no congestion signal steps the estimate up (re-allocate)."""
         bwe, prober = subscriber.bwe, subscriber.remb_prober
-        proven = prober.finish(bwe.congested_at, now)
+        proven = prober.finish(bwe.congested_at, bwe.clean_at, now)
         if proven is not None:
             bwe.on_probe_result(proven, now)
             self._allocate(subscriber, now)
-        target = prober.step(subscriber.desired_rate, bwe.estimate(now), bwe.congested_at, now)
+        target = prober.step(
+            subscriber.desired_rate, bwe.estimate(now), bwe.congested_at, now, bwe.clean_at
+        )
         budget = int((target - subscriber.allocated_rate) * elapsed / 8)
         if budget > 0:
             forward.send_probe(self, subscriber, budget, now)

@@ -51,7 +51,7 @@ class SfuStats:
     publisher_repairs: int = 0  # publisher RTX packets unwrapped and forwarded
     twcc_feedback: int = 0  # transport-wide CC feedback packets from subscribers
     twcc_feedback_sent: int = 0  # transport-wide CC feedback packets to publishers
-    congestion_signals: int = 0  # delay-based overuse detected on a subscriber's downlink
+    congestion_signals: int = 0  # TWCC overuse, or a REMB subscriber's (REMB fell, loss > 10 %)
     probe_packets: int = 0  # RTX packets sent to probe a subscriber's downlink
     participants_removed_dead: int = 0
     tcp_connections: int = 0  # ICE-TCP connections accepted
