@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from playwright.async_api import async_playwright  # noqa: E402
 from sframe import SIZES, measure  # noqa: E402
-from tests.browser import launch_chromium  # noqa: E402
-from tests.e2ee.test_sframe_chromium import static_server  # noqa: E402
+from tests.browser import launch_chromium, static_site  # noqa: E402
 
 from visavis.protocol.sframe import CipherSuite  # noqa: E402
+from visavis.signaling.web import WEB_DIR  # noqa: E402
 
 WORKER = """async ([size, seconds]) => {
   const src = `import { Context, SendKey } from "${location.origin}/e2ee/sframe.js";
@@ -71,7 +71,7 @@ WORKER = """async ([size, seconds]) => {
 
 async def chromium(seconds: float, runs: int) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
-    with static_server() as base:
+    with static_site(WEB_DIR) as base:
         async with async_playwright() as playwright:
             browser = await launch_chromium(playwright)
             try:

@@ -11,8 +11,8 @@ import asyncio
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium
-from tests.e2ee.test_sframe_chromium import static_server
+from tests.browser import launch_chromium, static_site
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = pytest.mark.browser
 
@@ -78,7 +78,7 @@ async def decoded_when(page: object, ready: str, limit_ms: int) -> dict[str, obj
 
 
 async def test_worker_transforms_encrypt_and_decrypt_a_chromium_call() -> None:
-    with static_server() as base:
+    with static_site(WEB_DIR) as base:
         async with async_playwright() as playwright:
             browser = await launch_chromium(playwright)
             try:

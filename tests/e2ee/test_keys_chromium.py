@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium
-from tests.e2ee.test_sframe_chromium import static_server
+from tests.browser import launch_chromium, static_site
 from visavis.e2ee.identity import DeviceIdentity, b64, unb64, verification_code
 from visavis.e2ee.keys import CallKeys, Outgoing
 from visavis.e2ee.ratchet import SenderKey, ratchet
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = pytest.mark.browser
 CALL = "call-interop"
@@ -64,7 +64,7 @@ async def test_python_and_chromium_agree_keys_both_ways() -> None:
     py_id = DeviceIdentity.generate()
     directory: dict[str, bytes] = {"py": py_id.public}
     py = CallKeys(CALL, "py", py_id, directory.get, fingerprint=FP_PY)
-    with static_server() as base:
+    with static_site(WEB_DIR) as base:
         async with async_playwright() as playwright:
             browser = await launch_chromium(playwright)
             try:

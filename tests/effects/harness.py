@@ -11,10 +11,8 @@ exactly as the client does and are never shipped.
 from __future__ import annotations
 
 import base64
-import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,39 +112,6 @@ async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> A
     await page.goto(f"{origin}{HARNESS_PREFIX}{page_name}")
     page.harness_errors = errors
     return page
-
-
-@contextlib.contextmanager
-def static_origin(root: Path, csp: str) -> Iterator[str]:
-    """Serve ``root`` on 127.0.0.1 with ``csp`` (until the client is served by signaling)."""
-    import functools
-    import http.server
-    import threading
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {
-            **http.server.SimpleHTTPRequestHandler.extensions_map,
-            ".js": "text/javascript",
-            ".mjs": "text/javascript",
-            ".wasm": "application/wasm",
-        }
-
-        def end_headers(self) -> None:
-            self.send_header("content-security-policy", csp)
-            super().end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    handler = functools.partial(Handler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 SPEECH = (

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import http.server
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import static_site
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
 
@@ -41,19 +39,9 @@ ARGS = [
 
 @contextlib.contextmanager
 def page_server() -> Iterator[str]:
-    """Serve this directory on 127.0.0.1 (a secure context for getUserMedia)."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(Path(__file__).parent)
-    )
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/sfu_page.html"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """This directory's sfu_page.html on 127.0.0.1 (a secure context for getUserMedia)."""
+    with static_site(Path(__file__).parent) as origin:
+        yield f"{origin}/sfu_page.html"
 
 
 async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
