@@ -20,7 +20,6 @@ real `visavis serve` (a subprocess, as the README starts it):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from playwright.async_api import expect
 
 from tests.browser import chromium
 from tests.e2ee.test_group_sdk import Bot, bots_at
-from tests.served import Served, serve
+from tests.served import Served, served_fixture
 from tests.waiting import until, until_async
 from tests.web.clients import open_device, sign_in, signup_rest
 from visavis.client.guest import Guest, GuestError, parse_link
@@ -41,13 +40,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 MEDIA_WAIT = 60.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # dead_timeout: a starved client on a loaded 2-core machine is not dead at 10 s.
-    with serve(
-        tmp_path_factory.mktemp("sdk-guest"), env={"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    ) as served:
-        yield served
+server = served_fixture("sdk-guest")
 
 
 async def guest_event(bot: Bot, state: str) -> m.CallGuest:

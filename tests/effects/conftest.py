@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.effects import harness
-from tests.served import Served, serve
+from tests.served import SLOW_CLIENTS, Served, serve
 from visavis.signaling.web import CSP, WEB_DIR
 
 HAVE_CHROMIUM = Path(harness.CHROMIUM).exists()
@@ -29,11 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``visavis serve`` for the effects tests (its web client at /)."""
     if not (WEB_DIR / "vendor" / "@mediapipe" / "selfie_segmentation").is_dir():
         pytest.skip("src/visavis/web/vendor is missing: run scripts/setup")
-    # The SFU drops a participant with no media for dead_timeout (10 s); a Chromium starved
-    # of CPU on this shared machine can take longer from join to first packet (as in
-    # tests/web/conftest.py).
-    env = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    with serve(tmp_path_factory.mktemp("effects"), env=env) as served:
+    with serve(tmp_path_factory.mktemp("effects"), env=SLOW_CLIENTS) as served:
         yield served
 
 

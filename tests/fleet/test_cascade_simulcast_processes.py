@@ -20,6 +20,7 @@ import pytest
 from tests.browser import chromium
 from tests.fleet.cluster import fleet
 from tests.fleet.test_fleet_processes import Watcher, login
+from tests.served import SLOW_CLIENTS
 from tests.services import fresh_postgres, fresh_redis_prefix
 from tests.sfu.test_sfu_chromium import page_server, poll
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
@@ -27,12 +28,9 @@ from visavis.signaling import messages as m
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser]
 
-# Chromium on two shared cores with five servers can take longer than the SFU's default
-# dead_timeout from join to its first packet (as in tests/fleet/browsers.py).
-SLOW = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
 REGIONS = {
-    "sfu-a": {"VISAVIS_FLEET__REGION": "eu", **SLOW},
-    "sfu-b": {"VISAVIS_FLEET__REGION": "us", **SLOW},
+    "sfu-a": {"VISAVIS_FLEET__REGION": "eu", **SLOW_CLIENTS},
+    "sfu-b": {"VISAVIS_FLEET__REGION": "us", **SLOW_CLIENTS},
     "sig-0": {"VISAVIS_FLEET__REGION": "eu"},
     "sig-1": {"VISAVIS_FLEET__REGION": "us"},
 }

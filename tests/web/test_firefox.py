@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ import pytest_asyncio
 from playwright.async_api import Browser, expect
 
 from tests.firefox import Firefox, Tab, launch_firefox
-from tests.served import Served, serve
+from tests.served import Served, served_fixture
 from tests.web.clients import PASSWORD, Device, open_device, sign_in, signup_rest
-from tests.web.conftest import RING_TIMEOUT, SFU_DEAD_TIMEOUT
+from tests.web.conftest import RING_TIMEOUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
@@ -43,26 +43,19 @@ CALL_WAIT = 60.0
 STATS = "window.visavis.e2ee.stats()"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """This module's own ``visavis serve``, whose relay may relay to loopback peers.
-
-    Firefox pairs loopback candidates only with loopback candidates, and Firefox 153 does
-    not gather 127.0.0.1 as a host candidate here (``media.peerconnection.ice.loopback``
-    notwithstanding): its host candidates are the machine's interface addresses. The SFU
-    announces 127.0.0.1, so Firefox reaches it through its TURN allocation on the relay
-    (a relayed address on 127.0.0.1), which needs ``relay.allow_loopback_peers``. 1:1 calls
-    pair the two browsers' interface addresses and need no relay.
-    """
-    with serve(
-        tmp_path_factory.mktemp("web-firefox"),
-        env={
-            "VISAVIS_SIGNALING__RING_TIMEOUT": RING_TIMEOUT,
-            "VISAVIS_SFU__DEAD_TIMEOUT": SFU_DEAD_TIMEOUT,
-            "VISAVIS_RELAY__ALLOW_LOOPBACK_PEERS": "true",
-        },
-    ) as served:
-        yield served
+# This module's own ``visavis serve``, whose relay may relay to loopback peers.
+#
+# Firefox pairs loopback candidates only with loopback candidates, and Firefox 153 does
+# not gather 127.0.0.1 as a host candidate here (``media.peerconnection.ice.loopback``
+# notwithstanding): its host candidates are the machine's interface addresses. The SFU
+# announces 127.0.0.1, so Firefox reaches it through its TURN allocation on the relay
+# (a relayed address on 127.0.0.1), which needs ``relay.allow_loopback_peers``. 1:1 calls
+# pair the two browsers' interface addresses and need no relay.
+server = served_fixture(
+    "web-firefox",
+    VISAVIS_SIGNALING__RING_TIMEOUT=RING_TIMEOUT,
+    VISAVIS_RELAY__ALLOW_LOOPBACK_PEERS="true",
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
