@@ -11,8 +11,10 @@ exactly as the client does and are never shipped.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,17 @@ def tools_missing() -> list[str]:
 async def launch(playwright: Any, *extra_args: str) -> Any:
     """Headless Debian Chromium with the fake devices (and ``extra_args``: media files)."""
     return await launch_chromium(playwright, extra_args)
+
+
+@contextlib.asynccontextmanager
+async def camera_context(playwright: Any, clip: Path, *extra_args: str) -> AsyncIterator[Any]:
+    """A browser context in a Chromium (``launch``) whose fake camera plays ``clip``; the
+    browser is closed on exit."""
+    browser = await launch(playwright, f"--use-file-for-fake-video-capture={clip}", *extra_args)
+    try:
+        yield await browser.new_context()
+    finally:
+        await browser.close()
 
 
 async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> Any:
