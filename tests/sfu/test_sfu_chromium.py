@@ -16,6 +16,7 @@ import pytest
 from tests.browser import static_site
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
@@ -39,8 +40,9 @@ ARGS = [
 
 @contextlib.contextmanager
 def page_server() -> Iterator[str]:
-    """This directory's sfu_page.html on 127.0.0.1 (a secure context for getUserMedia)."""
-    with static_site(Path(__file__).parent) as origin:
+    """This directory's sfu_page.html on 127.0.0.1 (a secure context for getUserMedia),
+    the web client's modules under /web/ (its E2EE and room-codec options import them)."""
+    with static_site(Path(__file__).parent, mounts={"/web/": WEB_DIR}) as origin:
         yield f"{origin}/sfu_page.html"
 
 

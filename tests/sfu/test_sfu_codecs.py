@@ -12,36 +12,25 @@ subscriber between the simulcast layers on keyframes it finds in encrypted packe
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import chromium, static_site
+from tests.browser import chromium
 from tests.sfu.conftest import SECRET
+from tests.sfu.test_sfu_chromium import page_server
 from tests.waiting import until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, SfuSessionError, ToneTrack
 from visavis.e2ee.ratchet import Keyring
 from visavis.sfu.room import Participant
 from visavis.sfu.server import SfuServer
-from visavis.signaling.web import WEB_DIR
 from visavis.tokens import sign_token
 
-HERE = Path(__file__).parent
 MIME = {"vp9": "video/VP9", "h264": "video/H264", "av1": "video/AV1"}
 # Chromium caps simulcast layers by resolution; lift the cap so 640x360 sends two.
 ARGS = ["--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"]
-
-
-@contextlib.contextmanager
-def page_server() -> Iterator[str]:
-    """codec_page.html from this directory, the web client's modules under /web/."""
-    with static_site(HERE, mounts={"/web/": WEB_DIR}) as origin:
-        yield f"{origin}/codec_page.html"
 
 
 def codec_token(user: str, codec: str, room: str) -> str:
@@ -69,7 +58,8 @@ async def start_pages(
         await page.goto(url)
         await page.wait_for_function("typeof window.run === 'function'")
         await page.evaluate(
-            "([u, t, kid, kids, key, layers]) => run(u, t, kid, kids, key, layers)",
+            "([u, t, kid, kids, key, layers]) =>"
+            " run(u, t, {e2ee: {kid, kids, key}, roomCodec: true, layers})",
             [
                 sfu.control_url,
                 codec_token(f"user{kid}", codec, f"room-{codec}-{layers}"),
