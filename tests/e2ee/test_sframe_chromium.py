@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium, static_site
+from tests.browser import chromium, static_site
 from visavis.protocol.sframe import Context, SendKey
 from visavis.signaling.web import WEB_DIR
 
@@ -58,20 +57,16 @@ INTEROP = """async ([sealedHex, keyHex]) => {
 async def test_rfc_vectors_pass_in_chromium_page_and_worker() -> None:
     text = VECTORS.read_text()
     with static_site(WEB_DIR) as base:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            try:
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/sframe.js")
-                assert await page.evaluate(PAGE_CHECK, text) == [297, []]
-                assert await page.evaluate(WORKER_CHECK, text) == [297, []]
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/sframe.js")
+            assert await page.evaluate(PAGE_CHECK, text) == [297, []]
+            assert await page.evaluate(WORKER_CHECK, text) == [297, []]
 
-                key = bytes(range(32))
-                sealed = SendKey(77, key).protect(b"from python", b"\x78")
-                plain, replay, out = await page.evaluate(INTEROP, [sealed.hex(), key.hex()])
-                assert (plain, replay) == ("from python", "replay")
-                receiver = Context()
-                receiver.add_key(78, key)
-                assert receiver.unprotect(bytes.fromhex(out), b"\x01").plaintext == b"from chromium"
-            finally:
-                await browser.close()
+            key = bytes(range(32))
+            sealed = SendKey(77, key).protect(b"from python", b"\x78")
+            plain, replay, out = await page.evaluate(INTEROP, [sealed.hex(), key.hex()])
+            assert (plain, replay) == ("from python", "replay")
+            receiver = Context()
+            receiver.add_key(78, key)
+            assert receiver.unprotect(bytes.fromhex(out), b"\x01").plaintext == b"from chromium"

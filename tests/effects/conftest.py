@@ -4,16 +4,13 @@ origin, with the product's Content-Security-Policy) and Chromium."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.effects import harness
+from tests.browser import HAVE_CHROMIUM
 from tests.served import SLOW_CLIENTS, Served, serve
 from visavis.signaling.web import CSP, WEB_DIR
-
-HAVE_CHROMIUM = Path(harness.CHROMIUM).exists()
 
 __all__ = ["CSP", "WEB_DIR"]
 

@@ -4,35 +4,24 @@ each subscriber between Chromium's layers on keyframes as its bandwidth changes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.browser import static_site
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, static_site
+from tests.waiting import until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
 from visavis.signaling.web import WEB_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
 ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *CHROMIUM_ARGS,
     "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
     # Chromium caps simulcast layers by resolution (two at 640x480); lift the cap.
     "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/",
 ]
@@ -44,17 +33,6 @@ def page_server() -> Iterator[str]:
     the web client's modules under /web/ (its E2EE and room-codec options import them)."""
     with static_site(Path(__file__).parent, mounts={"/web/": WEB_DIR}) as origin:
         yield f"{origin}/sfu_page.html"
-
-
-async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., str]) -> None:
@@ -88,7 +66,9 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                         for c in clients
                     )
 
-                await poll(chrome_receives, 30, "Chromium to decode the aiortc clients")
+                await until_async(
+                    chrome_receives, "Chromium to decode the aiortc clients", 30, every=0.25
+                )
                 chrome_id = await page.evaluate("window.state.participant_id")
                 # Chromium sends three layers; the SFU learnt their SSRCs from RID.
                 room = next(iter(sfu.rooms.values()))
@@ -101,7 +81,9 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                         layer.ssrc is not None and layer.received > 0 for layer in video.layers
                     )
 
-                await poll(layers_active, 45, "all three simulcast layers to arrive")
+                await until_async(
+                    layers_active, "all three simulcast layers to arrive", 45, every=0.25
+                )
                 # The aiortc clients decode Chromium.
                 for c in clients:
                     await c.wait_for(lambda c=c: c.frames[chrome_id]["video"] >= 10, 20)
@@ -115,13 +97,17 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                     return consumer.selector.current == layer
 
                 budget = 120_000
-                await poll(lambda: on_layer(0), 15, "a switch down to the lowest layer")
+                await until_async(
+                    lambda: on_layer(0), "a switch down to the lowest layer", 15, every=0.25
+                )
                 frames = clients[0].frames[chrome_id]["video"]
                 await clients[0].wait_for(
                     lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 30
                 )
                 budget = 20_000_000
-                await poll(lambda: on_layer(2), 20, "a switch up to the highest layer")
+                await until_async(
+                    lambda: on_layer(2), "a switch up to the highest layer", 20, every=0.25
+                )
                 frames = clients[0].frames[chrome_id]["video"]
                 await clients[0].wait_for(
                     lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 30

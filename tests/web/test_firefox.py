@@ -19,9 +19,7 @@ encoders share two cores here.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from playwright.async_api import Browser, expect
 
 from tests.firefox import Firefox, Tab, launch_firefox
 from tests.served import Served, served_fixture
+from tests.waiting import until_async
 from tests.web.clients import PASSWORD, Device, open_device, sign_in, signup_rest
 from tests.web.conftest import RING_TIMEOUT
 
@@ -62,18 +61,6 @@ server = served_fixture(
 async def firefox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Firefox]:
     async with launch_firefox(tmp_path_factory.mktemp("firefox")) as browser:
         yield browser
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = CALL_WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + within
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what}: not within {within} s (last: {value!r})")
 
 
 # -- Firefox as a person uses it ----------------------------------------------------------
@@ -134,7 +121,7 @@ async def chromium_code(device: Device) -> str:
 async def grows(read: Callable[[], Awaitable[int]], by: int, what: str) -> int:
     """Wait until ``read()`` has grown by ``by`` from now; the final value."""
     start = await read()
-    return int(await until(lambda: _at_least(read, start + by), what))
+    return int(await until_async(lambda: _at_least(read, start + by), what, CALL_WAIT, every=0.3))
 
 
 async def _at_least(read: Callable[[], Awaitable[int]], wanted: int) -> int:
