@@ -1,6 +1,6 @@
 /* The physical limit for an SFU on this machine: what one core can send on loopback.
  *
- *   sfu_limit MODE COUNT SIZE      (built and run by benchmarks/sfu_limit.py)
+ *   sfu_limit MODE COUNT SIZE [SEGMENTS]   (built and run by benchmarks/sfu_limit.py)
  *
  * The parent sends COUNT datagrams of SIZE bytes with sendmmsg (batches of 64) from one
  * UDP socket to another on 127.0.0.1; a child process drains the receiving socket with
@@ -9,13 +9,16 @@
  * Debian's libsrtp2 (AES-128-GCM, as negotiated with Chromium), in place, as an SFU must
  * once per subscriber; "evp" protects it with the SFU's own SRTP (src/visavis/sfu/_srtp.c,
  * OpenSSL's EVP, one context per session). "srtp-only" and "evp-only" protect without
- * sending (the cipher's cost alone). Prints one JSON line: the sending thread's CPU time (its own clock, so
+ * sending (the cipher's cost alone). "plain-gso" and "evp-gso" send SEGMENTS datagrams
+ * (default 8) per message as one UDP_SEGMENT send, as the SFU does for a subscriber's run
+ * of equal-sized datagrams. Prints one JSON line: the sending thread's CPU time (its own clock, so
  * other processes on the machine do not count), wall time, and the receiver's packets
  * and CPU time.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <signal.h>
 #include <srtp2/srtp.h>
 
@@ -29,6 +32,9 @@
 #include <unistd.h>
 
 #define BATCH 64
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 #define BUF 2048
 
 static double clock_of(clockid_t id) {
@@ -66,10 +72,13 @@ static void receiver(int fd, int out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s plain|srtp|evp|srtp-only|evp-only COUNT SIZE\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s plain|srtp|evp|srtp-only|evp-only|plain-gso|evp-gso COUNT SIZE [SEGMENTS]\n",
+                argv[0]);
         return 2;
     }
+    int segs = strstr(argv[1], "-gso") != NULL ? (argc == 5 ? atoi(argv[4]) : 8) : 1;
+    if (segs < 1 || segs > BATCH || BATCH % segs) return 2;
     int use_srtp = strncmp(argv[1], "srtp", 4) == 0, use_evp = strncmp(argv[1], "evp", 3) == 0;
     int send = strstr(argv[1], "-only") == NULL;
     long long count = atoll(argv[2]);
@@ -125,14 +134,26 @@ int main(int argc, char **argv) {
     static unsigned char bufs[BATCH][BUF];
     struct mmsghdr msgs[BATCH];
     struct iovec iovs[BATCH];
+    static char ctl[BATCH][CMSG_SPACE(sizeof(uint16_t))];
     memset(msgs, 0, sizeof msgs);
     for (int i = 0; i < BATCH; i++) {
         memset(bufs[i], 0xAB, BUF);
         iovs[i].iov_base = bufs[i];
-        msgs[i].msg_hdr.msg_name = &addr;
-        msgs[i].msg_hdr.msg_namelen = sizeof addr;
-        msgs[i].msg_hdr.msg_iov = &iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (int m = 0; m < BATCH / segs; m++) { /* message m carries datagrams m*segs.. */
+        struct msghdr *h = &msgs[m].msg_hdr;
+        h->msg_name = &addr;
+        h->msg_namelen = sizeof addr;
+        h->msg_iov = &iovs[m * segs];
+        h->msg_iovlen = (size_t)segs;
+        if (segs > 1) {
+            h->msg_control = ctl[m];
+            h->msg_controllen = sizeof ctl[m];
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        }
     }
     usleep(20000);
     double cpu0 = clock_of(CLOCK_THREAD_CPUTIME_ID), wall0 = clock_of(CLOCK_MONOTONIC);
@@ -159,11 +180,19 @@ int main(int argc, char **argv) {
             }
             iovs[i].iov_len = (size_t)len;
         }
-        int done = send ? 0 : n;
-        while (done < n) {
-            int r = sendmmsg(tx, msgs + done, (unsigned)(n - done), 0);
+        int nm = (n + segs - 1) / segs; /* messages; every datagram has the same size */
+        for (int m = 0; m < nm; m++) {
+            msgs[m].msg_hdr.msg_iovlen = (size_t)(n - m * segs < segs ? n - m * segs : segs);
+            if (segs > 1) {
+                uint16_t seg = (uint16_t)iovs[0].iov_len;
+                memcpy(CMSG_DATA(CMSG_FIRSTHDR(&msgs[m].msg_hdr)), &seg, sizeof seg);
+            }
+        }
+        int done = send ? 0 : nm;
+        while (done < nm) {
+            int r = sendmmsg(tx, msgs + done, (unsigned)(nm - done), 0);
             if (r < 0) {
-                failed++;
+                failed += (long long)msgs[done].msg_hdr.msg_iovlen;
                 done++;
                 continue;
             }

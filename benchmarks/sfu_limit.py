@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SFU_SRC = os.path.join(HERE, "..", "src", "visavis", "sfu")
-MODES = ("plain", "srtp", "evp", "srtp-only", "evp-only")
+MODES = ("plain", "srtp", "evp", "srtp-only", "evp-only", "plain-gso", "evp-gso")
 
 
 def build(directory: str) -> str:
@@ -41,8 +41,10 @@ def build(directory: str) -> str:
     return binary
 
 
-def measure(binary: str, mode: str, count: int, size: int) -> dict[str, Any]:
-    out = subprocess.run([binary, mode, str(count), str(size)], check=True, capture_output=True)
+def measure(binary: str, mode: str, count: int, size: int, segments: int = 8) -> dict[str, Any]:
+    out = subprocess.run(
+        [binary, mode, str(count), str(size), str(segments)], check=True, capture_output=True
+    )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
@@ -53,12 +55,23 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=400_000)
     parser.add_argument("--size", type=int, default=1200)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--segments", type=int, default=8, help="datagrams per UDP_SEGMENT send (the -gso modes)"
+    )
     args = parser.parse_args()
-    summary: dict[str, Any] = {"size": args.size, "runs": args.runs, "loadavg_before": _load()}
+    summary: dict[str, Any] = {
+        "size": args.size,
+        "runs": args.runs,
+        "segments": args.segments,
+        "loadavg_before": _load(),
+    }
     with tempfile.TemporaryDirectory(prefix="vv-limit-") as tmp:
         binary = build(tmp)
         for mode in args.modes:
-            runs = [measure(binary, mode, args.count, args.size) for _ in range(args.runs)]
+            runs = [
+                measure(binary, mode, args.count, args.size, args.segments)
+                for _ in range(args.runs)
+            ]
             per_core = [r["sent"] / r["sender_cpu_s"] for r in runs]
             recv_us = [r["receiver_cpu_s"] / r["received"] * 1e6 for r in runs if r["received"] > 0]
             summary[mode] = {

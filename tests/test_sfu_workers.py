@@ -17,15 +17,17 @@ stand-in workers (logic only: the processes are above).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aioice.ice
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.fleet.test_fleet_processes import Watcher, decoding_all, wait_until
 from tests.served import serve
@@ -36,6 +38,7 @@ from visavis.client.sfu_session import PatternTrack, SfuSession, SfuSessionError
 from visavis.config import Settings
 from visavis.fleet.admin import FleetAdmin
 from visavis.fleet.service import Assignment, MoveReason, NoMediaNode
+from visavis.sfu.cascade import sign_hello
 from visavis.signaling import messages as m
 from visavis.supervision import WorkerLoad
 from visavis.workers import WorkerFleet
@@ -235,3 +238,144 @@ async def test_a_dead_workers_rooms_move_and_come_back_when_it_was_the_only_one(
     only.tell(True)
     await one.idle()
     assert [(a.room_id, a.url) for a in alone] == [("x", "ws://w0-new/sfu")]
+
+
+# -- a room bigger than one worker: an overflow leg, cascaded between the workers -----
+
+
+async def test_a_full_workers_room_overflows_to_another_worker_over_the_cascade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fleet.capacity 2: the call's first two participants fill its worker (by the
+    worker's own report), the next two join the room's overflow leg on the other worker,
+    and the two workers link over the fleet's cascade: everyone decodes everyone, media
+    crossing between the workers both ways. A link hello from a worker the parent never
+    vouched for, or not signed with the server's secret, is refused and counted."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *a, **k: ["127.0.0.1"])
+    env = {
+        "VISAVIS_SFU__WORKERS": "2",
+        "VISAVIS_SFU__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "VISAVIS_FLEET__CAPACITY": "2",
+        "VISAVIS_NODE_ID": "box",  # the workers are box-0 and box-1
+    }
+    with serve(tmp_path / "data", env=env, timeout=120) as server:
+        urls = [u for u in server.endpoints["sfu"] if u.startswith("ws://")]
+        assert len(set(urls)) == 2, server.endpoints
+        handles = [f"{x}@example.com" for x in ("gil", "hal", "ivy", "jo")]
+        sessions = [await Session.login(server.http_url, h, PASSWORD, signup=True) for h in handles]
+        watchers = [Watcher(s) for s in sessions]
+        media: list[SfuSession] = []
+
+        async def join(i: int, room: m.CallRoom) -> SfuSession:
+            session = SfuSession(
+                room.url, room.token, audio=ToneTrack(amplitude=0.0), video=PatternTrack(seed=i)
+            )
+            media.append(session)
+            await session.join(30)
+            session.follow(sessions[i], call_id)
+            return session
+
+        try:
+            result = await sessions[0].request("call.invite", handles=handles[1:])
+            call_id = result.call_id
+            assert call_id is not None
+            for i in (1, 2, 3):
+                await watchers[i].first(m.CallIncoming, call_id)
+            # -- two participants fill the room's worker --------------------------------
+            await sessions[1].request("call.answer", call_id=call_id)
+            home = [await watchers[i].next_room(call_id) for i in (0, 1)]
+            assert home[0].url == home[1].url
+            first = [await join(i, room) for i, room in enumerate(home)]
+            await wait_until(lambda: decoding_all(first, 0), 60)
+            index = urls.index(home[0].url)
+            part = f"sfu-{index}"
+            # Readiness: the worker's report (what placement reads) says it is full.
+            scrape(server.http_url, f'visavis_sfu_worker_participants{{part="{part}"}} 2.0')
+
+            # -- the next two join the room's overflow leg on the other worker ----------
+            answered = time.monotonic()
+            for i in (2, 3):
+                await sessions[i].request("call.answer", call_id=call_id)
+            legs = [await watchers[i].next_room(call_id) for i in (2, 3)]
+            assert {r.url for r in legs} == set(urls) - {home[0].url}, (home, legs)
+            for i, room in zip((2, 3), legs, strict=True):
+                await join(i, room)
+            # Every participant decodes every other: media crosses the workers both ways.
+            await wait_until(lambda: decoding_all(media, answered), 60)
+            print(f"answer -> overflow participants decoded by all, all by them: "
+                  f"{time.monotonic() - answered:.2f} s")  # fmt: skip
+            for s in media:
+                assert len(s.participants) == 3, s.participants
+            assert all(s.moves == 0 for s in media)
+            assert not any(w.of(m.CallRoomMoved) or w.of(m.CallEnded) for w in watchers)
+            text = scrape(server.http_url, "visavis_sfu_rooms 2.0")  # the room on each
+            assert metric(text, "visavis_sfu_participants") == 4.0  # local ones, summed
+
+            # -- link hellos from no worker, or forged: refused and counted -------------
+            secret = (tmp_path / "data" / "shared-secret").read_text().strip()
+            stranger = sign_hello(secret, "box-9", f"box-{index}", "nonce-1", now=time.time())
+            forged = sign_hello("not-the-secret", "x", "y", "nonce-2", now=time.time())
+            for hello in (stranger, forged):
+                async with connect(home[0].url) as ws:
+                    await ws.send(json.dumps({"type": "cascade", "token": hello}))
+                    reply = json.loads(await ws.recv())
+                assert reply["code"] == "unauthorized", reply
+            text = scrape(
+                server.http_url,
+                'visavis_sfu_cascade_refused_total{reason="unknown_node"} 1.0',
+                'visavis_sfu_cascade_refused_total{reason="forged"} 1.0',
+            )
+            since = time.monotonic()  # the call's media kept flowing meanwhile
+            await wait_until(lambda: decoding_all(media, since), 30)
+        finally:
+            for session in media:
+                await session.close()
+            for w in watchers:
+                w.stop()
+            for s in sessions:
+                await s.close()
+    assert server.process.returncode == 0, server.log()
+
+
+async def test_a_full_workers_room_gets_an_overflow_leg_on_another_worker() -> None:
+    fleet, workers, moves = await _fleet(3)
+    fleet.capacity = 4
+    home = await fleet.assign("r")
+    h = int(home.node_id.removeprefix("n-"))  # type: ignore[union-attr]
+    assert home.peers == () and home.key is None
+    # Full by its own report (people there, or its CPU): the next one joins a leg.
+    workers[h].load = WorkerLoad(rooms=1, participants=4)
+    leg = await fleet.assign("r")
+    assert leg.node_id != home.node_id and leg.room_id == "r" and leg.key == "r~overflow"
+    assert leg.peers == (home.node_id,)  # the token names the room's other worker
+    assert await fleet.assign("r") == leg  # one leg per room, sticky
+    workers[h].load = WorkerLoad(rooms=1, participants=1, cpu=0.9)
+    assert await fleet.assign("r") == leg
+    # Room again on the first worker: its newcomers link to the leg's worker.
+    workers[h].load = WorkerLoad(rooms=1, participants=3)
+    assert await fleet.assign("r") == replace(home, peers=(leg.node_id,))
+    # The leg's worker dies: the leg moves (its devices only), naming the first worker.
+    await fleet.bind("r", "dev-a", "r")
+    await fleet.bind("r", "dev-b", "r~overflow")
+    assert await fleet.bound("r") == {"dev-a": "r", "dev-b": "r~overflow"}
+    workers[int(leg.node_id.removeprefix("n-"))].tell(False)  # type: ignore[union-attr]
+    await fleet.idle()
+    (moved,) = moves
+    assert moved.key == "r~overflow" and moved.peers == (home.node_id,)
+    assert moved.node_id not in (home.node_id, leg.node_id)
+    await fleet.release("r")
+    assert fleet.placed == {} and await fleet.bound("r") == {}
+
+
+async def test_no_leg_when_every_other_worker_is_full_or_cascading_is_off() -> None:
+    fleet, workers, _ = await _fleet(2)
+    fleet.capacity = 2
+    home = await fleet.assign("r")
+    for w in workers:
+        w.load = WorkerLoad(rooms=1, participants=2)
+    assert await fleet.assign("r") == home  # nowhere with room: stays on its worker
+    off, others, _ = await _fleet(2)
+    off.capacity, off.cascade = 2, False
+    first = await off.assign("r")
+    others[int(first.node_id.removeprefix("n-"))].load = WorkerLoad(rooms=1, participants=2)  # type: ignore[union-attr]
+    assert await off.assign("r") == first

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from visavis.config import Settings
 from visavis.supervision import (
+    Peer,
     Ready,
     RestartBackoff,
     WireError,
@@ -24,6 +25,7 @@ from visavis.supervision import (
     parse_command,
     parse_hello,
     parse_report,
+    peer_line,
     ready_line,
     worker_count,
     worker_name,
@@ -73,9 +75,10 @@ def test_reports_and_commands_round_trip() -> None:
     ready = Ready({"sfu": ["ws://127.0.0.1:1/sfu", "udp://x"]}, "ws://127.0.0.1:1/sfu")
     assert parse_report(ready_line(ready)) == ready
     assert parse_report(error_line("the SFU cannot listen")) == "the SFU cannot listen"
-    load = WorkerLoad(rooms=2, participants=7, cpu=0.25, pps=1234.5)
+    load = WorkerLoad(rooms=2, participants=7, cpu=0.25, pps=1234.5, record="signed.rec")
     assert parse_report(load_line(load)) == load
     assert parse_command(command_line("reload")) == "reload"
+    assert parse_command(peer_line("signed.rec")) == Peer("signed.rec")
     with pytest.raises(WireError):
         parse_report(b"garbage")
     with pytest.raises(WireError):

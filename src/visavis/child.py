@@ -4,7 +4,9 @@
 by hand (``sfu-N``: SFU worker N of several). Reads its settings from stdin
 (:mod:`visavis.supervision`), runs the part as ``visavis serve --role PART`` would,
 reports where it listens (or why it cannot) on its original stdout, then, for an SFU
-worker, its load every heartbeat, and serves its metrics on a Unix socket the parent
+worker, its load and signed registration record every heartbeat (the other workers get
+the record from the parent: rooms cascade between workers as between fleet nodes),
+and serves its metrics on a Unix socket the parent
 reads for ``/metrics``. It stops on end of stdin (the parent closed it, or died), on SIGTERM, and
 when the parent dies (PR_SET_PDEATHSIG), so that no child outlives ``visavis serve``.
 Its logs go to the inherited stderr, each line tagged with the part's name.
@@ -18,6 +20,7 @@ import ctypes
 import gc
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -27,9 +30,12 @@ from typing import BinaryIO
 from prometheus_client import generate_latest
 
 from visavis.config import Settings
+from visavis.fleet.record import NodeRecord, PassedRecords, RecordError, sign_record
+from visavis.fleet.settings import uses_registry
 from visavis.loops import run
 from visavis.node import Node, PartUnavailable
 from visavis.supervision import (
+    Peer,
     Ready,
     WireError,
     WorkerLoad,
@@ -135,7 +141,8 @@ async def _run_part(part: str, settings: Settings, metrics_socket: str, control:
     sfu_url = str(node.sfu.control_url) if node.sfu is not None else None
     control.write(ready_line(Ready(node.endpoints(), sfu_url)))
     log.info("%s ready (pid %d)", part, os.getpid())
-    commands = asyncio.create_task(_commands(node, stop))
+    peers = _peer_records(node)
+    commands = asyncio.create_task(_commands(node, stop, peers))
     reports = asyncio.create_task(_report_load(node, control)) if node.sfu is not None else None
     try:
         await stop.wait()
@@ -154,8 +161,24 @@ async def _run_part(part: str, settings: Settings, metrics_socket: str, control:
     return 0
 
 
-async def _commands(node: Node, stop: asyncio.Event) -> None:
-    """Commands from the parent on stdin until end of file (the parent stops or died)."""
+def _peer_records(node: Node) -> PassedRecords | None:
+    """An SFU worker without a fleet registry: the other workers' records the parent
+    passes on, which its cascade links trust as a fleet node trusts the registry's."""
+    settings = node.settings
+    if node.sfu is None or uses_registry(settings) or not settings.fleet.cascade:
+        return None
+    records = PassedRecords(settings.ensure_shared_secret(), max_skew=settings.fleet.max_clock_skew)
+
+    async def lookup(node_id: str) -> NodeRecord | None:
+        return records.record("sfu", node_id, now=time.time())
+
+    node.sfu.link_nodes(lookup)
+    return records
+
+
+async def _commands(node: Node, stop: asyncio.Event, peers: PassedRecords | None) -> None:
+    """Commands (and the other workers' records) from the parent on stdin until end of
+    file (the parent stops or died)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -165,6 +188,13 @@ async def _commands(node: Node, stop: asyncio.Event) -> None:
                 command = parse_command(line)
             except WireError as exc:
                 log.error("%s", exc)
+                continue
+            if isinstance(command, Peer):
+                try:
+                    if peers is not None:
+                        peers.add(command.record, now=time.time())
+                except RecordError as exc:  # links to that worker are refused (counted)
+                    log.warning("refused a %s record from the parent: %s", exc.reason, exc)
                 continue
             try:
                 getattr(node, command)()
@@ -181,17 +211,35 @@ async def _report_load(node: Node, control: BinaryIO) -> None:
     sfu = node.sfu
     assert sfu is not None
     os.set_blocking(control.fileno(), False)
-    interval = node.settings.fleet.heartbeat_interval
+    settings, fleet = node.settings, node.settings.fleet
+    secret, boot = settings.ensure_shared_secret(), secrets.token_hex(4)
+    interval = fleet.heartbeat_interval
     last = (time.monotonic(), time.process_time(), sfu.stats.packets_forwarded)
     while True:
         await asyncio.sleep(interval)
         now = (time.monotonic(), time.process_time(), sfu.stats.packets_forwarded)
         span = max(now[0] - last[0], 1e-3)
         rooms, participants = sfu.occupancy()
-        load = WorkerLoad(
-            rooms, participants, (now[1] - last[1]) / span, max(0, now[2] - last[2]) / span
-        )
+        cpu, pps = (now[1] - last[1]) / span, max(0, now[2] - last[2]) / span
         last = now
+        # The record a fleet node would write to Redis (FleetAgent.record), for the
+        # other workers: where to link (control URL, media address), signed.
+        record = NodeRecord(
+            node_id=settings.node_id,
+            kind="sfu",
+            boot=boot,
+            ts=time.time(),
+            region=fleet.region,
+            control_url=sfu.control_url,
+            media=tuple(sfu.endpoints()[1:]),
+            capacity=fleet.capacity,
+            cpu=round(cpu, 4),
+            pps=round(pps, 1),
+            rooms=rooms,
+            participants=participants,
+        )
+        signed = sign_record(secret, record, ttl=fleet.ttl)
+        load = WorkerLoad(rooms, participants, cpu, pps, signed)
         try:
             control.write(load_line(load))
         except BlockingIOError:

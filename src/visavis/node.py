@@ -179,7 +179,10 @@ class Node:
 
         fleet = self.settings.fleet
         return WorkerFleet(
-            self.sfu.workers, capacity=fleet.capacity, limits=Limits(cpu_limit=fleet.cpu_limit)
+            self.sfu.workers,
+            capacity=fleet.capacity,
+            limits=Limits(cpu_limit=fleet.cpu_limit),
+            cascade=fleet.cascade,
         )
 
     async def _start(self, service: Service) -> None:

@@ -7,13 +7,17 @@ The parent writes one JSON line on the child's stdin: the effective settings, se
 clear, so that nothing secret goes on a command line or in the environment (where ``ps``
 and ``/proc/PID/cmdline`` show it) and the child runs exactly the configuration the
 parent resolved (file, environment, flags, or a ``Settings`` built in a test). Later
-lines on stdin are commands (``reload``, ``drain``); end of stdin means "stop".
+lines on stdin are commands (``reload``, ``drain``) and the signed registration records of
+the other SFU workers (``{"peer": RECORD}``, see below); end of stdin means "stop".
 
 The child answers on its control channel (its original stdout) with one JSON line:
 ``{"ready": {...}}`` once its part listens, or ``{"error": "..."}`` with the reason it
 cannot start (the same sentence an operator reads from ``visavis serve --role PART``).
-An SFU worker then reports its load (``{"load": {...}}``) every heartbeat: the parent
-places rooms on the least loaded worker.
+An SFU worker then reports its load (``{"load": {...}, "record": RECORD}``) every
+heartbeat: the parent places rooms on the least loaded worker, and hands the worker's
+record, signed by the worker as a fleet node signs its own (:func:`visavis.fleet.record.
+sign_record`), to the other workers unchanged: the parent is their registry, and a
+cascade link between two workers is checked by the record, as between fleet nodes.
 
 The SFU part runs as ``sfu.workers`` worker processes (one per core by default): this
 module also says how many, and what each one's settings are (its ports, its node id).
@@ -84,9 +88,24 @@ def command_line(command: str) -> bytes:
     return json.dumps({"command": command}).encode() + b"\n"
 
 
-def parse_command(line: bytes) -> str:
+def peer_line(record: str) -> bytes:
+    """Another SFU worker's signed record (the worker checks it before it trusts it)."""
+    return json.dumps({"peer": record}).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another worker's signed registration record, as the parent passed it on."""
+
+    record: str
+
+
+def parse_command(line: bytes) -> str | Peer:
     try:
-        command = json.loads(line)["command"]
+        data = json.loads(line)
+        if "peer" in data:
+            return Peer(str(data["peer"]))
+        command = data["command"]
     except (ValueError, KeyError, TypeError) as exc:
         raise WireError("unreadable command from the parent") from exc
     if command not in COMMANDS:
@@ -103,6 +122,7 @@ class WorkerLoad:
     participants: int = 0
     cpu: float = 0.0
     pps: float = 0.0
+    record: str = ""  # its signed registration record, for the other workers' cascade
 
 
 def load_line(load: WorkerLoad) -> bytes:
@@ -112,7 +132,7 @@ def load_line(load: WorkerLoad) -> bytes:
         "cpu": round(load.cpu, 4),
         "pps": round(load.pps, 1),
     }
-    return json.dumps({"load": body}).encode() + b"\n"
+    return json.dumps({"load": body, "record": load.record}).encode() + b"\n"
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,7 @@ def parse_report(line: bytes) -> Ready | WorkerLoad | str:
                 participants=int(load["participants"]),
                 cpu=float(load["cpu"]),
                 pps=float(load["pps"]),
+                record=str(data.get("record", "")),
             )
         if "error" in data:
             return str(data["error"])

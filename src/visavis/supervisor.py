@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,6 +42,7 @@ from visavis.supervision import (
     hello_line,
     merge_families,
     parse_report,
+    peer_line,
     worker_name,
     worker_settings,
 )
@@ -87,6 +90,13 @@ class SupervisorMetrics:
         self.restarts = Counter(
             "visavis_part_restarts",
             "Child processes of visavis serve started again after one died, by part",
+            ["part"],
+            registry=registry,
+        )
+        self.reported = Gauge(
+            "visavis_sfu_worker_participants",
+            "Participants an SFU worker had at its last load report (what room placement "
+            "reads: a room whose worker is full overflows to another, docs/processes.md)",
             ["part"],
             registry=registry,
         )
@@ -229,6 +239,7 @@ class PartProcess:
         self.ready: Ready | None = None
         self.load: WorkerLoad | None = None  # an SFU worker's last report
         self.listeners: list[Callable[[bool], None]] = []
+        self.reports: list[Callable[[WorkerLoad], None]] = []  # hear each load report
         self.restarts = 0
         self._metrics = metrics
         self._spawner = spawner
@@ -291,6 +302,8 @@ class PartProcess:
         except OSError as exc:
             raise PartFailed(f"cannot run a process for the {self.name}: {exc}") from exc
         self.process = process
+        if process.stdin is not None:  # a stuck child must never block the parent's loop
+            os.set_blocking(process.stdin.fileno(), False)
         self._exit = asyncio.create_task(_exit_code(process))
         # The reports are read on the loop (no thread waits for a child to get ready:
         # all of them start at once, however many workers).
@@ -336,6 +349,9 @@ class PartProcess:
                 continue
             if isinstance(report, WorkerLoad):
                 self.load = report
+                self._metrics.reported.labels(self.name).set(report.participants)
+                for listener in list(self.reports):
+                    listener(report)
 
     def _tell(self, up: bool) -> None:
         for listener in list(self.listeners):
@@ -358,6 +374,7 @@ class PartProcess:
                 return
             self._metrics.up.labels(self.name).set(0)
             self.load = None
+            self._metrics.reported.labels(self.name).set(0)
             self._tell(False)
             wait = self._backoff.delay(self._started_at, time.monotonic())
             log.error(
@@ -384,14 +401,34 @@ class PartProcess:
             self._tell(True)
 
     def _send(self, command: str) -> None:
-        process = self.process
-        if self.pid is None or process is None or process.stdin is None:
+        if self.pid is None:
             log.warning("%s: the %s process is not running", command, self.name)
             return
         try:
-            process.stdin.write(command_line(command))
-        except OSError as exc:  # it died meanwhile: the supervisor restarts it
+            self._write(command_line(command))
+        except OSError as exc:  # it died meanwhile (the supervisor restarts it), or stuck
             log.warning("%s: the %s process did not take it: %s", command, self.name, exc)
+
+    def _write(self, line: bytes) -> None:
+        """One whole line on the child's stdin, or OSError (BlockingIOError: the pipe is
+        full, the child is not reading): a line up to PIPE_BUF is written whole or not
+        at all."""
+        process = self.process
+        if process is None or process.stdin is None:
+            raise BrokenPipeError("no process")
+        if len(line) > select.PIPE_BUF:
+            raise ValueError(f"a line of {len(line)} bytes would not be written atomically")
+        process.stdin.write(line)
+
+    def pass_record(self, record: str) -> None:
+        """Hand this running SFU worker another worker's signed record (dropped when its
+        pipe is full: the next heartbeat brings a fresher one)."""
+        if not self.running:
+            return
+        try:
+            self._write(peer_line(record))
+        except OSError as exc:
+            log.debug("the %s did not take a peer record: %s", self.name, exc)
 
     def reload(self) -> None:
         """SIGHUP: the child reloads what it can (the relay's TLS certificate)."""
@@ -460,6 +497,15 @@ class SfuWorkers:
             return PartProcess(name, own, run_dir, metrics, spawner)
 
         self.workers = [worker(i) for i in range(count)]
+        for w in self.workers:  # each worker's record reaches the others (their registry)
+            w.reports.append(functools.partial(self._pass_on, w))
+
+    def _pass_on(self, source: PartProcess, load: WorkerLoad) -> None:
+        if not load.record:
+            return
+        for worker in self.workers:
+            if worker is not source:
+                worker.pass_record(load.record)
 
     async def start(self) -> None:
         results = await asyncio.gather(*(w.start() for w in self.workers), return_exceptions=True)

@@ -8,6 +8,13 @@ worker refuses it. The supervisor tells it when a worker dies: each of that work
 moves at once to the least loaded live worker (or, when there is none, back to the same
 worker once it runs again), and its devices hear ``call.room_moved`` as for a fleet
 failover (docs/fleet.md): clients rejoin by themselves.
+
+A room outgrows its worker as it outgrows a fleet node (``RegistryFleet.assign``): a
+participant for whom the room's worker is full by its own report (participants ≥
+``fleet.capacity``, or CPU over ``fleet.cpu_limit``) joins the room's overflow *leg* on
+another worker, and the join tokens name the room's other workers (``peers``): the
+workers link over the fleet's cascade (:mod:`visavis.sfu.cascade`), each trusting the
+other by its signed record, which the parent passes on (:mod:`visavis.supervision`).
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from visavis.fleet.placement import Limits, best, utilisation
 from visavis.fleet.record import NodeRecord
-from visavis.fleet.service import Assignment, Fleet, NoMediaNode, OnMoved
+from visavis.fleet.service import LEG, Assignment, Fleet, NoMediaNode, OnMoved, room_of
 from visavis.supervision import WorkerLoad
 
 log = logging.getLogger(__name__)
+
+OVERFLOW = f"{LEG}overflow"  # a room's leg key: <room>~overflow (one per room, as per region)
 
 
 class Worker(Protocol):
@@ -52,14 +62,17 @@ class WorkerFleet(Fleet):
         *,
         capacity: int,
         limits: Limits | None = None,
+        cascade: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.workers = list(workers)
         self.capacity = capacity
         self.limits = limits or Limits()
+        self.cascade = cascade
         self.rng = rng or random.Random()
-        self.placed: dict[str, int] = {}  # room -> worker index
-        self._stranded: dict[int, set[str]] = {}  # rooms of a dead worker, no other live
+        self.placed: dict[str, int] = {}  # placement (a room or its leg) -> worker index
+        self._bound: dict[str, dict[str, str]] = {}  # room -> device -> placement
+        self._stranded: dict[int, set[str]] = {}  # placements of a dead worker, no other live
         self._on_moved: OnMoved | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -79,6 +92,27 @@ class WorkerFleet(Fleet):
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def assign(self, room_id: str) -> Assignment:
+        """The room's worker, or its overflow leg's when the room's worker is full by
+        its own last report (the fleet's rule, ``RegistryFleet.assign``)."""
+        home = await self._home(room_id)
+        index = self.placed[room_id]
+        load = self.workers[index].load
+        full = load is not None and (
+            load.participants >= self.capacity or load.cpu >= self.limits.cpu_limit
+        )
+        if not self.cascade or not full:
+            return home
+        key = room_id + OVERFLOW
+        leg = self.placed.get(key)
+        if leg is None or not self.workers[leg].running:
+            leg = self._choose(exclude=index, full_ok=False)  # none with room: stay home
+            if leg is None:
+                return home
+            self.placed[key] = leg
+            log.info("room %s overflows from SFU worker %d to %d", room_id, index, leg)
+        return self._assignment(key, leg)
+
+    async def _home(self, room_id: str) -> Assignment:
         index = self.placed.get(room_id)
         if index is not None:
             if self.workers[index].running:
@@ -95,12 +129,20 @@ class WorkerFleet(Fleet):
         return self._assignment(room_id, target)
 
     async def release(self, room_id: str) -> None:
-        index = self.placed.pop(room_id, None)
-        if index is not None:
-            self._stranded.get(index, set()).discard(room_id)
+        self._bound.pop(room_id, None)
+        for key in [k for k in self.placed if room_of(k) == room_id]:
+            index = self.placed.pop(key)
+            self._stranded.get(index, set()).discard(key)
+
+    async def bind(self, room_id: str, device_id: str, placement: str) -> None:
+        self._bound.setdefault(room_id, {})[device_id] = placement
+
+    async def bound(self, room_id: str) -> dict[str, str]:
+        return dict(self._bound.get(room_id, {}))
 
     def rooms_on(self, index: int) -> list[str]:
-        return [room for room, i in self.placed.items() if i == index]
+        """The placements (rooms, and legs of rooms) on worker ``index``."""
+        return [key for key, i in self.placed.items() if i == index]
 
     # -- placement -------------------------------------------------------------------
     def _record(self, index: int) -> NodeRecord:
@@ -118,22 +160,30 @@ class WorkerFleet(Fleet):
             participants=load.participants,
         )
 
-    def _choose(self, exclude: int | None = None) -> int | None:
+    def _choose(self, exclude: int | None = None, *, full_ok: bool = True) -> int | None:
         """The least utilised running worker (the fleet's rule); when every one is full
-        by it, still the least utilised: one server has nowhere else to send a room."""
+        by it, still the least utilised (``full_ok``: one server has nowhere else to
+        send a room), or None (a leg: the room's own worker keeps the participant)."""
         live = [i for i, w in enumerate(self.workers) if w.running and i != exclude]
         if not live:
             return None
         records = [self._record(i) for i in live]
         counts = {str(i): len(self.rooms_on(i)) for i in live}
         chosen = best(records, counts, limits=self.limits, rng=self.rng)
-        if chosen is None:
+        if chosen is None and full_ok:
             chosen = min(records, key=lambda r: utilisation(r, counts[r.node_id], self.limits))
-        return int(chosen.node_id)
+        return None if chosen is None else int(chosen.node_id)
 
-    def _assignment(self, room_id: str, index: int) -> Assignment:
-        worker = self.workers[index]
-        return Assignment(room_id, worker.node_id, worker.control_url or "")
+    def _assignment(self, key: str, index: int) -> Assignment:
+        """Where placement ``key`` sends a device, naming the room's other workers."""
+        worker, room_id = self.workers[index], room_of(key)
+        others = {self.workers[i].node_id for k, i in self.placed.items() if room_of(k) == room_id}
+        assignment = Assignment(room_id, worker.node_id, worker.control_url or "")
+        return replace(
+            assignment,
+            peers=tuple(sorted(others - {worker.node_id})),
+            key=None if key == room_id else key,
+        )
 
     # -- failover --------------------------------------------------------------------
     def _changed(self, index: int, up: bool) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from visavis.fleet.record import (
     NodeRecord,
+    PassedRecords,
     RecordChecker,
     RecordError,
     fleet_key,
@@ -83,3 +84,18 @@ def test_drain_orders_are_signed_for_one_node() -> None:
         verify_command("other", order, "n1", now=T0 + 1)
     with pytest.raises(RecordError):
         verify_command(SECRET, order, "n1", now=T0 + 120)
+
+
+def test_records_passed_on_by_the_parent_are_trusted_as_the_registrys() -> None:
+    """The SFU workers of one visavis serve: the parent carries the records, the rule
+    that trusts them is the registry's (signature, expiry, node id and kind)."""
+    book = PassedRecords(SECRET, max_skew=2)
+    assert book.record("sfu", "n1", now=T0) is None  # never heard of
+    assert book.add(sign_record(SECRET, record(), ttl=3), now=T0) == record()
+    assert book.record("sfu", "n1", now=T0 + 1) == record()
+    assert book.record("relay", "n1", now=T0 + 1) is None  # not what it says it is
+    assert book.record("sfu", "n2", now=T0 + 1) is None
+    assert book.record("sfu", "n1", now=T0 + 5) is None  # expired: no newer heartbeat
+    with pytest.raises(RecordError) as forged:
+        book.add(sign_record("not-the-secret", record(node_id="n2"), ttl=3), now=T0)
+    assert forged.value.reason == "forged" and book.record("sfu", "n2", now=T0) is None

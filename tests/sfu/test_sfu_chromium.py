@@ -5,6 +5,7 @@ each subscriber between Chromium's layers on keyframes as its bandwidth changes.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,3 +118,86 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
             await browser.close()
             for c in clients:
                 await c.close()
+
+
+async def test_remb_subscriber_gets_the_top_layer_back(
+    sfu: SfuServer, token: Callable[..., str]
+) -> None:
+    """An aiortc subscriber (REMB, no TWCC) shows Chromium as a thumbnail, so its REMB
+    settles near the lowest layer's rate; shown large again, the SFU pads its slot until
+    its REMB covers the top layer, and it gets the top layer back (issue 11)."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian chromium is not installed")
+    viewer = SfuSession(sfu.control_url, token("viewer"))
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            with page_server() as url:
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("chrome")])
+                chrome_id = await until_async(
+                    lambda: page.evaluate("window.state.participant_id"),
+                    "Chromium to join",
+                    30,
+                    every=0.25,
+                )
+                room = next(iter(sfu.rooms.values()))
+                chrome = room.participants[chrome_id]
+
+                async def publishing() -> bool:
+                    return any(p.is_video for p in chrome.producers.values())
+
+                await until_async(publishing, "Chromium to publish", 30, every=0.25)
+                video = next(p for p in chrome.producers.values() if p.is_video)
+                await viewer.join()
+                await viewer.set_layout([], [chrome_id])  # a thumbnail from the start
+                me = room.participants[viewer.participant_id or ""]
+                consumer = None
+
+                async def thumbnail_settled() -> bool:
+                    nonlocal consumer
+                    consumer = next((c for c in me.consumers.values() if c.producer is video), None)
+                    now = time.monotonic()
+                    rates = [rate or 0.0 for rate in video.layer_bitrates(now)]
+                    return bool(
+                        consumer is not None
+                        and consumer.selector.current == 0
+                        and me.bwe.remb(now) is not None
+                        and 50_000 < rates[0] < rates[1] < rates[2]  # Chromium ramped up
+                        # what the allocator has does not fit the top layer
+                        and me.bwe.estimate(now) + 40_000 < rates[2] * 0.9
+                        and viewer.frames[chrome_id]["video"] >= 10
+                    )
+
+                await until_async(
+                    thumbnail_settled, "the thumbnail's REMB to settle", 40, every=0.25
+                )
+                assert consumer is not None
+                probes_before = sfu.stats.probe_packets
+                remb_before = me.bwe.remb(time.monotonic())
+                estimate_before = me.bwe.estimate(time.monotonic())
+                rates = [round((r or 0) / 1000) for r in video.layer_bitrates(time.monotonic())]
+                shown = time.monotonic()
+                await viewer.set_layout([chrome_id], [])
+
+                async def on_top() -> bool:
+                    return consumer is not None and consumer.selector.current == 2
+
+                await until_async(on_top, "the top layer back", 45, every=0.25)
+                took = time.monotonic() - shown
+                frames = viewer.frames[chrome_id]["video"]
+                await viewer.wait_for(lambda: viewer.frames[chrome_id]["video"] >= frames + 10, 20)
+                print(
+                    f"REMB_PROBE layers_kbps={rates} remb_before={remb_before} "
+                    f"estimate_before={estimate_before} "
+                    f"remb_after={me.bwe.remb(time.monotonic())} seconds_to_top={took:.1f} "
+                    f"probe_packets={sfu.stats.probe_packets - probes_before} "
+                    f"probes={me.remb_prober.probes} load={os.getloadavg()[0]:.1f}"
+                )
+                assert sfu.stats.probe_packets > probes_before
+                assert me.remb_prober.probes >= 1
+        finally:
+            await browser.close()
+            await viewer.close()

@@ -255,3 +255,23 @@ def test_audio_of_all_but_the_loudest_goes_out_only_while_it_is_voice() -> None:
     room.remove(people[3])
     room.tick(2.0)
     assert {p.producers["a"].layers[0].quiet_above for p in people[:3]} == {-1}
+
+
+def test_tick_steps_yield_per_participant_and_survive_a_leaver() -> None:
+    """The server reads the media socket between tick steps: a step per participant (and
+    per participant again in the 1 s report), and a participant who leaves while the tick
+    is suspended is skipped, not an error."""
+    room = make_room()
+    people = [join(room, f"p{i}") for i in range(6)]
+    for p in people:
+        room.handle_offer(p, offer(True, 5, ssrc=1000 + int(p.id[1:])), 0.0)
+    steps = room.tick_steps(0.5, [])
+    next(steps)
+    room.remove(people[3], "left")
+    rest = sum(1 for _ in steps)
+    assert rest >= 6 - 2  # the keyframe pass goes on with the others
+    dead: list[Participant] = []
+    report = list(room.tick_steps(2.0, dead))  # a report is due: steps per participant again
+    assert len(report) >= 3 * 5 and dead == []
+    sub = people[0]
+    assert sub.transport.rtcp  # the report's receiver reports went out

@@ -115,8 +115,10 @@ class SfuSession:
         self.pc.on("track", self._on_track)
         self.participants = {}
         self.streams = {}
-        self._lock = asyncio.Lock()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
+        self._wanted: tuple[int, int] | None = None  # slots the SFU asked for, not yet offered
+        self._in_flight = False  # slots added for an offer whose answer is not applied yet
+        self._negotiator: asyncio.Task[None] | None = None
         self._joined: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -134,7 +136,9 @@ class SfuSession:
         for track in (self.audio, self.video):
             if track is not None:
                 self._e2ee(self.pc.addTransceiver(track, direction="sendonly"))
-        await asyncio.wait_for(self._negotiate(joined["audio"], joined["video"]), limit)
+        self._request(joined["audio"], joined["video"])
+        assert self._negotiator is not None
+        await asyncio.wait_for(self._negotiator, limit)
 
     async def close(self) -> None:
         """Leave the room and stop everything."""
@@ -203,8 +207,31 @@ class SfuSession:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
 
     # -- negotiation --------------------------------------------------------------------
+    def _request(self, audio: int, video: int) -> None:
+        """The SFU wants ``audio``/``video`` more receive slots than it saw in our last
+        answered offer. Requests are counts against that offer, not increments: a
+        later one replaces an earlier one not yet offered, and one arriving while an
+        offer is under way is dropped (the SFU answers that offer with the room as it
+        is then and asks again after it if slots are still missing). Adding them up
+        grew a client to 26-32 m-lines after a room move."""
+        if self._in_flight:
+            return
+        self._wanted = (audio, video)
+        if self._negotiator is None or self._negotiator.done():
+            self._negotiator = asyncio.create_task(self._negotiate_wanted())
+            self._tasks.add(self._negotiator)
+            self._negotiator.add_done_callback(self._tasks.discard)
+            self._negotiator.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _negotiate_wanted(self) -> None:
+        while self._wanted is not None:
+            audio, video = self._wanted
+            self._wanted = None
+            await self._negotiate(audio, video)
+
     async def _negotiate(self, audio: int, video: int) -> None:
-        async with self._lock:
+        self._in_flight = True
+        try:
             for kind, count in (("audio", audio), ("video", video)):
                 for _ in range(count):
                     self._e2ee(self.pc.addTransceiver(kind, direction="recvonly"))
@@ -215,8 +242,10 @@ class SfuSession:
             answer = await self._answer
             self.streams = {s["mid"]: s for s in answer["streams"]}
             await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            self.negotiations += 1
-            self._changed.set()
+        finally:
+            self._in_flight = False
+        self.negotiations += 1
+        self._changed.set()
 
     def _e2ee(self, transceiver: RTCRtpTransceiver) -> None:
         """Offer only the room's video codec (aiortc: VP8 or H.264) on a new
@@ -263,9 +292,10 @@ class SfuSession:
         if kind == "joined":
             self._joined.set_result(message)
         elif kind == "answer" and self._answer is not None and not self._answer.done():
+            self._in_flight = False  # what the SFU sends from now on counts this offer
             self._answer.set_result(message)
         elif kind == "renegotiate":
-            self._spawn(self._negotiate(message["audio"], message["video"]))
+            self._request(message["audio"], message["video"])
         elif kind == "participant_joined":
             info = message["participant"]
             self.participants[info["participant_id"]] = info

@@ -155,3 +155,35 @@ class RecordChecker:
 
     def forget(self, node_id: str) -> None:
         self._newest.pop(node_id, None)
+
+    def node(self, raw: str, kind: NodeKind, node_id: str, *, now: float) -> NodeRecord | None:
+        """The record of ``node_id`` (a ``kind``) in ``raw`` if it is valid and says so,
+        else None: how a cascade link trusts a peer node, whoever stored the record."""
+        try:
+            record = self.check(raw, now=now)
+        except RecordError:
+            return None
+        return record if record.node_id == node_id and record.kind == kind else None
+
+
+class PassedRecords:
+    """The registry of the SFU workers of one ``visavis serve`` without Redis: the other
+    workers' signed records, which each worker signs as a fleet node signs its own and
+    the parent passes on unchanged (:mod:`visavis.supervision`). A record is trusted by
+    the same rule as one read from Redis (:meth:`RecordChecker.node`): the parent only
+    carries them, as Redis does."""
+
+    def __init__(self, secret: str, *, max_skew: float) -> None:
+        self.checker = RecordChecker(secret, max_skew=max_skew)
+        self._raw: dict[str, str] = {}
+
+    def add(self, raw: str, *, now: float) -> NodeRecord:
+        """Keep ``raw`` as its node's newest record; :class:`RecordError` if refused."""
+        record = self.checker.check(raw, now=now)
+        self._raw[record.node_id] = raw
+        return record
+
+    def record(self, kind: NodeKind, node_id: str, *, now: float) -> NodeRecord | None:
+        """``node_id``'s record if one came and is still valid (not expired)."""
+        raw = self._raw.get(node_id)
+        return None if raw is None else self.checker.node(raw, kind, node_id, now=now)

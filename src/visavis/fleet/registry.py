@@ -184,13 +184,7 @@ class RedisRegistry:
     ) -> NodeRecord | None:
         """One node's record if it is there and valid (else None)."""
         raw = await self.raw_record(kind, node_id)
-        if raw is None:
-            return None
-        try:
-            record = checker.check(raw, now=now)
-        except RecordError:
-            return None
-        return record if record.node_id == node_id and record.kind == kind else None
+        return None if raw is None else checker.node(raw, kind, node_id, now=now)
 
     async def forget(self, kind: NodeKind, node_ids: Sequence[str]) -> None:
         """Drop dead nodes that have no rooms left from the node set."""

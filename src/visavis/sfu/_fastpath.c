@@ -10,7 +10,8 @@
  *   timestamp rewrite (Rewriter), new header with the sink's SSRC, payload type and
  *   header extensions (abs-send-time or audio level; the link's transport-wide sequence
  *   number when negotiated, its send time and size remembered for TWCC feedback) ->
- *   SRTP protect -> sendmmsg.
+ *   SRTP protect -> sendmmsg, where consecutive datagrams to one subscriber leave as one
+ *   UDP_SEGMENT (GSO) send when they have the same size (the last may be shorter).
  *
  * Python (visavis.sfu.room, udp, transport) keeps the control plane and builds these
  * tables: Link (one per transport: SRTP sessions, destination, sources by SSRC), Source
@@ -38,6 +39,7 @@
 #include <math.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -52,6 +54,13 @@
 #define OUTSZ (RECVSZ + 64 + VV_SRTP_MAX_TRAILER)
 #define MAXHIST 64      /* rewriter segments remembered at most */
 #define TWCC_RING 4096  /* packets whose send time a link remembers (transport-wide CC) */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* Linux >= 4.18; older headers lack the name */
+#endif
+#define GSO_SEGS 64       /* UDP_MAX_SEGMENTS: datagrams per segmented send at most */
+#define GSO_BYTES 65000   /* a segmented send is one UDP payload of at most 64 KiB */
+#define GSO_SEG_MAX 1472  /* larger datagrams go alone: an Ethernet MTU's UDP payload, the
+                             kernel refuses a segment bigger than the path's MTU */
 
 static PyObject *SrtpError;
 static PyObject *DecisionDrop, *DecisionForward, *DecisionSwitch;
@@ -227,6 +236,105 @@ static int vp8_info(const unsigned char *p, size_t n, LayerInfo *li) {
     if (!(ext & 0x20)) return 1;
     if (n <= pos) return 0;
     li->tid = p[pos] >> 6;
+    return 1;
+}
+
+/* AV1 dependency descriptor (AV1 RTP spec appendix A), as
+ * visavis.protocol.rtp.av1.parse_dependency_descriptor: a keyframe attaches the template
+ * structure (each template's spatial and temporal id), kept per source; a packet's layers
+ * are its template's. Only the fields that route are kept; the rest is skipped, but a
+ * descriptor too short for its structure is malformed, as in Python. */
+typedef struct {
+    int count, offset; /* templates of the structure in force (0: none), template_id_offset */
+    unsigned char sid[64], tid[64];
+} DdStructure;
+
+typedef struct {
+    const unsigned char *d;
+    size_t bits, pos; /* bits available, bits read */
+    int bad;          /* read past the end */
+} Bits;
+
+static unsigned bits_f(Bits *b, unsigned count) {
+    unsigned v = 0;
+    if (b->pos + count > b->bits) {
+        b->bad = 1;
+        return 0;
+    }
+    for (unsigned i = 0; i < count; i++, b->pos++)
+        v = v << 1 | ((b->d[b->pos >> 3] >> (7 - (b->pos & 7))) & 1);
+    return v;
+}
+
+static void bits_skip(Bits *b, size_t count) {
+    if (b->pos + count > b->bits) b->bad = 1;
+    else b->pos += count;
+}
+
+static unsigned bits_ns(Bits *b, unsigned n) { /* ns(n), n >= 1 */
+    unsigned w = 0;
+    for (unsigned x = n; x; x >>= 1) w++;
+    unsigned m = (1u << w) - n;
+    unsigned v = bits_f(b, w - 1);
+    if (v < m) return v;
+    return (v << 1) - m + bits_f(b, 1);
+}
+
+static int dd_structure(Bits *b, DdStructure *s) {
+    s->offset = (int)bits_f(b, 6);
+    unsigned dt_cnt = bits_f(b, 5) + 1;
+    unsigned count = 0, sid = 0, tid = 0;
+    for (;;) { /* template_layers */
+        if (count == 64 || b->bad) return 0;
+        s->sid[count] = (unsigned char)sid;
+        s->tid[count] = (unsigned char)tid;
+        count++;
+        unsigned idc = bits_f(b, 2);
+        if (idc == 1) tid++;
+        else if (idc == 2) tid = 0, sid++;
+        else if (idc == 3) break;
+    }
+    bits_skip(b, (size_t)2 * count * dt_cnt); /* template_dtis */
+    for (unsigned i = 0; i < count && !b->bad; i++) /* template_fdiffs */
+        while (bits_f(b, 1)) bits_f(b, 4);
+    unsigned chains = bits_ns(b, dt_cnt + 1);
+    if (chains) {
+        for (unsigned i = 0; i < dt_cnt; i++) bits_ns(b, chains);
+        bits_skip(b, (size_t)4 * count * chains);
+    }
+    if (bits_f(b, 1)) bits_skip(b, (size_t)32 * (sid + 1)); /* resolutions */
+    s->count = (int)count;
+    return !b->bad;
+}
+
+/* A packet's layers from its descriptor `v`, with `known` the source's structure (replaced
+ * by one the packet attaches): 1 known, 0 no structure yet, -1 malformed (as
+ * keyframes.dd_layer_info after parse_dependency_descriptor). */
+static int dd_info(const unsigned char *v, size_t n, DdStructure *known, LayerInfo *li) {
+    if (n < 3) return -1;
+    Bits b = {v, n * 8, 0, 0};
+    unsigned start = bits_f(&b, 1), end = bits_f(&b, 1), template_id = bits_f(&b, 6);
+    bits_f(&b, 16); /* frame_number */
+    DdStructure attached;
+    int has = 0;
+    if (n > 3) {
+        unsigned present = bits_f(&b, 1);
+        bits_f(&b, 4); /* active decode targets, custom dtis / fdiffs / chains flags */
+        if (present) {
+            if (!dd_structure(&b, &attached)) return -1;
+            has = 1;
+        }
+    }
+    const DdStructure *s = has ? &attached : known;
+    if (s->count == 0) return 0;
+    unsigned index = (template_id + 64 - (unsigned)s->offset) % 64;
+    if (index >= (unsigned)s->count) return -1;
+    li->sid = s->sid[index];
+    li->tid = s->tid[index];
+    li->start = start && li->sid == 0;
+    li->end = end != 0;
+    li->intra = start && has;
+    if (has) *known = attached;
     return 1;
 }
 
@@ -687,6 +795,12 @@ static PyTypeObject SelectorType = {
 
 /* ------------------------------------------------------------------ Link */
 typedef struct {
+    double time;
+    long long seq; /* transport-wide sequence number (extended for arrivals); -1: empty */
+    unsigned size; /* bytes sent (sent packets only) */
+} TwccRecord;
+
+typedef struct {
     PyObject_HEAD
     PyObject *owner;
     PyObject *rx; /* Session or None */
@@ -697,18 +811,11 @@ typedef struct {
     int has_dest;
     int twcc_id;       /* transport-wide-cc extension id, -1: not negotiated */
     unsigned twcc_seq; /* the next transport-wide sequence number */
-    struct {
-        double time;
-        int seq; /* -1: empty */
-        unsigned size;
-    } *sent; /* ring of TWCC_RING, allocated when twcc_id is first set */
+    TwccRecord *sent;       /* ring of TWCC_RING, allocated when twcc_id is first set */
     int rx_twcc_id;         /* the id the client stamps its packets with, -1: none */
     long long rx_twcc_max;  /* highest extended transport-wide seq received, -1: none */
     long long rx_twcc_base; /* the first one received */
-    struct {
-        double time;
-        long long seq; /* extended; -1: empty */
-    } *arrived; /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
+    TwccRecord *arrived;    /* ring of TWCC_RING, allocated when rx_twcc_id is first set */
 } Link;
 
 /* Remember when the client's packet `d` (decrypted RTP) with a transport-wide sequence
@@ -737,7 +844,7 @@ static unsigned link_stamp(Link *l, size_t size, double now) {
     l->twcc_seq = (seq + 1) & 0xFFFF;
     if (l->sent != NULL) {
         l->sent[seq % TWCC_RING].time = now;
-        l->sent[seq % TWCC_RING].seq = (int)seq;
+        l->sent[seq % TWCC_RING].seq = seq;
         l->sent[seq % TWCC_RING].size = (unsigned)size;
     }
     return seq;
@@ -787,23 +894,28 @@ static int Link_init(Link *self, PyObject *args, PyObject *kwds) {
 }
 
 static PyObject *Link_get_rx_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->rx_twcc_id); }
-static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+/* Set a transport-wide CC extension id (-1: none, else 1..max) and allocate its ring of
+ * records on first use: the rings cost 96 KiB, so links without TWCC have none. */
+static int set_twcc_id(int *slot, TwccRecord **ring, PyObject *v, long max, const char *name) {
     long id = v == NULL ? -1 : PyLong_AsLong(v);
     if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 255 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "rx_twcc_id must be 1-255 or -1");
+    if (id > max || id < -1 || id == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-%ld or -1", name, max);
         return -1;
     }
-    if (id >= 0 && s->arrived == NULL) {
-        s->arrived = PyMem_Calloc(TWCC_RING, sizeof *s->arrived);
-        if (s->arrived == NULL) {
+    if (id >= 0 && *ring == NULL) {
+        if ((*ring = PyMem_Calloc(TWCC_RING, sizeof **ring)) == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (int i = 0; i < TWCC_RING; i++) s->arrived[i].seq = -1;
+        for (int i = 0; i < TWCC_RING; i++) (*ring)[i].seq = -1;
     }
-    s->rx_twcc_id = (int)id;
+    *slot = (int)id;
     return 0;
+}
+
+static int Link_set_rx_twcc_id(Link *s, PyObject *v, void *c) {
+    return set_twcc_id(&s->rx_twcc_id, &s->arrived, v, 255, "rx_twcc_id");
 }
 
 static PyObject *Link_twcc_received(Link *self, PyObject *args) {
@@ -842,22 +954,8 @@ static PyObject *Link_arrivals(Link *self, PyObject *args) {
 
 static PyObject *Link_get_twcc_id(Link *s, void *c) { return PyLong_FromLong(s->twcc_id); }
 static int Link_set_twcc_id(Link *s, PyObject *v, void *c) {
-    long id = v == NULL ? -1 : PyLong_AsLong(v);
-    if (id == -1 && PyErr_Occurred()) return -1;
-    if (id > 14 || id < -1 || id == 0) {
-        PyErr_SetString(PyExc_ValueError, "twcc_id must be 1-14 (one-byte header) or -1");
-        return -1;
-    }
-    if (id >= 0 && s->sent == NULL) {
-        s->sent = PyMem_Calloc(TWCC_RING, sizeof *s->sent);
-        if (s->sent == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (int i = 0; i < TWCC_RING; i++) s->sent[i].seq = -1;
-    }
-    s->twcc_id = (int)id;
-    return 0;
+    /* one-byte header extensions: ids 1-14 */
+    return set_twcc_id(&s->twcc_id, &s->sent, v, 14, "twcc_id");
 }
 static PyObject *Link_get_twcc_seq(Link *s, void *c) { return PyLong_FromUnsignedLong(s->twcc_seq); }
 static int Link_set_twcc_seq(Link *s, PyObject *v, void *c) {
@@ -878,7 +976,7 @@ static PyObject *Link_sent(Link *self, PyObject *arg) {
     long seq = PyLong_AsLong(arg);
     if (seq == -1 && PyErr_Occurred()) return NULL;
     seq &= 0xFFFF;
-    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (int)seq) Py_RETURN_NONE;
+    if (self->sent == NULL || self->sent[seq % TWCC_RING].seq != (long long)seq) Py_RETURN_NONE;
     return Py_BuildValue("(dk)", self->sent[seq % TWCC_RING].time,
                          (unsigned long)self->sent[seq % TWCC_RING].size);
 }
@@ -983,6 +1081,7 @@ typedef struct {
     int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
     int codec;       /* video: CODEC_* (how keyframes are found) */
     int dd_id;       /* dependency descriptor extension id, -1: none */
+    DdStructure dd;  /* AV1: the template structure of the last keyframe (dd_info) */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -1033,6 +1132,7 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     self->quiet_above = -1;
     self->codec = CODEC_VP8;
     self->dd_id = -1;
+    self->dd.count = 0;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -1047,6 +1147,8 @@ static PyMemberDef Source_members[] = {
      "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
     {"codec", T_INT, offsetof(Source, codec), 0, "video codec: 0 VP8, 1 VP9, 2 H.264, 3 AV1"},
     {"dd_id", T_INT, offsetof(Source, dd_id), 0, "dependency descriptor extension id, -1 none"},
+    {"dd_templates", T_INT, offsetof(Source, dd.count), READONLY,
+     "AV1: templates of the dependency descriptor structure in force, 0 none"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -1079,8 +1181,9 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
-    int spatial, spatial_target;   /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
-    int temporal, temporal_target; /* VP8/VP9: highest temporal layer forwarded / wanted */
+    int spatial, spatial_target;   /* VP9/AV1 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int temporal, temporal_target; /* VP8/VP9/AV1: highest temporal layer forwarded / wanted */
+    int dd_id; /* AV1: the dependency descriptor goes along with this id, -1: not sent */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -1123,6 +1226,7 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->packets = self->octets = 0;
     self->spatial = self->spatial_target = 7;
     self->temporal = self->temporal_target = 7;
+    self->dd_id = -1;
     return 0;
 }
 
@@ -1136,12 +1240,14 @@ static PyMemberDef Sink_members[] = {
     {"selector", T_OBJECT_EX, offsetof(Sink, selector), READONLY, "simulcast selector"},
     {"packets", T_LONGLONG, offsetof(Sink, packets), 0, "packets forwarded"},
     {"octets", T_LONGLONG, offsetof(Sink, octets), 0, "payload bytes forwarded"},
-    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
+    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9/AV1 SVC: highest spatial layer forwarded"},
     {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
-     "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
-    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9: highest temporal layer forwarded"},
+     "VP9/AV1 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9/AV1: highest temporal layer forwarded"},
     {"temporal_target", T_INT, offsetof(Sink, temporal_target), 0,
-     "VP8/VP9: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
+     "VP8/VP9/AV1: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"dd_id", T_INT, offsetof(Sink, dd_id), 0,
+     "AV1: send the dependency descriptor with this extension id (two-byte elements), -1 not"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1160,6 +1266,7 @@ static PyTypeObject SinkType = {
 /* ------------------------------------------------------------------ Forwarder */
 typedef struct {
     long long packets_in, forwarded, bytes, srtp_auth, malformed, send_failed, garbage;
+    long long segmented; /* datagrams sent inside a segmented send (several per message) */
 } Tally;
 
 typedef struct {
@@ -1178,6 +1285,13 @@ typedef struct {
     struct iovec *oiovs;
     struct sockaddr_in *oaddrs;
     int nout;
+    /* the same datagrams grouped per subscriber for segmented sends (GSO) */
+    struct mmsghdr *gmsgs;
+    struct iovec *giovs;
+    unsigned char (*gctl)[CMSG_SPACE(sizeof(uint16_t))];
+    int *gsegs;          /* datagrams in each grouped message */
+    unsigned char *used; /* datagram i is already in a group */
+    int gso;             /* 1: group (the default where the kernel has UDP_SEGMENT) */
     PyObject *outgoing; /* list being built during a call, or NULL */
     Tally tally;
 } Forwarder;
@@ -1210,6 +1324,11 @@ static void Forwarder_dealloc(Forwarder *self) {
     PyMem_Free(self->omsgs);
     PyMem_Free(self->oiovs);
     PyMem_Free(self->oaddrs);
+    PyMem_Free(self->gmsgs);
+    PyMem_Free(self->giovs);
+    PyMem_Free(self->gctl);
+    PyMem_Free(self->gsegs);
+    PyMem_Free(self->used);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1218,6 +1337,12 @@ static void reset_rmsgs(Forwarder *f, int n) {
         f->rmsgs[i].msg_hdr.msg_namelen = sizeof f->raddrs[i];
         f->rmsgs[i].msg_hdr.msg_flags = 0;
     }
+}
+
+/* Whether the kernel knows UDP_SEGMENT on this socket (Linux >= 4.18). */
+static int udp_segment_supported(int fd) {
+    int zero = 0;
+    return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
 }
 
 static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
@@ -1240,8 +1365,14 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
         self->omsgs = PyMem_Calloc(OUTN, sizeof(struct mmsghdr));
         self->oiovs = PyMem_Calloc(OUTN, sizeof(struct iovec));
         self->oaddrs = PyMem_Calloc(OUTN, sizeof(struct sockaddr_in));
+        self->gmsgs = PyMem_Calloc(OUTN, sizeof(struct mmsghdr));
+        self->giovs = PyMem_Calloc(OUTN, sizeof(struct iovec));
+        self->gctl = PyMem_Calloc(OUTN, sizeof *self->gctl);
+        self->gsegs = PyMem_Calloc(OUTN, sizeof(int));
+        self->used = PyMem_Calloc(OUTN, 1);
         if (!self->rbufs || !self->rmsgs || !self->riovs || !self->raddrs || !self->obufs ||
-            !self->omsgs || !self->oiovs || !self->oaddrs) {
+            !self->omsgs || !self->oiovs || !self->oaddrs || !self->gmsgs || !self->giovs ||
+            !self->gctl || !self->gsegs || !self->used) {
             PyErr_NoMemory();
             return -1;
         }
@@ -1267,23 +1398,117 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->stats, Py_NewRef(stats));
     Py_XSETREF(self->on_slow, Py_NewRef(on_slow));
     self->nout = 0;
+    self->gso = fd >= 0 && udp_segment_supported(fd);
     memset(&self->tally, 0, sizeof self->tally);
     return 0;
 }
 
-static void flush(Forwarder *f) {
+static inline int same_dest(const struct sockaddr_in *a, const struct sockaddr_in *b) {
+    return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+}
+
+/* Send one datagram of a group alone (a route that cannot segment). */
+static void send_alone(Forwarder *f, const struct msghdr *h, const struct iovec *iov) {
+    while (sendto(f->fd, iov->iov_base, iov->iov_len, MSG_DONTWAIT, h->msg_name,
+                  h->msg_namelen) < 0) {
+        if (errno == EINTR) continue;
+        f->tally.send_failed++;
+        return;
+    }
+}
+
+/* sendmmsg `n` messages; a message that fails loses its datagrams (a full buffer, an ICMP
+ * error: media that cannot leave now is stale when it could), except that a segmented
+ * send the route refuses (EMSGSIZE: a segment above its MTU; EIO: no checksum offload;
+ * EINVAL) is sent datagram by datagram
+ * and segmentation is turned off for this forwarder. */
+static void send_all(Forwarder *f, struct mmsghdr *m, int n, const int *segs) {
     int done = 0;
-    while (done < f->nout) {
-        int r = sendmmsg(f->fd, f->omsgs + done, (unsigned)(f->nout - done), MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            f->tally.send_failed++; /* this datagram is lost (full buffer, ICMP error) */
-            done++;
+    while (done < n) {
+        int r = sendmmsg(f->fd, m + done, (unsigned)(n - done), MSG_DONTWAIT);
+        if (r >= 0) {
+            for (int i = done; i < done + r; i++)
+                if (segs[i] > 1) f->tally.segmented += segs[i];
+            done += r;
             continue;
         }
-        done += r;
+        if (errno == EINTR) continue;
+        struct msghdr *h = &m[done].msg_hdr;
+        if (segs[done] > 1 && (errno == EIO || errno == EINVAL || errno == EMSGSIZE)) {
+            f->gso = 0;
+            for (size_t k = 0; k < h->msg_iovlen; k++) send_alone(f, h, &h->msg_iov[k]);
+        } else {
+            f->tally.send_failed += segs[done];
+        }
+        done++;
     }
+}
+
+/* Send what forward_one queued. With segmentation, the datagrams to one subscriber are
+ * taken in their order while they have the size of the group's first (a shorter one ends
+ * the group, a longer one starts the next): one send, one route lookup and one pass down
+ * the stack for up to 64 datagrams, which the receiver gets exactly as if sent one by one.
+ * The order between subscribers changes; the order to each does not. */
+static void flush(Forwarder *f) {
+    int n = f->nout;
     f->nout = 0;
+    if (n == 0) return;
+    if (!f->gso) {
+        static const int ones[OUTN] = {[0 ... OUTN - 1] = 1};
+        send_all(f, f->omsgs, n, ones);
+        return;
+    }
+    memset(f->used, 0, (size_t)n);
+    int nm = 0, ni = 0;
+    for (int i = 0; i < n; i++) {
+        if (f->used[i]) continue;
+        size_t seg = f->oiovs[i].iov_len, total = seg;
+        struct iovec *first = &f->giovs[ni];
+        f->giovs[ni++] = f->oiovs[i];
+        int count = 1;
+        for (int j = i + 1; seg <= GSO_SEG_MAX && j < n && count < GSO_SEGS; j++) {
+            if (f->used[j] || !same_dest(&f->oaddrs[i], &f->oaddrs[j])) continue;
+            size_t len = f->oiovs[j].iov_len;
+            if (len > seg || total + len > GSO_BYTES) break;
+            f->used[j] = 1;
+            f->giovs[ni++] = f->oiovs[j];
+            count++;
+            total += len;
+            if (len < seg) break;
+        }
+        struct msghdr *h = &f->gmsgs[nm].msg_hdr;
+        h->msg_name = &f->oaddrs[i];
+        h->msg_namelen = sizeof(struct sockaddr_in);
+        h->msg_iov = first;
+        h->msg_iovlen = (size_t)count;
+        h->msg_control = NULL;
+        h->msg_controllen = 0;
+        h->msg_flags = 0;
+        if (count > 1) {
+            h->msg_control = f->gctl[nm];
+            h->msg_controllen = sizeof f->gctl[nm];
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = (uint16_t)seg;
+            memcpy(CMSG_DATA(c), &size, sizeof size);
+        }
+        f->gsegs[nm++] = count;
+    }
+    send_all(f, f->gmsgs, nm, f->gsegs);
+}
+
+/* An extension element's header: one-byte (id << 4 | length - 1) or two-byte (id,
+ * length) form; returns its size. */
+static size_t ext_element(unsigned char *e, int two, int id, size_t n) {
+    if (!two) {
+        e[0] = (unsigned char)((id << 4) | (int)(n - 1));
+        return 1;
+    }
+    e[0] = (unsigned char)id;
+    e[1] = (unsigned char)n;
+    return 2;
 }
 
 static int push_pair(PyObject **list, PyObject *a, const unsigned char *data, size_t len) {
@@ -1321,6 +1546,20 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         f->tally.malformed++;
         return 0;
     }
+    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 unknown or truncated */
+    LayerInfo li = {0, 0, 0, 0, 0};
+    size_t ddlen = 0;
+    const unsigned char *dd = src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
+    if (dd != NULL && src->codec == CODEC_AV1) {
+        /* AV1's layers come from the dependency descriptor, which keeps the source's
+         * template structure up to date; a malformed one drops the packet. */
+        li_state = dd_info(dd, ddlen, &src->dd, &li);
+        if (li_state < 0) {
+            f->tally.malformed++;
+            return 0;
+        }
+        if (li_state == 0) li_state = -1;
+    }
     if (src->history != Py_None) {
         Py_ssize_t slots = PyList_GET_SIZE(src->history);
         PyObject *copy = PyBytes_FromStringAndSize((const char *)d, (Py_ssize_t)size);
@@ -1346,8 +1585,6 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
-    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 truncated */
-    LayerInfo li = {0, 0, 0, 0, 0};
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1358,12 +1595,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (src->is_video) {
             Selector *sel = sink->selector;
             if (!(index == sel->current && sel->current == sel->target)) {
-                if (keyframe < 0) {
-                    size_t ddlen = 0;
-                    const unsigned char *dd =
-                        src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
-                    keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
-                }
+                if (keyframe < 0) keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
                 int dec = sel_decide(sel, index, keyframe);
                 if (dec == DROP) continue;
                 if (dec == SWITCH) {
@@ -1373,15 +1605,17 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             }
         }
         unsigned mark = marker;
-        if ((src->codec == CODEC_VP8 || src->codec == CODEC_VP9) &&
+        if (src->codec != CODEC_H264 &&
             (sink->spatial < 7 || sink->spatial_target < 7 || sink->temporal < 7 ||
              sink->temporal_target < 7)) {
-            /* Layer limits (VP9 SVC spatial layers, VP8/VP9 temporal layers): they go down
-             * at a picture start, up at a keyframe; packets above them are not forwarded
-             * (the rewriter closes the gap); the last forwarded spatial layer ends the
-             * picture. */
+            /* Layer limits (VP9/AV1 SVC spatial layers, VP8/VP9/AV1 temporal layers): they
+             * go down at a picture start, up at a keyframe; packets above them are not
+             * forwarded (the rewriter closes the gap); the last forwarded spatial layer
+             * ends the picture. AV1's were read from the descriptor above. */
             if (li_state == 0)
-                li_state = (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload, plen, &li)
+                li_state = src->codec != CODEC_AV1 &&
+                                   (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload,
+                                                                                  plen, &li)
                                ? 1
                                : -1;
             if (li_state > 0) {
@@ -1406,32 +1640,39 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (native && f->nout == OUTN) flush(f);
         unsigned char tmp[OUTSZ];
         unsigned char *out = native ? f->obufs[f->nout] : tmp;
-        /* One-byte extension elements: abs-send-time or audio level, then the
-         * transport-wide sequence number; zero padding to 32 bits. */
+        /* Extension elements: abs-send-time or audio level, then the transport-wide
+         * sequence number, then (AV1) the dependency descriptor; zero padding to 32 bits.
+         * One-byte elements, or two-byte ones (RFC 8285 s4.3) in a packet that carries
+         * the descriptor, which may be longer than 16 bytes. */
+        int two = sink->dd_id >= 0 && dd != NULL;
         unsigned char *e = out + 16;
         size_t elen = 0, twcc_at = 0;
         if (sink->abs_send_time_id >= 0) {
-            e[0] = (unsigned char)((sink->abs_send_time_id << 4) | 2);
-            e[1] = (unsigned char)(abs >> 16);
-            e[2] = (unsigned char)(abs >> 8);
-            e[3] = (unsigned char)abs;
-            elen = 4;
+            elen += ext_element(e + elen, two, sink->abs_send_time_id, 3);
+            e[elen] = (unsigned char)(abs >> 16);
+            e[elen + 1] = (unsigned char)(abs >> 8);
+            e[elen + 2] = (unsigned char)abs;
+            elen += 3;
         } else if (sink->audio_level_id >= 0 && level >= 0) {
-            e[0] = (unsigned char)(sink->audio_level_id << 4);
-            e[1] = (unsigned char)level;
-            elen = 2;
+            elen += ext_element(e + elen, two, sink->audio_level_id, 1);
+            e[elen++] = (unsigned char)level;
         }
         if (link->twcc_id >= 0) {
-            e[elen] = (unsigned char)((link->twcc_id << 4) | 1);
-            twcc_at = elen + 1;
-            elen += 3;
+            elen += ext_element(e + elen, two, link->twcc_id, 2);
+            twcc_at = elen;
+            elen += 2;
+        }
+        if (two) {
+            elen += ext_element(e + elen, two, sink->dd_id, ddlen);
+            memcpy(e + elen, dd, ddlen);
+            elen += ddlen;
         }
         size_t hlen = 12;
         unsigned fl = flags;
         if (elen) {
             while (elen % 4) e[elen++] = 0;
             fl |= 0x10;
-            out[12] = 0xBE, out[13] = 0xDE;
+            out[12] = two ? 0x10 : 0xBE, out[13] = two ? 0x00 : 0xDE;
             put16(out + 14, (unsigned)(elen / 4));
             hlen = 16 + elen;
         }
@@ -1504,6 +1745,7 @@ static int fold(Forwarder *f) {
         add_attr(s, "bytes_forwarded", t.bytes) < 0 ||
         add_drop(s, "srtp_auth", t.srtp_auth) < 0 ||
         add_drop(s, "malformed_rtp", t.malformed) < 0 ||
+        add_attr(s, "segmented_datagrams", t.segmented) < 0 ||
         add_drop(s, "send_failed", t.send_failed) < 0 || add_drop(s, "garbage", t.garbage) < 0)
         return -1;
     return 0;
@@ -1696,6 +1938,12 @@ static PyObject *Forwarder_forward(Forwarder *self, PyObject *const *args, Py_ss
     return finish(self, NULL, NULL, now, ok);
 }
 
+static PyMemberDef Forwarder_members[] = {
+    {"gso", T_INT, offsetof(Forwarder, gso), 0,
+     "1: datagrams to one subscriber leave in segmented sends (UDP_SEGMENT); set 0 to send "
+     "each alone (turned off by itself where the route refuses)"},
+    {NULL}};
+
 static PyMethodDef Forwarder_methods[] = {
     {"drain", (PyCFunction)(void (*)(void))Forwarder_drain, METH_FASTCALL,
      "drain(now=-1.0, budget=256): read the socket, forward, hand the rest to on_slow"},
@@ -1714,6 +1962,7 @@ static PyTypeObject ForwarderType = {
     .tp_traverse = (traverseproc)Forwarder_traverse,
     .tp_clear = (inquiry)Forwarder_clear,
     .tp_methods = Forwarder_methods,
+    .tp_members = Forwarder_members,
 };
 
 /* ------------------------------------------------------------------ module */

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,7 +49,7 @@ from visavis.protocol.rtp.rtcp import (
 )
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu import fastpath, forward
-from visavis.sfu.bwe import BandwidthEstimator
+from visavis.sfu.bwe import BandwidthEstimator, RembProber
 from visavis.sfu.errors import SdpError
 from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 from visavis.sfu.messages import (
@@ -70,6 +70,7 @@ from visavis.sfu.sdp import (
     build_answer,
     parse_offer,
     require_video_codec,
+    sent_dependency_descriptor,
 )
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
@@ -183,10 +184,14 @@ class Producer:
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
         codec = participant.room.video_codec
-        # One VP9 stream: it may carry spatial layers (SVC), which consumers select; VP8
-        # and VP9 packets say their temporal layer, which thumbnails drop.
-        self.svc = self.is_video and not rids and codec is VideoCodec.VP9
-        self.temporal_layers = self.is_video and codec in (VideoCodec.VP8, VideoCodec.VP9)
+        # One VP9 stream, or one AV1 stream with the dependency descriptor: it may carry
+        # spatial layers (SVC), which consumers select; VP8 and VP9 packets (AV1's
+        # descriptor) say their temporal layer, which thumbnails drop.
+        av1_dd = codec is VideoCodec.AV1 and dd_id is not None
+        self.svc = self.is_video and not rids and (codec is VideoCodec.VP9 or av1_dd)
+        self.temporal_layers = self.is_video and (
+            codec in (VideoCodec.VP8, VideoCodec.VP9) or av1_dd
+        )
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -327,7 +332,9 @@ class Participant:
         # estimate from the subscriber's TWCC feedback, and probing to climb back up.
         self.gcc: DelayBasedBwe | None = None
         self.prober = Prober()
+        self.remb_prober = RembProber()  # without TWCC: padding so that its REMB can climb
         self.desired_rate = 0.0  # bits/s its slots would take with no bandwidth limit
+        self.allocated_rate = 0.0  # bits/s of the layers the allocator chose
         self.twcc_reported = -1  # publishing: last transport-wide seq put in our feedback
         self.twcc_feedback_count = 0
         self.visible: set[str] = set()  # tiles shown large (layout message)
@@ -432,7 +439,7 @@ class Participant:
                         self.bwe.on_loss(block.fraction_lost / 256, now)
                         break
             elif isinstance(packet, RtcpRemb):
-                self.bwe.on_remb(packet.bitrate, now)
+                self.bwe.on_remb(packet.bitrate, now, packet.ssrcs)
             elif isinstance(packet, RtcpTwcc):
                 self._on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
@@ -694,6 +701,9 @@ class Room:
                 participant.freed.pop(mid, None),
                 now,
             )
+            if producer.is_video:
+                dd_sent = sent_dependency_descriptor(offer, section, self.video_codec)
+                consumer.dd_id = -1 if dd_sent is None else dd_sent
             participant.consumers[mid] = consumer
             participant.consumers_by_ssrc[consumer.ssrc] = consumer
             if consumer.rtx_ssrc is not None:
@@ -837,38 +847,53 @@ class Room:
 
     def tick(self, now: float) -> list[Participant]:
         """Periodic work; returns participants found dead (already removed)."""
+        dead: list[Participant] = []
+        for _ in self.tick_steps(now, dead):
+            pass
+        return dead
+
+    def tick_steps(self, now: float, dead: list[Participant]) -> Iterator[None]:
+        """The periodic work, yielding after each participant's share: the server reads
+        the media socket between steps (at 32 people a whole tick takes about half a
+        millisecond, the 1 s report and allocation about two, and every packet arriving
+        meanwhile would wait). Participants removed while it is suspended are skipped;
+        ``dead`` receives those found dead (already removed)."""
         dominant = self.speaker.tick(now)
         if dominant is not None:
             message = DominantSpeaker(participant_id=dominant)
             for participant in self.participants.values():
                 participant.notify(message)
-        for participant in self.participants.values():
+        for participant in list(self.participants.values()):
+            if self.participants.get(participant.id) is not participant:
+                continue
             for consumer in participant.consumers.values():
                 if consumer.producer.is_video and consumer.wants_keyframe:
                     self.request_keyframe(consumer.producer, consumer.selector.target, now)
-        dead = [
-            p
-            for p in self.participants.values()
-            if not p.remote and now - p.transport.last_seen > self.settings.dead_timeout
-        ]
-        for participant in dead:
-            self.stats.participants_removed_dead += 1
-            self.remove(participant, "timeout")
+            yield
+        for participant in list(self.participants.values()):
+            if not participant.remote and now - participant.transport.last_seen > (
+                self.settings.dead_timeout
+            ):
+                self.stats.participants_removed_dead += 1
+                self.remove(participant, "timeout")
+                dead.append(participant)
         self._select_audio(now)
         elapsed_tick = self.settings.tick_interval if self.last_tick < 0 else now - self.last_tick
         self.last_tick = now
-        for participant in self.participants.values():
-            if participant.remote:
+        for participant in list(self.participants.values()):
+            if participant.remote or self.participants.get(participant.id) is not participant:
                 continue
             self._nack_publisher(participant, now)
             self._transport_feedback(participant, now)
             if participant.gcc is not None and participant.transport.connected:
                 self._probe(participant, min(elapsed_tick, 0.5), now)
+            elif participant.consumers and participant.transport.connected:
+                self._probe_remb(participant, min(elapsed_tick, 0.5), now)
+            yield
         if now - self.last_report >= 1.0:
             elapsed = now - self.last_report
             self.last_report = now
-            self._report(now, elapsed)
-        return dead
+            yield from self._report(now, elapsed)
 
     def _nack_publisher(self, publisher: Participant, now: float) -> None:
         """Ask the publisher again for the video packets that did not arrive."""
@@ -928,6 +953,20 @@ class Room:
         if budget > 0:
             forward.send_probe(self, subscriber, budget, now)
 
+    def _probe_remb(self, subscriber: Participant, elapsed: float, now: float) -> None:
+        """Probe a REMB subscriber's downlink with RTX padding on its video slots while
+        its layers want more than the estimate (:class:`~visavis.sfu.bwe.RembProber`);
+        a probe that raised no congestion signal steps the estimate up (re-allocate)."""
+        bwe, prober = subscriber.bwe, subscriber.remb_prober
+        proven = prober.finish(bwe.congested_at, now)
+        if proven is not None:
+            bwe.on_probe_result(proven, now)
+            self._allocate(subscriber, now)
+        target = prober.step(subscriber.desired_rate, bwe.estimate(now), bwe.congested_at, now)
+        budget = int((target - subscriber.allocated_rate) * elapsed / 8)
+        if budget > 0:
+            forward.send_probe(self, subscriber, budget, now)
+
     def _select_audio(self, now: float) -> None:
         """Forward less audio: in a room bigger than ``audio_last_n`` + 1, only the
         loudest ``audio_last_n`` (smoothed RFC 6464 levels) are forwarded whole; the
@@ -949,9 +988,12 @@ class Room:
         for _, pid, layer in audio:
             layer.quiet_above = -1 if pid in loud else settings.audio_voice_level
 
-    def _report(self, now: float, elapsed: float) -> None:
-        """Once a second: layer bitrates, receiver reports + REMB, layer allocation."""
-        for participant in self.participants.values():
+    def _report(self, now: float, elapsed: float) -> Iterator[None]:
+        """Once a second: layer bitrates, receiver reports + REMB, layer allocation (a
+        step per participant, see :meth:`tick_steps`)."""
+        for participant in list(self.participants.values()):
+            if self.participants.get(participant.id) is not participant:
+                continue
             blocks: list[ReportBlock] = []
             video_ssrcs: list[int] = []
             for producer in participant.producers.values():
@@ -970,8 +1012,11 @@ class Room:
                         participant.rtcp_ssrc, self.settings.max_publish_bitrate, tuple(video_ssrcs)
                     ).serialize()
                 participant.transport.send_rtcp(data)
-        for participant in self.participants.values():
-            self._allocate(participant, now)
+            yield
+        for participant in list(self.participants.values()):
+            if self.participants.get(participant.id) is participant:
+                self._allocate(participant, now)
+                yield
 
     def set_layout(
         self, subscriber: Participant, visible: list[str], thumbnails: list[str] | None, now: float
@@ -989,7 +1034,7 @@ class Room:
         """Choose each video consumer's layer from bandwidth, speakers and layout; pause
         the tiles the subscriber does not show (when its layout names its thumbnails)."""
         budget = subscriber.bwe.estimate(now)
-        desired = 0.0
+        desired = allocated = 0.0
         videos = []
         shown = (
             None if subscriber.thumbnails is None else subscriber.visible | subscriber.thumbnails
@@ -998,6 +1043,7 @@ class Room:
             if not consumer.producer.is_video:
                 budget -= 40_000
                 desired += 40_000
+                allocated += 40_000
             elif shown is not None and consumer.producer.participant.id not in shown:
                 if consumer.selector.target >= 0:  # pause: forward nothing until shown
                     consumer.selector.set_target(-1)
@@ -1035,4 +1081,6 @@ class Room:
             if consumer.producer.temporal_layers:  # a thumbnail: the base frame rate only
                 consumer.temporal_target = 0 if thumbnail else 7
             budget -= rates[layer] or 0.0
+            allocated += rates[layer] or 0.0
         subscriber.desired_rate = desired
+        subscriber.allocated_rate = allocated

@@ -49,7 +49,7 @@ from visavis.tokens import TokenError, verify_token
 
 if TYPE_CHECKING:
     from visavis.fleet.agent import FleetAgent, Load
-    from visavis.sfu.cascade import Cascade
+    from visavis.sfu.cascade import Cascade, Lookup
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class SfuServer:
         self.stats = SfuStats()
         self.rooms: dict[str, Room] = {}
         self.identity = DtlsIdentity()
-        self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks)
+        self.endpoint = MediaEndpoint(self.stats, self.sfu.allowed_networks, self.sfu.gso)
         self._secret = ""
         self._ws: Server | None = None
         self.tcp: IceTcpListener | None = None
@@ -124,20 +124,27 @@ class SfuServer:
         self._tick_task = asyncio.create_task(self._ticker())
         if uses_registry(self.settings):
             from visavis.fleet.agent import FleetAgent  # loads redis: fleets only
-            from visavis.sfu.cascade import Cascade
 
             fleet = self.fleet = FleetAgent(self.settings, "sfu", self._fleet_load)
             await fleet.start()
-            self.cascade = Cascade(
-                node_id=self.settings.node_id,
-                secret=self._secret,
-                identity=self.identity,
-                stats=self.stats,
-                endpoint=self.endpoint,
-                rooms=lambda: self.rooms,
-                lookup=lambda node: fleet.lookup("sfu", node),
-                refused=lambda reason: self.cascade_refused.labels(reason).inc(),
-            )
+            self.link_nodes(lambda node: fleet.lookup("sfu", node))
+
+    def link_nodes(self, lookup: Lookup) -> None:
+        """Cascade rooms with the other nodes their join tokens name, each trusted by its
+        signed record from ``lookup``: the fleet registry's, or (SFU workers of one
+        ``visavis serve``, :mod:`visavis.child`) the records the parent passed on."""
+        from visavis.sfu.cascade import Cascade
+
+        self.cascade = Cascade(
+            node_id=self.settings.node_id,
+            secret=self._secret,
+            identity=self.identity,
+            stats=self.stats,
+            endpoint=self.endpoint,
+            rooms=lambda: self.rooms,
+            lookup=lookup,
+            refused=lambda reason: self.cascade_refused.labels(reason).inc(),
+        )
 
     def _fleet_load(self) -> Load:
         from visavis.fleet.agent import Load
@@ -233,9 +240,12 @@ class SfuServer:
             now = time.monotonic()
             for room_id, room in list(self.rooms.items()):
                 try:
-                    room.tick(now)
+                    for _ in room.tick_steps(now, []):
+                        await asyncio.sleep(0)  # the media socket is read between steps
                 except Exception:  # one room's bug must not stop the others' timers
                     logger.exception("room %s tick failed", room_id)
+                if self.rooms.get(room_id) is not room:
+                    continue  # closed meanwhile
                 if not room.local():  # only remote participants (or none) left
                     if self.cascade is not None:
                         self.cascade.room_closed(room_id)

@@ -86,6 +86,11 @@ class SfuSettings(BaseModel):
         description="CIDRs clients may use for media (empty: any); e.g. 127.0.0.0/8 in tests",
     )
     tick_interval: float = Field(default=0.1, gt=0)
+    gso: bool = Field(
+        default=True,
+        description="send a subscriber's run of equal-sized datagrams as one UDP_SEGMENT send"
+        " (Linux >= 4.18; turns itself off where the route refuses it)",
+    )
 
     @field_validator("tcp_port", mode="before")
     @classmethod

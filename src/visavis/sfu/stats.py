@@ -42,6 +42,7 @@ class SfuStats:
     packets_in: int = 0
     packets_forwarded: int = 0
     bytes_forwarded: int = 0
+    segmented_datagrams: int = 0  # forwarded inside a UDP_SEGMENT send (several per call)
     rtcp_in: int = 0
     rtcp_out: int = 0
     keyframe_requests: int = 0

@@ -32,8 +32,11 @@ BUFFER_BYTES = 4 << 20  # socket buffers: a 32-person fan-out is bursty
 class MediaEndpoint:
     """Routes datagrams of the shared media port to transports."""
 
-    def __init__(self, stats: SfuStats, allowed_networks: list[str] | None = None) -> None:
+    def __init__(
+        self, stats: SfuStats, allowed_networks: list[str] | None = None, gso: bool = True
+    ) -> None:
         self.stats = stats
+        self.gso = gso
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks or []]
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_address: dict[Address, WebRtcTransport] = {}
@@ -56,6 +59,8 @@ class MediaEndpoint:
             raise
         self.sock = sock
         self.forwarder = fastpath.Forwarder(sock, self.links, self.stats, self.on_slow)
+        if not self.gso:
+            self.forwarder.gso = 0
         asyncio.get_running_loop().add_reader(sock.fileno(), self.forwarder.drain)
         port_: int = sock.getsockname()[1]
         return port_
