@@ -94,6 +94,9 @@ class SfuSession:
         # Called with the participant id when one leaves the room for good (reason "left",
         # not a timeout): a call link's guest learns of leavers only here.
         self.on_participant_left: Callable[[str], None] | None = None
+        # Called when the control connection to the SFU drops under a joined session (its
+        # node died, or it was cut off): a call link's guest rejoins from here.
+        self.on_lost: Callable[[], None] | None = None
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -276,6 +279,8 @@ class SfuSession:
                 # room before the node's registry record expires).
                 session, call_id = self._signaling
                 self._spawn(self._report_lost(session, call_id, self.url))
+            if not self._leaving and self._joined.done() and self.on_lost is not None:
+                self.on_lost()
             if not self._joined.done():
                 self._joined.set_exception(SfuSessionError("closed", "connection closed"))
             if self._answer is not None and not self._answer.done():
