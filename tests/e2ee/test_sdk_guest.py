@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aioice.ice
@@ -32,7 +31,7 @@ from playwright.async_api import expect
 
 from tests.browser import chromium
 from tests.e2ee.test_group_sdk import Bot, bots_at
-from tests.served import Served, serve
+from tests.served import SLOW_CLIENTS, Served, serve, served_fixture
 from tests.test_processes import sfu_workers
 from tests.waiting import until, until_async
 from tests.web.clients import open_device, sign_in, signup_rest
@@ -46,13 +45,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 MEDIA_WAIT = 60.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # dead_timeout: a starved client on a loaded 2-core machine is not dead at 10 s.
-    with serve(
-        tmp_path_factory.mktemp("sdk-guest"), env={"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    ) as served:
-        yield served
+server = served_fixture("sdk-guest")
 
 
 async def guest_event(bot: Bot, state: str) -> m.CallGuest:
@@ -237,7 +230,7 @@ async def test_sdk_guest_rejoins_when_its_sfu_worker_dies(
     env = {
         "VISAVIS_SFU__WORKERS": "2",
         "VISAVIS_SFU__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-        "VISAVIS_SFU__DEAD_TIMEOUT": "30",
+        **SLOW_CLIENTS,
     }
     with serve(tmp_path / "data", env=env, timeout=120) as server:
         urls = [u for u in server.endpoints["sfu"] if u.startswith("ws://")]

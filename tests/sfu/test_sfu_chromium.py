@@ -4,37 +4,25 @@ each subscriber between Chromium's layers on keyframes as its bandwidth changes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import http.server
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, static_site
+from tests.waiting import until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.sfu.server import SfuServer
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
 ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *CHROMIUM_ARGS,
     "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
     # Chromium caps simulcast layers by resolution (two at 640x480); lift the cap.
     "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/",
 ]
@@ -42,30 +30,10 @@ ARGS = [
 
 @contextlib.contextmanager
 def page_server() -> Iterator[str]:
-    """Serve this directory on 127.0.0.1 (a secure context for getUserMedia)."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(Path(__file__).parent)
-    )
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/sfu_page.html"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
+    """This directory's sfu_page.html on 127.0.0.1 (a secure context for getUserMedia),
+    the web client's modules under /web/ (its E2EE and room-codec options import them)."""
+    with static_site(Path(__file__).parent, mounts={"/web/": WEB_DIR}) as origin:
+        yield f"{origin}/sfu_page.html"
 
 
 async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., str]) -> None:
@@ -99,7 +67,9 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                         for c in clients
                     )
 
-                await poll(chrome_receives, 30, "Chromium to decode the aiortc clients")
+                await until_async(
+                    chrome_receives, "Chromium to decode the aiortc clients", 30, every=0.25
+                )
                 chrome_id = await page.evaluate("window.state.participant_id")
                 # Chromium sends three layers; the SFU learnt their SSRCs from RID.
                 room = next(iter(sfu.rooms.values()))
@@ -112,7 +82,9 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                         layer.ssrc is not None and layer.received > 0 for layer in video.layers
                     )
 
-                await poll(layers_active, 45, "all three simulcast layers to arrive")
+                await until_async(
+                    layers_active, "all three simulcast layers to arrive", 45, every=0.25
+                )
                 # The aiortc clients decode Chromium.
                 for c in clients:
                     await c.wait_for(lambda c=c: c.frames[chrome_id]["video"] >= 10, 20)
@@ -126,13 +98,17 @@ async def test_chromium_simulcast_in_room(sfu: SfuServer, token: Callable[..., s
                     return consumer.selector.current == layer
 
                 budget = 120_000
-                await poll(lambda: on_layer(0), 15, "a switch down to the lowest layer")
+                await until_async(
+                    lambda: on_layer(0), "a switch down to the lowest layer", 15, every=0.25
+                )
                 frames = clients[0].frames[chrome_id]["video"]
                 await clients[0].wait_for(
                     lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 30
                 )
                 budget = 20_000_000
-                await poll(lambda: on_layer(2), 20, "a switch up to the highest layer")
+                await until_async(
+                    lambda: on_layer(2), "a switch up to the highest layer", 20, every=0.25
+                )
                 frames = clients[0].frames[chrome_id]["video"]
                 await clients[0].wait_for(
                     lambda: clients[0].frames[chrome_id]["video"] >= frames + 10, 30
@@ -161,8 +137,11 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                 page = await browser.new_page()
                 await page.goto(url)
                 await page.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("chrome")])
-                chrome_id = await poll(
-                    lambda: page.evaluate("window.state.participant_id"), 30, "Chromium to join"
+                chrome_id = await until_async(
+                    lambda: page.evaluate("window.state.participant_id"),
+                    "Chromium to join",
+                    30,
+                    every=0.25,
                 )
                 room = next(iter(sfu.rooms.values()))
                 chrome = room.participants[chrome_id]
@@ -170,7 +149,7 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                 async def publishing() -> bool:
                     return any(p.is_video for p in chrome.producers.values())
 
-                await poll(publishing, 30, "Chromium to publish")
+                await until_async(publishing, "Chromium to publish", 30, every=0.25)
                 video = next(p for p in chrome.producers.values() if p.is_video)
                 await viewer.join()
                 await viewer.set_layout([], [chrome_id])  # a thumbnail from the start
@@ -192,7 +171,9 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                         and viewer.frames[chrome_id]["video"] >= 10
                     )
 
-                await poll(thumbnail_settled, 40, "the thumbnail's REMB to settle")
+                await until_async(
+                    thumbnail_settled, "the thumbnail's REMB to settle", 40, every=0.25
+                )
                 assert consumer is not None
                 probes_before = sfu.stats.probe_packets
                 remb_before = me.bwe.remb(time.monotonic())
@@ -204,7 +185,7 @@ async def test_remb_subscriber_gets_the_top_layer_back(
                 async def on_top() -> bool:
                     return consumer is not None and consumer.selector.current == 2
 
-                await poll(on_top, 45, "the top layer back")
+                await until_async(on_top, "the top layer back", 45, every=0.25)
                 took = time.monotonic() - shown
                 frames = viewer.frames[chrome_id]["video"]
                 await viewer.wait_for(lambda: viewer.frames[chrome_id]["video"] >= frames + 10, 20)

@@ -12,20 +12,15 @@ subscriber between the simulcast layers on keyframes it finds in encrypted packe
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import secrets
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser import chromium
 from tests.sfu.conftest import SECRET
+from tests.sfu.test_sfu_chromium import page_server
 from tests.waiting import until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, SfuSessionError, ToneTrack
 from visavis.e2ee.ratchet import Keyring
@@ -33,38 +28,9 @@ from visavis.sfu.room import Participant
 from visavis.sfu.server import SfuServer
 from visavis.tokens import sign_token
 
-HERE = Path(__file__).parent
-WEB = Path(__file__).parents[2] / "src" / "visavis" / "web"
 MIME = {"vp9": "video/VP9", "h264": "video/H264", "av1": "video/AV1"}
 # Chromium caps simulcast layers by resolution; lift the cap so 640x360 sends two.
 ARGS = ["--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"]
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """This directory at /, the web client's static files at /web/ (ES modules)."""
-
-    def translate_path(self, path: str) -> str:
-        if path.startswith("/web/"):
-            clean = path.split("?", 1)[0][len("/web/") :]
-            target = (WEB / clean).resolve()
-            return str(target) if target.is_relative_to(WEB) else str(WEB / "missing")
-        return super().translate_path(path)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def page_server() -> Iterator[str]:
-    handler = functools.partial(_Handler, directory=str(HERE))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/codec_page.html"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def codec_token(user: str, codec: str, room: str) -> str:
@@ -92,7 +58,8 @@ async def start_pages(
         await page.goto(url)
         await page.wait_for_function("typeof window.run === 'function'")
         await page.evaluate(
-            "([u, t, kid, kids, key, layers]) => run(u, t, kid, kids, key, layers)",
+            "([u, t, kid, kids, key, layers]) =>"
+            " run(u, t, {e2ee: {kid, kids, key}, roomCodec: true, layers})",
             [
                 sfu.control_url,
                 codec_token(f"user{kid}", codec, f"room-{codec}-{layers}"),
