@@ -124,8 +124,8 @@ async def test_remb_subscriber_gets_the_top_layer_back(
     sfu: SfuServer, token: Callable[..., str]
 ) -> None:
     """An aiortc subscriber (REMB, no TWCC) shows Chromium as a thumbnail, so its REMB
-    settles near the lowest layer's rate; shown large again, the SFU pads its slot until
-    its REMB covers the top layer, and it gets the top layer back (issue 11)."""
+    settles near the lowest layer's rate; shown large again, the SFU steps its estimate up
+    by padding probes (its REMB would take ~35 s) and it gets the top layer back."""
     playwright_api = pytest.importorskip("playwright.async_api")
     if not HAVE_CHROMIUM:
         pytest.skip("Debian chromium is not installed")

@@ -299,8 +299,11 @@ async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
             pub_browser, publisher = await open_page(p, wrapper(tmp_path, link.sfu))
             browsers.append(pub_browser)
             await publisher.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("pub")])
-            pub_id = await poll(
-                lambda: publisher.evaluate("window.state.participant_id"), 30, "publisher joined"
+            pub_id = await until_async(
+                lambda: publisher.evaluate("window.state.participant_id"),
+                "publisher joined",
+                30,
+                every=0.25,
             )
             proc = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", link.sub, sys.executable, "-m", "tests.sfu.remb_viewer",
@@ -317,7 +320,7 @@ async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
                 return 0 < await viewer.height(pub_id) < 480
 
             began = time.monotonic()
-            await poll(full, 90, "the viewer to receive the 480p layer")
+            await until_async(full, "the viewer to receive the 480p layer", 90, every=0.25)
             ramp = time.monotonic() - began
             rates: dict[str, float] = {}
             deadline = time.monotonic() + 60
@@ -332,18 +335,18 @@ async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
                     / ((second[rid][1] - first[rid][1]) / 1e3)
                     for rid in ("q", "h", "f")
                 }
-            await poll(full, 30, "the viewer to be back on the 480p layer")
+            await until_async(full, "the viewer to be back on the 480p layer", 30, every=0.25)
             before = await sfu.stats()
             assert before["twcc_feedback"] == 0, before  # aiortc: REMB only
             limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
             link.throttle(limit)
             throttled = time.monotonic()
-            await poll(dropped, 60, f"the layer to drop under {limit} bit/s")
+            await until_async(dropped, f"the layer to drop under {limit} bit/s", 60, every=0.25)
             down = time.monotonic() - throttled
             during = await sfu.stats()
             link.unthrottle()
             opened = time.monotonic()
-            await poll(full, 90, "the 480p layer to come back")
+            await until_async(full, "the 480p layer to come back", 90, every=0.25)
             recovered = time.monotonic() - opened
             after = await sfu.stats()
             assert after["probe_packets"] > during["probe_packets"], after
