@@ -427,6 +427,9 @@ class Window:
     other_received: int  # RTCP, DTLS, STUN
     latencies: list[float]  # ms, sampled
     percentiles: tuple[float, float, float, int] | None = None  # computed by sfu_blast.c
+    # sfu_blast.c: per second of the window, the worst sampled latency (ms) and the
+    # server's CPU seconds; with --warmup 0 the first seconds are the join transient
+    by_second: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -444,6 +447,7 @@ class Window:
                 "latency_ms_p99": round(p99, 3),
                 "latency_ms_p999": round(p999, 3),
                 "latency_samples": samples,
+                **self.by_second,
             }
         return {
             "sent_pps": round(self.sent / self.wall),
@@ -660,6 +664,7 @@ async def pump_c(
         [],
     )
     window.percentiles = (result["p50"], result["p99"], result["p999"], result["samples"])
+    window.by_second = {k: result[k] for k in ("max_ms_by_second", "cpu_s_by_second")}
     return window
 
 

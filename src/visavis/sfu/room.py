@@ -719,6 +719,11 @@ class Room:
             )
             for mid, c in participant.consumers.items()
         ]
+        # The new slots' layers now, not at the next report: a consumer starts at the
+        # top layer, and a room of 32 starting at once would otherwise forward every
+        # top layer to everyone (3x the steady state's packets) until the first report
+        # after media arrives and then a keyframe of each lower layer (seconds).
+        self._allocate(participant, now)
         if new_producers and not participant.remote:
             for bridge in self.links.values():
                 for producer in new_producers:
@@ -1046,7 +1051,8 @@ class Room:
             if wanted is not None:
                 desired += rates[wanted] or 0.0
             layer = choose_layer(rates, budget, max_layer)
-            if layer is None:
+            if layer is None:  # nothing received yet: start at the layout's layer
+                consumer.selector.set_target(max_layer)
                 continue
             consumer.selector.set_target(layer)
             if consumer.producer.svc:  # all spatial layers, or the lowest (thumbnail, no room)
