@@ -306,3 +306,33 @@ def test_a_room_starting_at_once_forwards_the_allocated_layers_from_the_first_ke
         assert len(p.transport.rtp) == 3 * (n - 1) + 1  # type: ignore[attr-defined]
     # Each new SSRC was learnt once (its first packet) and then forwarded without Python.
     assert all(len(p.ssrc_map) == 3 for p in people)
+
+
+def test_a_burst_of_publishers_asks_each_subscriber_to_renegotiate_once() -> None:
+    """N publishers offering in one burst: each participant is asked for a new offer
+    once, at the next tick, counting every producer it lacks (it used to be asked once
+    per publisher: O(N^2) offers for clients that do not coalesce). A participant whose
+    own offer came after the burst is answered with it and not asked again."""
+    n = 8
+    room = make_room()
+    asked: dict[str, list[Any]] = {f"p{i}": [] for i in range(n)}
+    people = []
+    for i in range(n):
+        p = Participant(
+            room, f"p{i}", f"p{i}", "d", lambda _: FakeTransport(), asked[f"p{i}"].append, 0.0
+        )  # type: ignore[arg-type,return-value]
+        room.add(p)
+        people.append(p)
+    for p in people:
+        room.handle_offer(p, offer(True, 0, ssrc=1000 + len(p.producers) + int(p.id[1:])), 0.0)
+    last = people[-1]
+    result = room.handle_offer(last, offer(True, 0, ssrc=1000 + n - 1), 0.0)
+    assert result.renegotiate is not None and result.renegotiate.video == n - 1
+    assert all(not any(m.type == "renegotiate" for m in a) for a in asked.values())
+    room.tick(0.1)
+    for p in people[:-1]:
+        requests = [m for m in asked[p.id] if m.type == "renegotiate"]
+        assert [m.video for m in requests] == [n - 1]
+    assert not any(m.type == "renegotiate" for m in asked[last.id])
+    room.tick(0.2)  # nothing new: nothing asked
+    assert sum(m.type == "renegotiate" for a in asked.values() for m in a) == n - 1
