@@ -530,10 +530,10 @@ async def measure(page: Any, seconds: float, generator_pid: int | None = None) -
 async def main_async(seconds: float) -> dict[str, Any]:
     from playwright.async_api import async_playwright
     from tests.browser import launch_chromium
-    from tests.served import serve
+    from tests.served import SLOW_CLIENTS, serve
     from tests.web.clients import open_device, sign_in, signup_rest
 
-    env = {"VISAVIS_SFU__DEAD_TIMEOUT": "30", "VISAVIS_SIGNALING__MAX_CONCURRENT_REQUESTS": "256"}
+    env = {**SLOW_CLIENTS, "VISAVIS_SIGNALING__MAX_CONCURRENT_REQUESTS": "256"}
     data_dir = Path(tempfile.mkdtemp(prefix="visavis-crowd-"))
     accounts = await asyncio.to_thread(seed_accounts, data_dir)
     with serve(data_dir, env=env) as server:

@@ -41,9 +41,7 @@ from visavis.signaling.web import CSP  # noqa: E402
 
 
 async def one_run(playwright: Any, origin: str, clip: Path, quick: bool) -> dict[str, Any]:
-    browser = await harness.launch(playwright, f"--use-file-for-fake-video-capture={clip}")
-    try:
-        context = await browser.new_context()
+    async with harness.camera_context(playwright, clip) as context:
         page = await harness.open_harness(context, origin, "bench.html", CSP)
         frames = 40 if quick else 90
         return {
@@ -52,8 +50,6 @@ async def one_run(playwright: Any, origin: str, clip: Path, quick: bool) -> dict
             "spatial": await page.evaluate(f"spatial({5 if quick else 20}, 8)"),
             "reactions": await page.evaluate(f"reactions({60 if quick else 240})"),
         }
-    finally:
-        await browser.close()
 
 
 def med(values: list[float]) -> float:

@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.browser import static_site  # noqa: E402
 from tests.effects import harness  # noqa: E402
 from tests.firefox import Tab, launch_firefox  # noqa: E402
 
@@ -130,7 +131,7 @@ async def main() -> None:
         root = Path(tmp) / "site"
         root.mkdir()
         site(root)
-        with harness.static_origin(root, CSP) as origin:
+        with static_site(root, headers={"content-security-policy": CSP}) as origin:
             # full-resolution performance.now() (Firefox coarsens it to 1 ms by default,
             # which rounds a reaction frame to 0)
             prefs = {"privacy.reduceTimerPrecision": False}

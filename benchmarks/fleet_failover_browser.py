@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.browser import chromium
 from tests.fleet.browsers import (
-    NODE_ENV,
     Round,
     group_call,
     kill_room_node,
@@ -33,7 +32,7 @@ from tests.fleet.browsers import (
     reports_acted,
 )
 from tests.fleet.cluster import fleet
-from tests.served import serve
+from tests.served import SLOW_CLIENTS, serve
 from tests.services import fresh_postgres, fresh_redis_prefix
 
 
@@ -62,7 +61,7 @@ async def run(kills: int) -> None:
                     name = f"sfu-spare{n + 1}"
                     f.sfu[name] = extra.enter_context(
                         serve(tmp / name, "--role", "sfu",
-                              env={**f.env, "VISAVIS_NODE_ID": name, **NODE_ENV}, timeout=120)
+                              env={**f.env, "VISAVIS_NODE_ID": name, **SLOW_CLIENTS}, timeout=120)
                     )
                 acted = await reports_acted(f)
     moved = [t for r in rounds for t in r.moved]

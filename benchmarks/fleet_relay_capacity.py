@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from relay_vs_coturn import (
     free_port,
     probe,
     start_peer,
-    transact,
+    turn_channel,
     wait_until_serving,
 )
 from tests.served import serve
@@ -87,49 +86,6 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def channel_to(sock: socket.socket, server: tuple[str, int], peer: int) -> None:
-    """Allocate on ``server`` over ``sock`` and bind channel 0x4000 to 127.0.0.1:peer."""
-    from visavis.protocol.stun import (
-        ChannelNumber,
-        ErrorCodeAttr,
-        MessageClass,
-        Method,
-        Nonce,
-        Realm,
-        RequestedTransport,
-        Username,
-        XorPeerAddress,
-        encode_message,
-        long_term_key,
-    )
-
-    key = long_term_key(USER, REALM, PASSWORD)
-    nonce, realm = "", REALM
-    for method, attrs in (
-        (Method.ALLOCATE, [RequestedTransport(17)]),
-        (
-            Method.CHANNEL_BIND,
-            [ChannelNumber(0x4000), XorPeerAddress(ip_address("127.0.0.1"), peer)],
-        ),
-    ):
-        for _ in range(3):
-            tid = os.urandom(12)
-            full = [*attrs, Username(USER), Realm(realm), Nonce(nonce)] if nonce else attrs
-            data = encode_message(
-                method, MessageClass.REQUEST, tid, full, key=key if nonce else None
-            )
-            answer = await transact(sock, server, data, tid)
-            error = answer.get(ErrorCodeAttr)
-            if error is None:
-                break
-            if error.code not in (401, 438):
-                raise RuntimeError(f"TURN error {error.code}")
-            nonce = answer.get(Nonce).value
-            realm = answer.get(Realm).value
-        else:
-            raise RuntimeError("could not authenticate")
-
-
 def sender(relay_port: int, sink_port: int, rate: int, seconds: float, out: Any) -> None:
     """Process: ``CLIENTS`` allocations, then ``rate`` messages/s for ``seconds``."""
     from visavis.protocol.turn import encode_channel_data
@@ -140,7 +96,7 @@ def sender(relay_port: int, sink_port: int, rate: int, seconds: float, out: Any)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
-        asyncio.run(channel_to(sock, server, sink_port))
+        asyncio.run(turn_channel(sock, server, sink_port, 0x4000))
         sock.setblocking(True)
         sock.connect(server)
         socks.append(sock)

@@ -170,8 +170,12 @@ async def wait_until_serving(server_port: int, peer_port: int, proc: Any) -> Non
         raise TimeoutError("turnutils_peer never echoed")
 
 
-async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]:
-    """Allocate, bind a channel to the echo peer, ping every 20 ms; return RTTs (ms)."""
+async def turn_channel(
+    sock: socket.socket, server: tuple[str, int], peer_port: int, channel: int
+) -> None:
+    """Allocate on ``server`` over ``sock`` with the long-term credentials (the first
+    answer's 401 brings the nonce; a 438 a fresh one) and bind ``channel`` to
+    127.0.0.1:``peer_port``. Any other error answer raises."""
     from visavis.protocol.stun import (
         ChannelNumber,
         ErrorCodeAttr,
@@ -185,6 +189,35 @@ async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]
         encode_message,
         long_term_key,
     )
+
+    key = long_term_key(USER, REALM, PASSWORD)
+    nonce, realm = "", REALM
+    peer = XorPeerAddress(ip_address("127.0.0.1"), peer_port)
+    for method, attrs in (
+        (Method.ALLOCATE, [RequestedTransport(17)]),
+        (Method.CHANNEL_BIND, [ChannelNumber(channel), peer]),
+    ):
+        for _ in range(3):
+            tid = os.urandom(12)
+            if nonce:
+                full = [*attrs, Username(USER), Realm(realm), Nonce(nonce)]
+                data = encode_message(method, MessageClass.REQUEST, tid, full, key=key)
+            else:
+                data = encode_message(method, MessageClass.REQUEST, tid, attrs)
+            answer = await transact(sock, server, data, tid)
+            error = answer.get(ErrorCodeAttr)
+            if error is None:
+                break
+            if error.code not in (401, 438):
+                raise RuntimeError(f"TURN {method.name} answered error {error.code}")
+            nonce = answer.get(Nonce).value
+            realm = answer.get(Realm).value
+        else:
+            raise RuntimeError(f"TURN {method.name}: could not authenticate")
+
+
+async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]:
+    """Allocate, bind a channel to the echo peer, ping every 20 ms; return RTTs (ms)."""
     from visavis.protocol.turn import encode_channel_data
 
     loop = asyncio.get_running_loop()
@@ -192,38 +225,9 @@ async def probe(server_port: int, peer_port: int, stop_at: float) -> list[float]
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     server = ("127.0.0.1", server_port)
-    key = long_term_key(USER, REALM, PASSWORD)
-    nonce = ""
-    realm = REALM
-    n = 0
-
-    async def request(method: int, attrs: list[Any]) -> Any:
-        nonlocal nonce, realm, n
-        for _ in range(3):
-            n += 1
-            tid = n.to_bytes(12, "big")
-            if nonce:
-                full = [*attrs, Username(USER), Realm(realm), Nonce(nonce)]
-                data = encode_message(method, MessageClass.REQUEST, tid, full, key=key)
-            else:
-                data = encode_message(method, MessageClass.REQUEST, tid, attrs)
-            msg = await transact(sock, server, data, tid)
-            err = msg.get(ErrorCodeAttr)
-            if err is not None and err.code in (401, 438):
-                nonce_attr, realm_attr = msg.get(Nonce), msg.get(Realm)
-                if nonce_attr is not None:
-                    nonce = nonce_attr.value
-                if realm_attr is not None:
-                    realm = realm_attr.value
-                continue
-            return msg
-        raise RuntimeError("probe could not authenticate")
-
     rtts: list[float] = []
     try:
-        await request(Method.ALLOCATE, [RequestedTransport(17)])
-        peer = XorPeerAddress(ip_address("127.0.0.1"), peer_port)
-        await request(Method.CHANNEL_BIND, [ChannelNumber(0x4FF0), peer])
+        await turn_channel(sock, server, peer_port, 0x4FF0)
         seq = 0
         while time.monotonic() < stop_at:
             seq += 1

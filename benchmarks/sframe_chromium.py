@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from playwright.async_api import async_playwright  # noqa: E402
 from sframe import SIZES, measure  # noqa: E402
-from tests.browser import launch_chromium  # noqa: E402
-from tests.e2ee.test_sframe_chromium import static_server  # noqa: E402
+from tests.browser import chromium as debian_chromium  # noqa: E402
+from tests.browser import static_site  # noqa: E402
 
 from visavis.protocol.sframe import CipherSuite  # noqa: E402
+from visavis.signaling.web import WEB_DIR  # noqa: E402
 
 WORKER = """async ([size, seconds]) => {
   const src = `import { Context, SendKey } from "${location.origin}/e2ee/sframe.js";
@@ -71,20 +71,16 @@ WORKER = """async ([size, seconds]) => {
 
 async def chromium(seconds: float, runs: int) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
-    with static_server() as base:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            try:
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/sframe.js")
-                for label, size in SIZES.items():
-                    rates = [await page.evaluate(WORKER, [size, seconds]) for _ in range(runs)]
-                    out[label] = (
-                        statistics.median(r[0] for r in rates),
-                        statistics.median(r[1] for r in rates),
-                    )
-            finally:
-                await browser.close()
+    with static_site(WEB_DIR) as base:
+        async with debian_chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/sframe.js")
+            for label, size in SIZES.items():
+                rates = [await page.evaluate(WORKER, [size, seconds]) for _ in range(runs)]
+                out[label] = (
+                    statistics.median(r[0] for r in rates),
+                    statistics.median(r[1] for r in rates),
+                )
     return out
 
 

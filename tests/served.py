@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 #: Every fixed default port replaced by "any free port", so tests never collide.
 FREE_PORTS = {
@@ -35,6 +36,11 @@ FREE_PORTS = {
     "VISAVIS_SFU__MEDIA_PORT": "0",
 }
 READY_LINE = "Press Ctrl-C to stop."
+#: What a server that browsers or SDK clients call in a test sets. The SFU drops a
+#: participant with no media for dead_timeout (10 s); a client starved of CPU on this shared
+#: 2-core machine (several Chromium encoders) can take longer from join to first packet. It
+#: rejoins either way; 30 s keeps a test about the client, not about the machine's load.
+SLOW_CLIENTS = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
 
 
 def visavis_command() -> list[str]:
@@ -194,6 +200,22 @@ def serve(
     finally:
         stop(process)
         pump.join(timeout=5)
+
+
+def served_fixture(
+    name: str, scope: Literal["module", "package", "session"] = "module", **settings: str
+) -> Any:
+    """A pytest fixture (assign it to the fixture's name) yielding a ``visavis serve`` of its
+    own in a fresh data directory ``name``, with SLOW_CLIENTS and ``settings`` (``VISAVIS_*``
+    environment variables) for the tests of one module or package."""
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+        with serve(tmp_path_factory.mktemp(name), env={**SLOW_CLIENTS, **settings}) as served:
+            yield served
+
+    return fixture
 
 
 def stop(process: subprocess.Popen[str], grace: float = 10.0) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def until(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
@@ -32,11 +35,14 @@ def until_sync(condition: Callable[[], object], what: str, within: float = 10.0)
 
 
 async def until_async(
-    condition: Callable[[], Awaitable[object]], what: str, within: float = 10.0
-) -> None:
-    """:func:`until` for a condition that must be awaited (an HTTP GET, a query)."""
+    condition: Callable[[], Awaitable[T]], what: str, within: float = 10.0, every: float = 0.01
+) -> T:
+    """:func:`until` for a condition that must be awaited (an HTTP GET, a query, a browser's
+    getStats); returns its first true value. ``every``: the polling interval (a browser
+    page is asked every 0.25 s, not every 10 ms, to leave the machine's cores to it)."""
     deadline = time.monotonic() + within
-    while not await condition():
+    while not (value := await condition()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
+            raise AssertionError(f"not within {within} s: {what} (last: {value!r})")
+        await asyncio.sleep(every)
+    return value

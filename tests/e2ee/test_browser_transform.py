@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium
-from tests.e2ee.test_sframe_chromium import static_server
+from tests.browser import chromium, static_site
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = pytest.mark.browser
 
@@ -78,33 +77,29 @@ async def decoded_when(page: object, ready: str, limit_ms: int) -> dict[str, obj
 
 
 async def test_worker_transforms_encrypt_and_decrypt_a_chromium_call() -> None:
-    with static_server() as base:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            try:
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/index.js")
-                await page.evaluate(CALL, [True])
-                # The worker reports its counters asynchronously: wait for them too, not only
-                # for the decoder, so the counts below are not read before they arrive.
-                got = await decoded_when(
-                    page,
-                    "s.video >= 20 && s.audio > 0 && s.tx.encrypted > 20 && s.rx.decrypted > 20",
-                    60_000,
-                )
-                assert got["tx"]["encrypted"] > 20 and got["rx"]["decrypted"] > 20  # type: ignore[index]
-                # No frame fails authentication or lacks its key. Chromium sometimes hands
-                # the receive transform a frame twice (a few per run, cause not yet found):
-                # the replay window drops the copy, which must stay rare.
-                dropped = dict(got["rx"]["dropped"])  # type: ignore[index]
-                replays = dropped.pop("replay", 0)
-                assert dropped == {}, got
-                assert replays * 20 <= got["rx"]["decrypted"], got  # type: ignore[index]
+    with static_site(WEB_DIR) as base:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/index.js")
+            await page.evaluate(CALL, [True])
+            # The worker reports its counters asynchronously: wait for them too, not only
+            # for the decoder, so the counts below are not read before they arrive.
+            got = await decoded_when(
+                page,
+                "s.video >= 20 && s.audio > 0 && s.tx.encrypted > 20 && s.rx.decrypted > 20",
+                60_000,
+            )
+            assert got["tx"]["encrypted"] > 20 and got["rx"]["decrypted"] > 20  # type: ignore[index]
+            # No frame fails authentication or lacks its key. Chromium sometimes hands
+            # the receive transform a frame twice (a few per run, cause not yet found):
+            # the replay window drops the copy, which must stay rare.
+            dropped = dict(got["rx"]["dropped"])  # type: ignore[index]
+            replays = dropped.pop("replay", 0)
+            assert dropped == {}, got
+            assert replays * 20 <= got["rx"]["decrypted"], got  # type: ignore[index]
 
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/index.js")
-                await page.evaluate(CALL, [False])
-                got = await decoded_when(page, "s.rx.dropped.unknown_kid >= 30", 60_000)
-                assert got["video"] == 0 and got["rx"]["decrypted"] == 0  # type: ignore[index]
-            finally:
-                await browser.close()
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/index.js")
+            await page.evaluate(CALL, [False])
+            got = await decoded_when(page, "s.rx.dropped.unknown_kid >= 30", 60_000)
+            assert got["video"] == 0 and got["rx"]["decrypted"] == 0  # type: ignore[index]

@@ -11,13 +11,12 @@ import json
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium
-from tests.e2ee.test_sframe_chromium import static_server
+from tests.browser import chromium, static_site
 from visavis.e2ee.identity import DeviceIdentity, b64, unb64, verification_code
 from visavis.e2ee.keys import CallKeys, Outgoing
 from visavis.e2ee.ratchet import SenderKey, ratchet
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = pytest.mark.browser
 CALL = "call-interop"
@@ -64,66 +63,62 @@ async def test_python_and_chromium_agree_keys_both_ways() -> None:
     py_id = DeviceIdentity.generate()
     directory: dict[str, bytes] = {"py": py_id.public}
     py = CallKeys(CALL, "py", py_id, directory.get, fingerprint=FP_PY)
-    with static_server() as base:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            try:
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/keys.js")
-                got = await page.evaluate(SETUP, [py_id.public_b64, FP_JS, CALL])
-                directory["js"] = unb64(got["pub"])
-                py.members.add("js")
-                # Chromium announces to everyone: Python answers with its announce + key.
-                (js_announce,) = to_py(got["start"])
-                assert js_announce.to_device is None
-                replies = py.receive("js", js_announce.payload)
-                assert [o.to_device for o in replies] == ["js", "js"]
-                # Python's messages open in Chromium; its answer (its key) opens in Python.
-                result: dict[str, Any] = {}
-                back: list[Outgoing] = []
-                for i, message in enumerate(replies):
-                    result = await page.evaluate(RECEIVE, ["py", message.payload, i == 0])
-                    back += to_py(result["out"])
-                assert result["refused"] == {} and result["alerts"] == []
-                assert result["sink"]["added"] == [
-                    [str(py.keyring.current.kid), b64(py.keyring.current.base_key)]
-                ]
-                for message in back:
-                    assert py.receive("js", message.payload) == []
-                assert py.refused == {} and py.alerts == []
-                js_kid, js_key = result["sink"]["send"]
-                # Python holds exactly the key Chromium encrypts with.
-                assert py.keyring.context.has_key(int(js_kid))
-                assert py.keyring._remote["js"][-1] == SenderKey(int(js_kid), unb64(js_key))
+    with static_site(WEB_DIR) as base:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/keys.js")
+            got = await page.evaluate(SETUP, [py_id.public_b64, FP_JS, CALL])
+            directory["js"] = unb64(got["pub"])
+            py.members.add("js")
+            # Chromium announces to everyone: Python answers with its announce + key.
+            (js_announce,) = to_py(got["start"])
+            assert js_announce.to_device is None
+            replies = py.receive("js", js_announce.payload)
+            assert [o.to_device for o in replies] == ["js", "js"]
+            # Python's messages open in Chromium; its answer (its key) opens in Python.
+            result: dict[str, Any] = {}
+            back: list[Outgoing] = []
+            for i, message in enumerate(replies):
+                result = await page.evaluate(RECEIVE, ["py", message.payload, i == 0])
+                back += to_py(result["out"])
+            assert result["refused"] == {} and result["alerts"] == []
+            assert result["sink"]["added"] == [
+                [str(py.keyring.current.kid), b64(py.keyring.current.base_key)]
+            ]
+            for message in back:
+                assert py.receive("js", message.payload) == []
+            assert py.refused == {} and py.alerts == []
+            js_kid, js_key = result["sink"]["send"]
+            # Python holds exactly the key Chromium encrypts with.
+            assert py.keyring.context.has_key(int(js_kid))
+            assert py.keyring._remote["js"][-1] == SenderKey(int(js_kid), unb64(js_key))
 
-                # Same verification code and ratchet on both sides; the signed fingerprint.
-                key = py.keyring.current
-                both = {"py": py_id.public, "js": directory["js"]}
-                keys_b64 = {d: b64(k) for d, k in both.items()}
-                checks = await page.evaluate(
-                    CODE_AND_RATCHET,
-                    [keys_b64, str(key.kid), b64(key.base_key), CALL, FP_PY.lower()],
-                )
-                assert checks["code"] == verification_code(CALL, both)
-                assert (int(checks["kid"]), unb64(checks["base"])) == (
-                    ratchet(key).kid,
-                    ratchet(key).base_key,
-                )
-                assert checks["fpOk"] is True and checks["fpBad"] is False
-                assert [a["reason"] for a in checks["alerts"]] == ["fingerprint_mismatch"]
-                assert py.check_fingerprint("js", FP_JS.lower())
-                assert not py.check_fingerprint("js", "sha-256 66:66")
+            # Same verification code and ratchet on both sides; the signed fingerprint.
+            key = py.keyring.current
+            both = {"py": py_id.public, "js": directory["js"]}
+            keys_b64 = {d: b64(k) for d, k in both.items()}
+            checks = await page.evaluate(
+                CODE_AND_RATCHET,
+                [keys_b64, str(key.kid), b64(key.base_key), CALL, FP_PY.lower()],
+            )
+            assert checks["code"] == verification_code(CALL, both)
+            assert (int(checks["kid"]), unb64(checks["base"])) == (
+                ratchet(key).kid,
+                ratchet(key).base_key,
+            )
+            assert checks["fpOk"] is True and checks["fpBad"] is False
+            assert [a["reason"] for a in checks["alerts"]] == ["fingerprint_mismatch"]
+            assert py.check_fingerprint("js", FP_JS.lower())
+            assert not py.check_fingerprint("js", "sha-256 66:66")
 
-                # Refusals in the browser: a key message with a forged signature, another
-                # call's message, then an announce whose signature does not verify.
-                key_msg = json.loads(replies[1].payload)
-                forged = dict(key_msg, sig=b64(bytes(64)))
-                other = dict(key_msg, call="another-call")
-                announce = json.loads(replies[0].payload)
-                swapped = dict(announce, eph=b64(bytes(range(32))))
-                for payload in (forged, other, swapped):
-                    result = await page.evaluate(RECEIVE, ["py", json.dumps(payload), False])
-                assert result["refused"] == {"bad_signature": 2, "other_call": 1}
-                assert [a["reason"] for a in result["alerts"]][-1] == "announce_signature"
-            finally:
-                await browser.close()
+            # Refusals in the browser: a key message with a forged signature, another
+            # call's message, then an announce whose signature does not verify.
+            key_msg = json.loads(replies[1].payload)
+            forged = dict(key_msg, sig=b64(bytes(64)))
+            other = dict(key_msg, call="another-call")
+            announce = json.loads(replies[0].payload)
+            swapped = dict(announce, eph=b64(bytes(range(32))))
+            for payload in (forged, other, swapped):
+                result = await page.evaluate(RECEIVE, ["py", json.dumps(payload), False])
+            assert result["refused"] == {"bad_signature": 2, "other_call": 1}
+            assert [a["reason"] for a in result["alerts"]][-1] == "announce_signature"

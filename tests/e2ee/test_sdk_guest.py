@@ -20,15 +20,19 @@ real `visavis serve` (a subprocess, as the README starts it):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import signal
+import time
 from pathlib import Path
 
+import aioice.ice
 import pytest
 from playwright.async_api import expect
 
 from tests.browser import chromium
 from tests.e2ee.test_group_sdk import Bot, bots_at
-from tests.served import Served, serve
+from tests.served import SLOW_CLIENTS, Served, serve, served_fixture
+from tests.test_processes import sfu_workers
 from tests.waiting import until, until_async
 from tests.web.clients import open_device, sign_in, signup_rest
 from visavis.client.guest import Guest, GuestError, parse_link
@@ -41,13 +45,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 MEDIA_WAIT = 60.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # dead_timeout: a starved client on a loaded 2-core machine is not dead at 10 s.
-    with serve(
-        tmp_path_factory.mktemp("sdk-guest"), env={"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    ) as served:
-        yield served
+server = served_fixture("sdk-guest")
 
 
 async def guest_event(bot: Bot, state: str) -> m.CallGuest:
@@ -219,3 +217,64 @@ async def test_a_revoked_link_refuses_the_sdk_guest_with_a_clear_error(
     finally:
         await early.leave()
         await host.close()
+
+
+async def test_sdk_guest_rejoins_when_its_sfu_worker_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two SFU workers; the worker holding a link's call is SIGKILLed: the signed-in bot
+    follows ``call.room_moved`` (``SfuSession.follow``), the guest, which signaling does
+    not tell, rejoins through its lobby's fresh token; both decode each other again,
+    still end-to-end encrypted."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *a, **k: ["127.0.0.1"])
+    env = {
+        "VISAVIS_SFU__WORKERS": "2",
+        "VISAVIS_SFU__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        **SLOW_CLIENTS,
+    }
+    with serve(tmp_path / "data", env=env, timeout=120) as server:
+        urls = [u for u in server.endpoints["sfu"] if u.startswith("ws://")]
+        (host,) = await bots_at(server.http_url, tmp_path, ["zoe"])
+        link = await create_link(host.session)
+        guest: Guest | None = None
+        try:
+            call_id = await open_link_call(host.session, link.id)
+            await host.enter(call_id, 0, loud=True)
+            sfu = host.sfu
+            assert sfu is not None
+            sfu.follow(host.session, call_id)
+            guest = await Guest.arrive(link.url, "Gus")
+            await guest_event(host, "waiting")
+            await admit(host.session, call_id, guest.id)
+            await guest.admitted(within=30)
+            call = await guest.join(audio=ToneTrack(0.9, 660.0), video=PatternTrack(seed=3))
+            await call.sfu.wait_for(lambda: decoded(call.sfu, sfu.participant_id), MEDIA_WAIT)
+            await sfu.wait_for(lambda: decoded(sfu, call.sfu.participant_id), MEDIA_WAIT)
+            assert call.sfu.url == sfu.url
+
+            worker = f"visavis-sfu-{urls.index(call.sfu.url)}"
+            os.kill(sfu_workers(server.pid)[worker], signal.SIGKILL)
+            killed = time.monotonic()
+            await until(lambda: call.rejoins == 1 and sfu.moves == 1, "both rejoin", 60)
+            assert call.sfu.url == sfu.url != urls[int(worker[-1])]  # on the live worker
+            seen = {pid: n["video"] for pid, n in call.sfu.frames.items()}
+            host_seen = sfu.frames[call.sfu.participant_id or ""]["video"]
+            await call.sfu.wait_for(
+                lambda: (
+                    call.sfu.frames[sfu.participant_id or ""]["video"]
+                    >= seen.get(sfu.participant_id or "", 0) + 10
+                ),
+                MEDIA_WAIT,
+            )
+            await sfu.wait_for(
+                lambda: sfu.frames[call.sfu.participant_id or ""]["video"] >= host_seen + 10,
+                MEDIA_WAIT,
+            )
+            took = time.monotonic() - killed
+            print(f"GUEST_REJOIN worker killed -> both decode again: {took:.1f} s")
+            assert call.e2ee is not None and call.e2ee.alerts == []
+            assert call.e2ee.keyring.stats.decrypted > 20
+        finally:
+            if guest is not None:
+                await guest.leave()
+            await host.close()

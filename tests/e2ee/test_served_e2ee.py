@@ -12,7 +12,7 @@ in-process node so that it can tap the SFU and modify signaling):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from playwright.async_api import Browser, expect
 
 from tests.browser import chromium
 from tests.e2ee.test_group_sdk import bots_at
-from tests.served import Served, serve
+from tests.served import Served, served_fixture
 from tests.waiting import until, until_async
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 from visavis.client.links import admit, create_link, open_link_call
@@ -32,13 +32,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 STATS = "window.visavis.e2ee.stats()"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # dead_timeout: a starved client on a loaded 2-core machine is not dead at 10 s.
-    with serve(
-        tmp_path_factory.mktemp("e2ee-served"), env={"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    ) as served:
-        yield served
+server = served_fixture("e2ee-served")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

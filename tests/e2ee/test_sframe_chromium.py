@@ -4,40 +4,16 @@ worker (where the media transforms run), and interoperates with the Python codec
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser import launch_chromium
+from tests.browser import chromium, static_site
 from visavis.protocol.sframe import Context, SendKey
+from visavis.signaling.web import WEB_DIR
 
 pytestmark = pytest.mark.browser
-WEB = Path(__file__).resolve().parents[2] / "src" / "visavis" / "web"
 VECTORS = Path(__file__).parent / "vectors" / "rfc9605-sframe.json"
-
-
-@contextlib.contextmanager
-def static_server() -> Iterator[str]:
-    """The web directory over HTTP on loopback (ES modules need an http origin)."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None: ...
-
-    handler = functools.partial(Quiet, directory=str(WEB))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 PAGE_CHECK = """async (text) => {
@@ -80,21 +56,17 @@ INTEROP = """async ([sealedHex, keyHex]) => {
 
 async def test_rfc_vectors_pass_in_chromium_page_and_worker() -> None:
     text = VECTORS.read_text()
-    with static_server() as base:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            try:
-                page = await browser.new_page()
-                await page.goto(base + "/e2ee/sframe.js")
-                assert await page.evaluate(PAGE_CHECK, text) == [297, []]
-                assert await page.evaluate(WORKER_CHECK, text) == [297, []]
+    with static_site(WEB_DIR) as base:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(base + "/e2ee/sframe.js")
+            assert await page.evaluate(PAGE_CHECK, text) == [297, []]
+            assert await page.evaluate(WORKER_CHECK, text) == [297, []]
 
-                key = bytes(range(32))
-                sealed = SendKey(77, key).protect(b"from python", b"\x78")
-                plain, replay, out = await page.evaluate(INTEROP, [sealed.hex(), key.hex()])
-                assert (plain, replay) == ("from python", "replay")
-                receiver = Context()
-                receiver.add_key(78, key)
-                assert receiver.unprotect(bytes.fromhex(out), b"\x01").plaintext == b"from chromium"
-            finally:
-                await browser.close()
+            key = bytes(range(32))
+            sealed = SendKey(77, key).protect(b"from python", b"\x78")
+            plain, replay, out = await page.evaluate(INTEROP, [sealed.hex(), key.hex()])
+            assert (plain, replay) == ("from python", "replay")
+            receiver = Context()
+            receiver.add_key(78, key)
+            assert receiver.unprotect(bytes.fromhex(out), b"\x01").plaintext == b"from chromium"

@@ -4,16 +4,13 @@ origin, with the product's Content-Security-Policy) and Chromium."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.effects import harness
-from tests.served import Served, serve
+from tests.browser import HAVE_CHROMIUM
+from tests.served import SLOW_CLIENTS, Served, serve
 from visavis.signaling.web import CSP, WEB_DIR
-
-HAVE_CHROMIUM = Path(harness.CHROMIUM).exists()
 
 __all__ = ["CSP", "WEB_DIR"]
 
@@ -29,11 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``visavis serve`` for the effects tests (its web client at /)."""
     if not (WEB_DIR / "vendor" / "@mediapipe" / "selfie_segmentation").is_dir():
         pytest.skip("src/visavis/web/vendor is missing: run scripts/setup")
-    # The SFU drops a participant with no media for dead_timeout (10 s); a Chromium starved
-    # of CPU on this shared machine can take longer from join to first packet (as in
-    # tests/web/conftest.py).
-    env = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
-    with serve(tmp_path_factory.mktemp("effects"), env=env) as served:
+    with serve(tmp_path_factory.mktemp("effects"), env=SLOW_CLIENTS) as served:
         yield served
 
 

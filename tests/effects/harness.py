@@ -14,7 +14,7 @@ import base64
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,17 @@ async def launch(playwright: Any, *extra_args: str) -> Any:
     return await launch_chromium(playwright, extra_args)
 
 
+@contextlib.asynccontextmanager
+async def camera_context(playwright: Any, clip: Path, *extra_args: str) -> AsyncIterator[Any]:
+    """A browser context in a Chromium (``launch``) whose fake camera plays ``clip``; the
+    browser is closed on exit."""
+    browser = await launch(playwright, f"--use-file-for-fake-video-capture={clip}", *extra_args)
+    try:
+        yield await browser.new_context()
+    finally:
+        await browser.close()
+
+
 async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> Any:
     """A new page at ``ORIGIN/__effects__/PAGE_NAME`` answered from tests/effects/pages."""
 
@@ -114,39 +125,6 @@ async def open_harness(context: Any, origin: str, page_name: str, csp: str) -> A
     await page.goto(f"{origin}{HARNESS_PREFIX}{page_name}")
     page.harness_errors = errors
     return page
-
-
-@contextlib.contextmanager
-def static_origin(root: Path, csp: str) -> Iterator[str]:
-    """Serve ``root`` on 127.0.0.1 with ``csp`` (until the client is served by signaling)."""
-    import functools
-    import http.server
-    import threading
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {
-            **http.server.SimpleHTTPRequestHandler.extensions_map,
-            ".js": "text/javascript",
-            ".mjs": "text/javascript",
-            ".wasm": "application/wasm",
-        }
-
-        def end_headers(self) -> None:
-            self.send_header("content-security-policy", csp)
-            super().end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    handler = functools.partial(Handler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 SPEECH = (

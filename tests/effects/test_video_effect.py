@@ -86,10 +86,7 @@ async def grab_pair(page: Any) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
 async def test_blur_portrait_off(
     playwright: Any, web_origin: str, tmp_path: Path, csp: str
 ) -> None:
-    clip = harness.camera_clip(tmp_path)
-    browser = await harness.launch(playwright, f"--use-file-for-fake-video-capture={clip}")
-    try:
-        context = await browser.new_context()
+    async with harness.camera_context(playwright, harness.camera_clip(tmp_path)) as context:
         page = await harness.open_harness(context, web_origin, "video.html", csp)
         started = await page.evaluate("start('blur')")
         assert started["backend"] == "insertable-streams"
@@ -132,8 +129,6 @@ async def test_blur_portrait_off(
         camera, out = await grab_pair(page)
         print("canvas path", assert_effect(camera, out, BLUR_BACKGROUND_DROP))
         assert page.harness_errors == []
-    finally:
-        await browser.close()
 
 
 # Started at its full resolution (640x480) the effect costs 88-115 ms a frame here (docs/
@@ -148,10 +143,7 @@ LOWERED = re.compile(
 async def test_lowers_its_resolution_rather_than_the_frame_rate_and_says_so(
     playwright: Any, web_origin: str, tmp_path: Path, csp: str
 ) -> None:
-    clip = harness.camera_clip(tmp_path)
-    browser = await harness.launch(playwright, f"--use-file-for-fake-video-capture={clip}")
-    try:
-        context = await browser.new_context()
+    async with harness.camera_context(playwright, harness.camera_clip(tmp_path)) as context:
         page = await harness.open_harness(context, web_origin, "video.html", csp)
         started = await page.evaluate("start('blur', {level: 0})")
         assert started["effectWidth"] == 640 and started["level"] == 0
@@ -179,8 +171,6 @@ async def test_lowers_its_resolution_rather_than_the_frame_rate_and_says_so(
         assert settled["fps"] >= MIN_FPS
         assert settled["stats"]["mode"] == "blur" and settled["stats"]["error"] is None
         assert page.harness_errors == []
-    finally:
-        await browser.close()
 
 
 async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_through(
@@ -192,12 +182,9 @@ async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_throug
     never completes: it gives up after ``startMs`` with the camera's frames passing
     through meanwhile."""
     clip = harness.camera_clip(tmp_path)
-    camera = f"--use-file-for-fake-video-capture={clip}"
     # --disable-gpu (always) with no software rasterizer: no WebGL anywhere (--disable-webgl
     # alone still gives a worker's OffscreenCanvas one here).
-    no_webgl = await harness.launch(playwright, camera, "--disable-software-rasterizer")
-    try:
-        context = await no_webgl.new_context()
+    async with harness.camera_context(playwright, clip, "--disable-software-rasterizer") as context:
         for backend in ("insertable-streams", "canvas"):
             page = await harness.open_harness(context, web_origin, "video.html", csp)
             await page.evaluate(f"begin('blur', {{backend: '{backend}'}})")
@@ -218,12 +205,8 @@ async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_throug
                 assert mean_diff(cam, out, (0, 0, 640, 480)) < 1.0  # the camera, untouched
             assert page.harness_errors == []
             await page.close()
-    finally:
-        await no_webgl.close()
 
-    browser = await harness.launch(playwright, camera)
-    try:
-        context = await browser.new_context()
+    async with harness.camera_context(playwright, clip) as context:
         held: list[Any] = []  # the runtime's and the model's requests, never answered
 
         async def hold(route: Any) -> None:
@@ -244,5 +227,3 @@ async def test_gives_up_when_its_runtime_cannot_run_and_passes_the_camera_throug
         for route in held:
             await route.abort()
         assert page.harness_errors == []
-    finally:
-        await browser.close()

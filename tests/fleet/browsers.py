@@ -24,13 +24,10 @@ import httpx
 from playwright.async_api import Browser, expect
 
 from tests.fleet.cluster import Fleet
+from tests.served import SLOW_CLIENTS
 from tests.web.clients import Device, open_device, sign_in, signup_rest
 
 PEOPLE = {"ann@example.com": "Ann", "ben@example.com": "Ben", "cat@example.com": "Cat"}
-# The SFU drops a participant that sends nothing for dead_timeout: three Chromium
-# encoders and five server processes on two shared cores can take longer than the
-# default from join to first packet (as in tests/web/conftest.py).
-NODE_ENV = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
 
 STATE = """(() => { const c = window.visavis.controller;
   return c ? {url: c.room?.url, moves: c.moves ?? 0, id: c.participantId,
@@ -196,4 +193,4 @@ async def reports_acted(f: Fleet) -> float:
 
 def node_env(sfu: int) -> dict[str, dict[str, str]]:
     """Extra settings for ``sfu`` SFU nodes named as ``tests.fleet.cluster`` names them."""
-    return {f"sfu-{chr(97 + i)}": dict(NODE_ENV) for i in range(sfu)}
+    return {f"sfu-{chr(97 + i)}": dict(SLOW_CLIENTS) for i in range(sfu)}

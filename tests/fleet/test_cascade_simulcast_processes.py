@@ -20,19 +20,18 @@ import pytest
 from tests.browser import chromium
 from tests.fleet.cluster import fleet
 from tests.fleet.test_fleet_processes import Watcher, login
+from tests.served import SLOW_CLIENTS
 from tests.services import fresh_postgres, fresh_redis_prefix
-from tests.sfu.test_sfu_chromium import page_server, poll
+from tests.sfu.test_sfu_chromium import page_server
+from tests.waiting import until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.signaling import messages as m
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser]
 
-# Chromium on two shared cores with five servers can take longer than the SFU's default
-# dead_timeout from join to its first packet (as in tests/fleet/browsers.py).
-SLOW = {"VISAVIS_SFU__DEAD_TIMEOUT": "30"}
 REGIONS = {
-    "sfu-a": {"VISAVIS_FLEET__REGION": "eu", **SLOW},
-    "sfu-b": {"VISAVIS_FLEET__REGION": "us", **SLOW},
+    "sfu-a": {"VISAVIS_FLEET__REGION": "eu", **SLOW_CLIENTS},
+    "sfu-b": {"VISAVIS_FLEET__REGION": "us", **SLOW_CLIENTS},
     "sig-0": {"VISAVIS_FLEET__REGION": "eu"},
     "sig-1": {"VISAVIS_FLEET__REGION": "us"},
 }
@@ -64,8 +63,11 @@ async def test_simulcast_crosses_a_link_between_processes(
                         page = await browser.new_page()
                         await page.goto(page_url)
                         await page.evaluate("([u, t]) => run(u, t)", [room.url, room.token])
-                        ann_id = await poll(
-                            lambda: page.evaluate("window.state.participant_id"), 30, "ann joins"
+                        ann_id = await until_async(
+                            lambda: page.evaluate("window.state.participant_id"),
+                            "ann joins",
+                            30,
+                            every=0.25,
                         )
 
                         # Chromium is sending (at least two layers) before bob joins.
@@ -73,7 +75,9 @@ async def test_simulcast_crosses_a_link_between_processes(
                             sent: dict[str, int] = await page.evaluate("sentLayers()")
                             return sum(1 for n in sent.values() if n >= 30) >= 2
 
-                        await poll(sending, 45, "Chromium to send two simulcast layers")
+                        await until_async(
+                            sending, "Chromium to send two simulcast layers", 45, every=0.25
+                        )
 
                         await watchers[1].first(m.CallIncoming, call_id)
                         await bob.request("call.answer", call_id=call_id)
@@ -95,7 +99,9 @@ async def test_simulcast_crosses_a_link_between_processes(
                             got: dict[str, Any] = await page.evaluate("received()")
                             return bool(got.get(s.participant_id or "", {}).get("video", 0) >= 10)
 
-                        await poll(chromium_decodes_bob, 30, "Chromium to decode bob")
+                        await until_async(
+                            chromium_decodes_bob, "Chromium to decode bob", 30, every=0.25
+                        )
 
                         async def shown(
                             visible: list[str], thumbnails: list[str] | None, fits: Any

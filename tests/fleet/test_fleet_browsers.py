@@ -22,6 +22,7 @@ import pytest
 from tests.browser import chromium
 from tests.fleet.browsers import group_call, kill_room_node, reports_acted, state
 from tests.fleet.cluster import fleet
+from tests.served import SLOW_CLIENTS
 from tests.services import fresh_postgres, fresh_redis_prefix
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser]
@@ -36,7 +37,7 @@ STALL_LIMIT = 4.0 + RECOVERY_LIMIT  # a hung node: the pages' 4 s stall, then as
 
 
 async def test_browsers_follow_their_room_when_its_node_dies_or_hangs(tmp_path: Path) -> None:
-    slow_ttl = {"VISAVIS_FLEET__TTL": "30", "VISAVIS_SFU__DEAD_TIMEOUT": "30"}
+    slow_ttl = {"VISAVIS_FLEET__TTL": "30", **SLOW_CLIENTS}
     env = {name: dict(slow_ttl) for name in ("sfu-a", "sfu-b", "sfu-c", "sig-0", "sig-1")}
     async with fresh_postgres() as db, fresh_redis_prefix() as prefix:
         with fleet(tmp_path, db, prefix, signaling=2, sfu=3, node_env=env) as f:

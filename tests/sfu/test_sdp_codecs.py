@@ -1,6 +1,6 @@
 """One video codec per room: the answer to a Chromium-like offer (which lists VP8, VP9,
 H.264 and AV1) takes the room's codec in the variant every member decodes, negotiates
-the dependency descriptor only where the SFU receives VP9 or AV1, and an offer without
+the dependency descriptor where the SFU receives VP9 or AV1 (and sends AV1), and an offer without
 the room's codec is refused with ``unsupported_codec`` and a message saying why. The
 room's producers get the codec (and the descriptor's id) the fast path finds keyframes by,
 and H.264 keyframes switch a subscriber's layer."""
@@ -16,7 +16,13 @@ from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.av1 import URI_DEPENDENCY_DESCRIPTOR
 from visavis.protocol.rtp.keyframes import VideoCodec
 from visavis.sfu.errors import CodecError
-from visavis.sfu.sdp import AnswerParams, build_answer, parse_offer, require_video_codec
+from visavis.sfu.sdp import (
+    AnswerParams,
+    SendInfo,
+    build_answer,
+    parse_offer,
+    require_video_codec,
+)
 
 VIDEO_CODECS = [
     ("96", "VP8/90000", None),
@@ -89,7 +95,8 @@ def test_answer_takes_the_rooms_codec(
     codec: VideoCodec, pt: int, rtx: int, fmtp: str | None
 ) -> None:
     offer = parse_offer(chromium_offer())
-    answer = build_answer(offer, PARAMS, receive={"0"}, send={}, video_codec=codec)
+    send = {"1": SendInfo(1234, 5678, "alice", "alice-video-0")}
+    answer = build_answer(offer, PARAMS, receive={"0"}, send=send, video_codec=codec)
     for mid in ("0", "1"):
         body = section(answer, mid)
         assert body.startswith(f"video 9 UDP/TLS/RTP/SAVPF {pt} {rtx}\r\n")
@@ -102,8 +109,13 @@ def test_answer_takes_the_rooms_codec(
     dd = f"a=extmap:11 {URI_DEPENDENCY_DESCRIPTOR}"
     with_dd = codec in (VideoCodec.VP9, VideoCodec.AV1)
     assert (dd in section(answer, "0")) is with_dd  # received from the publisher
-    assert dd not in section(answer, "1")  # never towards subscribers: not forwarded
+    # towards subscribers in AV1 rooms only: Chromium decodes AV1 SVC by it
+    assert (dd in section(answer, "1")) is (codec is VideoCodec.AV1)
     assert ("a=extmap-allow-mixed" in answer) is with_dd
+    # without extmap-allow-mixed a keyframe's long descriptor could not be sent
+    unmixed = parse_offer(chromium_offer().replace("a=extmap-allow-mixed\r\n", ""))
+    answer = build_answer(unmixed, PARAMS, receive={"0"}, send=send, video_codec=codec)
+    assert dd not in section(answer, "1")
 
 
 def test_offer_without_the_rooms_codec_is_refused_saying_why() -> None:
@@ -184,3 +196,26 @@ def test_vp9_svc_thumbnails_get_the_lowest_spatial_layer_and_ask_for_a_keyframe_
     room.set_layout(bob, ["alice"], [], 2.0)  # shown large: every layer, from a keyframe
     assert (consumer.spatial_target, consumer.temporal_target) == (7, 7)
     assert consumer.wants_keyframe
+
+
+def test_av1_svc_stream_is_selected_and_its_descriptor_forwarded() -> None:
+    """One AV1 stream with the dependency descriptor may be SVC: thumbnails get its
+    lowest spatial and temporal layer; subscribers get the descriptor (``dd_id``)."""
+    room = make_room()
+    room.video_codec = VideoCodec.AV1
+    alice, bob = join(room, "alice"), join(room, "bob")
+    room.handle_offer(alice, chromium_offer(rids=False), 0.0)
+    room.handle_offer(bob, chromium_offer(), 0.0)
+    producer = alice.producers["0"]
+    assert producer.svc and producer.temporal_layers and not bob.producers["0"].svc
+    consumer = bob.consumers["1"]
+    assert consumer.dd_id == 11
+    producer.layers[0].last_packet = 1.0
+    room.set_layout(bob, [], ["alice"], 1.0)
+    assert (consumer.spatial_target, consumer.temporal_target) == (0, 0)
+    # without the descriptor nothing says an AV1 packet's layers: no selection
+    carol = join(room, "carol")
+    room.handle_offer(
+        carol, chromium_offer(rids=False).replace(URI_DEPENDENCY_DESCRIPTOR, "x"), 0.0
+    )
+    assert not carol.producers["0"].svc and not carol.producers["0"].temporal_layers

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import connect
 
 from tests.sfu.conftest import SECRET, make_settings
-from tests.waiting import until
+from tests.waiting import until, until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.config import Settings
 from visavis.fleet.record import NodeRecord
@@ -206,7 +206,7 @@ async def test_link_from_unknown_node_refused(tmp_path: Path, case: str) -> None
 async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
     """Chromium publishes three simulcast layers on node A; an aiortc subscriber on node B
     is switched between them by its own bandwidth, on B, as if Chromium were local."""
-    from tests.sfu.test_sfu_chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, page_server, poll
+    from tests.sfu.test_sfu_chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, page_server
 
     playwright_api = pytest.importorskip("playwright.async_api")
     if not HAVE_CHROMIUM:
@@ -224,8 +224,11 @@ async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
                 await page.evaluate(
                     "([u, t]) => run(u, t)", [a.control_url, token("chrome", "A", [])]
                 )
-                chrome_id = await poll(
-                    lambda: page.evaluate("window.state.participant_id"), 20, "Chromium to join"
+                chrome_id = await until_async(
+                    lambda: page.evaluate("window.state.participant_id"),
+                    "Chromium to join",
+                    20,
+                    every=0.25,
                 )
                 await alice.wait_for(lambda: alice.frames[chrome_id]["video"] >= 10, 30)
 
@@ -233,7 +236,9 @@ async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
                     got = await page.evaluate("received()")
                     return bool(got.get(alice.participant_id, {}).get("video", 0) >= 10)
 
-                await poll(chrome_decodes_alice, 30, "Chromium (on A) to decode alice (on B)")
+                await until_async(
+                    chrome_decodes_alice, "Chromium (on A) to decode alice (on B)", 30, every=0.25
+                )
                 # On B, Chromium is a remote participant whose three layers come over the link.
                 room = b.rooms["r1"]
                 remote = room.participants[chrome_id]
@@ -244,7 +249,9 @@ async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
                 async def layers_active() -> bool:
                     return all(layer.received > 0 for layer in video.layers)
 
-                await poll(layers_active, 20, "all three layers to cross the link")
+                await until_async(
+                    layers_active, "all three layers to cross the link", 20, every=0.25
+                )
                 me = room.participants[alice.participant_id or ""]
                 consumer = next(c for c in me.consumers.values() if c.producer is video)
 
@@ -254,7 +261,9 @@ async def test_simulcast_layers_cross_the_link(tmp_path: Path) -> None:
 
                 for budget in (120_000, 20_000_000):
                     target = 0 if budget < 1_000_000 else 2
-                    await poll(lambda t=target: on_layer(t), 20, f"a switch to layer {target}")
+                    await until_async(
+                        lambda t=target: on_layer(t), f"a switch to layer {target}", 20, every=0.25
+                    )
                     frames = alice.frames[chrome_id]["video"]
                     await alice.wait_for(
                         lambda n=frames: alice.frames[chrome_id]["video"] >= n + 10, 10

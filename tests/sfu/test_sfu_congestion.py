@@ -12,7 +12,7 @@ import struct
 from tests.sfu.test_sfu_room import join, make_room, offer, vp8
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.extensions import URI_TRANSPORT_CC, find_extension
-from visavis.protocol.rtp.rtcp import RtcpNack, RtcpTwcc, parse_compound
+from visavis.protocol.rtp.rtcp import RtcpNack, RtcpRemb, RtcpTwcc, parse_compound
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu.gcc import Usage
 from visavis.sfu.room import Participant
@@ -238,3 +238,52 @@ def test_publishers_get_feedback_for_what_arrived() -> None:
     (fb,) = feedback()
     assert fb.base_sequence == 4 and fb.status_count == 1
     assert room.stats.twcc_feedback_sent == 2
+
+
+def test_a_remb_subscriber_moved_down_is_stepped_back_up_by_probes() -> None:
+    """Without TWCC: REMB for the slot's SSRCs drives the layer; after a REMB that falls
+    (overuse) the subscriber is moved down and its REMB, like aiortc's, then creeps up at
+    8 %/s; RTX padding probes that meet no congestion step the estimate up and the top
+    layer returns, while the REMB itself is still far below it."""
+    room = make_room(dead_timeout=100.0)
+    pub, sub = join(room, "pub"), join(room, "sub")
+    room.handle_offer(pub, twcc_offer(True, 0, rids=("q", "h", "f")), 0.0)
+    room.handle_offer(sub, offer(False, 1), 0.0)
+    assert sub.gcc is None
+    consumer = sub.consumers["s0"]
+    ssrcs = (consumer.ssrc, consumer.rtx_ssrc or 0)
+    sizes = {"q": 125, "h": 375, "f": 1250}  # every 10 ms: 100k, 300k, 1M bit/s
+    seq = 0
+    t = 0.0
+    remb = 3_000_000.0
+    top_again: float | None = None
+
+    def run(until: float) -> None:
+        nonlocal seq, t, remb, top_again
+        while t < until - 1e-9:
+            seq += 1
+            for layer, rid in enumerate("qhf"):
+                packet = RtpPacket(
+                    96, seq, seq * 900, 1000 + layer,
+                    extensions={1: b"v", 4: rid.encode()},
+                    payload=bytes((0x10, 0x00 if seq % 50 == 1 else 0x01)) + bytes(sizes[rid]),
+                ).serialize()  # fmt: skip
+                pub.on_rtp(packet, t)
+            t = round(t + 0.01, 6)
+            if round(t * 100) % 50 == 0:  # a REMB every 0.5 s, growing 4 % each
+                remb *= 1.04
+                sub.on_rtcp(RtcpRemb(7, int(remb), ssrcs).serialize(), t)
+            if round(t * 100) % 10 == 0:
+                room.tick(t)
+                if top_again is None and t > 5.0 and consumer.selector.current == 2:
+                    top_again = t
+
+    run(3.0)
+    assert consumer.selector.current == 2 and room.stats.probe_packets == 0
+    remb = 120_000  # the receiver overused: its REMB falls to what got through
+    run(5.0)
+    assert sub.bwe.congested_at >= 3.0 and consumer.selector.current == 0
+    run(14.0)
+    assert room.stats.probe_packets > 0 and sub.remb_prober.successes >= 2
+    assert top_again is not None and top_again < 13.0, top_again  # 3 probes: 120k -> 1.2M
+    assert remb < 400_000 < sub.bwe.estimate(t)  # stepped up, not waiting for the REMB

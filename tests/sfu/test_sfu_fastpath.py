@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from visavis.protocol.rtp import keyframes
+from visavis.protocol.rtp.av1 import parse_dependency_descriptor
 from visavis.protocol.rtp.extensions import find_extension
 from visavis.sfu import _fastpath_py
 from visavis.sfu.stats import SfuStats
@@ -108,6 +109,32 @@ def dependency_descriptor(key: bool, n: int) -> bytes:
     return bytes(((DD_ID << 4) | (len(value) - 1),)) + value
 
 
+def bits(*fields: tuple[int, int]) -> bytes:
+    """(value, width) fields, most significant bit first, zero-padded to whole bytes."""
+    value = width = 0
+    for v, w in fields:
+        value, width = value << w | v, width + w
+    pad = -width % 8
+    return (value << pad).to_bytes((width + pad) // 8, "big")
+
+
+SVC_OFFSET = 62  # template ids 62, 63, 0, 1: wrap around 64
+
+
+def svc_descriptor(key: bool, n: int, sid: int, tid: int) -> bytes:
+    """An L2T2 dependency descriptor: templates S0T0, S0T1, S1T0, S1T1 from template id
+    SVC_OFFSET; keyframes (spatial layer 0) attach that structure (4 decode targets, no
+    fdiffs, no chains, no resolutions). One-byte extension element, id DD_ID."""
+    template = (SVC_OFFSET + 2 * sid + tid) % 64
+    fields = [(1, 1), (1, 1), (template, 6), (n, 16)]
+    if key and sid == 0:
+        fields += [(1, 1), (0, 4), (SVC_OFFSET, 6), (3, 5)]  # present; offset; 4 DTs
+        fields += [(1, 2), (2, 2), (1, 2), (3, 2)]  # layers: +T, +S, +T, end
+        fields += [(0, 2 * 4 * 4), (0, 4), (0, 2), (0, 1)]  # dtis; fdiffs; chains; res.
+    value = bits(*fields)
+    return bytes(((DD_ID << 4) | (len(value) - 1),)) + value
+
+
 def vp9_svc(key: bool, n: int, sid: int) -> bytes:
     """One spatial layer's packet of an L3 picture (B and E: one packet per layer)."""
     first = 0x80 | 0x20 | 0x08 | 0x04 | (0x02 if key and sid == 0 else 0) | (0 if key else 0x40)
@@ -129,8 +156,20 @@ PAYLOADS = {
     "h264": h264,
     "av1": av1,
     "av1-dd": av1,
+    "av1-svc": av1,
 }
-CODEC_IDS = {"vp8": 0, "vp8-tl": 0, "vp9": 1, "vp9-svc": 1, "h264": 2, "av1": 3, "av1-dd": 3}
+CODEC_IDS = {
+    "vp8": 0,
+    "vp8-tl": 0,
+    "vp9": 1,
+    "vp9-svc": 1,
+    "h264": 2,
+    "av1": 3,
+    "av1-dd": 3,
+    "av1-svc": 3,
+}
+DD_CODECS = ("av1-dd", "av1-svc")
+SUB_DD_ID = 12  # subscribers 0 and 2 get the dependency descriptor (AV1) with this id
 
 
 @dataclass
@@ -175,6 +214,8 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
     video = PAYLOADS[codec]
 
     def dd(key: bool, frame: int) -> bytes:
+        if codec == "av1-svc":
+            return svc_descriptor(key, frame, 0, frame % 2)
         return dependency_descriptor(key, frame) if codec == "av1-dd" else b""
 
     for frame in range(24):
@@ -185,6 +226,10 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
                 if codec == "vp9-svc":  # three spatial layers in each stream
                     for sid in range(3):
                         send(ssrc, vp9_svc(key, frame, sid), marker=sid == 2, ext=rid)
+                elif codec == "av1-svc":  # two spatial, two temporal layers (L2T2)
+                    for sid in range(2):
+                        ext = rid + svc_descriptor(key, 2 * frame + sid, sid, frame % 2)
+                        send(ssrc, av1(key and sid == 0, frame), marker=sid == 1, ext=ext)
                 else:
                     send(ssrc, video(key, frame), marker=True, ext=rid + dd(key, frame))
         level = 10 if frame % 3 else 90
@@ -210,6 +255,10 @@ def recorded_traffic(profile: int, codec: str = "vp8") -> list[Step]:
             send(SSRC_NEW, video(True, frame), ext=dd(True, frame))  # SSRC changes (learnt)
             send(SSRC_LAYERS[1], video(False, frame), ext=b"\x40h\x10\x00" + dd(False, frame))
             send(SSRC_LAYERS[0], video(False, frame), csrcs=2)
+        if frame == 6 and codec == "av1-svc":  # malformed descriptors: dropped, counted
+            bad_template = bytes(((DD_ID << 4) | 2,)) + bits((3, 2), (10, 6), (0, 16))
+            send(SSRC_LAYERS[0], av1(False, frame), ext=b"\x40q" + bad_template)
+            send(SSRC_LAYERS[0], av1(False, frame), ext=b"\x40q" + bytes((DD_ID << 4 | 1, 0, 0)))
         if frame == 14:
             steps.append(Step(b"\x80\x60" + bytes(60), now))  # fails SRTP auth
             steps.append(Step(tx.protect_rtcp(struct.pack("!BBHI", 0x80, 201, 1, 1)), now))
@@ -274,7 +323,7 @@ def run(
     for ssrc, layer in zip(SSRC_LAYERS, layers, strict=True):
         pub_link.sources[ssrc] = layer
         layer.codec = CODEC_IDS[codec]
-        layer.dd_id = DD_ID if codec == "av1-dd" else -1
+        layer.dd_id = DD_ID if codec in DD_CODECS else -1
     pub_link.sources[SSRC_AUDIO] = audio
     sub_links = []
     for i in range(3):
@@ -294,6 +343,8 @@ def run(
                 fp.Selector(target=2 - i),
             )
         )
+        if codec in DD_CODECS and i != 1:
+            video_sinks[-1].dd_id = SUB_DD_ID
         rewriter = fp.Rewriter(48000, initial_seq=300 * i, initial_ts=7 * i)
         rewriter.switch(0)
         audio_sinks.append(
@@ -340,6 +391,7 @@ def run(
                 (s.base_seq, s.max_seq, s.cycles, s.received, s.octets_window, s.last_packet)
                 for s in [*layers, audio]
             ],
+            "dd_templates": [templates(layer) for layer in layers],
             "history": [list(layer.history) for layer in layers],
             "rx_twcc": (
                 pub_link.rx_twcc_base,
@@ -358,6 +410,14 @@ def run(
         for s in (sfu, pub, stray, *subs):
             s.close()
     return out
+
+
+def templates(source: Any) -> int:
+    """Templates of a source's dependency descriptor structure in force (0: none)."""
+    if hasattr(source, "dd_templates"):  # native
+        return int(source.dd_templates)
+    structure = source.dd_structure
+    return 0 if structure is None else len(structure.spatial_ids)
 
 
 def payload_at(packet: bytes) -> int:
@@ -396,7 +456,10 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
     stats = py.state["stats"]
     dropped = py.state["dropped"]
     assert stats[1] == len(py.sent) + len(py.outgoing) > 100 and len(py.outgoing) > 20
-    assert dropped == {"srtp_auth": 1}  # libsrtp refuses malformed headers itself
+    if codec == "av1-svc":  # the two malformed descriptors
+        assert dropped == {"srtp_auth": 1, "malformed_rtp": 2}
+    else:
+        assert dropped == {"srtp_auth": 1}  # libsrtp refuses malformed headers itself
     assert len(py.raw) == 4  # RTCP, STUN, the stray address, DTLS
     assert {struct.unpack_from("!I", p, 8)[0] for p in py.received} == {SSRC_RTX, SSRC_NEW}
     assert [s[2] for s in py.state["sinks"][:3]] == [0, 2, 0]  # switched on keyframes
@@ -419,10 +482,48 @@ def test_native_and_python_produce_the_same_bytes(profile: int, codec: str) -> N
         assert len(tids) > 14 and set(tids[5:-8]) == {0}  # frames 8 and 12 only
         seqs = [int.from_bytes(p[2:4], "big") for p in video]
         assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no hole
+    if codec == "av1-svc":
+        check_av1_svc(py)
     assert len(py.levels) == 24 and {lv for lv, _ in py.levels} == {10, 90}
     # Muted for frames 15-20: their quiet packets (level 90: frames 15, 18) went nowhere.
     audio_packets = py.state["sinks"][3][0]
     assert audio_packets == 24 - 2
+
+
+def check_av1_svc(py: Outcome) -> None:
+    """Sink 0 was limited to spatial layer 0 from frame 3 to the keyframe at 16, sink 2
+    to temporal layer 0 from frame 4 to 16; both got the publisher's descriptors
+    unchanged (two-byte elements); layers read through the keyframe's structure."""
+    assert py.state["dd_templates"] == [4, 4, 4]
+    assert py.state["spatial"] == [(7, 7), (7, 7), (1, 1)]  # sink 2's 1: all of L2
+    structure = None
+    layers: dict[int, list[tuple[int, int, bool]]] = {0: [], 2: []}
+    streams = [(0, p) for i, p in py.sent if i == 0] + [(2, p) for p in py.outgoing]
+    for sink, packet in streams:
+        if packet[1] & 0x7F != 100 + sink:
+            continue
+        value = find_extension(packet, SUB_DD_ID)
+        if value is None:  # frame 12's packet with CSRCs and no descriptor
+            assert packet[0] & 0x0F == 0 and packet[12:14] == b"\xbe\xde"
+            continue
+        assert packet[12:14] == b"\x10\x00"  # two-byte elements
+        assert find_extension(packet, DD_ID) is None
+        d = parse_dependency_descriptor(value, structure)
+        structure = d.structure or structure
+        assert d.spatial_id is not None and d.temporal_id is not None
+        sent = svc_descriptor(d.structure is not None, d.frame_number, d.spatial_id, d.temporal_id)
+        assert value == sent[1:]  # as the publisher sent it
+        layers[sink].append((d.spatial_id, d.temporal_id, bool(packet[1] & 0x80)))
+    # sink 0 (simulcast layer 2: even frames): both spatial layers until the limit at
+    # frame 3, then layer 0 alone, each packet ending the picture (marker), until its
+    # switch to simulcast layer 0 on frame 12's keyframe brings every layer back
+    full = [(0, 0, False), (1, 0, True), (0, 1, False), (1, 1, True)]
+    sink0 = layers[0]
+    assert sink0[:6] == full[:2] * 3 and sink0[6:11] == [(0, 0, True)] * 5
+    assert sink0[-8:] == full * 2
+    # sink 2 (simulcast layer 0): temporal layer 0 alone from frame 4 to the keyframe
+    sink2 = layers[2]
+    assert sink2[:8] == full * 2 and sink2[8:22] == full[:2] * 7 and sink2[-8:] == full * 2
 
 
 @needs_native
@@ -567,6 +668,76 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
         results.append(
             (outgoing, levels, dict(stats.dropped), stats.packets_forwarded, limited, sent)
         )
+    assert results[0] == results[1]
+
+
+def _mutated(value: bytes, cut: int, flips: list[int]) -> bytes:
+    data = bytearray(value[: len(value) - cut] if cut < len(value) else value)
+    for bit in flips:
+        if data:
+            data[bit // 8 % len(data)] ^= 0x80 >> bit % 8
+    return bytes(data)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    descriptors=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 3),
+            st.integers(0, 6),
+            st.lists(st.integers(0, 255), max_size=3),
+        )
+        | st.binary(max_size=24),
+        min_size=1,
+        max_size=5,
+    ),
+    limits=st.tuples(st.integers(0, 7), st.integers(0, 7)),
+    sink_dd=st.sampled_from([-1, 12, 200]),
+)
+def test_dependency_descriptors_same_outcome(
+    descriptors: list[Any], limits: tuple[int, int], sink_dd: int
+) -> None:
+    """AV1 packets whose dependency descriptors (two-byte elements) are valid, cut short,
+    bit-flipped or random, in a row (a keyframe's structure stays for the next ones):
+    both paths keep the same structure, drop and count the same malformed ones, and send
+    the same bytes under spatial and temporal limits."""
+    values = []
+    for item in descriptors:
+        if isinstance(item, bytes):
+            values.append(item)
+        else:
+            key, layer, cut, flips = item
+            valid = svc_descriptor(key, 7, layer >> 1, layer & 1)[1:]
+            values.append(_mutated(valid, cut, flips))
+    results = []
+    for fp in (_fastpath_py, native):
+        stats = SfuStats()
+        outgoing: list[bytes] = []
+
+        def on_slow(
+            raw: Any, received: Any, out: Any, now: float, outgoing: list[bytes] = outgoing
+        ) -> None:
+            outgoing.extend(data for _, data in out or ())
+
+        forwarder = fp.Forwarder(None, {}, stats, on_slow)
+        link = fp.Link("sub")
+        link.twcc_id = 4
+        sinks = [fp.Sink(link, 5, 96, 2, -1, fp.Rewriter(90000), fp.Selector(target=0))]
+        sinks[0].dd_id = sink_dd
+        sinks[0].spatial_target, sinks[0].temporal_target = limits
+        source = fp.Source(0, True, -1, [None] * 8, sinks, None)
+        source.codec, source.dd_id = 3, DD_ID
+        state = []
+        for seq, value in enumerate(values):
+            element = bytes((DD_ID, len(value))) + value
+            ext = element + bytes(-len(element) % 4)
+            head = struct.pack("!BBHII", 0x90, 45, seq, 3000 * seq, 77)
+            head += struct.pack("!HH", 0x1000, len(ext) // 4) + ext
+            forwarder.forward(source, head + av1(seq == 0, seq), 1.0 + seq)
+            state.append((templates(source), sinks[0].spatial, sinks[0].temporal))
+        results.append((outgoing, dict(stats.dropped), stats.packets_forwarded, state))
     assert results[0] == results[1]
 
 

@@ -6,7 +6,7 @@ recovers; probes lift it only when the path carries them."""
 
 from __future__ import annotations
 
-from visavis.sfu.bwe import BandwidthEstimator
+from visavis.sfu.bwe import BandwidthEstimator, RembProber
 from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 
 SIZE = 1200  # bytes per packet
@@ -120,3 +120,49 @@ def test_delay_based_estimate_takes_precedence_over_remb() -> None:
     assert bwe.estimate(7.0) == 1_000_000  # both stale: the initial value
     bwe.on_loss(0.5, 7.0)
     assert bwe.estimate(7.0) == 750_000
+
+
+def test_remb_per_ssrc_list_adds_up_and_a_falling_one_is_congestion() -> None:
+    """aiortc sends one REMB per video slot, each for its own SSRCs: they add up; a new
+    one replaces those it shares an SSRC with; a fall of over 10 % is congestion."""
+    bwe = BandwidthEstimator(initial=1_000_000)
+    bwe.on_remb(300_000, 0.0, (1, 2))
+    bwe.on_remb(200_000, 0.1, (3,))
+    assert bwe.estimate(0.2) == 500_000
+    bwe.on_remb(320_000, 0.5, (1,))  # same slot (its RTX SSRC not seen yet): replaced
+    assert bwe.remb(0.6) == 520_000 and bwe.congested_at < 0
+    bwe.on_remb(150_000, 1.0, (3,))  # slot 3's receiver overused
+    assert bwe.congested_at == 1.0 and bwe.estimate(1.1) == 470_000
+    assert bwe.estimate(7.0) == 1_000_000  # all stale: the initial value
+
+
+def test_held_remb_estimate_steps_up_by_probes_and_drops_on_a_reset() -> None:
+    """The estimate follows a rising REMB, keeps a probe's step-up while the REMB lags
+    below it (growing at most 8 %/s), and drops when the REMB jumps to what arrived."""
+    bwe = BandwidthEstimator(initial=1_000_000, floor=10_000)
+    bwe.on_remb(60_000, 0.0, (1,))  # a thumbnail's receiver
+    assert bwe.estimate(0.0) == 60_000
+    bwe.on_probe_result(400_000, 1.0)
+    bwe.on_remb(64_000, 1.5, (1,))  # growing slowly: the step-up stands
+    assert bwe.estimate(1.5) == 400_000 and bwe.congested_at < 0
+    bwe.on_remb(340_000, 2.0, (1,))  # 0.85 x what arrived: it overused
+    assert bwe.congested_at == 2.0 and bwe.estimate(2.0) == 340_000
+    bwe.on_remb(900_000, 9.0, (1,))  # long after (stale before): a plain rise
+    assert bwe.estimate(9.0) == 900_000 and bwe.congested_at == 2.0
+
+
+def test_remb_prober_steps_up_and_backs_off_on_congestion() -> None:
+    prober = RembProber()
+    assert prober.step(400_000, 500_000, -1e9, 0.0) == 0.0  # the layers fit
+    assert prober.step(600_000, 200_000, 0.5, 1.0) == 0.0  # congested 0.5 s ago
+    target = prober.step(600_000, 200_000, -1e9, 3.0)
+    assert target == 400_000 and prober.active  # twice the estimate at most
+    assert prober.step(600_000, 200_000, -1e9, 4.6) == 0.0  # over: waiting for a verdict
+    assert prober.finish(-1e9, 4.8) is None  # not yet (grace)
+    assert prober.finish(-1e9, 5.2) == 400_000 and prober.successes == 1
+    assert prober.step(600_000, 400_000, -1e9, 5.3) == 600_000 * 1.2  # next one at once
+    assert prober.finish(6.0, 7.5) is None  # congestion during the probe
+    assert prober.backoff == 2.0
+    assert prober.step(600_000, 400_000, 6.0, 8.5) == 0.0  # quiet period, then back-off
+    assert prober.step(600_000, 400_000, 6.0, 9.6) > 0
+    assert prober.finish(9.7, 11.8) is None and prober.backoff == 4.0

@@ -236,3 +236,31 @@ async def test_join_is_authorised(sfu: SfuServer, token: TokenFactory, case: str
             reply["message"]
         )
     assert not sfu.rooms
+
+
+def m_lines(session: SfuSession) -> int:
+    description = session.pc.localDescription
+    return 0 if description is None else description.sdp.count("\nm=")
+
+
+async def test_concurrent_joins_keep_m_lines_bounded(sfu: SfuServer, token: TokenFactory) -> None:
+    """Everyone joining at once makes the SFU ask each client to renegotiate while its
+    offer is under way; a request answered by that offer must not add slots again (it
+    did: 26-32 m-lines after a room move). Bound: own 2 + 2 per other participant."""
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    group = [
+        SfuSession(sfu.control_url, token(name), audio=ToneTrack(0.0), video=PatternTrack(seed=i))
+        for i, name in enumerate(names)
+    ]
+    try:
+        await asyncio.gather(*(s.join(20) for s in group))
+        for s in group:  # video: a room of five forwards only the loudest audio
+            others = [o for o in group if o is not s]
+            await s.wait_for(
+                lambda s=s, others=others: all(frame_count(s, o) >= 3 for o in others), 30
+            )
+        for s in group:
+            assert m_lines(s) <= 2 * len(names), (s.participant_id, m_lines(s))
+    finally:
+        for s in group:
+            await s.close()

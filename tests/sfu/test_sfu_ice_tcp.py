@@ -27,7 +27,7 @@ import pytest
 from aioice import stun
 
 from tests.sfu.conftest import make_settings
-from tests.waiting import until
+from tests.waiting import until, until_async
 from visavis.client.sfu_session import PatternTrack, SfuSession, ToneTrack
 from visavis.protocol.rfc4571 import FramingError, Rfc4571Framer
 from visavis.sfu.server import SfuServer
@@ -239,17 +239,6 @@ def udp_blocked(port: int, except_from: int) -> Iterator[Callable[[], int]]:
         assert not any(comment in line for line in _iptables("-S", "INPUT").stdout.splitlines())
 
 
-async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
 @pytest.mark.browser
 @pytest.mark.interop
 async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
@@ -272,7 +261,7 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
         async def alice_on_udp() -> Any:
             return alice_transport.address if isinstance(alice_transport.address, tuple) else None
 
-        alice_port = (await poll(alice_on_udp, 10, "alice's UDP path"))[1]
+        alice_port = (await until_async(alice_on_udp, "alice's UDP path", 10, every=0.25))[1]
         with udp_blocked(sfu.media_port, except_from=alice_port) as firewall_drops:
             # The rule works: a datagram from any other socket is dropped by the kernel
             # (its counter says so) and never reaches the SFU.
@@ -297,7 +286,12 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(
                             got = (await page.evaluate("received()")).get(alice.participant_id, {})
                             return bool(got.get("video", 0) >= 20 and got.get("audio", 0) > 0)
 
-                        await poll(chrome_decodes_alice, 40, "Chromium to decode alice over TCP")
+                        await until_async(
+                            chrome_decodes_alice,
+                            "Chromium to decode alice over TCP",
+                            40,
+                            every=0.25,
+                        )
                         chrome_id = await page.evaluate("window.state.participant_id")
                         await alice.wait_for(lambda: alice.frames[chrome_id]["video"] >= 20, 30)
                         await alice.wait_for(lambda: alice.frames[chrome_id]["audio"] >= 10, 10)

@@ -26,6 +26,7 @@ import pytest
 
 from tests import netns
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.waiting import until_async
 from visavis.tokens import sign_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.netlab]
@@ -98,17 +99,6 @@ def wrapper(tmp_path: Path, ns: str) -> str:
 def token(user: str) -> str:
     claims = {"room": "twcc", "call": "c", "user": user, "device": "d"}
     return sign_token(SECRET, claims, now=time.time(), ttl=600)
-
-
-async def poll(check: Callable[[], Any], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        await asyncio.sleep(0.25)  # polling a browser's stats
 
 
 class Sfu:
@@ -192,8 +182,11 @@ async def test_chromium_layer_follows_a_throttled_link(
             pub_browser, publisher = await open_page(p, wrapper(tmp_path, link.sfu))
             browsers.append(pub_browser)
             await publisher.evaluate("([u, t]) => run(u, t)", [sfu.control_url, token("pub")])
-            pub_id = await poll(
-                lambda: publisher.evaluate("window.state.participant_id"), 30, "publisher joined"
+            pub_id = await until_async(
+                lambda: publisher.evaluate("window.state.participant_id"),
+                "publisher joined",
+                30,
+                every=0.25,
             )
             sub_browser, subscriber = await open_page(p, wrapper(tmp_path, link.sub))
             browsers.append(sub_browser)
@@ -209,7 +202,7 @@ async def test_chromium_layer_follows_a_throttled_link(
                 return await height() == 480
 
             began = time.monotonic()
-            await poll(full, 90, "the subscriber to receive the 480p layer")
+            await until_async(full, "the subscriber to receive the 480p layer", 90, every=0.25)
             ramp = time.monotonic() - began
             # Each layer's rate as sent by the publisher, over 2 s windows, once its own
             # estimate has grown enough for the top layer to stand apart from the lowest.
@@ -226,7 +219,7 @@ async def test_chromium_layer_follows_a_throttled_link(
                     / ((second[rid][1] - first[rid][1]) / 1e3)
                     for rid in ("q", "h", "f")
                 }
-            await poll(full, 30, "the subscriber to be back on the 480p layer")
+            await until_async(full, "the subscriber to be back on the 480p layer", 30, every=0.25)
             before = await sfu.stats()
             assert before["twcc_feedback"] > 10, before  # the subscriber sends TWCC
             assert before["twcc_feedback_sent"] > 10, before  # the publisher gets it
@@ -234,13 +227,15 @@ async def test_chromium_layer_follows_a_throttled_link(
             limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
             link.throttle(limit)
             throttled = time.monotonic()
-            await poll(lambda: low(height), 45, f"the layer to drop under {limit} bit/s")
+            await until_async(
+                lambda: low(height), f"the layer to drop under {limit} bit/s", 45, every=0.25
+            )
             dropped = time.monotonic() - throttled
             during = await sfu.stats()
             assert during["congestion_signals"] > before["congestion_signals"], during
             link.unthrottle()
             opened = time.monotonic()
-            await poll(full, 90, "the 480p layer to come back")
+            await until_async(full, "the 480p layer to come back", 90, every=0.25)
             recovered = time.monotonic() - opened
             after = await sfu.stats()
             assert after["probe_packets"] > during["probe_packets"], after

@@ -30,7 +30,7 @@ from benchmarks.crowd import LAYERS, Crowd, measure, seed_accounts
 from playwright.async_api import Browser
 
 from tests.browser import chromium
-from tests.served import Served, serve
+from tests.served import SLOW_CLIENTS, Served, serve
 from tests.web.clients import open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
@@ -60,10 +60,7 @@ def crowd_server(
     accounts = seed_accounts(data_dir)
     with serve(
         data_dir,
-        env={
-            "VISAVIS_SFU__DEAD_TIMEOUT": "30",
-            "VISAVIS_SIGNALING__MAX_CONCURRENT_REQUESTS": "256",
-        },
+        env={**SLOW_CLIENTS, "VISAVIS_SIGNALING__MAX_CONCURRENT_REQUESTS": "256"},
     ) as served:
         yield served, accounts
 

@@ -19,10 +19,8 @@ encoders share two cores here.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,10 @@ import pytest_asyncio
 from playwright.async_api import Browser, expect
 
 from tests.firefox import Firefox, Tab, launch_firefox
-from tests.served import Served, serve
+from tests.served import Served, served_fixture
+from tests.waiting import until_async
 from tests.web.clients import PASSWORD, Device, open_device, sign_in, signup_rest
-from tests.web.conftest import RING_TIMEOUT, SFU_DEAD_TIMEOUT
+from tests.web.conftest import RING_TIMEOUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
 
@@ -43,44 +42,25 @@ CALL_WAIT = 60.0
 STATS = "window.visavis.e2ee.stats()"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """This module's own ``visavis serve``, whose relay may relay to loopback peers.
-
-    Firefox pairs loopback candidates only with loopback candidates, and Firefox 153 does
-    not gather 127.0.0.1 as a host candidate here (``media.peerconnection.ice.loopback``
-    notwithstanding): its host candidates are the machine's interface addresses. The SFU
-    announces 127.0.0.1, so Firefox reaches it through its TURN allocation on the relay
-    (a relayed address on 127.0.0.1), which needs ``relay.allow_loopback_peers``. 1:1 calls
-    pair the two browsers' interface addresses and need no relay.
-    """
-    with serve(
-        tmp_path_factory.mktemp("web-firefox"),
-        env={
-            "VISAVIS_SIGNALING__RING_TIMEOUT": RING_TIMEOUT,
-            "VISAVIS_SFU__DEAD_TIMEOUT": SFU_DEAD_TIMEOUT,
-            "VISAVIS_RELAY__ALLOW_LOOPBACK_PEERS": "true",
-        },
-    ) as served:
-        yield served
+# This module's own ``visavis serve``, whose relay may relay to loopback peers.
+#
+# Firefox pairs loopback candidates only with loopback candidates, and Firefox 153 does
+# not gather 127.0.0.1 as a host candidate here (``media.peerconnection.ice.loopback``
+# notwithstanding): its host candidates are the machine's interface addresses. The SFU
+# announces 127.0.0.1, so Firefox reaches it through its TURN allocation on the relay
+# (a relayed address on 127.0.0.1), which needs ``relay.allow_loopback_peers``. 1:1 calls
+# pair the two browsers' interface addresses and need no relay.
+server = served_fixture(
+    "web-firefox",
+    VISAVIS_SIGNALING__RING_TIMEOUT=RING_TIMEOUT,
+    VISAVIS_RELAY__ALLOW_LOOPBACK_PEERS="true",
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def firefox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Firefox]:
     async with launch_firefox(tmp_path_factory.mktemp("firefox")) as browser:
         yield browser
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = CALL_WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + within
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what}: not within {within} s (last: {value!r})")
 
 
 # -- Firefox as a person uses it ----------------------------------------------------------
@@ -141,7 +121,7 @@ async def chromium_code(device: Device) -> str:
 async def grows(read: Callable[[], Awaitable[int]], by: int, what: str) -> int:
     """Wait until ``read()`` has grown by ``by`` from now; the final value."""
     start = await read()
-    return int(await until(lambda: _at_least(read, start + by), what))
+    return int(await until_async(lambda: _at_least(read, start + by), what, CALL_WAIT, every=0.3))
 
 
 async def _at_least(read: Callable[[], Awaitable[int]], wanted: int) -> int:

@@ -5,13 +5,12 @@ critical accessibility violation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.served import Served, serve
+from tests.served import Served, served_fixture
 from tests.web.clients import Device, axe_violations, open_device, sign_in, signup_rest
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="package")]
@@ -46,14 +45,9 @@ async def check_screen(page: Page, name: str) -> None:
                 assert violations == [], f"{name} at {size}/{scheme}: {violations}"
 
 
-@pytest.fixture(scope="module")
-def screens_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Its own server with a 180 s ring timeout: the ring view is photographed at leisure
-    (eight screenshots and four axe runs take over a minute on a loaded machine)."""
-    with serve(
-        tmp_path_factory.mktemp("screens"), env={"VISAVIS_SIGNALING__RING_TIMEOUT": "180"}
-    ) as served:
-        yield served
+# Its own server with a 180 s ring timeout: the ring view is photographed at leisure
+# (eight screenshots and four axe runs take over a minute on a loaded machine).
+screens_server = served_fixture("screens", VISAVIS_SIGNALING__RING_TIMEOUT="180")
 
 
 async def test_every_screen_fits_and_passes_axe(screens_server: Served, browser: Browser) -> None:

@@ -23,6 +23,12 @@ key it has is the one the sender's announce carries (``ik``), unverified; the
 verification code is the only check. It hears that someone left from the SFU
 (``participant_left``): a fresh sender key, as when a device leaves. Reactions in its
 mailbox are skipped (the SDK sends and plays none).
+
+Room moves: signaling tells devices (``call.room_moved``), not guests. As the browser's
+guest does, a guest whose SFU connection drops asks its lobby for a fresh token (which
+names the node the room is on now) and rejoins with the same tracks and keys, after 1,
+2 and 3 s (signaling moves a dead node's room within a few seconds; until then the token
+still names the dead node).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ log = logging.getLogger("visavis.client.guest")
 
 POLL = 1.0  # seconds between two looks at the lobby, and at the mailbox (as the browser)
 REANNOUNCE = 5  # mailbox polls between two announces (members who join later answer it)
+REJOIN_WAITS = (1.0, 2.0, 3.0)  # seconds before each lobby look after the SFU dropped
 HTTP_TIMEOUT = 10.0
 JOIN_PREFIX = "#join="
 
@@ -195,6 +202,7 @@ class Guest:
         call = GuestCall(self, room.call_id, sfu, keys)
         if keys is not None:
             sfu.on_participant_left = call._participant_left
+        sfu.on_lost = call._lost
         try:
             await sfu.join(limit)
         except BaseException:
@@ -235,6 +243,8 @@ class GuestCall:
     call_id: str
     sfu: SfuSession
     e2ee: GuestE2ee | None
+    rejoins: int = 0
+    _rejoin: asyncio.Task[None] | None = None
 
     def _participant_left(self, participant_id: str) -> None:
         """The SFU says someone left (a guest's only news of it): a fresh key."""
@@ -242,8 +252,35 @@ class GuestCall:
             device = participant_id.rpartition("/")[2]
             self.e2ee.left_soon(device)
 
+    def _lost(self) -> None:
+        """The SFU connection dropped under the guest: rejoin (see the top)."""
+        if self._rejoin is None or self._rejoin.done():
+            self._rejoin = asyncio.create_task(self._rejoin_room())
+
+    async def _rejoin_room(self) -> None:
+        for wait in REJOIN_WAITS:
+            await asyncio.sleep(wait)
+            try:
+                status = await self.guest.lobby()
+            except (httpx.HTTPError, GuestError) as error:
+                log.debug("guest rejoin: %s", error)
+                continue
+            if status.room is None:  # the call ended, or the guest is out of it
+                return
+            try:
+                await self.sfu.move(status.room.url, status.room.token)
+            except Exception as error:  # the node is still the dead one: try again
+                self.sfu.errors.append({"code": "rejoin_failed", "message": str(error)})
+                continue
+            self.rejoins += 1
+            return
+
     async def close(self) -> None:
         """Leave the SFU room and erase the call's keys."""
+        if self._rejoin is not None:
+            self._rejoin.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rejoin
         await self.sfu.close()
         if self.e2ee is not None:
             await self.e2ee.close()

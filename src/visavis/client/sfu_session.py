@@ -94,6 +94,9 @@ class SfuSession:
         # Called with the participant id when one leaves the room for good (reason "left",
         # not a timeout): a call link's guest learns of leavers only here.
         self.on_participant_left: Callable[[str], None] | None = None
+        # Called when the control connection to the SFU drops under a joined session (its
+        # node died, or it was cut off): a call link's guest rejoins from here.
+        self.on_lost: Callable[[], None] | None = None
         self.negotiations = 0
         self.moves = 0
         self.moved_at: float | None = None
@@ -115,8 +118,10 @@ class SfuSession:
         self.pc.on("track", self._on_track)
         self.participants = {}
         self.streams = {}
-        self._lock = asyncio.Lock()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
+        self._wanted: tuple[int, int] | None = None  # slots the SFU asked for, not yet offered
+        self._in_flight = False  # slots added for an offer whose answer is not applied yet
+        self._negotiator: asyncio.Task[None] | None = None
         self._joined: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -134,7 +139,9 @@ class SfuSession:
         for track in (self.audio, self.video):
             if track is not None:
                 self._e2ee(self.pc.addTransceiver(track, direction="sendonly"))
-        await asyncio.wait_for(self._negotiate(joined["audio"], joined["video"]), limit)
+        self._request(joined["audio"], joined["video"])
+        assert self._negotiator is not None
+        await asyncio.wait_for(self._negotiator, limit)
 
     async def close(self) -> None:
         """Leave the room and stop everything."""
@@ -203,8 +210,31 @@ class SfuSession:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
 
     # -- negotiation --------------------------------------------------------------------
+    def _request(self, audio: int, video: int) -> None:
+        """The SFU wants ``audio``/``video`` more receive slots than it saw in our last
+        answered offer. Requests are counts against that offer, not increments: a
+        later one replaces an earlier one not yet offered, and one arriving while an
+        offer is under way is dropped (the SFU answers that offer with the room as it
+        is then and asks again after it if slots are still missing). Adding them up
+        grew a client to 26-32 m-lines after a room move."""
+        if self._in_flight:
+            return
+        self._wanted = (audio, video)
+        if self._negotiator is None or self._negotiator.done():
+            self._negotiator = asyncio.create_task(self._negotiate_wanted())
+            self._tasks.add(self._negotiator)
+            self._negotiator.add_done_callback(self._tasks.discard)
+            self._negotiator.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _negotiate_wanted(self) -> None:
+        while self._wanted is not None:
+            audio, video = self._wanted
+            self._wanted = None
+            await self._negotiate(audio, video)
+
     async def _negotiate(self, audio: int, video: int) -> None:
-        async with self._lock:
+        self._in_flight = True
+        try:
             for kind, count in (("audio", audio), ("video", video)):
                 for _ in range(count):
                     self._e2ee(self.pc.addTransceiver(kind, direction="recvonly"))
@@ -215,8 +245,10 @@ class SfuSession:
             answer = await self._answer
             self.streams = {s["mid"]: s for s in answer["streams"]}
             await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            self.negotiations += 1
-            self._changed.set()
+        finally:
+            self._in_flight = False
+        self.negotiations += 1
+        self._changed.set()
 
     def _e2ee(self, transceiver: RTCRtpTransceiver) -> None:
         """Offer only the room's video codec (aiortc: VP8 or H.264) on a new
@@ -247,6 +279,8 @@ class SfuSession:
                 # room before the node's registry record expires).
                 session, call_id = self._signaling
                 self._spawn(self._report_lost(session, call_id, self.url))
+            if not self._leaving and self._joined.done() and self.on_lost is not None:
+                self.on_lost()
             if not self._joined.done():
                 self._joined.set_exception(SfuSessionError("closed", "connection closed"))
             if self._answer is not None and not self._answer.done():
@@ -263,9 +297,10 @@ class SfuSession:
         if kind == "joined":
             self._joined.set_result(message)
         elif kind == "answer" and self._answer is not None and not self._answer.done():
+            self._in_flight = False  # what the SFU sends from now on counts this offer
             self._answer.set_result(message)
         elif kind == "renegotiate":
-            self._spawn(self._negotiate(message["audio"], message["video"]))
+            self._request(message["audio"], message["video"])
         elif kind == "participant_joined":
             info = message["participant"]
             self.participants[info["participant_id"]] = info

@@ -49,7 +49,7 @@ from visavis.protocol.turn.allocation import Addr, Allocation
 from visavis.relay import fastpath
 from visavis.relay.metrics import RelayCollector
 from visavis.relay.settings import RelaySettings
-from visavis.relay.tcp_relay import PeerPipe, StreamTransport, TcpRelay
+from visavis.relay.tcp_relay import PeerPipe, Spliced, StreamTransport, TcpRelay
 
 if TYPE_CHECKING:
     from visavis.config import Settings
@@ -194,7 +194,7 @@ class _UdpListener:
         relay.rearm()
 
 
-class _StreamConnection(asyncio.Protocol):
+class _StreamConnection(Spliced):
     """A TCP or TLS client connection carrying STUN and padded ChannelData."""
 
     def __init__(self, relay: RelayServer, transport_name: str) -> None:
@@ -281,14 +281,6 @@ class _StreamConnection(asyncio.Protocol):
         if rest:
             pipe.transport.write(rest)
         pipe.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         partner, self.partner = self.partner, None

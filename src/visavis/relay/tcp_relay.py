@@ -69,7 +69,23 @@ class StreamTransport(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class PeerPipe(asyncio.Protocol):
+class Spliced(asyncio.Protocol):
+    """One of two TCP connections spliced together (an RFC 6062 client data connection and
+    its peer): when writing to this one backs up, its partner stops reading until it drains,
+    so neither buffers without bound."""
+
+    partner: Any
+
+    def pause_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.partner is not None and self.partner.transport is not None:
+            self.partner.transport.resume_reading()
+
+
+class PeerPipe(Spliced):
     """The relay's TCP connection to a peer, identified by its CONNECTION-ID."""
 
     def __init__(self, relay: RelayHost, connection_id: int) -> None:
@@ -87,14 +103,6 @@ class PeerPipe(asyncio.Protocol):
         partner = self.partner
         if partner is not None and partner.transport is not None:
             partner.transport.write(data)
-
-    def pause_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.pipe_closed(self)

@@ -239,6 +239,105 @@ static int vp8_info(const unsigned char *p, size_t n, LayerInfo *li) {
     return 1;
 }
 
+/* AV1 dependency descriptor (AV1 RTP spec appendix A), as
+ * visavis.protocol.rtp.av1.parse_dependency_descriptor: a keyframe attaches the template
+ * structure (each template's spatial and temporal id), kept per source; a packet's layers
+ * are its template's. Only the fields that route are kept; the rest is skipped, but a
+ * descriptor too short for its structure is malformed, as in Python. */
+typedef struct {
+    int count, offset; /* templates of the structure in force (0: none), template_id_offset */
+    unsigned char sid[64], tid[64];
+} DdStructure;
+
+typedef struct {
+    const unsigned char *d;
+    size_t bits, pos; /* bits available, bits read */
+    int bad;          /* read past the end */
+} Bits;
+
+static unsigned bits_f(Bits *b, unsigned count) {
+    unsigned v = 0;
+    if (b->pos + count > b->bits) {
+        b->bad = 1;
+        return 0;
+    }
+    for (unsigned i = 0; i < count; i++, b->pos++)
+        v = v << 1 | ((b->d[b->pos >> 3] >> (7 - (b->pos & 7))) & 1);
+    return v;
+}
+
+static void bits_skip(Bits *b, size_t count) {
+    if (b->pos + count > b->bits) b->bad = 1;
+    else b->pos += count;
+}
+
+static unsigned bits_ns(Bits *b, unsigned n) { /* ns(n), n >= 1 */
+    unsigned w = 0;
+    for (unsigned x = n; x; x >>= 1) w++;
+    unsigned m = (1u << w) - n;
+    unsigned v = bits_f(b, w - 1);
+    if (v < m) return v;
+    return (v << 1) - m + bits_f(b, 1);
+}
+
+static int dd_structure(Bits *b, DdStructure *s) {
+    s->offset = (int)bits_f(b, 6);
+    unsigned dt_cnt = bits_f(b, 5) + 1;
+    unsigned count = 0, sid = 0, tid = 0;
+    for (;;) { /* template_layers */
+        if (count == 64 || b->bad) return 0;
+        s->sid[count] = (unsigned char)sid;
+        s->tid[count] = (unsigned char)tid;
+        count++;
+        unsigned idc = bits_f(b, 2);
+        if (idc == 1) tid++;
+        else if (idc == 2) tid = 0, sid++;
+        else if (idc == 3) break;
+    }
+    bits_skip(b, (size_t)2 * count * dt_cnt); /* template_dtis */
+    for (unsigned i = 0; i < count && !b->bad; i++) /* template_fdiffs */
+        while (bits_f(b, 1)) bits_f(b, 4);
+    unsigned chains = bits_ns(b, dt_cnt + 1);
+    if (chains) {
+        for (unsigned i = 0; i < dt_cnt; i++) bits_ns(b, chains);
+        bits_skip(b, (size_t)4 * count * chains);
+    }
+    if (bits_f(b, 1)) bits_skip(b, (size_t)32 * (sid + 1)); /* resolutions */
+    s->count = (int)count;
+    return !b->bad;
+}
+
+/* A packet's layers from its descriptor `v`, with `known` the source's structure (replaced
+ * by one the packet attaches): 1 known, 0 no structure yet, -1 malformed (as
+ * keyframes.dd_layer_info after parse_dependency_descriptor). */
+static int dd_info(const unsigned char *v, size_t n, DdStructure *known, LayerInfo *li) {
+    if (n < 3) return -1;
+    Bits b = {v, n * 8, 0, 0};
+    unsigned start = bits_f(&b, 1), end = bits_f(&b, 1), template_id = bits_f(&b, 6);
+    bits_f(&b, 16); /* frame_number */
+    DdStructure attached;
+    int has = 0;
+    if (n > 3) {
+        unsigned present = bits_f(&b, 1);
+        bits_f(&b, 4); /* active decode targets, custom dtis / fdiffs / chains flags */
+        if (present) {
+            if (!dd_structure(&b, &attached)) return -1;
+            has = 1;
+        }
+    }
+    const DdStructure *s = has ? &attached : known;
+    if (s->count == 0) return 0;
+    unsigned index = (template_id + 64 - (unsigned)s->offset) % 64;
+    if (index >= (unsigned)s->count) return -1;
+    li->sid = s->sid[index];
+    li->tid = s->tid[index];
+    li->start = start && li->sid == 0;
+    li->end = end != 0;
+    li->intra = start && has;
+    if (has) *known = attached;
+    return 1;
+}
+
 /* H.264 (RFC 6184): a packet holding an SPS (7) or the start of an IDR slice (5), as
  * visavis.protocol.rtp.h264.is_h264_keyframe. */
 static inline int h264_key_type(unsigned t) { return t == 5 || t == 7; }
@@ -982,6 +1081,7 @@ typedef struct {
     int quiet_above; /* muted audio: packets with a level above this (-dBov) are dropped; -1 off */
     int codec;       /* video: CODEC_* (how keyframes are found) */
     int dd_id;       /* dependency descriptor extension id, -1: none */
+    DdStructure dd;  /* AV1: the template structure of the last keyframe (dd_info) */
     char is_video;
     PyObject *history; /* list or None */
     PyObject *sinks;   /* list of Sink */
@@ -1032,6 +1132,7 @@ static int Source_init(Source *self, PyObject *args, PyObject *kwds) {
     self->quiet_above = -1;
     self->codec = CODEC_VP8;
     self->dd_id = -1;
+    self->dd.count = 0;
     self->base_seq = -1;
     self->max_seq = self->cycles = self->received = self->octets_window = 0;
     self->last_packet = -1e9;
@@ -1046,6 +1147,8 @@ static PyMemberDef Source_members[] = {
      "-1, or drop packets quieter than this level (-dBov): audio not among the loudest"},
     {"codec", T_INT, offsetof(Source, codec), 0, "video codec: 0 VP8, 1 VP9, 2 H.264, 3 AV1"},
     {"dd_id", T_INT, offsetof(Source, dd_id), 0, "dependency descriptor extension id, -1 none"},
+    {"dd_templates", T_INT, offsetof(Source, dd.count), READONLY,
+     "AV1: templates of the dependency descriptor structure in force, 0 none"},
     {"history", T_OBJECT_EX, offsetof(Source, history), READONLY, "NACK history or None"},
     {"sinks", T_OBJECT_EX, offsetof(Source, sinks), READONLY, "the consumers (shared list)"},
     {"on_level", T_OBJECT_EX, offsetof(Source, on_level), 0, "callable(level, now) or None"},
@@ -1078,8 +1181,9 @@ typedef struct {
     Rewriter *rewriter;
     Selector *selector;
     long long packets, octets;
-    int spatial, spatial_target;   /* VP9 SVC: highest spatial layer forwarded / wanted (7: all) */
-    int temporal, temporal_target; /* VP8/VP9: highest temporal layer forwarded / wanted */
+    int spatial, spatial_target;   /* VP9/AV1 SVC: highest spatial layer forwarded / wanted (7: all) */
+    int temporal, temporal_target; /* VP8/VP9/AV1: highest temporal layer forwarded / wanted */
+    int dd_id; /* AV1: the dependency descriptor goes along with this id, -1: not sent */
 } Sink;
 
 static int Sink_traverse(Sink *self, visitproc visit, void *arg) {
@@ -1122,6 +1226,7 @@ static int Sink_init(Sink *self, PyObject *args, PyObject *kwds) {
     self->packets = self->octets = 0;
     self->spatial = self->spatial_target = 7;
     self->temporal = self->temporal_target = 7;
+    self->dd_id = -1;
     return 0;
 }
 
@@ -1135,12 +1240,14 @@ static PyMemberDef Sink_members[] = {
     {"selector", T_OBJECT_EX, offsetof(Sink, selector), READONLY, "simulcast selector"},
     {"packets", T_LONGLONG, offsetof(Sink, packets), 0, "packets forwarded"},
     {"octets", T_LONGLONG, offsetof(Sink, octets), 0, "payload bytes forwarded"},
-    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9 SVC: highest spatial layer forwarded"},
+    {"spatial", T_INT, offsetof(Sink, spatial), 0, "VP9/AV1 SVC: highest spatial layer forwarded"},
     {"spatial_target", T_INT, offsetof(Sink, spatial_target), 0,
-     "VP9 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
-    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9: highest temporal layer forwarded"},
+     "VP9/AV1 SVC: highest spatial layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"temporal", T_INT, offsetof(Sink, temporal), 0, "VP8/VP9/AV1: highest temporal layer forwarded"},
     {"temporal_target", T_INT, offsetof(Sink, temporal_target), 0,
-     "VP8/VP9: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
+     "VP8/VP9/AV1: highest temporal layer wanted (7: all); up on a keyframe, down on a picture"},
+    {"dd_id", T_INT, offsetof(Sink, dd_id), 0,
+     "AV1: send the dependency descriptor with this extension id (two-byte elements), -1 not"},
     {NULL}};
 
 static PyTypeObject SinkType = {
@@ -1392,6 +1499,18 @@ static void flush(Forwarder *f) {
     send_all(f, f->gmsgs, nm, f->gsegs);
 }
 
+/* An extension element's header: one-byte (id << 4 | length - 1) or two-byte (id,
+ * length) form; returns its size. */
+static size_t ext_element(unsigned char *e, int two, int id, size_t n) {
+    if (!two) {
+        e[0] = (unsigned char)((id << 4) | (int)(n - 1));
+        return 1;
+    }
+    e[0] = (unsigned char)id;
+    e[1] = (unsigned char)n;
+    return 2;
+}
+
 static int push_pair(PyObject **list, PyObject *a, const unsigned char *data, size_t len) {
     if (*list == NULL && (*list = PyList_New(0)) == NULL) return -1;
     PyObject *b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
@@ -1427,6 +1546,20 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         f->tally.malformed++;
         return 0;
     }
+    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 unknown or truncated */
+    LayerInfo li = {0, 0, 0, 0, 0};
+    size_t ddlen = 0;
+    const unsigned char *dd = src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
+    if (dd != NULL && src->codec == CODEC_AV1) {
+        /* AV1's layers come from the dependency descriptor, which keeps the source's
+         * template structure up to date; a malformed one drops the packet. */
+        li_state = dd_info(dd, ddlen, &src->dd, &li);
+        if (li_state < 0) {
+            f->tally.malformed++;
+            return 0;
+        }
+        if (li_state == 0) li_state = -1;
+    }
     if (src->history != Py_None) {
         Py_ssize_t slots = PyList_GET_SIZE(src->history);
         PyObject *copy = PyBytes_FromStringAndSize((const char *)d, (Py_ssize_t)size);
@@ -1452,8 +1585,6 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
     unsigned flags = 0x80 | (d[0] & 0x20);
     unsigned marker = d[1] & 0x80;
     int keyframe = -1;
-    int li_state = 0; /* layer info: 0 not parsed yet, 1 parsed, -1 truncated */
-    LayerInfo li = {0, 0, 0, 0, 0};
     int index = src->index;
     uint32_t abs = (uint32_t)((unsigned long long)(now * 262144.0) & 0xFFFFFF);
     PyObject *sinks = src->sinks;
@@ -1464,12 +1595,7 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (src->is_video) {
             Selector *sel = sink->selector;
             if (!(index == sel->current && sel->current == sel->target)) {
-                if (keyframe < 0) {
-                    size_t ddlen = 0;
-                    const unsigned char *dd =
-                        src->dd_id >= 0 ? find_extension(d, size, src->dd_id, &ddlen) : NULL;
-                    keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
-                }
+                if (keyframe < 0) keyframe = is_keyframe(src->codec, payload, plen, dd, ddlen);
                 int dec = sel_decide(sel, index, keyframe);
                 if (dec == DROP) continue;
                 if (dec == SWITCH) {
@@ -1479,15 +1605,17 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
             }
         }
         unsigned mark = marker;
-        if ((src->codec == CODEC_VP8 || src->codec == CODEC_VP9) &&
+        if (src->codec != CODEC_H264 &&
             (sink->spatial < 7 || sink->spatial_target < 7 || sink->temporal < 7 ||
              sink->temporal_target < 7)) {
-            /* Layer limits (VP9 SVC spatial layers, VP8/VP9 temporal layers): they go down
-             * at a picture start, up at a keyframe; packets above them are not forwarded
-             * (the rewriter closes the gap); the last forwarded spatial layer ends the
-             * picture. */
+            /* Layer limits (VP9/AV1 SVC spatial layers, VP8/VP9/AV1 temporal layers): they
+             * go down at a picture start, up at a keyframe; packets above them are not
+             * forwarded (the rewriter closes the gap); the last forwarded spatial layer
+             * ends the picture. AV1's were read from the descriptor above. */
             if (li_state == 0)
-                li_state = (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload, plen, &li)
+                li_state = src->codec != CODEC_AV1 &&
+                                   (src->codec == CODEC_VP9 ? vp9_info : vp8_info)(payload,
+                                                                                  plen, &li)
                                ? 1
                                : -1;
             if (li_state > 0) {
@@ -1512,32 +1640,39 @@ static int forward_one(Forwarder *f, Source *src, const unsigned char *d, size_t
         if (native && f->nout == OUTN) flush(f);
         unsigned char tmp[OUTSZ];
         unsigned char *out = native ? f->obufs[f->nout] : tmp;
-        /* One-byte extension elements: abs-send-time or audio level, then the
-         * transport-wide sequence number; zero padding to 32 bits. */
+        /* Extension elements: abs-send-time or audio level, then the transport-wide
+         * sequence number, then (AV1) the dependency descriptor; zero padding to 32 bits.
+         * One-byte elements, or two-byte ones (RFC 8285 s4.3) in a packet that carries
+         * the descriptor, which may be longer than 16 bytes. */
+        int two = sink->dd_id >= 0 && dd != NULL;
         unsigned char *e = out + 16;
         size_t elen = 0, twcc_at = 0;
         if (sink->abs_send_time_id >= 0) {
-            e[0] = (unsigned char)((sink->abs_send_time_id << 4) | 2);
-            e[1] = (unsigned char)(abs >> 16);
-            e[2] = (unsigned char)(abs >> 8);
-            e[3] = (unsigned char)abs;
-            elen = 4;
+            elen += ext_element(e + elen, two, sink->abs_send_time_id, 3);
+            e[elen] = (unsigned char)(abs >> 16);
+            e[elen + 1] = (unsigned char)(abs >> 8);
+            e[elen + 2] = (unsigned char)abs;
+            elen += 3;
         } else if (sink->audio_level_id >= 0 && level >= 0) {
-            e[0] = (unsigned char)(sink->audio_level_id << 4);
-            e[1] = (unsigned char)level;
-            elen = 2;
+            elen += ext_element(e + elen, two, sink->audio_level_id, 1);
+            e[elen++] = (unsigned char)level;
         }
         if (link->twcc_id >= 0) {
-            e[elen] = (unsigned char)((link->twcc_id << 4) | 1);
-            twcc_at = elen + 1;
-            elen += 3;
+            elen += ext_element(e + elen, two, link->twcc_id, 2);
+            twcc_at = elen;
+            elen += 2;
+        }
+        if (two) {
+            elen += ext_element(e + elen, two, sink->dd_id, ddlen);
+            memcpy(e + elen, dd, ddlen);
+            elen += ddlen;
         }
         size_t hlen = 12;
         unsigned fl = flags;
         if (elen) {
             while (elen % 4) e[elen++] = 0;
             fl |= 0x10;
-            out[12] = 0xBE, out[13] = 0xDE;
+            out[12] = two ? 0x10 : 0xBE, out[13] = two ? 0x00 : 0xDE;
             put16(out + 14, (unsigned)(elen / 4));
             hlen = 16 + elen;
         }

@@ -18,8 +18,16 @@ from typing import Any
 
 import pylibsrtp
 
+from visavis.protocol.rtp.av1 import TemplateStructure, parse_dependency_descriptor
+from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.extensions import abs_send_time, find_extension
-from visavis.protocol.rtp.keyframes import LayerInfo, VideoCodec, is_keyframe, layer_info
+from visavis.protocol.rtp.keyframes import (
+    LayerInfo,
+    VideoCodec,
+    dd_layer_info,
+    is_keyframe,
+    layer_info,
+)
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe
 from visavis.sfu.seq import SequenceRewriter as Rewriter
 from visavis.sfu.simulcast import Decision
@@ -54,7 +62,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 Addr = tuple[str, int]
-_LAYERED = (VideoCodec.VP8, VideoCodec.VP9)  # codecs whose packets say their layers
+_LAYERED = (VideoCodec.VP8, VideoCodec.VP9, VideoCodec.AV1)  # packets say their layers
 _TALLY = ("packets_in", "forwarded", "bytes", "srtp_auth", "malformed", "send_failed", "garbage")
 
 
@@ -248,6 +256,7 @@ class Source:
         self.quiet_above = -1  # muted audio: drop packets quieter than this (-dBov)
         self.codec = 0  # video: a keyframes.VideoCodec (how keyframes are found)
         self.dd_id = -1  # dependency descriptor extension id, -1: none
+        self.dd_structure: TemplateStructure | None = None  # AV1: the last keyframe's
         self.base_seq = -1
         self.max_seq = 0
         self.cycles = 0
@@ -278,10 +287,11 @@ class Sink:
         self.selector = selector
         self.packets = 0
         self.octets = 0
-        self.spatial = 7  # VP9 SVC: highest spatial layer forwarded (7: all)
+        self.spatial = 7  # VP9/AV1 SVC: highest spatial layer forwarded (7: all)
         self.spatial_target = 7  # wanted: up on a keyframe, down at a picture start
-        self.temporal = 7  # VP8/VP9: highest temporal layer forwarded (7: all)
+        self.temporal = 7  # VP8/VP9/AV1: highest temporal layer forwarded (7: all)
         self.temporal_target = 7
+        self.dd_id = -1  # AV1: send the dependency descriptor with this id (two-byte form)
 
 
 def link_key(host: str, port: int) -> object | None:
@@ -308,6 +318,26 @@ OnSlow = Callable[
     [list[tuple[bytes, Addr]] | None, list[tuple[Link, bytes]] | None, list[Any] | None, float],
     object,
 ]
+
+
+def _two_byte_elements(
+    sink: Sink, link: Link, level: int, abs_value: bytes, dd: bytes, body: int, now: float
+) -> bytes:
+    """The extension block of a packet that carries the dependency descriptor."""
+    elements = b""
+    if sink.abs_send_time_id >= 0:
+        elements = bytes((sink.abs_send_time_id, 3)) + abs_value
+    elif sink.audio_level_id >= 0 and level >= 0:
+        elements = bytes((sink.audio_level_id, 1, level))
+    tail = bytes((sink.dd_id, len(dd))) + dd
+    twcc_id = link.twcc_id
+    if twcc_id >= 0:
+        size = len(elements) + 4 + len(tail)
+        stamp = link.twcc_stamp(16 + size + (-size % 4) + body, now)
+        elements += bytes((twcc_id, 2)) + _U16.pack(stamp)
+    elements += tail
+    elements += bytes(-len(elements) % 4)
+    return b"\x10\x00" + _U16.pack(len(elements) // 4) + elements
 
 
 class Forwarder:
@@ -432,6 +462,21 @@ class Forwarder:
         if offset < 0:
             tally["malformed"] += 1
             return
+        info: LayerInfo | None = None  # parsed once, for sinks with layer limits
+        info_parsed = False
+        dd = find_extension(data, source.dd_id) if source.dd_id >= 0 else None
+        if dd is not None and source.codec == VideoCodec.AV1:
+            # AV1's layers come from the dependency descriptor, which keeps the source's
+            # template structure up to date; a malformed one drops the packet.
+            try:
+                descriptor = parse_dependency_descriptor(dd, source.dd_structure)
+            except RtpError:
+                tally["malformed"] += 1
+                return
+            if descriptor.structure is not None:
+                source.dd_structure = descriptor.structure
+            info = dd_layer_info(descriptor)
+            info_parsed = True
         history = source.history
         if history is not None:
             history[seq % len(history)] = data
@@ -448,8 +493,6 @@ class Forwarder:
         flags = 0x80 | (data[0] & 0x20)
         marker = data[1] & 0x80
         keyframe: bool | None = None
-        info: LayerInfo | None = None  # parsed once, for sinks with layer limits
-        info_parsed = False
         index = source.index
         abs_value = abs_send_time(now)
         sock = self.sock
@@ -458,7 +501,6 @@ class Forwarder:
                 selector = sink.selector
                 if not (index == selector.current == selector.target):
                     if keyframe is None:
-                        dd = find_extension(data, source.dd_id) if source.dd_id >= 0 else None
                         keyframe = is_keyframe(source.codec, payload, dd)
                     decision = selector.decide(index, keyframe)
                     if decision is Decision.DROP:
@@ -490,26 +532,32 @@ class Forwarder:
             if mapped is None:
                 continue
             link = sink.link
-            # One-byte extension elements: abs-send-time or audio level, then the
-            # transport-wide sequence number; zero padding to 32 bits.
-            if sink.abs_send_time_id >= 0:
-                elements = bytes(((sink.abs_send_time_id << 4) | 2,)) + abs_value
-            elif sink.audio_level_id >= 0 and level >= 0:
-                elements = bytes((sink.audio_level_id << 4, level))
+            # Extension elements: abs-send-time or audio level, then the transport-wide
+            # sequence number, then (AV1) the dependency descriptor; zero padding to 32
+            # bits. One-byte elements, or two-byte ones (RFC 8285 s4.3) in a packet that
+            # carries the descriptor, which may be longer than 16 bytes.
+            if sink.dd_id >= 0 and dd is not None:
+                ext = _two_byte_elements(sink, link, level, abs_value, dd, len(payload), now)
+                fl = flags | 0x10
             else:
-                elements = b""
-            twcc_id = link.twcc_id
-            if twcc_id >= 0:
-                words = (len(elements) + 6) // 4
-                stamp = link.twcc_stamp(16 + 4 * words + len(payload), now)
-                elements += bytes(((twcc_id << 4) | 1,)) + _U16.pack(stamp)
-            fl = flags
-            if elements:
-                elements += bytes(-len(elements) % 4)
-                ext = b"\xbe\xde" + _U16.pack(len(elements) // 4) + elements
-                fl |= 0x10
-            else:
-                ext = b""
+                if sink.abs_send_time_id >= 0:
+                    elements = bytes(((sink.abs_send_time_id << 4) | 2,)) + abs_value
+                elif sink.audio_level_id >= 0 and level >= 0:
+                    elements = bytes((sink.audio_level_id << 4, level))
+                else:
+                    elements = b""
+                twcc_id = link.twcc_id
+                if twcc_id >= 0:
+                    words = (len(elements) + 6) // 4
+                    stamp = link.twcc_stamp(16 + 4 * words + len(payload), now)
+                    elements += bytes(((twcc_id << 4) | 1,)) + _U16.pack(stamp)
+                fl = flags
+                if elements:
+                    elements += bytes(-len(elements) % 4)
+                    ext = b"\xbe\xde" + _U16.pack(len(elements) // 4) + elements
+                    fl |= 0x10
+                else:
+                    ext = b""
             packet = _HEADER.pack(fl, mark | sink.pt, mapped[0], mapped[1], sink.ssrc)
             packet += ext + payload
             if sock is not None and link.destination is not None:

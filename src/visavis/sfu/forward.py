@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from visavis.protocol.rtp.extensions import abs_send_time, serialize_extensions
+from visavis.protocol.rtp.extensions import abs_send_time, find_extension, serialize_extensions
 
 if TYPE_CHECKING:
     from visavis.sfu.room import Consumer, Participant, Room
@@ -53,13 +53,13 @@ def _header(
     body: int,
     now: float,
 ) -> bytes:
-    """RTP header with one-byte extension ``elements`` and, when the subscriber's
-    transport negotiated TWCC, the next transport-wide sequence number (its send time
-    and size remembered like the fast path's)."""
+    """RTP header with extension ``elements`` and, when the subscriber's transport
+    negotiated TWCC, the next transport-wide sequence number (its send time and size
+    remembered like the fast path's)."""
     link = consumer.link
     if link.twcc_id >= 0:
-        words = (sum(1 + len(v) for v in elements.values()) + 6) // 4
-        stamp = link.twcc_stamp(16 + 4 * words + body, now)
+        size = len(serialize_extensions({**elements, link.twcc_id: b"\0\0"}))
+        stamp = link.twcc_stamp(12 + size + body, now)
         elements = {**elements, link.twcc_id: _U16.pack(stamp)}
     ext = serialize_extensions(elements)
     if ext:
@@ -87,17 +87,23 @@ def _retransmission(consumer: Consumer, out_seq: int, now: float) -> bytes | Non
     payload = data[_payload_offset(data) :]
     flags = 0x80 | (data[0] & 0x20)
     marker = data[1] & 0x80
+    # AV1: the dependency descriptor goes along (the receiver places the frame by it)
+    descriptor = None
+    if consumer.dd_id >= 0 and producer.dd_id is not None:
+        descriptor = find_extension(data, producer.dd_id)
     if consumer.rtx_pt is not None and consumer.rtx_ssrc is not None:
         consumer.rtx_seq = (consumer.rtx_seq + 1) & 0xFFFF
         body = _U16.pack(out_seq) + payload
         head = _header(
             consumer, flags, marker | consumer.rtx_pt, consumer.rtx_seq, ts, consumer.rtx_ssrc,
-            {}, len(body), now,
+            {} if descriptor is None else {consumer.dd_id: descriptor}, len(body), now,
         )  # fmt: skip
         return head + body
     elements = {}
     if consumer.abs_send_time_id >= 0:
         elements[consumer.abs_send_time_id] = abs_send_time(now)
+    if descriptor is not None:
+        elements[consumer.dd_id] = descriptor
     head = _header(
         consumer, flags, marker | consumer.pt, out_seq, ts, consumer.ssrc, elements,
         len(payload), now,

@@ -49,7 +49,7 @@ from visavis.protocol.rtp.rtcp import (
 )
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
 from visavis.sfu import fastpath, forward
-from visavis.sfu.bwe import BandwidthEstimator
+from visavis.sfu.bwe import BandwidthEstimator, RembProber
 from visavis.sfu.errors import SdpError
 from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 from visavis.sfu.messages import (
@@ -70,6 +70,7 @@ from visavis.sfu.sdp import (
     build_answer,
     parse_offer,
     require_video_codec,
+    sent_dependency_descriptor,
 )
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
@@ -183,10 +184,14 @@ class Producer:
         names: list[str | None] = list(rids) if rids else [None]
         self.layers = [Layer(self, i, rid, self.is_video) for i, rid in enumerate(names)]
         codec = participant.room.video_codec
-        # One VP9 stream: it may carry spatial layers (SVC), which consumers select; VP8
-        # and VP9 packets say their temporal layer, which thumbnails drop.
-        self.svc = self.is_video and not rids and codec is VideoCodec.VP9
-        self.temporal_layers = self.is_video and codec in (VideoCodec.VP8, VideoCodec.VP9)
+        # One VP9 stream, or one AV1 stream with the dependency descriptor: it may carry
+        # spatial layers (SVC), which consumers select; VP8 and VP9 packets (AV1's
+        # descriptor) say their temporal layer, which thumbnails drop.
+        av1_dd = codec is VideoCodec.AV1 and dd_id is not None
+        self.svc = self.is_video and not rids and (codec is VideoCodec.VP9 or av1_dd)
+        self.temporal_layers = self.is_video and (
+            codec in (VideoCodec.VP8, VideoCodec.VP9) or av1_dd
+        )
         if ssrc is not None and not rids:
             self.layers[0].ssrc = ssrc
             self.layers[0].rtx_ssrc = rtx_ssrc
@@ -327,7 +332,9 @@ class Participant:
         # estimate from the subscriber's TWCC feedback, and probing to climb back up.
         self.gcc: DelayBasedBwe | None = None
         self.prober = Prober()
+        self.remb_prober = RembProber()  # without TWCC: padding so that its REMB can climb
         self.desired_rate = 0.0  # bits/s its slots would take with no bandwidth limit
+        self.allocated_rate = 0.0  # bits/s of the layers the allocator chose
         self.twcc_reported = -1  # publishing: last transport-wide seq put in our feedback
         self.twcc_feedback_count = 0
         self.visible: set[str] = set()  # tiles shown large (layout message)
@@ -432,7 +439,7 @@ class Participant:
                         self.bwe.on_loss(block.fraction_lost / 256, now)
                         break
             elif isinstance(packet, RtcpRemb):
-                self.bwe.on_remb(packet.bitrate, now)
+                self.bwe.on_remb(packet.bitrate, now, packet.ssrcs)
             elif isinstance(packet, RtcpTwcc):
                 self._on_transport_feedback(packet, now)
             elif isinstance(packet, RtcpNack):
@@ -696,6 +703,9 @@ class Room:
                 participant.freed.pop(mid, None),
                 now,
             )
+            if producer.is_video:
+                dd_sent = sent_dependency_descriptor(offer, section, self.video_codec)
+                consumer.dd_id = -1 if dd_sent is None else dd_sent
             participant.consumers[mid] = consumer
             participant.consumers_by_ssrc[consumer.ssrc] = consumer
             if consumer.rtx_ssrc is not None:
@@ -899,6 +909,8 @@ class Room:
             self._transport_feedback(participant, now)
             if participant.gcc is not None and participant.transport.connected:
                 self._probe(participant, min(elapsed_tick, 0.5), now)
+            elif participant.consumers and participant.transport.connected:
+                self._probe_remb(participant, min(elapsed_tick, 0.5), now)
             yield
         if now - self.last_report >= 1.0:
             elapsed = now - self.last_report
@@ -960,6 +972,20 @@ class Room:
         if not prober.active:
             prober.wanted(subscriber.desired_rate, gcc, now)
         budget = prober.budget(elapsed, now)
+        if budget > 0:
+            forward.send_probe(self, subscriber, budget, now)
+
+    def _probe_remb(self, subscriber: Participant, elapsed: float, now: float) -> None:
+        """Probe a REMB subscriber's downlink with RTX padding on its video slots while
+        its layers want more than the estimate (:class:`~visavis.sfu.bwe.RembProber`);
+        a probe that raised no congestion signal steps the estimate up (re-allocate)."""
+        bwe, prober = subscriber.bwe, subscriber.remb_prober
+        proven = prober.finish(bwe.congested_at, now)
+        if proven is not None:
+            bwe.on_probe_result(proven, now)
+            self._allocate(subscriber, now)
+        target = prober.step(subscriber.desired_rate, bwe.estimate(now), bwe.congested_at, now)
+        budget = int((target - subscriber.allocated_rate) * elapsed / 8)
         if budget > 0:
             forward.send_probe(self, subscriber, budget, now)
 
@@ -1030,7 +1056,7 @@ class Room:
         """Choose each video consumer's layer from bandwidth, speakers and layout; pause
         the tiles the subscriber does not show (when its layout names its thumbnails)."""
         budget = subscriber.bwe.estimate(now)
-        desired = 0.0
+        desired = allocated = 0.0
         videos = []
         shown = (
             None if subscriber.thumbnails is None else subscriber.visible | subscriber.thumbnails
@@ -1039,6 +1065,7 @@ class Room:
             if not consumer.producer.is_video:
                 budget -= 40_000
                 desired += 40_000
+                allocated += 40_000
             elif shown is not None and consumer.producer.participant.id not in shown:
                 if consumer.selector.target >= 0:  # pause: forward nothing until shown
                     consumer.selector.set_target(-1)
@@ -1077,4 +1104,6 @@ class Room:
             if consumer.producer.temporal_layers:  # a thumbnail: the base frame rate only
                 consumer.temporal_target = 0 if thumbnail else 7
             budget -= rates[layer] or 0.0
+            allocated += rates[layer] or 0.0
         subscriber.desired_rate = desired
+        subscriber.allocated_rate = allocated

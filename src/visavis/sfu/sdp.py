@@ -9,7 +9,8 @@ packetization-mode=1, constrained baseline ``42e01f``; VP9: profile 0). Simulcas
 (RFC 8853) is accepted on receive with ``a=rid`` / ``a=simulcast:send``; rid order in
 the offer is taken as lowest layer first. VP9 and AV1 publishers may also send the
 dependency descriptor extension (answered on the m-lines the SFU receives, with
-``a=extmap-allow-mixed`` so keyframes' long descriptors fit).
+``a=extmap-allow-mixed`` so keyframes' long descriptors fit); in AV1 rooms the SFU sends
+it on too (:func:`sent_dependency_descriptor`), as Chromium decodes AV1 SVC by it.
 Transport-wide congestion control (the transport-cc extension and ``rtcp-fb
 transport-cc``) is answered where offered: on receive slots the SFU stamps what it sends
 and estimates the subscriber's downlink from its feedback; on publishing m-lines it
@@ -41,6 +42,22 @@ ACCEPTED_EXTENSIONS = {
 }
 # Answered only on m-lines the SFU receives, and only for these codecs' rooms.
 DD_CODECS = (VideoCodec.VP9, VideoCodec.AV1)
+
+
+def sent_dependency_descriptor(
+    offer: Offer, section: MediaSection, video_codec: VideoCodec
+) -> int | None:
+    """The id with which the SFU sends the dependency descriptor on a video m-line it
+    sends on, or None: AV1 rooms only (AV1 SVC is decoded by its descriptor; VP9 by its
+    payload descriptor), and only with ``extmap-allow-mixed`` (the two-byte elements a
+    keyframe's descriptor needs)."""
+    if video_codec is not VideoCodec.AV1 or not offer.extmap_allow_mixed:
+        return None
+    if section.kind != "video":
+        return None
+    return section.extensions.get(URI_DEPENDENCY_DESCRIPTOR)
+
+
 H264_PROFILE = "42e01f"  # constrained baseline, level 3.1: what every WebRTC stack decodes
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -377,6 +394,7 @@ def build_answer(
             send.get(section.mid),
             section.codec(video_codec),
             dd,
+            sent_dependency_descriptor(offer, section, video_codec),
         )
     return "\r\n".join(lines) + "\r\n"
 
@@ -388,6 +406,7 @@ def _answer_section(
     send: SendInfo | None,
     codec: Codec | None,
     dependency_descriptor: bool,
+    dd_sent: int | None,
 ) -> list[str]:
     if section.rejected or codec is None:
         lines = [f"m={section.kind} 0 {section.proto} {' '.join(section.formats)}"]
@@ -422,7 +441,8 @@ def _answer_section(
     if section.twcc_answered:
         lines.append(f"a=extmap:{section.extensions[URI_TRANSPORT_CC]} {URI_TRANSPORT_CC}")
     dd_id = section.extensions.get(URI_DEPENDENCY_DESCRIPTOR)
-    if section.kind == "video" and dependency_descriptor and can_recv and dd_id is not None:
+    received = section.kind == "video" and dependency_descriptor and can_recv
+    if dd_id is not None and (received or (can_send and dd_sent is not None)):
         lines.append(f"a=extmap:{dd_id} {URI_DEPENDENCY_DESCRIPTOR}")
     channels = f"/{codec.channels}" if codec.channels else ""
     lines.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")

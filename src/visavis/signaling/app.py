@@ -365,13 +365,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
     @app.get("/api/users/{handle}/devices", response_model=list[m.DeviceKeyOut])
     async def contact_devices(handle: str, auth: Auth) -> list[m.DeviceKeyOut]:
         """A contact's devices with their identity public keys (for pinning)."""
-        try:
-            normalized = m.normalize_handle(handle)
-        except ValueError as exc:
-            raise SignalingError("invalid_handle", str(exc)) from exc
-        user = await ctx.directory.by_handle(normalized)
-        if user is None:
-            raise not_found("unknown_user", f"nobody has the handle {normalized}")
+        user = await ctx.directory.find(handle)
         devices = await ctx.directory.devices(user.id)
         keys = await ctx.store.get_device_keys([d.id for d in devices])
         return [
@@ -387,13 +381,7 @@ def create_app(ctx: SignalingContext) -> FastAPI:
 
     @app.get("/api/users/{handle}", response_model=m.ContactOut)
     async def find_contact(handle: str, auth: Auth) -> m.ContactOut:
-        try:
-            normalized = m.normalize_handle(handle)
-        except ValueError as exc:
-            raise SignalingError("invalid_handle", str(exc)) from exc
-        user = await ctx.directory.by_handle(normalized)
-        if user is None:
-            raise not_found("unknown_user", f"nobody has the handle {normalized}")
+        user = await ctx.directory.find(handle)
         devices = await ctx.directory.devices(user.id)
         online = await ctx.bus.online([d.id for d in devices])
         return m.ContactOut(

@@ -181,14 +181,8 @@ class CallService:
 
     async def _resolve(self, handles: Sequence[str], caller: User) -> list[User]:
         users: list[User] = []
-        for raw in dict.fromkeys(handles):
-            try:
-                handle = m.normalize_handle(raw)
-            except ValueError as exc:
-                raise SignalingError("invalid_handle", f"{raw!r}: {exc}") from exc
-            user = await self.directory.by_handle(handle)
-            if user is None:
-                raise not_found("unknown_user", f"nobody has the handle {handle}")
+        for handle in dict.fromkeys(handles):
+            user = await self.directory.find(handle)
             if user.id == caller.id:
                 raise SignalingError("cannot_call_self", "you cannot call yourself")
             if all(u.id != user.id for u in users):

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Collection
 
 from visavis.bus.base import Bus, Subscription
+from visavis.signaling.errors import SignalingError, not_found
+from visavis.signaling.messages import normalize_handle
 from visavis.store.base import Device, Store, User
 
 CHANNEL = "directory"
@@ -70,6 +72,19 @@ class Directory:
             return self._users[user_id]
         user = await self.store.get_user_by_handle(handle)
         return None if user is None else self._remember(user)
+
+    async def find(self, handle: str) -> User:
+        """The user with ``handle`` as a person typed it (normalized here): what looking
+        someone up answers, the same for REST and WebSocket. A malformed handle is an
+        ``invalid_handle`` error, one nobody has ``unknown_user`` (404)."""
+        try:
+            normalized = normalize_handle(handle)
+        except ValueError as exc:
+            raise SignalingError("invalid_handle", f"{handle!r}: {exc}") from exc
+        user = await self.by_handle(normalized)
+        if user is None:
+            raise not_found("unknown_user", f"nobody has the handle {normalized}")
+        return user
 
     async def devices(self, user_id: str) -> list[Device]:
         """The user's devices that are not revoked."""

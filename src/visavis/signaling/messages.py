@@ -408,7 +408,7 @@ class CallEnded(Event):
     reason: EndReason
 
 
-ServerEvent = Annotated[
+_Events = (
     CallIncoming
     | CallStopRinging
     | CallRinging
@@ -419,27 +419,10 @@ ServerEvent = Annotated[
     | CallRoom
     | CallRoomMoved
     | CallEnded
-    | CallGuest,
-    Field(discriminator="type"),
-]
-ServerMessage = Annotated[
-    Welcome
-    | Result
-    | Error
-    | Pong
-    | CallIncoming
-    | CallStopRinging
-    | CallRinging
-    | CallParticipant
-    | CallSignalEvent
-    | CallE2eeEvent
-    | CallReactionEvent
-    | CallRoom
-    | CallRoomMoved
-    | CallEnded
-    | CallGuest,
-    Field(discriminator="type"),
-]
+    | CallGuest
+)
+ServerEvent = Annotated[_Events, Field(discriminator="type")]
+ServerMessage = Annotated[Welcome | Result | Error | Pong | _Events, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------------------- REST bodies

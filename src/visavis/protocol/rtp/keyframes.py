@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from visavis.protocol.rtp.av1 import dd_starts_keyframe, is_av1_keyframe
+from visavis.protocol.rtp.av1 import DependencyDescriptor, dd_starts_keyframe, is_av1_keyframe
 from visavis.protocol.rtp.errors import RtpError
 from visavis.protocol.rtp.h264 import is_h264_keyframe
 from visavis.protocol.rtp.vp8 import is_vp8_keyframe, vp8_temporal_id
@@ -60,13 +60,22 @@ def is_keyframe(codec: int, payload: bytes, dependency_descriptor: bytes | None 
 
 @dataclass(frozen=True, slots=True)
 class LayerInfo:
-    """Where a VP8/VP9 packet sits in the layer structure (what an SFU drops by)."""
+    """Where a VP8/VP9/AV1 packet sits in the layer structure (what an SFU drops by)."""
 
     spatial: int
     temporal: int
     start: bool  # starts a picture (VP9: B of spatial layer 0; VP8: S, partition 0)
     end: bool  # ends a layer frame (VP9's E; never set for VP8)
     intra: bool  # a keyframe starts here: every layer limit may go up
+
+
+def dd_layer_info(d: DependencyDescriptor) -> LayerInfo | None:
+    """The layers of a packet by its dependency descriptor (AV1); None while no template
+    structure is known. The fast path has the same (``dd_info``)."""
+    if d.spatial_id is None or d.temporal_id is None:
+        return None
+    start = d.start_of_frame and d.spatial_id == 0
+    return LayerInfo(d.spatial_id, d.temporal_id, start, d.end_of_frame, d.keyframe)
 
 
 def layer_info(codec: int, payload: bytes) -> LayerInfo | None:

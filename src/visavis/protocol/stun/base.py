@@ -66,6 +66,26 @@ class Uint32Attribute(Attribute):
         return cls(_U32.unpack(value)[0])  # type: ignore[call-arg]
 
 
+class BytesAttribute(Attribute):
+    """An attribute whose value is opaque bytes, its only field: of one of ``LENGTHS``
+    (``NAME`` in the error) when the attribute has a fixed size, of any length otherwise.
+    Subclasses are frozen dataclasses naming that field as they like (``hmac``, ``token``...)."""
+
+    __slots__ = ()
+    NAME: ClassVar[str] = ""
+    LENGTHS: ClassVar[tuple[int, ...]] = ()
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        value: bytes = getattr(self, self.__slots__[0])  # type: ignore[misc]
+        return value
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        if cls.LENGTHS:
+            expect_length(cls.NAME, value, *cls.LENGTHS)
+        return cls(value)  # type: ignore[call-arg]
+
+
 class Uint16Attribute(Attribute):
     """An attribute whose value is one 16-bit unsigned integer followed by two reserved
     bytes (RFFU), its only field; like :class:`Uint32Attribute` otherwise."""

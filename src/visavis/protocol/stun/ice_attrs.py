@@ -6,7 +6,13 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, Uint16Attribute, Uint32Attribute, expect_length
+from visavis.protocol.stun.base import (
+    Attribute,
+    BytesAttribute,
+    Uint16Attribute,
+    Uint32Attribute,
+    expect_length,
+)
 from visavis.protocol.stun.constants import AttrType
 
 
@@ -68,13 +74,6 @@ class ResponsePort(Uint16Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Padding(Attribute):
+class Padding(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.PADDING
     data: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.data
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(value)

@@ -7,32 +7,23 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, Uint32Attribute, expect_length
+from visavis.protocol.stun.base import Attribute, BytesAttribute, Uint32Attribute
 from visavis.protocol.stun.constants import AttrType
 from visavis.protocol.stun.errors import MalformedAttribute, StunEncodeError
 
 
 @dataclass(frozen=True, slots=True)
-class MessageIntegrity(Attribute):
+class MessageIntegrity(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.MESSAGE_INTEGRITY
+    NAME: ClassVar[str] = "MESSAGE-INTEGRITY"
+    LENGTHS: ClassVar[tuple[int, ...]] = (20,)
     hmac: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.hmac
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("MESSAGE-INTEGRITY", value, 20)
-        return cls(value)
 
 
 @dataclass(frozen=True, slots=True)
-class MessageIntegritySha256(Attribute):
+class MessageIntegritySha256(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.MESSAGE_INTEGRITY_SHA256
     hmac: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.hmac
 
     @classmethod
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
@@ -111,14 +102,8 @@ class PasswordAlgorithms(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Userhash(Attribute):
+class Userhash(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.USERHASH
+    NAME: ClassVar[str] = "USERHASH"
+    LENGTHS: ClassVar[tuple[int, ...]] = (32,)
     digest: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.digest
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("USERHASH", value, 32)
-        return cls(value)

@@ -9,7 +9,13 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from visavis.protocol.stun.base import Attribute, Uint16Attribute, Uint32Attribute, expect_length
+from visavis.protocol.stun.base import (
+    Attribute,
+    BytesAttribute,
+    Uint16Attribute,
+    Uint32Attribute,
+    expect_length,
+)
 from visavis.protocol.stun.constants import AttrType
 
 
@@ -28,16 +34,9 @@ class Lifetime(Uint32Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Data(Attribute):
+class Data(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.DATA
     data: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.data
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +104,11 @@ class DontFragment(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class ReservationToken(Attribute):
+class ReservationToken(BytesAttribute):
     TYPE: ClassVar[int] = AttrType.RESERVATION_TOKEN
+    NAME: ClassVar[str] = "RESERVATION-TOKEN"
+    LENGTHS: ClassVar[tuple[int, ...]] = (8,)
     token: bytes
-
-    def encode_value(self, transaction_id: bytes) -> bytes:
-        return self.token
-
-    @classmethod
-    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        expect_length("RESERVATION-TOKEN", value, 8)
-        return cls(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ function useSpeaker(el) {
   if (speaker && el.setSinkId && el.sinkId !== speaker) el.setSinkId(speaker).catch(() => {});
 }
 
-/** A <video> showing a MediaStream (srcObject cannot be set as an attribute). */
-export class Video extends Component {
+/** A media element whose source is set after every render by `sync()` (srcObject cannot be
+ * set as an attribute). */
+class MediaElement extends Component {
   constructor() {
     super();
     this.ref = createRef();
@@ -30,6 +31,10 @@ export class Video extends Component {
   componentDidUpdate() {
     this.sync();
   }
+}
+
+/** A <video> showing a MediaStream. */
+export class Video extends MediaElement {
   sync() {
     const el = this.ref.current;
     if (el && el.srcObject !== this.props.stream) {
@@ -44,17 +49,7 @@ export class Video extends Component {
 }
 
 /** An <audio> playing a remote track (group calls: audio and video come in separate slots). */
-export class Audio extends Component {
-  constructor() {
-    super();
-    this.ref = createRef();
-  }
-  componentDidMount() {
-    this.sync();
-  }
-  componentDidUpdate() {
-    this.sync();
-  }
+export class Audio extends MediaElement {
   sync() {
     const el = this.ref.current;
     const track = this.props.track;
