@@ -219,8 +219,15 @@ int main(void) {
     long long sent = 0, rtp = 0, other = 0, seen = 0;
     double cpu0 = 0, wall0 = 0;
     int measuring = 0;
+    /* The join transient: the worst sampled latency and the server's CPU per second of
+     * the measurement window (the first seconds of a room that starts all at once). */
+    enum { SECONDS_MAX = 64 };
+    double sec_max[SECONDS_MAX] = {0}, sec_cpu[SECONDS_MAX + 1] = {0};
+    int sec_done = 0;
     for (;;) {
         double now = mono();
+        if (measuring && sec_done < SECONDS_MAX && now - wall0 >= sec_done + 1)
+            sec_cpu[++sec_done] = proc_cpu(pid) - cpu0;
         if (!measuring && now >= warm_end) {
             measuring = 1;
             printf("start\n");
@@ -285,6 +292,9 @@ int main(void) {
                             lat = realloc(lat, lcap * sizeof *lat);
                         }
                         lat[nlat++] = (t - sent_at) * 1000.0;
+                        int sec = measuring ? (int)(t - wall0) : -1;
+                        if (sec >= 0 && sec < SECONDS_MAX && lat[nlat - 1] > sec_max[sec])
+                            sec_max[sec] = lat[nlat - 1];
                     }
                 }
                 if (n < BATCH) break;
@@ -297,7 +307,13 @@ int main(void) {
            p999 = nlat ? lat[(size_t)(nlat * 0.999)] : -1;
     printf("{\"wall\": %.6f, \"cpu\": %.6f, \"sent\": %lld, \"rtp_received\": %lld, "
            "\"other_received\": %lld, \"samples\": %zu, \"p50\": %.4f, \"p99\": %.4f, "
-           "\"p999\": %.4f}\n",
+           "\"p999\": %.4f, \"max_ms_by_second\": [",
            wall, cpu, sent, rtp, other, nlat, p50, p99, p999);
+    int secs = (int)wall < SECONDS_MAX ? (int)wall : SECONDS_MAX;
+    for (int i = 0; i < secs; i++) printf("%s%.2f", i ? ", " : "", sec_max[i]);
+    printf("], \"cpu_s_by_second\": [");
+    for (int i = 0; i < sec_done && i < secs; i++)
+        printf("%s%.3f", i ? ", " : "", sec_cpu[i + 1] - sec_cpu[i]);
+    printf("]}\n");
     return 0;
 }

@@ -330,6 +330,7 @@ class Synthetic:
     ssrcs: dict[str, int] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)
     received: int = 0
+    offers: int = 0  # offers sent (the first, and one per renegotiate request)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def join(self) -> None:
@@ -353,6 +354,7 @@ class Synthetic:
 
     async def offer(self) -> None:
         assert self.ws is not None
+        self.offers += 1
         self.answer_event.clear()
         sdp = _offer(
             self.ident, self.ufrag, self.pwd, self.ssrcs, self.slots, layers=self.profile.layers
@@ -427,6 +429,9 @@ class Window:
     other_received: int  # RTCP, DTLS, STUN
     latencies: list[float]  # ms, sampled
     percentiles: tuple[float, float, float, int] | None = None  # computed by sfu_blast.c
+    # sfu_blast.c: per second of the window, the worst sampled latency (ms) and the
+    # server's CPU seconds; with --warmup 0 the first seconds are the join transient
+    by_second: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -444,6 +449,7 @@ class Window:
                 "latency_ms_p99": round(p99, 3),
                 "latency_ms_p999": round(p999, 3),
                 "latency_samples": samples,
+                **self.by_second,
             }
         return {
             "sent_pps": round(self.sent / self.wall),
@@ -660,6 +666,7 @@ async def pump_c(
         [],
     )
     window.percentiles = (result["p50"], result["p99"], result["p999"], result["samples"])
+    window.by_second = {k: result[k] for k in ("max_ms_by_second", "cpu_s_by_second")}
     return window
 
 
@@ -702,6 +709,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             p.connect_media()
             if profile.visible:
                 await p.show([f"u{j}/d" for j in visible_for(p.index, n, profile.visible)])
+        join_cpu = cpu_seconds(proc.pid)  # startup, joins, offers, ICE and DTLS
         before: dict[str, Any] = {}
 
         async def read_stats() -> None:
@@ -755,6 +763,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         **window.summary(),
         "sfu_forwarded_pps": round(forwarded / window.wall),
         "sfu_cpu_us_per_forwarded_packet": round(window.cpu / max(forwarded, 1) * 1e6, 2),
+        "sfu_cpu_s_until_media": round(join_cpu, 2),
+        "offers_per_participant": round(sum(p.offers for p in people) / n, 1),
         "sfu_dropped": {k: v for k, v in report["dropped"].items() if v},
         "sfu_decoder_modules": report["decoder_modules"],
     }

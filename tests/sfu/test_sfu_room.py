@@ -275,3 +275,64 @@ def test_tick_steps_yield_per_participant_and_survive_a_leaver() -> None:
     assert len(report) >= 3 * 5 and dead == []
     sub = people[0]
     assert sub.transport.rtcp  # the report's receiver reports went out
+
+
+def test_a_room_starting_at_once_forwards_the_allocated_layers_from_the_first_keyframes() -> None:
+    """Everyone joins, negotiates and shows a layout before any media, then every
+    publisher's three simulcast layers start in the same instant (keyframes): each
+    subscriber gets the top layer of its shown tile only and the lowest of the others,
+    from the first packets. (A consumer used to start at the top layer until the first
+    report with measured bitrates: at 32 people, 3x the steady state's packets for
+    seconds, until a keyframe of each lower layer.)"""
+    n = 6
+    room = make_room(last_n=1, initial_bandwidth=50_000_000)
+    people = [join(room, f"p{i}") for i in range(n)]
+    for _ in range(2):  # the second round: slots for the producers of later joiners
+        for p in people:
+            room.handle_offer(p, offer(True, n - 1, rids=("q", "h", "f")), 0.0)
+    for i, p in enumerate(people):
+        room.set_layout(p, [f"p{(i + 1) % n}"], None, 0.0)
+    for step, key in ((1, True), (2, False), (3, False)):
+        for i, p in enumerate(people):
+            for layer, rid in enumerate("qhf"):
+                ext = {1: b"v", 4: rid.encode()}
+                p.on_rtp(vp8(step, step * 3000, 1000 * (i + 1) + layer, key, ext), 0.01 * step)
+    for i, p in enumerate(people):
+        current = {c.producer.participant.id: c.selector.current for c in p.consumers.values()}
+        shown = f"p{(i + 1) % n}"
+        assert current == {q.id: 2 if q.id == shown else 0 for q in people if q is not p}
+        # Three packets per tile, and the shown tile's first lowest-layer keyframe (it
+        # starts on the first keyframe at or below its target): no hidden top layer.
+        assert len(p.transport.rtp) == 3 * (n - 1) + 1  # type: ignore[attr-defined]
+    # Each new SSRC was learnt once (its first packet) and then forwarded without Python.
+    assert all(len(p.ssrc_map) == 3 for p in people)
+
+
+def test_a_burst_of_publishers_asks_each_subscriber_to_renegotiate_once() -> None:
+    """N publishers offering in one burst: each participant is asked for a new offer
+    once, at the next tick, counting every producer it lacks (it used to be asked once
+    per publisher: O(N^2) offers for clients that do not coalesce). A participant whose
+    own offer came after the burst is answered with it and not asked again."""
+    n = 8
+    room = make_room()
+    asked: dict[str, list[Any]] = {f"p{i}": [] for i in range(n)}
+    people = []
+    for i in range(n):
+        p = Participant(
+            room, f"p{i}", f"p{i}", "d", lambda _: FakeTransport(), asked[f"p{i}"].append, 0.0
+        )  # type: ignore[arg-type,return-value]
+        room.add(p)
+        people.append(p)
+    for p in people:
+        room.handle_offer(p, offer(True, 0, ssrc=1000 + len(p.producers) + int(p.id[1:])), 0.0)
+    last = people[-1]
+    result = room.handle_offer(last, offer(True, 0, ssrc=1000 + n - 1), 0.0)
+    assert result.renegotiate is not None and result.renegotiate.video == n - 1
+    assert all(not any(m.type == "renegotiate" for m in a) for a in asked.values())
+    room.tick(0.1)
+    for p in people[:-1]:
+        requests = [m for m in asked[p.id] if m.type == "renegotiate"]
+        assert [m.video for m in requests] == [n - 1]
+    assert not any(m.type == "renegotiate" for m in asked[last.id])
+    room.tick(0.2)  # nothing new: nothing asked
+    assert sum(m.type == "renegotiate" for a in asked.values() for m in a) == n - 1

@@ -291,7 +291,7 @@ class Bridge:
         participant.producers[mid] = producer
         for other in self.room.participants.values():
             if other is not participant and not getattr(other, "remote", False):
-                other.notify(self.room.renegotiation_for(other) or _renegotiate())
+                self.room.renegotiate_later(other)
 
     def on_unpublished(self, pid: str, mid: str) -> None:
         participant = self.remote.get(pid)
@@ -317,12 +317,6 @@ class Bridge:
         for ssrc in participant.ssrc_map:
             self.link.transport.link.sources.pop(ssrc, None)
             self.link.remote_ssrcs.pop(ssrc, None)
-
-
-def _renegotiate() -> Any:
-    from visavis.sfu.messages import Renegotiate
-
-    return Renegotiate()
 
 
 class PeerLink:

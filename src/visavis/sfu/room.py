@@ -561,6 +561,8 @@ class Room:
         self.last_report = 0.0
         self.last_tick = -1.0
         self.links: dict[str, Bridge] = {}  # peer node -> the link sharing this room
+        # Participants to ask for a new offer at the next tick (renegotiate_later).
+        self.renegotiate_due: dict[str, Participant] = {}
         # Without a media socket (unit tests), every packet goes out through Python.
         self.forwarder = forwarder or fastpath.Forwarder(None, {}, stats, _send_in_python)
 
@@ -605,7 +607,7 @@ class Room:
         for other in self.participants.values():
             other.notify(left)
             if participant.producers:
-                other.notify(self.renegotiation_for(other) or Renegotiate())
+                self.renegotiate_later(other)
         participant.on_removed(reason)
         if not participant.remote:
             for bridge in self.links.values():
@@ -745,6 +747,11 @@ class Room:
             )
             for mid, c in participant.consumers.items()
         ]
+        # The new slots' layers now, not at the next report: a consumer starts at the
+        # top layer, and a room of 32 starting at once would otherwise forward every
+        # top layer to everyone (3x the steady state's packets) until the first report
+        # after media arrives and then a keyframe of each lower layer (seconds).
+        self._allocate(participant, now)
         if new_producers and not participant.remote:
             for bridge in self.links.values():
                 for producer in new_producers:
@@ -752,7 +759,9 @@ class Room:
         if new_producers:
             for other in self.participants.values():
                 if other is not participant:
-                    other.notify(self.renegotiation_for(other) or Renegotiate())
+                    self.renegotiate_later(other)
+        # This answer and its renegotiation request cover what a pending one would ask.
+        self.renegotiate_due.pop(participant.id, None)
         return OfferResult(
             Answer(sdp=sdp_answer, streams=streams), self.renegotiation_for(participant)
         )
@@ -804,9 +813,8 @@ class Room:
                 bridge.unpublished(producer)
         producer.consumers.clear()  # the list the fast path's sources share
         for subscriber in subscribers:
-            if subscriber.closed:
-                continue
-            subscriber.notify(self.renegotiation_for(subscriber) or Renegotiate())
+            if not subscriber.closed:
+                self.renegotiate_later(subscriber)
 
     def _drop_consumer(self, consumer: Consumer) -> None:
         sub = consumer.subscriber
@@ -826,6 +834,19 @@ class Room:
                 for producer in other.producers.values():
                     counts[producer.kind] += 1
         return counts
+
+    def renegotiate_later(self, participant: Participant) -> None:
+        """Ask ``participant`` to offer again at the next tick, once however many
+        producers came or went meanwhile: when 32 people join in the same second, each
+        used to get 31 requests (a client that does not coalesce them offers 31 times,
+        each offer ~2 ms of SDP work on the loop that also reads the media socket)."""
+        self.renegotiate_due[participant.id] = participant
+
+    def _send_renegotiations(self) -> None:
+        due, self.renegotiate_due = self.renegotiate_due, {}
+        for pid, participant in due.items():
+            if self.participants.get(pid) is participant and not participant.closed:
+                participant.notify(self.renegotiation_for(participant) or Renegotiate())
 
     def renegotiation_for(self, participant: Participant) -> Renegotiate | None:
         """A renegotiation request if some remote producer has no slot at ``participant``."""
@@ -874,6 +895,7 @@ class Room:
         millisecond, the 1 s report and allocation about two, and every packet arriving
         meanwhile would wait). Participants removed while it is suspended are skipped;
         ``dead`` receives those found dead (already removed)."""
+        self._send_renegotiations()
         dominant = self.speaker.tick(now)
         if dominant is not None:
             message = DominantSpeaker(participant_id=dominant)
@@ -1091,7 +1113,8 @@ class Room:
             if wanted is not None:
                 desired += rates[wanted] or 0.0
             layer = choose_layer(rates, budget, max_layer)
-            if layer is None:
+            if layer is None:  # nothing received yet: start at the layout's layer
+                consumer.selector.set_target(max_layer)
                 continue
             consumer.selector.set_target(layer)
             if consumer.producer.svc:  # all spatial layers, or the lowest (thumbnail, no room)
