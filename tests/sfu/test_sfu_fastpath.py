@@ -612,6 +612,18 @@ def test_segmented_sends_fall_back_where_the_route_refuses() -> None:
     assert big["gso_after"] == 0  # turned off by the refusal
 
 
+def socketless(fp: Any) -> tuple[Any, SfuStats, list[bytes]]:
+    """A Forwarder without a socket (every packet it forwards is handed back as plain
+    RTP), its stats and the list those packets land in."""
+    stats = SfuStats()
+    outgoing: list[bytes] = []
+
+    def on_slow(raw: Any, received: Any, out: Any, now: float) -> None:
+        outgoing.extend(data for _, data in out or ())
+
+    return fp.Forwarder(None, {}, stats, on_slow), stats, outgoing
+
+
 @needs_native
 @settings(max_examples=300, deadline=None)
 @given(
@@ -638,15 +650,7 @@ def test_arbitrary_plain_packets_same_outcome_no_crash(
     crash."""
     results = []
     for fp in (_fastpath_py, native):
-        stats = SfuStats()
-        outgoing: list[bytes] = []
-
-        def on_slow(
-            raw: Any, received: Any, out: Any, now: float, outgoing: list[bytes] = outgoing
-        ) -> None:
-            outgoing.extend(data for _, data in out or ())
-
-        forwarder = fp.Forwarder(None, {}, stats, on_slow)
+        forwarder, stats, outgoing = socketless(fp)
         link = fp.Link("sub")
         link.twcc_id = twcc_id
         sinks = [
@@ -713,15 +717,7 @@ def test_dependency_descriptors_same_outcome(
             values.append(_mutated(valid, cut, flips))
     results = []
     for fp in (_fastpath_py, native):
-        stats = SfuStats()
-        outgoing: list[bytes] = []
-
-        def on_slow(
-            raw: Any, received: Any, out: Any, now: float, outgoing: list[bytes] = outgoing
-        ) -> None:
-            outgoing.extend(data for _, data in out or ())
-
-        forwarder = fp.Forwarder(None, {}, stats, on_slow)
+        forwarder, stats, outgoing = socketless(fp)
         link = fp.Link("sub")
         link.twcc_id = 4
         sinks = [fp.Sink(link, 5, 96, 2, -1, fp.Rewriter(90000), fp.Selector(target=0))]

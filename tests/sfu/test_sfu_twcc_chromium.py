@@ -172,6 +172,24 @@ async def open_page(playwright: Any, executable: str) -> tuple[Any, Any]:
     return browser, page
 
 
+async def layer_rates(publisher: Any) -> dict[str, float]:
+    """Each simulcast layer's rate (bit/s) as the publisher sends it, over 2 s windows,
+    once its own estimate has grown enough for the top layer to stand apart from the
+    lowest (within 60 s)."""
+    rates: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while not rates or rates["f"] < rates["q"] + 100_000:
+        assert time.monotonic() < deadline, f"the publisher's layers: {rates}"
+        first = await publisher.evaluate("sentBytes()")
+        await asyncio.sleep(2)  # a measurement window, not a wait for readiness
+        second = await publisher.evaluate("sentBytes()")
+        rates = {
+            rid: (second[rid][0] - first[rid][0]) * 8 / ((second[rid][1] - first[rid][1]) / 1e3)
+            for rid in ("q", "h", "f")
+        }
+    return rates
+
+
 async def test_chromium_layer_follows_a_throttled_link(
     link: Link, sfu: Sfu, tmp_path: Path
 ) -> None:
@@ -204,21 +222,7 @@ async def test_chromium_layer_follows_a_throttled_link(
             began = time.monotonic()
             await until_async(full, "the subscriber to receive the 480p layer", 90, every=0.25)
             ramp = time.monotonic() - began
-            # Each layer's rate as sent by the publisher, over 2 s windows, once its own
-            # estimate has grown enough for the top layer to stand apart from the lowest.
-            rates: dict[str, float] = {}
-            deadline = time.monotonic() + 60
-            while not rates or rates["f"] < rates["q"] + 100_000:
-                assert time.monotonic() < deadline, f"the publisher's layers: {rates}"
-                first = await publisher.evaluate("sentBytes()")
-                await asyncio.sleep(2)  # a measurement window, not a wait for readiness
-                second = await publisher.evaluate("sentBytes()")
-                rates = {
-                    rid: (second[rid][0] - first[rid][0])
-                    * 8
-                    / ((second[rid][1] - first[rid][1]) / 1e3)
-                    for rid in ("q", "h", "f")
-                }
+            rates = await layer_rates(publisher)
             await until_async(full, "the subscriber to be back on the 480p layer", 30, every=0.25)
             before = await sfu.stats()
             assert before["twcc_feedback"] > 10, before  # the subscriber sends TWCC
@@ -322,19 +326,7 @@ async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
             began = time.monotonic()
             await until_async(full, "the viewer to receive the 480p layer", 90, every=0.25)
             ramp = time.monotonic() - began
-            rates: dict[str, float] = {}
-            deadline = time.monotonic() + 60
-            while not rates or rates["f"] < rates["q"] + 100_000:
-                assert time.monotonic() < deadline, f"the publisher's layers: {rates}"
-                first = await publisher.evaluate("sentBytes()")
-                await asyncio.sleep(2)  # a measurement window, not a wait for readiness
-                second = await publisher.evaluate("sentBytes()")
-                rates = {
-                    rid: (second[rid][0] - first[rid][0])
-                    * 8
-                    / ((second[rid][1] - first[rid][1]) / 1e3)
-                    for rid in ("q", "h", "f")
-                }
+            rates = await layer_rates(publisher)
             await until_async(full, "the viewer to be back on the 480p layer", 30, every=0.25)
             before = await sfu.stats()
             assert before["twcc_feedback"] == 0, before  # aiortc: REMB only
