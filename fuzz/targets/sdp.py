@@ -8,8 +8,7 @@ builds an answer from every offer it accepts, receiving on and sending to every 
 from __future__ import annotations
 
 from fuzz.contract import Target, text_of
-from visavis.sfu.errors import SdpError
-from visavis.sfu.sdp import AnswerParams, SendInfo, build_answer, parse_offer
+from visavis.protocol.sdp import AnswerParams, SdpError, SendInfo, build_answer, parse_offer
 
 _PARAMS = AnswerParams(
     ice_ufrag="sfuf",

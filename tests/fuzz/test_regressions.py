@@ -11,9 +11,8 @@ from fuzz.contract import CORPUS_ROOT, check
 from fuzz.targets import load
 
 from tests.signaling.harness import cluster
-from visavis.sfu.errors import SdpError
+from visavis.protocol.sdp import SdpError, parse_offer
 from visavis.sfu.ice_lite import parse_request
-from visavis.sfu.sdp import parse_offer
 
 OFFER_HEAD = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n"
 CREDENTIALS = "a=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 AA\r\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 from visavis.protocol.rtp import RtpPacket
 from visavis.protocol.rtp.rtcp import RtcpNack, RtcpSr, parse_compound
+from visavis.protocol.sdp import AnswerParams
 from visavis.sfu import fastpath
 from visavis.sfu.room import Participant, Room
-from visavis.sfu.sdp import AnswerParams
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.stats import SfuStats
 

@@ -135,8 +135,9 @@ def test_a_screen_share_crosses_a_cascade_link_and_its_end_too() -> None:
 async def test_a_refused_offer_is_answered_with_its_code_and_counted(
     sfu: SfuServer, token: TokenFactory
 ) -> None:
-    """Over the real control socket: ``screen`` naming an m-line that does not send is
-    ``bad_sdp`` (a clear message), counted by code, and the client stays joined."""
+    """Over the real control socket: ``screen`` naming an m-line that does not send, and
+    an offer the SDP subset cannot parse, are ``bad_sdp`` (a clear message), counted by
+    code, and the client stays joined."""
     async with connect(sfu.control_url) as ws:
         await ws.send(json.dumps({"type": "join", "token": token("alice")}))
         assert json.loads(await ws.recv())["type"] == "joined"
@@ -146,8 +147,11 @@ async def test_a_refused_offer_is_answered_with_its_code_and_counted(
         reply = json.loads(await ws.recv())
         assert reply["type"] == "error" and reply["code"] == "bad_sdp"
         assert "screen names mid 'scr'" in reply["message"]
+        await ws.send(json.dumps({"type": "offer", "sdp": "v=0\r\n"}))
+        reply = json.loads(await ws.recv())
+        assert (reply["code"], reply["message"]) == ("bad_sdp", "offer has no media sections")
         await ws.send(json.dumps({"type": "offer", "sdp": publisher_offer("sendonly")}))
         answer = json.loads(await ws.recv())
         assert answer["type"] == "answer"
     text = generate_latest(sfu.registry).decode()
-    assert 'visavis_sfu_control_refused_total{code="bad_sdp"} 1.0' in text
+    assert 'visavis_sfu_control_refused_total{code="bad_sdp"} 2.0' in text

@@ -48,9 +48,23 @@ from visavis.protocol.rtp.rtcp import (
     parse_compound,
 )
 from visavis.protocol.rtp.rtcp.twcc import build_twcc
+from visavis.protocol.sdp import (
+    DD_CODECS,
+    AnswerParams,
+    Codec,
+    MediaSection,
+    Offer,
+    SendInfo,
+    UnsupportedCodec,
+    build_answer,
+    parse_offer,
+    require_video_codec,
+    sent_dependency_descriptor,
+)
+from visavis.protocol.sdp import SdpError as SdpSubsetError
 from visavis.sfu import fastpath, forward
 from visavis.sfu.bwe import BandwidthEstimator, RembProber
-from visavis.sfu.errors import SdpError
+from visavis.sfu.errors import CodecError, SdpError
 from visavis.sfu.gcc import DelayBasedBwe, PacketResult, Prober, Usage
 from visavis.sfu.messages import (
     Answer,
@@ -60,17 +74,6 @@ from visavis.sfu.messages import (
     ParticipantLeft,
     Renegotiate,
     StreamInfo,
-)
-from visavis.sfu.sdp import (
-    DD_CODECS,
-    AnswerParams,
-    Codec,
-    MediaSection,
-    SendInfo,
-    build_answer,
-    parse_offer,
-    require_video_codec,
-    sent_dependency_descriptor,
 )
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.simulcast import choose_layer
@@ -614,14 +617,25 @@ class Room:
                 bridge.left(participant, reason)
 
     # -- negotiation --------------------------------------------------------------------
+    def _parse_offer(self, sdp: str) -> Offer:
+        """The offer parsed and checked for the room's codec; the SDP subset's errors
+        become the control protocol's (``unsupported_codec``, ``bad_sdp``), message kept."""
+        try:
+            offer = parse_offer(sdp)
+            require_video_codec(offer, self.video_codec)
+        except UnsupportedCodec as exc:
+            raise CodecError(str(exc)) from exc
+        except SdpSubsetError as exc:
+            raise SdpError(str(exc)) from exc
+        return offer
+
     def handle_offer(
         self, participant: Participant, sdp: str, now: float, screen: Collection[str] = ()
     ) -> OfferResult:
         """Apply a client's offer: new producers (``screen``: the mids that carry a screen
         share), producers no longer sent unpublished, slot assignment; return the answer."""
-        offer = parse_offer(sdp)
+        offer = self._parse_offer(sdp)
         codec_of = self.codec_of
-        require_video_codec(offer, self.video_codec)
         sending_video = {
             s.mid
             for s in offer.media

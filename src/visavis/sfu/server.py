@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from visavis.config import Settings
 from visavis.fleet.settings import uses_registry
 from visavis.protocol.rtp.keyframes import VideoCodec
+from visavis.protocol.sdp import AnswerParams
 from visavis.sfu.dtls import DtlsIdentity
 from visavis.sfu.errors import AuthError, ProtocolError, SfuError
 from visavis.sfu.messages import (
@@ -39,7 +40,6 @@ from visavis.sfu.messages import (
     client_message_adapter,
 )
 from visavis.sfu.room import Participant, Room
-from visavis.sfu.sdp import AnswerParams
 from visavis.sfu.settings import SfuSettings
 from visavis.sfu.stats import SfuStats, StatsCollector
 from visavis.sfu.tcp import IceTcpListener

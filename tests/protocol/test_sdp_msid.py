@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from visavis.sfu.sdp import AnswerParams, SendInfo, build_answer, msid_id, parse_offer
+from visavis.protocol.sdp import AnswerParams, SendInfo, build_answer, msid_id, parse_offer
 
 OFFER = "\r\n".join(
     [

@@ -5,7 +5,7 @@ dead transceivers: tests/web/test_firefox.py's group call.)"""
 
 from __future__ import annotations
 
-from visavis.sfu.sdp import AnswerParams, build_answer, parse_offer
+from visavis.protocol.sdp import AnswerParams, build_answer, parse_offer
 
 # Trimmed from a Firefox 153 offer: audio first, then simulcast video, bundle-only.
 FIREFOX_OFFER = "\r\n".join(

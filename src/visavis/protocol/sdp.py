@@ -1,5 +1,10 @@
 """The SDP subset a WebRTC SFU needs: parse a client's offer, write the answer.
 
+Sans-I/O: text in, dataclasses and text out. An offer it cannot answer raises
+:class:`SdpError` (:class:`UnsupportedCodec` when only the room's video codec is
+missing) with a message for the client; the SFU maps them to its control-protocol error
+codes where it handles an offer (``sfu/room.py``).
+
 The client always offers (JSEP, RFC 8829); the SFU always answers as ICE-lite
 (RFC 8445 s2.5), DTLS passive (RFC 5763), BUNDLE (RFC 8843) on one transport with
 rtcp-mux (RFC 5761). Audio is Opus; video is the room's one codec (VP8, VP9, H.264 or
@@ -34,7 +39,16 @@ from visavis.protocol.rtp.extensions import (
     URI_TRANSPORT_CC,
 )
 from visavis.protocol.rtp.keyframes import VideoCodec
-from visavis.sfu.errors import CodecError, SdpError
+
+
+class SdpError(ValueError):
+    """The offer is malformed or asks for something this subset cannot answer."""
+
+
+class UnsupportedCodec(SdpError):
+    """The offer's video m-lines lack the room's codec (in the variant every member
+    decodes): its media could not be forwarded."""
+
 
 ACCEPTED_EXTENSIONS = {
     "audio": (URI_MID, URI_AUDIO_LEVEL),
@@ -178,15 +192,15 @@ def _is_video_codec(codec: Codec, video: VideoCodec) -> bool:
 
 
 def require_video_codec(offer: Offer, video: VideoCodec) -> None:
-    """Refuse an offer whose video m-lines lack the room's codec (:class:`CodecError`,
-    sent to the client as ``unsupported_codec``): its media could not be forwarded."""
+    """Refuse an offer whose video m-lines lack the room's codec
+    (:class:`UnsupportedCodec`, its message saying what the client offers instead)."""
     for section in offer.media:
         if section.kind != "video" or section.rejected or section.direction == "inactive":
             continue
         if section.codec(video) is None:
             variant = {VideoCodec.H264: f" ({H264_PROFILE}, packetization-mode=1)"}
             offered = ", ".join(section.video_codecs()) or "none"
-            raise CodecError(
+            raise UnsupportedCodec(
                 f"this room's video codec is {video.sdp_name}{variant.get(video, '')}, which"
                 f" this client does not offer on m-line {section.mid!r} (it offers {offered})"
             )
