@@ -103,12 +103,15 @@ def visible_for(index: int, n: int, count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def neighbour(enabled: bool) -> Iterator[int | None]:
-    """A CPU-bound neighbour process (a busy loop) for the block; killed by its PID."""
+def neighbour(enabled: bool, core: int | None = None) -> Iterator[int | None]:
+    """A CPU-bound neighbour process (a busy loop) for the block, pinned to ``core`` if
+    given ("on the other core"), else wherever the scheduler puts it; killed by its PID."""
     if not enabled:
         yield None
         return
     proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    if core is not None:
+        os.sched_setaffinity(proc.pid, {core})
     try:
         yield proc.pid
     finally:
@@ -716,7 +719,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stdin.write(b"stats\n")
             before.update(json.loads(await stdout.readline()))
 
-        with neighbour(getattr(args, "neighbour", False)):
+        with neighbour(getattr(args, "neighbour", False), getattr(args, "neighbour_core", None)):
             if getattr(args, "generator", "c") == "c":
                 window = await pump_c(
                     people,
@@ -788,6 +791,11 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--visible", type=int, help="tiles each participant shows")
     parser.add_argument(
         "--neighbour", action="store_true", help="run a CPU-bound process beside the server"
+    )
+    parser.add_argument(
+        "--neighbour-core",
+        type=int,
+        help="pin that process to this core (e.g. the last: a neighbour on the other core)",
     )
     parser.add_argument(
         "--generator",

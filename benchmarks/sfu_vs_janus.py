@@ -422,7 +422,7 @@ async def run_janus(args: argparse.Namespace) -> dict[str, Any]:
                 p.sub_sock, p.pub.ident, p.sub_ufrag, offer, p.sub_pwd, keys=p.sub_keys
             )
         assert lab.proc is not None
-        with neighbour(getattr(args, "neighbour", False)):
+        with neighbour(getattr(args, "neighbour", False), getattr(args, "neighbour_core", None)):
             if getattr(args, "generator", "c") == "c":
                 window = await pump_c(
                     [p.pub for p in people],
