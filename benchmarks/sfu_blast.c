@@ -5,7 +5,10 @@
  * stdin; this program sends every stream on schedule (SRTP with libsrtp2), drains every
  * socket with recvmmsg, counts the RTP packets that reach the subscribers, samples the
  * forwarding latency (1 in N packets decrypted; the send time is the payload's last 8
- * bytes, CLOCK_MONOTONIC of this same process), reads the server's CPU time from
+ * bytes, CLOCK_MONOTONIC of this same process) both when this program reads the packet
+ * ("p50"...) and when the kernel queued it on the subscriber's socket (SO_TIMESTAMPNS,
+ * "arrival_p50"...: on loopback that is the server's send, without this program's own
+ * wait for a core), reads the server's CPU time from
  * /proc/PID/stat at the start and end of the measurement window, and prints one JSON
  * line. A Python generator cannot send 12,000 and receive 100,000 packets/s on a shared
  * 2-core machine; this one spends about 2 µs per packet.
@@ -144,7 +147,11 @@ static void send_stream(Stream *st, double now, int keyframe, long long *sent) {
         size_t hl = keyframe ? sizeof VP8_KEY : sizeof VP8_DELTA;
         if ((size_t)body >= hl + 8) memcpy(p + len, h, hl);
     }
-    memcpy(p + len + body - 8, &now, 8);
+    /* The send time, read now: a loop iteration sends many streams, and this program can
+     * be preempted between them (beside a CPU-bound neighbour for milliseconds), which
+     * must not count as the server's latency. */
+    double sent_at = mono();
+    memcpy(p + len + body - 8, &sent_at, 8);
     len += body;
     if (srtp_protect(sd->tx, p, &len) != srtp_err_status_ok) return;
     if (sendto(socks[sd->sock].fd, p, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&sd->to,
@@ -169,6 +176,8 @@ int main(void) {
             sscanf(line + 2, "%d %d %d %159s", &id, &fd, &profile, hex);
             socks[id].fd = fd;
             socks[id].rx = session(profile, hex, 0);
+            int on = 1;
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
             if (id + 1 > nsocks) nsocks = id + 1;
         } else if (kind == 'T' && nsenders < MAXS) {
             int id, sock, profile, port;
@@ -200,7 +209,9 @@ int main(void) {
     static struct mmsghdr msgs[BATCH];
     static struct iovec iovs[BATCH];
     static struct sockaddr_in addrs[BATCH];
+    static char ctls[BATCH][CMSG_SPACE(sizeof(struct timespec))];
     for (int i = 0; i < BATCH; i++) {
+        msgs[i].msg_hdr.msg_control = ctls[i];
         iovs[i].iov_base = bufs[i];
         iovs[i].iov_len = BUF;
         msgs[i].msg_hdr.msg_iov = &iovs[i];
@@ -213,7 +224,13 @@ int main(void) {
         pfds[i].events = POLLIN;
     }
     size_t lcap = 1 << 20, nlat = 0;
-    double *lat = malloc(lcap * sizeof *lat);
+    double *lat = malloc(lcap * sizeof *lat), *alat = malloc(lcap * sizeof *alat);
+    size_t nalat = 0;
+    struct timespec rt0, mt0; /* kernel timestamps are CLOCK_REALTIME: the offset once */
+    clock_gettime(CLOCK_REALTIME, &rt0);
+    clock_gettime(CLOCK_MONOTONIC, &mt0);
+    long long offset_ns = ((long long)rt0.tv_sec - mt0.tv_sec) * 1000000000LL +
+                          (rt0.tv_nsec - mt0.tv_nsec);
     double start = mono(), warm_end = start + warmup, end = warm_end + seconds;
     for (int i = 0; i < nstreams; i++) streams[i].due += start;
     long long sent = 0, rtp = 0, other = 0, seen = 0;
@@ -261,7 +278,10 @@ int main(void) {
         for (int s = 0; s < nsocks; s++) {
             if (!(pfds[s].revents & POLLIN)) continue;
             for (;;) {
-                for (int i = 0; i < BATCH; i++) msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+                for (int i = 0; i < BATCH; i++) {
+                    msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+                    msgs[i].msg_hdr.msg_controllen = sizeof ctls[i];
+                }
                 int n = recvmmsg(socks[s].fd, msgs, BATCH, MSG_DONTWAIT, NULL);
                 if (n <= 0) break;
                 double t = mono();
@@ -290,6 +310,16 @@ int main(void) {
                         if (nlat == lcap) {
                             lcap *= 2;
                             lat = realloc(lat, lcap * sizeof *lat);
+                            alat = realloc(alat, lcap * sizeof *alat);
+                        }
+                        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c != NULL;
+                             c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+                            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS)
+                                continue;
+                            struct timespec k;
+                            memcpy(&k, CMSG_DATA(c), sizeof k);
+                            long long ns = (long long)k.tv_sec * 1000000000LL + k.tv_nsec;
+                            alat[nalat++] = ((double)(ns - offset_ns) * 1e-9 - sent_at) * 1000.0;
                         }
                         lat[nlat++] = (t - sent_at) * 1000.0;
                         int sec = measuring ? (int)(t - wall0) : -1;
@@ -305,10 +335,14 @@ int main(void) {
     qsort(lat, nlat, sizeof *lat, cmp);
     double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(size_t)(nlat * 0.99)] : -1,
            p999 = nlat ? lat[(size_t)(nlat * 0.999)] : -1;
+    qsort(alat, nalat, sizeof *alat, cmp);
+    double a50 = nalat ? alat[nalat / 2] : -1, a99 = nalat ? alat[(size_t)(nalat * 0.99)] : -1,
+           a999 = nalat ? alat[(size_t)(nalat * 0.999)] : -1;
     printf("{\"wall\": %.6f, \"cpu\": %.6f, \"sent\": %lld, \"rtp_received\": %lld, "
            "\"other_received\": %lld, \"samples\": %zu, \"p50\": %.4f, \"p99\": %.4f, "
-           "\"p999\": %.4f, \"max_ms_by_second\": [",
-           wall, cpu, sent, rtp, other, nlat, p50, p99, p999);
+           "\"p999\": %.4f, \"arrival_samples\": %zu, \"arrival_p50\": %.4f, "
+           "\"arrival_p99\": %.4f, \"arrival_p999\": %.4f, \"max_ms_by_second\": [",
+           wall, cpu, sent, rtp, other, nlat, p50, p99, p999, nalat, a50, a99, a999);
     int secs = (int)wall < SECONDS_MAX ? (int)wall : SECONDS_MAX;
     for (int i = 0; i < secs; i++) printf("%s%.2f", i ? ", " : "", sec_max[i]);
     printf("], \"cpu_s_by_second\": [");

@@ -435,6 +435,7 @@ class Window:
     # sfu_blast.c: per second of the window, the worst sampled latency (ms) and the
     # server's CPU seconds; with --warmup 0 the first seconds are the join transient
     by_second: dict[str, list[float]] = field(default_factory=dict)
+    arrival: dict[str, float] = field(default_factory=dict)  # sfu_blast.c's kernel stamps
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -452,6 +453,7 @@ class Window:
                 "latency_ms_p99": round(p99, 3),
                 "latency_ms_p999": round(p999, 3),
                 "latency_samples": samples,
+                **self.arrival,
                 **self.by_second,
             }
         return {
@@ -670,6 +672,11 @@ async def pump_c(
     )
     window.percentiles = (result["p50"], result["p99"], result["p999"], result["samples"])
     window.by_second = {k: result[k] for k in ("max_ms_by_second", "cpu_s_by_second")}
+    # The kernel's arrival stamp at the subscriber's socket (the server's send, on
+    # loopback): the server's latency without the generator's own wait for a core.
+    window.arrival = {
+        f"arrival_ms_{q}": round(result[f"arrival_{q}"], 3) for q in ("p50", "p99", "p999")
+    }
     return window
 
 
