@@ -190,6 +190,33 @@ async def layer_rates(publisher: Any) -> dict[str, float]:
     return rates
 
 
+async def throttle_cycle(
+    link: Link,
+    sfu: Sfu,
+    rates: dict[str, float],
+    dropped: Callable[[], Any],
+    full: Callable[[], Any],
+    drop_within: float,
+) -> tuple[int, float, float, dict[str, Any], dict[str, Any]]:
+    """Throttle the subscriber's link below the top layer plus audio (~40 kbit/s), above
+    the lowest's; wait (``drop_within`` s) for the layer to drop, open the link again and
+    wait for the top layer, which probing must have brought back. Returns the limit, the
+    seconds to drop and to come back, and the SFU's stats while throttled and after."""
+    limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
+    link.throttle(limit)
+    throttled = time.monotonic()
+    await until_async(dropped, f"the layer to drop under {limit} bit/s", drop_within, every=0.25)
+    down = time.monotonic() - throttled
+    during = await sfu.stats()
+    link.unthrottle()
+    opened = time.monotonic()
+    await until_async(full, "the 480p layer to come back", 90, every=0.25)
+    recovered = time.monotonic() - opened
+    after = await sfu.stats()
+    assert after["probe_packets"] > during["probe_packets"], after
+    return limit, down, recovered, during, after
+
+
 async def test_chromium_layer_follows_a_throttled_link(
     link: Link, sfu: Sfu, tmp_path: Path
 ) -> None:
@@ -227,22 +254,10 @@ async def test_chromium_layer_follows_a_throttled_link(
             before = await sfu.stats()
             assert before["twcc_feedback"] > 10, before  # the subscriber sends TWCC
             assert before["twcc_feedback_sent"] > 10, before  # the publisher gets it
-            # Throttle below the top layer plus audio (~40 kbit/s), above the lowest's.
-            limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
-            link.throttle(limit)
-            throttled = time.monotonic()
-            await until_async(
-                lambda: low(height), f"the layer to drop under {limit} bit/s", 45, every=0.25
+            limit, dropped, recovered, during, after = await throttle_cycle(
+                link, sfu, rates, lambda: low(height), full, 45
             )
-            dropped = time.monotonic() - throttled
-            during = await sfu.stats()
             assert during["congestion_signals"] > before["congestion_signals"], during
-            link.unthrottle()
-            opened = time.monotonic()
-            await until_async(full, "the 480p layer to come back", 90, every=0.25)
-            recovered = time.monotonic() - opened
-            after = await sfu.stats()
-            assert after["probe_packets"] > during["probe_packets"], after
             kbit = {rid: round(rate / 1e3) for rid, rate in rates.items()}
             print(
                 f"\nlayer rates {kbit} kbit/s;"
@@ -330,18 +345,9 @@ async def test_aiortc_remb_viewer_layer_follows_a_throttled_link(
             await until_async(full, "the viewer to be back on the 480p layer", 30, every=0.25)
             before = await sfu.stats()
             assert before["twcc_feedback"] == 0, before  # aiortc: REMB only
-            limit = int((rates["q"] + rates["f"]) / 2 + 40_000)
-            link.throttle(limit)
-            throttled = time.monotonic()
-            await until_async(dropped, f"the layer to drop under {limit} bit/s", 60, every=0.25)
-            down = time.monotonic() - throttled
-            during = await sfu.stats()
-            link.unthrottle()
-            opened = time.monotonic()
-            await until_async(full, "the 480p layer to come back", 90, every=0.25)
-            recovered = time.monotonic() - opened
-            after = await sfu.stats()
-            assert after["probe_packets"] > during["probe_packets"], after
+            limit, down, recovered, during, after = await throttle_cycle(
+                link, sfu, rates, dropped, full, 60
+            )
             kbit = {rid: round(rate / 1e3) for rid, rate in rates.items()}
             print(
                 f"\nREMB viewer: layer rates {kbit} kbit/s; throttle {limit // 1000} kbit/s;"
